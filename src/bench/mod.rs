@@ -1,0 +1,1 @@
+//! The stress client engine used by `echo-bench` (see issue "echo-bench").

@@ -1,0 +1,261 @@
+//! Shared helpers for the black-box tests: start the real `echo-reactor`
+//! binary on `127.0.0.1:0`, learn its address from its first stdout line,
+//! and read what the kernel says about the process (`/proc/PID/...`).
+//!
+//! Every test binary includes this module with `mod util;` and uses only
+//! part of it, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any single blocking step of a test may wait before it fails.
+/// Generous: the machine is shared, and these are behaviour checks, not timings.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running `echo-reactor` child process. Killed on drop.
+pub struct Server {
+    child: Child,
+    /// The first listening address the server printed.
+    pub addr: SocketAddr,
+    /// Every `listening on ...` line the server printed, in order.
+    pub listening: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts the server with `args`; adds `--listen 127.0.0.1:0` unless
+    /// `args` already has a `--listen`.
+    pub fn spawn(args: &[&str]) -> Server {
+        Server::spawn_with(args, None)
+    }
+
+    /// Like [`Server::spawn`], with `RLIMIT_NOFILE` (soft and hard) set to
+    /// `limit` in the child only.
+    pub fn spawn_with_nofile(args: &[&str], limit: u64) -> Server {
+        Server::spawn_with(args, Some(limit))
+    }
+
+    fn spawn_with(args: &[&str], nofile: Option<u64>) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_echo-reactor"));
+        if !args.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(limit) = nofile {
+            // SAFETY: setrlimit is async-signal-safe and touches only the
+            // child's own limits; the closure allocates nothing.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: limit as libc::rlim_t,
+                        rlim_max: limit as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn echo-reactor");
+
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().expect("stderr piped");
+        let sink = Arc::clone(&stderr);
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+
+        // The listening lines come first, before the loop starts; collect
+        // them on a thread so a server that dies early fails the test
+        // instead of hanging it.
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut listening = Vec::new();
+        let first = rx.recv_timeout(STEP_TIMEOUT).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!(
+                "server printed no listening line; stderr:\n{}",
+                stderr.lock().unwrap()
+            )
+        });
+        listening.push(first);
+        // Further listeners print at once after the first one.
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            listening.push(line);
+        }
+        let addr = parse_listening(&listening[0]);
+        Server {
+            child,
+            addr,
+            listening,
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the server wrote to stderr so far (its log).
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends `sig` (e.g. `libc::SIGTERM`) to the server.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill({sig}) failed");
+    }
+
+    /// Waits up to `timeout` for the server to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the server's log contains `needle`, or panics.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let text = self.stderr_text();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "log never contained {needle:?}; log:\n{text}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `listening on tcp://127.0.0.1:7007` -> `127.0.0.1:7007`.
+pub fn parse_listening(line: &str) -> SocketAddr {
+    let rest = line
+        .strip_prefix("listening on tcp://")
+        .unwrap_or_else(|| panic!("unexpected first stdout line: {line:?}"));
+    rest.parse()
+        .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"))
+}
+
+/// A blocking client socket with generous read/write timeouts.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(STEP_TIMEOUT)).unwrap();
+    s
+}
+
+/// `len` deterministic pseudo-random bytes (xorshift), NUL and 0xFF included.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Reads exactly `len` bytes (panics on EOF or timeout).
+pub fn read_n(s: &mut TcpStream, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    s.read_exact(&mut buf).expect("read_exact");
+    buf
+}
+
+/// Reads until EOF; returns what arrived.
+pub fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read_to_end");
+    out
+}
+
+/// Resident set size of `pid`, in KiB (`VmRSS` of `/proc/PID/status`).
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+/// Number of open descriptors of `pid` (entries of `/proc/PID/fd`).
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .count()
+}
+
+/// User + system CPU time of `pid`, in clock ticks (`/proc/PID/stat`).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Parses the `key=value` counters of the last log line containing
+/// `marker` (e.g. `"final stats:"`).
+pub fn counters(log: &str, marker: &str) -> HashMap<String, u64> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no {marker:?} line in log:\n{log}"));
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect()
+}

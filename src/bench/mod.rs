@@ -1,1 +1,223 @@
-//! The stress client engine used by `echo-bench` (see issue "echo-bench").
+//! The stress client engine behind `echo-bench`: many concurrent
+//! connections on mio, every echoed byte checked, latencies in an HDR
+//! histogram. The binary only parses flags and prints; tests and benches
+//! call [`run`] directly.
+//!
+//! # Layout
+//!
+//! | file | what it teaches |
+//! | --- | --- |
+//! | [`config`] | validate a whole request up front, one error line per problem |
+//! | [`pattern`] | a deterministic byte stream per connection: zero-copy sends, `memcmp` checks |
+//! | [`limits`] | descriptor and ephemeral-port limits of a client with 19,000 sockets |
+//! | `tcp` | the client-side event loop: non-blocking connects, edge-triggered reads and writes |
+//! | `udp` | the same over datagrams, where loss is counted, not fatal |
+//! | [`schedule`] | open loop: a fixed timetable, latency from the due time |
+//! | [`timer`] | a `timerfd` in the poll set: wake-ups finer than epoll's milliseconds |
+//! | [`stats`] | per-thread counts with no sharing on the hot path, merged at the end |
+//! | [`live`] | the few numbers shared while running (progress line, stop flag) |
+//! | [`report`] | the report as data, rendered as a table or one JSON object |
+//!
+//! # Threads
+//!
+//! `--threads N` runs N independent event loops, each with its own `Poll`,
+//! its own slab of connections (ids `t, t+N, t+2N, ...`) and its own
+//! [`Stats`]. Nothing is shared on the per-message path; the threads meet
+//! only once, when all their connections are open, so that they measure
+//! the same load.
+
+pub mod config;
+pub mod limits;
+pub mod live;
+pub mod pattern;
+pub mod report;
+pub mod schedule;
+pub mod stats;
+mod tcp;
+pub mod timer;
+mod udp;
+
+pub use config::{Config, ConfigError, StopAt, Transport};
+pub use live::Live;
+pub use report::Report;
+pub use stats::{ErrorKind, Stats};
+
+use log::{info, warn};
+use pattern::Pattern;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread;
+
+/// Why a run could not happen at all. (A run that happened but saw errors
+/// is a [`Report`] whose [`Report::passed`] is false.)
+#[derive(Debug)]
+pub enum BenchError {
+    /// A flag has a value that cannot work.
+    Config(ConfigError),
+    /// The machine cannot hold the run (descriptors, source addresses).
+    Limits(String),
+    /// Not one connection could be opened.
+    Unreachable {
+        /// The address that was tried.
+        addr: SocketAddr,
+        /// The first failure seen.
+        cause: String,
+    },
+    /// The engine itself failed (e.g. `epoll_create`).
+    Io(io::Error),
+}
+
+impl fmt::Display for BenchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BenchError::Config(e) => write!(f, "bad option {e}"),
+            BenchError::Limits(why) => write!(f, "{why}"),
+            BenchError::Unreachable { addr, cause } => {
+                write!(f, "cannot reach {addr}: {cause}")
+            }
+            BenchError::Io(e) => write!(f, "I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BenchError {}
+
+impl From<ConfigError> for BenchError {
+    fn from(e: ConfigError) -> Self {
+        BenchError::Config(e)
+    }
+}
+
+/// What every thread of one run reads: the request, the pattern, the plan.
+pub(crate) struct Shared {
+    pub cfg: Config,
+    pub pattern: Pattern,
+    /// Source addresses the connections are spread over (1 = kernel's choice).
+    pub sources: usize,
+    pub live: Arc<Live>,
+}
+
+/// Runs a whole stress run and returns its report. `live` lets the caller
+/// watch progress (and stop the run early) from another thread.
+pub fn run(cfg: &Config, live: Arc<Live>) -> Result<Report, BenchError> {
+    cfg.validate()?;
+    let sources = plan_limits(cfg)?;
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        pattern: Pattern::new(),
+        sources,
+        live,
+    });
+    info!(
+        "{} {} connections to {} over {} thread(s), {} source address(es)",
+        cfg.connections,
+        match cfg.transport {
+            Transport::Tcp => "TCP",
+            Transport::Udp => "UDP",
+        },
+        cfg.addr,
+        cfg.threads,
+        sources
+    );
+
+    let threads = cfg.threads;
+    let mut handles = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let share = share_of(cfg, t);
+        let sh = Arc::clone(&shared);
+        let handle = thread::Builder::new()
+            .name(format!("bench-{t}"))
+            .spawn(move || match sh.cfg.transport {
+                Transport::Tcp => tcp::run_thread(&sh, share),
+                Transport::Udp => udp::run_thread(&sh, share),
+            })
+            .map_err(BenchError::Io)?;
+        handles.push(handle);
+    }
+
+    let mut total = Stats::new();
+    let mut req_per_s = 0.0;
+    let mut bytes_per_s = 0.0;
+    let mut first_error = None;
+    let mut engine_error = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok((stats, err))) => {
+                if stats.window_secs > 0.0 {
+                    req_per_s += stats.messages as f64 / stats.window_secs;
+                    bytes_per_s += stats.bytes as f64 / stats.window_secs;
+                }
+                total.merge(&stats);
+                first_error = first_error.or(err);
+            }
+            Ok(Err(e)) => engine_error = Some(BenchError::Io(e)),
+            Err(_) => {
+                engine_error = Some(BenchError::Io(io::Error::other("a bench thread panicked")))
+            }
+        }
+    }
+    if let Some(e) = engine_error {
+        return Err(e);
+    }
+    if total.established == 0 && total.failed > 0 {
+        return Err(BenchError::Unreachable {
+            addr: cfg.addr,
+            cause: first_error.unwrap_or_else(|| "every connection failed".into()),
+        });
+    }
+    Ok(Report::new(cfg, sources, &total, req_per_s, bytes_per_s))
+}
+
+/// Raises the descriptor limit and decides how many source addresses the
+/// connections need; refuses runs the machine cannot hold.
+fn plan_limits(cfg: &Config) -> Result<usize, BenchError> {
+    let need = cfg.connections as u64 + limits::FD_SLACK;
+    match limits::raise_nofile_limit() {
+        Ok(have) if have < need => {
+            return Err(BenchError::Limits(format!(
+                "{} connections need about {need} file descriptors, but RLIMIT_NOFILE is {have} \
+                 (raise the hard limit, e.g. `ulimit -Hn`)",
+                cfg.connections
+            )));
+        }
+        Ok(_) => {}
+        Err(e) => warn!("could not read or raise RLIMIT_NOFILE: {e}"),
+    }
+    let per_source = limits::ports_per_source();
+    let needed = limits::source_ips_needed(cfg.connections, per_source);
+    let sources = match cfg.source_ips {
+        Some(n) => n as usize,
+        None if needed > 1 && (!cfg.addr.ip().is_loopback() || !cfg.addr.is_ipv4()) => {
+            return Err(BenchError::Limits(format!(
+                "{} connections need {needed} source addresses ({per_source} ports each), \
+                 which only works against an IPv4 loopback target",
+                cfg.connections
+            )));
+        }
+        None => needed,
+    };
+    if sources > 1 {
+        info!("spreading connections over {sources} loopback source addresses");
+    }
+    Ok(sources)
+}
+
+/// Thread `t`'s part of the connections and of the rates and quotas.
+fn share_of(cfg: &Config, t: usize) -> tcp::Share {
+    let n = cfg.threads;
+    let ids: Vec<usize> = (t..cfg.connections).step_by(n).collect();
+    let part = |total: u64| total / n as u64 + u64::from((t as u64) < total % n as u64);
+    tcp::Share {
+        thread: t,
+        ids,
+        connect_rate: cfg.connect_rate.map(|r| f64::from(r) / n as f64),
+        max_connecting: cfg.max_connecting.div_ceil(n).max(1),
+        quota: match cfg.stop {
+            StopAt::Requests(q) => Some(part(q)),
+            StopAt::Duration(_) => None,
+        },
+        rate: cfg.rate.map(|r| r as f64 / n as f64),
+    }
+}

@@ -1,0 +1,113 @@
+//! The machine limits a client with tens of thousands of sockets runs into,
+//! and how the run is planned around them.
+//!
+//! * Descriptors: each connection is one fd. The soft `RLIMIT_NOFILE` is
+//!   often 1024 while the hard limit is far higher; a process may raise its
+//!   own soft limit up to the hard one, so we do, and refuse early (one
+//!   clear line) if even that is not enough.
+//! * Ephemeral ports: every connection from one source address to one
+//!   server address needs its own local port, and there are only as many as
+//!   `net.ipv4.ip_local_port_range` holds (28,232 by default). On loopback,
+//!   every 127.x.y.z address is ours, so connections past one range use
+//!   127.0.0.2, 127.0.0.3, ... as further source addresses.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// Descriptors the process needs besides its connections: stdio, one epoll
+/// fd per thread, the runtime's own, with room to spare.
+pub const FD_SLACK: u64 = 64;
+
+/// Ports of the range left unused when planning how many connections one
+/// source address takes: sockets in TIME_WAIT from an earlier run, and other
+/// programs on the machine, hold some of them.
+pub const PORT_MARGIN: usize = 2_000;
+
+/// The ephemeral range when `/proc` cannot tell (Linux's default).
+const DEFAULT_PORT_RANGE: (u32, u32) = (32_768, 60_999);
+
+/// Raises the soft descriptor limit to the hard limit and returns the new
+/// soft limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own and pass by pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let want = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct; raising the soft limit up
+        // to the hard limit needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        lim.rlim_cur = lim.rlim_max;
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// How many local ports one source address can use for one server address.
+pub fn ports_per_source() -> usize {
+    let (lo, hi) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|v| v.parse::<u32>());
+            match (it.next(), it.next()) {
+                (Some(Ok(lo)), Some(Ok(hi))) if lo <= hi => Some((lo, hi)),
+                _ => None,
+            }
+        })
+        .unwrap_or(DEFAULT_PORT_RANGE);
+    let size = (hi - lo + 1) as usize;
+    size.saturating_sub(PORT_MARGIN).max(size / 2).max(1)
+}
+
+/// How many source addresses `connections` need.
+pub fn source_ips_needed(connections: usize, per_source: usize) -> usize {
+    connections.div_ceil(per_source.max(1)).max(1)
+}
+
+/// The source address for connection `id` when `sources` addresses are in
+/// use: `None` means "let the kernel choose" (the common single-address
+/// case, which costs no extra `bind` call).
+pub fn source_for(id: usize, connections: usize, sources: usize) -> Option<IpAddr> {
+    if sources <= 1 {
+        return None;
+    }
+    // Fill addresses evenly: connection i goes to address i * sources / n.
+    let idx = id * sources / connections.max(1);
+    Some(loopback_v4(idx))
+}
+
+/// 127.0.0.1 for 0, 127.0.0.2 for 1, ... (skipping .0 and .255 in each /24).
+pub fn loopback_v4(idx: usize) -> IpAddr {
+    let host = idx % 254 + 1;
+    let mid = (idx / 254) % 256;
+    let high = (idx / (254 * 256)) % 256;
+    IpAddr::V4(Ipv4Addr::new(127, high as u8, mid as u8, host as u8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_source_until_the_range_is_full() {
+        assert_eq!(source_ips_needed(19_000, 26_000), 1);
+        assert_eq!(source_ips_needed(60_000, 26_000), 3);
+    }
+
+    #[test]
+    fn sources_are_filled_evenly_and_are_loopback() {
+        assert_eq!(source_for(0, 100, 1), None);
+        assert_eq!(source_for(0, 100, 2), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(source_for(99, 100, 2), Some("127.0.0.2".parse().unwrap()));
+        assert!(loopback_v4(300).is_loopback());
+    }
+}

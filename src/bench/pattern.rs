@@ -1,0 +1,126 @@
+//! The bytes every connection sends, and how echoes are checked against them.
+//!
+//! Each connection's stream is an endless deterministic byte sequence: byte
+//! `i` of connection `c` is `TABLE[(start(c) + i) % PERIOD]`. One read-only
+//! table, built once, serves every connection and thread, which gives the
+//! client its two cheap paths:
+//!
+//! * sending copies nothing: a write takes a slice of the table directly;
+//! * checking is one `memcmp` of the received bytes against a table slice.
+//!
+//! The table is `PERIOD + MAX_SPAN` bytes long, the first `MAX_SPAN` bytes
+//! repeated at the end, so any span of up to `MAX_SPAN` bytes starting at any
+//! offset below `PERIOD` is contiguous: no wrap-around case in the hot path.
+
+/// Length of one cycle of the pattern. A prime, so that no power-of-two
+/// message size or buffer size lines up with the cycle: data echoed at the
+/// wrong stream offset (duplicated, dropped or reordered bytes) or sent by
+/// the wrong connection differs from what was expected.
+pub const PERIOD: usize = 65_521;
+
+/// The longest span one send or one check may cover. Writes and reads are
+/// cut to this size; it is also the size of each thread's read buffer.
+pub const MAX_SPAN: usize = 256 * 1024;
+
+/// Distance between the starting offsets of consecutive connections: a
+/// prime that is not a factor of [`PERIOD`], so the first `PERIOD`
+/// connections all start at different offsets.
+const START_STRIDE: usize = 7_919;
+
+/// The shared pattern table. Cheap to share by reference across threads.
+pub struct Pattern {
+    table: Box<[u8]>,
+}
+
+impl Default for Pattern {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pattern {
+    /// Builds the table (xorshift bytes: every value 0..=255 appears,
+    /// NUL and 0xFF included, so no byte is special to a careless server).
+    pub fn new() -> Pattern {
+        let mut table = Vec::with_capacity(PERIOD + MAX_SPAN);
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..PERIOD {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            table.push((x >> 24) as u8);
+        }
+        for i in 0..MAX_SPAN {
+            table.push(table[i % PERIOD]);
+        }
+        Pattern {
+            table: table.into_boxed_slice(),
+        }
+    }
+
+    /// Where connection `id` (numbered across all threads) starts in the cycle.
+    pub fn start_of(id: usize) -> usize {
+        (id % PERIOD) * START_STRIDE % PERIOD
+    }
+
+    /// `len` bytes of the stream that starts at `start`, from stream offset
+    /// `offset`. `len` must be at most [`MAX_SPAN`]; callers cut their
+    /// writes to it.
+    #[inline]
+    pub fn slice(&self, start: usize, offset: u64, len: usize) -> &[u8] {
+        debug_assert!(len <= MAX_SPAN);
+        let at = ((start as u64 + offset) % PERIOD as u64) as usize;
+        &self.table[at..at + len]
+    }
+
+    /// Checks `got` against the stream starting at `start`, from stream
+    /// offset `offset`. Returns the index of the first wrong byte, if any.
+    /// The common case is one `memcmp`; the byte-by-byte search runs only
+    /// once a mismatch is known.
+    #[inline]
+    pub fn check(&self, start: usize, offset: u64, got: &[u8]) -> Option<usize> {
+        let want = self.slice(start, offset, got.len());
+        if want == got {
+            return None;
+        }
+        want.iter().zip(got).position(|(a, b)| a != b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_read_through_the_cycle_boundary() {
+        let p = Pattern::new();
+        let s = p.slice(0, (PERIOD - 3) as u64, 6);
+        assert_eq!(&s[3..], p.slice(0, 0, 3));
+    }
+
+    #[test]
+    fn a_flipped_byte_is_found_at_its_index() {
+        let p = Pattern::new();
+        let mut got = p.slice(Pattern::start_of(5), 1000, 64).to_vec();
+        assert_eq!(p.check(Pattern::start_of(5), 1000, &got), None);
+        got[17] ^= 0x01;
+        assert_eq!(p.check(Pattern::start_of(5), 1000, &got), Some(17));
+    }
+
+    #[test]
+    fn neighbouring_connections_differ() {
+        let p = Pattern::new();
+        let a = p.slice(Pattern::start_of(0), 0, 64);
+        assert!(p.check(Pattern::start_of(1), 0, a).is_some());
+    }
+
+    #[test]
+    fn every_byte_value_appears() {
+        let p = Pattern::new();
+        let mut seen = [false; 256];
+        for &b in p.slice(0, 0, 4096) {
+            seen[b as usize] = true;
+        }
+        assert!(seen.iter().all(|&s| s));
+    }
+}

@@ -1,0 +1,243 @@
+//! The report of one run, as data first: the binary prints it as a table
+//! or as one JSON object, tests read its fields directly.
+//!
+//! Units: latencies in microseconds (with fractions: loopback round trips
+//! are a few tens of them), throughput in messages per second and in
+//! MB/s (10^6 bytes per second) of payload echoed back, one direction.
+
+use super::config::{Config, Transport};
+use super::stats::{ErrorKind, Stats};
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use std::fmt::Write;
+
+/// Percentiles of a latency histogram, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Percentiles {
+    /// Number of samples.
+    pub count: u64,
+    pub min: f64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Percentiles {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Percentiles {
+            count: h.len(),
+            min: us(h.min()),
+            mean: h.mean() / 1000.0,
+            p50: us(h.value_at_quantile(0.50)),
+            p90: us(h.value_at_quantile(0.90)),
+            p99: us(h.value_at_quantile(0.99)),
+            p999: us(h.value_at_quantile(0.999)),
+            max: us(h.max()),
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "count": self.count,
+            "min": self.min, "mean": self.mean, "p50": self.p50, "p90": self.p90,
+            "p99": self.p99, "p99_9": self.p999, "max": self.max,
+        })
+    }
+}
+
+/// Everything a run found out.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub addr: String,
+    pub transport: Transport,
+    pub threads: usize,
+    pub size: usize,
+    pub depth: usize,
+    /// Open-loop target rate, if any.
+    pub rate: Option<u64>,
+    pub source_ips: usize,
+    pub connections_requested: u64,
+    pub connections_established: u64,
+    pub connections_failed: u64,
+    /// Messages echoed inside the measured window.
+    pub messages: u64,
+    /// Length of the measured window (longest thread), seconds.
+    pub duration_secs: f64,
+    pub req_per_sec: f64,
+    pub mb_per_sec: f64,
+    pub latency_us: Percentiles,
+    /// Errors by kind, in [`ErrorKind::ALL`] order.
+    pub errors: Vec<(ErrorKind, u64)>,
+    pub max_errors: u64,
+    /// Open loop: lateness of sends against the schedule, microseconds.
+    pub schedule_lag_us: Option<Percentiles>,
+    /// Open loop: messages due in the window that never left.
+    pub unsent: u64,
+    /// UDP: datagrams sent, lost and late (in the window).
+    pub udp: Option<(u64, u64, u64)>,
+}
+
+impl Report {
+    pub(crate) fn new(
+        cfg: &Config,
+        sources: usize,
+        s: &Stats,
+        req_per_sec: f64,
+        bytes_per_sec: f64,
+    ) -> Report {
+        Report {
+            addr: cfg.addr.to_string(),
+            transport: cfg.transport,
+            threads: cfg.threads,
+            size: cfg.size,
+            depth: cfg.depth,
+            rate: cfg.rate,
+            source_ips: sources,
+            connections_requested: cfg.connections as u64,
+            connections_established: s.established,
+            connections_failed: s.failed,
+            messages: s.messages,
+            duration_secs: s.window_secs,
+            req_per_sec,
+            mb_per_sec: bytes_per_sec / 1e6,
+            latency_us: Percentiles::of(&s.latency),
+            errors: ErrorKind::ALL
+                .iter()
+                .map(|&k| (k, s.errors_of(k)))
+                .collect(),
+            max_errors: cfg.max_errors,
+            schedule_lag_us: cfg.rate.map(|_| Percentiles::of(&s.lag)),
+            unsent: s.unsent,
+            udp: (cfg.transport == Transport::Udp).then_some((s.udp_sent, s.udp_lost, s.udp_late)),
+        }
+    }
+
+    /// The count of one error kind.
+    pub fn error_count(&self, kind: ErrorKind) -> u64 {
+        self.errors
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// All errors together (UDP loss is not an error).
+    pub fn total_errors(&self) -> u64 {
+        self.errors.iter().map(|(_, n)| n).sum()
+    }
+
+    /// A clean run: no mismatch ever, and errors within `--max-errors`.
+    pub fn passed(&self) -> bool {
+        self.error_count(ErrorKind::Mismatch) == 0 && self.total_errors() <= self.max_errors
+    }
+
+    /// The report as one JSON object.
+    pub fn to_json(&self) -> Value {
+        let errors: serde_json::Map<String, Value> = self
+            .errors
+            .iter()
+            .map(|(k, n)| (k.name().to_string(), json!(n)))
+            .collect();
+        let mut v = json!({
+            "addr": self.addr,
+            "transport": match self.transport { Transport::Tcp => "tcp", Transport::Udp => "udp" },
+            "mode": if self.rate.is_some() { "open-loop" } else { "closed-loop" },
+            "threads": self.threads,
+            "size": self.size,
+            "depth": self.depth,
+            "source_ips": self.source_ips,
+            "connections": {
+                "requested": self.connections_requested,
+                "established": self.connections_established,
+                "failed": self.connections_failed,
+            },
+            "messages": self.messages,
+            "duration_s": self.duration_secs,
+            "req_per_s": self.req_per_sec,
+            "mb_per_s": self.mb_per_sec,
+            "latency_us": self.latency_us.json(),
+            "errors": errors,
+            "errors_total": self.total_errors(),
+            "passed": self.passed(),
+        });
+        if let (Some(rate), Some(lag)) = (self.rate, &self.schedule_lag_us) {
+            v["schedule"] = json!({
+                "rate": rate,
+                "lag_us": lag.json(),
+                "unsent": self.unsent,
+            });
+        }
+        if let Some((sent, lost, late)) = self.udp {
+            v["udp"] = json!({ "sent": sent, "lost": lost, "late": late });
+        }
+        v
+    }
+
+    /// The report as a table for people.
+    pub fn to_table(&self) -> String {
+        let mut o = String::new();
+        let proto = match self.transport {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        };
+        let mode = match self.rate {
+            Some(r) => format!("open loop at {r} msg/s"),
+            None => "closed loop".to_string(),
+        };
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            o,
+            "echo-bench {proto}://{}  {} B x depth {}, {mode}, {} thread(s), {} source address(es)",
+            self.addr, self.size, self.depth, self.threads, self.source_ips
+        );
+        let _ = writeln!(
+            o,
+            "connections  requested {}  established {}  failed {}",
+            self.connections_requested, self.connections_established, self.connections_failed
+        );
+        let _ = writeln!(
+            o,
+            "messages     {} in {:.2} s   {:.0} req/s   {:.2} MB/s",
+            self.messages, self.duration_secs, self.req_per_sec, self.mb_per_sec
+        );
+        let l = &self.latency_us;
+        let _ = writeln!(
+            o,
+            "latency us   min {:.1}  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+            l.min, l.p50, l.p90, l.p99, l.p999, l.max
+        );
+        if let Some(lag) = &self.schedule_lag_us {
+            let _ = writeln!(
+                o,
+                "schedule lag us  p50 {:.1}  p99 {:.1}  max {:.1}   unsent {}",
+                lag.p50, lag.p99, lag.max, self.unsent
+            );
+        }
+        if let Some((sent, lost, late)) = self.udp {
+            let _ = writeln!(o, "udp          sent {sent}  lost {lost}  late {late}");
+        }
+        let errs: Vec<String> = self
+            .errors
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{} {n}", k.name()))
+            .collect();
+        let _ = writeln!(
+            o,
+            "errors       {}{}",
+            if errs.is_empty() {
+                "none".to_string()
+            } else {
+                errs.join("  ")
+            },
+            if self.passed() { "" } else { "   FAILED" }
+        );
+        o
+    }
+}

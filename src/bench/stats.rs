@@ -1,0 +1,232 @@
+//! What each thread counts while it runs, and how the threads' counts merge.
+//!
+//! Every thread owns its own [`Stats`], touched only by that thread, so the
+//! hot path takes no lock and shares no cache line; the threads hand their
+//! `Stats` back when they finish and [`Stats::merge`] adds them up. Live
+//! numbers for the progress line travel separately, through [`super::live`].
+
+use hdrhistogram::Histogram;
+use std::io;
+
+/// Latencies are recorded in nanoseconds: loopback round trips are tens of
+/// microseconds, and whole microseconds would blur the low percentiles.
+pub const LATENCY_SIGFIGS: u8 = 3;
+
+/// The highest latency the histogram can hold (100 s); longer ones are
+/// clamped to it rather than dropped, so they still show as the maximum.
+pub const LATENCY_MAX_NS: u64 = 100_000_000_000;
+
+/// Every kind of failure the client tells apart. The names are the keys of
+/// the report's `errors` object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// An echoed byte differed from the byte sent (the stream is closed).
+    Mismatch,
+    /// The server closed the connection while echoes were still due (or
+    /// while the connection was being held open).
+    EarlyEof,
+    /// The connection was reset (ECONNRESET, EPIPE).
+    Reset,
+    /// The connect was refused (nothing listening, or a full backlog that
+    /// answers with RST).
+    ConnectRefused,
+    /// The connect, or the first echo that proves it, did not finish in time.
+    ConnectTimeout,
+    /// No local address/port was free for the connect (EADDRNOTAVAIL).
+    AddrUnavailable,
+    /// Any other connect failure (EMFILE, ENETUNREACH, ...).
+    ConnectOther,
+    /// Echoes still missing when the drain after the run gave up.
+    Timeout,
+    /// Any other I/O failure on an established connection.
+    Io,
+}
+
+impl ErrorKind {
+    /// All kinds, in report order.
+    pub const ALL: [ErrorKind; 9] = [
+        ErrorKind::Mismatch,
+        ErrorKind::EarlyEof,
+        ErrorKind::Reset,
+        ErrorKind::ConnectRefused,
+        ErrorKind::ConnectTimeout,
+        ErrorKind::AddrUnavailable,
+        ErrorKind::ConnectOther,
+        ErrorKind::Timeout,
+        ErrorKind::Io,
+    ];
+
+    /// The report key.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Mismatch => "mismatch",
+            ErrorKind::EarlyEof => "early_eof",
+            ErrorKind::Reset => "reset",
+            ErrorKind::ConnectRefused => "connect_refused",
+            ErrorKind::ConnectTimeout => "connect_timeout",
+            ErrorKind::AddrUnavailable => "addr_unavailable",
+            ErrorKind::ConnectOther => "connect_other",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Io => "io",
+        }
+    }
+
+    /// Classifies a failed connect.
+    pub fn of_connect(e: &io::Error) -> ErrorKind {
+        match e.kind() {
+            io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,
+            io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
+            io::ErrorKind::AddrNotAvailable => ErrorKind::AddrUnavailable,
+            _ => ErrorKind::ConnectOther,
+        }
+    }
+
+    /// Classifies a failed read or write on an established connection.
+    pub fn of_io(e: &io::Error) -> ErrorKind {
+        match e.kind() {
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted => ErrorKind::Reset,
+            io::ErrorKind::UnexpectedEof => ErrorKind::EarlyEof,
+            io::ErrorKind::TimedOut => ErrorKind::Timeout,
+            _ => ErrorKind::Io,
+        }
+    }
+}
+
+/// One thread's counts (or, after merging, the whole run's).
+pub struct Stats {
+    /// Connections that were proven by their first echo (TCP) or opened (UDP).
+    pub established: u64,
+    /// Connections that never got there.
+    pub failed: u64,
+    /// Messages echoed inside the measured window.
+    pub messages: u64,
+    /// Payload bytes echoed back inside the measured window.
+    pub bytes: u64,
+    /// Round-trip latency of each measured message, in ns.
+    pub latency: Histogram<u64>,
+    /// Open loop: how late each measured message was sent compared with its
+    /// schedule, in ns.
+    pub lag: Histogram<u64>,
+    /// Open loop: messages due inside the window that were never sent.
+    pub unsent: u64,
+    /// Counts per [`ErrorKind`], indexed like [`ErrorKind::ALL`].
+    pub errors: [u64; ErrorKind::ALL.len()],
+    /// UDP: datagrams sent in the window.
+    pub udp_sent: u64,
+    /// UDP: datagrams given up on (no echo within the loss timeout).
+    pub udp_lost: u64,
+    /// UDP: echoes that came after their datagram was declared lost, or twice.
+    pub udp_late: u64,
+    /// Length of this thread's measured window, in seconds.
+    pub window_secs: f64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Stats {
+    /// Empty counts.
+    pub fn new() -> Stats {
+        let hist = || {
+            // Fails only for low > high or sigfigs > 5: not for these constants.
+            Histogram::new_with_bounds(1, LATENCY_MAX_NS, LATENCY_SIGFIGS)
+                .expect("constant histogram bounds are valid")
+        };
+        Stats {
+            established: 0,
+            failed: 0,
+            messages: 0,
+            bytes: 0,
+            latency: hist(),
+            lag: hist(),
+            unsent: 0,
+            errors: [0; ErrorKind::ALL.len()],
+            udp_sent: 0,
+            udp_lost: 0,
+            udp_late: 0,
+            window_secs: 0.0,
+        }
+    }
+
+    /// Counts one error.
+    #[inline]
+    pub fn error(&mut self, kind: ErrorKind) {
+        self.errors[kind as usize] += 1;
+    }
+
+    /// The count for one kind.
+    pub fn errors_of(&self, kind: ErrorKind) -> u64 {
+        self.errors[kind as usize]
+    }
+
+    /// All errors together.
+    pub fn total_errors(&self) -> u64 {
+        self.errors.iter().sum()
+    }
+
+    /// Records one round trip of `ns` nanoseconds.
+    #[inline]
+    pub fn record_latency(&mut self, ns: u64) {
+        self.latency.saturating_record(ns.max(1));
+    }
+
+    /// Records how late one message left, in nanoseconds.
+    #[inline]
+    pub fn record_lag(&mut self, ns: u64) {
+        self.lag.saturating_record(ns.max(1));
+    }
+
+    /// Adds another thread's counts. Windows overlap in time, so the merged
+    /// window is the longest one (rates are computed per thread and summed
+    /// by the report, not from this field).
+    pub fn merge(&mut self, other: &Stats) {
+        self.established += other.established;
+        self.failed += other.failed;
+        self.messages += other.messages;
+        self.bytes += other.bytes;
+        // Both histograms share bounds, so adding cannot fail; if it ever
+        // did, the counts above still hold.
+        let _ = self.latency.add(&other.latency);
+        let _ = self.lag.add(&other.lag);
+        self.unsent += other.unsent;
+        for (a, b) in self.errors.iter_mut().zip(other.errors.iter()) {
+            *a += b;
+        }
+        self.udp_sent += other.udp_sent;
+        self.udp_lost += other.udp_lost;
+        self.udp_late += other.udp_late;
+        self.window_secs = self.window_secs.max(other.window_secs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_index_their_own_slot() {
+        for (i, k) in ErrorKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+        }
+    }
+
+    #[test]
+    fn merge_adds_counts_and_histograms() {
+        let mut a = Stats::new();
+        let mut b = Stats::new();
+        a.error(ErrorKind::Reset);
+        b.error(ErrorKind::Reset);
+        b.error(ErrorKind::Mismatch);
+        a.record_latency(1000);
+        b.record_latency(3000);
+        a.merge(&b);
+        assert_eq!(a.errors_of(ErrorKind::Reset), 2);
+        assert_eq!(a.total_errors(), 3);
+        assert_eq!(a.latency.len(), 2);
+    }
+}

@@ -82,7 +82,16 @@ pub struct Config {
     /// Errors tolerated before the run counts as failed (mismatches never
     /// are).
     pub max_errors: u64,
+    /// How long a connect may take to be proven by its first echo, and how
+    /// long an echo may be overdue, before the connection counts as timed
+    /// out and is closed. Also bounds the drain after the window.
+    pub timeout: Duration,
 }
+
+/// The default of [`Config::timeout`]. A SYN dropped by a full accept queue
+/// is retried after 1 s, 3 s and 7 s: ten seconds allows three tries, and
+/// no healthy loopback echo is ever that late.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Config {
     /// The defaults of the command line, aimed at `addr`.
@@ -102,6 +111,7 @@ impl Config {
             transport: Transport::Tcp,
             hold: Duration::ZERO,
             max_errors: 0,
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 
@@ -143,6 +153,9 @@ impl Config {
         }
         if self.rate == Some(0) {
             return bad("--rate", "must be at least 1 message per second".into());
+        }
+        if self.timeout.is_zero() {
+            return bad("--timeout", "must be more than 0 seconds".into());
         }
         if self.source_ips == Some(0) {
             return bad("--source-ips", "must be at least 1".into());

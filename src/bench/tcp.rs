@@ -15,7 +15,7 @@
 //!    `depth` messages in flight per connection; open loop follows a
 //!    [`Schedule`].
 //! 4. **Draining**: nothing new is sent; echoes still due are awaited (and
-//!    checked) for up to [`DRAIN_TIMEOUT`].
+//!    checked) for up to `--timeout`.
 //! 5. **Holding** (`--hold`): every connection stays open and idle.
 //!
 //! A connection's stream is tracked with three byte counters: `want`
@@ -48,15 +48,6 @@ const EVENTS_CAPACITY: usize = 1024;
 /// and the other threads' progress are looked at least this often.
 const TICK: Duration = Duration::from_millis(100);
 
-/// How long a connection may take from `connect` to its first echo. A SYN
-/// dropped by a full accept queue is retried after 1 s, 3 s, 7 s: ten
-/// seconds allows for three tries before the connection counts as failed.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long echoes still due at the end of the window are awaited. Anything
-/// missing after that is counted as [`ErrorKind::Timeout`].
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// The token of the open-loop timer; connection keys never get this high.
 const TIMER_TOKEN: Token = Token(usize::MAX);
 
@@ -85,8 +76,11 @@ struct Conn {
     /// Where this connection's stream starts in the pattern cycle.
     start: usize,
     state: ConnState,
-    /// When `connect` was called, for [`CONNECT_TIMEOUT`].
+    /// When `connect` was called, for the connect timeout.
     opened_at: Instant,
+    /// Last time an echo completed, or a message was issued while none was
+    /// in flight: an echo overdue by `--timeout` from here is a stall.
+    last_progress: Instant,
     /// Bytes of whole messages issued so far.
     want: u64,
     /// Bytes written to the socket; `sent < want` means a write is pending
@@ -308,6 +302,10 @@ impl Worker<'_> {
                 }
             }
             Phase::Running => {
+                if now >= self.last_sweep + TICK {
+                    self.last_sweep = now;
+                    self.sweep_stalls(now);
+                }
                 let quota_met = self
                     .share
                     .quota
@@ -427,8 +425,25 @@ impl Worker<'_> {
             self.share.thread, self.stats.window_secs, self.stats.messages, self.outstanding
         );
         self.phase = Phase::Draining {
-            until: now + DRAIN_TIMEOUT,
+            until: now + self.sh.cfg.timeout,
         };
+    }
+
+    /// Closes connections whose echo is overdue by `--timeout`: without
+    /// this, a server that stops answering would hang a `-n` run forever.
+    fn sweep_stalls(&mut self, now: Instant) {
+        let (size, timeout) = (self.size, self.sh.cfg.timeout);
+        let stalled: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.dead && c.in_flight(size) > 0 && now >= c.last_progress + timeout)
+            .map(|(k, _)| k)
+            .collect();
+        for key in stalled {
+            warn!("connection {}: no echo for {timeout:?}", self.conns[key].id);
+            self.fail(key, ErrorKind::Timeout);
+        }
+        self.free_closed();
     }
 
     /// Whatever is still due after the drain: one timeout per connection.
@@ -508,6 +523,7 @@ impl Worker<'_> {
             start: Pattern::start_of(id),
             state: ConnState::Connecting,
             opened_at: now,
+            last_progress: now,
             want: 0,
             sent: 0,
             recvd: 0,
@@ -531,10 +547,11 @@ impl Worker<'_> {
     }
 
     fn sweep_connect_timeouts(&mut self, now: Instant) {
+        let timeout = self.sh.cfg.timeout;
         let late: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.state != ConnState::Ready && now >= c.opened_at + CONNECT_TIMEOUT)
+            .filter(|(_, c)| c.state != ConnState::Ready && now >= c.opened_at + timeout)
             .map(|(k, _)| k)
             .collect();
         for key in late {
@@ -619,7 +636,10 @@ impl Worker<'_> {
             return;
         }
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-            self.on_readable(key);
+            // EOF and errors are states, not data: once reported, they raise
+            // no further edge. So when the event says so, read until the
+            // socket itself says EOF, error or WouldBlock.
+            self.on_readable(key, ev.is_read_closed() || ev.is_error());
         }
         // A writable edge matters only while a write is pending; otherwise
         // it costs no syscall.
@@ -633,7 +653,7 @@ impl Worker<'_> {
 
     /// Reads everything the socket holds, checks it, completes messages and
     /// issues the next ones.
-    fn on_readable(&mut self, key: usize) {
+    fn on_readable(&mut self, key: usize, closing: bool) {
         let size = self.size;
         let conn = &mut self.conns[key];
         let before = conn.recvd;
@@ -673,9 +693,11 @@ impl Worker<'_> {
             conn.recvd += n as u64;
             // A short read on a stream socket means the receive queue was
             // empty at that moment, and under edge-triggered epoll any data
-            // arriving later raises a new edge. So the read that would only
-            // return WouldBlock is skipped: one syscall less per event.
-            if n < self.buf.len() {
+            // (or FIN) arriving later raises a new edge. So the read that
+            // would only return WouldBlock is skipped: one syscall less per
+            // event. Not when the event already carried EOF or an error:
+            // those arrived before this event and will not raise another.
+            if n < self.buf.len() && !closing {
                 break;
             }
         }
@@ -697,6 +719,7 @@ impl Worker<'_> {
         let now = Instant::now();
         let measuring = self.phase == Phase::Running;
         let conn = &mut self.conns[key];
+        conn.last_progress = now;
         let mut run_done = 0;
         for m in first..last {
             if m == 0 {
@@ -750,6 +773,9 @@ impl Worker<'_> {
                 break;
             }
             let conn = &mut self.conns[key];
+            if conn.in_flight(self.size) == 0 {
+                conn.last_progress = now;
+            }
             let m = conn.want / self.size;
             conn.times[(m % self.depth) as usize] = now;
             conn.want += self.size;
@@ -824,6 +850,9 @@ impl Worker<'_> {
             return;
         }
         let mut issued = 0;
+        if conn.in_flight(self.size) == 0 {
+            conn.last_progress = now;
+        }
         while conn.issued < conn.due && conn.in_flight(self.size) < self.depth {
             let due_at = sched.due_at_on_slot(conn.slot, conn.issued);
             if self.phase == Phase::Running && due_at >= self.window_start {

@@ -11,7 +11,7 @@
 //! an echo that arrives after that counts as late.
 //!
 //! Like TCP, a socket is *proven* by its first echo (sequence 0, resent
-//! after each loss timeout until [`super::tcp::CONNECT_TIMEOUT`]); a closed
+//! after each loss timeout until `--timeout`); a closed
 //! port answers with ICMP, which a connected UDP socket reports as
 //! ECONNREFUSED, so an unreachable service fails the run the same way.
 
@@ -20,7 +20,7 @@ use super::config::UDP_HEADER;
 use super::limits;
 use super::pattern::Pattern;
 use super::stats::{ErrorKind, Stats};
-use super::tcp::{CONNECT_TIMEOUT, Share};
+use super::tcp::Share;
 use log::{debug, warn};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
@@ -294,7 +294,7 @@ impl Worker<'_> {
             l.waiting = false;
             self.waiting -= 1;
             if !s.proven {
-                if now >= s.opened_at + CONNECT_TIMEOUT {
+                if now >= s.opened_at + self.sh.cfg.timeout {
                     let e = io::Error::new(
                         io::ErrorKind::TimedOut,
                         "no echo within the connect timeout",

@@ -98,6 +98,11 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 0.0)]
     hold: f64,
 
+    /// Seconds a connect may take, or an echo may be overdue, before the
+    /// connection counts as timed out and is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    timeout: f64,
+
     /// Errors tolerated before the exit code says failure (mismatches never are).
     #[arg(long, value_name = "N", default_value_t = 0)]
     max_errors: u64,
@@ -107,14 +112,19 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = match Args::try_parse() {
         Ok(a) => a,
-        Err(e) => {
-            // --help and --version are "errors" that print and exit 0.
+        // --help and --version arrive as "errors" that print and exit 0.
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // clap's message runs over several lines (usage, a hint); keep
+            // its first line, which names the flag and the problem.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("echo-bench: {first} (see --help)");
+            return ExitCode::from(2);
         }
     };
     match run(&args) {
@@ -176,6 +186,7 @@ fn config_of(args: &Args) -> Result<Config, String> {
     };
     cfg.hold = secs("--hold", args.hold)?;
     cfg.max_errors = args.max_errors;
+    cfg.timeout = secs("--timeout", args.timeout)?;
     cfg.validate().map_err(|e| format!("bad option {e}"))?;
     Ok(cfg)
 }

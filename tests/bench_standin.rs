@@ -1,0 +1,289 @@
+//! `echo-bench` against stand-in servers whose behaviour is known exactly:
+//! a plain echo (clean runs must be clean and counted right), and servers
+//! that corrupt, close early, batch or stall (the client must notice).
+//!
+//! Every run is bounded by a message count (`-n`) rather than a duration
+//! where possible, so counts can be asserted exactly, and by the runner's
+//! timeout.
+
+mod bench_support;
+
+use bench_support::{Behaviour, assert_clean, bench, dead_addr, tcp_server, udp_echo};
+use std::collections::HashSet;
+use std::time::Duration;
+
+// ----- clean runs -----------------------------------------------------------
+
+#[test]
+fn ping_pong_run_counts_every_message() {
+    let srv = tcp_server(Behaviour::Echo);
+    let addr = srv.addr.to_string();
+    let run = bench(&["-c", "8", "-n", "4000", "-s", "64", "--json", &addr]);
+    let v = assert_clean(&run, 8);
+    assert_eq!(v["messages"], 4000);
+    assert_eq!(v["latency_us"]["count"], 4000);
+    assert_eq!(v["depth"], 1);
+    assert_eq!(srv.peers.lock().unwrap().len(), 8);
+}
+
+#[test]
+fn pipelined_run_keeps_depth_messages_in_flight() {
+    // After the first message (which proves the connection and is alone
+    // in flight), this server answers only once 4 whole messages are
+    // waiting: a client that does not keep 4 in flight never gets an echo.
+    let srv = tcp_server(Behaviour::EchoInBatchesAfter(100, 4 * 100));
+    let addr = srv.addr.to_string();
+    let run = bench(&[
+        "-c", "2", "-d", "4", "-s", "100", "-n", "400", "--json", &addr,
+    ]);
+    let v = assert_clean(&run, 2);
+    assert_eq!(v["messages"], 400);
+}
+
+#[test]
+fn threads_share_connections_and_the_request_count() {
+    let srv = tcp_server(Behaviour::Echo);
+    let addr = srv.addr.to_string();
+    let run = bench(&[
+        "-T", "2", "-c", "6", "-d", "2", "-n", "3001", "--json", &addr,
+    ]);
+    let v = assert_clean(&run, 6);
+    assert_eq!(v["messages"], 3001);
+    assert_eq!(v["threads"], 2);
+}
+
+#[test]
+fn connections_spread_over_the_requested_source_addresses() {
+    let srv = tcp_server(Behaviour::Echo);
+    let addr = srv.addr.to_string();
+    let run = bench(&["-c", "6", "--source-ips", "3", "-n", "60", "--json", &addr]);
+    assert_clean(&run, 6);
+    let sources: HashSet<String> = srv
+        .peers
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p.ip().to_string())
+        .collect();
+    let want: HashSet<String> = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(sources, want);
+}
+
+#[test]
+fn open_loop_run_follows_its_schedule_and_reports_lag() {
+    let srv = tcp_server(Behaviour::Echo);
+    let addr = srv.addr.to_string();
+    let run = bench(&["-c", "4", "-r", "2000", "-n", "500", "--json", &addr]);
+    let v = assert_clean(&run, 4);
+    assert_eq!(v["mode"], "open-loop");
+    assert_eq!(v["messages"], 500);
+    assert_eq!(v["schedule"]["rate"], 2000);
+    assert_eq!(v["schedule"]["lag_us"]["count"], 500);
+    assert_eq!(v["schedule"]["unsent"], 0);
+}
+
+#[test]
+fn open_loop_latency_counts_from_the_intended_send_time() {
+    // One connection, depth 1, 100 msg/s. The server holds message 1 (the
+    // first measured one) for 600 ms. About 60 messages fall due meanwhile;
+    // none can leave before the stall ends, so each one's latency is at
+    // least 600 ms minus its own offset in the schedule (10 ms apart). A
+    // client that timed from the actual send ("coordinated omission")
+    // would see one slow message and 39 fast ones.
+    let stall = Duration::from_millis(600);
+    let srv = tcp_server(Behaviour::StallAt(64, stall));
+    let addr = srv.addr.to_string();
+    let run = bench(&["-c", "1", "-r", "100", "-n", "40", "--json", &addr]);
+    let v = assert_clean(&run, 1);
+    // Message k (k = 0..40) waits at least 600 - 10k ms: the median one
+    // (k = 20) at least 400 ms.
+    let p50 = v["latency_us"]["p50"].as_f64().unwrap();
+    assert!(
+        p50 >= 300_000.0,
+        "p50 {p50} us: the stall was not charged to queued messages\n{v:#}"
+    );
+    let lag = v["schedule"]["lag_us"]["p50"].as_f64().unwrap();
+    assert!(lag >= 300_000.0, "p50 lag {lag} us\n{v:#}");
+}
+
+#[test]
+fn udp_run_counts_echoes_and_no_loss_on_loopback_echo() {
+    let addr = udp_echo().to_string();
+    let run = bench(&["--udp", "-c", "4", "-d", "2", "-n", "2000", "--json", &addr]);
+    let v = assert_clean(&run, 4);
+    assert_eq!(v["transport"], "udp");
+    assert_eq!(v["messages"], 2000);
+    let sent = v["udp"]["sent"].as_u64().unwrap();
+    assert!(sent >= 2000, "{v:#}");
+}
+
+#[test]
+fn hold_keeps_connections_open_after_the_run() {
+    let srv = tcp_server(Behaviour::Echo);
+    let addr = srv.addr.to_string();
+    let run = bench(&["-c", "3", "-n", "30", "--hold", "1.5", "--json", &addr]);
+    assert_clean(&run, 3);
+    // The servers' threads record (last echo, EOF) when each connection
+    // ends; the client may only close after holding for 1.5 s.
+    let closes = srv.closes.lock().unwrap().clone();
+    assert_eq!(closes.len(), 3, "every connection closed by the client");
+    for (last_echo, eof) in closes {
+        assert!(
+            eof - last_echo >= Duration::from_millis(1400),
+            "closed {:?} after the last echo",
+            eof - last_echo
+        );
+    }
+}
+
+// ----- faults the client must report ---------------------------------------
+
+#[test]
+fn a_flipped_byte_is_a_mismatch_and_fails_the_run() {
+    let srv = tcp_server(Behaviour::FlipByteAt(1000));
+    let addr = srv.addr.to_string();
+    let run = bench(&[
+        "-c",
+        "2",
+        "-n",
+        "200",
+        "--max-errors",
+        "100",
+        "--json",
+        &addr,
+    ]);
+    assert_eq!(run.code, Some(1), "stderr:\n{}", run.stderr);
+    let v = run.json();
+    assert_eq!(v["errors"]["mismatch"], 2, "{v:#}");
+    assert_eq!(v["passed"], false);
+    assert!(
+        run.stderr.contains("stream offset 1000"),
+        "stderr:\n{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_server_that_closes_early_is_an_early_eof() {
+    let srv = tcp_server(Behaviour::CloseAfter(640));
+    let addr = srv.addr.to_string();
+    let run = bench(&["-c", "3", "-n", "1000", "--json", &addr]);
+    assert_eq!(run.code, Some(1), "stderr:\n{}", run.stderr);
+    let v = run.json();
+    assert_eq!(v["errors"]["early_eof"], 3, "{v:#}");
+    assert_eq!(v["errors"]["mismatch"], 0, "{v:#}");
+}
+
+#[test]
+fn a_server_that_stops_answering_is_a_timeout_not_a_hang() {
+    // The server goes silent after 10 messages (its thread sleeps far
+    // longer than the test runs); without a stall timeout a `-n` run
+    // would wait for the missing echoes forever.
+    let srv = tcp_server(Behaviour::StallAt(640, Duration::from_secs(3600)));
+    let addr = srv.addr.to_string();
+    let run = bench(&["-c", "2", "-n", "1000", "--timeout", "0.5", "--json", &addr]);
+    assert_eq!(run.code, Some(1), "stderr:\n{}", run.stderr);
+    let v = run.json();
+    assert_eq!(v["errors"]["timeout"], 2, "{v:#}");
+}
+
+#[test]
+fn max_errors_tolerates_that_many_errors() {
+    let srv = tcp_server(Behaviour::CloseAfter(640));
+    let addr = srv.addr.to_string();
+    let run = bench(&["-c", "3", "-t", "0.5", "--max-errors", "3", "--json", &addr]);
+    assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
+    assert_eq!(run.json()["errors"]["early_eof"], 3);
+}
+
+#[test]
+fn an_unreachable_address_is_one_line_and_exit_2() {
+    let addr = dead_addr().to_string();
+    let run = bench(&["-c", "3", "-t", "1", &addr]);
+    assert_eq!(run.code, Some(2));
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "stderr:\n{}", run.stderr);
+    assert!(
+        lines[0].contains("cannot reach") && lines[0].contains("refused"),
+        "{}",
+        lines[0]
+    );
+    assert!(run.stdout.is_empty());
+}
+
+#[test]
+fn bad_flags_are_one_line_and_exit_2() {
+    for args in [
+        &["--size", "0"][..],
+        &["-c", "lots"][..],
+        &["--udp", "--size", "4"][..],
+        &["no-such-host-or-port"][..],
+        &["--no-such-flag"][..],
+    ] {
+        let run = bench(args);
+        assert_eq!(run.code, Some(2), "{args:?}: {}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{args:?}:\n{}", run.stderr);
+        assert!(
+            !run.stderr.contains("panicked"),
+            "{args:?}:\n{}",
+            run.stderr
+        );
+    }
+}
+
+// ----- the report -----------------------------------------------------------
+
+#[test]
+fn json_report_holds_every_field() {
+    let srv = tcp_server(Behaviour::Echo);
+    let addr = srv.addr.to_string();
+    let v = assert_clean(&bench(&["-c", "2", "-n", "100", "--json", &addr]), 2);
+    for key in ["requested", "established", "failed"] {
+        assert!(v["connections"][key].is_u64(), "connections.{key}: {v:#}");
+    }
+    for key in [
+        "messages",
+        "req_per_s",
+        "mb_per_s",
+        "duration_s",
+        "size",
+        "depth",
+        "threads",
+    ] {
+        assert!(v[key].is_number(), "{key}: {v:#}");
+    }
+    for key in ["min", "p50", "p90", "p99", "p99_9", "max"] {
+        assert!(
+            v["latency_us"][key].as_f64().unwrap() > 0.0,
+            "latency_us.{key}: {v:#}"
+        );
+    }
+    for key in [
+        "mismatch",
+        "early_eof",
+        "reset",
+        "connect_refused",
+        "connect_timeout",
+        "timeout",
+    ] {
+        assert!(v["errors"][key].is_u64(), "errors.{key}: {v:#}");
+    }
+}
+
+#[test]
+fn table_report_is_the_default_output() {
+    let srv = tcp_server(Behaviour::Echo);
+    let addr = srv.addr.to_string();
+    let run = bench(&["-c", "2", "-n", "100", &addr]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    for needle in ["established 2", "req/s", "p99.9", "errors       none"] {
+        assert!(
+            run.stdout.contains(needle),
+            "{needle:?} missing:\n{}",
+            run.stdout
+        );
+    }
+}

@@ -1,0 +1,223 @@
+//! Stand-in servers and a runner for the `echo-bench` tests.
+//!
+//! Each server listens on `127.0.0.1:0` and serves every connection on its
+//! own std thread: simple code whose behaviour is obvious, so that a test
+//! failure points at the client. The servers live until the test process
+//! exits; the runner kills `echo-bench` if it outlives [`RUN_TIMEOUT`].
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The longest any one `echo-bench` run of a test may take before the test
+/// kills it and fails. Generous: the machine is shared.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a stand-in server does with the bytes of one connection.
+#[derive(Clone, Copy, Debug)]
+pub enum Behaviour {
+    /// Echo everything.
+    Echo,
+    /// Echo, but flip the lowest bit of the byte at this stream offset.
+    FlipByteAt(u64),
+    /// Echo this many bytes, then close.
+    CloseAfter(u64),
+    /// Echo the first `.0` bytes at once; after that echo nothing until
+    /// `.1` bytes are buffered, then all of them together (only a client
+    /// that pipelines ever gets an answer).
+    EchoInBatchesAfter(u64, usize),
+    /// Echo, but sleep this long before echoing the byte at this offset.
+    StallAt(u64, Duration),
+}
+
+/// A running stand-in TCP server.
+pub struct TcpStandIn {
+    pub addr: SocketAddr,
+    /// Peer address of every accepted connection.
+    pub peers: Arc<Mutex<Vec<SocketAddr>>>,
+    /// For each connection that ended: (time of its last echo, time of its EOF).
+    pub closes: Arc<Mutex<Vec<(Instant, Instant)>>>,
+}
+
+/// Starts a TCP server that treats every connection with `b`.
+pub fn tcp_server(b: Behaviour) -> TcpStandIn {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local_addr");
+    let peers = Arc::new(Mutex::new(Vec::new()));
+    let closes = Arc::new(Mutex::new(Vec::new()));
+    let (p, c) = (Arc::clone(&peers), Arc::clone(&closes));
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            if let Ok(peer) = conn.peer_addr() {
+                p.lock().unwrap().push(peer);
+            }
+            let c = Arc::clone(&c);
+            thread::spawn(move || serve(conn, b, &c));
+        }
+    });
+    TcpStandIn {
+        addr,
+        peers,
+        closes,
+    }
+}
+
+fn serve(mut s: TcpStream, b: Behaviour, closes: &Mutex<Vec<(Instant, Instant)>>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut held = Vec::new();
+    let mut offset = 0u64;
+    let mut last_echo = Instant::now();
+    loop {
+        let n = match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let chunk = &mut buf[..n];
+        match b {
+            Behaviour::EchoInBatchesAfter(first, k) if offset + n as u64 > first => {
+                let skip = first.saturating_sub(offset) as usize;
+                if skip > 0 && s.write_all(&chunk[..skip]).is_err() {
+                    break;
+                }
+                held.extend_from_slice(&chunk[skip..]);
+                offset += n as u64;
+                if held.len() >= k {
+                    if s.write_all(&held).is_err() {
+                        break;
+                    }
+                    held.clear();
+                    last_echo = Instant::now();
+                }
+                continue;
+            }
+            Behaviour::Echo | Behaviour::EchoInBatchesAfter(..) => {}
+            Behaviour::FlipByteAt(at) => {
+                if (offset..offset + n as u64).contains(&at) {
+                    chunk[(at - offset) as usize] ^= 0x01;
+                }
+            }
+            Behaviour::CloseAfter(limit) => {
+                let keep = limit.saturating_sub(offset).min(n as u64) as usize;
+                let _ = s.write_all(&chunk[..keep]);
+                if offset + n as u64 >= limit {
+                    // FIN after the echoed bytes, then keep reading until the
+                    // client closes: closing with unread input would send a
+                    // RST, and the client would see a reset, not an EOF.
+                    let _ = s.shutdown(std::net::Shutdown::Write);
+                    while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+                    break;
+                }
+                offset += n as u64;
+                continue;
+            }
+            Behaviour::StallAt(at, pause) => {
+                if (offset..offset + n as u64).contains(&at) {
+                    thread::sleep(pause);
+                }
+            }
+        }
+        offset += n as u64;
+        if s.write_all(chunk).is_err() {
+            break;
+        }
+        last_echo = Instant::now();
+    }
+    closes.lock().unwrap().push((last_echo, Instant::now()));
+}
+
+/// Starts a UDP echo server (every datagram straight back to its sender).
+pub fn udp_echo() -> SocketAddr {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let addr = sock.local_addr().expect("local_addr");
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let _ = sock.send_to(&buf[..n], from);
+        }
+    });
+    addr
+}
+
+/// An address where nothing listens (a port we bound and released).
+pub fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("local_addr")
+}
+
+/// What one `echo-bench` run left behind.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The `--json` report.
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON object ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+/// Runs `echo-bench` with `args`, killing it after [`RUN_TIMEOUT`].
+pub fn bench(args: &[&str]) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_echo-bench"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn echo-bench");
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("wait");
+            panic!(
+                "echo-bench {args:?} ran longer than {RUN_TIMEOUT:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().expect("wait");
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// Asserts a clean run: exit 0, no errors, every connection established.
+#[track_caller]
+pub fn assert_clean(run: &Run, connections: u64) -> Value {
+    assert_eq!(
+        run.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    let v = run.json();
+    assert_eq!(v["errors_total"], 0, "{v:#}");
+    assert_eq!(v["connections"]["established"], connections, "{v:#}");
+    assert_eq!(v["connections"]["failed"], 0, "{v:#}");
+    assert_eq!(v["passed"], true, "{v:#}");
+    v
+}

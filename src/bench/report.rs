@@ -16,12 +16,19 @@ use std::fmt::Write;
 pub struct Percentiles {
     /// Number of samples.
     pub count: u64,
+    /// Smallest sample.
     pub min: f64,
+    /// Arithmetic mean.
     pub mean: f64,
+    /// Median.
     pub p50: f64,
+    /// 90th percentile.
     pub p90: f64,
+    /// 99th percentile.
     pub p99: f64,
+    /// 99.9th percentile.
     pub p999: f64,
+    /// Largest sample.
     pub max: f64,
 }
 
@@ -55,26 +62,39 @@ impl Percentiles {
 /// Everything a run found out.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// The echo service's address.
     pub addr: String,
+    /// TCP or UDP.
     pub transport: Transport,
+    /// Engine threads.
     pub threads: usize,
+    /// Bytes per message.
     pub size: usize,
+    /// Messages in flight per connection.
     pub depth: usize,
     /// Open-loop target rate, if any.
     pub rate: Option<u64>,
+    /// Loopback source addresses the connections were spread over.
     pub source_ips: usize,
+    /// Connections asked for.
     pub connections_requested: u64,
+    /// Connections proven by their first echo.
     pub connections_established: u64,
+    /// Connections that failed before their first echo.
     pub connections_failed: u64,
     /// Messages echoed inside the measured window.
     pub messages: u64,
     /// Length of the measured window (longest thread), seconds.
     pub duration_secs: f64,
+    /// Messages per second (sum of the threads' rates).
     pub req_per_sec: f64,
+    /// Payload echoed back per second, in 10^6 bytes.
     pub mb_per_sec: f64,
+    /// Round-trip latency of the measured messages, microseconds.
     pub latency_us: Percentiles,
     /// Errors by kind, in [`ErrorKind::ALL`] order.
     pub errors: Vec<(ErrorKind, u64)>,
+    /// Errors tolerated (`--max-errors`).
     pub max_errors: u64,
     /// Open loop: lateness of sends against the schedule, microseconds.
     pub schedule_lag_us: Option<Percentiles>,

@@ -36,6 +36,10 @@ pub enum ErrorKind {
     AddrUnavailable,
     /// Any other connect failure (EMFILE, ENETUNREACH, ...).
     ConnectOther,
+    /// The server answered a connection's first message with bytes that
+    /// are not its echo (e.g. `ERR too many connections`): it accepted the
+    /// socket but refused to serve it.
+    Rejected,
     /// Echoes still missing when the drain after the run gave up.
     Timeout,
     /// Any other I/O failure on an established connection.
@@ -44,7 +48,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// All kinds, in report order.
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::Mismatch,
         ErrorKind::EarlyEof,
         ErrorKind::Reset,
@@ -52,6 +56,7 @@ impl ErrorKind {
         ErrorKind::ConnectTimeout,
         ErrorKind::AddrUnavailable,
         ErrorKind::ConnectOther,
+        ErrorKind::Rejected,
         ErrorKind::Timeout,
         ErrorKind::Io,
     ];
@@ -66,6 +71,7 @@ impl ErrorKind {
             ErrorKind::ConnectTimeout => "connect_timeout",
             ErrorKind::AddrUnavailable => "addr_unavailable",
             ErrorKind::ConnectOther => "connect_other",
+            ErrorKind::Rejected => "rejected",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Io => "io",
         }

@@ -681,6 +681,15 @@ impl Worker<'_> {
                 self.sh.pattern.check(conn.start, conn.recvd, got)
             };
             if let Some(i) = bad {
+                if conn.state != ConnState::Ready {
+                    debug!(
+                        "connection {}: first reply is not an echo: {:?}",
+                        conn.id,
+                        String::from_utf8_lossy(&got[..n.min(80)])
+                    );
+                    failure = Some(ErrorKind::Mismatch);
+                    break;
+                }
                 warn!(
                     "connection {}: echoed byte at stream offset {} is wrong (got {:#04x})",
                     conn.id,
@@ -708,6 +717,15 @@ impl Worker<'_> {
         if let Some(kind) = failure {
             if self.conns[key].state == ConnState::Ready {
                 self.fail(key, kind);
+            } else if kind == ErrorKind::Mismatch {
+                // Wrong bytes before the first echo: the server talks, but
+                // does not echo for this connection (a "too many
+                // connections" line, say). Not corrupted data: a refusal.
+                self.unproven_failed(
+                    key,
+                    ErrorKind::Rejected,
+                    "answered with something else than the echo",
+                );
             } else {
                 self.unproven_failed(key, kind, kind.name());
             }

@@ -82,6 +82,8 @@ pub struct Report {
     pub connections_established: u64,
     /// Connections that failed before their first echo.
     pub connections_failed: u64,
+    /// Seconds until every connection was open or had failed (slowest thread).
+    pub open_secs: f64,
     /// Messages echoed inside the measured window.
     pub messages: u64,
     /// Length of the measured window (longest thread), seconds.
@@ -123,6 +125,7 @@ impl Report {
             connections_requested: cfg.connections as u64,
             connections_established: s.established,
             connections_failed: s.failed,
+            open_secs: s.open_secs,
             messages: s.messages,
             duration_secs: s.window_secs,
             req_per_sec,
@@ -176,6 +179,7 @@ impl Report {
                 "requested": self.connections_requested,
                 "established": self.connections_established,
                 "failed": self.connections_failed,
+                "open_s": self.open_secs,
             },
             "messages": self.messages,
             "duration_s": self.duration_secs,
@@ -218,8 +222,11 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "connections  requested {}  established {}  failed {}",
-            self.connections_requested, self.connections_established, self.connections_failed
+            "connections  requested {}  established {}  failed {}  (opened in {:.2} s)",
+            self.connections_requested,
+            self.connections_established,
+            self.connections_failed,
+            self.open_secs
         );
         let _ = writeln!(
             o,

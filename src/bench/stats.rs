@@ -127,6 +127,8 @@ pub struct Stats {
     pub udp_late: u64,
     /// Length of this thread's measured window, in seconds.
     pub window_secs: f64,
+    /// Seconds this thread took to open (or fail) all its connections.
+    pub open_secs: f64,
 }
 
 impl Default for Stats {
@@ -156,6 +158,7 @@ impl Stats {
             udp_lost: 0,
             udp_late: 0,
             window_secs: 0.0,
+            open_secs: 0.0,
         }
     }
 
@@ -207,6 +210,7 @@ impl Stats {
         self.udp_lost += other.udp_lost;
         self.udp_late += other.udp_late;
         self.window_secs = self.window_secs.max(other.window_secs);
+        self.open_secs = self.open_secs.max(other.open_secs);
     }
 }
 

@@ -292,6 +292,7 @@ impl Worker<'_> {
                         self.share.thread,
                         self.conns.len()
                     );
+                    self.stats.open_secs = (now - self.open_started).as_secs_f64();
                     self.sh.live.thread_settled();
                     self.phase = Phase::Settling;
                 }

@@ -201,6 +201,8 @@ impl Worker<'_> {
         match self.phase {
             Phase::Opening => {
                 if self.unproven == 0 {
+                    // window_start still holds the thread's start time here.
+                    self.stats.open_secs = (now - self.window_start).as_secs_f64();
                     self.sh.live.thread_settled();
                     self.phase = Phase::Settling;
                 }

@@ -234,6 +234,64 @@ fn bad_flags_are_one_line_and_exit_2() {
     }
 }
 
+#[test]
+fn connect_rate_paces_the_opening() {
+    // 10 connections at 20 per second: the last one may not start before
+    // 9/20 s, so opening cannot take less than 0.45 s.
+    let srv = tcp_server(Behaviour::Echo);
+    let addr = srv.addr.to_string();
+    let run = bench(&[
+        "-c",
+        "10",
+        "--connect-rate",
+        "20",
+        "-n",
+        "100",
+        "--json",
+        &addr,
+    ]);
+    let v = assert_clean(&run, 10);
+    let open = v["connections"]["open_s"].as_f64().unwrap();
+    assert!(open >= 0.45, "opened in {open} s\n{v:#}");
+}
+
+#[test]
+fn ctrl_c_ends_the_run_early_with_a_report() {
+    let srv = tcp_server(Behaviour::Echo);
+    let addr = srv.addr.to_string();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_echo-bench"))
+        .args(["-c", "2", "-t", "3600", "--json", &addr])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Give it time to install its handler and start; the run itself would
+    // last an hour, so only the signal can end it within the test.
+    std::thread::sleep(Duration::from_millis(1000));
+    // SAFETY: kill(2) on our own child, which has not been reaped yet.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    // Bounded wait: if the signal were ignored, fail instead of hanging.
+    let deadline = std::time::Instant::now() + bench_support::RUN_TIMEOUT;
+    let mut child = child;
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("echo-bench ignored SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert!(v["messages"].as_u64().unwrap() > 0, "{v:#}");
+    assert!(v["duration_s"].as_f64().unwrap() < 3600.0, "{v:#}");
+}
+
 // ----- the report -----------------------------------------------------------
 
 #[test]

@@ -136,11 +136,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// Exit code after a second Ctrl+C (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: i32 = 130;
+
 fn run(args: &Args) -> Result<ExitCode, String> {
     let cfg = config_of(args)?;
     let live = Arc::new(Live::new());
     let done = Arc::new(AtomicBool::new(false));
-    let progress = spawn_progress(&cfg, Arc::clone(&live), Arc::clone(&done));
+    // The first Ctrl+C ends the measurement early (the report still
+    // prints); a second one exits at once. The handler only sets a flag;
+    // the progress thread passes it on to the engine.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let sigint = signal_hook::consts::SIGINT;
+    let _ = signal_hook::flag::register_conditional_shutdown(
+        sigint,
+        EXIT_INTERRUPTED,
+        Arc::clone(&interrupted),
+    );
+    let _ = signal_hook::flag::register(sigint, Arc::clone(&interrupted));
+    let progress = spawn_progress(
+        &cfg,
+        Arc::clone(&live),
+        Arc::clone(&done),
+        Arc::clone(&interrupted),
+    );
     let result = bench::run(&cfg, live);
     done.store(true, Ordering::Relaxed);
     if let Some(h) = progress {
@@ -202,11 +221,12 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
 }
 
 /// A live line on stderr: redrawn in place on a terminal, a plain line now
-/// and then otherwise.
+/// and then otherwise. Also relays Ctrl+C to the engine.
 fn spawn_progress(
     cfg: &Config,
     live: Arc<Live>,
     done: Arc<AtomicBool>,
+    interrupted: Arc<AtomicBool>,
 ) -> Option<thread::JoinHandle<()>> {
     let tty = std::io::stderr().is_terminal();
     let requested = cfg.connections;
@@ -226,6 +246,9 @@ fn spawn_progress(
             let mut last_plain = Instant::now();
             while !done.load(Ordering::Relaxed) {
                 thread::sleep(PROGRESS_REDRAW);
+                if interrupted.load(Ordering::Relaxed) && !live.stop_requested() {
+                    live.request_stop();
+                }
                 let msgs = Live::get(&live.messages);
                 let now = Instant::now();
                 let rate = (msgs - last_msgs) as f64 / (now - last_t).as_secs_f64().max(1e-9);

@@ -121,7 +121,7 @@ impl Report {
             size: cfg.size,
             depth: cfg.depth,
             rate: cfg.rate,
-            source_ips: sources,
+            source_ips: sources.max(s.sources_used),
             connections_requested: cfg.connections as u64,
             connections_established: s.established,
             connections_failed: s.failed,

@@ -129,6 +129,8 @@ pub struct Stats {
     pub window_secs: f64,
     /// Seconds this thread took to open (or fail) all its connections.
     pub open_secs: f64,
+    /// Loopback source addresses this thread ended up using.
+    pub sources_used: usize,
 }
 
 impl Default for Stats {
@@ -159,6 +161,7 @@ impl Stats {
             udp_late: 0,
             window_secs: 0.0,
             open_secs: 0.0,
+            sources_used: 0,
         }
     }
 
@@ -211,6 +214,7 @@ impl Stats {
         self.udp_late += other.udp_late;
         self.window_secs = self.window_secs.max(other.window_secs);
         self.open_secs = self.open_secs.max(other.open_secs);
+        self.sources_used = self.sources_used.max(other.sources_used);
     }
 }
 

@@ -48,6 +48,11 @@ const EVENTS_CAPACITY: usize = 1024;
 /// and the other threads' progress are looked at least this often.
 const TICK: Duration = Duration::from_millis(100);
 
+/// How many loopback source addresses a thread may add when the planned
+/// ones run out of local ports: each brings a whole port range (~28,000
+/// connections), so a handful covers any descriptor limit.
+const MAX_EXTRA_SOURCES: usize = 8;
+
 /// The token of the open-loop timer; connection keys never get this high.
 const TIMER_TOKEN: Token = Token(usize::MAX);
 
@@ -156,6 +161,9 @@ struct Worker<'a> {
     first_connect_error: Option<String>,
 
     // Opening.
+    /// Loopback source addresses added past the planned ones because the
+    /// planned ones ran out of ports.
+    extra_sources: usize,
     opened: usize,
     unproven: usize,
     open_started: Instant,
@@ -210,6 +218,7 @@ pub(crate) fn run_thread(sh: &Shared, share: Share) -> io::Result<(Stats, Option
         stats: Stats::new(),
         phase: Phase::Opening,
         first_connect_error: None,
+        extra_sources: 0,
         opened: 0,
         unproven: 0,
         open_started: now,
@@ -293,6 +302,7 @@ impl Worker<'_> {
                         self.conns.len()
                     );
                     self.stats.open_secs = (now - self.open_started).as_secs_f64();
+                    self.stats.sources_used = self.sh.sources + self.extra_sources;
                     self.sh.live.thread_settled();
                     self.phase = Phase::Settling;
                 }
@@ -478,11 +488,36 @@ impl Worker<'_> {
         while self.opened < allowed && self.unproven < self.share.max_connecting {
             let id = self.share.ids[self.opened];
             self.opened += 1;
-            match self.start_connect(id, now) {
+            let mut result = self.start_connect(id, now);
+            // Out of local ports for this source address (the planned share
+            // was too optimistic: TIME_WAIT sockets of an earlier run, other
+            // programs). On loopback, move on to the next source address
+            // and try again, as often as MAX_EXTRA_SOURCES allows.
+            while let Err(e) = &result {
+                let out_of_ports = e.raw_os_error() == Some(libc::EADDRNOTAVAIL);
+                if !out_of_ports || !self.can_add_source() {
+                    break;
+                }
+                self.extra_sources += 1;
+                let next = limits::loopback_v4(self.sh.sources - 1 + self.extra_sources);
+                debug!(
+                    "thread {}: local ports exhausted, continuing from {next}",
+                    self.share.thread
+                );
+                result = self.start_connect(id, now);
+            }
+            match result {
                 Ok(()) => self.unproven += 1,
                 Err(e) => self.connect_failed(id, &e),
             }
         }
+    }
+
+    /// Whether another loopback source address may be tried: only against
+    /// an IPv4 loopback target, and not endlessly.
+    fn can_add_source(&self) -> bool {
+        let addr = self.sh.cfg.addr;
+        addr.is_ipv4() && addr.ip().is_loopback() && self.extra_sources < MAX_EXTRA_SOURCES
     }
 
     fn start_connect(&mut self, id: usize, now: Instant) -> io::Result<()> {
@@ -496,7 +531,16 @@ impl Worker<'_> {
         // (pipelined runs); an echo client wants every message on the wire
         // at once. One setsockopt per connection, none per message.
         socket.set_tcp_nodelay(true)?;
-        if let Some(src) = limits::source_for(id, cfg.connections, self.sh.sources) {
+        let src = if self.extra_sources > 0 {
+            // Past the planned addresses: every connect of this thread uses
+            // the newest extra one.
+            Some(limits::loopback_v4(
+                self.sh.sources - 1 + self.extra_sources,
+            ))
+        } else {
+            limits::source_for(id, cfg.connections, self.sh.sources)
+        };
+        if let Some(src) = src {
             bind_no_port(&socket)?;
             socket.bind(&SockAddr::from(SocketAddr::new(src, 0)))?;
         }

@@ -8,8 +8,11 @@
 
 mod bench_support;
 
-use bench_support::{Behaviour, assert_clean, bench, dead_addr, tcp_server, udp_echo};
+use bench_support::{
+    Behaviour, assert_clean, bench, dead_addr, tcp_server, udp_echo, udp_echo_dropping,
+};
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 // ----- clean runs -----------------------------------------------------------
@@ -118,6 +121,33 @@ fn udp_run_counts_echoes_and_no_loss_on_loopback_echo() {
     assert_eq!(v["messages"], 2000);
     let sent = v["udp"]["sent"].as_u64().unwrap();
     assert!(sent >= 2000, "{v:#}");
+}
+
+#[test]
+fn udp_loss_is_counted_not_fatal() {
+    // Every 7th datagram vanishes (the first ones, which prove the
+    // sockets, included): the run still completes its count and passes.
+    let addr = udp_echo_dropping(Some(7)).to_string();
+    let run = bench(&["--udp", "-c", "3", "-d", "2", "-n", "300", "--json", &addr]);
+    let v = assert_clean(&run, 3);
+    assert_eq!(v["messages"], 300);
+    assert!(v["udp"]["lost"].as_u64().unwrap() > 0, "{v:#}");
+}
+
+#[test]
+fn warmup_traffic_is_sent_but_not_counted() {
+    let srv = tcp_server(Behaviour::Echo);
+    let addr = srv.addr.to_string();
+    let run = bench(&["-c", "2", "-n", "100", "--warmup", "0.3", "--json", &addr]);
+    let v = assert_clean(&run, 2);
+    assert_eq!(v["messages"], 100);
+    // Measured: 100 messages; proofs: 2; everything else is warmup.
+    let measured_and_proofs = (100 + 2) * 64;
+    let got = srv.received.load(Ordering::Relaxed);
+    assert!(
+        got > measured_and_proofs,
+        "server saw {got} bytes: no warmup traffic"
+    );
 }
 
 #[test]

@@ -228,7 +228,7 @@ impl Worker<'_> {
                 let quota_met = self
                     .share
                     .quota
-                    .is_some_and(|q| self.window_issued >= q && self.waiting == 0);
+                    .is_some_and(|q| self.window_kept() >= q && self.waiting == 0);
                 let time_up = self.window_end.is_some_and(|e| now >= e);
                 if time_up || quota_met || self.socks.is_empty() || self.sh.live.stop_requested() {
                     self.stats.window_secs = now
@@ -316,12 +316,19 @@ impl Worker<'_> {
         }
     }
 
+    /// Datagrams sent in the window and not (yet) lost. `-n N` asks for N
+    /// echoes, so a lost datagram does not use up the count: another one
+    /// is sent in its place.
+    fn window_kept(&self) -> u64 {
+        self.window_issued - self.stats.udp_lost
+    }
+
     fn may_issue(&self, now: Instant) -> bool {
         self.phase == Phase::Running
             && self
                 .share
                 .quota
-                .is_none_or(|q| now < self.window_start || self.window_issued < q)
+                .is_none_or(|q| now < self.window_start || self.window_kept() < q)
     }
 
     fn send_if_allowed(&mut self, key: usize, lane: usize, seq: u64, now: Instant) {

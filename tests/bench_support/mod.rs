@@ -10,6 +10,7 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -42,6 +43,8 @@ pub struct TcpStandIn {
     pub peers: Arc<Mutex<Vec<SocketAddr>>>,
     /// For each connection that ended: (time of its last echo, time of its EOF).
     pub closes: Arc<Mutex<Vec<(Instant, Instant)>>>,
+    /// Bytes received over all connections.
+    pub received: Arc<AtomicU64>,
 }
 
 /// Starts a TCP server that treats every connection with `b`.
@@ -50,25 +53,36 @@ pub fn tcp_server(b: Behaviour) -> TcpStandIn {
     let addr = listener.local_addr().expect("local_addr");
     let peers = Arc::new(Mutex::new(Vec::new()));
     let closes = Arc::new(Mutex::new(Vec::new()));
-    let (p, c) = (Arc::clone(&peers), Arc::clone(&closes));
+    let received = Arc::new(AtomicU64::new(0));
+    let (p, c, r) = (
+        Arc::clone(&peers),
+        Arc::clone(&closes),
+        Arc::clone(&received),
+    );
     thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
             if let Ok(peer) = conn.peer_addr() {
                 p.lock().unwrap().push(peer);
             }
-            let c = Arc::clone(&c);
-            thread::spawn(move || serve(conn, b, &c));
+            let (c, r) = (Arc::clone(&c), Arc::clone(&r));
+            thread::spawn(move || serve(conn, b, &c, &r));
         }
     });
     TcpStandIn {
         addr,
         peers,
         closes,
+        received,
     }
 }
 
-fn serve(mut s: TcpStream, b: Behaviour, closes: &Mutex<Vec<(Instant, Instant)>>) {
+fn serve(
+    mut s: TcpStream,
+    b: Behaviour,
+    closes: &Mutex<Vec<(Instant, Instant)>>,
+    received: &AtomicU64,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut held = Vec::new();
     let mut offset = 0u64;
@@ -78,6 +92,7 @@ fn serve(mut s: TcpStream, b: Behaviour, closes: &Mutex<Vec<(Instant, Instant)>>
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        received.fetch_add(n as u64, Ordering::Relaxed);
         let chunk = &mut buf[..n];
         match b {
             Behaviour::EchoInBatchesAfter(first, k) if offset + n as u64 > first => {
@@ -133,12 +148,23 @@ fn serve(mut s: TcpStream, b: Behaviour, closes: &Mutex<Vec<(Instant, Instant)>>
 
 /// Starts a UDP echo server (every datagram straight back to its sender).
 pub fn udp_echo() -> SocketAddr {
+    udp_echo_dropping(None)
+}
+
+/// A UDP echo server that drops every `n`-th datagram it receives, if `n`
+/// is given.
+pub fn udp_echo_dropping(n: Option<u64>) -> SocketAddr {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
     let addr = sock.local_addr().expect("local_addr");
     thread::spawn(move || {
         let mut buf = vec![0u8; 65_536];
-        while let Ok((n, from)) = sock.recv_from(&mut buf) {
-            let _ = sock.send_to(&buf[..n], from);
+        let mut count = 0u64;
+        while let Ok((len, from)) = sock.recv_from(&mut buf) {
+            count += 1;
+            if n.is_some_and(|n| count % n == 0) {
+                continue;
+            }
+            let _ = sock.send_to(&buf[..len], from);
         }
     });
     addr

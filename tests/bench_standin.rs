@@ -286,6 +286,31 @@ fn connect_rate_paces_the_opening() {
 }
 
 #[test]
+fn max_connecting_bounds_the_connections_waiting_for_their_first_echo() {
+    // The server holds every first echo back for 100 ms. Unbounded, all 8
+    // connects would be waiting at once; the window allows only 2.
+    let srv = tcp_server(Behaviour::SlowFirstEcho(Duration::from_millis(100)));
+    let addr = srv.addr.to_string();
+    let run = bench(&[
+        "-c",
+        "8",
+        "--max-connecting",
+        "2",
+        "-n",
+        "80",
+        "--json",
+        &addr,
+    ]);
+    assert_clean(&run, 8);
+    let most = srv.unanswered.lock().unwrap().1;
+    assert!(
+        most <= 2,
+        "{most} connections waited for their first echo at once"
+    );
+    assert!(most >= 1);
+}
+
+#[test]
 fn ctrl_c_ends_the_run_early_with_a_report() {
     let srv = tcp_server(Behaviour::Echo);
     let addr = srv.addr.to_string();

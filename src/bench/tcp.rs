@@ -858,6 +858,11 @@ impl Worker<'_> {
         let Some(sched) = &self.schedule else {
             return;
         };
+        // Every connection of this thread failed before the run: nobody to
+        // hand messages to (the run phase ends on its own next turn).
+        if self.ring.is_empty() {
+            return;
+        }
         let mut due = sched.due_by(now);
         if let Some(limit) = self.release_limit {
             due = due.min(limit);

@@ -34,6 +34,9 @@ pub enum Behaviour {
     EchoInBatchesAfter(u64, usize),
     /// Echo, but sleep this long before echoing the byte at this offset.
     StallAt(u64, Duration),
+    /// Echo, but hold each connection's first echo back this long. While
+    /// held, the connection counts in [`TcpStandIn::unanswered`].
+    SlowFirstEcho(Duration),
 }
 
 /// A running stand-in TCP server.
@@ -45,6 +48,9 @@ pub struct TcpStandIn {
     pub closes: Arc<Mutex<Vec<(Instant, Instant)>>>,
     /// Bytes received over all connections.
     pub received: Arc<AtomicU64>,
+    /// (now, most ever) of connections accepted whose first echo has not
+    /// been sent yet.
+    pub unanswered: Arc<Mutex<(u64, u64)>>,
 }
 
 /// Starts a TCP server that treats every connection with `b`.
@@ -54,10 +60,12 @@ pub fn tcp_server(b: Behaviour) -> TcpStandIn {
     let peers = Arc::new(Mutex::new(Vec::new()));
     let closes = Arc::new(Mutex::new(Vec::new()));
     let received = Arc::new(AtomicU64::new(0));
-    let (p, c, r) = (
+    let unanswered = Arc::new(Mutex::new((0u64, 0u64)));
+    let (p, c, r, u) = (
         Arc::clone(&peers),
         Arc::clone(&closes),
         Arc::clone(&received),
+        Arc::clone(&unanswered),
     );
     thread::spawn(move || {
         for conn in listener.incoming() {
@@ -65,8 +73,13 @@ pub fn tcp_server(b: Behaviour) -> TcpStandIn {
             if let Ok(peer) = conn.peer_addr() {
                 p.lock().unwrap().push(peer);
             }
-            let (c, r) = (Arc::clone(&c), Arc::clone(&r));
-            thread::spawn(move || serve(conn, b, &c, &r));
+            if let Behaviour::SlowFirstEcho(_) = b {
+                let mut g = u.lock().unwrap();
+                g.0 += 1;
+                g.1 = g.1.max(g.0);
+            }
+            let (c, r, u) = (Arc::clone(&c), Arc::clone(&r), Arc::clone(&u));
+            thread::spawn(move || serve(conn, b, &c, &r, &u));
         }
     });
     TcpStandIn {
@@ -74,6 +87,7 @@ pub fn tcp_server(b: Behaviour) -> TcpStandIn {
         peers,
         closes,
         received,
+        unanswered,
     }
 }
 
@@ -82,7 +96,9 @@ fn serve(
     b: Behaviour,
     closes: &Mutex<Vec<(Instant, Instant)>>,
     received: &AtomicU64,
+    unanswered: &Mutex<(u64, u64)>,
 ) {
+    let mut first = true;
     let mut buf = vec![0u8; 64 * 1024];
     let mut held = Vec::new();
     let mut offset = 0u64;
@@ -136,8 +152,20 @@ fn serve(
                     thread::sleep(pause);
                 }
             }
+            Behaviour::SlowFirstEcho(pause) => {
+                if first {
+                    thread::sleep(pause);
+                }
+            }
         }
         offset += n as u64;
+        // Counted as answered just before the echo leaves: once it has
+        // left, the client may open its next connection, which the accept
+        // loop could count before this thread got to run again.
+        if first && matches!(b, Behaviour::SlowFirstEcho(_)) {
+            unanswered.lock().unwrap().0 -= 1;
+        }
+        first = false;
         if s.write_all(chunk).is_err() {
             break;
         }

@@ -1,1 +1,45 @@
-fn main() {}
+//! `echo-reactor`: parse flags, start logging, bind, print where we listen,
+//! run the loop. Everything else lives in the library.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use echo_reactor::Reactor;
+use echo_reactor::cli::Args;
+
+/// Exit code when a second signal cut the graceful shutdown short
+/// (128 + SIGINT, the shell's convention for "interrupted").
+const EXIT_FORCED: u8 = 130;
+
+fn main() -> ExitCode {
+    // Usage errors exit with code 2 and clap's message.
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+
+    let config = args.into_config();
+    let reactor = match Reactor::bind(&config) {
+        Ok(reactor) => reactor,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // One line per listener on stdout, flushed, before serving: scripts and
+    // tests read the port from here when they asked for port 0.
+    let mut stdout = std::io::stdout().lock();
+    for addr in reactor.local_addrs() {
+        let _ = writeln!(stdout, "listening on tcp://{addr}");
+    }
+    let _ = stdout.flush();
+    drop(stdout);
+
+    match reactor.run() {
+        Ok(report) if report.forced => ExitCode::from(EXIT_FORCED),
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: event loop failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

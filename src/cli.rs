@@ -1,0 +1,143 @@
+//! The `echo-reactor` command line (seed 12: the port comes from the
+//! command line), turned into a [`Config`].
+
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::addr::ListenAddr;
+use crate::config::{Config, DEFAULT_BACKLOG, DEFAULT_LISTEN};
+
+/// A single-threaded, readiness-based TCP echo server (RFC 862) on mio.
+///
+/// Every byte a client sends comes back to it, in order. One thread and one
+/// epoll instance serve all connections. Logging goes to stderr and is
+/// controlled by RUST_LOG (default: info).
+#[derive(Debug, Parser)]
+#[command(name = "echo-reactor", version)]
+pub struct Args {
+    /// Address to listen on: IPv4 (127.0.0.1:7007), IPv6 ([::1]:7007) or
+    /// HOST:PORT (every address the name resolves to is bound). Repeat for
+    /// more listeners. Port 0 picks a free port.
+    #[arg(long = "listen", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    pub listen: Vec<ListenAddr>,
+
+    /// Length of the kernel's queue of completed connections waiting for
+    /// accept (capped by net.core.somaxconn).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BACKLOG,
+          value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
+    pub backlog: u32,
+
+    /// Most connections served at once; more are told
+    /// "ERR too many connections" and closed. Default: the descriptor limit
+    /// (RLIMIT_NOFILE, raised to its hard limit) minus 64.
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    pub max_connections: Option<usize>,
+
+    /// Close a connection after SECS seconds without traffic (decimals
+    /// allowed). Default: never.
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
+    pub idle_timeout: Option<Duration>,
+
+    /// On SIGINT/SIGTERM, give connections this long to receive their
+    /// pending output before closing them. A second signal exits at once.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub shutdown_timeout: Duration,
+
+    /// Log the counters every SECS seconds (at info level).
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
+    pub stats_interval: Option<Duration>,
+}
+
+impl Args {
+    /// The server configuration these arguments ask for.
+    pub fn into_config(self) -> Config {
+        Config {
+            listen: self.listen,
+            backlog: self.backlog,
+            max_connections: self.max_connections,
+            idle_timeout: self.idle_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+            stats_interval: self.stats_interval,
+            handle_signals: true,
+        }
+    }
+}
+
+/// Seconds as a decimal number: `0`, `2.5`; at most about 31 years.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    const MAX_SECS: f64 = 1e9;
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.0..=MAX_SECS).contains(&secs) {
+        return Err(format!("{s:?} must be between 0 and {MAX_SECS} seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_positive_secs(s: &str) -> Result<Duration, String> {
+    let d = parse_secs(s)?;
+    if d.is_zero() {
+        return Err("must be more than 0 seconds".into());
+    }
+    Ok(d)
+}
+
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a positive whole number")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("echo-reactor").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn no_flags_gives_the_documented_defaults() {
+        let cfg = parse(&[]).unwrap().into_config();
+        assert_eq!(cfg.listen, vec![DEFAULT_LISTEN.parse().unwrap()]);
+        assert_eq!(cfg.backlog, 1024);
+        assert_eq!(cfg.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.idle_timeout, None);
+    }
+
+    #[test]
+    fn listen_repeats_and_seconds_take_decimals() {
+        let cfg = parse(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            "[::1]:0",
+            "--idle-timeout",
+            "0.5",
+        ])
+        .unwrap()
+        .into_config();
+        assert_eq!(cfg.listen.len(), 2);
+        assert_eq!(cfg.idle_timeout, Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        for bad in [
+            &["--listen", "nope"][..],
+            &["--backlog", "0"],
+            &["--max-connections", "0"],
+            &["--idle-timeout", "-1"],
+            &["--idle-timeout", "0"],
+            &["--shutdown-timeout", "NaN"],
+            &["--stats-interval", "soon"],
+            &["--frobnicate"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! What the server is told to do, independent of how it was told (the CLI
+//! in `cli.rs` builds one of these; tests and benches may build their own).
+
+use std::time::Duration;
+
+use crate::addr::ListenAddr;
+
+/// The default listen address: loopback only, so running the binary with no
+/// flags exposes nothing beyond this machine.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7007";
+/// The default `listen(2)` backlog.
+pub const DEFAULT_BACKLOG: u32 = 1024;
+/// The default time granted to connections to flush on shutdown.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Addresses to listen on; each may resolve to several sockets.
+    pub listen: Vec<ListenAddr>,
+    /// `listen(2)` backlog for every listener.
+    pub backlog: u32,
+    /// Most connections served at once; `None` means "what RLIMIT_NOFILE
+    /// allows, minus [`crate::fdlimit::RESERVED_FDS`]".
+    pub max_connections: Option<usize>,
+    /// Close connections with no traffic for this long; `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// How long a graceful shutdown waits for connections to flush.
+    pub shutdown_timeout: Duration,
+    /// Log the counters this often; `None`: only at exit.
+    pub stats_interval: Option<Duration>,
+    /// Whether SIGINT/SIGTERM start a shutdown (the binary sets this;
+    /// embedders may prefer [`crate::ShutdownHandle`] alone).
+    pub handle_signals: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: vec![DEFAULT_LISTEN.parse().expect("default address parses")],
+            backlog: DEFAULT_BACKLOG,
+            max_connections: None,
+            idle_timeout: None,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            stats_interval: None,
+            handle_signals: false,
+        }
+    }
+}

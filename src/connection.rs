@@ -1,0 +1,437 @@
+//! One client connection: its socket, its pending output, and the rules that
+//! turn mio's edge-triggered readiness into level-triggered behaviour.
+//!
+//! # The readiness rules, in one place
+//!
+//! mio registers every socket edge-triggered (`EPOLLET`): an event means
+//! "something changed", not "something is there". A loop that reads only
+//! once per event can lose data forever, because no new edge comes for
+//! bytes that are already waiting. This connection therefore *remembers*
+//! readiness in [`Connection::read_ready`] and obeys four rules:
+//!
+//! 1. **Read until the kernel says it is empty, or the budget is spent.**
+//!    "Empty" is `WouldBlock`, or, on Linux, a *short read*: when `read`
+//!    returns fewer bytes than asked, the receive queue was emptied at that
+//!    moment, and any later arrival raises a new edge (this is how the
+//!    kernel's `EPOLLET` wake-up works for stream sockets; tokio relies on
+//!    it too). So the common case costs one `read`, not a `read` plus one
+//!    that returns `EAGAIN`.
+//! 2. **Stopping early keeps the readiness.** After [`READ_BUDGET`] reads the
+//!    socket may still hold data, but no edge will announce it: the
+//!    connection asks the loop to put it on the *run-next queue* (see
+//!    `Reactor`), which is polled with a zero timeout while not empty. This
+//!    is the level-triggered behaviour of select/poll, on demand, and it is
+//!    what keeps one fast client from starving the others.
+//! 3. **Write interest only while output is pending.** Echo writes go
+//!    straight to the socket. Only a partial write stores the rest in the
+//!    [`OutBuf`] and adds `WRITABLE` interest; when the buffer drains, the
+//!    interest is dropped again. Interest is re-registered (one
+//!    `epoll_ctl`) only when it actually changes, never per message.
+//! 4. **Backpressure drops read interest.** Above [`HIGH_WATERMARK`] bytes
+//!    pending, the connection stops reading (and asks for no `READABLE`
+//!    events, so a flooding client does not wake the loop for nothing)
+//!    until the output drains below [`LOW_WATERMARK`]. Input that arrived
+//!    meanwhile raised no edge we saw, so resuming assumes input is waiting.
+//!
+//! Every event is only a hint: the I/O call decides. Errors and hang-ups
+//! arrive as ordinary readable/writable hints and surface as I/O errors.
+//!
+//! # Footprint
+//!
+//! An idle connection is this struct in the slab (64 bytes on x86_64 in
+//! release builds, see the size test below) plus, with `--idle-timeout`, one timer-heap entry
+//! (32 bytes). The output buffer owns no heap memory while empty; under
+//! backpressure it holds at most `HIGH_WATERMARK` plus one read.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::time::Instant;
+
+use log::trace;
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use crate::outbuf::OutBuf;
+use crate::stats::Stats;
+
+/// Reads per connection per loop tick before it yields to the others.
+/// Four reads of the 64 KiB loop buffer (256 KiB) keep bulk transfers
+/// efficient while a flooding client delays a light one by well under a
+/// millisecond of copying.
+pub const READ_BUDGET: usize = 4;
+
+/// Pending output above which a connection stops reading its input.
+/// With one 64 KiB read on top, a client that never reads costs the server
+/// at most ~128 KiB; the rest waits in the kernel's socket buffers and,
+/// beyond those, in the client itself (TCP flow control does the rest).
+pub const HIGH_WATERMARK: usize = 64 * 1024;
+
+/// Pending output below which a paused connection reads again. The gap to
+/// the high watermark avoids toggling interest on every small write.
+pub const LOW_WATERMARK: usize = 16 * 1024;
+
+const _: () = assert!(LOW_WATERMARK < HIGH_WATERMARK);
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading input and echoing it.
+    Open,
+    /// Input paused by backpressure: output passed [`HIGH_WATERMARK`];
+    /// back to `Open` below [`LOW_WATERMARK`].
+    Paused,
+    /// The peer sent FIN: writing what is pending, then closing
+    /// (RFC 862: everything received is echoed before our FIN).
+    Closing,
+    /// The server is shutting down: no new input; writing what is pending,
+    /// then FIN.
+    Draining,
+    /// Our FIN is sent; reading and discarding until the peer's FIN. Closing
+    /// while unread input sits in the receive queue would make Linux send
+    /// RST, and the peer could lose echoed data it has not read yet
+    /// (nginx's "lingering close").
+    Lingering,
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+pub enum CloseReason {
+    /// The peer sent FIN and everything was echoed.
+    PeerClosed,
+    /// Lingering after shutdown ended with the peer's FIN.
+    Lingered,
+    /// No traffic for the idle timeout.
+    TimedOut,
+    /// Graceful shutdown's deadline passed.
+    ShutdownDeadline,
+    /// Reset, broken pipe, or another socket error.
+    Error(io::Error),
+}
+
+/// What the loop should do with a connection after driving it.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Nothing more until the next event.
+    Keep,
+    /// Still ready but out of budget: drive again next tick (run-next).
+    Requeue,
+    /// Remove and close it.
+    Close(CloseReason),
+}
+
+/// What a connection borrows from the loop while it is driven.
+pub struct Cx<'a> {
+    /// For changing interest.
+    pub registry: &'a Registry,
+    /// The loop's shared read buffer: every read lands here and is echoed
+    /// from here, so connections need no input buffer of their own.
+    pub buf: &'a mut [u8],
+    /// Counters.
+    pub stats: &'a mut Stats,
+    /// The time of this loop tick.
+    pub now: Instant,
+}
+
+/// One client.
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+    /// Distinguishes this connection from earlier users of its slab key
+    /// (see `token.rs`).
+    generation: u32,
+    /// The interest currently registered with the kernel, so that
+    /// `reregister` is called only on a change.
+    interest: Interest,
+    phase: Phase,
+    /// Readiness memo: the socket may hold input we have not read. Set by
+    /// readable events; cleared only by `WouldBlock`, a short read, or EOF.
+    read_ready: bool,
+    /// Whether this connection is on the loop's run-next queue already.
+    queued: bool,
+    out: OutBuf,
+    /// The last time bytes moved either way (for the idle timeout).
+    last_active: Instant,
+}
+
+impl Connection {
+    /// Registers `stream` for `READABLE` under `token` and wraps it.
+    ///
+    /// No read is attempted now: registering reports the current state, so
+    /// input that arrived with the handshake shows up as a first event.
+    pub fn register(
+        mut stream: TcpStream,
+        token: Token,
+        generation: u32,
+        registry: &Registry,
+        now: Instant,
+    ) -> io::Result<Connection> {
+        registry.register(&mut stream, token, Interest::READABLE)?;
+        Ok(Connection {
+            stream,
+            generation,
+            interest: Interest::READABLE,
+            phase: Phase::Open,
+            read_ready: false,
+            queued: false,
+            out: OutBuf::new(),
+            last_active: now,
+        })
+    }
+
+    /// The generation this connection was created with.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// When bytes last moved on this connection.
+    pub fn last_active(&self) -> Instant {
+        self.last_active
+    }
+
+    /// Marks the connection as queued; false if it already was.
+    pub fn enqueue(&mut self) -> bool {
+        !std::mem::replace(&mut self.queued, true)
+    }
+
+    /// Marks the connection as taken off the run-next queue.
+    pub fn dequeue(&mut self) {
+        self.queued = false;
+    }
+
+    /// Removes the socket from the poller before the connection is dropped.
+    pub fn deregister(&mut self, registry: &Registry) {
+        // Closing the descriptor would also remove it from epoll; saying so
+        // explicitly keeps the loop correct for pollers that keep their own
+        // lists. An error here changes nothing: the socket closes next.
+        let _ = registry.deregister(&mut self.stream);
+    }
+
+    /// Does all the I/O the connection is ready for and its budget allows.
+    /// `readable`/`writable` are the hints of an event (both false when the
+    /// connection comes off the run-next queue).
+    pub fn drive(
+        &mut self,
+        token: Token,
+        readable: bool,
+        writable: bool,
+        cx: &mut Cx<'_>,
+    ) -> Outcome {
+        let outcome = match self.transfer(readable, writable, cx) {
+            Ok(outcome) => outcome,
+            Err(e) => return Outcome::Close(CloseReason::Error(e)),
+        };
+        if let Outcome::Close(_) = outcome {
+            return outcome;
+        }
+        match self.sync_interest(token, cx.registry) {
+            Ok(()) => outcome,
+            Err(e) => Outcome::Close(CloseReason::Error(e)),
+        }
+    }
+
+    /// Starts the graceful-shutdown sequence: stop reading, flush, FIN,
+    /// linger.
+    pub fn begin_shutdown(&mut self, token: Token, cx: &mut Cx<'_>) -> Outcome {
+        if matches!(self.phase, Phase::Open | Phase::Paused) {
+            self.set_phase(Phase::Draining);
+        }
+        self.drive(token, false, false, cx)
+    }
+
+    fn transfer(&mut self, readable: bool, writable: bool, cx: &mut Cx<'_>) -> io::Result<Outcome> {
+        if readable {
+            self.read_ready = true;
+        }
+        // Output first: it is older than any input we could read now, and
+        // draining it may lift backpressure so this same call reads again.
+        if writable {
+            self.flush(cx)?;
+        }
+        let mut outcome = match self.phase {
+            Phase::Open => self.echo_input(cx)?,
+            Phase::Lingering => self.discard_input(cx)?,
+            Phase::Paused | Phase::Closing | Phase::Draining => Outcome::Keep,
+        };
+        // Phases that wait for the output to drain, now that it may have.
+        if self.out.is_empty() {
+            match self.phase {
+                Phase::Closing => return Ok(Outcome::Close(CloseReason::PeerClosed)),
+                Phase::Draining => {
+                    // Everything we owe is written: FIN goes after it.
+                    self.stream.shutdown(Shutdown::Write)?;
+                    self.set_phase(Phase::Lingering);
+                    // The peer's FIN may already be queued, announced by an
+                    // edge we ignored while draining: look now.
+                    self.read_ready = true;
+                    outcome = self.discard_input(cx)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Reads and echoes while input is accepted, up to the budget.
+    fn echo_input(&mut self, cx: &mut Cx<'_>) -> io::Result<Outcome> {
+        for _ in 0..READ_BUDGET {
+            if !self.read_ready || self.phase != Phase::Open {
+                return Ok(Outcome::Keep);
+            }
+            let n = match self.stream.read(cx.buf) {
+                Ok(0) => {
+                    self.read_ready = false;
+                    self.set_phase(Phase::Closing);
+                    return Ok(Outcome::Keep);
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.read_ready = false;
+                    return Ok(Outcome::Keep);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n < cx.buf.len() {
+                // Rule 1: a short read emptied the receive queue.
+                self.read_ready = false;
+            }
+            cx.stats.bytes_in += n as u64;
+            self.last_active = cx.now;
+            self.echo(&cx.buf[..n], cx.stats)?;
+        }
+        // Rule 2: out of budget but maybe not out of input.
+        if self.read_ready && self.phase == Phase::Open {
+            Ok(Outcome::Requeue)
+        } else {
+            Ok(Outcome::Keep)
+        }
+    }
+
+    /// Sends `data` back: straight from the loop's buffer when nothing is
+    /// pending (the common case, no copy), else behind the pending output.
+    fn echo(&mut self, mut data: &[u8], stats: &mut Stats) -> io::Result<()> {
+        if self.out.is_empty() {
+            loop {
+                match self.stream.write(data) {
+                    Ok(n) => {
+                        stats.bytes_out += n as u64;
+                        data = &data[n..];
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            if data.is_empty() {
+                return Ok(());
+            }
+        }
+        // Rule 3: a partial write. `sync_interest` will add WRITABLE.
+        self.out.push(data);
+        if self.out.len() > HIGH_WATERMARK && self.phase == Phase::Open {
+            // Rule 4.
+            stats.backpressure_pauses += 1;
+            self.set_phase(Phase::Paused);
+        }
+        Ok(())
+    }
+
+    /// Writes pending output until it is gone or the socket is full.
+    fn flush(&mut self, cx: &mut Cx<'_>) -> io::Result<()> {
+        while !self.out.is_empty() {
+            match self.stream.write(self.out.as_slice()) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    let short = n < self.out.len();
+                    self.out.consume(n);
+                    cx.stats.bytes_out += n as u64;
+                    self.last_active = cx.now;
+                    if short {
+                        // The send buffer is full; it raises a new
+                        // writable edge when it has room again.
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.phase == Phase::Paused && self.out.len() < LOW_WATERMARK {
+            self.set_phase(Phase::Open);
+            // Rule 4: edges that came while paused were not asked for.
+            self.read_ready = true;
+        }
+        Ok(())
+    }
+
+    /// Lingering: reads and drops input until the peer's FIN.
+    fn discard_input(&mut self, cx: &mut Cx<'_>) -> io::Result<Outcome> {
+        for _ in 0..READ_BUDGET {
+            if !self.read_ready {
+                return Ok(Outcome::Keep);
+            }
+            match self.stream.read(cx.buf) {
+                Ok(0) => return Ok(Outcome::Close(CloseReason::Lingered)),
+                Ok(n) if n < cx.buf.len() => self.read_ready = false,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.read_ready = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(if self.read_ready {
+            Outcome::Requeue
+        } else {
+            Outcome::Keep
+        })
+    }
+
+    /// The interest the current state calls for (rules 3 and 4).
+    fn wanted_interest(&self) -> Option<Interest> {
+        let read = matches!(self.phase, Phase::Open | Phase::Lingering);
+        let write = !self.out.is_empty();
+        match (read, write) {
+            (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+            (true, false) => Some(Interest::READABLE),
+            (false, true) => Some(Interest::WRITABLE),
+            // Only reachable on the way to being closed.
+            (false, false) => None,
+        }
+    }
+
+    /// Re-registers only when the wanted interest differs from the
+    /// registered one: no `epoll_ctl` on the per-message path.
+    fn sync_interest(&mut self, token: Token, registry: &Registry) -> io::Result<()> {
+        if let Some(want) = self.wanted_interest() {
+            if want != self.interest {
+                registry.reregister(&mut self.stream, token, want)?;
+                self.interest = want;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_phase(&mut self, next: Phase) {
+        trace!(
+            "connection {}: {:?} => {:?}",
+            self.generation, self.phase, next
+        );
+        self.phase = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_connection_is_small() {
+        // The footprint the module docs promise. mio's socket is a bare
+        // descriptor in release builds; debug builds add a selector check,
+        // so measure our own fields around it.
+        let ours = std::mem::size_of::<Connection>() - std::mem::size_of::<TcpStream>();
+        assert!(ours <= 60, "{ours} bytes besides the socket");
+    }
+}

@@ -1,0 +1,102 @@
+//! Opening listening sockets: socket -> setsockopt -> bind -> listen.
+//!
+//! This is the socket lifecycle of seed 1, with the options mio's own
+//! `TcpListener::bind` does not let us choose:
+//!
+//! - `SO_REUSEADDR`, so a restarted server can bind its port at once even
+//!   while connections of the previous run sit in TIME_WAIT.
+//! - `IPV6_V6ONLY` on IPv6 sockets, so `[::]:7007` and `0.0.0.0:7007` can be
+//!   bound side by side, as a host name that resolves to both requires.
+//! - the `listen` backlog (`--backlog`): how many completed handshakes the
+//!   kernel queues for us while we are busy (capped by `net.core.somaxconn`).
+//! - non-blocking mode, which mio requires of every registered source.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::addr::ListenAddr;
+
+/// Why a listener could not be opened.
+#[derive(Debug)]
+pub enum ListenError {
+    /// The host name did not resolve.
+    Resolve {
+        /// What the user asked for.
+        addr: ListenAddr,
+        /// The resolver's answer.
+        source: io::Error,
+    },
+    /// A resolved address could not be bound (in use, not local, ...).
+    Bind {
+        /// The address we tried.
+        addr: SocketAddr,
+        /// The kernel's answer.
+        source: io::Error,
+    },
+    /// The poller or another part of the loop could not be set up.
+    Setup(io::Error),
+}
+
+impl fmt::Display for ListenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenError::Resolve { addr, source } => {
+                write!(f, "cannot resolve {addr}: {source}")
+            }
+            ListenError::Bind { addr, source } => {
+                write!(f, "cannot listen on {addr}: {source}")
+            }
+            ListenError::Setup(source) => write!(f, "cannot set up the event loop: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for ListenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ListenError::Resolve { source, .. }
+            | ListenError::Bind { source, .. }
+            | ListenError::Setup(source) => Some(source),
+        }
+    }
+}
+
+/// Resolves every address in `addrs` and opens a listener on each result.
+pub fn open_all(
+    addrs: &[ListenAddr],
+    backlog: u32,
+) -> Result<Vec<mio::net::TcpListener>, ListenError> {
+    let mut listeners = Vec::new();
+    for addr in addrs {
+        let resolved = addr.resolve().map_err(|source| ListenError::Resolve {
+            addr: addr.clone(),
+            source,
+        })?;
+        for sock_addr in resolved {
+            let listener = open(sock_addr, backlog).map_err(|source| ListenError::Bind {
+                addr: sock_addr,
+                source,
+            })?;
+            listeners.push(listener);
+        }
+    }
+    Ok(listeners)
+}
+
+/// Opens one non-blocking listener on `addr`.
+pub fn open(addr: SocketAddr, backlog: u32) -> io::Result<mio::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    // The kernel silently caps this at net.core.somaxconn.
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    socket.listen(backlog)?;
+    socket.set_nonblocking(true)?;
+    Ok(mio::net::TcpListener::from_std(socket.into()))
+}

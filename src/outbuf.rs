@@ -1,0 +1,111 @@
+//! A connection's pending output: the bytes the kernel would not take yet.
+//!
+//! On the fast path nothing is stored here: the loop reads into one shared
+//! buffer and writes straight back from it. Only when `write` is partial
+//! (the socket's send buffer is full, seed 6: "a send may be partial") is
+//! the unsent tail copied into this buffer, to go out when the socket
+//! becomes writable again.
+//!
+//! An empty `OutBuf` owns no heap memory: when the last byte is written the
+//! allocation is released, so an idle connection costs only its slab entry.
+//! The connection bounds how large this grows through backpressure (it stops
+//! reading above a high watermark), not this type.
+
+/// Bytes waiting to be written, in order.
+#[derive(Debug, Default)]
+pub struct OutBuf {
+    /// Storage; `buf[head..]` is still to be written.
+    buf: Vec<u8>,
+    /// How much of `buf` has already been written. A `u32` keeps the
+    /// connection struct at 64 bytes; pending output is bounded far below
+    /// 4 GiB by backpressure.
+    head: u32,
+}
+
+impl OutBuf {
+    /// An empty buffer with no allocation.
+    pub const fn new() -> Self {
+        OutBuf {
+            buf: Vec::new(),
+            head: 0,
+        }
+    }
+
+    /// Bytes still to be written.
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.head as usize
+    }
+
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends `data` after what is pending.
+    pub fn push(&mut self, data: &[u8]) {
+        // Reclaim the already-written prefix before growing, so the storage
+        // stays about as large as what is pending.
+        if self.head > 0 && self.buf.len() + data.len() > self.buf.capacity() {
+            self.buf.drain(..self.head as usize);
+            self.head = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The pending bytes, for `write`.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf[self.head as usize..]
+    }
+
+    /// Marks `n` pending bytes as written; frees the storage when empty.
+    pub fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.len());
+        self.head += n as u32;
+        if self.head as usize >= self.buf.len() {
+            // Release rather than keep: most connections rarely need an
+            // output buffer, and an idle one must not hold memory.
+            *self = OutBuf::new();
+        }
+    }
+
+    /// Heap bytes held (for tests and footprint docs).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_order_across_partial_consumes() {
+        let mut b = OutBuf::new();
+        b.push(b"hello ");
+        b.consume(3);
+        b.push(b"world");
+        assert_eq!(b.as_slice(), b"lo world");
+        b.consume(8);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn drained_buffer_owns_no_memory() {
+        let mut b = OutBuf::new();
+        b.push(&[7u8; 10_000]);
+        assert!(b.capacity() >= 10_000);
+        b.consume(10_000);
+        assert_eq!(b.capacity(), 0);
+    }
+
+    #[test]
+    fn reclaims_written_prefix_instead_of_growing_forever() {
+        let mut b = OutBuf::new();
+        for _ in 0..1000 {
+            b.push(&[1u8; 1000]);
+            b.consume(1000 - 1);
+        }
+        assert_eq!(b.len(), 1000);
+        assert!(b.capacity() < 64 * 1024, "capacity {}", b.capacity());
+    }
+}

@@ -1,0 +1,51 @@
+//! The server's counters: what happened to connections and bytes.
+//!
+//! The loop is single-threaded, so these are plain integers, not atomics.
+//! They are logged every `--stats-interval` and once at exit, as
+//! `key=value` pairs that are easy to grep and to parse in tests.
+
+use std::fmt;
+
+/// Counters kept by the event loop.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections accepted and served.
+    pub accepted: u64,
+    /// Connections closed at once on arrival: over `--max-connections`,
+    /// during shutdown, or shed while descriptors were exhausted.
+    pub rejected: u64,
+    /// Connections open now.
+    pub active: u64,
+    /// Served connections closed, for any reason (timeouts included).
+    pub closed: u64,
+    /// Connections closed by the idle timeout.
+    pub timed_out: u64,
+    /// Bytes read from clients (and so echoed, or about to be).
+    pub bytes_in: u64,
+    /// Bytes written back to clients.
+    pub bytes_out: u64,
+    /// Times a connection's input was paused because its pending output
+    /// passed the high watermark.
+    pub backpressure_pauses: u64,
+    /// `accept` calls that failed (descriptor exhaustion and others).
+    pub accept_errors: u64,
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "accepted={} rejected={} active={} closed={} timed_out={} bytes_in={} \
+             bytes_out={} backpressure_pauses={} accept_errors={}",
+            self.accepted,
+            self.rejected,
+            self.active,
+            self.closed,
+            self.timed_out,
+            self.bytes_in,
+            self.bytes_out,
+            self.backpressure_pauses,
+            self.accept_errors
+        )
+    }
+}

@@ -1,0 +1,114 @@
+//! Timers: a min-heap of deadlines whose nearest one bounds the poll timeout.
+//!
+//! The loop sleeps in `poll` until either a socket becomes ready or the
+//! nearest deadline passes, so with nothing to do the process uses no CPU.
+//! Like libuv, we keep deadlines in a binary heap: O(log n) to add, O(1) to
+//! peek at the nearest, O(log n) to pop.
+//!
+//! Idle timeouts are re-armed *lazily* (libev's advice): a connection does
+//! not touch the heap when it sees traffic, it only records the time of its
+//! last activity. When its entry expires the loop checks that time and
+//! either closes the connection or pushes a new entry for the remaining
+//! interval. So each connection has at most one entry, and the hot path
+//! never pays for timers.
+//!
+//! Time is passed in by the caller (one `Instant::now()` per loop tick), so
+//! this structure has no hidden clock and is tested without sleeping.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use mio::Token;
+
+/// What to do when a deadline passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimerKind {
+    /// Check whether the connection behind this token has been idle too long.
+    IdleCheck(Token),
+    /// Log the counters (`--stats-interval`).
+    StatsReport,
+    /// Try accepting on listener `.0` again after an accept failure paused it.
+    AcceptRetry(usize),
+    /// Graceful shutdown's time is up: close whatever is left.
+    ShutdownDeadline,
+}
+
+/// A set of pending deadlines.
+#[derive(Debug, Default)]
+pub struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, TimerKind)>>,
+}
+
+impl Timers {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a deadline. The same kind may be scheduled more than once; each
+    /// entry fires once.
+    pub fn schedule(&mut self, at: Instant, kind: TimerKind) {
+        self.heap.push(Reverse((at, kind)));
+    }
+
+    /// How long `poll` may sleep from `now`: until the nearest deadline, or
+    /// forever (`None`) when there is none.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        self.heap
+            .peek()
+            .map(|Reverse((at, _))| at.saturating_duration_since(now))
+    }
+
+    /// Removes and returns one deadline that is due at `now`, if any.
+    pub fn pop_due(&mut self, now: Instant) -> Option<TimerKind> {
+        match self.heap.peek() {
+            Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse((_, k))| k),
+            _ => None,
+        }
+    }
+
+    /// Number of pending deadlines.
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Whether no deadline is pending.
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_deadline_bounds_the_timeout() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new();
+        assert_eq!(timers.poll_timeout(t0), None);
+        timers.schedule(t0 + Duration::from_secs(5), TimerKind::StatsReport);
+        timers.schedule(t0 + Duration::from_secs(2), TimerKind::ShutdownDeadline);
+        assert_eq!(timers.poll_timeout(t0), Some(Duration::from_secs(2)));
+        // A deadline in the past means "don't sleep".
+        assert_eq!(
+            timers.poll_timeout(t0 + Duration::from_secs(3)),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn pops_only_what_is_due_in_deadline_order() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new();
+        timers.schedule(t0 + Duration::from_secs(3), TimerKind::AcceptRetry(1));
+        timers.schedule(t0 + Duration::from_secs(1), TimerKind::IdleCheck(Token(9)));
+        timers.schedule(t0 + Duration::from_secs(2), TimerKind::StatsReport);
+        let now = t0 + Duration::from_secs(2);
+        assert_eq!(timers.pop_due(now), Some(TimerKind::IdleCheck(Token(9))));
+        assert_eq!(timers.pop_due(now), Some(TimerKind::StatsReport));
+        assert_eq!(timers.pop_due(now), None);
+        assert_eq!(timers.len(), 1);
+    }
+}

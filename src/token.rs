@@ -1,0 +1,135 @@
+//! How a [`mio::Token`] names the thing that became ready.
+//!
+//! The loop owns three kinds of event sources: its own control sources (the
+//! shutdown waker and the signal pipe), the listeners, and the connections.
+//! A token must tell them apart *and* must never let a stale event reach the
+//! wrong connection.
+//!
+//! # Why connection tokens carry a generation
+//!
+//! Connections live in a [`slab::Slab`], whose keys are reused as soon as an
+//! entry is freed. `Registry::deregister` only promises that no *future*
+//! events are reported; an event already sitting in this tick's batch, in
+//! the run-next queue, or in the timer heap still names the old key. If a
+//! new connection had taken that key in the meantime, the old event would
+//! be delivered to it. So a connection token is
+//!
+//! ```text
+//!   bits 63..32: generation (never 0)   bits 31..0: slab key
+//! ```
+//!
+//! and the loop acts on an event only when the connection stored under the
+//! key has the same generation. Control and listener tokens are below
+//! 2^32, which no connection token can be, because generations start at 1.
+
+use mio::Token;
+
+/// The [`mio::Waker`] behind [`crate::ShutdownHandle`].
+pub const WAKER: Token = Token(0);
+/// SIGINT/SIGTERM, delivered through signal-hook's self-pipe.
+pub const SIGNALS: Token = Token(1);
+/// Listener `i` is `Token(LISTENER_BASE + i)`.
+const LISTENER_BASE: usize = 16;
+/// Connection tokens start here (generation 1, key 0).
+const CONNECTION_SHIFT: u32 = 32;
+
+// The token layout needs 64-bit tokens; this reference targets 64-bit Unix.
+const _: () = assert!(usize::BITS >= 64, "echo-reactor needs a 64-bit target");
+
+/// What a token names, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The shutdown waker fired.
+    Waker,
+    /// A signal arrived.
+    Signals,
+    /// Listener number `.0`.
+    Listener(usize),
+    /// A connection: slab key and generation.
+    Connection {
+        /// Index in the connection slab.
+        key: usize,
+        /// Generation the connection had when the token was made.
+        generation: u32,
+    },
+    /// Anything else: never issued by us; ignored.
+    Unknown,
+}
+
+/// The token of listener number `index`.
+pub fn listener(index: usize) -> Token {
+    Token(LISTENER_BASE + index)
+}
+
+/// The token of the connection at slab `key` with `generation` (> 0).
+pub fn connection(key: usize, generation: u32) -> Token {
+    debug_assert!(generation != 0 && key <= u32::MAX as usize);
+    Token(((generation as usize) << CONNECTION_SHIFT) | key)
+}
+
+/// Decodes a token made by this module.
+pub fn decode(token: Token) -> Target {
+    let raw = token.0;
+    let generation = (raw >> CONNECTION_SHIFT) as u32;
+    if generation != 0 {
+        return Target::Connection {
+            key: raw & (u32::MAX as usize),
+            generation,
+        };
+    }
+    match raw {
+        0 => Target::Waker,
+        1 => Target::Signals,
+        n if n >= LISTENER_BASE => Target::Listener(n - LISTENER_BASE),
+        _ => Target::Unknown,
+    }
+}
+
+/// Hands out connection generations: 1, 2, ... wrapping past `u32::MAX`
+/// back to 1. A collision would need four billion connections to be opened
+/// between an event's arrival and its handling, which cannot happen within
+/// one tick.
+#[derive(Debug, Default)]
+pub struct Generations {
+    last: u32,
+}
+
+impl Generations {
+    /// The next generation; never 0.
+    pub fn next_generation(&mut self) -> u32 {
+        self.last = self.last.checked_add(1).unwrap_or(1);
+        self.last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip() {
+        assert_eq!(decode(WAKER), Target::Waker);
+        assert_eq!(decode(SIGNALS), Target::Signals);
+        assert_eq!(decode(listener(3)), Target::Listener(3));
+        let t = connection(41, 7);
+        assert_eq!(
+            decode(t),
+            Target::Connection {
+                key: 41,
+                generation: 7
+            }
+        );
+    }
+
+    #[test]
+    fn same_key_different_generation_is_a_different_token() {
+        assert_ne!(connection(5, 1), connection(5, 2));
+    }
+
+    #[test]
+    fn generations_skip_zero_on_wrap() {
+        let mut g = Generations { last: u32::MAX - 1 };
+        assert_eq!(g.next_generation(), u32::MAX);
+        assert_eq!(g.next_generation(), 1);
+    }
+}

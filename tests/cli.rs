@@ -178,3 +178,26 @@ fn host_name_listen_binds_every_resolved_address() {
         assert_echo(&mut s, b"by name");
     }
 }
+
+// --- Valid options ----------------------------------------------------------
+
+#[test]
+fn all_numeric_options_accept_valid_values_including_decimals() {
+    let mut server = Server::spawn(&[
+        "--backlog",
+        "16",
+        "--max-connections",
+        "8",
+        "--idle-timeout",
+        "30.5",
+        "--shutdown-timeout",
+        "0.25",
+        "--stats-interval",
+        "0.5",
+    ]);
+    let mut s = connect(server.addr);
+    assert_echo(&mut s, b"configured");
+    drop(s);
+    let (status, log) = util::stop(&mut server);
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
+}

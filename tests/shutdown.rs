@@ -65,7 +65,7 @@ fn wait_stalled_or_done(written: &AtomicUsize, len: usize) {
         if now != last {
             last = now;
             still_since = Instant::now();
-        } else if still_since.elapsed() > Duration::from_millis(500) {
+        } else if still_since.elapsed() > Duration::from_secs(1) {
             return;
         }
     }

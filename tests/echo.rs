@@ -9,7 +9,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use util::{Server, assert_echo, connect, pattern, read_n, read_to_eof};
+use util::{Server, assert_echo, connect, pattern, read_n};
 
 /// Writes `data` on a clone of `s` from a thread while this thread reads
 /// the echo back, in order; asserts every byte. Closes the write half
@@ -40,6 +40,24 @@ fn stream_and_verify(s: &mut TcpStream, data: Arc<Vec<u8>>, then_shutdown: bool)
         got += n;
     }
     writer.join().expect("writer thread");
+}
+
+/// Reads until EOF; on a timeout, panics saying how much had arrived, so a
+/// missing FIN is told apart from missing data.
+#[track_caller]
+fn read_until_fin(s: &mut TcpStream, expected: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => panic!(
+                "no FIN: {} of {expected} bytes arrived, then {e}",
+                out.len()
+            ),
+        }
+    }
 }
 
 // --- Integrity ------------------------------------------------------------
@@ -96,9 +114,8 @@ fn half_close_echoes_everything_then_fin() {
     // Writer shuts its half down right after the last byte; the reader must
     // still get all of it, then EOF.
     stream_and_verify(&mut s, Arc::clone(&data), true);
-    let mut rest = [0u8; 16];
-    let n = s.read(&mut rest).expect("read after echo");
-    assert_eq!(n, 0, "expected FIN after the echo, got {n} more bytes");
+    let rest = read_until_fin(&mut s, 0);
+    assert!(rest.is_empty(), "{} bytes more than were sent", rest.len());
 }
 
 #[test]
@@ -107,7 +124,7 @@ fn half_close_after_small_write_returns_data_then_eof() {
     let mut s = connect(server.addr);
     s.write_all(b"last words\0").unwrap();
     s.shutdown(Shutdown::Write).unwrap();
-    assert_eq!(read_to_eof(&mut s), b"last words\0");
+    assert_eq!(read_until_fin(&mut s, 11), b"last words\0");
 }
 
 #[test]
@@ -115,7 +132,31 @@ fn half_close_without_data_gets_fin() {
     let server = Server::spawn(&[]);
     let mut s = connect(server.addr);
     s.shutdown(Shutdown::Write).unwrap();
-    assert_eq!(read_to_eof(&mut s), b"");
+    assert_eq!(read_until_fin(&mut s, 0), b"");
+}
+
+#[test]
+fn half_close_while_backpressured_echoes_everything_then_fin() {
+    let server = Server::spawn(&[]);
+    let mut s = connect(server.addr);
+    // Fill every buffer without reading (the server pauses reading), then
+    // half-close: the FIN queues up behind data the server has not read.
+    let data = pattern(8, 64 << 20);
+    s.set_nonblocking(true).unwrap();
+    let mut sent = 0;
+    while sent < data.len() {
+        match s.write(&data[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    assert!(sent < data.len(), "test precondition: buffers never filled");
+    s.set_nonblocking(false).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let got = read_until_fin(&mut s, sent);
+    assert_eq!(got.len(), sent, "echoed length differs from sent length");
+    assert!(got == data[..sent], "echo differs from sent data");
 }
 
 // --- Resets ---------------------------------------------------------------

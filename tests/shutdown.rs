@@ -159,6 +159,35 @@ fn sigterm_with_no_clients_exits_zero_with_final_stats() {
 }
 
 #[test]
+fn sigterm_sends_fin_to_every_client_and_exits_once_they_close() {
+    // The timeout is far beyond STEP_TIMEOUT: exiting in time means the
+    // server noticed the clients' own closes.
+    let mut server = Server::spawn(&["--shutdown-timeout", "60"]);
+    let mut clients: Vec<TcpStream> = (0..3).map(|_| connect(server.addr)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_echo(c, &pattern(i as u64, 1000));
+    }
+    server.signal(libc::SIGTERM);
+    for c in clients.iter_mut() {
+        assert_eq!(read_to_eof(c), b"", "expected FIN and nothing else");
+    }
+    // Having sent FIN, the server lingers for the clients' EOF.
+    assert!(
+        server.wait_exit(Duration::from_millis(300)).is_none(),
+        "server exited before its clients closed"
+    );
+    drop(clients);
+    let status = server
+        .wait_exit(STEP_TIMEOUT)
+        .expect("server did not exit after every client closed");
+    let log = server.wait_log("final stats:");
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    let stats = util::counters(&log, "final stats:");
+    assert_eq!(util::get(&stats, "closed"), 3, "{stats:?}");
+    assert_eq!(util::get(&stats, "bytes_out"), 3000, "{stats:?}");
+}
+
+#[test]
 fn shutdown_timeout_closes_clients_that_never_close() {
     // This client never reads nor closes; the server must give up on it
     // after --shutdown-timeout and still exit 0.

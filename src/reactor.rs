@@ -42,7 +42,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::config::Config;
-use crate::connection::{CloseReason, Connection, Cx, Outcome};
+use crate::connection::{CloseReason, Connection, Cx, Outcome, Ready};
 use crate::fdlimit::{self, SpareFd};
 use crate::listener::{self, ListenError};
 use crate::shutdown::{ShutdownHandle, SignalSource};
@@ -229,9 +229,12 @@ impl Reactor {
             for event in events.iter() {
                 // Errors and hang-ups are hints too: the next read or write
                 // reports what actually happened.
-                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
-                let writable = event.is_writable() || event.is_write_closed() || event.is_error();
-                self.dispatch(event.token(), readable, writable);
+                let ready = Ready {
+                    readable: event.is_readable() || event.is_error(),
+                    writable: event.is_writable() || event.is_write_closed() || event.is_error(),
+                    read_closed: event.is_read_closed(),
+                };
+                self.dispatch(event.token(), ready);
             }
             for token in batch.drain(..) {
                 self.dispatch_queued(token);
@@ -250,10 +253,10 @@ impl Reactor {
     }
 
     /// Routes one event.
-    fn dispatch(&mut self, token: Token, readable: bool, writable: bool) {
+    fn dispatch(&mut self, token: Token, ready: Ready) {
         match token::decode(token) {
             Target::Connection { key, generation } => {
-                self.drive(key, generation, readable, writable);
+                self.drive(key, generation, ready);
             }
             Target::Listener(i) => self.accept_from(i),
             Target::Waker => {
@@ -280,7 +283,7 @@ impl Reactor {
                     _ => return,
                 }
                 // The connection remembers it is ready; no hint needed.
-                self.drive(key, generation, false, false);
+                self.drive(key, generation, Ready::default());
             }
             Target::Listener(i) => {
                 if let Some(slot) = self.listeners.get_mut(i) {
@@ -293,7 +296,7 @@ impl Reactor {
     }
 
     /// Lets one connection do its I/O, then acts on the outcome.
-    fn drive(&mut self, key: usize, generation: u32, readable: bool, writable: bool) {
+    fn drive(&mut self, key: usize, generation: u32, ready: Ready) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -308,7 +311,7 @@ impl Reactor {
             stats: &mut self.stats,
             now: self.now,
         };
-        let outcome = conn.drive(token, readable, writable, &mut cx);
+        let outcome = conn.drive(token, ready, &mut cx);
         self.settle(key, token, outcome);
     }
 

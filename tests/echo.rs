@@ -171,21 +171,23 @@ fn reset_mid_stream_closes_only_that_connection() {
     // then resets.
     let mut victim = connect(server.addr);
     assert_echo(&mut victim, b"hello");
-    // Queue up to 1 MiB without blocking: whatever the buffers take.
-    let big = pattern(3, 1 << 20);
+    // Write without reading until every buffer is full, so the server is
+    // paused with output pending when the reset comes.
+    let chunk = pattern(3, 64 * 1024);
     victim.set_nonblocking(true).unwrap();
-    let mut sent = 0;
-    while sent < big.len() {
-        match victim.write(&big[sent..]) {
+    let mut sent = 0usize;
+    while sent < 256 << 20 {
+        let off = sent % chunk.len();
+        match victim.write(&chunk[off..]) {
             Ok(n) => sent += n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
             Err(e) => panic!("write: {e}"),
         }
     }
     victim.set_nonblocking(false).unwrap();
-    // Make sure the server has started echoing the stream, then reset.
-    let first = read_n(&mut victim, 1024.min(sent));
-    assert!(first == big[..first.len()], "echo differs");
+    // The stream was being echoed; then reset.
+    let first = read_n(&mut victim, 1024);
+    assert!(first == chunk[..1024], "echo differs");
     util::set_linger_zero(&victim);
     drop(victim);
 
@@ -199,4 +201,8 @@ fn reset_mid_stream_closes_only_that_connection() {
     assert_echo(&mut fresh, b"after");
     let last = util::wait_stats(&server, "active=2", |s| util::get(s, "active") == 2);
     assert_eq!(util::get(&last, "closed"), 1, "{last:?}");
+    assert!(
+        util::get(&last, "backpressure_pauses") >= 1,
+        "test precondition: the victim was reset while paused: {last:?}"
+    );
 }

@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use util::{Server, assert_echo, connect, pattern, read_n};
 
@@ -58,6 +59,35 @@ fn read_until_fin(s: &mut TcpStream, expected: usize) -> Vec<u8> {
             ),
         }
     }
+}
+
+/// Writes `data` without reading until the writes make no progress for a
+/// while (every buffer on the way is full and the server has paused
+/// reading); returns how much was sent. Panics if everything fit.
+#[track_caller]
+fn write_until_stalled(s: &mut TcpStream, data: &[u8]) -> usize {
+    s.set_nonblocking(true).unwrap();
+    let mut sent = 0;
+    let mut progress_at = Instant::now();
+    while sent < data.len() && progress_at.elapsed() < Duration::from_millis(500) {
+        match s.write(&data[sent..]) {
+            Ok(n) => {
+                sent += n;
+                progress_at = Instant::now();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    s.set_nonblocking(false).unwrap();
+    assert!(
+        sent < data.len(),
+        "test precondition: {} bytes fit without the client reading",
+        data.len()
+    );
+    sent
 }
 
 // --- Integrity ------------------------------------------------------------
@@ -141,18 +171,8 @@ fn half_close_while_backpressured_echoes_everything_then_fin() {
     let mut s = connect(server.addr);
     // Fill every buffer without reading (the server pauses reading), then
     // half-close: the FIN queues up behind data the server has not read.
-    let data = pattern(8, 64 << 20);
-    s.set_nonblocking(true).unwrap();
-    let mut sent = 0;
-    while sent < data.len() {
-        match s.write(&data[sent..]) {
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => panic!("write: {e}"),
-        }
-    }
-    assert!(sent < data.len(), "test precondition: buffers never filled");
-    s.set_nonblocking(false).unwrap();
+    let data = pattern(8, 32 << 20);
+    let sent = write_until_stalled(&mut s, &data);
     s.shutdown(Shutdown::Write).unwrap();
     let got = read_until_fin(&mut s, sent);
     assert_eq!(got.len(), sent, "echoed length differs from sent length");
@@ -173,21 +193,11 @@ fn reset_mid_stream_closes_only_that_connection() {
     assert_echo(&mut victim, b"hello");
     // Write without reading until every buffer is full, so the server is
     // paused with output pending when the reset comes.
-    let chunk = pattern(3, 64 * 1024);
-    victim.set_nonblocking(true).unwrap();
-    let mut sent = 0usize;
-    while sent < 256 << 20 {
-        let off = sent % chunk.len();
-        match victim.write(&chunk[off..]) {
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => panic!("write: {e}"),
-        }
-    }
-    victim.set_nonblocking(false).unwrap();
+    let big = pattern(3, 32 << 20);
+    write_until_stalled(&mut victim, &big);
     // The stream was being echoed; then reset.
     let first = read_n(&mut victim, 1024);
-    assert!(first == chunk[..1024], "echo differs");
+    assert!(first == big[..1024], "echo differs");
     util::set_linger_zero(&victim);
     drop(victim);
 

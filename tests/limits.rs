@@ -228,6 +228,49 @@ fn emfile_closes_pending_connection_without_spinning_and_recovers() {
     );
 }
 
+#[test]
+fn low_descriptor_limit_with_default_max_connections_degrades_and_recovers() {
+    // No --max-connections: the default comes from the descriptor limit.
+    // Whichever path turns clients away (the connection limit or EMFILE),
+    // the server keeps serving what it admitted and recovers.
+    let mut server = Server::spawn_with_nofile(&[], 32);
+    let mut served = Vec::new();
+    let mut turned_away = None;
+    for _ in 0..48 {
+        match try_new_connection(server.addr) {
+            (Fate::Served, Some(s)) => served.push(s),
+            (Fate::Closed(got), _) => {
+                turned_away = Some(got);
+                break;
+            }
+            (Fate::Served, None) => unreachable!(),
+        }
+    }
+    let got = turned_away.expect("48 connections under a descriptor limit of 32");
+    assert!(
+        got.is_empty() || got == b"ERR too many connections\n",
+        "unexpected reply: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    for s in served.iter_mut() {
+        assert_echo(s, b"still");
+    }
+    served.clear();
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while !matches!(try_new_connection(server.addr).0, Fate::Served) {
+        assert!(Instant::now() < deadline, "server did not recover");
+        thread::sleep(Duration::from_millis(20));
+    }
+
+    let (status, log) = util::stop(&mut server);
+    assert!(status.success(), "exit status {status}; log:\n{log}");
+    let stats = util::counters(&log, "final stats:");
+    assert!(
+        util::get(&stats, "rejected") + util::get(&stats, "accept_errors") >= 1,
+        "no counter shows the turned-away connection: {stats:?}"
+    );
+}
+
 // --- --idle-timeout ---------------------------------------------------------
 
 #[test]

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use util::{STEP_TIMEOUT, Server, assert_echo, connect, read_to_eof};
 
 /// What a new connection got from the server.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 enum Fate {
-    /// Its `ping` came back.
-    Served,
+    /// Its `ping` came back; the connection stays open.
+    Served(TcpStream),
     /// It was closed (EOF or reset) without an echo; carries what arrived.
     Closed(Vec<u8>),
 }
@@ -24,7 +24,7 @@ enum Fate {
 /// Connects, sends `ping`, and tells whether it was echoed or the
 /// connection was closed. Panics if neither happens in time.
 #[track_caller]
-fn try_new_connection(addr: SocketAddr) -> (Fate, Option<TcpStream>) {
+fn try_new_connection(addr: SocketAddr) -> Fate {
     let mut s = match TcpStream::connect(addr) {
         Ok(s) => s,
         Err(e) => panic!("connect: {e}"),
@@ -37,21 +37,17 @@ fn try_new_connection(addr: SocketAddr) -> (Fate, Option<TcpStream>) {
     let mut buf = [0u8; 64];
     loop {
         match s.read(&mut buf) {
-            Ok(0) => return (Fate::Closed(got), None),
+            Ok(0) => return Fate::Closed(got),
             Ok(n) => {
                 got.extend_from_slice(&buf[..n]);
                 if got == b"ping" {
-                    return (Fate::Served, Some(s));
-                }
-                if !b"ping".starts_with(&got) && got.ends_with(b"\n") {
-                    // An error line; EOF follows.
-                    continue;
+                    return Fate::Served(s);
                 }
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 panic!("server neither served nor closed a new connection (got {got:?})")
             }
-            Err(_) => return (Fate::Closed(got), None),
+            Err(_) => return Fate::Closed(got),
         }
     }
 }
@@ -83,8 +79,8 @@ fn connection_over_max_gets_error_line_and_others_are_unaffected() {
     let deadline = Instant::now() + STEP_TIMEOUT;
     let mut d = loop {
         match try_new_connection(server.addr) {
-            (Fate::Served, Some(s)) => break s,
-            (fate, _) => {
+            Fate::Served(s) => break s,
+            fate => {
                 rejected_seen += 1;
                 assert!(
                     Instant::now() < deadline,
@@ -127,8 +123,8 @@ fn emfile_closes_pending_connection_without_spinning_and_recovers() {
     let mut closed_attempts = 0u64;
     for _ in 0..LIMIT + 16 {
         match try_new_connection(server.addr) {
-            (Fate::Served, Some(s)) => served.push(s),
-            (Fate::Closed(got), _) => {
+            Fate::Served(s) => served.push(s),
+            Fate::Closed(got) => {
                 assert!(
                     got.is_empty(),
                     "expected a bare close at the descriptor limit, got {:?}",
@@ -137,7 +133,6 @@ fn emfile_closes_pending_connection_without_spinning_and_recovers() {
                 closed_attempts += 1;
                 break;
             }
-            (Fate::Served, None) => unreachable!(),
         }
     }
     assert!(closed_attempts == 1, "never hit the descriptor limit");
@@ -154,8 +149,11 @@ fn emfile_closes_pending_connection_without_spinning_and_recovers() {
     let cpu_before = util::cpu_ticks(pid);
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(1) {
-        let (fate, _) = try_new_connection(server.addr);
-        assert_eq!(fate, Fate::Closed(Vec::new()), "at the descriptor limit");
+        let fate = try_new_connection(server.addr);
+        assert!(
+            matches!(&fate, Fate::Closed(got) if got.is_empty()),
+            "at the descriptor limit: {fate:?}"
+        );
         closed_attempts += 1;
         thread::sleep(Duration::from_millis(50));
     }
@@ -185,11 +183,11 @@ fn emfile_closes_pending_connection_without_spinning_and_recovers() {
     let deadline = Instant::now() + STEP_TIMEOUT;
     loop {
         match try_new_connection(server.addr) {
-            (Fate::Served, Some(s)) => {
+            Fate::Served(s) => {
                 served.push(s);
                 break;
             }
-            (fate, _) => {
+            fate => {
                 closed_attempts += 1;
                 assert!(
                     Instant::now() < deadline,
@@ -200,9 +198,10 @@ fn emfile_closes_pending_connection_without_spinning_and_recovers() {
         }
     }
     for i in 0..3 {
-        let (fate, s) = try_new_connection(server.addr);
-        assert_eq!(fate, Fate::Served, "connection {i} after recovery");
-        served.extend(s);
+        match try_new_connection(server.addr) {
+            Fate::Served(s) => served.push(s),
+            fate => panic!("connection {i} after recovery: {fate:?}"),
+        }
     }
 
     drop(served);
@@ -238,12 +237,11 @@ fn low_descriptor_limit_with_default_max_connections_degrades_and_recovers() {
     let mut turned_away = None;
     for _ in 0..48 {
         match try_new_connection(server.addr) {
-            (Fate::Served, Some(s)) => served.push(s),
-            (Fate::Closed(got), _) => {
+            Fate::Served(s) => served.push(s),
+            Fate::Closed(got) => {
                 turned_away = Some(got);
                 break;
             }
-            (Fate::Served, None) => unreachable!(),
         }
     }
     let got = turned_away.expect("48 connections under a descriptor limit of 32");
@@ -257,7 +255,7 @@ fn low_descriptor_limit_with_default_max_connections_degrades_and_recovers() {
     }
     served.clear();
     let deadline = Instant::now() + STEP_TIMEOUT;
-    while !matches!(try_new_connection(server.addr).0, Fate::Served) {
+    while !matches!(try_new_connection(server.addr), Fate::Served(_)) {
         assert!(Instant::now() < deadline, "server did not recover");
         thread::sleep(Duration::from_millis(20));
     }

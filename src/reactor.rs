@@ -119,9 +119,7 @@ impl Reactor {
     /// until [`Reactor::run`].
     pub fn bind(config: &Config) -> Result<Reactor, ListenError> {
         let nofile = fdlimit::raise_nofile_limit().map_err(ListenError::Setup)?;
-        let fd_budget = usize::try_from(nofile.saturating_sub(fdlimit::RESERVED_FDS))
-            .unwrap_or(usize::MAX)
-            .max(1);
+        let fd_budget = fdlimit::default_max_connections(nofile);
         let max_connections = match config.max_connections {
             Some(n) if n > fd_budget => {
                 warn!(

@@ -19,9 +19,19 @@ use std::fs::File;
 use std::io;
 
 /// Descriptors kept back from `--max-connections` for the server itself:
-/// stdio, the epoll instance, listeners, the signal pipe, the spare, and a
-/// margin for the resolver or logging.
+/// stdio, the epoll instance, listeners, the signal pipe, the waker, the
+/// spare, and a margin for the resolver or logging.
 pub const RESERVED_FDS: u64 = 64;
+
+/// The default connection limit for a descriptor limit of `nofile`: all but
+/// [`RESERVED_FDS`], or all but half under a tiny limit (a test's `ulimit
+/// -n 32`), so that the server still serves a few clients there.
+pub fn default_max_connections(nofile: u64) -> usize {
+    let reserve = RESERVED_FDS.min(nofile / 2);
+    usize::try_from(nofile - reserve)
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft
 /// limit.
@@ -74,5 +84,17 @@ impl SpareFd {
         if self.0.is_none() {
             self.0 = File::open("/dev/null").ok();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_limit_keeps_a_reserve() {
+        assert_eq!(default_max_connections(20_000), 19_936);
+        assert_eq!(default_max_connections(32), 16);
+        assert_eq!(default_max_connections(1), 1);
     }
 }

@@ -119,9 +119,7 @@ impl Reactor {
     /// until [`Reactor::run`].
     pub fn bind(config: &Config) -> Result<Reactor, ListenError> {
         let nofile = fdlimit::raise_nofile_limit().map_err(ListenError::Setup)?;
-        let fd_budget = usize::try_from(nofile.saturating_sub(fdlimit::RESERVED_FDS))
-            .unwrap_or(usize::MAX)
-            .max(1);
+        let fd_budget = fdlimit::default_max_connections(nofile);
         let max_connections = match config.max_connections {
             Some(n) if n > fd_budget => {
                 warn!(
@@ -363,9 +361,15 @@ impl Reactor {
                     self.warn_rate_limited(format_args!(
                         "accept: {e}; out of file descriptors, shedding new connections"
                     ));
-                    if !self.shed_one(i) {
-                        self.pause_listener(i);
-                        return;
+                    match self.shed_one(i) {
+                        Shed::One => {}
+                        // EMFILE comes before the queue is looked at, so
+                        // it also means "nothing pending" at times.
+                        Shed::NothingPending => return,
+                        Shed::Failed => {
+                            self.pause_listener(i);
+                            return;
+                        }
                     }
                 }
                 Err(e) if is_per_connection(&e) => {
@@ -394,27 +398,26 @@ impl Reactor {
     }
 
     /// The spare-descriptor trick: free one descriptor, accept the pending
-    /// connection, close it, take the spare back. Returns false when there
-    /// was no spare or it did not help, so the caller pauses instead.
-    fn shed_one(&mut self, i: usize) -> bool {
+    /// connection, close it, take the spare back.
+    fn shed_one(&mut self, i: usize) -> Shed {
         let Some(socket) = self.listeners[i].socket.as_ref() else {
-            return false;
+            return Shed::Failed;
         };
         if !self.spare.release() {
-            return false;
+            return Shed::Failed;
         }
-        let shed = socket.accept();
-        let helped = match shed {
+        let result = match socket.accept() {
             Ok((stream, peer)) => {
                 debug!("shed {peer}: no descriptors left");
                 drop(stream);
                 self.stats.rejected += 1;
-                true
+                Shed::One
             }
-            Err(ref e) => e.kind() == io::ErrorKind::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Shed::NothingPending,
+            Err(_) => Shed::Failed,
         };
         self.spare.restore();
-        helped
+        result
     }
 
     fn pause_listener(&mut self, i: usize) {
@@ -575,6 +578,16 @@ impl Reactor {
             self.last_warning = Some(self.now);
         }
     }
+}
+
+/// What [`Reactor::shed_one`] managed.
+enum Shed {
+    /// A pending connection was accepted and closed.
+    One,
+    /// The backlog was empty after all: the listener is drained.
+    NothingPending,
+    /// No spare, or accepting failed anyway: pause and retry later.
+    Failed,
 }
 
 /// Accept errors that concern only the connection being accepted.

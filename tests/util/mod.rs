@@ -259,3 +259,143 @@ pub fn counters(log: &str, marker: &str) -> HashMap<String, u64> {
         .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
         .collect()
 }
+
+// ---------------------------------------------------------------------------
+// Helpers added with the core's integration tests.
+// ---------------------------------------------------------------------------
+
+/// Writes `data` and reads the same number of bytes back; asserts they are
+/// identical.
+#[track_caller]
+pub fn assert_echo(s: &mut TcpStream, data: &[u8]) {
+    use std::io::Write;
+    s.write_all(data).expect("write");
+    let back = read_n(s, data.len());
+    assert!(back == data, "echo differs from what was sent");
+}
+
+/// Connects to `addr` from source address `src` (port chosen by the kernel),
+/// with the usual generous timeouts.
+pub fn connect_from(src: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+    sock.bind(&SocketAddr::new(src, 0).into())
+        .expect("bind source address");
+    sock.connect(&addr.into()).expect("connect");
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(STEP_TIMEOUT)).unwrap();
+    s
+}
+
+/// Sets `SO_LINGER` to zero, so that dropping `s` sends a reset instead of
+/// a FIN.
+pub fn set_linger_zero(s: &TcpStream) {
+    socket2::SockRef::from(s)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER 0");
+}
+
+/// Sends SIGTERM, waits for the server to exit, and returns its exit status
+/// and its whole log (once the `final stats:` line is in, if it comes).
+#[track_caller]
+pub fn stop(server: &mut Server) -> (ExitStatus, String) {
+    server.signal(libc::SIGTERM);
+    let status = server
+        .wait_exit(STEP_TIMEOUT)
+        .unwrap_or_else(|| panic!("server did not exit after SIGTERM"));
+    // The log is read on a thread; give it a moment to see the last lines.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !server.stderr_text().contains("final stats:") && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    (status, server.stderr_text())
+}
+
+/// Periodic `stats:` lines of `log` (not the `final stats:` line), parsed.
+pub fn periodic_stats(log: &str) -> Vec<HashMap<String, u64>> {
+    log.lines()
+        .filter(|l| l.contains("stats:") && !l.contains("final stats:"))
+        .map(|l| counters(l, "stats:"))
+        .collect()
+}
+
+/// Waits until the latest periodic `stats:` line satisfies `pred` (the
+/// server must run with `--stats-interval`); returns its counters.
+#[track_caller]
+pub fn wait_stats(
+    server: &Server,
+    what: &str,
+    pred: impl Fn(&HashMap<String, u64>) -> bool,
+) -> HashMap<String, u64> {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let log = server.stderr_text();
+        if let Some(last) = periodic_stats(&log).pop() {
+            if pred(&last) {
+                return last;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "periodic stats never showed {what}; log:\n{log}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The counter `key` of `stats`, or a panic naming the missing key.
+#[track_caller]
+pub fn get(stats: &HashMap<String, u64>, key: &str) -> u64 {
+    *stats
+        .get(key)
+        .unwrap_or_else(|| panic!("no counter {key:?} in {stats:?}"))
+}
+
+/// Runs the binary with exactly `args` (no default `--listen`), expecting
+/// it to exit on its own; returns exit status, stdout and stderr. Kills it
+/// and panics if it is still running after [`STEP_TIMEOUT`].
+#[track_caller]
+pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn echo-reactor");
+    let mut out_pipe = child.stdout.take().unwrap();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let out = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out_pipe.read_to_string(&mut s);
+        s
+    });
+    let err = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err_pipe.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "echo-reactor {args:?} did not exit by itself; stderr:\n{}",
+                err.join().unwrap()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    (status, out.join().unwrap(), err.join().unwrap())
+}
+
+/// Whether this machine can bind a TCP socket on the IPv6 loopback.
+pub fn have_ipv6_loopback() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}

@@ -185,7 +185,7 @@ fn plan_limits(cfg: &Config) -> Result<usize, BenchError> {
         Ok(_) => {}
         Err(e) => warn!("could not read or raise RLIMIT_NOFILE: {e}"),
     }
-    let per_source = limits::ports_per_source();
+    let per_source = limits::connections_per_source(cfg.addr);
     let needed = limits::source_ips_needed(cfg.connections, per_source);
     let sources = match cfg.source_ips {
         Some(n) => n as usize,

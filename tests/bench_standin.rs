@@ -89,6 +89,29 @@ fn open_loop_run_follows_its_schedule_and_reports_lag() {
 }
 
 #[test]
+fn open_loop_with_warmup_measures_exactly_the_requested_count() {
+    // 900 msg/s does not divide a second evenly (one message every
+    // 1.11 ms), and the warmup's end falls just after a due time once the
+    // float arithmetic has rounded: the message after it must be the
+    // first measured one, or the count comes out one short and a `-n` run
+    // never ends.
+    let srv = tcp_server(Behaviour::Echo);
+    let addr = srv.addr.to_string();
+    let run = bench(&[
+        "-c", "3", "-r", "900", "-n", "60", "--warmup", "0.1", "--json", &addr,
+    ]);
+    let v = assert_clean(&run, 3);
+    assert_eq!(v["messages"], 60);
+    assert_eq!(v["schedule"]["lag_us"]["count"], 60);
+    // Measured 60, proofs 3; the rest is the warmup's ~90 messages.
+    let got = srv.received.load(Ordering::Relaxed);
+    assert!(
+        got > (60 + 3) * 64,
+        "server saw {got} bytes: no warmup traffic"
+    );
+}
+
+#[test]
 fn open_loop_latency_counts_from_the_intended_send_time() {
     // One connection, depth 1, 100 msg/s. The server holds message 1 (the
     // first measured one) for 600 ms. About 60 messages fall due meanwhile;

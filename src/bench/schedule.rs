@@ -51,6 +51,23 @@ impl Schedule {
         self.start + Duration::from_nanos((k as f64 * self.interval_ns) as u64)
     }
 
+    /// The first message due at or after `t`: so, the number of messages
+    /// due strictly before `t` (those belong to the warmup when `t` is the
+    /// start of the measured window).
+    pub fn first_at_or_after(&self, t: Instant) -> u64 {
+        // Start from the float estimate and correct it against due_at, the
+        // one definition of a message's time, so rounding cannot put a
+        // message on both sides of `t`.
+        let mut k = self.due_by(t).saturating_sub(1);
+        while self.due_at(k) < t {
+            k += 1;
+        }
+        while k > 0 && self.due_at(k - 1) >= t {
+            k -= 1;
+        }
+        k
+    }
+
     /// The connection slot message `k` goes to.
     pub fn slot_of(&self, k: u64) -> usize {
         (k % self.slots) as usize
@@ -75,6 +92,19 @@ mod tests {
         assert_eq!(s.due_by(t0 + Duration::from_micros(999)), 1);
         assert_eq!(s.due_by(t0 + Duration::from_millis(1)), 2);
         assert_eq!(s.due_by(t0 + Duration::from_secs(1)), 1001);
+    }
+
+    #[test]
+    fn messages_before_a_time_are_counted_exactly() {
+        let t0 = Instant::now();
+        let s = Schedule::new(t0, 3.0, 1); // due every 333,333,333 ns
+        assert_eq!(s.first_at_or_after(t0), 0);
+        assert_eq!(s.first_at_or_after(t0 + Duration::from_nanos(1)), 1);
+        assert_eq!(s.first_at_or_after(s.due_at(5)), 5);
+        assert_eq!(
+            s.first_at_or_after(s.due_at(5) + Duration::from_nanos(1)),
+            6
+        );
     }
 
     #[test]

@@ -184,8 +184,13 @@ struct Worker<'a> {
     /// the run has started, because no connection is opened after it).
     ring: Vec<usize>,
     released: u64,
+    /// `-n` in open loop: release no message past this one.
     release_limit: Option<u64>,
+    /// Open loop: messages due before the measured window.
     warmup_msgs: u64,
+    /// Open loop: messages handed to live connections but not sent yet
+    /// (held back by `depth`).
+    backlog: u64,
     pending: Vec<usize>,
     released_to_dead: u64,
 
@@ -233,6 +238,7 @@ pub(crate) fn run_thread(sh: &Shared, share: Share) -> io::Result<(Stats, Option
         released: 0,
         release_limit: None,
         warmup_msgs: 0,
+        backlog: 0,
         pending: Vec::new(),
         released_to_dead: 0,
         closing: Vec::new(),
@@ -317,10 +323,18 @@ impl Worker<'_> {
                     self.last_sweep = now;
                     self.sweep_stalls(now);
                 }
-                let quota_met = self
-                    .share
-                    .quota
-                    .is_some_and(|q| self.window_issued >= q && self.outstanding == 0);
+                let quota_met = match self.release_limit {
+                    // Open loop: every scheduled message released, sent
+                    // and answered (messages released to a connection that
+                    // died are counted as unsent, not waited for).
+                    Some(limit) => {
+                        self.released >= limit && self.backlog == 0 && self.outstanding == 0
+                    }
+                    None => self
+                        .share
+                        .quota
+                        .is_some_and(|q| self.window_issued >= q && self.outstanding == 0),
+                };
                 let time_up = self.window_end.is_some_and(|end| now >= end);
                 if time_up || quota_met || self.conns.is_empty() || self.sh.live.stop_requested() {
                     self.end_window(now);
@@ -394,10 +408,7 @@ impl Worker<'_> {
         if let Some(rate) = self.share.rate {
             let sched = Schedule::new(now, rate, keys.len());
             // Messages due before the window opens belong to the warmup.
-            self.warmup_msgs = sched.due_by(self.window_start).saturating_sub(1);
-            if self.sh.cfg.warmup.is_zero() {
-                self.warmup_msgs = 0;
-            }
+            self.warmup_msgs = sched.first_at_or_after(self.window_start);
             self.release_limit = self.share.quota.map(|q| self.warmup_msgs + q);
             for (slot, &key) in keys.iter().enumerate() {
                 self.conns[key].slot = slot;
@@ -872,6 +883,7 @@ impl Worker<'_> {
             match self.conns.get_mut(key) {
                 Some(c) if !c.dead => {
                     c.due += 1;
+                    self.backlog += 1;
                     if !c.queued {
                         c.queued = true;
                         self.pending.push(key);
@@ -930,6 +942,7 @@ impl Worker<'_> {
             }
             conn.issued += 1;
             conn.want += self.size;
+            self.backlog -= 1;
             issued += 1;
         }
         if issued > 0 {
@@ -987,6 +1000,7 @@ impl Worker<'_> {
         let lost = conn.in_flight(size);
         debug!("connection {}: {}", conn.id, kind.name());
         self.outstanding = self.outstanding.saturating_sub(lost);
+        self.backlog = self.backlog.saturating_sub(conn.due - conn.issued);
         self.stats.error(kind);
         self.closing.push(key);
     }

@@ -129,9 +129,19 @@ pub fn run(cfg: &Config, live: Arc<Live>) -> Result<Report, BenchError> {
         let sh = Arc::clone(&shared);
         let handle = thread::Builder::new()
             .name(format!("bench-{t}"))
-            .spawn(move || match sh.cfg.transport {
-                Transport::Tcp => tcp::run_thread(&sh, share),
-                Transport::Udp => udp::run_thread(&sh, share),
+            .spawn(move || {
+                let result = match sh.cfg.transport {
+                    Transport::Tcp => tcp::run_thread(&sh, share),
+                    Transport::Udp => udp::run_thread(&sh, share),
+                };
+                // A thread that failed (e.g. no epoll fd: EMFILE) may never
+                // have reported itself settled; the others wait for that,
+                // so report it now. A second report is harmless: they wait
+                // for "at least every thread".
+                if result.is_err() {
+                    sh.live.thread_settled();
+                }
+                result
             })
             .map_err(BenchError::Io)?;
         handles.push(handle);

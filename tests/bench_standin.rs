@@ -231,6 +231,17 @@ fn a_server_that_closes_early_is_an_early_eof() {
 }
 
 #[test]
+fn a_reset_connection_is_counted_as_reset() {
+    let srv = tcp_server(Behaviour::ResetAfter(640));
+    let addr = srv.addr.to_string();
+    let run = bench(&["-c", "3", "-n", "1000", "--json", &addr]);
+    assert_eq!(run.code, Some(1), "stderr:\n{}", run.stderr);
+    let v = run.json();
+    assert_eq!(v["errors"]["reset"], 3, "{v:#}");
+    assert_eq!(v["errors"]["early_eof"], 0, "{v:#}");
+}
+
+#[test]
 fn a_server_that_stops_answering_is_a_timeout_not_a_hang() {
     // The server goes silent after 10 messages (its thread sleeps far
     // longer than the test runs); without a stall timeout a `-n` run

@@ -28,6 +28,8 @@ pub enum Behaviour {
     FlipByteAt(u64),
     /// Echo this many bytes, then close.
     CloseAfter(u64),
+    /// Echo this many bytes, then reset the connection (RST, not FIN).
+    ResetAfter(u64),
     /// Echo the first `.0` bytes at once; after that echo nothing until
     /// `.1` bytes are buffered, then all of them together (only a client
     /// that pipelines ever gets an answer).
@@ -127,7 +129,14 @@ fn serve(
                 }
                 continue;
             }
-            Behaviour::Echo | Behaviour::EchoInBatchesAfter(..) => {}
+            Behaviour::ResetAfter(limit) if offset + n as u64 >= limit => {
+                let keep = (limit - offset) as usize;
+                let _ = s.write_all(&chunk[..keep]);
+                // Linger 0: close() sends RST instead of FIN.
+                let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                break;
+            }
+            Behaviour::Echo | Behaviour::EchoInBatchesAfter(..) | Behaviour::ResetAfter(_) => {}
             Behaviour::FlipByteAt(at) => {
                 if (offset..offset + n as u64).contains(&at) {
                     chunk[(at - offset) as usize] ^= 0x01;

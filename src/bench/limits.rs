@@ -13,7 +13,6 @@
 //!   full, because `connect`'s search for a free port slows down as the
 //!   range fills.
 
-use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 
 /// Descriptors the process needs besides its connections: stdio, one epoll
@@ -27,32 +26,6 @@ pub const PORT_MARGIN: usize = 2_000;
 
 /// The ephemeral range when `/proc` cannot tell (Linux's default).
 const DEFAULT_PORT_RANGE: (u32, u32) = (32_768, 60_999);
-
-/// Raises the soft descriptor limit to the hard limit and returns the new
-/// soft limit.
-pub fn raise_nofile_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own and pass by pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        let want = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: setrlimit only reads the struct; raising the soft limit up
-        // to the hard limit needs no privilege.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        lim.rlim_cur = lim.rlim_max;
-    }
-    Ok(lim.rlim_cur)
-}
 
 /// Against a loopback target, one source address takes at most this share
 /// (1/N) of the port range. `connect` finds a free port by probing the

@@ -184,7 +184,7 @@ pub fn run(cfg: &Config, live: Arc<Live>) -> Result<Report, BenchError> {
 /// connections need; refuses runs the machine cannot hold.
 fn plan_limits(cfg: &Config) -> Result<usize, BenchError> {
     let need = cfg.connections as u64 + limits::FD_SLACK;
-    match limits::raise_nofile_limit() {
+    match crate::fdlimit::raise_nofile_limit() {
         Ok(have) if have < need => {
             return Err(BenchError::Limits(format!(
                 "{} connections need about {need} file descriptors, but RLIMIT_NOFILE is {have} \

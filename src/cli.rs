@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 use crate::addr::ListenAddr;
 use crate::config::{Config, DEFAULT_BACKLOG, DEFAULT_LISTEN};
+use crate::protocol::frame::DEFAULT_MAX_FRAME;
+use crate::protocol::line::DEFAULT_MAX_LINE;
+use crate::protocol::{Frame, Line, Mode, Transform};
 
 /// A single-threaded, readiness-based TCP echo server (RFC 862) on mio.
 ///
@@ -47,13 +50,109 @@ pub struct Args {
     /// Log the counters every SECS seconds (at info level).
     #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
     pub stats_interval: Option<Duration>,
+
+    /// What TCP clients speak: raw (byte-for-byte echo), line (a reply per
+    /// line, LF or CRLF) or frame (4-byte big-endian length, then the
+    /// bytes; whole frames are echoed).
+    #[arg(long, value_enum, default_value_t = ModeName::Raw)]
+    pub mode: ModeName,
+
+    /// Line mode: the reply to a line is the line (none), the line in
+    /// upper case (upper), or "hello " and the line (hello).
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = TransformName::None)]
+    pub line_transform: TransformName,
+
+    /// Line mode: a line sent to every client on connect.
+    #[arg(long, value_name = "TEXT")]
+    pub banner: Option<String>,
+
+    /// Line mode: longest line accepted (terminator not counted); a longer
+    /// one is answered "ERR line too long" and the connection is closed.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE,
+          value_parser = parse_positive)]
+    pub max_line: usize,
+
+    /// Frame mode: largest frame body accepted; a larger declared length
+    /// closes the connection (nothing is allocated for it).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME)]
+    pub max_frame: u32,
+
+    /// Also serve UDP echo on ADDR (repeatable); prints
+    /// `listening on udp://ADDR`.
+    #[arg(long = "udp", value_name = "ADDR")]
+    pub udp: Vec<ListenAddr>,
+
+    /// Serve daytime (RFC 867) on ADDR over both TCP and UDP, same port
+    /// (repeatable): the current time as one line, then close.
+    #[arg(long, value_name = "ADDR")]
+    pub daytime: Vec<ListenAddr>,
+}
+
+/// `--mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeName {
+    /// Byte-for-byte echo (RFC 862).
+    Raw,
+    /// A reply per line.
+    Line,
+    /// Length-prefixed frames.
+    Frame,
+}
+
+/// `--line-transform` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransformName {
+    /// Echo the line.
+    None,
+    /// Upper-case it.
+    Upper,
+    /// Prefix "hello ".
+    Hello,
 }
 
 impl Args {
+    /// Rejects flags that the chosen `--mode` would silently ignore.
+    pub fn check(&self) -> Result<(), String> {
+        let line_only = [
+            (
+                "--line-transform",
+                self.line_transform != TransformName::None,
+            ),
+            ("--banner", self.banner.is_some()),
+            ("--max-line", self.max_line != DEFAULT_MAX_LINE),
+        ];
+        if self.mode != ModeName::Line {
+            if let Some((flag, _)) = line_only.iter().find(|(_, given)| *given) {
+                return Err(format!("{flag} needs --mode line"));
+            }
+        }
+        if self.mode != ModeName::Frame && self.max_frame != DEFAULT_MAX_FRAME {
+            return Err("--max-frame needs --mode frame".into());
+        }
+        Ok(())
+    }
+
     /// The server configuration these arguments ask for.
     pub fn into_config(self) -> Config {
+        let mode = match self.mode {
+            ModeName::Raw => Mode::Raw,
+            ModeName::Line => {
+                let transform = match self.line_transform {
+                    TransformName::None => Transform::None,
+                    TransformName::Upper => Transform::Upper,
+                    TransformName::Hello => Transform::Hello,
+                };
+                Mode::Line(Line::new(transform, self.banner.as_deref(), self.max_line))
+            }
+            ModeName::Frame => Mode::Frame(Frame {
+                max_frame: self.max_frame,
+            }),
+        };
         Config {
             listen: self.listen,
+            mode,
+            udp: self.udp,
+            daytime: self.daytime,
             backlog: self.backlog,
             max_connections: self.max_connections,
             idle_timeout: self.idle_timeout,
@@ -136,8 +235,49 @@ mod tests {
             &["--shutdown-timeout", "NaN"],
             &["--stats-interval", "soon"],
             &["--frobnicate"],
+            &["--mode", "http"],
+            &["--mode", "line", "--line-transform", "lower"],
+            &["--mode", "line", "--max-line", "0"],
+            &["--mode", "frame", "--max-frame", "-1"],
+            &["--udp", "nope"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn mode_flags_build_the_protocol() {
+        let args = parse(&[
+            "--mode",
+            "line",
+            "--line-transform",
+            "hello",
+            "--banner",
+            "hi",
+            "--max-line",
+            "10",
+        ])
+        .unwrap();
+        args.check().unwrap();
+        let Mode::Line(line) = args.into_config().mode else {
+            panic!("not line mode");
+        };
+        assert_eq!(line, Line::new(Transform::Hello, Some("hi"), 10));
+        let args = parse(&["--mode", "frame", "--max-frame", "0"]).unwrap();
+        args.check().unwrap();
+        assert_eq!(args.into_config().mode, Mode::Frame(Frame { max_frame: 0 }));
+        assert_eq!(parse(&[]).unwrap().into_config().mode, Mode::Raw);
+    }
+
+    #[test]
+    fn flags_of_another_mode_are_refused_not_ignored() {
+        for bad in [
+            &["--banner", "hi"][..],
+            &["--line-transform", "upper"],
+            &["--mode", "frame", "--max-line", "5"],
+            &["--mode", "line", "--max-frame", "5"],
+        ] {
+            assert!(parse(bad).unwrap().check().is_err(), "{bad:?} was accepted");
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::addr::ListenAddr;
+use crate::protocol::Mode;
 
 /// The default listen address: loopback only, so running the binary with no
 /// flags exposes nothing beyond this machine.
@@ -18,6 +19,12 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Config {
     /// Addresses to listen on; each may resolve to several sockets.
     pub listen: Vec<ListenAddr>,
+    /// What TCP echo connections speak: raw bytes, lines or frames.
+    pub mode: Mode,
+    /// UDP echo services (RFC 862 over UDP).
+    pub udp: Vec<ListenAddr>,
+    /// Daytime services (RFC 867), each on TCP and UDP at the same port.
+    pub daytime: Vec<ListenAddr>,
     /// `listen(2)` backlog for every listener.
     pub backlog: u32,
     /// Most connections served at once; `None` means "what RLIMIT_NOFILE
@@ -38,6 +45,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: vec![DEFAULT_LISTEN.parse().expect("default address parses")],
+            mode: Mode::Raw,
+            udp: Vec::new(),
+            daytime: Vec::new(),
             backlog: DEFAULT_BACKLOG,
             max_connections: None,
             idle_timeout: None,

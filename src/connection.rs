@@ -39,12 +39,31 @@
 //! Every event is only a hint: the I/O call decides. Errors and hang-ups
 //! arrive as ordinary readable/writable hints and surface as I/O errors.
 //!
+//! # Protocols
+//!
+//! What to answer is the [`Mode`]'s business (`protocol/`); this file only
+//! moves bytes. In raw mode a read is written straight back from the loop's
+//! buffer, exactly as above: no copy, no allocation, one `read` and one
+//! `write` per message. In line and frame modes the read goes through the
+//! protocol, whose answers land in the loop's shared scratch vector and
+//! from there take the same path as an echo (straight out, or into the
+//! [`OutBuf`] after a partial write), so rules 3 and 4 hold unchanged: a
+//! client that sends lines but never reads is paused like any other. A
+//! protocol's "close" (`exit`, an over-long line or frame) moves the
+//! connection to [`Phase::Draining`], the same flush-FIN-linger sequence as
+//! a server shutdown.
+//!
 //! # Footprint
 //!
 //! An idle connection is this struct in the slab (64 bytes on x86_64 in
-//! release builds, see the size test below) plus, with `--idle-timeout`, one timer-heap entry
-//! (32 bytes). The output buffer owns no heap memory while empty; under
-//! backpressure it holds at most `HIGH_WATERMARK` plus one read.
+//! release builds, see the size test below) plus, with `--idle-timeout`,
+//! one timer-heap entry (32 bytes). The output buffer owns no heap memory
+//! while empty; under backpressure it holds at most `HIGH_WATERMARK` plus
+//! the answers to one read (in raw and frame mode: one read; in line mode
+//! up to 7 times one read, every empty line answered `hello \n`). In line
+//! and frame modes a message split across reads is held too, at most
+//! `--max-line + 1` or `4 + --max-frame` bytes; nothing at a message
+//! boundary.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -55,7 +74,9 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::outbuf::OutBuf;
+use crate::protocol::{Mode, Partial, Verdict};
 use crate::stats::Stats;
+use crate::timer::Stamp;
 
 /// Reads per connection per loop tick before it yields to the others.
 /// Four reads of the 64 KiB loop buffer (256 KiB) keep bulk transfers
@@ -86,8 +107,9 @@ pub enum Phase {
     /// The peer sent FIN: writing what is pending, then closing
     /// (RFC 862: everything received is echoed before our FIN).
     Closing,
-    /// The server is shutting down: no new input; writing what is pending,
-    /// then FIN.
+    /// The server is done with this connection (shutting down, the client
+    /// said `exit`, a protocol limit was broken, or a daytime answer was
+    /// sent): no new input; writing what is pending, then FIN.
     Draining,
     /// Our FIN is sent; reading and discarding until the peer's FIN. Closing
     /// while unread input sits in the receive queue would make Linux send
@@ -145,6 +167,13 @@ pub struct Cx<'a> {
     pub stats: &'a mut Stats,
     /// The time of this loop tick.
     pub now: Instant,
+    /// The same time, as the stamp connections record.
+    pub stamp: Stamp,
+    /// What the connections speak.
+    pub mode: &'a Mode,
+    /// The loop's shared scratch space for a protocol's answers (empty
+    /// between uses; unused in raw mode).
+    pub answers: &'a mut Vec<u8>,
 }
 
 /// One client.
@@ -167,8 +196,12 @@ pub struct Connection {
     /// Whether this connection is on the loop's run-next queue already.
     queued: bool,
     out: OutBuf,
+    /// Line and frame modes: the incomplete message, if the input so far
+    /// did not end on a message boundary. Empty, and a null pointer, in
+    /// raw mode and between messages.
+    partial: Partial,
     /// The last time bytes moved either way (for the idle timeout).
-    last_active: Instant,
+    last_active: Stamp,
 }
 
 impl Connection {
@@ -181,7 +214,7 @@ impl Connection {
         token: Token,
         generation: u32,
         registry: &Registry,
-        now: Instant,
+        now: Stamp,
     ) -> io::Result<Connection> {
         registry.register(&mut stream, token, Interest::READABLE)?;
         Ok(Connection {
@@ -193,6 +226,7 @@ impl Connection {
             fin_hinted: false,
             queued: false,
             out: OutBuf::new(),
+            partial: Partial::new(),
             last_active: now,
         })
     }
@@ -203,7 +237,7 @@ impl Connection {
     }
 
     /// When bytes last moved on this connection.
-    pub fn last_active(&self) -> Instant {
+    pub fn last_active(&self) -> Stamp {
         self.last_active
     }
 
@@ -236,6 +270,21 @@ impl Connection {
         }
         match self.sync_interest(token, cx.registry) {
             Ok(()) => outcome,
+            Err(e) => Outcome::Close(CloseReason::Error(e)),
+        }
+    }
+
+    /// Sends `greeting` (a banner, a daytime line) to a new connection:
+    /// straight out if the socket takes it, else as pending output.
+    pub fn greet(&mut self, token: Token, greeting: &[u8], cx: &mut Cx<'_>) -> Outcome {
+        if greeting.is_empty() {
+            return Outcome::Keep;
+        }
+        if let Err(e) = self.echo(greeting, cx.stats) {
+            return Outcome::Close(CloseReason::Error(e));
+        }
+        match self.sync_interest(token, cx.registry) {
+            Ok(()) => Outcome::Keep,
             Err(e) => Outcome::Close(CloseReason::Error(e)),
         }
     }
@@ -295,6 +344,12 @@ impl Connection {
                 Ok(0) => {
                     self.read_ready = false;
                     self.set_phase(Phase::Closing);
+                    if !self.partial.is_empty() {
+                        // An unfinished message at EOF: the protocol says
+                        // what it is still owed (a last line is answered).
+                        let verdict = cx.mode.finish(&mut self.partial, cx.answers);
+                        self.send_answers(verdict, cx)?;
+                    }
                     return Ok(Outcome::Keep);
                 }
                 Ok(n) => n,
@@ -310,8 +365,14 @@ impl Connection {
                 self.read_ready = false;
             }
             cx.stats.bytes_in += n as u64;
-            self.last_active = cx.now;
-            self.echo(&cx.buf[..n], cx.stats)?;
+            self.last_active = cx.stamp;
+            if let Mode::Raw = cx.mode {
+                // The hot path: echo from the loop's buffer, no copy.
+                self.echo(&cx.buf[..n], cx.stats)?;
+            } else {
+                let verdict = cx.mode.feed(&mut self.partial, &cx.buf[..n], cx.answers);
+                self.send_answers(verdict, cx)?;
+            }
         }
         // Rule 2: out of budget but maybe not out of input.
         if self.read_ready && self.phase == Phase::Open {
@@ -351,6 +412,30 @@ impl Connection {
         Ok(())
     }
 
+    /// Sends what the protocol answered (in `cx.answers`) and acts on its
+    /// verdict: a close stops the input and starts flush, FIN, linger.
+    fn send_answers(&mut self, verdict: Verdict, cx: &mut Cx<'_>) -> io::Result<()> {
+        if !cx.answers.is_empty() {
+            // Most reads of a split message answer nothing: no `write`.
+            let sent = self.echo(cx.answers, cx.stats);
+            cx.answers.clear();
+            sent?;
+        }
+        match verdict {
+            Verdict::Continue => {}
+            Verdict::Close | Verdict::Refuse => {
+                if verdict == Verdict::Refuse {
+                    cx.stats.protocol_errors += 1;
+                }
+                self.partial.clear();
+                if matches!(self.phase, Phase::Open | Phase::Paused) {
+                    self.set_phase(Phase::Draining);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Writes pending output until it is gone or the socket is full.
     fn flush(&mut self, cx: &mut Cx<'_>) -> io::Result<()> {
         while !self.out.is_empty() {
@@ -360,7 +445,7 @@ impl Connection {
                     let short = n < self.out.len();
                     self.out.consume(n);
                     cx.stats.bytes_out += n as u64;
-                    self.last_active = cx.now;
+                    self.last_active = cx.stamp;
                     if short {
                         // The send buffer is full; it raises a new
                         // writable edge when it has room again.

@@ -2,13 +2,16 @@
 //!
 //! One thread, one `mio::Poll`, every socket non-blocking; connections live
 //! in a `slab`; readiness is edge-triggered underneath and handled with
-//! level-triggered discipline on top. The server echoes every byte (RFC
-//! 862), which leaves nothing to look at but the event loop itself.
+//! level-triggered discipline on top. By default the server echoes every
+//! byte (RFC 862), which leaves nothing to look at but the event loop
+//! itself; `--mode line` and `--mode frame` put a protocol between input
+//! and output, and UDP echo and daytime services share the same loop.
 //!
 //! # Layout
 //!
-//! Data flows one way: socket -> connection -> output buffer -> socket, with
-//! the loop only routing readiness.
+//! Data flows one way: socket -> connection -> protocol -> output buffer ->
+//! socket, with the loop only routing readiness (raw mode skips the
+//! protocol step).
 //!
 //! - [`reactor`]: the event loop. Ticks, routing by token, the run-next
 //!   queue, accepting (budget, connection limit, descriptor exhaustion),
@@ -17,6 +20,12 @@
 //!   budgets, write interest only while output is pending, backpressure)
 //!   and the connection's phases up to a lingering close.
 //! - [`outbuf`]: pending output, only after a partial write.
+//! - [`protocol`]: what to answer, without I/O: the [`protocol::Mode`]
+//!   enum, the decoder interface and its driver; [`protocol::line`]
+//!   (replies per line, banner, `exit`) and [`protocol::frame`] (4-byte
+//!   length header, whole frames).
+//! - [`udp`]: UDP echo and daytime sockets on the same `Poll`.
+//! - [`daytime`]: the current time as an RFC 867 text line.
 //! - [`token`]: what a token names, and why it carries a generation.
 //! - [`timer`]: the deadline heap that bounds the poll timeout.
 //! - [`shutdown`]: stop requests from signals or another thread.
@@ -33,14 +42,17 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod connection;
+pub mod daytime;
 pub mod fdlimit;
 pub mod listener;
 pub mod outbuf;
+pub mod protocol;
 pub mod reactor;
 pub mod shutdown;
 pub mod stats;
 pub mod timer;
 pub mod token;
+pub mod udp;
 
 pub use config::Config;
 pub use reactor::{Reactor, Report};

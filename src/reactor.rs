@@ -12,6 +12,19 @@
 //! 4. fires due timers: idle checks, stats, accept retries, shutdown deadline.
 //!
 //! The loop only routes readiness; it never touches a connection's bytes.
+//! What a connection answers is its protocol's business (`protocol/`); the
+//! loop only lends every connection the same read buffer and the same
+//! scratch vector for answers, so neither is per connection.
+//!
+//! # Services
+//!
+//! Besides the echo listeners (`--listen`, speaking `--mode`), the loop may
+//! hold UDP echo sockets (`--udp`) and daytime services (`--daytime`: a TCP
+//! listener plus a UDP socket on the same port, seed 1's "TCP and UDP may
+//! share a port number"). They are just more sources in the same `Poll`:
+//! a daytime TCP connection is an ordinary connection that is greeted with
+//! the time and then drained like one at shutdown; UDP sockets are served
+//! in place (`udp.rs`).
 //!
 //! # Accepting
 //!
@@ -37,18 +50,22 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use mio::net::{TcpListener, TcpStream};
+use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::addr::ListenAddr;
 use crate::config::Config;
 use crate::connection::{CloseReason, Connection, Cx, Outcome, Ready};
+use crate::daytime;
 use crate::fdlimit::{self, SpareFd};
-use crate::listener::{self, ListenError};
+use crate::listener::{self, ListenError, Service};
+use crate::protocol::Mode;
 use crate::shutdown::{ShutdownHandle, SignalSource};
 use crate::stats::Stats;
-use crate::timer::{TimerKind, Timers};
+use crate::timer::{Stamp, TimerKind, Timers};
 use crate::token::{self, Generations, Target};
+use crate::udp::{self, Turn};
 
 /// Size of the loop's one read buffer, shared by all connections.
 pub const READ_BUFFER_SIZE: usize = 64 * 1024;
@@ -77,8 +94,19 @@ pub struct Report {
 struct ListenerSlot {
     /// `None` once closed for shutdown.
     socket: Option<TcpListener>,
+    /// What its connections get.
+    service: Service,
     /// Resting after an accept error; a timer will retry.
     paused: bool,
+    /// On the run-next queue already.
+    queued: bool,
+}
+
+/// A UDP socket and what it answers.
+struct UdpSlot {
+    /// `None` once closed for shutdown.
+    socket: Option<UdpSocket>,
+    service: Service,
     /// On the run-next queue already.
     queued: bool,
 }
@@ -86,9 +114,19 @@ struct ListenerSlot {
 /// The server: sockets, timers and counters, driven by [`Reactor::run`].
 pub struct Reactor {
     poll: Poll,
+    /// Echo listeners first, then daytime listeners.
     listeners: Vec<ListenerSlot>,
     local_addrs: Vec<SocketAddr>,
+    /// UDP echo sockets first, then daytime ones.
+    udp: Vec<UdpSlot>,
+    udp_addrs: Vec<SocketAddr>,
+    daytime_addrs: Vec<SocketAddr>,
     conns: Slab<Connection>,
+    /// What echo connections speak.
+    mode: Mode,
+    /// Scratch space for a protocol's answers, shared like `read_buf`
+    /// (see `Cx::answers`); empty between uses.
+    answers: Vec<u8>,
     generations: Generations,
     /// The one read buffer (see `Cx::buf`).
     read_buf: Box<[u8]>,
@@ -112,6 +150,8 @@ pub struct Reactor {
     last_warning: Option<Instant>,
     /// The time of the current tick, read once after each `poll`.
     now: Instant,
+    /// When the loop was created: the origin of connection [`Stamp`]s.
+    epoch: Instant,
 }
 
 impl Reactor {
@@ -133,19 +173,44 @@ impl Reactor {
         };
 
         let poll = Poll::new().map_err(ListenError::Setup)?;
-        let mut sockets = listener::open_all(&config.listen, config.backlog)?;
-        let mut listeners = Vec::with_capacity(sockets.len());
-        let mut local_addrs = Vec::with_capacity(sockets.len());
-        for (i, mut socket) in sockets.drain(..).enumerate() {
-            poll.registry()
-                .register(&mut socket, token::listener(i), Interest::READABLE)
-                .map_err(ListenError::Setup)?;
-            local_addrs.push(socket.local_addr().map_err(ListenError::Setup)?);
-            listeners.push(ListenerSlot {
-                socket: Some(socket),
-                paused: false,
-                queued: false,
-            });
+        let setup = ListenError::Setup;
+        let mut listeners = Vec::new();
+        let mut local_addrs = Vec::new();
+        for socket in listener::open_all(&config.listen, config.backlog)? {
+            local_addrs.push(socket.local_addr().map_err(setup)?);
+            listeners.push(ListenerSlot::new(socket, Service::Echo));
+        }
+        let mut udp = Vec::new();
+        let mut udp_addrs = Vec::new();
+        for addr in resolve_all(&config.udp)? {
+            let socket = udp::open(addr).map_err(|source| ListenError::Bind { addr, source })?;
+            udp_addrs.push(socket.local_addr().map_err(setup)?);
+            udp.push(UdpSlot::new(socket, Service::Echo));
+        }
+        let mut daytime_addrs = Vec::new();
+        for addr in resolve_all(&config.daytime)? {
+            let (tcp, datagrams, bound) = open_daytime(addr, config.backlog)
+                .map_err(|source| ListenError::Bind { addr, source })?;
+            daytime_addrs.push(bound);
+            listeners.push(ListenerSlot::new(tcp, Service::Daytime));
+            udp.push(UdpSlot::new(datagrams, Service::Daytime));
+        }
+        if listeners.len() > token::MAX_LISTENERS {
+            return Err(setup(io::Error::other("too many listeners")));
+        }
+        for (i, slot) in listeners.iter_mut().enumerate() {
+            if let Some(socket) = slot.socket.as_mut() {
+                poll.registry()
+                    .register(socket, token::listener(i), Interest::READABLE)
+                    .map_err(setup)?;
+            }
+        }
+        for (i, slot) in udp.iter_mut().enumerate() {
+            if let Some(socket) = slot.socket.as_mut() {
+                poll.registry()
+                    .register(socket, token::udp(i), Interest::READABLE)
+                    .map_err(setup)?;
+            }
         }
         let shutdown =
             ShutdownHandle::new(poll.registry(), token::WAKER).map_err(ListenError::Setup)?;
@@ -166,7 +231,12 @@ impl Reactor {
             poll,
             listeners,
             local_addrs,
+            udp,
+            udp_addrs,
+            daytime_addrs,
             conns: Slab::new(),
+            mode: config.mode.clone(),
+            answers: Vec::new(),
             generations: Generations::default(),
             read_buf: vec![0; READ_BUFFER_SIZE].into_boxed_slice(),
             run_next: Vec::new(),
@@ -185,12 +255,24 @@ impl Reactor {
             stats_interval: config.stats_interval,
             last_warning: None,
             now,
+            epoch: now,
         })
     }
 
-    /// The addresses actually bound (with the kernel's port for port 0).
+    /// The echo listeners' addresses as bound (with the kernel's port for
+    /// port 0).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The UDP echo sockets' addresses as bound.
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp_addrs
+    }
+
+    /// The daytime services' addresses as bound (TCP and UDP share each).
+    pub fn daytime_addrs(&self) -> &[SocketAddr] {
+        &self.daytime_addrs
     }
 
     /// The effective connection limit.
@@ -257,6 +339,7 @@ impl Reactor {
                 self.drive(key, generation, ready);
             }
             Target::Listener(i) => self.accept_from(i),
+            Target::Udp(i) => self.serve_udp(i),
             Target::Waker => {
                 let total = self.shutdown.requests();
                 let new = total - self.handle_requests_seen;
@@ -289,7 +372,28 @@ impl Reactor {
                 }
                 self.accept_from(i);
             }
+            Target::Udp(i) => {
+                if let Some(slot) = self.udp.get_mut(i) {
+                    slot.queued = false;
+                }
+                self.serve_udp(i);
+            }
             _ => {}
+        }
+    }
+
+    /// Answers what waits on UDP socket `i`, up to its budget.
+    fn serve_udp(&mut self, i: usize) {
+        let Some(slot) = self.udp.get_mut(i) else {
+            return;
+        };
+        let Some(socket) = slot.socket.as_ref() else {
+            return;
+        };
+        let turn = udp::serve(socket, slot.service, &mut self.read_buf, &mut self.stats);
+        if turn == Turn::Requeue && !slot.queued {
+            slot.queued = true;
+            self.run_next.push(token::udp(i));
         }
     }
 
@@ -308,6 +412,9 @@ impl Reactor {
             buf: &mut self.read_buf,
             stats: &mut self.stats,
             now: self.now,
+            stamp: Stamp::new(self.epoch, self.now),
+            mode: &self.mode,
+            answers: &mut self.answers,
         };
         let outcome = conn.drive(token, ready, &mut cx);
         self.settle(key, token, outcome);
@@ -352,8 +459,9 @@ impl Reactor {
             if slot.paused {
                 return;
             }
+            let service = slot.service;
             match socket.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
+                Ok((stream, peer)) => self.admit(stream, peer, service),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if fdlimit::is_exhaustion(&e) => {
@@ -427,7 +535,7 @@ impl Reactor {
     }
 
     /// Takes in an accepted connection, or turns it away at the limit.
-    fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, service: Service) {
         if self.conns.len() >= self.max_connections {
             self.stats.rejected += 1;
             // Best effort, one syscall: the socket is fresh, so its send
@@ -449,7 +557,8 @@ impl Reactor {
         let key = entry.key();
         let generation = self.generations.next_generation();
         let token = token::connection(key, generation);
-        match Connection::register(stream, token, generation, self.poll.registry(), self.now) {
+        let stamp = Stamp::new(self.epoch, self.now);
+        match Connection::register(stream, token, generation, self.poll.registry(), stamp) {
             Ok(conn) => {
                 entry.insert(conn);
             }
@@ -460,11 +569,38 @@ impl Reactor {
         }
         self.stats.accepted += 1;
         self.stats.active = self.conns.len() as u64;
-        debug!("connection {key} from {peer}");
+        debug!("connection {key} from {peer} ({service:?})");
         if let Some(idle) = self.idle_timeout {
             self.timers
                 .schedule(self.now + idle, TimerKind::IdleCheck(token));
         }
+        // A greeting: the banner of line mode, or the whole daytime answer.
+        let time;
+        let greeting: &[u8] = match service {
+            Service::Echo => self.mode.greeting(),
+            Service::Daytime => {
+                time = daytime::now_line();
+                time.as_bytes()
+            }
+        };
+        let conn = &mut self.conns[key];
+        let mut cx = Cx {
+            registry: self.poll.registry(),
+            buf: &mut self.read_buf,
+            stats: &mut self.stats,
+            now: self.now,
+            stamp,
+            mode: &self.mode,
+            answers: &mut self.answers,
+        };
+        let mut outcome = conn.greet(token, greeting, &mut cx);
+        if service == Service::Daytime && matches!(outcome, Outcome::Keep) {
+            // RFC 867: send the line, then close. Draining is exactly that,
+            // FIN after the last byte, and a lingering read so that
+            // anything the client sent cannot turn our close into a reset.
+            outcome = conn.begin_shutdown(token, &mut cx);
+        }
+        self.settle(key, token, outcome);
     }
 
     // ----- timers ---------------------------------------------------------
@@ -515,7 +651,7 @@ impl Reactor {
         if conn.generation() != generation {
             return;
         }
-        let deadline = conn.last_active() + idle;
+        let deadline = conn.last_active().to_instant(self.epoch) + idle;
         if deadline <= self.now {
             self.close(key, CloseReason::TimedOut);
         } else {
@@ -550,6 +686,11 @@ impl Reactor {
                 let _ = self.poll.registry().deregister(&mut socket);
             }
         }
+        for slot in &mut self.udp {
+            if let Some(mut socket) = slot.socket.take() {
+                let _ = self.poll.registry().deregister(&mut socket);
+            }
+        }
         self.timers.schedule(
             self.now + self.shutdown_timeout,
             TimerKind::ShutdownDeadline,
@@ -563,6 +704,9 @@ impl Reactor {
                 buf: &mut self.read_buf,
                 stats: &mut self.stats,
                 now: self.now,
+                stamp: Stamp::new(self.epoch, self.now),
+                mode: &self.mode,
+                answers: &mut self.answers,
             };
             let outcome = conn.begin_shutdown(token, &mut cx);
             self.settle(key, token, outcome);
@@ -578,6 +722,63 @@ impl Reactor {
             self.last_warning = Some(self.now);
         }
     }
+}
+
+impl ListenerSlot {
+    fn new(socket: TcpListener, service: Service) -> ListenerSlot {
+        ListenerSlot {
+            socket: Some(socket),
+            service,
+            paused: false,
+            queued: false,
+        }
+    }
+}
+
+impl UdpSlot {
+    fn new(socket: UdpSocket, service: Service) -> UdpSlot {
+        UdpSlot {
+            socket: Some(socket),
+            service,
+            queued: false,
+        }
+    }
+}
+
+/// Every address each of `addrs` resolves to.
+fn resolve_all(addrs: &[ListenAddr]) -> Result<Vec<SocketAddr>, ListenError> {
+    let mut all = Vec::new();
+    for addr in addrs {
+        let resolved = addr.resolve().map_err(|source| ListenError::Resolve {
+            addr: addr.clone(),
+            source,
+        })?;
+        all.extend(resolved);
+    }
+    Ok(all)
+}
+
+/// Binds a daytime service: a TCP listener on `addr`, then a UDP socket on
+/// the port it got. With port 0 the kernel picks a TCP port that may be
+/// taken for UDP; then try another.
+fn open_daytime(
+    addr: SocketAddr,
+    backlog: u32,
+) -> io::Result<(TcpListener, UdpSocket, SocketAddr)> {
+    const ATTEMPTS: usize = 8;
+    let mut last_error = None;
+    for _ in 0..ATTEMPTS {
+        let tcp = listener::open(addr, backlog)?;
+        let bound = tcp.local_addr()?;
+        match udp::open(bound) {
+            Ok(datagrams) => return Ok((tcp, datagrams, bound)),
+            Err(e) if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse => {
+                last_error = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| io::ErrorKind::AddrInUse.into()))
 }
 
 /// What [`Reactor::shed_one`] managed.

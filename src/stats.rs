@@ -29,6 +29,15 @@ pub struct Stats {
     pub backpressure_pauses: u64,
     /// `accept` calls that failed (descriptor exhaustion and others).
     pub accept_errors: u64,
+    /// Connections closed for breaking their protocol: an over-long line,
+    /// an over-size frame, a frame cut off by EOF.
+    pub protocol_errors: u64,
+    /// UDP datagrams received (echo and daytime).
+    pub datagrams_in: u64,
+    /// UDP datagrams sent back.
+    pub datagrams_out: u64,
+    /// UDP answers dropped because the socket could not send them at once.
+    pub datagrams_dropped: u64,
 }
 
 impl fmt::Display for Stats {
@@ -36,7 +45,8 @@ impl fmt::Display for Stats {
         write!(
             f,
             "accepted={} rejected={} active={} closed={} timed_out={} bytes_in={} \
-             bytes_out={} backpressure_pauses={} accept_errors={}",
+             bytes_out={} backpressure_pauses={} accept_errors={} protocol_errors={} \
+             datagrams_in={} datagrams_out={} datagrams_dropped={}",
             self.accepted,
             self.rejected,
             self.active,
@@ -45,7 +55,11 @@ impl fmt::Display for Stats {
             self.bytes_in,
             self.bytes_out,
             self.backpressure_pauses,
-            self.accept_errors
+            self.accept_errors,
+            self.protocol_errors,
+            self.datagrams_in,
+            self.datagrams_out,
+            self.datagrams_dropped
         )
     }
 }

@@ -1,9 +1,21 @@
 //! How a [`mio::Token`] names the thing that became ready.
 //!
-//! The loop owns three kinds of event sources: its own control sources (the
-//! shutdown waker and the signal pipe), the listeners, and the connections.
-//! A token must tell them apart *and* must never let a stale event reach the
-//! wrong connection.
+//! The loop owns four kinds of event sources: its own control sources (the
+//! shutdown waker and the signal pipe), the TCP listeners, the UDP sockets,
+//! and the connections. A token must tell them apart *and* must never let a
+//! stale event reach the wrong connection. The ranges:
+//!
+//! ```text
+//!   0, 1             waker, signals
+//!   16 .. 2^16       TCP listener i = token - 16 (echo and daytime alike:
+//!                    accepting is the same, the slot says what to serve)
+//!   2^16 .. 2^32     UDP socket i = token - 2^16 (echo and daytime)
+//!   2^32 ..          connections, below
+//! ```
+//!
+//! Listeners and UDP sockets live in vectors that never shrink while the
+//! loop runs (a closed one leaves an empty slot), so their tokens need no
+//! generation.
 //!
 //! # Why connection tokens carry a generation
 //!
@@ -30,6 +42,10 @@ pub const WAKER: Token = Token(0);
 pub const SIGNALS: Token = Token(1);
 /// Listener `i` is `Token(LISTENER_BASE + i)`.
 const LISTENER_BASE: usize = 16;
+/// UDP socket `i` is `Token(UDP_BASE + i)`.
+const UDP_BASE: usize = 1 << 16;
+/// Most TCP listeners (echo plus daytime) one loop can tell apart.
+pub const MAX_LISTENERS: usize = UDP_BASE - LISTENER_BASE;
 /// Connection tokens start here (generation 1, key 0).
 const CONNECTION_SHIFT: u32 = 32;
 
@@ -45,6 +61,8 @@ pub enum Target {
     Signals,
     /// Listener number `.0`.
     Listener(usize),
+    /// UDP socket number `.0`.
+    Udp(usize),
     /// A connection: slab key and generation.
     Connection {
         /// Index in the connection slab.
@@ -58,7 +76,14 @@ pub enum Target {
 
 /// The token of listener number `index`.
 pub fn listener(index: usize) -> Token {
+    debug_assert!(index < MAX_LISTENERS);
     Token(LISTENER_BASE + index)
+}
+
+/// The token of UDP socket number `index`.
+pub fn udp(index: usize) -> Token {
+    debug_assert!(index < (1 << CONNECTION_SHIFT) - UDP_BASE);
+    Token(UDP_BASE + index)
 }
 
 /// The token of the connection at slab `key` with `generation` (> 0).
@@ -80,6 +105,7 @@ pub fn decode(token: Token) -> Target {
     match raw {
         0 => Target::Waker,
         1 => Target::Signals,
+        n if n >= UDP_BASE => Target::Udp(n - UDP_BASE),
         n if n >= LISTENER_BASE => Target::Listener(n - LISTENER_BASE),
         _ => Target::Unknown,
     }
@@ -111,6 +137,12 @@ mod tests {
         assert_eq!(decode(WAKER), Target::Waker);
         assert_eq!(decode(SIGNALS), Target::Signals);
         assert_eq!(decode(listener(3)), Target::Listener(3));
+        assert_eq!(
+            decode(listener(MAX_LISTENERS - 1)),
+            Target::Listener(MAX_LISTENERS - 1)
+        );
+        assert_eq!(decode(udp(0)), Target::Udp(0));
+        assert_eq!(decode(udp(5)), Target::Udp(5));
         let t = connection(41, 7);
         assert_eq!(
             decode(t),

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use echo_reactor::Reactor;
 use echo_reactor::cli::Args;
 
@@ -15,6 +15,11 @@ const EXIT_FORCED: u8 = 130;
 fn main() -> ExitCode {
     // Usage errors exit with code 2 and clap's message.
     let args = Args::parse();
+    if let Err(msg) = args.check() {
+        Args::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, msg)
+            .exit();
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
     let config = args.into_config();
@@ -30,6 +35,13 @@ fn main() -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     for addr in reactor.local_addrs() {
         let _ = writeln!(stdout, "listening on tcp://{addr}");
+    }
+    for addr in reactor.udp_addrs() {
+        let _ = writeln!(stdout, "listening on udp://{addr}");
+    }
+    for addr in reactor.daytime_addrs() {
+        let _ = writeln!(stdout, "listening on tcp://{addr} (daytime)");
+        let _ = writeln!(stdout, "listening on udp://{addr} (daytime)");
     }
     let _ = stdout.flush();
     drop(stdout);

@@ -399,3 +399,108 @@ pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
 pub fn have_ipv6_loopback() -> bool {
     std::net::TcpListener::bind("[::1]:0").is_ok()
 }
+
+// ---------------------------------------------------------------------------
+// Helpers added with the protocols, UDP and daytime services.
+// ---------------------------------------------------------------------------
+
+/// The address of the first `listening on SCHEME://ADDR` line whose suffix
+/// (after the address) is `tag` ("" for plain echo, "(daytime)").
+#[track_caller]
+pub fn listening_addr(server: &Server, scheme: &str, tag: &str) -> SocketAddr {
+    let prefix = format!("listening on {scheme}://");
+    server
+        .listening
+        .iter()
+        .filter_map(|line| line.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let mut words = rest.splitn(2, ' ');
+            let addr = words.next()?;
+            (words.next().unwrap_or("") == tag).then(|| addr.parse().ok())?
+        })
+        .next()
+        .unwrap_or_else(|| panic!("no {prefix}... {tag} line in {:?}", server.listening))
+}
+
+/// A UDP socket on an ephemeral loopback port with the usual timeout.
+pub fn udp_client() -> std::net::UdpSocket {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp client");
+    s.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
+    s
+}
+
+/// `body` behind its 4-byte big-endian length (frame mode's wire format).
+pub fn frame(body: &[u8]) -> Vec<u8> {
+    let mut f = (body.len() as u32).to_be_bytes().to_vec();
+    f.extend_from_slice(body);
+    f
+}
+
+/// Writes `data` from a thread while this thread reads back the same
+/// number of bytes and compares them; returns the server's peak RSS (KiB)
+/// sampled while the writer was blocked, and its RSS before. Asserts that
+/// the writer did block (the server stopped reading) before it finished.
+#[track_caller]
+pub fn flood_without_reading_then_verify(
+    server: &Server,
+    s: &mut TcpStream,
+    data: Arc<Vec<u8>>,
+) -> (u64, u64) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let pid = server.pid();
+    let rss_before = vm_rss_kib(pid);
+    let written = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let mut w = s.try_clone().unwrap();
+        w.set_write_timeout(Some(STEP_TIMEOUT * 3)).unwrap();
+        let (data, written, done) = (Arc::clone(&data), Arc::clone(&written), Arc::clone(&done));
+        thread::spawn(move || {
+            for chunk in data.chunks(64 * 1024) {
+                w.write_all(chunk).expect("write");
+                written.fetch_add(chunk.len(), Ordering::Relaxed);
+            }
+            done.store(true, Ordering::Relaxed);
+        })
+    };
+    let mut peak = rss_before;
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let (mut last, mut still_since) = (0, Instant::now());
+    loop {
+        thread::sleep(Duration::from_millis(50));
+        peak = peak.max(vm_rss_kib(pid));
+        let now = written.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+        }
+        if done.load(Ordering::Relaxed) || still_since.elapsed() > Duration::from_secs(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writer neither blocked nor finished"
+        );
+    }
+    assert!(
+        written.load(Ordering::Relaxed) < data.len(),
+        "all {} bytes went through without the client reading: unbounded buffering",
+        data.len()
+    );
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0;
+    while got < data.len() {
+        let want = buf.len().min(data.len() - got);
+        let n = s.read(&mut buf[..want]).expect("read answers");
+        assert!(n > 0, "EOF after {got} of {} bytes", data.len());
+        assert!(
+            buf[..n] == data[got..got + n],
+            "answers differ in bytes {got}..{}",
+            got + n
+        );
+        got += n;
+    }
+    writer.join().expect("writer thread");
+    (rss_before, peak)
+}

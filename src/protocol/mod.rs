@@ -7,7 +7,7 @@
 //! on, or close after the answers are sent. Because nothing here touches a
 //! socket, every decoder is tested on every split point of its input (the
 //! answer must not depend on how TCP chunked the stream, seed 7), with
-//! proptest, and under cargo-fuzz (`fuzz/`).
+//! proptest.
 //!
 //! # Decoders
 //!

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::addr::ListenAddr;
+use crate::poller::Backend;
 use crate::protocol::Mode;
 
 /// The default listen address: loopback only, so running the binary with no
@@ -19,6 +20,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Config {
     /// Addresses to listen on; each may resolve to several sockets.
     pub listen: Vec<ListenAddr>,
+    /// The multiplexer the loop runs on (used by [`crate::Server`]).
+    pub backend: Backend,
     /// What TCP echo connections speak: raw bytes, lines or frames.
     pub mode: Mode,
     /// UDP echo services (RFC 862 over UDP).
@@ -45,6 +48,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: vec![DEFAULT_LISTEN.parse().expect("default address parses")],
+            backend: Backend::Epoll,
             mode: Mode::Raw,
             udp: Vec::new(),
             daytime: Vec::new(),

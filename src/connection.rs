@@ -7,7 +7,16 @@
 //! "something changed", not "something is there". A loop that reads only
 //! once per event can lose data forever, because no new edge comes for
 //! bytes that are already waiting. This connection therefore *remembers*
-//! readiness in [`Connection::read_ready`] and obeys four rules:
+//! readiness in [`Connection::read_ready`] and obeys four rules.
+//!
+//! The same rules are what let this code run unchanged on the
+//! level-triggered poll(2) and select(2) backends (`poller/`), whose trap
+//! is the opposite one: readiness that is reported but not consumed comes
+//! back on every `wait`, and the loop spins. Rules 3 and 4 never leave an
+//! interest registered that the connection would not act on; rule 1's
+//! "stop at a short read" is safe there too, since anything left is simply
+//! reported again; rule 2's requeue only adds a spurious event, which
+//! every rule tolerates.
 //!
 //! 1. **Read until the kernel says it is empty, or the budget is spent.**
 //!    "Empty" is `WouldBlock`, or, on Linux, a *short read*: when `read`
@@ -70,8 +79,11 @@ use std::net::Shutdown;
 use std::time::Instant;
 
 use log::trace;
+use std::os::fd::AsRawFd;
+
 use mio::net::TcpStream;
-use mio::{Interest, Registry, Token};
+
+use crate::poller::{Interest, Poller, Token};
 
 use crate::outbuf::OutBuf;
 use crate::protocol::{Mode, Partial, Verdict};
@@ -157,9 +169,9 @@ pub struct Ready {
 }
 
 /// What a connection borrows from the loop while it is driven.
-pub struct Cx<'a> {
+pub struct Cx<'a, P> {
     /// For changing interest.
-    pub registry: &'a Registry,
+    pub poller: &'a mut P,
     /// The loop's shared read buffer: every read lands here and is echoed
     /// from here, so connections need no input buffer of their own.
     pub buf: &'a mut [u8],
@@ -209,14 +221,14 @@ impl Connection {
     ///
     /// No read is attempted now: registering reports the current state, so
     /// input that arrived with the handshake shows up as a first event.
-    pub fn register(
-        mut stream: TcpStream,
+    pub fn register<P: Poller>(
+        stream: TcpStream,
         token: Token,
         generation: u32,
-        registry: &Registry,
+        poller: &mut P,
         now: Stamp,
     ) -> io::Result<Connection> {
-        registry.register(&mut stream, token, Interest::READABLE)?;
+        poller.register(stream.as_raw_fd(), token, Interest::READABLE)?;
         Ok(Connection {
             stream,
             generation,
@@ -252,15 +264,16 @@ impl Connection {
     }
 
     /// Removes the socket from the poller before the connection is dropped.
-    pub fn deregister(&mut self, registry: &Registry) {
-        // Closing the descriptor would also remove it from epoll; saying so
-        // explicitly keeps the loop correct for pollers that keep their own
-        // lists. An error here changes nothing: the socket closes next.
-        let _ = registry.deregister(&mut self.stream);
+    pub fn deregister<P: Poller>(&mut self, poller: &mut P) {
+        // Closing the descriptor would also remove it from epoll, but the
+        // poll and select backends keep their own tables, which would go on
+        // watching the number (and whatever socket reuses it next). An
+        // error here changes nothing: the socket closes next.
+        let _ = poller.deregister(self.stream.as_raw_fd());
     }
 
     /// Does all the I/O the connection is ready for and its budget allows.
-    pub fn drive(&mut self, token: Token, ready: Ready, cx: &mut Cx<'_>) -> Outcome {
+    pub fn drive<P: Poller>(&mut self, token: Token, ready: Ready, cx: &mut Cx<'_, P>) -> Outcome {
         let outcome = match self.transfer(ready, cx) {
             Ok(outcome) => outcome,
             Err(e) => return Outcome::Close(CloseReason::Error(e)),
@@ -268,7 +281,7 @@ impl Connection {
         if let Outcome::Close(_) = outcome {
             return outcome;
         }
-        match self.sync_interest(token, cx.registry) {
+        match self.sync_interest(token, cx.poller) {
             Ok(()) => outcome,
             Err(e) => Outcome::Close(CloseReason::Error(e)),
         }
@@ -276,14 +289,19 @@ impl Connection {
 
     /// Sends `greeting` (a banner, a daytime line) to a new connection:
     /// straight out if the socket takes it, else as pending output.
-    pub fn greet(&mut self, token: Token, greeting: &[u8], cx: &mut Cx<'_>) -> Outcome {
+    pub fn greet<P: Poller>(
+        &mut self,
+        token: Token,
+        greeting: &[u8],
+        cx: &mut Cx<'_, P>,
+    ) -> Outcome {
         if greeting.is_empty() {
             return Outcome::Keep;
         }
         if let Err(e) = self.echo(greeting, cx.stats) {
             return Outcome::Close(CloseReason::Error(e));
         }
-        match self.sync_interest(token, cx.registry) {
+        match self.sync_interest(token, cx.poller) {
             Ok(()) => Outcome::Keep,
             Err(e) => Outcome::Close(CloseReason::Error(e)),
         }
@@ -291,14 +309,14 @@ impl Connection {
 
     /// Starts the graceful-shutdown sequence: stop reading, flush, FIN,
     /// linger.
-    pub fn begin_shutdown(&mut self, token: Token, cx: &mut Cx<'_>) -> Outcome {
+    pub fn begin_shutdown<P: Poller>(&mut self, token: Token, cx: &mut Cx<'_, P>) -> Outcome {
         if matches!(self.phase, Phase::Open | Phase::Paused) {
             self.set_phase(Phase::Draining);
         }
         self.drive(token, Ready::default(), cx)
     }
 
-    fn transfer(&mut self, ready: Ready, cx: &mut Cx<'_>) -> io::Result<Outcome> {
+    fn transfer<P>(&mut self, ready: Ready, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
         if ready.readable || ready.read_closed {
             self.read_ready = true;
         }
@@ -335,7 +353,7 @@ impl Connection {
     }
 
     /// Reads and echoes while input is accepted, up to the budget.
-    fn echo_input(&mut self, cx: &mut Cx<'_>) -> io::Result<Outcome> {
+    fn echo_input<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
         for _ in 0..READ_BUDGET {
             if !self.read_ready || self.phase != Phase::Open {
                 return Ok(Outcome::Keep);
@@ -414,7 +432,7 @@ impl Connection {
 
     /// Sends what the protocol answered (in `cx.answers`) and acts on its
     /// verdict: a close stops the input and starts flush, FIN, linger.
-    fn send_answers(&mut self, verdict: Verdict, cx: &mut Cx<'_>) -> io::Result<()> {
+    fn send_answers<P>(&mut self, verdict: Verdict, cx: &mut Cx<'_, P>) -> io::Result<()> {
         if !cx.answers.is_empty() {
             // Most reads of a split message answer nothing: no `write`.
             let sent = self.echo(cx.answers, cx.stats);
@@ -437,7 +455,7 @@ impl Connection {
     }
 
     /// Writes pending output until it is gone or the socket is full.
-    fn flush(&mut self, cx: &mut Cx<'_>) -> io::Result<()> {
+    fn flush<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<()> {
         while !self.out.is_empty() {
             match self.stream.write(self.out.as_slice()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -466,7 +484,7 @@ impl Connection {
     }
 
     /// Lingering: reads and drops input until the peer's FIN.
-    fn discard_input(&mut self, cx: &mut Cx<'_>) -> io::Result<Outcome> {
+    fn discard_input<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
         for _ in 0..READ_BUDGET {
             if !self.read_ready {
                 return Ok(Outcome::Keep);
@@ -502,10 +520,10 @@ impl Connection {
 
     /// Re-registers only when the wanted interest differs from the
     /// registered one: no `epoll_ctl` on the per-message path.
-    fn sync_interest(&mut self, token: Token, registry: &Registry) -> io::Result<()> {
+    fn sync_interest<P: Poller>(&mut self, token: Token, poller: &mut P) -> io::Result<()> {
         if let Some(want) = self.wanted_interest() {
             if want != self.interest {
-                registry.reregister(&mut self.stream, token, want)?;
+                poller.reregister(self.stream.as_raw_fd(), token, want)?;
                 self.interest = want;
             }
         }

@@ -1,8 +1,10 @@
 //! echo-reactor: a single-threaded, readiness-based event-loop server.
 //!
-//! One thread, one `mio::Poll`, every socket non-blocking; connections live
-//! in a `slab`; readiness is edge-triggered underneath and handled with
-//! level-triggered discipline on top. By default the server echoes every
+//! One thread, one multiplexer (epoll through mio by default; poll(2) or
+//! select(2) with `--backend`), every socket non-blocking; connections
+//! live in a `slab`; readiness is edge-triggered (epoll) or
+//! level-triggered (poll, select) underneath and handled with one
+//! discipline on top that is correct for both. By default the server echoes every
 //! byte (RFC 862), which leaves nothing to look at but the event loop
 //! itself; `--mode line` and `--mode frame` put a protocol between input
 //! and output, and UDP echo and daytime services share the same loop.
@@ -24,7 +26,9 @@
 //!   enum, the decoder interface and its driver; [`protocol::line`]
 //!   (replies per line, banner, `exit`) and [`protocol::frame`] (4-byte
 //!   length header, whole frames).
-//! - [`udp`]: UDP echo and daytime sockets on the same `Poll`.
+//! - [`poller`]: the multiplexer interface and its three backends, epoll
+//!   (mio), poll(2) and select(2): the contract, and the traps of each.
+//! - [`udp`]: UDP echo and daytime sockets on the same poller.
 //! - [`daytime`]: the current time as an RFC 867 text line.
 //! - [`token`]: what a token names, and why it carries a generation.
 //! - [`timer`]: the deadline heap that bounds the poll timeout.
@@ -46,6 +50,7 @@ pub mod daytime;
 pub mod fdlimit;
 pub mod listener;
 pub mod outbuf;
+pub mod poller;
 pub mod protocol;
 pub mod reactor;
 pub mod shutdown;
@@ -55,6 +60,6 @@ pub mod token;
 pub mod udp;
 
 pub use config::Config;
-pub use reactor::{Reactor, Report};
+pub use reactor::{Reactor, Report, Server};
 pub use shutdown::ShutdownHandle;
 pub use stats::Stats;

@@ -1,9 +1,11 @@
-//! The event loop: one thread, one `mio::Poll`, every socket.
+//! The event loop: one thread, one multiplexer, every socket.
 //!
-//! This is the select/poll/epoll server of seeds 9 and 10, grown up. Each
+//! This is the select/poll/epoll server of seeds 9 and 10, grown up, and
+//! it still runs on any of the three: [`Reactor`] is generic over the
+//! [`Poller`] (`poller/`), and [`Server`] picks one for `--backend`. Each
 //! turn of the loop (a *tick*):
 //!
-//! 1. sleeps in `poll` until something is ready, or until the nearest timer
+//! 1. sleeps in the poller's `wait` until something is ready, or until the nearest timer
 //!    deadline, or not at all while the run-next queue holds work;
 //! 2. routes each event by its token to a listener (accept) or a connection
 //!    (read, echo, write), which does the I/O itself (`connection.rs`);
@@ -21,7 +23,7 @@
 //! Besides the echo listeners (`--listen`, speaking `--mode`), the loop may
 //! hold UDP echo sockets (`--udp`) and daytime services (`--daytime`: a TCP
 //! listener plus a UDP socket on the same port, seed 1's "TCP and UDP may
-//! share a port number"). They are just more sources in the same `Poll`:
+//! share a port number"). They are just more sources in the same poller:
 //! a daytime TCP connection is an ordinary connection that is greeted with
 //! the time and then drained like one at shutdown; UDP sockets are served
 //! in place (`udp.rs`).
@@ -34,7 +36,9 @@
 //! accepted and closed at once with a one-line notice, so they neither wait
 //! in the backlog nor disturb anyone. Descriptor exhaustion is handled with
 //! a spare descriptor (`fdlimit.rs`), or, without one, by pausing the
-//! listener and retrying from a timer.
+//! listener and retrying from a timer. A connection whose descriptor the
+//! backend cannot watch (select: at or above `FD_SETSIZE`) is closed at
+//! once too, counted as `unwatchable`, and logged once.
 //!
 //! # Shutdown
 //!
@@ -47,11 +51,11 @@
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
-use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::addr::ListenAddr;
@@ -60,8 +64,9 @@ use crate::connection::{CloseReason, Connection, Cx, Outcome, Ready};
 use crate::daytime;
 use crate::fdlimit::{self, SpareFd};
 use crate::listener::{self, ListenError, Service};
+use crate::poller::{self, Backend, Epoll, Event, Interest, Poll, Poller, Select, Token};
 use crate::protocol::Mode;
-use crate::shutdown::{ShutdownHandle, SignalSource};
+use crate::shutdown::{ShutdownHandle, SignalSource, WakePipe};
 use crate::stats::Stats;
 use crate::timer::{Stamp, TimerKind, Timers};
 use crate::token::{self, Generations, Target};
@@ -71,7 +76,7 @@ use crate::udp::{self, Turn};
 pub const READ_BUFFER_SIZE: usize = 64 * 1024;
 /// Accepts per listener per tick before other sockets get their turn.
 pub const ACCEPT_BUDGET: usize = 64;
-/// Events taken from the kernel per `poll`; more simply wait for the next.
+/// Events taken from the kernel per `wait`; more simply wait for the next.
 pub const EVENTS_CAPACITY: usize = 1024;
 /// How long a listener rests after an accept error it cannot shed.
 pub const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
@@ -111,9 +116,10 @@ struct UdpSlot {
     queued: bool,
 }
 
-/// The server: sockets, timers and counters, driven by [`Reactor::run`].
-pub struct Reactor {
-    poll: Poll,
+/// The server on backend `P`: sockets, timers and counters, driven by
+/// [`Reactor::run`].
+pub struct Reactor<P: Poller> {
+    poller: P,
     /// Echo listeners first, then daytime listeners.
     listeners: Vec<ListenerSlot>,
     local_addrs: Vec<SocketAddr>,
@@ -137,7 +143,12 @@ pub struct Reactor {
     stats: Stats,
     spare: SpareFd,
     shutdown: ShutdownHandle,
+    /// The read end of the `shutdown` handle's pipe (token `WAKER`).
+    wake: WakePipe,
     signals: Option<SignalSource>,
+    /// Whether the first connection the backend could not watch was
+    /// logged (it is logged once; the `unwatchable` counter keeps count).
+    unwatchable_logged: bool,
     /// Stop requests seen so far (signals plus handle).
     stop_requests: usize,
     handle_requests_seen: usize,
@@ -154,10 +165,11 @@ pub struct Reactor {
     epoch: Instant,
 }
 
-impl Reactor {
+impl<P: Poller> Reactor<P> {
     /// Opens the listeners and everything the loop needs; does not serve
-    /// until [`Reactor::run`].
-    pub fn bind(config: &Config) -> Result<Reactor, ListenError> {
+    /// until [`Reactor::run`]. (`config.backend` is [`Server`]'s business;
+    /// here the backend is `P`.)
+    pub fn bind(config: &Config) -> Result<Reactor<P>, ListenError> {
         let nofile = fdlimit::raise_nofile_limit().map_err(ListenError::Setup)?;
         let fd_budget = fdlimit::default_max_connections(nofile);
         let max_connections = match config.max_connections {
@@ -172,7 +184,7 @@ impl Reactor {
             None => fd_budget,
         };
 
-        let poll = Poll::new().map_err(ListenError::Setup)?;
+        let mut poller = P::new().map_err(ListenError::Setup)?;
         let setup = ListenError::Setup;
         let mut listeners = Vec::new();
         let mut local_addrs = Vec::new();
@@ -198,27 +210,32 @@ impl Reactor {
         if listeners.len() > token::MAX_LISTENERS {
             return Err(setup(io::Error::other("too many listeners")));
         }
-        for (i, slot) in listeners.iter_mut().enumerate() {
-            if let Some(socket) = slot.socket.as_mut() {
-                poll.registry()
-                    .register(socket, token::listener(i), Interest::READABLE)
+        // Registered first, so that their descriptors are the lowest the
+        // loop watches (select can only watch those below FD_SETSIZE).
+        for (i, slot) in listeners.iter().enumerate() {
+            if let Some(socket) = slot.socket.as_ref() {
+                poller
+                    .register(socket.as_raw_fd(), token::listener(i), Interest::READABLE)
                     .map_err(setup)?;
             }
         }
-        for (i, slot) in udp.iter_mut().enumerate() {
-            if let Some(socket) = slot.socket.as_mut() {
-                poll.registry()
-                    .register(socket, token::udp(i), Interest::READABLE)
+        for (i, slot) in udp.iter().enumerate() {
+            if let Some(socket) = slot.socket.as_ref() {
+                poller
+                    .register(socket.as_raw_fd(), token::udp(i), Interest::READABLE)
                     .map_err(setup)?;
             }
         }
-        let shutdown =
-            ShutdownHandle::new(poll.registry(), token::WAKER).map_err(ListenError::Setup)?;
+        let (shutdown, wake) = ShutdownHandle::new().map_err(setup)?;
+        poller
+            .register(wake.fd(), token::WAKER, Interest::READABLE)
+            .map_err(setup)?;
         let signals = if config.handle_signals {
-            Some(
-                SignalSource::register(poll.registry(), token::SIGNALS)
-                    .map_err(ListenError::Setup)?,
-            )
+            let signals = SignalSource::install().map_err(setup)?;
+            poller
+                .register(signals.fd(), token::SIGNALS, Interest::READABLE)
+                .map_err(setup)?;
+            Some(signals)
         } else {
             None
         };
@@ -228,7 +245,7 @@ impl Reactor {
             timers.schedule(now + every, TimerKind::StatsReport);
         }
         Ok(Reactor {
-            poll,
+            poller,
             listeners,
             local_addrs,
             udp,
@@ -244,7 +261,9 @@ impl Reactor {
             stats: Stats::default(),
             spare: SpareFd::open(),
             shutdown,
+            wake,
             signals,
+            unwatchable_logged: false,
             stop_requests: 0,
             handle_requests_seen: 0,
             shutting_down: false,
@@ -287,7 +306,7 @@ impl Reactor {
 
     /// Serves until shut down; returns the final counters.
     pub fn run(mut self) -> io::Result<Report> {
-        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        let mut events = P::events(EVENTS_CAPACITY);
         // The run-next entries being processed this tick; swapped with
         // `run_next` so both vectors keep their capacity.
         let mut batch: Vec<Token> = Vec::new();
@@ -297,7 +316,7 @@ impl Reactor {
             } else {
                 Some(Duration::ZERO)
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            if let Err(e) = self.poller.wait(&mut events, timeout) {
                 // EINTR: a signal arrived; its pipe is now readable and the
                 // next poll reports it. Anything else is a broken poller.
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -306,15 +325,8 @@ impl Reactor {
             }
             self.now = Instant::now();
             std::mem::swap(&mut batch, &mut self.run_next);
-            for event in events.iter() {
-                // Errors and hang-ups are hints too: the next read or write
-                // reports what actually happened.
-                let ready = Ready {
-                    readable: event.is_readable() || event.is_error(),
-                    writable: event.is_writable() || event.is_write_closed() || event.is_error(),
-                    read_closed: event.is_read_closed(),
-                };
-                self.dispatch(event.token(), ready);
+            for event in P::iter(&events) {
+                self.dispatch(event.token, ready(event));
             }
             for token in batch.drain(..) {
                 self.dispatch_queued(token);
@@ -341,6 +353,7 @@ impl Reactor {
             Target::Listener(i) => self.accept_from(i),
             Target::Udp(i) => self.serve_udp(i),
             Target::Waker => {
+                self.wake.drain();
                 let total = self.shutdown.requests();
                 let new = total - self.handle_requests_seen;
                 self.handle_requests_seen = total;
@@ -408,7 +421,7 @@ impl Reactor {
         }
         let token = token::connection(key, generation);
         let mut cx = Cx {
-            registry: self.poll.registry(),
+            poller: &mut self.poller,
             buf: &mut self.read_buf,
             stats: &mut self.stats,
             now: self.now,
@@ -434,7 +447,7 @@ impl Reactor {
 
     fn close(&mut self, key: usize, reason: CloseReason) {
         let mut conn = self.conns.remove(key);
-        conn.deregister(self.poll.registry());
+        conn.deregister(&mut self.poller);
         drop(conn);
         self.stats.closed += 1;
         self.stats.active = self.conns.len() as u64;
@@ -530,12 +543,40 @@ impl Reactor {
 
     fn pause_listener(&mut self, i: usize) {
         self.listeners[i].paused = true;
+        // Level-triggered trap: on poll and select a listener with pending
+        // connections stays readable, and a paused one would be reported
+        // on every `wait` for nothing, spinning the loop until the retry.
+        // So a resting listener is not watched at all. (On epoll it would
+        // not matter, edges do not repeat, but the loop is the same for
+        // all backends; two `epoll_ctl` per pause cost nothing on this
+        // rare path.)
+        if let Some(socket) = self.listeners[i].socket.as_ref() {
+            let _ = self.poller.deregister(socket.as_raw_fd());
+        }
         self.timers
             .schedule(self.now + ACCEPT_RETRY_DELAY, TimerKind::AcceptRetry(i));
     }
 
     /// Takes in an accepted connection, or turns it away at the limit.
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, service: Service) {
+        if !P::watchable(stream.as_raw_fd()) {
+            // select: FD_SETSIZE. Registering would set a bit outside the
+            // fd_set, undefined behaviour; the client is closed instead,
+            // with the notice of a full server, which is what it is.
+            self.stats.rejected += 1;
+            self.stats.unwatchable += 1;
+            let _ = (&stream).write(REJECT_NOTICE);
+            if !std::mem::replace(&mut self.unwatchable_logged, true) {
+                warn!(
+                    "descriptor {} is beyond what this backend can watch \
+                     (select: below FD_SETSIZE = {}); refusing such connections \
+                     (counted as unwatchable; use --backend poll or epoll for more)",
+                    stream.as_raw_fd(),
+                    poller::FD_SETSIZE
+                );
+            }
+            return;
+        }
         if self.conns.len() >= self.max_connections {
             self.stats.rejected += 1;
             // Best effort, one syscall: the socket is fresh, so its send
@@ -558,7 +599,7 @@ impl Reactor {
         let generation = self.generations.next_generation();
         let token = token::connection(key, generation);
         let stamp = Stamp::new(self.epoch, self.now);
-        match Connection::register(stream, token, generation, self.poll.registry(), stamp) {
+        match Connection::register(stream, token, generation, &mut self.poller, stamp) {
             Ok(conn) => {
                 entry.insert(conn);
             }
@@ -585,7 +626,7 @@ impl Reactor {
         };
         let conn = &mut self.conns[key];
         let mut cx = Cx {
-            registry: self.poll.registry(),
+            poller: &mut self.poller,
             buf: &mut self.read_buf,
             stats: &mut self.stats,
             now: self.now,
@@ -619,6 +660,15 @@ impl Reactor {
                 TimerKind::AcceptRetry(i) => {
                     if let Some(slot) = self.listeners.get_mut(i) {
                         slot.paused = false;
+                        if let Some(socket) = slot.socket.as_ref() {
+                            let fd = socket.as_raw_fd();
+                            if let Err(e) =
+                                self.poller
+                                    .register(fd, token::listener(i), Interest::READABLE)
+                            {
+                                warn!("cannot watch listener {i} again: {e}");
+                            }
+                        }
                     }
                     // The edge that announced the waiting connections was
                     // consumed long ago: accept now, not on a new event.
@@ -682,13 +732,14 @@ impl Reactor {
             self.shutdown_timeout
         );
         for slot in &mut self.listeners {
-            if let Some(mut socket) = slot.socket.take() {
-                let _ = self.poll.registry().deregister(&mut socket);
+            if let Some(socket) = slot.socket.take() {
+                // A paused listener is not registered: the error is moot.
+                let _ = self.poller.deregister(socket.as_raw_fd());
             }
         }
         for slot in &mut self.udp {
-            if let Some(mut socket) = slot.socket.take() {
-                let _ = self.poll.registry().deregister(&mut socket);
+            if let Some(socket) = slot.socket.take() {
+                let _ = self.poller.deregister(socket.as_raw_fd());
             }
         }
         self.timers.schedule(
@@ -700,7 +751,7 @@ impl Reactor {
             let conn = &mut self.conns[key];
             let token = token::connection(key, conn.generation());
             let mut cx = Cx {
-                registry: self.poll.registry(),
+                poller: &mut self.poller,
                 buf: &mut self.read_buf,
                 stats: &mut self.stats,
                 now: self.now,
@@ -721,6 +772,85 @@ impl Reactor {
             warn!("{msg}");
             self.last_warning = Some(self.now);
         }
+    }
+}
+
+/// An event as the connection rules read it. Errors and hang-ups are hints
+/// too: they make the next read or write, which reports what actually
+/// happened.
+#[inline]
+fn ready(event: Event) -> Ready {
+    Ready {
+        readable: event.readable || event.error,
+        writable: event.writable || event.write_closed || event.error,
+        read_closed: event.read_closed,
+    }
+}
+
+/// A [`Reactor`] on the backend `--backend` named: the one place where the
+/// backend is chosen at run time. Everything below it is monomorphic, so
+/// the loop itself never dispatches dynamically.
+// select's two fd_sets make its variant 256 bytes larger; there is one
+// `Server` per process, so boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Server {
+    /// epoll, through mio.
+    Epoll(Reactor<Epoll>),
+    /// poll(2).
+    Poll(Reactor<Poll>),
+    /// select(2).
+    Select(Reactor<Select>),
+}
+
+/// Calls the same method on whichever reactor a [`Server`] holds.
+macro_rules! each_backend {
+    ($server:expr, $r:ident => $body:expr) => {
+        match $server {
+            Server::Epoll($r) => $body,
+            Server::Poll($r) => $body,
+            Server::Select($r) => $body,
+        }
+    };
+}
+
+impl Server {
+    /// [`Reactor::bind`] on `config.backend`.
+    pub fn bind(config: &Config) -> Result<Server, ListenError> {
+        Ok(match config.backend {
+            Backend::Epoll => Server::Epoll(Reactor::bind(config)?),
+            Backend::Poll => Server::Poll(Reactor::bind(config)?),
+            Backend::Select => Server::Select(Reactor::bind(config)?),
+        })
+    }
+
+    /// See [`Reactor::local_addrs`].
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        each_backend!(self, r => r.local_addrs())
+    }
+
+    /// See [`Reactor::udp_addrs`].
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        each_backend!(self, r => r.udp_addrs())
+    }
+
+    /// See [`Reactor::daytime_addrs`].
+    pub fn daytime_addrs(&self) -> &[SocketAddr] {
+        each_backend!(self, r => r.daytime_addrs())
+    }
+
+    /// See [`Reactor::max_connections`].
+    pub fn max_connections(&self) -> usize {
+        each_backend!(self, r => r.max_connections())
+    }
+
+    /// See [`Reactor::shutdown_handle`].
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        each_backend!(self, r => r.shutdown_handle())
+    }
+
+    /// See [`Reactor::run`].
+    pub fn run(self) -> io::Result<Report> {
+        each_backend!(self, r => r.run())
     }
 }
 

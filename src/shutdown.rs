@@ -1,68 +1,159 @@
 //! Asking the loop to stop, from a signal or from another thread (seed 11).
 //!
-//! The loop spends its life blocked in `poll`, so a stop request has to be
-//! something `poll` can see. Two sources are registered in the same `Poll`:
+//! The loop spends its life blocked in the poller's `wait`, so a stop
+//! request has to be something every backend can see: a descriptor that
+//! becomes readable. Both stop sources are the read end of a non-blocking
+//! socket pair (a self-pipe), registered like any socket:
 //!
-//! - SIGINT/SIGTERM through signal-hook-mio: the signal handler writes to a
-//!   self-pipe whose read end is a readiness source.
-//! - a [`mio::Waker`], behind [`ShutdownHandle`], for programs that embed
-//!   the reactor and stop it from another thread (tests, benches).
+//! - SIGINT/SIGTERM: signal-hook's handler writes one byte to the write end
+//!   (`signal_hook::low_level::pipe`), which is async-signal-safe.
+//! - [`ShutdownHandle`], for programs that embed the reactor and stop it
+//!   from another thread (tests, benches): it writes one byte too.
+//!
+//! A plain descriptor works the same on epoll, poll and select, which mio's
+//! `Waker` (an eventfd inside mio's own registry) would not. It costs
+//! nothing while the loop serves: the pipes are only read when they fire.
+//! Whoever reads drains the pipe until `WouldBlock`, which edge-triggered
+//! epoll needs (no new edge for bytes left behind) and level-triggered
+//! poll/select need too (bytes left behind would fire on every `wait`).
 //!
 //! The first request starts a graceful shutdown (see `Reactor`); a second
 //! one ends the loop at once.
 
-use std::io;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use mio::{Registry, Token, Waker};
+use signal_hook::SigId;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook_mio::v1_0::Signals;
 
 /// A cloneable, thread-safe handle that asks a running reactor to stop.
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
-    waker: Arc<Waker>,
-    requests: Arc<AtomicUsize>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The write end of the wake-up pipe.
+    wake: UnixStream,
+    requests: AtomicUsize,
+}
+
+/// The read end of a self-pipe: what the loop registers.
+#[derive(Debug)]
+pub(crate) struct WakePipe {
+    read: UnixStream,
+}
+
+impl WakePipe {
+    /// A non-blocking socket pair: (read end, write end).
+    fn pair() -> io::Result<(WakePipe, UnixStream)> {
+        let (read, write) = UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        Ok((WakePipe { read }, write))
+    }
+
+    /// The descriptor to register for `READABLE`.
+    pub(crate) fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+
+    /// Reads everything written so far; returns how many bytes that was.
+    pub(crate) fn drain(&mut self) -> usize {
+        let mut buf = [0u8; 64];
+        let mut total = 0;
+        loop {
+            match self.read.read(&mut buf) {
+                Ok(0) => return total,
+                Ok(n) => total += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // WouldBlock: drained. Anything else cannot happen to a
+                // socket pair we hold both ends of; stop reading either way.
+                Err(_) => return total,
+            }
+        }
+    }
 }
 
 impl ShutdownHandle {
-    pub(crate) fn new(registry: &Registry, token: Token) -> io::Result<Self> {
-        Ok(ShutdownHandle {
-            waker: Arc::new(Waker::new(registry, token)?),
-            requests: Arc::new(AtomicUsize::new(0)),
-        })
+    /// A handle and the pipe end the loop must register.
+    pub(crate) fn new() -> io::Result<(ShutdownHandle, WakePipe)> {
+        let (pipe, wake) = WakePipe::pair()?;
+        let handle = ShutdownHandle {
+            inner: Arc::new(Inner {
+                wake,
+                requests: AtomicUsize::new(0),
+            }),
+        };
+        Ok((handle, pipe))
     }
 
     /// Requests a stop: the first call starts a graceful shutdown, a second
     /// one makes the loop return at once.
     pub fn shutdown(&self) -> io::Result<()> {
-        self.requests.fetch_add(1, Ordering::SeqCst);
-        self.waker.wake()
+        self.inner.requests.fetch_add(1, Ordering::SeqCst);
+        match (&self.inner.wake).write(&[1]) {
+            Ok(_) => Ok(()),
+            // The pipe is full of earlier wake-ups the loop has not read
+            // yet: it will wake anyway, and it counts requests, not bytes.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
-    /// Requests made so far (read by the loop when the waker fires).
+    /// Requests made so far (read by the loop when the pipe fires).
     pub(crate) fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
+        self.inner.requests.load(Ordering::SeqCst)
     }
 }
 
-/// SIGINT and SIGTERM as a readiness source.
+/// SIGINT and SIGTERM as a readable descriptor.
+#[derive(Debug)]
 pub(crate) struct SignalSource {
-    signals: Signals,
+    pipe: WakePipe,
+    ids: [SigId; 2],
 }
 
 impl SignalSource {
-    /// Installs the handlers and registers the pipe under `token`.
-    pub(crate) fn register(registry: &Registry, token: Token) -> io::Result<Self> {
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
-        registry.register(&mut signals, token, mio::Interest::READABLE)?;
-        Ok(SignalSource { signals })
+    /// Installs the handlers; register [`SignalSource::fd`] for `READABLE`.
+    pub(crate) fn install() -> io::Result<Self> {
+        let (pipe, write) = WakePipe::pair()?;
+        let int = signal_hook::low_level::pipe::register(SIGINT, write.try_clone()?)?;
+        let term = match signal_hook::low_level::pipe::register(SIGTERM, write) {
+            Ok(id) => id,
+            Err(e) => {
+                signal_hook::low_level::unregister(int);
+                return Err(e);
+            }
+        };
+        Ok(SignalSource {
+            pipe,
+            ids: [int, term],
+        })
     }
 
-    /// How many stop signals arrived since the last call (drains the pipe,
-    /// as edge-triggered readiness requires).
+    /// The descriptor to register.
+    pub(crate) fn fd(&self) -> RawFd {
+        self.pipe.fd()
+    }
+
+    /// How many stop signals arrived since the last call (one byte each;
+    /// drains the pipe).
     pub(crate) fn take_count(&mut self) -> usize {
-        self.signals.pending().count()
+        self.pipe.drain()
+    }
+}
+
+impl Drop for SignalSource {
+    fn drop(&mut self) {
+        // The handlers write to a pipe nobody will read: remove them (which
+        // also closes their write ends).
+        for id in self.ids {
+            signal_hook::low_level::unregister(id);
+        }
     }
 }

@@ -38,6 +38,9 @@ pub struct Stats {
     pub datagrams_out: u64,
     /// UDP answers dropped because the socket could not send them at once.
     pub datagrams_dropped: u64,
+    /// Connections closed at once because the backend cannot watch their
+    /// descriptor (select: at or above `FD_SETSIZE`); also in `rejected`.
+    pub unwatchable: u64,
 }
 
 impl fmt::Display for Stats {
@@ -46,7 +49,7 @@ impl fmt::Display for Stats {
             f,
             "accepted={} rejected={} active={} closed={} timed_out={} bytes_in={} \
              bytes_out={} backpressure_pauses={} accept_errors={} protocol_errors={} \
-             datagrams_in={} datagrams_out={} datagrams_dropped={}",
+             datagrams_in={} datagrams_out={} datagrams_dropped={} unwatchable={}",
             self.accepted,
             self.rejected,
             self.active,
@@ -59,7 +62,8 @@ impl fmt::Display for Stats {
             self.protocol_errors,
             self.datagrams_in,
             self.datagrams_out,
-            self.datagrams_dropped
+            self.datagrams_dropped,
+            self.unwatchable
         )
     }
 }

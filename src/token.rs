@@ -36,9 +36,9 @@
 
 use mio::Token;
 
-/// The [`mio::Waker`] behind [`crate::ShutdownHandle`].
+/// The wake-up pipe behind [`crate::ShutdownHandle`].
 pub const WAKER: Token = Token(0);
-/// SIGINT/SIGTERM, delivered through signal-hook's self-pipe.
+/// SIGINT/SIGTERM, delivered through a self-pipe (`shutdown.rs`).
 pub const SIGNALS: Token = Token(1);
 /// Listener `i` is `Token(LISTENER_BASE + i)`.
 const LISTENER_BASE: usize = 16;

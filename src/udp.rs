@@ -1,4 +1,4 @@
-//! UDP services on the same `Poll`: echo (RFC 862) and daytime (RFC 867).
+//! UDP services on the same poller: echo (RFC 862) and daytime (RFC 867).
 //!
 //! UDP is the other half of seed 1 and the whole of seed 5: no connection,
 //! no stream, every `recvfrom` is one whole datagram from some peer and

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use echo_reactor::Reactor;
+use echo_reactor::Server;
 use echo_reactor::cli::Args;
 
 /// Exit code when a second signal cut the graceful shutdown short
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
     let config = args.into_config();
-    let reactor = match Reactor::bind(&config) {
+    let reactor = match Server::bind(&config) {
         Ok(reactor) => reactor,
         Err(e) => {
             eprintln!("error: {e}");

@@ -103,101 +103,98 @@ fn unresolvable_host_exits_1_with_error_line() {
     assert_runtime_error(&["--listen", "no-such-host.invalid:80"]);
 }
 
-// --- Listen addresses -------------------------------------------------------
+on_every_backend! {
+    // --- Listen addresses -------------------------------------------------------
 
-#[test]
-fn ipv6_loopback_listener_serves() {
-    if !util::have_ipv6_loopback() {
-        eprintln!("skipped: no IPv6 loopback on this machine");
-        return;
+    fn ipv6_loopback_listener_serves() {
+        if !util::have_ipv6_loopback() {
+            eprintln!("skipped: no IPv6 loopback on this machine");
+            return;
+        }
+        let server = Server::spawn(&["--listen", "[::1]:0"]);
+        assert!(
+            server.listening[0].starts_with("listening on tcp://[::1]:"),
+            "{:?}",
+            server.listening
+        );
+        assert!(server.addr.is_ipv6() && server.addr.port() != 0);
+        let mut s = connect(server.addr);
+        assert_echo(&mut s, b"over IPv6\0");
     }
-    let server = Server::spawn(&["--listen", "[::1]:0"]);
-    assert!(
-        server.listening[0].starts_with("listening on tcp://[::1]:"),
-        "{:?}",
-        server.listening
-    );
-    assert!(server.addr.is_ipv6() && server.addr.port() != 0);
-    let mut s = connect(server.addr);
-    assert_echo(&mut s, b"over IPv6\0");
-}
 
-#[test]
-fn several_listen_flags_each_print_a_line_and_serve() {
-    let mut server = Server::spawn(&["--listen", "127.0.0.1:0", "--listen", "127.0.0.2:0"]);
-    assert_eq!(server.listening.len(), 2, "{:?}", server.listening);
-    let addrs: Vec<_> = server
-        .listening
-        .iter()
-        .map(|l| util::parse_listening(l))
-        .collect();
-    assert_eq!(addrs[0].ip().to_string(), "127.0.0.1");
-    assert_eq!(addrs[1].ip().to_string(), "127.0.0.2");
-    let mut clients: Vec<_> = addrs.iter().map(|a| connect(*a)).collect();
-    for (i, c) in clients.iter_mut().enumerate() {
-        assert_echo(c, format!("via listener {i}").as_bytes());
+    fn several_listen_flags_each_print_a_line_and_serve() {
+        let mut server = Server::spawn(&["--listen", "127.0.0.1:0", "--listen", "127.0.0.2:0"]);
+        assert_eq!(server.listening.len(), 2, "{:?}", server.listening);
+        let addrs: Vec<_> = server
+            .listening
+            .iter()
+            .map(|l| util::parse_listening(l))
+            .collect();
+        assert_eq!(addrs[0].ip().to_string(), "127.0.0.1");
+        assert_eq!(addrs[1].ip().to_string(), "127.0.0.2");
+        let mut clients: Vec<_> = addrs.iter().map(|a| connect(*a)).collect();
+        for (i, c) in clients.iter_mut().enumerate() {
+            assert_echo(c, format!("via listener {i}").as_bytes());
+        }
+        drop(clients);
+        let (status, log) = util::stop(&mut server);
+        assert!(status.success(), "log:\n{log}");
+        let stats = util::counters(&log, "final stats:");
+        assert_eq!(util::get(&stats, "accepted"), 2, "{stats:?}");
     }
-    drop(clients);
-    let (status, log) = util::stop(&mut server);
-    assert!(status.success(), "log:\n{log}");
-    let stats = util::counters(&log, "final stats:");
-    assert_eq!(util::get(&stats, "accepted"), 2, "{stats:?}");
-}
 
-#[test]
-fn ipv4_and_ipv6_listeners_together() {
-    if !util::have_ipv6_loopback() {
-        eprintln!("skipped: no IPv6 loopback on this machine");
-        return;
+    fn ipv4_and_ipv6_listeners_together() {
+        if !util::have_ipv6_loopback() {
+            eprintln!("skipped: no IPv6 loopback on this machine");
+            return;
+        }
+        let server = Server::spawn(&["--listen", "[::1]:0", "--listen", "127.0.0.1:0"]);
+        assert_eq!(server.listening.len(), 2, "{:?}", server.listening);
+        for line in &server.listening {
+            let mut s = connect(util::parse_listening(line));
+            assert_echo(&mut s, line.as_bytes());
+        }
     }
-    let server = Server::spawn(&["--listen", "[::1]:0", "--listen", "127.0.0.1:0"]);
-    assert_eq!(server.listening.len(), 2, "{:?}", server.listening);
-    for line in &server.listening {
-        let mut s = connect(util::parse_listening(line));
-        assert_echo(&mut s, line.as_bytes());
+
+    fn host_name_listen_binds_every_resolved_address() {
+        let resolved: HashSet<IpAddr> = ("localhost", 0)
+            .to_socket_addrs()
+            .expect("resolve localhost")
+            .map(|a| a.ip())
+            .collect();
+        let server = Server::spawn(&["--listen", "localhost:0"]);
+        let bound: HashSet<IpAddr> = server
+            .listening
+            .iter()
+            .map(|l| util::parse_listening(l).ip())
+            .collect();
+        assert_eq!(bound, resolved, "{:?}", server.listening);
+        assert_eq!(server.listening.len(), resolved.len());
+        for line in &server.listening {
+            let mut s = connect(util::parse_listening(line));
+            assert_echo(&mut s, b"by name");
+        }
     }
-}
 
-#[test]
-fn host_name_listen_binds_every_resolved_address() {
-    let resolved: HashSet<IpAddr> = ("localhost", 0)
-        .to_socket_addrs()
-        .expect("resolve localhost")
-        .map(|a| a.ip())
-        .collect();
-    let server = Server::spawn(&["--listen", "localhost:0"]);
-    let bound: HashSet<IpAddr> = server
-        .listening
-        .iter()
-        .map(|l| util::parse_listening(l).ip())
-        .collect();
-    assert_eq!(bound, resolved, "{:?}", server.listening);
-    assert_eq!(server.listening.len(), resolved.len());
-    for line in &server.listening {
-        let mut s = connect(util::parse_listening(line));
-        assert_echo(&mut s, b"by name");
+    // --- Valid options ----------------------------------------------------------
+
+    fn all_numeric_options_accept_valid_values_including_decimals() {
+        let mut server = Server::spawn(&[
+            "--backlog",
+            "16",
+            "--max-connections",
+            "8",
+            "--idle-timeout",
+            "30.5",
+            "--shutdown-timeout",
+            "0.25",
+            "--stats-interval",
+            "0.5",
+        ]);
+        let mut s = connect(server.addr);
+        assert_echo(&mut s, b"configured");
+        drop(s);
+        let (status, log) = util::stop(&mut server);
+        assert_eq!(status.code(), Some(0), "log:\n{log}");
     }
-}
-
-// --- Valid options ----------------------------------------------------------
-
-#[test]
-fn all_numeric_options_accept_valid_values_including_decimals() {
-    let mut server = Server::spawn(&[
-        "--backlog",
-        "16",
-        "--max-connections",
-        "8",
-        "--idle-timeout",
-        "30.5",
-        "--shutdown-timeout",
-        "0.25",
-        "--stats-interval",
-        "0.5",
-    ]);
-    let mut s = connect(server.addr);
-    assert_echo(&mut s, b"configured");
-    drop(s);
-    let (status, log) = util::stop(&mut server);
-    assert_eq!(status.code(), Some(0), "log:\n{log}");
 }

@@ -92,127 +92,121 @@ fn write_until_stalled(s: &mut TcpStream, data: &[u8]) -> usize {
 
 // --- Integrity ------------------------------------------------------------
 
-#[test]
-fn echoes_binary_bytes_including_nul_exactly() {
-    let server = Server::spawn(&[]);
-    let mut s = connect(server.addr);
-    assert_echo(&mut s, b"\0");
-    assert_echo(&mut s, b"a\0b\r\n\xff\xfe\0\0\x80");
-    assert_echo(&mut s, &(0..=255u8).collect::<Vec<u8>>());
-    assert_echo(&mut s, &pattern(1, 10_000));
-}
+on_every_backend! {
+    fn echoes_binary_bytes_including_nul_exactly() {
+        let server = Server::spawn(&[]);
+        let mut s = connect(server.addr);
+        assert_echo(&mut s, b"\0");
+        assert_echo(&mut s, b"a\0b\r\n\xff\xfe\0\0\x80");
+        assert_echo(&mut s, &(0..=255u8).collect::<Vec<u8>>());
+        assert_echo(&mut s, &pattern(1, 10_000));
+    }
 
-#[test]
-fn fifty_concurrent_connections_each_get_their_own_data_back() {
-    const CLIENTS: usize = 50;
-    const LEN: usize = 256 * 1024;
-    let server = Server::spawn(&[]);
-    let addr = server.addr;
-    // Everyone connects first, then all stream at the same time.
-    let barrier = Arc::new(Barrier::new(CLIENTS));
-    let threads: Vec<_> = (0..CLIENTS)
-        .map(|i| {
-            let barrier = Arc::clone(&barrier);
-            thread::spawn(move || {
-                let mut s = connect(addr);
-                barrier.wait();
-                stream_and_verify(&mut s, Arc::new(pattern(1000 + i as u64, LEN)), false);
+    fn fifty_concurrent_connections_each_get_their_own_data_back() {
+        const CLIENTS: usize = 50;
+        const LEN: usize = 256 * 1024;
+        let server = Server::spawn(&[]);
+        let addr = server.addr;
+        // Everyone connects first, then all stream at the same time.
+        let barrier = Arc::new(Barrier::new(CLIENTS));
+        let threads: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                let barrier = Arc::clone(&barrier);
+                thread::spawn(move || {
+                    let mut s = connect(addr);
+                    barrier.wait();
+                    stream_and_verify(&mut s, Arc::new(pattern(1000 + i as u64, LEN)), false);
+                })
             })
-        })
-        .collect();
-    for t in threads {
-        t.join().expect("client thread");
+            .collect();
+        for t in threads {
+            t.join().expect("client thread");
+        }
     }
-}
 
-#[test]
-fn sixteen_mib_stream_arrives_in_order() {
-    let server = Server::spawn(&[]);
-    let mut s = connect(server.addr);
-    stream_and_verify(&mut s, Arc::new(pattern(16, 16 << 20)), false);
-    // The connection is still usable afterwards.
-    assert_echo(&mut s, b"still here");
-}
-
-// --- Half-close -----------------------------------------------------------
-
-#[test]
-fn half_close_echoes_everything_then_fin() {
-    let server = Server::spawn(&[]);
-    let mut s = connect(server.addr);
-    let data = Arc::new(pattern(7, 1 << 20));
-    // Writer shuts its half down right after the last byte; the reader must
-    // still get all of it, then EOF.
-    stream_and_verify(&mut s, Arc::clone(&data), true);
-    let rest = read_until_fin(&mut s, 0);
-    assert!(rest.is_empty(), "{} bytes more than were sent", rest.len());
-}
-
-#[test]
-fn half_close_after_small_write_returns_data_then_eof() {
-    let server = Server::spawn(&[]);
-    let mut s = connect(server.addr);
-    s.write_all(b"last words\0").unwrap();
-    s.shutdown(Shutdown::Write).unwrap();
-    assert_eq!(read_until_fin(&mut s, 11), b"last words\0");
-}
-
-#[test]
-fn half_close_without_data_gets_fin() {
-    let server = Server::spawn(&[]);
-    let mut s = connect(server.addr);
-    s.shutdown(Shutdown::Write).unwrap();
-    assert_eq!(read_until_fin(&mut s, 0), b"");
-}
-
-#[test]
-fn half_close_while_backpressured_echoes_everything_then_fin() {
-    let server = Server::spawn(&[]);
-    let mut s = connect(server.addr);
-    // Fill every buffer without reading (the server pauses reading), then
-    // half-close: the FIN queues up behind data the server has not read.
-    let data = pattern(8, 32 << 20);
-    let sent = write_until_stalled(&mut s, &data);
-    s.shutdown(Shutdown::Write).unwrap();
-    let got = read_until_fin(&mut s, sent);
-    assert_eq!(got.len(), sent, "echoed length differs from sent length");
-    assert!(got == data[..sent], "echo differs from sent data");
-}
-
-// --- Resets ---------------------------------------------------------------
-
-#[test]
-fn reset_mid_stream_closes_only_that_connection() {
-    let server = Server::spawn(&["--stats-interval", "0.1"]);
-    let mut keep = connect(server.addr);
-    assert_echo(&mut keep, b"before");
-
-    // The victim has unread echo pending in the server (it never reads),
-    // then resets.
-    let mut victim = connect(server.addr);
-    assert_echo(&mut victim, b"hello");
-    // Write without reading until every buffer is full, so the server is
-    // paused with output pending when the reset comes.
-    let big = pattern(3, 32 << 20);
-    write_until_stalled(&mut victim, &big);
-    // The stream was being echoed; then reset.
-    let first = read_n(&mut victim, 1024);
-    assert!(first == big[..1024], "echo differs");
-    util::set_linger_zero(&victim);
-    drop(victim);
-
-    // The server noticed and closed the reset connection...
-    util::wait_stats(&server, "closed=1", |s| util::get(s, "closed") == 1);
-    // ...and the other one keeps echoing, as do new ones.
-    for i in 0..100u64 {
-        assert_echo(&mut keep, &pattern(i, 1000));
+    fn sixteen_mib_stream_arrives_in_order() {
+        let server = Server::spawn(&[]);
+        let mut s = connect(server.addr);
+        stream_and_verify(&mut s, Arc::new(pattern(16, 16 << 20)), false);
+        // The connection is still usable afterwards.
+        assert_echo(&mut s, b"still here");
     }
-    let mut fresh = connect(server.addr);
-    assert_echo(&mut fresh, b"after");
-    let last = util::wait_stats(&server, "active=2", |s| util::get(s, "active") == 2);
-    assert_eq!(util::get(&last, "closed"), 1, "{last:?}");
-    assert!(
-        util::get(&last, "backpressure_pauses") >= 1,
-        "test precondition: the victim was reset while paused: {last:?}"
-    );
+
+    // --- Half-close -----------------------------------------------------------
+
+    fn half_close_echoes_everything_then_fin() {
+        let server = Server::spawn(&[]);
+        let mut s = connect(server.addr);
+        let data = Arc::new(pattern(7, 1 << 20));
+        // Writer shuts its half down right after the last byte; the reader must
+        // still get all of it, then EOF.
+        stream_and_verify(&mut s, Arc::clone(&data), true);
+        let rest = read_until_fin(&mut s, 0);
+        assert!(rest.is_empty(), "{} bytes more than were sent", rest.len());
+    }
+
+    fn half_close_after_small_write_returns_data_then_eof() {
+        let server = Server::spawn(&[]);
+        let mut s = connect(server.addr);
+        s.write_all(b"last words\0").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_until_fin(&mut s, 11), b"last words\0");
+    }
+
+    fn half_close_without_data_gets_fin() {
+        let server = Server::spawn(&[]);
+        let mut s = connect(server.addr);
+        s.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_until_fin(&mut s, 0), b"");
+    }
+
+    fn half_close_while_backpressured_echoes_everything_then_fin() {
+        let server = Server::spawn(&[]);
+        let mut s = connect(server.addr);
+        // Fill every buffer without reading (the server pauses reading), then
+        // half-close: the FIN queues up behind data the server has not read.
+        let data = pattern(8, 32 << 20);
+        let sent = write_until_stalled(&mut s, &data);
+        s.shutdown(Shutdown::Write).unwrap();
+        let got = read_until_fin(&mut s, sent);
+        assert_eq!(got.len(), sent, "echoed length differs from sent length");
+        assert!(got == data[..sent], "echo differs from sent data");
+    }
+
+    // --- Resets ---------------------------------------------------------------
+
+    fn reset_mid_stream_closes_only_that_connection() {
+        let server = Server::spawn(&["--stats-interval", "0.1"]);
+        let mut keep = connect(server.addr);
+        assert_echo(&mut keep, b"before");
+
+        // The victim has unread echo pending in the server (it never reads),
+        // then resets.
+        let mut victim = connect(server.addr);
+        assert_echo(&mut victim, b"hello");
+        // Write without reading until every buffer is full, so the server is
+        // paused with output pending when the reset comes.
+        let big = pattern(3, 32 << 20);
+        write_until_stalled(&mut victim, &big);
+        // The stream was being echoed; then reset.
+        let first = read_n(&mut victim, 1024);
+        assert!(first == big[..1024], "echo differs");
+        util::set_linger_zero(&victim);
+        drop(victim);
+
+        // The server noticed and closed the reset connection...
+        util::wait_stats(&server, "closed=1", |s| util::get(s, "closed") == 1);
+        // ...and the other one keeps echoing, as do new ones.
+        for i in 0..100u64 {
+            assert_echo(&mut keep, &pattern(i, 1000));
+        }
+        let mut fresh = connect(server.addr);
+        assert_echo(&mut fresh, b"after");
+        let last = util::wait_stats(&server, "active=2", |s| util::get(s, "active") == 2);
+        assert_eq!(util::get(&last, "closed"), 1, "{last:?}");
+        assert!(
+            util::get(&last, "backpressure_pauses") >= 1,
+            "test precondition: the victim was reset while paused: {last:?}"
+        );
+    }
 }

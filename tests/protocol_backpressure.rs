@@ -28,37 +28,37 @@ fn assert_bounded(server: &mut Server, data: Vec<u8>) {
     assert!(util::get(&stats, "backpressure_pauses") >= 1, "{stats:?}");
 }
 
-#[test]
-fn line_client_that_never_reads_does_not_grow_the_server() {
-    // Lines of 0..200 bytes (no LF inside), echoed unchanged.
-    let mut data = Vec::with_capacity(TOTAL);
-    let noise = pattern(3, 1 << 16);
-    let mut i = 0;
-    while data.len() < TOTAL - 256 {
-        let len = noise[i % noise.len()] as usize % 200;
-        data.extend(
-            noise[i..i + len]
-                .iter()
-                .map(|b| if *b == b'\n' { b'.' } else { *b }),
-        );
-        data.push(b'\n');
-        i = (i + len + 1) % (noise.len() - 256);
+on_every_backend! {
+    fn line_client_that_never_reads_does_not_grow_the_server() {
+        // Lines of 0..200 bytes (no LF inside), echoed unchanged.
+        let mut data = Vec::with_capacity(TOTAL);
+        let noise = pattern(3, 1 << 16);
+        let mut i = 0;
+        while data.len() < TOTAL - 256 {
+            let len = noise[i % noise.len()] as usize % 200;
+            data.extend(
+                noise[i..i + len]
+                    .iter()
+                    .map(|b| if *b == b'\n' { b'.' } else { *b }),
+            );
+            data.push(b'\n');
+            i = (i + len + 1) % (noise.len() - 256);
+        }
+        let mut server = Server::spawn(&["--mode", "line"]);
+        assert_bounded(&mut server, data);
     }
-    let mut server = Server::spawn(&["--mode", "line"]);
-    assert_bounded(&mut server, data);
-}
 
-#[test]
-fn frame_client_that_never_reads_does_not_grow_the_server() {
-    // Frames of 0..64 KiB, echoed unchanged.
-    let noise = pattern(4, 1 << 16);
-    let mut data = Vec::with_capacity(TOTAL);
-    let mut n = 0usize;
-    while data.len() < TOTAL - (1 << 17) {
-        let len = (n * 7919) % (1 << 16);
-        data.extend_from_slice(&frame(&noise[..len]));
-        n += 1;
+    fn frame_client_that_never_reads_does_not_grow_the_server() {
+        // Frames of 0..64 KiB, echoed unchanged.
+        let noise = pattern(4, 1 << 16);
+        let mut data = Vec::with_capacity(TOTAL);
+        let mut n = 0usize;
+        while data.len() < TOTAL - (1 << 17) {
+            let len = (n * 7919) % (1 << 16);
+            data.extend_from_slice(&frame(&noise[..len]));
+            n += 1;
+        }
+        let mut server = Server::spawn(&["--mode", "frame"]);
+        assert_bounded(&mut server, data);
     }
-    let mut server = Server::spawn(&["--mode", "frame"]);
-    assert_bounded(&mut server, data);
 }

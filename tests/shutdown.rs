@@ -73,162 +73,158 @@ fn wait_stalled_or_done(written: &AtomicUsize, len: usize) {
 
 // --- Graceful shutdown -----------------------------------------------------
 
-#[test]
-fn sigterm_flushes_pending_output_then_fin_and_exits_zero() {
-    // More than loopback socket buffers hold, so the server has to pause
-    // reading with output pending.
-    const LEN: usize = 32 << 20;
-    let mut server = Server::spawn(&[]);
-    let mut s = connect(server.addr);
-    let data = Arc::new(pattern(42, LEN));
-    // The client writes without reading until it is stuck: output is pending.
-    let (written, flooder) = spawn_flooder(&s, Arc::clone(&data));
-    wait_stalled_or_done(&written, LEN);
-    assert!(
-        written.load(Ordering::Relaxed) < LEN,
-        "test precondition: the writer should be stuck with output pending"
-    );
+on_every_backend! {
+    fn sigterm_flushes_pending_output_then_fin_and_exits_zero() {
+        // More than loopback socket buffers hold, so the server has to pause
+        // reading with output pending.
+        const LEN: usize = 32 << 20;
+        let mut server = Server::spawn(&[]);
+        let mut s = connect(server.addr);
+        let data = Arc::new(pattern(42, LEN));
+        // The client writes without reading until it is stuck: output is pending.
+        let (written, flooder) = spawn_flooder(&s, Arc::clone(&data));
+        wait_stalled_or_done(&written, LEN);
+        assert!(
+            written.load(Ordering::Relaxed) < LEN,
+            "test precondition: the writer should be stuck with output pending"
+        );
 
-    server.signal(libc::SIGTERM);
-    // The listener goes away at once.
-    wait_refused(server.addr);
-    // Everything the server read comes back, then EOF.
-    let got = read_to_eof(&mut s);
-    // Let the flooder go (its writes now fail or finish) and say EOF.
-    let _ = s.shutdown(Shutdown::Both);
-    flooder.join().unwrap();
+        server.signal(libc::SIGTERM);
+        // The listener goes away at once.
+        wait_refused(server.addr);
+        // Everything the server read comes back, then EOF.
+        let got = read_to_eof(&mut s);
+        // Let the flooder go (its writes now fail or finish) and say EOF.
+        let _ = s.shutdown(Shutdown::Both);
+        flooder.join().unwrap();
 
-    let status = server
-        .wait_exit(STEP_TIMEOUT)
-        .expect("server did not exit after SIGTERM");
-    let log = server.wait_log("final stats:");
-    assert_eq!(status.code(), Some(0), "log:\n{log}");
-    let stats = util::counters(&log, "final stats:");
-    let bytes_in = util::get(&stats, "bytes_in");
-    assert!(bytes_in > 0, "{stats:?}");
-    assert_eq!(util::get(&stats, "bytes_out"), bytes_in, "{stats:?}");
-    assert_eq!(got.len() as u64, bytes_in, "client got a different amount");
-    assert!(
-        got == data[..got.len()],
-        "echo is not a prefix of the data sent"
-    );
-    assert!(
-        util::get(&stats, "backpressure_pauses") >= 1,
-        "test precondition: output was pending in the server: {stats:?}"
-    );
-}
-
-#[test]
-fn sigint_also_shuts_down_gracefully() {
-    let mut server = Server::spawn(&[]);
-    let mut s = connect(server.addr);
-    assert_echo(&mut s, b"before the signal");
-    server.signal(libc::SIGINT);
-    // The idle client gets FIN; once it closes too, the server exits.
-    assert_eq!(read_to_eof(&mut s), b"");
-    drop(s);
-    let status = server
-        .wait_exit(STEP_TIMEOUT)
-        .expect("server did not exit after SIGINT");
-    let log = server.wait_log("final stats:");
-    assert_eq!(status.code(), Some(0), "log:\n{log}");
-    let stats = util::counters(&log, "final stats:");
-    assert_eq!(util::get(&stats, "bytes_in"), 17, "{stats:?}");
-    assert_eq!(util::get(&stats, "bytes_out"), 17, "{stats:?}");
-}
-
-#[test]
-fn sigterm_with_no_clients_exits_zero_with_final_stats() {
-    let mut server = Server::spawn(&[]);
-    let (status, log) = util::stop(&mut server);
-    assert_eq!(status.code(), Some(0), "log:\n{log}");
-    let stats = util::counters(&log, "final stats:");
-    for key in [
-        "accepted",
-        "rejected",
-        "active",
-        "closed",
-        "timed_out",
-        "bytes_in",
-        "bytes_out",
-        "backpressure_pauses",
-        "accept_errors",
-    ] {
-        assert_eq!(util::get(&stats, key), 0, "{key} in {stats:?}");
+        let status = server
+            .wait_exit(STEP_TIMEOUT)
+            .expect("server did not exit after SIGTERM");
+        let log = server.wait_log("final stats:");
+        assert_eq!(status.code(), Some(0), "log:\n{log}");
+        let stats = util::counters(&log, "final stats:");
+        let bytes_in = util::get(&stats, "bytes_in");
+        assert!(bytes_in > 0, "{stats:?}");
+        assert_eq!(util::get(&stats, "bytes_out"), bytes_in, "{stats:?}");
+        assert_eq!(got.len() as u64, bytes_in, "client got a different amount");
+        assert!(
+            got == data[..got.len()],
+            "echo is not a prefix of the data sent"
+        );
+        assert!(
+            util::get(&stats, "backpressure_pauses") >= 1,
+            "test precondition: output was pending in the server: {stats:?}"
+        );
     }
-}
 
-#[test]
-fn sigterm_sends_fin_to_every_client_and_exits_once_they_close() {
-    // The timeout is far beyond STEP_TIMEOUT: exiting in time means the
-    // server noticed the clients' own closes.
-    let mut server = Server::spawn(&["--shutdown-timeout", "60"]);
-    let mut clients: Vec<TcpStream> = (0..3).map(|_| connect(server.addr)).collect();
-    for (i, c) in clients.iter_mut().enumerate() {
-        assert_echo(c, &pattern(i as u64, 1000));
+    fn sigint_also_shuts_down_gracefully() {
+        let mut server = Server::spawn(&[]);
+        let mut s = connect(server.addr);
+        assert_echo(&mut s, b"before the signal");
+        server.signal(libc::SIGINT);
+        // The idle client gets FIN; once it closes too, the server exits.
+        assert_eq!(read_to_eof(&mut s), b"");
+        drop(s);
+        let status = server
+            .wait_exit(STEP_TIMEOUT)
+            .expect("server did not exit after SIGINT");
+        let log = server.wait_log("final stats:");
+        assert_eq!(status.code(), Some(0), "log:\n{log}");
+        let stats = util::counters(&log, "final stats:");
+        assert_eq!(util::get(&stats, "bytes_in"), 17, "{stats:?}");
+        assert_eq!(util::get(&stats, "bytes_out"), 17, "{stats:?}");
     }
-    server.signal(libc::SIGTERM);
-    for c in clients.iter_mut() {
-        assert_eq!(read_to_eof(c), b"", "expected FIN and nothing else");
+
+    fn sigterm_with_no_clients_exits_zero_with_final_stats() {
+        let mut server = Server::spawn(&[]);
+        let (status, log) = util::stop(&mut server);
+        assert_eq!(status.code(), Some(0), "log:\n{log}");
+        let stats = util::counters(&log, "final stats:");
+        for key in [
+            "accepted",
+            "rejected",
+            "active",
+            "closed",
+            "timed_out",
+            "bytes_in",
+            "bytes_out",
+            "backpressure_pauses",
+            "accept_errors",
+        ] {
+            assert_eq!(util::get(&stats, key), 0, "{key} in {stats:?}");
+        }
     }
-    // Having sent FIN, the server lingers for the clients' EOF.
-    assert!(
-        server.wait_exit(Duration::from_millis(300)).is_none(),
-        "server exited before its clients closed"
-    );
-    drop(clients);
-    let status = server
-        .wait_exit(STEP_TIMEOUT)
-        .expect("server did not exit after every client closed");
-    let log = server.wait_log("final stats:");
-    assert_eq!(status.code(), Some(0), "log:\n{log}");
-    let stats = util::counters(&log, "final stats:");
-    assert_eq!(util::get(&stats, "closed"), 3, "{stats:?}");
-    assert_eq!(util::get(&stats, "bytes_out"), 3000, "{stats:?}");
-}
 
-#[test]
-fn shutdown_timeout_closes_clients_that_never_close() {
-    // This client never reads nor closes; the server must give up on it
-    // after --shutdown-timeout and still exit 0.
-    let mut server = Server::spawn(&["--shutdown-timeout", "0.5"]);
-    let s = connect(server.addr);
-    let (_written, flooder) = spawn_flooder(&s, Arc::new(pattern(5, 8 << 20)));
-    thread::sleep(Duration::from_millis(200));
-    server.signal(libc::SIGTERM);
-    let status = server
-        .wait_exit(STEP_TIMEOUT)
-        .expect("server still waiting for a client past --shutdown-timeout");
-    let log = server.wait_log("final stats:");
-    assert_eq!(status.code(), Some(0), "log:\n{log}");
-    // The flooder's writes fail once the server has closed the socket.
-    let _ = s.shutdown(Shutdown::Both);
-    flooder.join().unwrap();
-}
+    fn sigterm_sends_fin_to_every_client_and_exits_once_they_close() {
+        // The timeout is far beyond STEP_TIMEOUT: exiting in time means the
+        // server noticed the clients' own closes.
+        let mut server = Server::spawn(&["--shutdown-timeout", "60"]);
+        let mut clients: Vec<TcpStream> = (0..3).map(|_| connect(server.addr)).collect();
+        for (i, c) in clients.iter_mut().enumerate() {
+            assert_echo(c, &pattern(i as u64, 1000));
+        }
+        server.signal(libc::SIGTERM);
+        for c in clients.iter_mut() {
+            assert_eq!(read_to_eof(c), b"", "expected FIN and nothing else");
+        }
+        // Having sent FIN, the server lingers for the clients' EOF.
+        assert!(
+            server.wait_exit(Duration::from_millis(300)).is_none(),
+            "server exited before its clients closed"
+        );
+        drop(clients);
+        let status = server
+            .wait_exit(STEP_TIMEOUT)
+            .expect("server did not exit after every client closed");
+        let log = server.wait_log("final stats:");
+        assert_eq!(status.code(), Some(0), "log:\n{log}");
+        let stats = util::counters(&log, "final stats:");
+        assert_eq!(util::get(&stats, "closed"), 3, "{stats:?}");
+        assert_eq!(util::get(&stats, "bytes_out"), 3000, "{stats:?}");
+    }
 
-// --- Second signal ---------------------------------------------------------
+    fn shutdown_timeout_closes_clients_that_never_close() {
+        // This client never reads nor closes; the server must give up on it
+        // after --shutdown-timeout and still exit 0.
+        let mut server = Server::spawn(&["--shutdown-timeout", "0.5"]);
+        let s = connect(server.addr);
+        let (_written, flooder) = spawn_flooder(&s, Arc::new(pattern(5, 8 << 20)));
+        thread::sleep(Duration::from_millis(200));
+        server.signal(libc::SIGTERM);
+        let status = server
+            .wait_exit(STEP_TIMEOUT)
+            .expect("server still waiting for a client past --shutdown-timeout");
+        let log = server.wait_log("final stats:");
+        assert_eq!(status.code(), Some(0), "log:\n{log}");
+        // The flooder's writes fail once the server has closed the socket.
+        let _ = s.shutdown(Shutdown::Both);
+        flooder.join().unwrap();
+    }
 
-#[test]
-fn second_signal_during_shutdown_exits_at_once_with_130() {
-    // A client that never reads keeps the graceful shutdown from finishing
-    // for a long time (60 s), unless a second signal cuts it short.
-    let mut server = Server::spawn(&["--shutdown-timeout", "60"]);
-    let s = connect(server.addr);
-    let (written, flooder) = spawn_flooder(&s, Arc::new(pattern(6, 8 << 20)));
-    wait_stalled_or_done(&written, 8 << 20);
+    // --- Second signal ---------------------------------------------------------
 
-    server.signal(libc::SIGTERM);
-    wait_refused(server.addr);
-    assert!(
-        server.wait_exit(Duration::from_millis(300)).is_none(),
-        "server exited before the client read its echo"
-    );
-    server.signal(libc::SIGINT);
-    let status = server
-        .wait_exit(STEP_TIMEOUT)
-        .expect("second signal did not end the server");
-    assert_eq!(status.code(), Some(130), "log:\n{}", server.stderr_text());
+    fn second_signal_during_shutdown_exits_at_once_with_130() {
+        // A client that never reads keeps the graceful shutdown from finishing
+        // for a long time (60 s), unless a second signal cuts it short.
+        let mut server = Server::spawn(&["--shutdown-timeout", "60"]);
+        let s = connect(server.addr);
+        let (written, flooder) = spawn_flooder(&s, Arc::new(pattern(6, 8 << 20)));
+        wait_stalled_or_done(&written, 8 << 20);
 
-    let _ = s.shutdown(Shutdown::Both);
-    flooder.join().unwrap();
+        server.signal(libc::SIGTERM);
+        wait_refused(server.addr);
+        assert!(
+            server.wait_exit(Duration::from_millis(300)).is_none(),
+            "server exited before the client read its echo"
+        );
+        server.signal(libc::SIGINT);
+        let status = server
+            .wait_exit(STEP_TIMEOUT)
+            .expect("second signal did not end the server");
+        assert_eq!(status.code(), Some(130), "log:\n{}", server.stderr_text());
+
+        let _ = s.shutdown(Shutdown::Both);
+        flooder.join().unwrap();
+    }
 }

@@ -20,79 +20,78 @@ const KEYS: [&str; 9] = [
     "accept_errors",
 ];
 
-#[test]
-fn final_stats_match_what_clients_saw() {
-    let mut server = Server::spawn(&[]);
-    let mut total = 0u64;
-    for i in 0..5u64 {
-        let data = pattern(i, 1000 * (i as usize + 1));
-        let mut s = connect(server.addr);
-        assert_echo(&mut s, &data);
-        // Close (not half-close: that has its own tests in echo.rs).
-        drop(s);
-        total += data.len() as u64;
-    }
-    let (status, log) = util::stop(&mut server);
-    assert!(status.success(), "log:\n{log}");
-    let stats = util::counters(&log, "final stats:");
-    for key in KEYS {
-        util::get(&stats, key);
-    }
-    assert_eq!(util::get(&stats, "accepted"), 5, "{stats:?}");
-    assert_eq!(util::get(&stats, "closed"), 5, "{stats:?}");
-    assert_eq!(util::get(&stats, "active"), 0, "{stats:?}");
-    assert_eq!(util::get(&stats, "bytes_in"), total, "{stats:?}");
-    assert_eq!(util::get(&stats, "bytes_out"), total, "{stats:?}");
-    assert_eq!(util::get(&stats, "rejected"), 0, "{stats:?}");
-    assert_eq!(util::get(&stats, "timed_out"), 0, "{stats:?}");
-    assert_eq!(util::get(&stats, "accept_errors"), 0, "{stats:?}");
-}
-
-#[test]
-fn stats_interval_prints_periodic_lines_with_live_counters() {
-    let mut server = Server::spawn(&["--stats-interval", "0.2"]);
-    let mut a = connect(server.addr);
-    assert_echo(&mut a, b"0123456789");
-    let mut b = connect(server.addr);
-    assert_echo(&mut b, b"abc");
-    let seen = util::wait_stats(&server, "two active connections and 13 bytes", |s| {
-        util::get(s, "accepted") == 2
-            && util::get(s, "active") == 2
-            && util::get(s, "bytes_in") == 13
-            && util::get(s, "bytes_out") == 13
-    });
-    assert_eq!(util::get(&seen, "closed"), 0, "{seen:?}");
-
-    drop(a);
-    util::wait_stats(&server, "one closed", |s| {
-        util::get(s, "active") == 1 && util::get(s, "closed") == 1
-    });
-
-    let log = server.stderr_text();
-    let periodic = util::periodic_stats(&log);
-    assert!(periodic.len() >= 2, "{log}");
-    for line in &periodic {
-        for key in KEYS {
-            util::get(line, key);
+on_every_backend! {
+    fn final_stats_match_what_clients_saw() {
+        let mut server = Server::spawn(&[]);
+        let mut total = 0u64;
+        for i in 0..5u64 {
+            let data = pattern(i, 1000 * (i as usize + 1));
+            let mut s = connect(server.addr);
+            assert_echo(&mut s, &data);
+            // Close (not half-close: that has its own tests in echo.rs).
+            drop(s);
+            total += data.len() as u64;
         }
+        let (status, log) = util::stop(&mut server);
+        assert!(status.success(), "log:\n{log}");
+        let stats = util::counters(&log, "final stats:");
+        for key in KEYS {
+            util::get(&stats, key);
+        }
+        assert_eq!(util::get(&stats, "accepted"), 5, "{stats:?}");
+        assert_eq!(util::get(&stats, "closed"), 5, "{stats:?}");
+        assert_eq!(util::get(&stats, "active"), 0, "{stats:?}");
+        assert_eq!(util::get(&stats, "bytes_in"), total, "{stats:?}");
+        assert_eq!(util::get(&stats, "bytes_out"), total, "{stats:?}");
+        assert_eq!(util::get(&stats, "rejected"), 0, "{stats:?}");
+        assert_eq!(util::get(&stats, "timed_out"), 0, "{stats:?}");
+        assert_eq!(util::get(&stats, "accept_errors"), 0, "{stats:?}");
     }
-    drop(b);
-    let (status, _) = util::stop(&mut server);
-    assert!(status.success());
-}
 
-#[test]
-fn no_periodic_stats_without_stats_interval() {
-    let mut server = Server::spawn(&[]);
-    let mut s = connect(server.addr);
-    assert_echo(&mut s, b"quiet");
-    thread::sleep(Duration::from_secs(1));
-    drop(s);
-    let (status, log) = util::stop(&mut server);
-    assert!(status.success());
-    assert!(
-        util::periodic_stats(&log).is_empty(),
-        "periodic stats without --stats-interval:\n{log}"
-    );
-    util::counters(&log, "final stats:");
+    fn stats_interval_prints_periodic_lines_with_live_counters() {
+        let mut server = Server::spawn(&["--stats-interval", "0.2"]);
+        let mut a = connect(server.addr);
+        assert_echo(&mut a, b"0123456789");
+        let mut b = connect(server.addr);
+        assert_echo(&mut b, b"abc");
+        let seen = util::wait_stats(&server, "two active connections and 13 bytes", |s| {
+            util::get(s, "accepted") == 2
+                && util::get(s, "active") == 2
+                && util::get(s, "bytes_in") == 13
+                && util::get(s, "bytes_out") == 13
+        });
+        assert_eq!(util::get(&seen, "closed"), 0, "{seen:?}");
+
+        drop(a);
+        util::wait_stats(&server, "one closed", |s| {
+            util::get(s, "active") == 1 && util::get(s, "closed") == 1
+        });
+
+        let log = server.stderr_text();
+        let periodic = util::periodic_stats(&log);
+        assert!(periodic.len() >= 2, "{log}");
+        for line in &periodic {
+            for key in KEYS {
+                util::get(line, key);
+            }
+        }
+        drop(b);
+        let (status, _) = util::stop(&mut server);
+        assert!(status.success());
+    }
+
+    fn no_periodic_stats_without_stats_interval() {
+        let mut server = Server::spawn(&[]);
+        let mut s = connect(server.addr);
+        assert_echo(&mut s, b"quiet");
+        thread::sleep(Duration::from_secs(1));
+        drop(s);
+        let (status, log) = util::stop(&mut server);
+        assert!(status.success());
+        assert!(
+            util::periodic_stats(&log).is_empty(),
+            "periodic stats without --stats-interval:\n{log}"
+        );
+        util::counters(&log, "final stats:");
+    }
 }

@@ -9,48 +9,6 @@ use util::{Server, assert_echo, connect, listening_addr, pattern, read_to_eof, u
 /// The largest UDP payload over IPv4: 65,535 − 20 (IP) − 8 (UDP).
 const MAX_DATAGRAM: usize = 65_507;
 
-#[test]
-fn udp_datagrams_echo_intact_up_to_65507_bytes() {
-    let mut server = Server::spawn(&["--udp", "127.0.0.1:0"]);
-    let addr = listening_addr(&server, "udp", "");
-    let client = udp_client();
-    let mut buf = vec![0u8; 70_000];
-    let sizes = [0, 1, 1000, 9000, MAX_DATAGRAM];
-    for (i, &len) in sizes.iter().enumerate() {
-        let data = pattern(i as u64, len);
-        client.send_to(&data, addr).expect("send_to");
-        let (n, from) = client.recv_from(&mut buf).expect("echo datagram");
-        assert_eq!(from, addr);
-        assert!(
-            buf[..n] == data[..],
-            "datagram of {len} bytes came back as {n} bytes"
-        );
-    }
-    // TCP echo shares the loop.
-    let mut s = connect(server.addr);
-    assert_echo(&mut s, b"tcp too");
-    drop(s);
-    let (status, log) = util::stop(&mut server);
-    assert!(status.success(), "{log}");
-    let stats = util::counters(&log, "final stats:");
-    assert_eq!(util::get(&stats, "datagrams_in"), sizes.len() as u64);
-    assert_eq!(util::get(&stats, "datagrams_out"), sizes.len() as u64);
-}
-
-#[test]
-fn udp_echo_answers_each_peer_separately() {
-    let server = Server::spawn(&["--udp", "127.0.0.1:0"]);
-    let addr = listening_addr(&server, "udp", "");
-    let (a, b) = (udp_client(), udp_client());
-    a.send_to(b"from a", addr).unwrap();
-    b.send_to(b"from b", addr).unwrap();
-    let mut buf = [0u8; 64];
-    let n = b.recv(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"from b");
-    let n = a.recv(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"from a");
-}
-
 /// `Weekday, Month Day, Year HH:MM:SS-UTC\r\n`.
 #[track_caller]
 fn assert_daytime_line(bytes: &[u8]) {
@@ -65,41 +23,81 @@ fn assert_daytime_line(bytes: &[u8]) {
     assert_eq!(time.matches(':').count(), 2, "{text:?}");
 }
 
-#[test]
-fn daytime_answers_over_tcp_and_udp_on_the_same_port() {
-    let mut server = Server::spawn(&["--daytime", "127.0.0.1:0"]);
-    let tcp = listening_addr(&server, "tcp", "(daytime)");
-    let udp = listening_addr(&server, "udp", "(daytime)");
-    assert_eq!(tcp, udp, "TCP and UDP share the port number");
-
-    // TCP: the line, then the server closes.
-    let mut s = connect(tcp);
-    assert_daytime_line(&read_to_eof(&mut s));
-
-    // UDP: any datagram, even an empty one, gets the line.
-    let client = udp_client();
-    let mut buf = [0u8; 256];
-    for probe in [&b""[..], b"what time is it?"] {
-        client.send_to(probe, udp).unwrap();
-        let n = client.recv(&mut buf).unwrap();
-        assert_daytime_line(&buf[..n]);
+on_every_backend! {
+    fn udp_datagrams_echo_intact_up_to_65507_bytes() {
+        let mut server = Server::spawn(&["--udp", "127.0.0.1:0"]);
+        let addr = listening_addr(&server, "udp", "");
+        let client = udp_client();
+        let mut buf = vec![0u8; 70_000];
+        let sizes = [0, 1, 1000, 9000, MAX_DATAGRAM];
+        for (i, &len) in sizes.iter().enumerate() {
+            let data = pattern(i as u64, len);
+            client.send_to(&data, addr).expect("send_to");
+            let (n, from) = client.recv_from(&mut buf).expect("echo datagram");
+            assert_eq!(from, addr);
+            assert!(
+                buf[..n] == data[..],
+                "datagram of {len} bytes came back as {n} bytes"
+            );
+        }
+        // TCP echo shares the loop.
+        let mut s = connect(server.addr);
+        assert_echo(&mut s, b"tcp too");
+        drop(s);
+        let (status, log) = util::stop(&mut server);
+        assert!(status.success(), "{log}");
+        let stats = util::counters(&log, "final stats:");
+        assert_eq!(util::get(&stats, "datagrams_in"), sizes.len() as u64);
+        assert_eq!(util::get(&stats, "datagrams_out"), sizes.len() as u64);
     }
-    // The echo listener is still plain echo.
-    let mut e = connect(server.addr);
-    assert_echo(&mut e, b"echo");
-    drop(e);
-    let (status, log) = util::stop(&mut server);
-    assert!(status.success(), "{log}");
-}
 
-#[test]
-fn daytime_tcp_client_that_sends_data_still_gets_the_line_and_a_clean_close() {
-    use std::io::Write;
-    let server = Server::spawn(&["--daytime", "127.0.0.1:0"]);
-    let tcp = listening_addr(&server, "tcp", "(daytime)");
-    let mut s = connect(tcp);
-    // Input the server never reads: a plain close would turn into a reset.
-    s.write_all(&[b'z'; 10_000]).unwrap();
-    s.shutdown(std::net::Shutdown::Write).unwrap();
-    assert_daytime_line(&read_to_eof(&mut s));
+    fn udp_echo_answers_each_peer_separately() {
+        let server = Server::spawn(&["--udp", "127.0.0.1:0"]);
+        let addr = listening_addr(&server, "udp", "");
+        let (a, b) = (udp_client(), udp_client());
+        a.send_to(b"from a", addr).unwrap();
+        b.send_to(b"from b", addr).unwrap();
+        let mut buf = [0u8; 64];
+        let n = b.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"from b");
+        let n = a.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"from a");
+    }
+
+    fn daytime_answers_over_tcp_and_udp_on_the_same_port() {
+        let mut server = Server::spawn(&["--daytime", "127.0.0.1:0"]);
+        let tcp = listening_addr(&server, "tcp", "(daytime)");
+        let udp = listening_addr(&server, "udp", "(daytime)");
+        assert_eq!(tcp, udp, "TCP and UDP share the port number");
+
+        // TCP: the line, then the server closes.
+        let mut s = connect(tcp);
+        assert_daytime_line(&read_to_eof(&mut s));
+
+        // UDP: any datagram, even an empty one, gets the line.
+        let client = udp_client();
+        let mut buf = [0u8; 256];
+        for probe in [&b""[..], b"what time is it?"] {
+            client.send_to(probe, udp).unwrap();
+            let n = client.recv(&mut buf).unwrap();
+            assert_daytime_line(&buf[..n]);
+        }
+        // The echo listener is still plain echo.
+        let mut e = connect(server.addr);
+        assert_echo(&mut e, b"echo");
+        drop(e);
+        let (status, log) = util::stop(&mut server);
+        assert!(status.success(), "{log}");
+    }
+
+    fn daytime_tcp_client_that_sends_data_still_gets_the_line_and_a_clean_close() {
+        use std::io::Write;
+        let server = Server::spawn(&["--daytime", "127.0.0.1:0"]);
+        let tcp = listening_addr(&server, "tcp", "(daytime)");
+        let mut s = connect(tcp);
+        // Input the server never reads: a plain close would turn into a reset.
+        s.write_all(&[b'z'; 10_000]).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_daytime_line(&read_to_eof(&mut s));
+    }
 }

@@ -2,6 +2,17 @@
 //! binary on `127.0.0.1:0`, learn its address from its first stdout line,
 //! and read what the kernel says about the process (`/proc/PID/...`).
 //!
+//! # One suite, three backends
+//!
+//! A test of the server's behaviour is written once, inside
+//! [`on_every_backend!`], which stamps it out as one `#[test]` per backend:
+//! `half_close_echoes_everything_then_fin::{epoll, poll, select}`. Each
+//! stamped test names its backend for its own thread ([`BACKEND`]), and
+//! [`Server::spawn`] passes it on as `--backend`, so the test body is the
+//! same code for all three. Filter with the backend's name:
+//! `cargo test -- ::select`. Tests that never start a serving loop (usage
+//! errors, the stress client against stand-ins) stay plain `#[test]`s.
+//!
 //! Every test binary includes this module with `mod util;` and uses only
 //! part of it, hence the `dead_code` allowance.
 #![allow(dead_code)]
@@ -19,6 +30,56 @@ use std::time::{Duration, Instant};
 /// Generous: the machine is shared, and these are behaviour checks, not timings.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 
+thread_local! {
+    /// The backend the servers this thread spawns run on; set by the
+    /// tests [`on_every_backend!`] stamps out. Plain `#[test]`s get the
+    /// default, epoll.
+    pub static BACKEND: std::cell::Cell<&'static str> = const { std::cell::Cell::new("epoll") };
+}
+
+/// The backends every behaviour test runs on.
+pub const BACKENDS: [&str; 3] = ["epoll", "poll", "select"];
+
+/// Runs `test` with this thread's servers on `backend`.
+pub fn on_backend(backend: &'static str, test: fn()) {
+    BACKEND.with(|b| b.set(backend));
+    test();
+}
+
+/// The backend this thread's servers run on.
+pub fn backend() -> &'static str {
+    BACKEND.with(|b| b.get())
+}
+
+/// Declares each `fn name() { ... }` once and a `#[test]` for it on every
+/// backend, in a module of the same name: `name::epoll`, `name::poll`,
+/// `name::select`. Attributes (`#[ignore]`, doc comments) apply to all.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($(#[$attr:meta])* fn $name:ident() $body:block)*) => {$(
+        $(#[$attr])*
+        fn $name() $body
+
+        mod $name {
+            $(#[$attr])*
+            #[test]
+            fn epoll() {
+                $crate::util::on_backend("epoll", super::$name)
+            }
+            $(#[$attr])*
+            #[test]
+            fn poll() {
+                $crate::util::on_backend("poll", super::$name)
+            }
+            $(#[$attr])*
+            #[test]
+            fn select() {
+                $crate::util::on_backend("select", super::$name)
+            }
+        }
+    )*};
+}
+
 /// A running `echo-reactor` child process. Killed on drop.
 pub struct Server {
     child: Child,
@@ -31,7 +92,8 @@ pub struct Server {
 
 impl Server {
     /// Starts the server with `args`; adds `--listen 127.0.0.1:0` unless
-    /// `args` already has a `--listen`.
+    /// `args` already has a `--listen`, and `--backend` of this thread's
+    /// [`BACKEND`] unless `args` has a `--backend`.
     pub fn spawn(args: &[&str]) -> Server {
         Server::spawn_with(args, None)
     }
@@ -46,6 +108,9 @@ impl Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_echo-reactor"));
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        if !args.contains(&"--backend") {
+            cmd.args(["--backend", backend()]);
         }
         cmd.args(args)
             .env("RUST_LOG", "info")

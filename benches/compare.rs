@@ -6,7 +6,7 @@
 //!
 //! ```sh
 //! cargo build --release --bins --examples && cargo bench --bench compare --no-run
-//! cargo bench --bench compare            # full run, ~12 min, writes docs/
+//! cargo bench --bench compare            # full run, ~13 min, writes docs/
 //! cargo bench --bench compare -- --quick # smoke run, ~1 min, writes target/compare-quick/
 //! ```
 //!
@@ -83,12 +83,13 @@ fn main() {
     } else {
         let t = Timing {
             warmup: Duration::from_millis(500),
-            window: Duration::from_secs(3),
+            window: Duration::from_millis(2_500),
         };
         (3, t, 10_000)
     };
     let scenarios = scenarios(opts.quick);
     let started = std::time::Instant::now();
+    let load_before = loadavg();
     eprintln!(
         "compare: {} scenarios x {} servers x {rounds} round(s); {}",
         scenarios.len(),
@@ -118,12 +119,19 @@ fn main() {
         server.stop();
         r
     });
-    eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed().as_secs_f64();
+    eprintln!("done in {elapsed:.0} s");
+    let context = format!(
+        "The whole run took {elapsed:.0} s. Load average (1, 5, 15 min) at the start: {load_before}; \
+         at the end: {}.",
+        loadavg()
+    );
 
     let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
-    let md = report(
+    let mut md = report(
         &opts, &placement, &names, &scenarios, &results, &idle, rounds, timing,
     );
+    md.push_str(&format!("\n{context}\n"));
     plots(
         &opts.out,
         &names,
@@ -212,6 +220,13 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
     v
 }
 
+/// The first three fields of `/proc/loadavg`: how busy the shared machine was.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 /// Today's date (UTC) and a one-line description of the machine.
 fn machine() -> (String, String) {
     let date = std::process::Command::new("date")
@@ -268,7 +283,10 @@ fn report(
     md.push_str(
         "Columns: *CPU/1k* is server CPU (user + system, `/proc/PID/stat`) in ms per 1,000 \
          echoes, sampled over the same interval as the echoes it is divided by; *busy* is the \
-         share of the server's core it used; *vs tokio-ct* is the ratio of median req/s, \
+         share of the server's core the server used; *server core, all* and *client core, all* \
+         are how busy those two CPUs were with every process counted (`/proc/stat`): the \
+         first above *busy* means something else ran on the server's core, the second near \
+         100% means the client was the limit; *vs tokio-ct* is the ratio of median req/s, \
          shown in brackets when the server core was below 90% busy (the server was not the \
          limit, so the ratio says little). For the probe scenario, req/s, p50 and p99 are the \
          probe's; the flood's req/s is in brackets.\n\n",
@@ -315,6 +333,8 @@ fn report(
                 format!("{:.0}", median(runs, |m| m.loads[0].p99_us)),
                 format!("{:.2}", median(runs, Measurement::cpu_per_1000) * 1000.0),
                 format!("{:.0}%", median(runs, Measurement::busy) * 100.0),
+                format!("{:.0}%", median(runs, |m| m.server_core_busy) * 100.0),
+                format!("{:.0}%", median(runs, |m| m.client_core_busy) * 100.0),
                 ratio,
                 errors.to_string(),
             ]);
@@ -330,6 +350,8 @@ fn report(
             "p99 us",
             "CPU/1k, ms",
             "busy",
+            "server core, all",
+            "client core, all",
             "vs tokio-ct",
             "errors",
         ],

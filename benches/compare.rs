@@ -8,6 +8,7 @@
 //! cargo build --release --bins --examples && cargo bench --bench compare --no-run
 //! cargo bench --bench compare            # full run, ~13 min, writes docs/
 //! cargo bench --bench compare -- --quick # smoke run, ~1 min, writes target/compare-quick/
+//! cargo bench --bench compare -- --only "64 B x" --out DIR  # re-measure some rows
 //! ```
 //!
 //! Every server runs on CPU 0 and the client (this process) on CPU 1 when
@@ -53,6 +54,9 @@ struct Scenario {
 struct Options {
     quick: bool,
     out: PathBuf,
+    /// Only the scenarios whose name contains this (and no idle-memory
+    /// scenario unless it contains "idle"): to re-measure a few rows.
+    only: Option<String>,
 }
 
 fn main() {
@@ -87,7 +91,14 @@ fn main() {
         };
         (3, t, 10_000)
     };
-    let scenarios = scenarios(opts.quick);
+    let mut scenarios = scenarios(opts.quick);
+    if let Some(only) = &opts.only {
+        scenarios.retain(|sc| sc.name.contains(only.as_str()));
+    }
+    let idle_connections = match &opts.only {
+        Some(only) if !"idle".contains(only.as_str()) => 0,
+        _ => idle_connections,
+    };
     let started = std::time::Instant::now();
     let load_before = loadavg();
     eprintln!(
@@ -111,8 +122,11 @@ fn main() {
         });
         results.push(runs);
     }
-    eprintln!("  idle memory, {idle_connections} connections ...");
-    let idle = interleave(rounds, servers.len(), |s, _round| {
+    if idle_connections > 0 {
+        eprintln!("  idle memory, {idle_connections} connections ...");
+    }
+    let idle_rounds = if idle_connections == 0 { 0 } else { rounds };
+    let idle = interleave(idle_rounds, servers.len(), |s, _round| {
         let server = Server::start(&servers[s], placement.server_cpu);
         std::thread::sleep(Duration::from_millis(200));
         let r = idle_rss(&server, idle_connections, Duration::from_secs(1));
@@ -147,26 +161,28 @@ fn main() {
 fn parse_args() -> Options {
     let mut quick = false;
     let mut out = None;
+    let mut only = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
             "--out" => out = Some(PathBuf::from(args.next().expect("--out DIR"))),
+            "--only" => only = Some(args.next().expect("--only SCENARIO-SUBSTRING")),
             // `cargo bench` passes `--bench` to every bench target.
             "--bench" => {}
-            other => panic!("unknown argument {other:?} (use --quick, --out DIR)"),
+            other => panic!("unknown argument {other:?} (use --quick, --out DIR, --only TEXT)"),
         }
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = out.unwrap_or_else(|| {
-        if quick {
+        if quick || only.is_some() {
             root.join("target/compare-quick")
         } else {
             root.join("docs")
         }
     });
     std::fs::create_dir_all(&out).expect("create the output directory");
-    Options { quick, out }
+    Options { quick, out, only }
 }
 
 /// Connection counts of the ping-pong grid.
@@ -358,6 +374,9 @@ fn report(
         &rows,
     ));
 
+    if idle.iter().all(|r| r.is_empty()) {
+        return md;
+    }
     md.push_str("\nIdle connections: server `VmRSS` before the first connection and with all of them open, each having echoed 8 bytes (medians over rounds). RSS counts the process's own pages only: kernel memory for sockets, and for threads their kernel stacks and task structs, is not in it.\n\n");
     let mut rows = Vec::new();
     for (s, name) in names.iter().enumerate() {
@@ -465,6 +484,9 @@ fn plots(
             &series,
             false,
         );
+    }
+    if idle_connections == 0 {
+        return;
     }
     let series: Vec<Series> = names
         .iter()

@@ -6,8 +6,9 @@
 //!
 //! ```sh
 //! cargo build --release --bins --examples && cargo bench --bench compare --no-run
-//! cargo bench --bench compare            # full run, ~12 min, writes docs/
+//! cargo bench --bench compare            # full run, ~13 min, writes docs/
 //! cargo bench --bench compare -- --quick # smoke run, ~1 min, writes target/compare-quick/
+//! cargo bench --bench compare -- --only "64 B x" --out DIR  # re-measure some rows
 //! ```
 //!
 //! Every server runs on CPU 0 and the client (this process) on CPU 1 when
@@ -53,6 +54,9 @@ struct Scenario {
 struct Options {
     quick: bool,
     out: PathBuf,
+    /// Only the scenarios whose name contains this (and no idle-memory
+    /// scenario unless it contains "idle"): to re-measure a few rows.
+    only: Option<String>,
 }
 
 fn main() {
@@ -83,12 +87,20 @@ fn main() {
     } else {
         let t = Timing {
             warmup: Duration::from_millis(500),
-            window: Duration::from_secs(3),
+            window: Duration::from_millis(2_500),
         };
         (3, t, 10_000)
     };
-    let scenarios = scenarios(opts.quick);
+    let mut scenarios = scenarios(opts.quick);
+    if let Some(only) = &opts.only {
+        scenarios.retain(|sc| sc.name.contains(only.as_str()));
+    }
+    let idle_connections = match &opts.only {
+        Some(only) if !"idle".contains(only.as_str()) => 0,
+        _ => idle_connections,
+    };
     let started = std::time::Instant::now();
+    let load_before = loadavg();
     eprintln!(
         "compare: {} scenarios x {} servers x {rounds} round(s); {}",
         scenarios.len(),
@@ -110,20 +122,30 @@ fn main() {
         });
         results.push(runs);
     }
-    eprintln!("  idle memory, {idle_connections} connections ...");
-    let idle = interleave(rounds, servers.len(), |s, _round| {
+    if idle_connections > 0 {
+        eprintln!("  idle memory, {idle_connections} connections ...");
+    }
+    let idle_rounds = if idle_connections == 0 { 0 } else { rounds };
+    let idle = interleave(idle_rounds, servers.len(), |s, _round| {
         let server = Server::start(&servers[s], placement.server_cpu);
         std::thread::sleep(Duration::from_millis(200));
         let r = idle_rss(&server, idle_connections, Duration::from_secs(1));
         server.stop();
         r
     });
-    eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed().as_secs_f64();
+    eprintln!("done in {elapsed:.0} s");
+    let context = format!(
+        "The whole run took {elapsed:.0} s. Load average (1, 5, 15 min) at the start: {load_before}; \
+         at the end: {}.",
+        loadavg()
+    );
 
     let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
-    let md = report(
+    let mut md = report(
         &opts, &placement, &names, &scenarios, &results, &idle, rounds, timing,
     );
+    md.push_str(&format!("\n{context}\n"));
     plots(
         &opts.out,
         &names,
@@ -139,26 +161,28 @@ fn main() {
 fn parse_args() -> Options {
     let mut quick = false;
     let mut out = None;
+    let mut only = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
             "--out" => out = Some(PathBuf::from(args.next().expect("--out DIR"))),
+            "--only" => only = Some(args.next().expect("--only SCENARIO-SUBSTRING")),
             // `cargo bench` passes `--bench` to every bench target.
             "--bench" => {}
-            other => panic!("unknown argument {other:?} (use --quick, --out DIR)"),
+            other => panic!("unknown argument {other:?} (use --quick, --out DIR, --only TEXT)"),
         }
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = out.unwrap_or_else(|| {
-        if quick {
+        if quick || only.is_some() {
             root.join("target/compare-quick")
         } else {
             root.join("docs")
         }
     });
     std::fs::create_dir_all(&out).expect("create the output directory");
-    Options { quick, out }
+    Options { quick, out, only }
 }
 
 /// Connection counts of the ping-pong grid.
@@ -210,6 +234,13 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
         probe: true,
     });
     v
+}
+
+/// The first three fields of `/proc/loadavg`: how busy the shared machine was.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 /// Today's date (UTC) and a one-line description of the machine.
@@ -268,7 +299,10 @@ fn report(
     md.push_str(
         "Columns: *CPU/1k* is server CPU (user + system, `/proc/PID/stat`) in ms per 1,000 \
          echoes, sampled over the same interval as the echoes it is divided by; *busy* is the \
-         share of the server's core it used; *vs tokio-ct* is the ratio of median req/s, \
+         share of the server's core the server used; *server core, all* and *client core, all* \
+         are how busy those two CPUs were with every process counted (`/proc/stat`): the \
+         first above *busy* means something else ran on the server's core, the second near \
+         100% means the client was the limit; *vs tokio-ct* is the ratio of median req/s, \
          shown in brackets when the server core was below 90% busy (the server was not the \
          limit, so the ratio says little). For the probe scenario, req/s, p50 and p99 are the \
          probe's; the flood's req/s is in brackets.\n\n",
@@ -315,6 +349,8 @@ fn report(
                 format!("{:.0}", median(runs, |m| m.loads[0].p99_us)),
                 format!("{:.2}", median(runs, Measurement::cpu_per_1000) * 1000.0),
                 format!("{:.0}%", median(runs, Measurement::busy) * 100.0),
+                format!("{:.0}%", median(runs, |m| m.server_core_busy) * 100.0),
+                format!("{:.0}%", median(runs, |m| m.client_core_busy) * 100.0),
                 ratio,
                 errors.to_string(),
             ]);
@@ -330,12 +366,17 @@ fn report(
             "p99 us",
             "CPU/1k, ms",
             "busy",
+            "server core, all",
+            "client core, all",
             "vs tokio-ct",
             "errors",
         ],
         &rows,
     ));
 
+    if idle.iter().all(|r| r.is_empty()) {
+        return md;
+    }
     md.push_str("\nIdle connections: server `VmRSS` before the first connection and with all of them open, each having echoed 8 bytes (medians over rounds). RSS counts the process's own pages only: kernel memory for sockets, and for threads their kernel stacks and task structs, is not in it.\n\n");
     let mut rows = Vec::new();
     for (s, name) in names.iter().enumerate() {
@@ -443,6 +484,9 @@ fn plots(
             &series,
             false,
         );
+    }
+    if idle_connections == 0 {
+        return;
     }
     let series: Vec<Series> = names
         .iter()

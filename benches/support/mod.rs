@@ -201,6 +201,8 @@ pub struct Server {
     /// Kept open so the server never writes into a closed pipe.
     _stdout: BufReader<ChildStdout>,
     addr: SocketAddr,
+    /// The CPU it is pinned to.
+    cpu: Option<usize>,
 }
 
 impl Server {
@@ -252,6 +254,7 @@ impl Server {
             child,
             _stdout: stdout,
             addr,
+            cpu,
         }
     }
 
@@ -413,6 +416,13 @@ pub struct Measurement {
     pub wall_secs: f64,
     /// Echoes completed by all loads over the sampled interval.
     pub echoes: u64,
+    /// Busy share of the server's core over the interval, every process
+    /// counted (`/proc/stat`); above [`Measurement::busy`] when something
+    /// else ran there (on a shared machine: someone's compiler).
+    pub server_core_busy: f64,
+    /// Busy share of the client's core, every process counted: near 1.0
+    /// means the client, not the server, may have been the limit.
+    pub client_core_busy: f64,
 }
 
 impl Measurement {
@@ -498,11 +508,21 @@ pub fn measure(
             .map(|l| Live::get(&l.messages as &AtomicU64))
             .sum()
     };
+    let core = |cpu: Option<usize>| cpu.map_or((0, 0), core_ticks);
+    let (c0, k0) = (core(server_cpu_of(server)), core(client_cpu));
     let (u0, s0) = proc_cpu_ticks(server.pid());
     let (m0, t0) = (echoes(&lives), Instant::now());
     thread::sleep(timing.window - 2 * SAMPLE_MARGIN);
     let (u1, s1) = proc_cpu_ticks(server.pid());
     let (m1, t1) = (echoes(&lives), Instant::now());
+    let (c1, k1) = (core(server_cpu_of(server)), core(client_cpu));
+    let share = |(b0, t0): (u64, u64), (b1, t1): (u64, u64)| {
+        if t1 > t0 {
+            (b1 - b0) as f64 / (t1 - t0) as f64
+        } else {
+            f64::NAN
+        }
+    };
 
     let reports: Vec<Report> = handles
         .into_iter()
@@ -519,7 +539,33 @@ pub fn measure(
         user_secs: (u1 - u0) as f64 / hz,
         wall_secs: (t1 - t0).as_secs_f64(),
         echoes: m1 - m0,
+        server_core_busy: share(c0, c1),
+        client_core_busy: share(k0, k1),
     }
+}
+
+/// The CPU the server was pinned to, if it was.
+fn server_cpu_of(server: &Server) -> Option<usize> {
+    server.cpu
+}
+
+/// (busy, total) ticks of one CPU from `/proc/stat`, every process
+/// counted; idle and iowait are not busy.
+pub fn core_ticks(cpu: usize) -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
+    let tag = format!("cpu{cpu} ");
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with(&tag))
+        .unwrap_or_else(|| panic!("no {tag:?} line in /proc/stat"));
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8) // user nice system idle iowait irq softirq steal
+        .map(|x| x.parse().expect("numeric field in /proc/stat"))
+        .collect();
+    let total: u64 = v.iter().sum();
+    (total - v[3] - v[4], total)
 }
 
 /// What [`idle_rss`] found.
@@ -771,7 +817,10 @@ pub fn bar_chart(
     let ymax = values().fold(0.0_f64, f64::max).max(1.0);
     let ymin = values().fold(f64::INFINITY, f64::min);
     let n = categories.len();
-    let root = SVGBackend::new(path, (80 + 110 * n as u32, 420)).into_drawing_area();
+    // Room for every bar and for the legend, even with one category.
+    let group_px = (60 * series.len() as u32).max(120);
+    let root =
+        SVGBackend::new(path, ((100 + group_px * n as u32).max(560), 420)).into_drawing_area();
     root.fill(&WHITE).expect("plot background");
     let mut builder = ChartBuilder::on(&root);
     builder

@@ -82,7 +82,8 @@ pub const ACCEPT_BUDGET: usize = 64;
 /// of 1,024 let one `epoll_wait` return ~990 events, and the reactor ran
 /// at 116,188 req/s and 8.44 us of server CPU per echo; with 128 it ran at
 /// 125,705 req/s and 7.94 us (`scripts/compare_tokio.sh 1000 64 4 3`,
-/// 2-core VM, 2026-11-22; tokio's loop takes batches of similar size). A
+/// 2-core VM, 2026-11-22; tokio was seen taking ~61 events per call
+/// there, see docs/benchmarks.md). A
 /// likely reason is cache locality: a smaller batch works on fewer sockets
 /// between two waits. Extra `epoll_wait` calls stay rare (one per 128
 /// events at most).

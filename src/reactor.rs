@@ -422,14 +422,27 @@ impl<P: Poller> Reactor<P> {
 
     /// Lets one connection do its I/O, then acts on the outcome.
     fn drive(&mut self, key: usize, generation: u32, ready: Ready) {
+        match self.conns.get(key) {
+            Some(conn) if conn.generation() == generation => {}
+            // Closed, or an event for an earlier connection that had this
+            // slab key.
+            _ => return,
+        }
+        self.with_connection(key, |conn, token, cx| conn.drive(token, ready, cx));
+    }
+
+    /// Lends the connection at `key` what it borrows from the loop (the
+    /// one place a [`Cx`] is built), runs `f` on it, and acts on the
+    /// outcome.
+    fn with_connection(
+        &mut self,
+        key: usize,
+        f: impl FnOnce(&mut Connection, Token, &mut Cx<'_, P>) -> Outcome,
+    ) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.generation() != generation {
-            // An event for an earlier connection that had this slab key.
-            return;
-        }
-        let token = token::connection(key, generation);
+        let token = token::connection(key, conn.generation());
         let mut cx = Cx {
             poller: &mut self.poller,
             buf: &mut self.read_buf,
@@ -439,7 +452,7 @@ impl<P: Poller> Reactor<P> {
             mode: &self.mode,
             answers: &mut self.answers,
         };
-        let outcome = conn.drive(token, ready, &mut cx);
+        let outcome = f(conn, token, &mut cx);
         self.settle(key, token, outcome);
     }
 
@@ -626,32 +639,23 @@ impl<P: Poller> Reactor<P> {
                 .schedule(self.now + idle, TimerKind::IdleCheck(token));
         }
         // A greeting: the banner of line mode, or the whole daytime answer.
-        let time;
-        let greeting: &[u8] = match service {
-            Service::Echo => self.mode.greeting(),
-            Service::Daytime => {
-                time = daytime::now_line();
-                time.as_bytes()
+        self.with_connection(key, |conn, token, cx| match service {
+            Service::Echo => {
+                let banner = cx.mode.greeting();
+                conn.greet(token, banner, cx)
             }
-        };
-        let conn = &mut self.conns[key];
-        let mut cx = Cx {
-            poller: &mut self.poller,
-            buf: &mut self.read_buf,
-            stats: &mut self.stats,
-            now: self.now,
-            stamp,
-            mode: &self.mode,
-            answers: &mut self.answers,
-        };
-        let mut outcome = conn.greet(token, greeting, &mut cx);
-        if service == Service::Daytime && matches!(outcome, Outcome::Keep) {
-            // RFC 867: send the line, then close. Draining is exactly that,
-            // FIN after the last byte, and a lingering read so that
-            // anything the client sent cannot turn our close into a reset.
-            outcome = conn.begin_shutdown(token, &mut cx);
-        }
-        self.settle(key, token, outcome);
+            Service::Daytime => {
+                let outcome = conn.greet(token, daytime::now_line().as_bytes(), cx);
+                if !matches!(outcome, Outcome::Keep) {
+                    return outcome;
+                }
+                // RFC 867: send the line, then close. Draining is exactly
+                // that, FIN after the last byte, and a lingering read so
+                // that anything the client sent cannot turn our close
+                // into a reset.
+                conn.begin_shutdown(token, cx)
+            }
+        });
     }
 
     // ----- timers ---------------------------------------------------------
@@ -758,19 +762,7 @@ impl<P: Poller> Reactor<P> {
         );
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
-            let conn = &mut self.conns[key];
-            let token = token::connection(key, conn.generation());
-            let mut cx = Cx {
-                poller: &mut self.poller,
-                buf: &mut self.read_buf,
-                stats: &mut self.stats,
-                now: self.now,
-                stamp: Stamp::new(self.epoch, self.now),
-                mode: &self.mode,
-                answers: &mut self.answers,
-            };
-            let outcome = conn.begin_shutdown(token, &mut cx);
-            self.settle(key, token, outcome);
+            self.with_connection(key, |conn, token, cx| conn.begin_shutdown(token, cx));
         }
     }
 

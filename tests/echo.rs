@@ -27,19 +27,7 @@ fn stream_and_verify(s: &mut TcpStream, data: Arc<Vec<u8>>, then_shutdown: bool)
             w.shutdown(Shutdown::Write).expect("shutdown(Write)");
         }
     });
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut got = 0;
-    while got < data.len() {
-        let want = buf.len().min(data.len() - got);
-        let n = s.read(&mut buf[..want]).expect("read echo");
-        assert!(n > 0, "EOF after {got} of {} bytes", data.len());
-        assert!(
-            buf[..n] == data[got..got + n],
-            "echo differs from sent data in bytes {got}..{}",
-            got + n
-        );
-        got += n;
-    }
+    util::read_exactly_checking(s, &data);
     writer.join().expect("writer thread");
 }
 

@@ -141,17 +141,7 @@ on_every_backend! {
         let (status, log) = util::stop(&mut server);
         assert_eq!(status.code(), Some(0), "log:\n{log}");
         let stats = util::counters(&log, "final stats:");
-        for key in [
-            "accepted",
-            "rejected",
-            "active",
-            "closed",
-            "timed_out",
-            "bytes_in",
-            "bytes_out",
-            "backpressure_pauses",
-            "accept_errors",
-        ] {
+        for key in util::STATS_KEYS {
             assert_eq!(util::get(&stats, key), 0, "{key} in {stats:?}");
         }
     }

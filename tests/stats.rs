@@ -8,18 +8,6 @@ use std::time::Duration;
 
 use util::{Server, assert_echo, connect, pattern};
 
-const KEYS: [&str; 9] = [
-    "accepted",
-    "rejected",
-    "active",
-    "closed",
-    "timed_out",
-    "bytes_in",
-    "bytes_out",
-    "backpressure_pauses",
-    "accept_errors",
-];
-
 on_every_backend! {
     fn final_stats_match_what_clients_saw() {
         let mut server = Server::spawn(&[]);
@@ -35,7 +23,7 @@ on_every_backend! {
         let (status, log) = util::stop(&mut server);
         assert!(status.success(), "log:\n{log}");
         let stats = util::counters(&log, "final stats:");
-        for key in KEYS {
+        for key in util::STATS_KEYS {
             util::get(&stats, key);
         }
         assert_eq!(util::get(&stats, "accepted"), 5, "{stats:?}");
@@ -71,7 +59,7 @@ on_every_backend! {
         let periodic = util::periodic_stats(&log);
         assert!(periodic.len() >= 2, "{log}");
         for line in &periodic {
-            for key in KEYS {
+            for key in util::STATS_KEYS {
                 util::get(line, key);
             }
         }

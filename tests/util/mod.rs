@@ -553,19 +553,39 @@ pub fn flood_without_reading_then_verify(
         "all {} bytes went through without the client reading: unbounded buffering",
         data.len()
     );
+    read_exactly_checking(s, &data);
+    writer.join().expect("writer thread");
+    (rss_before, peak)
+}
+
+/// Reads `expected.len()` bytes from `s`, comparing each chunk as it
+/// arrives (so a mismatch names its offset); panics on EOF or a difference.
+#[track_caller]
+pub fn read_exactly_checking(s: &mut TcpStream, expected: &[u8]) {
     let mut buf = vec![0u8; 256 * 1024];
     let mut got = 0;
-    while got < data.len() {
-        let want = buf.len().min(data.len() - got);
-        let n = s.read(&mut buf[..want]).expect("read answers");
-        assert!(n > 0, "EOF after {got} of {} bytes", data.len());
+    while got < expected.len() {
+        let want = buf.len().min(expected.len() - got);
+        let n = s.read(&mut buf[..want]).expect("read echo");
+        assert!(n > 0, "EOF after {got} of {} bytes", expected.len());
         assert!(
-            buf[..n] == data[got..got + n],
-            "answers differ in bytes {got}..{}",
+            buf[..n] == expected[got..got + n],
+            "echo differs from sent data in bytes {got}..{}",
             got + n
         );
         got += n;
     }
-    writer.join().expect("writer thread");
-    (rss_before, peak)
 }
+
+/// The counters every `stats:` and `final stats:` line carries.
+pub const STATS_KEYS: [&str; 9] = [
+    "accepted",
+    "rejected",
+    "active",
+    "closed",
+    "timed_out",
+    "bytes_in",
+    "bytes_out",
+    "backpressure_pauses",
+    "accept_errors",
+];

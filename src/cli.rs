@@ -142,10 +142,10 @@ impl Args {
             ("--banner", self.banner.is_some()),
             ("--max-line", self.max_line != DEFAULT_MAX_LINE),
         ];
-        if self.mode != ModeName::Line {
-            if let Some((flag, _)) = line_only.iter().find(|(_, given)| *given) {
-                return Err(format!("{flag} needs --mode line"));
-            }
+        if self.mode != ModeName::Line
+            && let Some((flag, _)) = line_only.iter().find(|(_, given)| *given)
+        {
+            return Err(format!("{flag} needs --mode line"));
         }
         if self.mode != ModeName::Frame && self.max_frame != DEFAULT_MAX_FRAME {
             return Err("--max-frame needs --mode frame".into());

@@ -521,11 +521,11 @@ impl Connection {
     /// Re-registers only when the wanted interest differs from the
     /// registered one: no `epoll_ctl` on the per-message path.
     fn sync_interest<P: Poller>(&mut self, token: Token, poller: &mut P) -> io::Result<()> {
-        if let Some(want) = self.wanted_interest() {
-            if want != self.interest {
-                poller.reregister(self.stream.as_raw_fd(), token, want)?;
-                self.interest = want;
-            }
+        if let Some(want) = self.wanted_interest()
+            && want != self.interest
+        {
+            poller.reregister(self.stream.as_raw_fd(), token, want)?;
+            self.interest = want;
         }
         Ok(())
     }

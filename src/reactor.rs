@@ -533,11 +533,11 @@ impl<P: Poller> Reactor<P> {
         }
         // Budget spent while connections may still be pending: no new edge
         // will say so, so come back next tick (after everyone else).
-        if let Some(slot) = self.listeners.get_mut(i) {
-            if !slot.queued {
-                slot.queued = true;
-                self.run_next.push(token::listener(i));
-            }
+        if let Some(slot) = self.listeners.get_mut(i)
+            && !slot.queued
+        {
+            slot.queued = true;
+            self.run_next.push(token::listener(i));
         }
     }
 

@@ -198,7 +198,7 @@ pub fn udp_echo_dropping(n: Option<u64>) -> SocketAddr {
         let mut count = 0u64;
         while let Ok((len, from)) = sock.recv_from(&mut buf) {
             count += 1;
-            if n.is_some_and(|n| count % n == 0) {
+            if n.is_some_and(|n| count.is_multiple_of(n)) {
                 continue;
             }
             let _ = sock.send_to(&buf[..len], from);

@@ -396,10 +396,10 @@ pub fn wait_stats(
     let deadline = Instant::now() + STEP_TIMEOUT;
     loop {
         let log = server.stderr_text();
-        if let Some(last) = periodic_stats(&log).pop() {
-            if pred(&last) {
-                return last;
-            }
+        if let Some(last) = periodic_stats(&log).pop()
+            && pred(&last)
+        {
+            return last;
         }
         assert!(
             Instant::now() < deadline,

@@ -9,6 +9,8 @@
 //! cargo bench --bench compare            # full run, ~13 min, writes docs/
 //! cargo bench --bench compare -- --quick # smoke run, ~1 min, writes target/compare-quick/
 //! cargo bench --bench compare -- --only "64 B x" --out DIR  # re-measure some rows
+//! cargo bench --bench compare -- --only probe --servers reactor,tokio-ct --rounds 7 \
+//!     --extra variant=/tmp/echo-reactor-variant  # A/B a modified build
 //! ```
 //!
 //! Every server runs on CPU 0 and the client (this process) on CPU 1 when
@@ -52,6 +54,13 @@ struct Options {
     /// Only the scenarios whose name contains this (and no idle-memory
     /// scenario unless it contains "idle"): to re-measure a few rows.
     only: Option<String>,
+    /// Only the built-in servers whose name contains one of these.
+    servers: Vec<String>,
+    /// Rounds instead of the default (3, or 1 with --quick).
+    rounds: Option<usize>,
+    /// More servers, `NAME=PATH`: a modified reactor build against the
+    /// committed one, say.
+    extra: Vec<(String, String)>,
 }
 
 fn main() {
@@ -61,12 +70,18 @@ fn main() {
     // examples built by cargo in release (see support::build_examples for
     // why they are not compiled into the bench).
     let examples = build_examples(&["thread_per_connection", "tokio_echo"]);
-    let servers = [
+    let mut servers = vec![
         ServerSpec::new("echo-reactor", env!("CARGO_BIN_EXE_echo-reactor"), &[]),
         ServerSpec::new("thread-per-conn", &examples[0], &[]),
         ServerSpec::new("tokio-ct", &examples[1], &[]),
         ServerSpec::new("tokio-mt1", &examples[1], &["--multi-thread"]),
     ];
+    if !opts.servers.is_empty() {
+        servers.retain(|s| opts.servers.iter().any(|w| s.name.contains(w.as_str())));
+    }
+    for (name, path) in &opts.extra {
+        servers.push(ServerSpec::new(name, path, &[]));
+    }
     // This process is the client: its sampler thread too stays off the
     // server's CPU.
     if let Some(cpu) = placement.client_cpu {
@@ -86,6 +101,7 @@ fn main() {
         };
         (3, t, 10_000)
     };
+    let rounds = opts.rounds.unwrap_or(rounds);
     let mut scenarios = scenarios(opts.quick);
     if let Some(only) = &opts.only {
         scenarios.retain(|sc| sc.name.contains(only.as_str()));
@@ -110,9 +126,16 @@ fn main() {
             let server = Server::start(&servers[s], placement.server_cpu);
             let m = support::measure(&server, &sc.loads, timing, placement.client_cpu);
             server.stop();
-            if m.errors() > 0 {
-                eprintln!("    {}: {} client errors", servers[s].name, m.errors());
-            }
+            let first = m.loads.first().copied().unwrap_or_default();
+            eprintln!(
+                "    {:<16} {:>9.0} req/s  p50 {:>6.0} us  p99 {:>6.0} us  busy {:>3.0}%  errors {}",
+                servers[s].name,
+                first.req_per_sec,
+                first.p50_us,
+                first.p99_us,
+                m.busy() * 100.0,
+                m.errors()
+            );
             m
         });
         results.push(runs);
@@ -162,27 +185,53 @@ fn parse_args() -> Options {
     let mut quick = false;
     let mut out = None;
     let mut only = None;
+    let mut servers = Vec::new();
+    let mut rounds = None;
+    let mut extra = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
             "--out" => out = Some(PathBuf::from(args.next().expect("--out DIR"))),
             "--only" => only = Some(args.next().expect("--only SCENARIO-SUBSTRING")),
+            "--servers" => {
+                let list = args.next().expect("--servers NAME,NAME");
+                servers.extend(list.split(',').map(str::to_string));
+            }
+            "--rounds" => {
+                let n = args.next().and_then(|n| n.parse().ok());
+                rounds = Some(n.filter(|&n| n > 0).expect("--rounds N (N >= 1)"));
+            }
+            "--extra" => {
+                let spec = args.next().unwrap_or_default();
+                let (name, path) = spec.split_once('=').expect("--extra NAME=PATH");
+                extra.push((name.to_string(), path.to_string()));
+            }
             // `cargo bench` passes `--bench` to every bench target.
             "--bench" => {}
-            other => panic!("unknown argument {other:?} (use --quick, --out DIR, --only TEXT)"),
+            other => panic!(
+                "unknown argument {other:?} (use --quick, --out DIR, --only TEXT, \
+                 --servers NAME,NAME, --rounds N, --extra NAME=PATH)"
+            ),
         }
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = out.unwrap_or_else(|| {
-        if quick || only.is_some() {
+        if quick || only.is_some() || !servers.is_empty() || rounds.is_some() || !extra.is_empty() {
             root.join("target/compare-quick")
         } else {
             root.join("docs")
         }
     });
     std::fs::create_dir_all(&out).expect("create the output directory");
-    Options { quick, out, only }
+    Options {
+        quick,
+        out,
+        only,
+        servers,
+        rounds,
+        extra,
+    }
 }
 
 /// Connection counts of the ping-pong grid.
@@ -214,22 +263,16 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
     }
     v.push(Scenario {
         name: "pipelined 64 B x 50, depth 16".into(),
-        loads: vec![Load {
-            connections: 50,
-            size: 64,
-            depth: 16,
-        }],
+        loads: vec![Load::pipelined(50, 64, 16)],
         probe: false,
     });
     v.push(Scenario {
         name: "probe 64 B under 4 x 16 KiB depth-8 flood".into(),
         loads: vec![
             Load::ping_pong(1, 64),
-            Load {
-                connections: 4,
-                size: 16 * 1024,
-                depth: 8,
-            },
+            // The flood yields the client core to the probe at once, so
+            // the probe's latency is the server's, not the client's queue.
+            Load::pipelined(4, 16 * 1024, 8).in_background(),
         ],
         probe: true,
     });
@@ -281,10 +324,8 @@ fn report(
     timing: Timing,
 ) -> String {
     let (date, machine) = machine();
-    let base = names
-        .iter()
-        .position(|n| *n == BASELINE)
-        .expect("baseline server");
+    // Absent when --servers left it out: then there are no ratios.
+    let base = names.iter().position(|n| *n == BASELINE);
     let mut md = String::new();
     md.push_str(&format!(
         "Run: `cargo bench --bench compare{}` on {date}; {machine}; {}. \
@@ -309,7 +350,7 @@ fn report(
     );
     let mut rows = Vec::new();
     for (k, sc) in scenarios.iter().enumerate() {
-        let base_rps = median(&results[k][base], |m| m.loads[0].req_per_sec);
+        let base_rps = base.map(|b| median(&results[k][b], |m| m.loads[0].req_per_sec));
         for (s, name) in names.iter().enumerate() {
             let runs = &results[k][s];
             let rps = median(runs, |m| m.loads[0].req_per_sec);
@@ -322,11 +363,10 @@ fn report(
                 .map(|m| m.loads[0].req_per_sec)
                 .fold(0.0, f64::max);
             let busy = median(runs, Measurement::busy);
-            let ratio = rps / base_rps;
-            let ratio = if busy >= SATURATED {
-                format!("{ratio:.2}x")
-            } else {
-                format!("({ratio:.2}x)")
+            let ratio = match base_rps.map(|b| rps / b) {
+                None => "-".to_string(),
+                Some(r) if busy >= SATURATED => format!("{r:.2}x"),
+                Some(r) => format!("({r:.2}x)"),
             };
             let mut rps_cell = thousands(rps);
             if sc.probe {

@@ -350,17 +350,46 @@ pub struct Load {
     pub size: usize,
     /// Messages in flight per connection (1 = ping-pong).
     pub depth: usize,
+    /// Drive this load at the lowest CPU priority (nice 19). A latency probe
+    /// shares the client core with the loads around it; in the background
+    /// they yield that core as soon as the probe's reply arrives, so the
+    /// probe times the server rather than the client's own queue.
+    pub background: bool,
 }
 
 impl Load {
     /// Ping-pong: one message in flight per connection.
     pub fn ping_pong(connections: usize, size: usize) -> Load {
+        Load::pipelined(connections, size, 1)
+    }
+
+    /// `depth` messages in flight per connection.
+    pub fn pipelined(connections: usize, size: usize, depth: usize) -> Load {
         Load {
             connections,
             size,
-            depth: 1,
+            depth,
+            background: false,
         }
     }
+
+    /// The same load, driven in the background (see [`Load::background`]).
+    pub fn in_background(self) -> Load {
+        Load {
+            background: true,
+            ..self
+        }
+    }
+}
+
+/// Lowers the calling thread to nice 19 (Linux keeps a nice value per thread).
+fn lower_current_thread_priority() {
+    // SAFETY: plain syscalls on the calling thread's own id.
+    let rc = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19)
+    };
+    assert_eq!(rc, 0, "setpriority: {}", std::io::Error::last_os_error());
 }
 
 /// How long each measurement lasts.
@@ -475,11 +504,15 @@ pub fn measure(
             cfg.warmup = timing.warmup;
             cfg.stop = StopAt::Duration(timing.window);
             let live = Arc::clone(live);
+            let background = load.background;
             thread::Builder::new()
                 .name("client".into())
                 .spawn(move || {
                     if let Some(cpu) = client_cpu {
                         pin_current_thread(cpu);
+                    }
+                    if background {
+                        lower_current_thread_priority();
                     }
                     echo_reactor::bench::run(&cfg, live)
                 })

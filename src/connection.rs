@@ -33,7 +33,10 @@
 //!    connection asks the loop to put it on the *run-next queue* (see
 //!    `Reactor`), which is polled with a zero timeout while not empty. This
 //!    is the level-triggered behaviour of select/poll, on demand, and it is
-//!    what keeps one fast client from starving the others.
+//!    what keeps one fast client from starving the others. A queued
+//!    connection takes no second turn in the same tick when an event for it
+//!    arrives: [`Connection::hold`] keeps the event's hints for the turn it
+//!    already has.
 //! 3. **Write interest only while output is pending.** Echo writes go
 //!    straight to the socket. Only a partial write stores the rest in the
 //!    [`OutBuf`] and adds `WRITABLE` interest; when the buffer drains, the
@@ -90,11 +93,18 @@ use crate::protocol::{Mode, Partial, Verdict};
 use crate::stats::Stats;
 use crate::timer::Stamp;
 
-/// Reads per connection per loop tick before it yields to the others.
-/// Four reads of the 64 KiB loop buffer (256 KiB) keep bulk transfers
-/// efficient while a flooding client delays a light one by well under a
-/// millisecond of copying.
-pub const READ_BUDGET: usize = 4;
+/// Reads per connection per turn (one turn per loop tick) before it yields
+/// to the others: one full read of the 64 KiB loop buffer.
+///
+/// A light client's wait is the sum of the turns taken before its own, so
+/// the budget is a latency knob. Measured with one 64 B ping-pong client
+/// among four clients flooding 16 KiB messages at depth 8 (probe p99,
+/// median of 5 interleaved rounds, `cargo bench --bench compare -- --only
+/// probe --rounds 5`, 2-core VM, 2026-11-22): four reads per turn gave
+/// 350 us, two 252 us, one 136 us (tokio current_thread 434 us). Message
+/// sizes up to 64 KiB still take one read per message; a bulk transfer
+/// pays one extra zero-timeout `epoll_wait` per 64 KiB.
+pub const READ_BUDGET: usize = 1;
 
 /// Pending output above which a connection stops reading its input.
 /// With one 64 KiB read on top, a client that never reads costs the server
@@ -207,6 +217,9 @@ pub struct Connection {
     fin_hinted: bool,
     /// Whether this connection is on the loop's run-next queue already.
     queued: bool,
+    /// A writable event arrived while the connection was queued: its
+    /// queued turn flushes (see [`Connection::hold`]).
+    write_hinted: bool,
     out: OutBuf,
     /// Line and frame modes: the incomplete message, if the input so far
     /// did not end on a message boundary. Empty, and a null pointer, in
@@ -237,6 +250,7 @@ impl Connection {
             read_ready: false,
             fin_hinted: false,
             queued: false,
+            write_hinted: false,
             out: OutBuf::new(),
             partial: Partial::new(),
             last_active: now,
@@ -261,6 +275,26 @@ impl Connection {
     /// Marks the connection as taken off the run-next queue.
     pub fn dequeue(&mut self) {
         self.queued = false;
+    }
+
+    /// Whether the connection waits on the run-next queue.
+    pub fn is_queued(&self) -> bool {
+        self.queued
+    }
+
+    /// Keeps an event's hints for the connection's turn on the run-next
+    /// queue, without doing any I/O now: a connection gets one turn per
+    /// tick (see `Reactor::run`), and a queued one already has it.
+    pub fn hold(&mut self, ready: Ready) {
+        if ready.readable || ready.read_closed {
+            self.read_ready = true;
+        }
+        if ready.read_closed {
+            self.fin_hinted = true;
+        }
+        if ready.writable {
+            self.write_hinted = true;
+        }
     }
 
     /// Removes the socket from the poller before the connection is dropped.
@@ -317,15 +351,10 @@ impl Connection {
     }
 
     fn transfer<P>(&mut self, ready: Ready, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
-        if ready.readable || ready.read_closed {
-            self.read_ready = true;
-        }
-        if ready.read_closed {
-            self.fin_hinted = true;
-        }
+        self.hold(ready);
         // Output first: it is older than any input we could read now, and
         // draining it may lift backpressure so this same call reads again.
-        if ready.writable {
+        if std::mem::take(&mut self.write_hinted) {
             self.flush(cx)?;
         }
         let mut outcome = match self.phase {
@@ -542,6 +571,96 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::poller::epoll::Epoll;
+    use std::io::{Read as _, Write as _};
+
+    /// A loopback pair with small kernel buffers: the client's blocking
+    /// socket and the server side wrapped as a connection.
+    fn pair(poller: &mut Epoll, epoch: Instant) -> (std::net::TcpStream, Connection) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        socket2::SockRef::from(&server)
+            .set_send_buffer_size(4096)
+            .expect("SO_SNDBUF");
+        socket2::SockRef::from(&client)
+            .set_recv_buffer_size(4096)
+            .expect("SO_RCVBUF");
+        server.set_nonblocking(true).expect("nonblocking");
+        let stream = TcpStream::from_std(server);
+        let conn = Connection::register(stream, Token(7), 0, poller, Stamp::new(epoch, epoch))
+            .expect("register");
+        (client, conn)
+    }
+
+    /// Drives `conn` once with `ready`, as the loop would.
+    fn turn(conn: &mut Connection, poller: &mut Epoll, stats: &mut Stats, ready: Ready) -> Outcome {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut answers = Vec::new();
+        let now = Instant::now();
+        let mut cx = Cx {
+            poller,
+            buf: &mut buf,
+            stats,
+            now,
+            stamp: Stamp::new(now, now),
+            mode: &Mode::Raw,
+            answers: &mut answers,
+        };
+        conn.drive(Token(7), ready, &mut cx)
+    }
+
+    #[test]
+    fn hints_held_while_queued_are_acted_on_in_the_queued_turn() {
+        let mut poller = Epoll::new().expect("poller");
+        let (mut client, mut conn) = pair(&mut poller, Instant::now());
+        let mut stats = Stats::default();
+        let readable = Ready {
+            readable: true,
+            ..Ready::default()
+        };
+
+        // More than one read's worth: the budget stops the first turn.
+        let sent = vec![0x5a_u8; 100 * 1024];
+        client.write_all(&sent).expect("send");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let first = turn(&mut conn, &mut poller, &mut stats, readable);
+        assert!(matches!(first, Outcome::Requeue), "{first:?}");
+        assert!(conn.enqueue());
+        let read_before = stats.bytes_in;
+        assert_eq!(read_before as usize, READ_BUDGET * 64 * 1024);
+
+        // The client reads nothing, so most of the echo is pending output.
+        assert!(!conn.out.is_empty());
+
+        // An event while queued: hints are kept, no I/O happens now.
+        conn.hold(Ready {
+            readable: true,
+            writable: true,
+            read_closed: false,
+        });
+        assert_eq!(stats.bytes_in, read_before);
+
+        // The client reads what was echoed so far, making room.
+        let mut back = vec![0u8; 8 * 1024];
+        client.read_exact(&mut back).expect("read some echo");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let written_before = stats.bytes_out;
+
+        // The queued turn, with no hints of its own, uses the held ones:
+        // it flushes (the writable hint) and reads on (the readable one).
+        conn.dequeue();
+        turn(&mut conn, &mut poller, &mut stats, Ready::default());
+        assert!(
+            stats.bytes_out > written_before,
+            "the held writable hint was lost"
+        );
+        assert!(
+            stats.bytes_in > read_before,
+            "the held readable hint was lost"
+        );
+    }
 
     #[test]
     fn an_idle_connection_is_small() {

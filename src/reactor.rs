@@ -315,6 +315,16 @@ impl<P: Poller> Reactor<P> {
     }
 
     /// Serves until shut down; returns the final counters.
+    ///
+    /// One tick: wait for events (without sleeping while the run-next queue
+    /// holds anything), handle every reported event, then every source the
+    /// previous tick queued, then due timers. **A connection gets at most
+    /// one turn per tick**: an event for a connection already on the queue
+    /// only adds its hints to the queued turn. Without that, a flooding
+    /// client that stopped on its budget and also got a fresh event would
+    /// take two turns to a light client's one, and the light client's wait
+    /// is the sum of everyone's turns. Fresh events go first, the queued
+    /// backlog after them.
     pub fn run(mut self) -> io::Result<Report> {
         let mut events = P::events(EVENTS_CAPACITY);
         // The run-next entries being processed this tick; swapped with
@@ -422,7 +432,12 @@ impl<P: Poller> Reactor<P> {
 
     /// Lets one connection do its I/O, then acts on the outcome.
     fn drive(&mut self, key: usize, generation: u32, ready: Ready) {
-        match self.conns.get(key) {
+        match self.conns.get_mut(key) {
+            // One turn per tick: its queued turn comes later in this one.
+            Some(conn) if conn.generation() == generation && conn.is_queued() => {
+                conn.hold(ready);
+                return;
+            }
             Some(conn) if conn.generation() == generation => {}
             // Closed, or an event for an earlier connection that had this
             // slab key.

@@ -572,7 +572,6 @@ impl Connection {
 mod tests {
     use super::*;
     use crate::poller::epoll::Epoll;
-    use std::io::{Read as _, Write as _};
 
     /// A loopback pair with small kernel buffers: the client's blocking
     /// socket and the server side wrapped as a connection.

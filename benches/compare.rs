@@ -8,7 +8,7 @@
 //! cargo build --release --bins --examples && cargo bench --bench compare --no-run
 //! cargo bench --bench compare            # full run, ~13 min, writes docs/
 //! cargo bench --bench compare -- --quick # smoke run, ~1 min, writes target/compare-quick/
-//! cargo bench --bench compare -- --only "64 B x" --out DIR  # re-measure some rows
+//! cargo bench --bench compare -- --only "64 B x|pipelined" --out DIR  # re-measure some rows
 //! cargo bench --bench compare -- --only probe --servers reactor,tokio-ct --rounds 7 \
 //!     --extra variant=/tmp/echo-reactor-variant  # A/B a modified build
 //! ```
@@ -51,8 +51,9 @@ struct Scenario {
 struct Options {
     quick: bool,
     out: PathBuf,
-    /// Only the scenarios whose name contains this (and no idle-memory
-    /// scenario unless it contains "idle"): to re-measure a few rows.
+    /// Only the scenarios whose name contains this, or one of its
+    /// `|`-separated parts (and no idle-memory scenario unless a part is
+    /// part of "idle"): to re-measure a few rows.
     only: Option<String>,
     /// Only the built-in servers whose name contains one of these.
     servers: Vec<String>,
@@ -104,10 +105,10 @@ fn main() {
     let rounds = opts.rounds.unwrap_or(rounds);
     let mut scenarios = scenarios(opts.quick);
     if let Some(only) = &opts.only {
-        scenarios.retain(|sc| sc.name.contains(only.as_str()));
+        scenarios.retain(|sc| only.split('|').any(|part| sc.name.contains(part)));
     }
     let idle_connections = match &opts.only {
-        Some(only) if !"idle".contains(only.as_str()) => 0,
+        Some(only) if !only.split('|').any(|part| "idle".contains(part)) => 0,
         _ => idle_connections,
     };
     let started = std::time::Instant::now();
@@ -161,7 +162,7 @@ fn main() {
 
     let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
     let mut md = report(
-        &opts, &placement, &names, &scenarios, &results, &idle, rounds, timing,
+        &placement, &names, &scenarios, &results, &idle, rounds, timing,
     );
     md.push_str(&format!("\n{context}\n"));
     plots(
@@ -279,6 +280,27 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
     v
 }
 
+/// How this run was asked for: ` -- ARGS` as given after `cargo bench
+/// --bench compare` (cargo's own `--bench` left out), or nothing.
+fn invocation() -> String {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .map(|a| {
+            if a.contains([' ', '|']) {
+                format!("\"{a}\"")
+            } else {
+                a
+            }
+        })
+        .collect();
+    if args.is_empty() {
+        String::new()
+    } else {
+        format!(" -- {}", args.join(" "))
+    }
+}
+
 /// The first three fields of `/proc/loadavg`: how busy the shared machine was.
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -314,7 +336,6 @@ fn machine() -> (String, String) {
 
 #[allow(clippy::too_many_arguments)]
 fn report(
-    opts: &Options,
     placement: &Placement,
     names: &[&str],
     scenarios: &[Scenario],
@@ -332,7 +353,7 @@ fn report(
          {rounds} round(s) per scenario, servers interleaved, a fresh server per run; \
          each run: every connection open, {:.1} s warmup, {:.1} s measured. Medians over rounds; \
          the req/s range is min-max over rounds.\n\n",
-        if opts.quick { " -- --quick" } else { "" },
+        invocation(),
         placement.describe(),
         timing.warmup.as_secs_f64(),
         timing.window.as_secs_f64()

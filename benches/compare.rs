@@ -360,7 +360,10 @@ fn report(
     ));
     md.push_str(
         "Columns: *CPU/1k* is server CPU (user + system, `/proc/PID/stat`) in ms per 1,000 \
-         echoes, sampled over the same interval as the echoes it is divided by; *busy* is the \
+         echoes, sampled over the same interval as the echoes it is divided by; *user/1k* is \
+         the user-space part of it (the server's own code and libraries; the rest is the \
+         kernel's `recv`/`send` work, the same for every server; 100 Hz ticks, so a few \
+         percent of quantisation); *busy* is the \
          share of the server's core the server used; *server core, all* and *client core, all* \
          are how busy those two CPUs were with every process counted (`/proc/stat`): the \
          first above *busy* means something else ran on the server's core, the second near \
@@ -409,6 +412,7 @@ fn report(
                 format!("{:.0}", median(runs, |m| m.loads[0].p50_us)),
                 format!("{:.0}", median(runs, |m| m.loads[0].p99_us)),
                 format!("{:.2}", median(runs, Measurement::cpu_per_1000) * 1000.0),
+                format!("{:.2}", median(runs, Measurement::user_per_1000) * 1000.0),
                 format!("{:.0}%", median(runs, Measurement::busy) * 100.0),
                 format!("{:.0}%", median(runs, |m| m.server_core_busy) * 100.0),
                 format!("{:.0}%", median(runs, |m| m.client_core_busy) * 100.0),
@@ -426,6 +430,7 @@ fn report(
             "p50 us",
             "p99 us",
             "CPU/1k, ms",
+            "user/1k, ms",
             "busy",
             "server core, all",
             "client core, all",

@@ -463,6 +463,15 @@ impl Measurement {
         self.cpu_secs / self.echoes as f64 * 1000.0
     }
 
+    /// Server user-space CPU seconds per 1,000 echoes: the server's own
+    /// code and its libraries, without the kernel's share of each echo.
+    pub fn user_per_1000(&self) -> f64 {
+        if self.echoes == 0 {
+            return f64::NAN;
+        }
+        self.user_secs / self.echoes as f64 * 1000.0
+    }
+
     /// Share of the server's core it kept busy (1.0 = saturated).
     pub fn busy(&self) -> f64 {
         self.cpu_secs / self.wall_secs

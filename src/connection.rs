@@ -101,9 +101,12 @@ use crate::timer::Stamp;
 /// among four clients flooding 16 KiB messages at depth 8 (probe p99,
 /// median of 5 interleaved rounds, `cargo bench --bench compare -- --only
 /// probe --rounds 5`, 2-core VM, 2026-11-22): four reads per turn gave
-/// 350 us, two 252 us, one 136 us (tokio current_thread 434 us). Message
-/// sizes up to 64 KiB still take one read per message; a bulk transfer
-/// pays one extra zero-timeout `epoll_wait` per 64 KiB.
+/// 350 us, two 252 us, one 136 us (tokio current_thread 434 us). The price
+/// is the floods' own throughput: in a later seven-round run they got
+/// 108,428 echoes/s with one read, 135,090 with two, 128,791 from tokio
+/// (docs/benchmarks.md). Message sizes up to 64 KiB still take one read
+/// per message; a bulk transfer pays one extra zero-timeout `epoll_wait`
+/// per 64 KiB.
 pub const READ_BUDGET: usize = 1;
 
 /// Pending output above which a connection stops reading its input.

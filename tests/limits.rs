@@ -226,6 +226,61 @@ on_every_backend! {
         );
     }
 
+    fn without_a_spare_descriptor_the_listener_rests_and_retries_instead_of_spinning() {
+        // Where the spare goes: the last descriptor the server opens at
+        // startup, on /dev/null (descriptors inherited from the test
+        // runner, such as cargo's jobserver pipe, may sit above it).
+        let mut probe = Server::spawn_with_nofile(&["--max-connections", "100000"], 64);
+        let spare = spare_fd(probe.pid()).expect("no spare descriptor on /dev/null");
+        let _ = util::stop(&mut probe);
+
+        // A limit that fits everything but the spare: the EMFILE path
+        // cannot shed a pending connection, so it must pause the listener
+        // (and on poll/select stop watching it) and retry from a timer.
+        let mut server = Server::spawn_with_nofile(&["--max-connections", "100000"], spare);
+        let pid = server.pid();
+        assert!(
+            spare_fd(pid).is_none_or(|fd| fd < spare),
+            "the spare was opened after all under a limit of {spare}"
+        );
+        // SAFETY: sysconf has no preconditions.
+        let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let cpu_before = util::cpu_ticks(pid);
+        let t0 = Instant::now();
+        let mut pending = TcpStream::connect(server.addr).expect("connect");
+        pending.write_all(b"ping").expect("send");
+        thread::sleep(Duration::from_secs(1));
+        let elapsed = t0.elapsed();
+        let cpu_used = util::cpu_ticks(pid) - cpu_before;
+        let full_core = ticks_per_sec * elapsed.as_millis() as u64 / 1000;
+        assert!(
+            cpu_used * 2 < full_core,
+            "server used {cpu_used} CPU ticks in {elapsed:?} with a pending connection it \
+             cannot accept (spinning?)"
+        );
+        // Never accepted, so never echoed.
+        pending
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let mut buf = [0u8; 8];
+        match pending.read(&mut buf) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            other => panic!("a connection the server could not accept got {other:?}"),
+        }
+
+        let (status, log) = util::stop(&mut server);
+        assert!(status.success(), "exit status {status}; log:\n{log}");
+        let stats = util::counters(&log, "final stats:");
+        // One failed accept per retry, every ACCEPT_RETRY_DELAY (100 ms):
+        // a few over the second, not one per loop tick.
+        let errors = util::get(&stats, "accept_errors");
+        let at_most = elapsed.as_millis() as u64 / 100 + 5;
+        assert!(
+            (3..=at_most).contains(&errors),
+            "{errors} failed accepts in {elapsed:?} (retries expected every 100 ms)"
+        );
+    }
+
     fn low_descriptor_limit_with_default_max_connections_degrades_and_recovers() {
         // No --max-connections: the default comes from the descriptor limit.
         // Whichever path turns clients away (the connection limit or EMFILE),
@@ -430,4 +485,20 @@ fn select_refuses_descriptors_past_fd_setsize_and_keeps_serving() {
         1,
         "logged once, not per connection"
     );
+}
+
+/// The highest descriptor of `pid` open on /dev/null that it did not
+/// inherit from this process (stdin, or whatever the test runner's parent
+/// left open): the server's spare descriptor.
+fn spare_fd(pid: u32) -> Option<u64> {
+    let on_dev_null = |owner: &str, fd: u64| {
+        std::fs::read_link(format!("/proc/{owner}/fd/{fd}"))
+            .is_ok_and(|target| target == std::path::Path::new("/dev/null"))
+    };
+    let owner = pid.to_string();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("list /proc/PID/fd")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|&fd| fd > 2 && on_dev_null(&owner, fd) && !on_dev_null("self", fd))
+        .max()
 }

@@ -143,9 +143,7 @@ on_every_backend! {
 
         // Stuck at the limit: more connections are closed at once, and the
         // server does not burn CPU meanwhile.
-        // SAFETY: sysconf has no preconditions.
-        let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        let cpu_before = util::cpu_ticks(pid);
+        let cpu = util::CpuWatch::start(pid);
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(1) {
             let fate = try_new_connection(server.addr);
@@ -159,13 +157,7 @@ on_every_backend! {
         // Leave one connection pending while measuring too.
         let pending = TcpStream::connect(server.addr).expect("connect");
         thread::sleep(Duration::from_millis(300));
-        let elapsed = t0.elapsed();
-        let cpu_used = util::cpu_ticks(pid) - cpu_before;
-        let full_core = ticks_per_sec * elapsed.as_millis() as u64 / 1000;
-        assert!(
-            cpu_used * 2 < full_core,
-            "server used {cpu_used} CPU ticks in {elapsed:?} at the descriptor limit (spinning?)"
-        );
+        cpu.assert_under_half_a_core("at the descriptor limit");
         drop(pending);
         assert!(
             server.wait_exit(Duration::ZERO).is_none(),
@@ -243,21 +235,11 @@ on_every_backend! {
             spare_fd(pid).is_none_or(|fd| fd < spare),
             "the spare was opened after all under a limit of {spare}"
         );
-        // SAFETY: sysconf has no preconditions.
-        let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        let cpu_before = util::cpu_ticks(pid);
-        let t0 = Instant::now();
+        let cpu = util::CpuWatch::start(pid);
         let mut pending = TcpStream::connect(server.addr).expect("connect");
         pending.write_all(b"ping").expect("send");
         thread::sleep(Duration::from_secs(1));
-        let elapsed = t0.elapsed();
-        let cpu_used = util::cpu_ticks(pid) - cpu_before;
-        let full_core = ticks_per_sec * elapsed.as_millis() as u64 / 1000;
-        assert!(
-            cpu_used * 2 < full_core,
-            "server used {cpu_used} CPU ticks in {elapsed:?} with a pending connection it \
-             cannot accept (spinning?)"
-        );
+        let elapsed = cpu.assert_under_half_a_core("with a pending connection it cannot accept");
         // Never accepted, so never echoed.
         pending
             .set_read_timeout(Some(Duration::from_millis(100)))

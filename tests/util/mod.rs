@@ -311,6 +311,41 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
+/// The CPU a process uses from a starting point on, to catch a loop that
+/// spins instead of sleeping.
+pub struct CpuWatch {
+    pid: u32,
+    ticks: u64,
+    since: Instant,
+}
+
+impl CpuWatch {
+    pub fn start(pid: u32) -> CpuWatch {
+        CpuWatch {
+            pid,
+            ticks: cpu_ticks(pid),
+            since: Instant::now(),
+        }
+    }
+
+    /// Asserts the process used less than half of one core since
+    /// [`CpuWatch::start`] (`when` says in what state, for the message);
+    /// returns the time watched.
+    #[track_caller]
+    pub fn assert_under_half_a_core(&self, when: &str) -> Duration {
+        // SAFETY: sysconf has no preconditions.
+        let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let elapsed = self.since.elapsed();
+        let used = cpu_ticks(self.pid) - self.ticks;
+        let full_core = ticks_per_sec * elapsed.as_millis() as u64 / 1000;
+        assert!(
+            used * 2 < full_core,
+            "server used {used} CPU ticks in {elapsed:?} {when} (spinning?)"
+        );
+        elapsed
+    }
+}
+
 /// Parses the `key=value` counters of the last log line containing
 /// `marker` (e.g. `"final stats:"`).
 pub fn counters(log: &str, marker: &str) -> HashMap<String, u64> {

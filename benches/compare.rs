@@ -334,7 +334,6 @@ fn machine() -> (String, String) {
     (date, format!("{cpus} CPUs ({cpu}), Linux {kernel}"))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn report(
     placement: &Placement,
     names: &[&str],

@@ -598,7 +598,7 @@ mod tests {
 
     /// Drives `conn` once with `ready`, as the loop would.
     fn turn(conn: &mut Connection, poller: &mut Epoll, stats: &mut Stats, ready: Ready) -> Outcome {
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; crate::reactor::READ_BUFFER_SIZE];
         let mut answers = Vec::new();
         let now = Instant::now();
         let mut cx = Cx {
@@ -631,7 +631,10 @@ mod tests {
         assert!(matches!(first, Outcome::Requeue), "{first:?}");
         assert!(conn.enqueue());
         let read_before = stats.bytes_in;
-        assert_eq!(read_before as usize, READ_BUDGET * 64 * 1024);
+        assert_eq!(
+            read_before as usize,
+            READ_BUDGET * crate::reactor::READ_BUFFER_SIZE
+        );
 
         // The client reads nothing, so most of the echo is pending output.
         assert!(!conn.out.is_empty());

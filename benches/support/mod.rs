@@ -829,6 +829,17 @@ pub fn line_chart(
             )
             .expect("plot points");
     }
+    draw_legend(&mut chart);
+    root.present().expect("write SVG plot");
+}
+
+/// The series legend every plot here draws, top right.
+fn draw_legend<'a, DB, CT>(chart: &mut plotters::chart::ChartContext<'a, DB, CT>)
+where
+    DB: plotters::prelude::DrawingBackend + 'a,
+    CT: plotters::coord::CoordTranslate,
+{
+    use plotters::prelude::*;
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
@@ -836,7 +847,6 @@ pub fn line_chart(
         .border_style(BLACK)
         .draw()
         .expect("plot legend");
-    root.present().expect("write SVG plot");
 }
 
 /// A grouped bar chart: one group per category, one bar per series. With
@@ -925,13 +935,7 @@ pub fn bar_chart(
                         Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled())
                     });
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()
-                .expect("plot legend");
+            draw_legend(&mut chart);
         }};
     }
     if log_y {

@@ -108,10 +108,14 @@ impl Decoder for Line {
         let from = scanned.min(buf.len());
         match buf[from..].iter().position(|&b| b == b'\n') {
             Some(i) => Ok(Status::Complete(from + i + 1)),
-            // Without a LF yet, a held CR may still turn out to be part of
-            // a CRLF, so `max_line + 1` bytes may be legitimately waiting;
-            // one more and no terminator can make the line short enough.
+            // Without a LF yet, the line is refused as soon as no
+            // terminator can make it short enough: past `max_line` bytes,
+            // unless the last one is a CR that a LF may turn into the
+            // terminator (then `max_line + 1` bytes are legitimately held).
             None if buf.len() > self.max_line.saturating_add(1) => Err(Refusal::LineTooLong),
+            None if buf.len() > self.max_line && buf.last() != Some(&b'\r') => {
+                Err(Refusal::LineTooLong)
+            }
             None => Ok(Status::Partial),
         }
     }
@@ -273,6 +277,17 @@ mod tests {
         let t = run(&m, b"abcdef", &[1, 2, 3, 4, 5], false);
         assert_eq!(t.verdict, Verdict::Refuse);
         assert_eq!(t.out, LINE_TOO_LONG);
+    }
+
+    #[test]
+    fn a_line_is_refused_at_the_first_byte_past_max_line() {
+        let m = mode(Transform::None, None, 4);
+        // Five bytes without a terminator: no LF can make that line fit.
+        let t = run(&m, b"abcde", &[], false);
+        assert_eq!(t.verdict, Verdict::Refuse);
+        assert_eq!(t.out, LINE_TOO_LONG);
+        // Four and a CR may still be a line of four: not yet.
+        assert_eq!(run(&m, b"abcd\r", &[], false).verdict, Verdict::Continue);
     }
 
     #[test]

@@ -47,18 +47,32 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = parse_positive)]
     pub max_connections: Option<usize>,
 
+    /// Most connections one host may hold at once (an IPv4 address, or an
+    /// IPv6 /64); more are told "ERR too many connections" and closed.
+    /// Default: no limit.
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    pub max_connections_per_ip: Option<usize>,
+
     /// Close a connection after SECS seconds without traffic (decimals
-    /// allowed). Default: never.
+    /// allowed). Default: never. A client that sends a byte now and then
+    /// is not idle: see --keepalive and docs/limits.md.
     #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
     pub idle_timeout: Option<Duration>,
+
+    /// TCP keepalive: after SECS seconds of silence probe the peer (every
+    /// SECS/3, 1 to 75 s, 3 probes), so a peer that vanished without
+    /// closing frees its slot. Default: off.
+    #[arg(long, value_name = "SECS", value_parser = parse_keepalive)]
+    pub keepalive: Option<Duration>,
 
     /// On SIGINT/SIGTERM, give connections this long to receive their
     /// pending output before closing them. A second signal exits at once.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
     pub shutdown_timeout: Duration,
 
-    /// Log the counters every SECS seconds (at info level).
-    #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
+    /// Log the counters every SECS seconds (at info level; at least 0.01).
+    /// SIGUSR1 logs them at any time.
+    #[arg(long, value_name = "SECS", value_parser = parse_stats_interval)]
     pub stats_interval: Option<Duration>,
 
     /// What TCP clients speak: raw (byte-for-byte echo), line (a reply per
@@ -76,15 +90,17 @@ pub struct Args {
     #[arg(long, value_name = "TEXT")]
     pub banner: Option<String>,
 
-    /// Line mode: longest line accepted (terminator not counted); a longer
-    /// one is answered "ERR line too long" and the connection is closed.
+    /// Line mode: longest line accepted (terminator not counted, at most
+    /// 64 MiB); a longer one is answered "ERR line too long" and the
+    /// connection is closed.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE,
-          value_parser = parse_positive)]
+          value_parser = parse_max_line)]
     pub max_line: usize,
 
-    /// Frame mode: largest frame body accepted; a larger declared length
-    /// closes the connection (nothing is allocated for it).
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME)]
+    /// Frame mode: largest frame body accepted (at most 64 MiB); a larger
+    /// declared length closes the connection (nothing is allocated for it).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME,
+          value_parser = parse_max_frame)]
     pub max_frame: u32,
 
     /// Also serve UDP echo on ADDR (repeatable); prints
@@ -181,7 +197,9 @@ impl Args {
             daytime: self.daytime,
             backlog: self.backlog,
             max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
             idle_timeout: self.idle_timeout,
+            keepalive: self.keepalive,
             shutdown_timeout: self.shutdown_timeout,
             stats_interval: self.stats_interval,
             handle_signals: true,
@@ -207,6 +225,51 @@ fn parse_positive_secs(s: &str) -> Result<Duration, String> {
         return Err("must be more than 0 seconds".into());
     }
     Ok(d)
+}
+
+/// The shortest `--stats-interval`: a log line every 10 ms is already
+/// more than anyone reads; less only floods the log.
+const MIN_STATS_INTERVAL: Duration = Duration::from_millis(10);
+
+fn parse_stats_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_secs(s)?;
+    if d < MIN_STATS_INTERVAL {
+        return Err(format!(
+            "must be at least {} seconds",
+            MIN_STATS_INTERVAL.as_secs_f64()
+        ));
+    }
+    Ok(d)
+}
+
+/// TCP keepalive takes whole seconds, 1 to 32,767 (`TCP_KEEPIDLE`'s range).
+fn parse_keepalive(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(secs @ 1..=32_767) => Ok(Duration::from_secs(secs)),
+        _ => Err(format!(
+            "{s:?} is not a whole number of seconds from 1 to 32767"
+        )),
+    }
+}
+
+/// The largest line or frame one connection may make the server hold: a
+/// bound on what any single client can pin, whatever the flags say.
+pub const MAX_MESSAGE_LIMIT: usize = 64 * 1024 * 1024;
+
+fn parse_max_line(s: &str) -> Result<usize, String> {
+    let n = parse_positive(s)?;
+    if n > MAX_MESSAGE_LIMIT {
+        return Err(format!("must be at most {MAX_MESSAGE_LIMIT} bytes"));
+    }
+    Ok(n)
+}
+
+fn parse_max_frame(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n as usize <= MAX_MESSAGE_LIMIT => Ok(n),
+        Ok(_) => Err(format!("must be at most {MAX_MESSAGE_LIMIT} bytes")),
+        Err(_) => Err(format!("{s:?} is not a whole number of bytes")),
+    }
 }
 
 fn parse_positive(s: &str) -> Result<usize, String> {
@@ -280,6 +343,15 @@ mod tests {
             &["--mode", "line", "--max-line", "0"],
             &["--mode", "frame", "--max-frame", "-1"],
             &["--udp", "nope"],
+            &["--stats-interval", "1e-9"],
+            &["--stats-interval", "0.001"],
+            &["--mode", "line", "--max-line", "18446744073709551615"],
+            &["--mode", "line", "--max-line", "67108865"],
+            &["--mode", "frame", "--max-frame", "67108865"],
+            &["--keepalive", "0"],
+            &["--keepalive", "1.5"],
+            &["--keepalive", "40000"],
+            &["--max-connections-per-ip", "0"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");
         }

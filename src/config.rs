@@ -33,8 +33,14 @@ pub struct Config {
     /// Most connections served at once; `None` means "what RLIMIT_NOFILE
     /// allows, minus [`crate::fdlimit::RESERVED_FDS`]".
     pub max_connections: Option<usize>,
+    /// Most connections one host (an IPv4 address, an IPv6 /64) may hold
+    /// at once; `None`: no limit (`per_ip.rs`).
+    pub max_connections_per_ip: Option<usize>,
     /// Close connections with no traffic for this long; `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// TCP keepalive idle time, so that vanished peers are found; `None`:
+    /// off (`listener.rs`).
+    pub keepalive: Option<Duration>,
     /// How long a graceful shutdown waits for connections to flush.
     pub shutdown_timeout: Duration,
     /// Log the counters this often; `None`: only at exit.
@@ -54,7 +60,9 @@ impl Default for Config {
             daytime: Vec::new(),
             backlog: DEFAULT_BACKLOG,
             max_connections: None,
+            max_connections_per_ip: None,
             idle_timeout: None,
+            keepalive: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             stats_interval: None,
             handle_signals: false,

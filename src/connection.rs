@@ -24,10 +24,19 @@
 //!    moment, and any later arrival raises a new edge (this is how the
 //!    kernel's `EPOLLET` wake-up works for stream sockets; tokio relies on
 //!    it too). So the common case costs one `read`, not a `read` plus one
-//!    that returns `EAGAIN`. The exception is a peer's FIN that was already
-//!    queued when the event was reported (the event says "read closed"):
-//!    a read stops short before it, and no later edge will announce it, so
-//!    after such an event the connection reads on until EOF.
+//!    that returns `EAGAIN`. There are two exceptions, both announced by
+//!    the event itself, and after either the connection reads on until
+//!    `WouldBlock` or EOF:
+//!    - a peer's FIN that was already queued when the event was reported
+//!      (the event says "read closed"): a read stops short before it, and
+//!      no later edge will announce it;
+//!    - urgent data (`MSG_OOB`, sent by telnet on Ctrl+C): a read stops
+//!      short *at the urgent mark* with bytes still queued behind it, and
+//!      no later edge will announce those either. The event says
+//!      "priority" (`EPOLLPRI`, asked for with every read interest).
+//!      Urgent data means nothing special here: listeners set
+//!      `SO_OOBINLINE` (accepted sockets inherit it), so the urgent byte
+//!      stays in the stream and is echoed in order like any other.
 //! 2. **Stopping early keeps the readiness.** After [`READ_BUDGET`] reads the
 //!    socket may still hold data, but no edge will announce it: the
 //!    connection asks the loop to put it on the *run-next queue* (see
@@ -79,7 +88,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::trace;
 use std::os::fd::AsRawFd;
@@ -91,7 +100,7 @@ use crate::poller::{Interest, Poller, Token};
 use crate::outbuf::OutBuf;
 use crate::protocol::{Mode, Partial, Verdict};
 use crate::stats::Stats;
-use crate::timer::Stamp;
+use crate::timer::{Stamp, TimerKind, Timers};
 
 /// Reads per connection per turn (one turn per loop tick) before it yields
 /// to the others: one full read of the 64 KiB loop buffer.
@@ -120,6 +129,17 @@ pub const HIGH_WATERMARK: usize = 64 * 1024;
 pub const LOW_WATERMARK: usize = 16 * 1024;
 
 const _: () = assert!(LOW_WATERMARK < HIGH_WATERMARK);
+
+/// How long a lingering connection waits for its client's FIN after ours.
+///
+/// Lingering exists so that a close cannot destroy output the client has
+/// not read yet (see [`Phase::Lingering`]); a client that reads it sends
+/// its FIN within a round trip or two. One that never does (it said `exit`
+/// and went quiet, or it wants to hold the slot) would otherwise hold the
+/// slot forever, so the wait is bounded, always, like nginx's
+/// `lingering_timeout` (5 s there too). Whatever it has not read by then
+/// is lost to a reset: it had five seconds.
+pub const LINGER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,8 +174,20 @@ pub enum CloseReason {
     TimedOut,
     /// Graceful shutdown's deadline passed.
     ShutdownDeadline,
+    /// The client sent no FIN within [`LINGER_TIMEOUT`] of ours.
+    LingerTimeout,
     /// Reset, broken pipe, or another socket error.
     Error(io::Error),
+}
+
+/// What one read found.
+enum Input {
+    /// This many bytes, now at the start of the loop's buffer.
+    Data(usize),
+    /// Nothing for now (`WouldBlock`).
+    Empty,
+    /// The peer's FIN.
+    Eof,
 }
 
 /// What the loop should do with a connection after driving it.
@@ -179,6 +211,8 @@ pub struct Ready {
     pub writable: bool,
     /// The peer's FIN (or a hang-up) was already seen by the kernel.
     pub read_closed: bool,
+    /// Urgent data is pending: a read will stop short at its mark.
+    pub urgent: bool,
 }
 
 /// What a connection borrows from the loop while it is driven.
@@ -199,6 +233,8 @@ pub struct Cx<'a, P> {
     /// The loop's shared scratch space for a protocol's answers (empty
     /// between uses; unused in raw mode).
     pub answers: &'a mut Vec<u8>,
+    /// The loop's timers, for the linger bound.
+    pub timers: &'a mut Timers,
 }
 
 /// One client.
@@ -218,6 +254,9 @@ pub struct Connection {
     /// An event reported the peer's FIN (or a hang-up): short reads no
     /// longer prove the queue empty, read until EOF (rule 1's exception).
     fin_hinted: bool,
+    /// An event reported urgent data: short reads prove nothing until a
+    /// read says `WouldBlock` (rule 1's other exception).
+    urgent_hinted: bool,
     /// Whether this connection is on the loop's run-next queue already.
     queued: bool,
     /// A writable event arrived while the connection was queued: its
@@ -252,6 +291,7 @@ impl Connection {
             phase: Phase::Open,
             read_ready: false,
             fin_hinted: false,
+            urgent_hinted: false,
             queued: false,
             write_hinted: false,
             out: OutBuf::new(),
@@ -268,6 +308,11 @@ impl Connection {
     /// When bytes last moved on this connection.
     pub fn last_active(&self) -> Stamp {
         self.last_active
+    }
+
+    /// Whether our FIN is sent and the client's is awaited.
+    pub fn is_lingering(&self) -> bool {
+        self.phase == Phase::Lingering
     }
 
     /// Marks the connection as queued; false if it already was.
@@ -295,6 +340,10 @@ impl Connection {
         if ready.read_closed {
             self.fin_hinted = true;
         }
+        if ready.urgent {
+            self.read_ready = true;
+            self.urgent_hinted = true;
+        }
         if ready.writable {
             self.write_hinted = true;
         }
@@ -311,7 +360,7 @@ impl Connection {
 
     /// Does all the I/O the connection is ready for and its budget allows.
     pub fn drive<P: Poller>(&mut self, token: Token, ready: Ready, cx: &mut Cx<'_, P>) -> Outcome {
-        let outcome = match self.transfer(ready, cx) {
+        let outcome = match self.transfer(token, ready, cx) {
             Ok(outcome) => outcome,
             Err(e) => return Outcome::Close(CloseReason::Error(e)),
         };
@@ -353,7 +402,12 @@ impl Connection {
         self.drive(token, Ready::default(), cx)
     }
 
-    fn transfer<P>(&mut self, ready: Ready, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
+    fn transfer<P>(
+        &mut self,
+        token: Token,
+        ready: Ready,
+        cx: &mut Cx<'_, P>,
+    ) -> io::Result<Outcome> {
         self.hold(ready);
         // Output first: it is older than any input we could read now, and
         // draining it may lift backpressure so this same call reads again.
@@ -373,6 +427,8 @@ impl Connection {
                     // Everything we owe is written: FIN goes after it.
                     self.stream.shutdown(Shutdown::Write)?;
                     self.set_phase(Phase::Lingering);
+                    cx.timers
+                        .schedule(cx.now + LINGER_TIMEOUT, TimerKind::LingerDeadline(token));
                     // The peer's FIN may already be queued, announced by an
                     // edge we ignored while draining: look now.
                     self.read_ready = true;
@@ -384,15 +440,44 @@ impl Connection {
         Ok(outcome)
     }
 
+    /// One `read` into the loop's buffer, under rule 1: the only place the
+    /// connection reads, so the rule and its exceptions are coded once.
+    #[inline]
+    fn read_once(&mut self, buf: &mut [u8]) -> io::Result<Input> {
+        loop {
+            return match self.stream.read(buf) {
+                Ok(0) => {
+                    self.read_ready = false;
+                    Ok(Input::Eof)
+                }
+                Ok(n) => {
+                    if n < buf.len() && !self.fin_hinted && !self.urgent_hinted {
+                        // Rule 1: a short read emptied the receive queue.
+                        self.read_ready = false;
+                    }
+                    Ok(Input::Data(n))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.read_ready = false;
+                    self.urgent_hinted = false;
+                    Ok(Input::Empty)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+        }
+    }
+
     /// Reads and echoes while input is accepted, up to the budget.
     fn echo_input<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
         for _ in 0..READ_BUDGET {
             if !self.read_ready || self.phase != Phase::Open {
                 return Ok(Outcome::Keep);
             }
-            let n = match self.stream.read(cx.buf) {
-                Ok(0) => {
-                    self.read_ready = false;
+            let n = match self.read_once(cx.buf)? {
+                Input::Data(n) => n,
+                Input::Empty => return Ok(Outcome::Keep),
+                Input::Eof => {
                     self.set_phase(Phase::Closing);
                     if !self.partial.is_empty() {
                         // An unfinished message at EOF: the protocol says
@@ -402,18 +487,7 @@ impl Connection {
                     }
                     return Ok(Outcome::Keep);
                 }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.read_ready = false;
-                    return Ok(Outcome::Keep);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
             };
-            if n < cx.buf.len() && !self.fin_hinted {
-                // Rule 1: a short read emptied the receive queue.
-                self.read_ready = false;
-            }
             cx.stats.bytes_in += n as u64;
             self.last_active = cx.stamp;
             if let Mode::Raw = cx.mode {
@@ -521,13 +595,8 @@ impl Connection {
             if !self.read_ready {
                 return Ok(Outcome::Keep);
             }
-            match self.stream.read(cx.buf) {
-                Ok(0) => return Ok(Outcome::Close(CloseReason::Lingered)),
-                Ok(n) if n < cx.buf.len() && !self.fin_hinted => self.read_ready = false,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.read_ready = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+            if let Input::Eof = self.read_once(cx.buf)? {
+                return Ok(Outcome::Close(CloseReason::Lingered));
             }
         }
         Ok(if self.read_ready {
@@ -600,6 +669,7 @@ mod tests {
     fn turn(conn: &mut Connection, poller: &mut Epoll, stats: &mut Stats, ready: Ready) -> Outcome {
         let mut buf = vec![0u8; crate::reactor::READ_BUFFER_SIZE];
         let mut answers = Vec::new();
+        let mut timers = Timers::new();
         let now = Instant::now();
         let mut cx = Cx {
             poller,
@@ -609,6 +679,7 @@ mod tests {
             stamp: Stamp::new(now, now),
             mode: &Mode::Raw,
             answers: &mut answers,
+            timers: &mut timers,
         };
         conn.drive(Token(7), ready, &mut cx)
     }
@@ -644,6 +715,7 @@ mod tests {
             readable: true,
             writable: true,
             read_closed: false,
+            urgent: false,
         });
         assert_eq!(stats.bytes_in, read_before);
 

@@ -33,6 +33,8 @@
 //! - [`token`]: what a token names, and why it carries a generation.
 //! - [`timer`]: the deadline heap that bounds the poll timeout.
 //! - [`shutdown`]: stop requests from signals or another thread.
+//! - `signals`: every signal the server expects, handled on purpose.
+//! - `per_ip`: `--max-connections-per-ip`, connections per host.
 //! - [`listener`]: socket, `SO_REUSEADDR`, bind, listen(backlog).
 //! - [`addr`]: `HOST:PORT` parsing and getaddrinfo-style resolution.
 //! - [`fdlimit`]: `RLIMIT_NOFILE` and the spare descriptor for `EMFILE`.
@@ -50,10 +52,12 @@ pub mod daytime;
 pub mod fdlimit;
 pub mod listener;
 pub mod outbuf;
+mod per_ip;
 pub mod poller;
 pub mod protocol;
 pub mod reactor;
 pub mod shutdown;
+mod signals;
 pub mod stats;
 pub mod timer;
 pub mod token;

@@ -10,12 +10,26 @@
 //! - the `listen` backlog (`--backlog`): how many completed handshakes the
 //!   kernel queues for us while we are busy (capped by `net.core.somaxconn`).
 //! - non-blocking mode, which mio requires of every registered source.
+//!
+//! Two more are set on the listener only because accepted sockets inherit
+//! them from it (Linux copies the listener's socket state into each new
+//! connection), so they cost no syscall per connection:
+//!
+//! - `SO_OOBINLINE`: urgent data stays in the byte stream and is echoed in
+//!   order like any other byte (see rule 1 in `connection.rs` for why the
+//!   readiness rules must know about it anyway).
+//! - with `--keepalive SECS`: `SO_KEEPALIVE` with `TCP_KEEPIDLE` = SECS,
+//!   `TCP_KEEPINTVL` = SECS / 3 (1 to 75 s) and `TCP_KEEPCNT` = 3, so a peer
+//!   that vanished without a FIN or RST (power loss, a cable, a NAT that
+//!   forgot the flow) is found within about twice SECS and its slot freed
+//!   (the next read fails with `ETIMEDOUT`).
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
 use crate::addr::ListenAddr;
 
@@ -73,10 +87,22 @@ impl std::error::Error for ListenError {
     }
 }
 
+/// How every TCP listener is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenOptions {
+    /// `listen(2)` backlog.
+    pub backlog: u32,
+    /// TCP keepalive idle time for accepted connections; `None`: off.
+    pub keepalive: Option<Duration>,
+}
+
+/// Keepalive probes sent before a silent peer is declared dead.
+pub const KEEPALIVE_PROBES: u32 = 3;
+
 /// Resolves every address in `addrs` and opens a listener on each result.
 pub fn open_all(
     addrs: &[ListenAddr],
-    backlog: u32,
+    options: ListenOptions,
 ) -> Result<Vec<mio::net::TcpListener>, ListenError> {
     let mut listeners = Vec::new();
     for addr in addrs {
@@ -85,7 +111,7 @@ pub fn open_all(
             source,
         })?;
         for sock_addr in resolved {
-            let listener = open(sock_addr, backlog).map_err(|source| ListenError::Bind {
+            let listener = open(sock_addr, options).map_err(|source| ListenError::Bind {
                 addr: sock_addr,
                 source,
             })?;
@@ -96,16 +122,30 @@ pub fn open_all(
 }
 
 /// Opens one non-blocking listener on `addr`.
-pub fn open(addr: SocketAddr, backlog: u32) -> io::Result<mio::net::TcpListener> {
+pub fn open(addr: SocketAddr, options: ListenOptions) -> io::Result<mio::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
+    socket.set_out_of_band_inline(true)?;
+    if let Some(idle) = options.keepalive {
+        socket.set_keepalive(true)?;
+        socket.set_tcp_keepalive(&keepalive_params(idle))?;
+    }
     socket.bind(&addr.into())?;
     // The kernel silently caps this at net.core.somaxconn.
-    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    let backlog = i32::try_from(options.backlog).unwrap_or(i32::MAX);
     socket.listen(backlog)?;
     socket.set_nonblocking(true)?;
     Ok(mio::net::TcpListener::from_std(socket.into()))
+}
+
+/// The keepalive timing for `--keepalive idle` (see the module docs).
+fn keepalive_params(idle: Duration) -> TcpKeepalive {
+    let interval = (idle / 3).clamp(Duration::from_secs(1), Duration::from_secs(75));
+    TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(interval)
+        .with_retries(KEEPALIVE_PROBES)
 }

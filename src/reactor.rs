@@ -63,14 +63,16 @@ use crate::config::Config;
 use crate::connection::{CloseReason, Connection, Cx, Outcome, Ready};
 use crate::daytime;
 use crate::fdlimit::{self, SpareFd};
-use crate::listener::{self, ListenError, Service};
+use crate::listener::{self, ListenError, ListenOptions, Service};
+use crate::per_ip::PerIpLimit;
 use crate::poller::{self, Backend, Epoll, Event, Interest, Poll, Poller, Select, Token};
 use crate::protocol::Mode;
-use crate::shutdown::{ShutdownHandle, SignalSource, WakePipe};
+use crate::shutdown::{ShutdownHandle, WakePipe};
+use crate::signals::{Request, Signals};
 use crate::stats::Stats;
 use crate::timer::{Stamp, TimerKind, Timers};
 use crate::token::{self, Generations, Target};
-use crate::udp::{self, Turn};
+use crate::udp::{self, LoopGuard, Turn};
 
 /// Size of the loop's one read buffer, shared by all connections.
 pub const READ_BUFFER_SIZE: usize = 64 * 1024;
@@ -155,7 +157,11 @@ pub struct Reactor<P: Poller> {
     shutdown: ShutdownHandle,
     /// The read end of the `shutdown` handle's pipe (token `WAKER`).
     wake: WakePipe,
-    signals: Option<SignalSource>,
+    signals: Option<Signals>,
+    /// Which datagrams go unanswered because answering could loop.
+    udp_guard: LoopGuard,
+    /// `--max-connections-per-ip`, when set.
+    per_ip: Option<PerIpLimit>,
     /// Whether the first connection the backend could not watch was
     /// logged (it is logged once; the `unwatchable` counter keeps count).
     unwatchable_logged: bool,
@@ -198,7 +204,11 @@ impl<P: Poller> Reactor<P> {
         let setup = ListenError::Setup;
         let mut listeners = Vec::new();
         let mut local_addrs = Vec::new();
-        for socket in listener::open_all(&config.listen, config.backlog)? {
+        let options = ListenOptions {
+            backlog: config.backlog,
+            keepalive: config.keepalive,
+        };
+        for socket in listener::open_all(&config.listen, options)? {
             local_addrs.push(socket.local_addr().map_err(setup)?);
             listeners.push(ListenerSlot::new(socket, Service::Echo));
         }
@@ -211,8 +221,8 @@ impl<P: Poller> Reactor<P> {
         }
         let mut daytime_addrs = Vec::new();
         for addr in resolve_all(&config.daytime)? {
-            let (tcp, datagrams, bound) = open_daytime(addr, config.backlog)
-                .map_err(|source| ListenError::Bind { addr, source })?;
+            let (tcp, datagrams, bound) =
+                open_daytime(addr, options).map_err(|source| ListenError::Bind { addr, source })?;
             daytime_addrs.push(bound);
             listeners.push(ListenerSlot::new(tcp, Service::Daytime));
             udp.push(UdpSlot::new(datagrams, Service::Daytime));
@@ -241,7 +251,7 @@ impl<P: Poller> Reactor<P> {
             .register(wake.fd(), token::WAKER, Interest::READABLE)
             .map_err(setup)?;
         let signals = if config.handle_signals {
-            let signals = SignalSource::install().map_err(setup)?;
+            let signals = Signals::install().map_err(setup)?;
             poller
                 .register(signals.fd(), token::SIGNALS, Interest::READABLE)
                 .map_err(setup)?;
@@ -249,6 +259,7 @@ impl<P: Poller> Reactor<P> {
         } else {
             None
         };
+        let own_udp = udp_addrs.iter().chain(&daytime_addrs).copied().collect();
         let now = Instant::now();
         let mut timers = Timers::new();
         if let Some(every) = config.stats_interval {
@@ -273,6 +284,8 @@ impl<P: Poller> Reactor<P> {
             shutdown,
             wake,
             signals,
+            udp_guard: LoopGuard::new(own_udp),
+            per_ip: config.max_connections_per_ip.map(PerIpLimit::new),
             unwatchable_logged: false,
             stop_requests: 0,
             handle_requests_seen: 0,
@@ -379,10 +392,7 @@ impl<P: Poller> Reactor<P> {
                 self.handle_requests_seen = total;
                 self.stop_requested(new);
             }
-            Target::Signals => {
-                let new = self.signals.as_mut().map_or(0, SignalSource::take_count);
-                self.stop_requested(new);
-            }
+            Target::Signals => self.on_signals(),
             Target::Unknown => {}
         }
     }
@@ -423,7 +433,13 @@ impl<P: Poller> Reactor<P> {
         let Some(socket) = slot.socket.as_ref() else {
             return;
         };
-        let turn = udp::serve(socket, slot.service, &mut self.read_buf, &mut self.stats);
+        let turn = udp::serve(
+            socket,
+            slot.service,
+            &self.udp_guard,
+            &mut self.read_buf,
+            &mut self.stats,
+        );
         if turn == Turn::Requeue && !slot.queued {
             slot.queued = true;
             self.run_next.push(token::udp(i));
@@ -466,6 +482,7 @@ impl<P: Poller> Reactor<P> {
             stamp: Stamp::new(self.epoch, self.now),
             mode: &self.mode,
             answers: &mut self.answers,
+            timers: &mut self.timers,
         };
         let outcome = f(conn, token, &mut cx);
         self.settle(key, token, outcome);
@@ -487,10 +504,14 @@ impl<P: Poller> Reactor<P> {
         let mut conn = self.conns.remove(key);
         conn.deregister(&mut self.poller);
         drop(conn);
+        if let Some(per_ip) = self.per_ip.as_mut() {
+            per_ip.release(key);
+        }
         self.stats.closed += 1;
         self.stats.active = self.conns.len() as u64;
         match reason {
             CloseReason::TimedOut => self.stats.timed_out += 1,
+            CloseReason::LingerTimeout => self.stats.linger_timeouts += 1,
             CloseReason::Error(ref e) => debug!("connection {key} closed: {e}"),
             _ => debug!("connection {key} closed: {reason:?}"),
         }
@@ -601,9 +622,8 @@ impl<P: Poller> Reactor<P> {
             // select: FD_SETSIZE. Registering would set a bit outside the
             // fd_set, undefined behaviour; the client is closed instead,
             // with the notice of a full server, which is what it is.
-            self.stats.rejected += 1;
             self.stats.unwatchable += 1;
-            let _ = (&stream).write(REJECT_NOTICE);
+            turn_away(&stream, &mut self.stats);
             if !std::mem::replace(&mut self.unwatchable_logged, true) {
                 warn!(
                     "descriptor {} is beyond what this backend can watch \
@@ -616,13 +636,22 @@ impl<P: Poller> Reactor<P> {
             return;
         }
         if self.conns.len() >= self.max_connections {
-            self.stats.rejected += 1;
-            // Best effort, one syscall: the socket is fresh, so its send
-            // buffer has room; if not, the client just sees EOF.
-            let _ = (&stream).write(REJECT_NOTICE);
+            turn_away(&stream, &mut self.stats);
             let limit = self.max_connections;
             self.warn_rate_limited(format_args!(
                 "connection limit ({limit}) reached, turning clients away"
+            ));
+            return;
+        }
+        if let Some(per_ip) = self.per_ip.as_ref()
+            && !per_ip.has_room(peer.ip())
+        {
+            self.stats.rejected_per_ip += 1;
+            turn_away(&stream, &mut self.stats);
+            let limit = per_ip.limit();
+            self.warn_rate_limited(format_args!(
+                "{} holds {limit} connections (--max-connections-per-ip), turning it away",
+                peer.ip()
             ));
             return;
         }
@@ -640,6 +669,9 @@ impl<P: Poller> Reactor<P> {
         match Connection::register(stream, token, generation, &mut self.poller, stamp) {
             Ok(conn) => {
                 entry.insert(conn);
+                if let Some(per_ip) = self.per_ip.as_mut() {
+                    per_ip.admit(key, peer.ip());
+                }
             }
             Err(e) => {
                 warn!("{peer}: cannot register connection: {e}");
@@ -679,6 +711,7 @@ impl<P: Poller> Reactor<P> {
         while let Some(kind) = self.timers.pop_due(self.now) {
             match kind {
                 TimerKind::IdleCheck(token) => self.check_idle(token),
+                TimerKind::LingerDeadline(token) => self.end_linger(token),
                 TimerKind::StatsReport => {
                     info!("stats: {}", self.stats);
                     if let Some(every) = self.stats_interval {
@@ -738,7 +771,37 @@ impl<P: Poller> Reactor<P> {
         }
     }
 
+    /// The linger bound: a connection still waiting for its client's FIN
+    /// this long after ours is closed (`connection::LINGER_TIMEOUT`).
+    fn end_linger(&mut self, token: Token) {
+        let Target::Connection { key, generation } = token::decode(token) else {
+            return;
+        };
+        if self
+            .conns
+            .get(key)
+            .is_some_and(|conn| conn.generation() == generation && conn.is_lingering())
+        {
+            self.close(key, CloseReason::LingerTimeout);
+        }
+    }
+
     // ----- shutdown -------------------------------------------------------
+
+    /// Acts on the signals that arrived (`signals.rs`).
+    fn on_signals(&mut self) {
+        let arrived = self.signals.as_mut().map(Signals::take).unwrap_or_default();
+        for (request, count) in arrived {
+            match request {
+                Request::Stop => self.stop_requested(count),
+                Request::Hangup => {
+                    info!("SIGHUP: nothing to reload in a single process; serving on")
+                }
+                Request::ReportStats => info!("stats: {}", self.stats),
+                Request::Ignored => info!("SIGUSR2: ignored; serving on"),
+            }
+        }
+    }
 
     fn stop_requested(&mut self, new: usize) {
         if new == 0 {
@@ -801,6 +864,7 @@ fn ready(event: Event) -> Ready {
         readable: event.readable || event.error,
         writable: event.writable || event.write_closed || event.error,
         read_closed: event.read_closed,
+        urgent: event.priority,
     }
 }
 
@@ -910,12 +974,12 @@ fn resolve_all(addrs: &[ListenAddr]) -> Result<Vec<SocketAddr>, ListenError> {
 /// taken for UDP; then try another.
 fn open_daytime(
     addr: SocketAddr,
-    backlog: u32,
+    options: ListenOptions,
 ) -> io::Result<(TcpListener, UdpSocket, SocketAddr)> {
     const ATTEMPTS: usize = 8;
     let mut last_error = None;
     for _ in 0..ATTEMPTS {
-        let tcp = listener::open(addr, backlog)?;
+        let tcp = listener::open(addr, options)?;
         let bound = tcp.local_addr()?;
         match udp::open(bound) {
             Ok(datagrams) => return Ok((tcp, datagrams, bound)),
@@ -926,6 +990,15 @@ fn open_daytime(
         }
     }
     Err(last_error.unwrap_or_else(|| io::ErrorKind::AddrInUse.into()))
+}
+
+/// Tells a client the server will not serve it (the connection limit, the
+/// per-host limit, a descriptor select cannot watch), then closes it.
+/// Best effort, one syscall: the socket is fresh, so its send buffer has
+/// room; if not, the client just sees EOF.
+fn turn_away(stream: &TcpStream, stats: &mut Stats) {
+    stats.rejected += 1;
+    let _ = (&*stream).write(REJECT_NOTICE);
 }
 
 /// What [`Reactor::shed_one`] managed.

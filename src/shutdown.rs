@@ -6,7 +6,8 @@
 //! socket pair (a self-pipe), registered like any socket:
 //!
 //! - SIGINT/SIGTERM: signal-hook's handler writes one byte to the write end
-//!   (`signal_hook::low_level::pipe`), which is async-signal-safe.
+//!   (`signal_hook::low_level::pipe`), which is async-signal-safe
+//!   (`signals.rs`, which also handles the signals that do not stop).
 //! - [`ShutdownHandle`], for programs that embed the reactor and stop it
 //!   from another thread (tests, benches): it writes one byte too.
 //!
@@ -25,9 +26,6 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-use signal_hook::SigId;
-use signal_hook::consts::{SIGINT, SIGTERM};
 
 /// A cloneable, thread-safe handle that asks a running reactor to stop.
 #[derive(Debug, Clone)]
@@ -50,7 +48,7 @@ pub(crate) struct WakePipe {
 
 impl WakePipe {
     /// A non-blocking socket pair: (read end, write end).
-    fn pair() -> io::Result<(WakePipe, UnixStream)> {
+    pub(crate) fn pair() -> io::Result<(WakePipe, UnixStream)> {
         let (read, write) = UnixStream::pair()?;
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
@@ -108,52 +106,5 @@ impl ShutdownHandle {
     /// Requests made so far (read by the loop when the pipe fires).
     pub(crate) fn requests(&self) -> usize {
         self.inner.requests.load(Ordering::SeqCst)
-    }
-}
-
-/// SIGINT and SIGTERM as a readable descriptor.
-#[derive(Debug)]
-pub(crate) struct SignalSource {
-    pipe: WakePipe,
-    ids: [SigId; 2],
-}
-
-impl SignalSource {
-    /// Installs the handlers; register [`SignalSource::fd`] for `READABLE`.
-    pub(crate) fn install() -> io::Result<Self> {
-        let (pipe, write) = WakePipe::pair()?;
-        let int = signal_hook::low_level::pipe::register(SIGINT, write.try_clone()?)?;
-        let term = match signal_hook::low_level::pipe::register(SIGTERM, write) {
-            Ok(id) => id,
-            Err(e) => {
-                signal_hook::low_level::unregister(int);
-                return Err(e);
-            }
-        };
-        Ok(SignalSource {
-            pipe,
-            ids: [int, term],
-        })
-    }
-
-    /// The descriptor to register.
-    pub(crate) fn fd(&self) -> RawFd {
-        self.pipe.fd()
-    }
-
-    /// How many stop signals arrived since the last call (one byte each;
-    /// drains the pipe).
-    pub(crate) fn take_count(&mut self) -> usize {
-        self.pipe.drain()
-    }
-}
-
-impl Drop for SignalSource {
-    fn drop(&mut self) {
-        // The handlers write to a pipe nobody will read: remove them (which
-        // also closes their write ends).
-        for id in self.ids {
-            signal_hook::low_level::unregister(id);
-        }
     }
 }

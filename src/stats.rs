@@ -38,6 +38,15 @@ pub struct Stats {
     pub datagrams_out: u64,
     /// UDP answers dropped because the socket could not send them at once.
     pub datagrams_dropped: u64,
+    /// UDP datagrams left unanswered because answering could start a loop
+    /// (from our own sockets, port 0, or a reflecting service's port).
+    pub datagrams_refused: u64,
+    /// Connections turned away by `--max-connections-per-ip`; also in
+    /// `rejected`.
+    pub rejected_per_ip: u64,
+    /// Lingering closes cut short because the client never sent its FIN
+    /// within the linger bound.
+    pub linger_timeouts: u64,
     /// Connections closed at once because the backend cannot watch their
     /// descriptor (select: at or above `FD_SETSIZE`); also in `rejected`.
     pub unwatchable: u64,
@@ -49,7 +58,8 @@ impl fmt::Display for Stats {
             f,
             "accepted={} rejected={} active={} closed={} timed_out={} bytes_in={} \
              bytes_out={} backpressure_pauses={} accept_errors={} protocol_errors={} \
-             datagrams_in={} datagrams_out={} datagrams_dropped={} unwatchable={}",
+             datagrams_in={} datagrams_out={} datagrams_dropped={} datagrams_refused={} \
+             rejected_per_ip={} linger_timeouts={} unwatchable={}",
             self.accepted,
             self.rejected,
             self.active,
@@ -63,6 +73,9 @@ impl fmt::Display for Stats {
             self.datagrams_in,
             self.datagrams_out,
             self.datagrams_dropped,
+            self.datagrams_refused,
+            self.rejected_per_ip,
+            self.linger_timeouts,
             self.unwatchable
         )
     }

@@ -50,6 +50,8 @@ impl Stamp {
 pub enum TimerKind {
     /// Check whether the connection behind this token has been idle too long.
     IdleCheck(Token),
+    /// Close the connection behind this token if it is still lingering.
+    LingerDeadline(Token),
     /// Log the counters (`--stats-interval`).
     StatsReport,
     /// Try accepting on listener `.0` again after an accept failure paused it.

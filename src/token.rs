@@ -38,7 +38,7 @@ use mio::Token;
 
 /// The wake-up pipe behind [`crate::ShutdownHandle`].
 pub const WAKER: Token = Token(0);
-/// SIGINT/SIGTERM, delivered through a self-pipe (`shutdown.rs`).
+/// Every handled signal, delivered through a self-pipe (`signals.rs`).
 pub const SIGNALS: Token = Token(1);
 /// Listener `i` is `Token(LISTENER_BASE + i)`.
 const LISTENER_BASE: usize = 16;

@@ -20,6 +20,23 @@ use mio::unix::SourceFd;
 
 use super::{Event, Interest, Poller, Token};
 
+/// Whoever asks to read also hears of urgent data (`EPOLLPRI`).
+///
+/// A TCP read stops at the urgent mark even when more bytes are queued
+/// behind it, and with `EPOLLET` no new edge comes for those bytes: the
+/// one event that says "urgent data" is what tells the connection not to
+/// take that short read for an empty queue (`connection.rs`, rule 1).
+/// `EPOLLPRI` is raised only while urgent data is pending, so asking for
+/// it costs the ordinary path nothing.
+#[inline]
+fn with_priority(interest: Interest) -> Interest {
+    if interest.is_readable() {
+        interest | Interest::PRIORITY
+    } else {
+        interest
+    }
+}
+
 /// mio's `Poll` (epoll on Linux).
 #[derive(Debug)]
 pub struct Epoll {
@@ -46,6 +63,7 @@ impl Poller for Epoll {
             readable: e.is_readable(),
             writable: e.is_writable(),
             read_closed: e.is_read_closed(),
+            priority: e.is_priority(),
             write_closed: e.is_write_closed(),
             error: e.is_error(),
         })
@@ -54,13 +72,13 @@ impl Poller for Epoll {
     fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()> {
         self.poll
             .registry()
-            .register(&mut SourceFd(&fd), token, interest)
+            .register(&mut SourceFd(&fd), token, with_priority(interest))
     }
 
     fn reregister(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()> {
         self.poll
             .registry()
-            .reregister(&mut SourceFd(&fd), token, interest)
+            .reregister(&mut SourceFd(&fd), token, with_priority(interest))
     }
 
     fn deregister(&mut self, fd: RawFd) -> io::Result<()> {

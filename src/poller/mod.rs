@@ -72,6 +72,12 @@ pub struct Event {
     pub writable: bool,
     /// The peer's FIN or a hang-up was seen by the kernel.
     pub read_closed: bool,
+    /// Urgent (out-of-band) data is pending: a read stops short at its
+    /// mark, so a short read no longer proves the queue empty
+    /// (`connection.rs`, rule 1). Reported by epoll and poll; select
+    /// leaves it false (it would need a third `fd_set`), which is safe
+    /// there because level-triggering reports the rest again.
+    pub priority: bool,
     /// The write side is closed (hang-up, reset).
     pub write_closed: bool,
     /// An error is pending on the source.

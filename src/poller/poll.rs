@@ -53,7 +53,8 @@ pub struct Poll {
 fn poll_events(interest: Interest) -> libc::c_short {
     let mut bits = 0;
     if interest.is_readable() {
-        bits |= libc::POLLIN | libc::POLLRDHUP;
+        // POLLPRI: urgent data, a hint for rule 1 like epoll's EPOLLPRI.
+        bits |= libc::POLLIN | libc::POLLRDHUP | libc::POLLPRI;
     }
     if interest.is_writable() {
         bits |= libc::POLLOUT;
@@ -161,9 +162,10 @@ impl Poller for Poll {
             let hup = revents & libc::POLLHUP != 0;
             events.push(Event {
                 token: self.tokens[slot],
-                readable: revents & libc::POLLIN != 0 || hup,
+                readable: revents & (libc::POLLIN | libc::POLLPRI) != 0 || hup,
                 writable: revents & libc::POLLOUT != 0,
                 read_closed: revents & libc::POLLRDHUP != 0 || hup,
+                priority: revents & libc::POLLPRI != 0,
                 write_closed: hup,
                 error: revents & (libc::POLLERR | libc::POLLNVAL) != 0,
             });

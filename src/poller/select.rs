@@ -199,6 +199,7 @@ impl Poller for Select {
                         readable: r,
                         writable: w,
                         read_closed: false,
+                        priority: false,
                         write_closed: false,
                         error: false,
                     });

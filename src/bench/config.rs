@@ -83,8 +83,10 @@ pub struct Config {
     /// are).
     pub max_errors: u64,
     /// How long a connect may take to be proven by its first echo, and how
-    /// long an echo may be overdue, before the connection counts as timed
-    /// out and is closed. Also bounds the drain after the window.
+    /// long an echo may be overdue (no echo on a connection that is owed
+    /// one), before the connection counts as timed out and is closed. The
+    /// same holds after the window, while the echoes still due are
+    /// awaited; the whole drain lasts at most this long too.
     pub timeout: Duration,
 }
 

@@ -14,8 +14,11 @@
 //! 3. **Running**: warmup, then the measured window. Closed loop keeps
 //!    `depth` messages in flight per connection; open loop follows a
 //!    [`Schedule`].
-//! 4. **Draining**: nothing new is sent; echoes still due are awaited (and
-//!    checked) for up to `--timeout`.
+//! 4. **Draining**: nothing new is sent. The echoes still due as the
+//!    window closes are counted, each with its age so far (which also goes
+//!    into the latency histogram); then they are awaited (and checked) for
+//!    up to `--timeout`, and a connection that goes `--timeout` without an
+//!    echo it is owed times out here just as it would inside the window.
 //! 5. **Holding** (`--hold`): every connection stays open and idle.
 //!
 //! A connection's stream is tracked with three byte counters: `want`
@@ -318,49 +321,59 @@ impl Worker<'_> {
                     self.start_run(now);
                 }
             }
-            Phase::Running => {
-                if now >= self.last_sweep + TICK {
-                    self.last_sweep = now;
-                    self.sweep_stalls(now);
-                }
-                let quota_met = match self.release_limit {
-                    // Open loop: every scheduled message released, sent
-                    // and answered (messages released to a connection that
-                    // died are counted as unsent, not waited for).
-                    Some(limit) => {
-                        self.released >= limit && self.backlog == 0 && self.outstanding == 0
-                    }
-                    None => self
-                        .share
-                        .quota
-                        .is_some_and(|q| self.window_issued >= q && self.outstanding == 0),
-                };
-                let time_up = self.window_end.is_some_and(|end| now >= end);
-                if time_up || quota_met || self.conns.is_empty() || self.sh.live.stop_requested() {
-                    self.end_window(now);
-                } else if self.schedule.is_some() {
-                    self.release(now);
-                    self.arm_timer(now);
-                }
-            }
-            Phase::Draining { until } => {
-                if self.outstanding == 0 || now >= until {
-                    self.give_up_outstanding();
-                    self.phase = if self.sh.cfg.hold.is_zero() || self.conns.is_empty() {
-                        Phase::Done
-                    } else {
-                        Phase::Holding {
-                            until: now + self.sh.cfg.hold,
-                        }
-                    };
-                }
-            }
+            Phase::Running => self.advance_running(now),
+            Phase::Draining { until } => self.advance_draining(now, until),
             Phase::Holding { until } => {
                 if now >= until || self.conns.is_empty() || self.sh.live.stop_requested() {
                     self.phase = Phase::Done;
                 }
             }
             Phase::Done => {}
+        }
+    }
+
+    /// The window: stall sweeps, its end, and open-loop releases.
+    fn advance_running(&mut self, now: Instant) {
+        if now >= self.last_sweep + TICK {
+            self.last_sweep = now;
+            self.sweep_stalls(now);
+        }
+        let quota_met = match self.release_limit {
+            // Open loop: every scheduled message released, sent and
+            // answered (messages released to a connection that died are
+            // counted as unsent, not waited for).
+            Some(limit) => self.released >= limit && self.backlog == 0 && self.outstanding == 0,
+            None => self
+                .share
+                .quota
+                .is_some_and(|q| self.window_issued >= q && self.outstanding == 0),
+        };
+        let time_up = self.window_end.is_some_and(|end| now >= end);
+        if time_up || quota_met || self.conns.is_empty() || self.sh.live.stop_requested() {
+            self.end_window(now);
+        } else if self.schedule.is_some() {
+            self.release(now);
+            self.arm_timer(now);
+        }
+    }
+
+    /// After the window: the echoes still due are awaited under the same
+    /// rule as during it (a connection with no echo for `--timeout` has
+    /// timed out), and for `--timeout` at most in all.
+    fn advance_draining(&mut self, now: Instant, until: Instant) {
+        if now >= self.last_sweep + TICK {
+            self.last_sweep = now;
+            self.sweep_stalls(now);
+        }
+        if self.outstanding == 0 || now >= until {
+            self.give_up_outstanding();
+            self.phase = if self.sh.cfg.hold.is_zero() || self.conns.is_empty() {
+                Phase::Done
+            } else {
+                Phase::Holding {
+                    until: now + self.sh.cfg.hold,
+                }
+            };
         }
     }
 
@@ -442,6 +455,7 @@ impl Worker<'_> {
                 .sum();
             self.stats.unsent = behind + self.released_to_dead;
         }
+        self.record_outstanding(now);
         debug!(
             "thread {}: window closed after {:.3} s, {} messages, {} outstanding",
             self.share.thread, self.stats.window_secs, self.stats.messages, self.outstanding
@@ -449,6 +463,21 @@ impl Worker<'_> {
         self.phase = Phase::Draining {
             until: now + self.sh.cfg.timeout,
         };
+    }
+
+    /// Counts every echo still due as the window closes, with its age so
+    /// far (see [`Stats::record_outstanding`]).
+    fn record_outstanding(&mut self, now: Instant) {
+        let (size, depth, start) = (self.size, self.depth, self.window_start);
+        let schedule = self.schedule.as_ref();
+        for (_, conn) in self.conns.iter().filter(|(_, c)| !c.dead) {
+            // Message 0 proved the connection before the run; it is done.
+            for m in (conn.recvd / size).max(1)..conn.want / size {
+                let sent_at = sent_at(schedule, conn, m, depth);
+                let age = now.saturating_duration_since(sent_at).as_nanos() as u64;
+                self.stats.record_outstanding(age, sent_at >= start);
+            }
+        }
     }
 
     /// Closes connections whose echo is overdue by `--timeout`: without
@@ -804,11 +833,7 @@ impl Worker<'_> {
                 continue;
             }
             run_done += 1;
-            let sent_at = match &self.schedule {
-                // Open loop: from the due time, not the send time.
-                Some(s) => s.due_at_on_slot(conn.slot, m - 1),
-                None => conn.times[(m % self.depth) as usize],
-            };
+            let sent_at = sent_at(self.schedule.as_ref(), conn, m, self.depth);
             if measuring && sent_at >= self.window_start {
                 let ns = now.saturating_duration_since(sent_at).as_nanos() as u64;
                 self.stats.record_latency(ns);
@@ -1028,6 +1053,17 @@ impl Worker<'_> {
         self.pub_established = self.stats.established;
         self.pub_failed = self.stats.failed;
         self.pub_errors = errors;
+    }
+}
+
+/// When run message `m` (1, 2, ...) of `conn` counts as sent: in open loop
+/// its due time, not the moment it left (so a stall is charged to every
+/// message that should have left during it); in closed loop the moment it
+/// was issued.
+fn sent_at(schedule: Option<&Schedule>, conn: &Conn, m: u64, depth: u64) -> Instant {
+    match schedule {
+        Some(s) => s.due_at_on_slot(conn.slot, m - 1),
+        None => conn.times[(m % depth) as usize],
     }
 }
 

@@ -105,7 +105,8 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 0.0)]
     hold: f64,
 
-    /// Seconds a connect may take, or an echo may be overdue, before the
+    /// Seconds a connect may take, or an echo may be overdue (also after
+    /// the window, while the last echoes are awaited), before the
     /// connection counts as timed out and is closed.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     timeout: f64,

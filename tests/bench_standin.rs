@@ -10,7 +10,7 @@ mod bench_support;
 
 use bench_support::{
     Behaviour, assert_clean, bench, dead_addr, tcp_server, udp_echo, udp_echo_dropping,
-    udp_echo_pausing,
+    udp_echo_flipping_last_byte, udp_echo_pausing,
 };
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -235,6 +235,51 @@ fn a_flipped_byte_is_a_mismatch_and_fails_the_run() {
         "stderr:\n{}",
         run.stderr
     );
+}
+
+#[test]
+fn a_wrong_first_echo_is_a_mismatch_not_an_unreachable_server() {
+    // The very first reply of every connection (the message that proves
+    // it) comes back with one byte flipped: the first byte, or the last.
+    // That is corrupted data, exit 1, whatever --max-errors says; not
+    // "cannot reach" (exit 2), and not a refusal to serve.
+    for at in [0, 63] {
+        let srv = tcp_server(Behaviour::FlipByteAt(at));
+        let addr = srv.addr.to_string();
+        let run = bench(&[
+            "-c",
+            "2",
+            "-n",
+            "100",
+            "--max-errors",
+            "100",
+            "--json",
+            &addr,
+        ]);
+        assert_eq!(run.code, Some(1), "flip at {at}; stderr:\n{}", run.stderr);
+        assert!(!run.stderr.contains("cannot reach"), "{}", run.stderr);
+        let v = run.json();
+        assert_eq!(v["errors"]["mismatch"], 2, "flip at {at}: {v:#}");
+        assert_eq!(v["errors"]["rejected"], 0, "flip at {at}: {v:#}");
+        assert_eq!(v["connections"]["failed"], 2, "flip at {at}: {v:#}");
+        assert_eq!(v["passed"], false);
+        assert!(
+            run.stderr.contains(&format!("stream offset {at}")),
+            "stderr:\n{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn a_wrong_first_udp_echo_is_a_mismatch_not_an_unreachable_server() {
+    let addr = udp_echo_flipping_last_byte().to_string();
+    let run = bench(&["--udp", "-c", "2", "-n", "100", "--json", &addr]);
+    assert_eq!(run.code, Some(1), "stderr:\n{}", run.stderr);
+    assert!(!run.stderr.contains("cannot reach"), "{}", run.stderr);
+    let v = run.json();
+    assert_eq!(v["errors"]["mismatch"], 2, "{v:#}");
+    assert_eq!(v["connections"]["failed"], 2, "{v:#}");
 }
 
 #[test]

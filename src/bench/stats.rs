@@ -38,7 +38,8 @@ pub enum ErrorKind {
     ConnectOther,
     /// The server answered a connection's first message with bytes that
     /// are not its echo (e.g. `ERR too many connections`): it accepted the
-    /// socket but refused to serve it.
+    /// socket but refused to serve it. (A first echo that is mostly right
+    /// but has wrong bytes is a [`ErrorKind::Mismatch`].)
     Rejected,
     /// An established connection went `--timeout` without an echo it was
     /// owed, during the window or the drain after it; or echoes were still

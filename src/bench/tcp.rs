@@ -758,30 +758,8 @@ impl Worker<'_> {
                     break;
                 }
             };
-            let got = &self.buf[..n];
-            // An echo can never be ahead of what was written.
-            let bad = if conn.recvd + n as u64 > conn.sent {
-                Some((conn.sent - conn.recvd) as usize)
-            } else {
-                self.sh.pattern.check(conn.start, conn.recvd, got)
-            };
-            if let Some(i) = bad {
-                if conn.state != ConnState::Ready {
-                    debug!(
-                        "connection {}: first reply is not an echo: {:?}",
-                        conn.id,
-                        String::from_utf8_lossy(&got[..n.min(80)])
-                    );
-                    failure = Some(ErrorKind::Mismatch);
-                    break;
-                }
-                warn!(
-                    "connection {}: echoed byte at stream offset {} is wrong (got {:#04x})",
-                    conn.id,
-                    conn.recvd + i as u64,
-                    got[i.min(n - 1)]
-                );
-                failure = Some(ErrorKind::Mismatch);
+            if let Some(kind) = check_echo(&self.sh.pattern, conn, &self.buf[..n]) {
+                failure = Some(kind);
                 break;
             }
             conn.recvd += n as u64;
@@ -802,15 +780,8 @@ impl Worker<'_> {
         if let Some(kind) = failure {
             if self.conns[key].state == ConnState::Ready {
                 self.fail(key, kind);
-            } else if kind == ErrorKind::Mismatch {
-                // Wrong bytes before the first echo: the server talks, but
-                // does not echo for this connection (a "too many
-                // connections" line, say). Not corrupted data: a refusal.
-                self.unproven_failed(
-                    key,
-                    ErrorKind::Rejected,
-                    "answered with something else than the echo",
-                );
+            } else if kind == ErrorKind::Rejected {
+                self.unproven_failed(key, kind, "answered with something else than the echo");
             } else {
                 self.unproven_failed(key, kind, kind.name());
             }
@@ -1054,6 +1025,42 @@ impl Worker<'_> {
         self.pub_failed = self.stats.failed;
         self.pub_errors = errors;
     }
+}
+
+/// Checks `got`, just read on `conn`, against the echo it must be, and
+/// says (and logs) what is wrong with it, if anything.
+///
+/// Any wrong byte is a [`ErrorKind::Mismatch`], with one exception: the
+/// reply to a connection's first message may be no echo at all but the
+/// server declining to serve it (a "too many connections" line, say),
+/// which is [`ErrorKind::Rejected`]. A first reply most of whose bytes are
+/// right, though, is an echo that came back corrupted: a mismatch.
+fn check_echo(pattern: &Pattern, conn: &Conn, got: &[u8]) -> Option<ErrorKind> {
+    let due = (conn.sent - conn.recvd) as usize;
+    // An echo can never be ahead of what was written.
+    let i = if got.len() > due {
+        due
+    } else {
+        pattern.check(conn.start, conn.recvd, got)?
+    };
+    let echoed = &got[..got.len().min(due)];
+    // The bytes of this reply checked before `got` were all right.
+    let right = conn.recvd + pattern.agreeing(conn.start, conn.recvd, echoed) as u64;
+    if conn.state != ConnState::Ready && right * 2 <= conn.recvd + echoed.len() as u64 {
+        debug!(
+            "connection {}: first reply is not an echo: {:?}",
+            conn.id,
+            String::from_utf8_lossy(&got[..got.len().min(80)])
+        );
+        return Some(ErrorKind::Rejected);
+    }
+    warn!(
+        "connection {}: echoed byte at stream offset {} is wrong (got {:#04x})",
+        conn.id,
+        conn.recvd + i as u64,
+        got[i.min(got.len() - 1)]
+    );
+    Some(ErrorKind::Mismatch)
 }
 
 /// When run message `m` (1, 2, ...) of `conn` counts as sent: in open loop

@@ -31,8 +31,9 @@ const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
     name = "echo-bench",
     version,
     after_help = "Latencies are in microseconds, MB/s is payload echoed back (10^6 bytes/s).\n\
-                  Exit status: 0 clean run; 1 a mismatch, or more errors than --max-errors;\n\
-                  2 bad flags, unreachable address or too few descriptors; 130 second Ctrl+C.\n\
+                  Exit status: 0 clean run; 1 a mismatch (a corrupted first echo too), or more\n\
+                  errors than --max-errors; 2 bad flags, unreachable address or too few\n\
+                  descriptors; 130 second Ctrl+C.\n\
                   The first Ctrl+C ends the measurement early and prints the report."
 )]
 struct Args {

@@ -230,6 +230,22 @@ pub fn udp_echo_dropping(n: Option<u64>) -> SocketAddr {
     addr
 }
 
+/// A UDP server that echoes every datagram with its last byte flipped.
+pub fn udp_echo_flipping_last_byte() -> SocketAddr {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let addr = sock.local_addr().expect("local_addr");
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((len, from)) = sock.recv_from(&mut buf) {
+            if len > 0 {
+                buf[len - 1] ^= 0x01;
+            }
+            let _ = sock.send_to(&buf[..len], from);
+        }
+    });
+    addr
+}
+
 /// A UDP echo server that, `after` the first datagram it receives, stops
 /// for `pause` (once): datagrams that arrive meanwhile wait in its socket
 /// and are echoed late.

@@ -77,6 +77,31 @@ fn connections_spread_over_the_requested_source_addresses() {
 }
 
 #[test]
+fn too_few_source_ips_are_refused_not_raised() {
+    // 200,000 connections cannot fit in one address's ephemeral port range
+    // (at most 65,535 ports, so at least 4 addresses are needed). The
+    // number given is refused, with the number needed, before any socket
+    // is opened: not raised behind the user's back.
+    let srv = tcp_server(Behaviour::Echo);
+    let addr = srv.addr.to_string();
+    let run = bench(&["-c", "200000", "--source-ips", "1", "-n", "10", &addr]);
+    assert_eq!(run.code, Some(2), "stderr:\n{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "stderr:\n{}", run.stderr);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    let number_after = |what: &str| -> u64 {
+        let rest = &run.stderr[run.stderr.find(what).unwrap_or_else(|| {
+            panic!("{what:?} missing: {}", run.stderr);
+        }) + what.len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().unwrap()
+    };
+    let needed = number_after("need at least ");
+    assert!(needed >= 4, "{}", run.stderr);
+    assert_eq!(number_after("give --source-ips "), needed, "{}", run.stderr);
+    assert!(srv.peers.lock().unwrap().is_empty());
+}
+
+#[test]
 fn open_loop_run_follows_its_schedule_and_reports_lag() {
     let srv = tcp_server(Behaviour::Echo);
     let addr = srv.addr.to_string();

@@ -531,8 +531,9 @@ impl Worker<'_> {
             let mut result = self.start_connect(id, now);
             // Out of local ports for this source address (the planned share
             // was too optimistic: TIME_WAIT sockets of an earlier run, other
-            // programs). On loopback, move on to the next source address
-            // and try again, as often as MAX_EXTRA_SOURCES allows.
+            // programs). On loopback, and unless --source-ips fixed the
+            // number, move on to the next source address and try again, as
+            // often as MAX_EXTRA_SOURCES allows.
             while let Err(e) = &result {
                 let out_of_ports = e.raw_os_error() == Some(libc::EADDRNOTAVAIL);
                 if !out_of_ports || !self.can_add_source() {
@@ -553,11 +554,10 @@ impl Worker<'_> {
         }
     }
 
-    /// Whether another loopback source address may be tried: only against
-    /// an IPv4 loopback target, and not endlessly.
+    /// Whether another loopback source address may be tried (see
+    /// [`may_add_source`]).
     fn can_add_source(&self) -> bool {
-        let addr = self.sh.cfg.addr;
-        addr.is_ipv4() && addr.ip().is_loopback() && self.extra_sources < MAX_EXTRA_SOURCES
+        may_add_source(&self.sh.cfg, self.extra_sources)
     }
 
     fn start_connect(&mut self, id: usize, now: Instant) -> io::Result<()> {
@@ -1027,6 +1027,20 @@ impl Worker<'_> {
     }
 }
 
+/// Whether a thread that has already added `extra` loopback source
+/// addresses may add one more because the planned ones ran out of ports:
+/// only when the number of addresses was left to the client (with
+/// `--source-ips`, the user's number is kept, and a connect that finds no
+/// free port counts as `addr_unavailable`), only against an IPv4 loopback
+/// target, and not endlessly.
+fn may_add_source(cfg: &super::Config, extra: usize) -> bool {
+    let addr = cfg.addr;
+    cfg.source_ips.is_none()
+        && addr.is_ipv4()
+        && addr.ip().is_loopback()
+        && extra < MAX_EXTRA_SOURCES
+}
+
 /// Checks `got`, just read on `conn`, against the echo it must be, and
 /// says (and logs) what is wrong with it, if anything.
 ///
@@ -1096,4 +1110,21 @@ fn bind_no_port(socket: &Socket) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_source_addresses_only_when_the_number_was_left_open() {
+        let mut cfg = super::super::Config::new("127.0.0.1:7007".parse().unwrap());
+        assert!(may_add_source(&cfg, 0));
+        assert!(!may_add_source(&cfg, MAX_EXTRA_SOURCES));
+        cfg.source_ips = Some(2);
+        assert!(!may_add_source(&cfg, 0));
+        cfg.source_ips = None;
+        cfg.addr = "10.0.0.1:7007".parse().unwrap();
+        assert!(!may_add_source(&cfg, 0));
+    }
 }

@@ -54,8 +54,9 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTING)]
     max_connecting: usize,
 
-    /// Loopback source addresses to use (127.0.0.1, 127.0.0.2, ...);
-    /// default: as many as the ephemeral port range requires.
+    /// Loopback source addresses to use (127.0.0.1, 127.0.0.2, ...), exactly
+    /// N (refused if too few for the connections and the ephemeral port
+    /// range); default: as many as the port range requires.
     #[arg(long, value_name = "N")]
     source_ips: Option<u8>,
 

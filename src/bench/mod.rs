@@ -122,30 +122,7 @@ pub fn run(cfg: &Config, live: Arc<Live>) -> Result<Report, BenchError> {
         sources
     );
 
-    let threads = cfg.threads;
-    let mut handles = Vec::with_capacity(threads);
-    for t in 0..threads {
-        let share = share_of(cfg, t);
-        let sh = Arc::clone(&shared);
-        let handle = thread::Builder::new()
-            .name(format!("bench-{t}"))
-            .spawn(move || {
-                let result = match sh.cfg.transport {
-                    Transport::Tcp => tcp::run_thread(&sh, share),
-                    Transport::Udp => udp::run_thread(&sh, share),
-                };
-                // A thread that failed (e.g. no epoll fd: EMFILE) may never
-                // have reported itself settled; the others wait for that,
-                // so report it now. A second report is harmless: they wait
-                // for "at least every thread".
-                if result.is_err() {
-                    sh.live.thread_settled();
-                }
-                result
-            })
-            .map_err(BenchError::Io)?;
-        handles.push(handle);
-    }
+    let handles = spawn_threads(&shared)?;
 
     let mut total = Stats::new();
     let mut req_per_s = 0.0;
@@ -180,6 +157,40 @@ pub fn run(cfg: &Config, live: Arc<Live>) -> Result<Report, BenchError> {
         });
     }
     Ok(Report::new(cfg, sources, &total, req_per_s, bytes_per_s))
+}
+
+/// What one engine thread hands back: its counts and its first connect
+/// error, or the error that stopped it.
+type ThreadResult = io::Result<(Stats, Option<String>)>;
+
+/// Starts one engine thread per `--threads`, each on its share.
+fn spawn_threads(
+    shared: &Arc<Shared>,
+) -> Result<Vec<thread::JoinHandle<ThreadResult>>, BenchError> {
+    let mut handles = Vec::with_capacity(shared.cfg.threads);
+    for t in 0..shared.cfg.threads {
+        let share = share_of(&shared.cfg, t);
+        let sh = Arc::clone(shared);
+        let handle = thread::Builder::new()
+            .name(format!("bench-{t}"))
+            .spawn(move || {
+                let result = match sh.cfg.transport {
+                    Transport::Tcp => tcp::run_thread(&sh, share),
+                    Transport::Udp => udp::run_thread(&sh, share),
+                };
+                // A thread that failed (e.g. no epoll fd: EMFILE) may never
+                // have reported itself settled; the others wait for that,
+                // so report it now. A second report is harmless: they wait
+                // for "at least every thread".
+                if result.is_err() {
+                    sh.live.thread_settled();
+                }
+                result
+            })
+            .map_err(BenchError::Io)?;
+        handles.push(handle);
+    }
+    Ok(handles)
 }
 
 /// Decides how many source addresses the connections use, then raises the

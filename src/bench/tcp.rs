@@ -456,6 +456,10 @@ impl Worker<'_> {
             self.stats.unsent = behind + self.released_to_dead;
         }
         self.record_outstanding(now);
+        // An echo already overdue by --timeout fails now, not a sweep later
+        // (by when it might have come back after all).
+        self.last_sweep = now;
+        self.sweep_stalls(now);
         debug!(
             "thread {}: window closed after {:.3} s, {} messages, {} outstanding",
             self.share.thread, self.stats.window_secs, self.stats.messages, self.outstanding

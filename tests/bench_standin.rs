@@ -10,6 +10,7 @@ mod bench_support;
 
 use bench_support::{
     Behaviour, assert_clean, bench, dead_addr, tcp_server, udp_echo, udp_echo_dropping,
+    udp_echo_flipping_last_byte, udp_echo_pausing,
 };
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -73,6 +74,31 @@ fn connections_spread_over_the_requested_source_addresses() {
         .map(|s| s.to_string())
         .collect();
     assert_eq!(sources, want);
+}
+
+#[test]
+fn too_few_source_ips_are_refused_not_raised() {
+    // 200,000 connections cannot fit in one address's ephemeral port range
+    // (at most 65,535 ports, so at least 4 addresses are needed). The
+    // number given is refused, with the number needed, before any socket
+    // is opened: not raised behind the user's back.
+    let srv = tcp_server(Behaviour::Echo);
+    let addr = srv.addr.to_string();
+    let run = bench(&["-c", "200000", "--source-ips", "1", "-n", "10", &addr]);
+    assert_eq!(run.code, Some(2), "stderr:\n{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "stderr:\n{}", run.stderr);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    let number_after = |what: &str| -> u64 {
+        let rest = &run.stderr[run.stderr.find(what).unwrap_or_else(|| {
+            panic!("{what:?} missing: {}", run.stderr);
+        }) + what.len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().unwrap()
+    };
+    let needed = number_after("need at least ");
+    assert!(needed >= 4, "{}", run.stderr);
+    assert_eq!(number_after("give --source-ips "), needed, "{}", run.stderr);
+    assert!(srv.peers.lock().unwrap().is_empty());
 }
 
 #[test]
@@ -158,6 +184,23 @@ fn udp_loss_is_counted_not_fatal() {
 }
 
 #[test]
+fn udp_datagrams_still_awaited_when_the_window_closes_show_with_their_age() {
+    // The server goes quiet 0.9 s after the first datagram, for 1 s: the
+    // 1 s window closes about 0.1 s into the silence, before the 250 ms
+    // loss timeout has given any lane up. Every lane (2 sockets x depth 2)
+    // is then waiting for an echo some 0.1 s old. Not an error (UDP loss
+    // is not fatal), but it must show, in the report and the latency.
+    let addr = udp_echo_pausing(Duration::from_millis(900), Duration::from_secs(1)).to_string();
+    let run = bench(&["--udp", "-c", "2", "-d", "2", "-t", "1", "--json", &addr]);
+    let v = assert_clean(&run, 2);
+    assert_eq!(v["outstanding"]["count"], 4, "{v:#}");
+    let oldest = v["outstanding"]["oldest_ms"].as_f64().unwrap();
+    assert!(oldest >= 20.0, "oldest outstanding {oldest} ms\n{v:#}");
+    let max = v["latency_us"]["max"].as_f64().unwrap();
+    assert!(max >= 20_000.0, "max latency {max} us\n{v:#}");
+}
+
+#[test]
 fn warmup_traffic_is_sent_but_not_counted() {
     let srv = tcp_server(Behaviour::Echo);
     let addr = srv.addr.to_string();
@@ -220,6 +263,51 @@ fn a_flipped_byte_is_a_mismatch_and_fails_the_run() {
 }
 
 #[test]
+fn a_wrong_first_echo_is_a_mismatch_not_an_unreachable_server() {
+    // The very first reply of every connection (the message that proves
+    // it) comes back with one byte flipped: the first byte, or the last.
+    // That is corrupted data, exit 1, whatever --max-errors says; not
+    // "cannot reach" (exit 2), and not a refusal to serve.
+    for at in [0, 63] {
+        let srv = tcp_server(Behaviour::FlipByteAt(at));
+        let addr = srv.addr.to_string();
+        let run = bench(&[
+            "-c",
+            "2",
+            "-n",
+            "100",
+            "--max-errors",
+            "100",
+            "--json",
+            &addr,
+        ]);
+        assert_eq!(run.code, Some(1), "flip at {at}; stderr:\n{}", run.stderr);
+        assert!(!run.stderr.contains("cannot reach"), "{}", run.stderr);
+        let v = run.json();
+        assert_eq!(v["errors"]["mismatch"], 2, "flip at {at}: {v:#}");
+        assert_eq!(v["errors"]["rejected"], 0, "flip at {at}: {v:#}");
+        assert_eq!(v["connections"]["failed"], 2, "flip at {at}: {v:#}");
+        assert_eq!(v["passed"], false);
+        assert!(
+            run.stderr.contains(&format!("stream offset {at}")),
+            "stderr:\n{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn a_wrong_first_udp_echo_is_a_mismatch_not_an_unreachable_server() {
+    let addr = udp_echo_flipping_last_byte().to_string();
+    let run = bench(&["--udp", "-c", "2", "-n", "100", "--json", &addr]);
+    assert_eq!(run.code, Some(1), "stderr:\n{}", run.stderr);
+    assert!(!run.stderr.contains("cannot reach"), "{}", run.stderr);
+    let v = run.json();
+    assert_eq!(v["errors"]["mismatch"], 2, "{v:#}");
+    assert_eq!(v["connections"]["failed"], 2, "{v:#}");
+}
+
+#[test]
 fn a_server_that_closes_early_is_an_early_eof() {
     let srv = tcp_server(Behaviour::CloseAfter(640));
     let addr = srv.addr.to_string();
@@ -252,6 +340,50 @@ fn a_server_that_stops_answering_is_a_timeout_not_a_hang() {
     assert_eq!(run.code, Some(1), "stderr:\n{}", run.stderr);
     let v = run.json();
     assert_eq!(v["errors"]["timeout"], 2, "{v:#}");
+}
+
+#[test]
+fn echoes_still_due_when_the_window_closes_show_in_the_report() {
+    // Each connection's server goes quiet 0.5 s after its accept, for
+    // 1.5 s: the 1 s window closes while every connection waits for an
+    // echo about 0.5 s old. Under the default --timeout (10 s) that is no
+    // error, but it must show: as outstanding echoes with their age, and
+    // in the latency, whose maximum would otherwise be a fast echo's.
+    let srv = tcp_server(Behaviour::PauseAfter(
+        Duration::from_millis(500),
+        Duration::from_millis(1500),
+    ));
+    let addr = srv.addr.to_string();
+    let run = bench(&["-c", "2", "-t", "1", "--json", &addr]);
+    let v = assert_clean(&run, 2);
+    assert_eq!(v["outstanding"]["count"], 2, "{v:#}");
+    let oldest = v["outstanding"]["oldest_ms"].as_f64().unwrap();
+    assert!(oldest >= 200.0, "oldest outstanding {oldest} ms\n{v:#}");
+    let max = v["latency_us"]["max"].as_f64().unwrap();
+    assert!(max >= 200_000.0, "max latency {max} us\n{v:#}");
+    let measured = v["messages"].as_u64().unwrap();
+    assert_eq!(v["latency_us"]["count"], measured + 2, "{v:#}");
+}
+
+#[test]
+fn an_echo_overdue_past_the_timeout_after_the_window_fails_the_run() {
+    // Quiet 0.9 s after accept, for 1.3 s; a 1.5 s window; --timeout 1.
+    // The window closes 0.6 s into the silence (under the timeout, so the
+    // sweep during the window cannot see it yet); the echoes come back
+    // 1.3 s after they were due, 0.7 s after the window: late by more
+    // than --timeout, however little of that lateness fell after the
+    // window.
+    let srv = tcp_server(Behaviour::PauseAfter(
+        Duration::from_millis(900),
+        Duration::from_millis(1300),
+    ));
+    let addr = srv.addr.to_string();
+    let run = bench(&["-c", "2", "-t", "1.5", "--timeout", "1", "--json", &addr]);
+    assert_eq!(run.code, Some(1), "stderr:\n{}", run.stderr);
+    let v = run.json();
+    assert_eq!(v["errors"]["timeout"], 2, "{v:#}");
+    assert_eq!(v["outstanding"]["count"], 2, "{v:#}");
+    assert_eq!(v["passed"], false, "{v:#}");
 }
 
 #[test]

@@ -59,7 +59,10 @@ pub struct Config {
     /// SYNs, and each dropped SYN costs a 1 s retransmission.
     pub max_connecting: usize,
     /// Loopback source addresses to spread connections over (127.0.0.1,
-    /// 127.0.0.2, ...); `None` = as many as the ephemeral port range needs.
+    /// 127.0.0.2, ...). `Some(n)`: exactly `n`, none added later; a run
+    /// whose connections cannot fit in `n` addresses' port ranges is
+    /// refused. `None`: as many as the ephemeral port range needs, with
+    /// more added if the planned ones run out of ports.
     pub source_ips: Option<u8>,
     /// Bytes per message.
     pub size: usize,
@@ -83,8 +86,10 @@ pub struct Config {
     /// are).
     pub max_errors: u64,
     /// How long a connect may take to be proven by its first echo, and how
-    /// long an echo may be overdue, before the connection counts as timed
-    /// out and is closed. Also bounds the drain after the window.
+    /// long an echo may be overdue (no echo on a connection that is owed
+    /// one), before the connection counts as timed out and is closed. The
+    /// same holds after the window, while the echoes still due are
+    /// awaited; the whole drain lasts at most this long too.
     pub timeout: Duration,
 }
 

@@ -11,7 +11,8 @@
 //!   every 127.x.y.z address is ours, so connections use 127.0.0.2,
 //!   127.0.0.3, ... as further source addresses well before one range is
 //!   full, because `connect`'s search for a free port slows down as the
-//!   range fills.
+//!   range fills. A number given with `--source-ips` is used as it is, and
+//!   refused if the connections cannot fit in that many ranges.
 
 use std::net::{IpAddr, Ipv4Addr};
 

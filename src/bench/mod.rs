@@ -122,30 +122,7 @@ pub fn run(cfg: &Config, live: Arc<Live>) -> Result<Report, BenchError> {
         sources
     );
 
-    let threads = cfg.threads;
-    let mut handles = Vec::with_capacity(threads);
-    for t in 0..threads {
-        let share = share_of(cfg, t);
-        let sh = Arc::clone(&shared);
-        let handle = thread::Builder::new()
-            .name(format!("bench-{t}"))
-            .spawn(move || {
-                let result = match sh.cfg.transport {
-                    Transport::Tcp => tcp::run_thread(&sh, share),
-                    Transport::Udp => udp::run_thread(&sh, share),
-                };
-                // A thread that failed (e.g. no epoll fd: EMFILE) may never
-                // have reported itself settled; the others wait for that,
-                // so report it now. A second report is harmless: they wait
-                // for "at least every thread".
-                if result.is_err() {
-                    sh.live.thread_settled();
-                }
-                result
-            })
-            .map_err(BenchError::Io)?;
-        handles.push(handle);
-    }
+    let handles = spawn_threads(&shared)?;
 
     let mut total = Stats::new();
     let mut req_per_s = 0.0;
@@ -171,7 +148,9 @@ pub fn run(cfg: &Config, live: Arc<Live>) -> Result<Report, BenchError> {
     if let Some(e) = engine_error {
         return Err(e);
     }
-    if total.established == 0 && total.failed > 0 {
+    // Not one connection served. Unreachable, unless the server did
+    // answer, with a corrupted echo: that is a mismatch, for the report.
+    if total.established == 0 && total.failed > 0 && total.errors_of(ErrorKind::Mismatch) == 0 {
         return Err(BenchError::Unreachable {
             addr: cfg.addr,
             cause: first_error.unwrap_or_else(|| "every connection failed".into()),
@@ -180,9 +159,48 @@ pub fn run(cfg: &Config, live: Arc<Live>) -> Result<Report, BenchError> {
     Ok(Report::new(cfg, sources, &total, req_per_s, bytes_per_s))
 }
 
-/// Raises the descriptor limit and decides how many source addresses the
-/// connections need; refuses runs the machine cannot hold.
+/// What one engine thread hands back: its counts and its first connect
+/// error, or the error that stopped it.
+type ThreadResult = io::Result<(Stats, Option<String>)>;
+
+/// Starts one engine thread per `--threads`, each on its share.
+fn spawn_threads(
+    shared: &Arc<Shared>,
+) -> Result<Vec<thread::JoinHandle<ThreadResult>>, BenchError> {
+    let mut handles = Vec::with_capacity(shared.cfg.threads);
+    for t in 0..shared.cfg.threads {
+        let share = share_of(&shared.cfg, t);
+        let sh = Arc::clone(shared);
+        let handle = thread::Builder::new()
+            .name(format!("bench-{t}"))
+            .spawn(move || {
+                let result = match sh.cfg.transport {
+                    Transport::Tcp => tcp::run_thread(&sh, share),
+                    Transport::Udp => udp::run_thread(&sh, share),
+                };
+                // A thread that failed (e.g. no epoll fd: EMFILE) may never
+                // have reported itself settled; the others wait for that,
+                // so report it now. A second report is harmless: they wait
+                // for "at least every thread".
+                if result.is_err() {
+                    sh.live.thread_settled();
+                }
+                result
+            })
+            .map_err(BenchError::Io)?;
+        handles.push(handle);
+    }
+    Ok(handles)
+}
+
+/// Decides how many source addresses the connections use, then raises the
+/// descriptor limit; refuses runs the machine cannot hold.
 fn plan_limits(cfg: &Config) -> Result<usize, BenchError> {
+    let sources = plan_sources(
+        cfg,
+        limits::connections_per_source(cfg.addr),
+        limits::ports_per_source(),
+    )?;
     let need = cfg.connections as u64 + limits::FD_SLACK;
     match crate::fdlimit::raise_nofile_limit() {
         Ok(have) if have < need => {
@@ -195,23 +213,45 @@ fn plan_limits(cfg: &Config) -> Result<usize, BenchError> {
         Ok(_) => {}
         Err(e) => warn!("could not read or raise RLIMIT_NOFILE: {e}"),
     }
-    let per_source = limits::connections_per_source(cfg.addr);
-    let needed = limits::source_ips_needed(cfg.connections, per_source);
-    let sources = match cfg.source_ips {
-        Some(n) => n as usize,
-        None if needed > 1 && (!cfg.addr.ip().is_loopback() || !cfg.addr.is_ipv4()) => {
-            return Err(BenchError::Limits(format!(
-                "{} connections need {needed} source addresses ({per_source} ports each), \
-                 which only works against an IPv4 loopback target",
-                cfg.connections
-            )));
-        }
-        None => needed,
-    };
     if sources > 1 {
         info!("spreading connections over {sources} loopback source addresses");
     }
     Ok(sources)
+}
+
+/// How many source addresses the run uses. `--source-ips N` is used
+/// exactly as given, or refused if `N` addresses cannot hold the
+/// connections at all (`capacity` local ports each); without it, enough
+/// addresses that none carries more than `spread` connections.
+fn plan_sources(cfg: &Config, spread: usize, capacity: usize) -> Result<usize, BenchError> {
+    let c = cfg.connections;
+    let must = limits::source_ips_needed(c, capacity);
+    let loopback_v4 = cfg.addr.is_ipv4() && cfg.addr.ip().is_loopback();
+    match cfg.source_ips {
+        Some(n) if (n as usize) < must && loopback_v4 => Err(BenchError::Config(ConfigError {
+            flag: "--source-ips",
+            why: format!(
+                "{c} connections need at least {must} source addresses ({capacity} local \
+                 ports each in the ephemeral port range), not {n}: give --source-ips {must} \
+                 or more, or leave it out"
+            ),
+        })),
+        Some(_) if must > 1 && !loopback_v4 => Err(BenchError::Limits(format!(
+            "{c} connections need {must} source addresses ({capacity} local ports each), \
+             which only works against an IPv4 loopback target"
+        ))),
+        Some(n) => Ok(n as usize),
+        None => {
+            let needed = limits::source_ips_needed(c, spread);
+            if needed > 1 && !loopback_v4 {
+                return Err(BenchError::Limits(format!(
+                    "{c} connections need {needed} source addresses ({spread} ports each), \
+                     which only works against an IPv4 loopback target"
+                )));
+            }
+            Ok(needed)
+        }
+    }
 }
 
 /// Thread `t`'s part of the connections and of the rates and quotas.
@@ -229,5 +269,48 @@ fn share_of(cfg: &Config, t: usize) -> tcp::Share {
             StopAt::Duration(_) => None,
         },
         rate: cfg.rate.map(|r| r as f64 / n as f64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(connections: usize, source_ips: Option<u8>) -> Config {
+        let mut c = Config::new("127.0.0.1:7007".parse().unwrap());
+        c.connections = connections;
+        c.source_ips = source_ips;
+        c
+    }
+
+    #[test]
+    fn source_ips_is_kept_exactly_when_it_can_work() {
+        // 1,000 connections, 300 ports per address at most: 4 addresses
+        // can hold them. The loopback spread (100 per address) would pick
+        // 10, but a number the user gave is not raised.
+        assert_eq!(plan_sources(&cfg(1000, Some(4)), 100, 300).unwrap(), 4);
+        assert_eq!(plan_sources(&cfg(1000, Some(7)), 100, 300).unwrap(), 7);
+        assert_eq!(plan_sources(&cfg(1000, None), 100, 300).unwrap(), 10);
+    }
+
+    #[test]
+    fn too_few_source_ips_are_refused_with_the_number_needed() {
+        let e = plan_sources(&cfg(1000, Some(3)), 100, 300).unwrap_err();
+        let BenchError::Config(e) = e else {
+            panic!("not a flag error: {e}");
+        };
+        assert_eq!(e.flag, "--source-ips");
+        assert!(e.why.contains("--source-ips 4"), "{}", e.why);
+    }
+
+    #[test]
+    fn a_non_loopback_target_cannot_use_extra_source_addresses() {
+        let mut c = cfg(1000, Some(1));
+        c.addr = "10.0.0.1:7007".parse().unwrap();
+        assert!(plan_sources(&c, 300, 300).is_err());
+        c.source_ips = None;
+        assert!(plan_sources(&c, 300, 300).is_err());
+        c.connections = 300;
+        assert_eq!(plan_sources(&c, 300, 300).unwrap(), 1);
     }
 }

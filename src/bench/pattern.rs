@@ -85,6 +85,15 @@ impl Pattern {
         }
         want.iter().zip(got).position(|(a, b)| a != b)
     }
+
+    /// How many bytes of `got` are the expected ones (compared like
+    /// [`Pattern::check`]). Tells a corrupted echo, nearly all of whose
+    /// bytes are right, from an answer that is no echo at all, of whose
+    /// bytes about 1 in 256 happen to be.
+    pub fn agreeing(&self, start: usize, offset: u64, got: &[u8]) -> usize {
+        let want = self.slice(start, offset, got.len());
+        want.iter().zip(got).filter(|(a, b)| a == b).count()
+    }
 }
 
 #[cfg(test)]
@@ -105,6 +114,17 @@ mod tests {
         assert_eq!(p.check(Pattern::start_of(5), 1000, &got), None);
         got[17] ^= 0x01;
         assert_eq!(p.check(Pattern::start_of(5), 1000, &got), Some(17));
+    }
+
+    #[test]
+    fn a_corrupted_echo_agrees_mostly_and_text_hardly() {
+        let p = Pattern::new();
+        let start = Pattern::start_of(3);
+        let mut got = p.slice(start, 0, 64).to_vec();
+        got[0] ^= 0x01;
+        assert_eq!(p.agreeing(start, 0, &got), 63);
+        let text = b"ERR too many connections\n";
+        assert!(p.agreeing(start, 0, text) < 3);
     }
 
     #[test]

@@ -92,8 +92,13 @@ pub struct Report {
     pub req_per_sec: f64,
     /// Payload echoed back per second, in 10^6 bytes.
     pub mb_per_sec: f64,
-    /// Round-trip latency of the measured messages, microseconds.
+    /// Round-trip latency of the measured messages, microseconds (echoes
+    /// still due when the window closed count at their age then).
     pub latency_us: Percentiles,
+    /// Echoes still due when the window closed.
+    pub outstanding: u64,
+    /// Age of the oldest of them at that moment, milliseconds.
+    pub outstanding_oldest_ms: f64,
     /// Errors by kind, in [`ErrorKind::ALL`] order.
     pub errors: Vec<(ErrorKind, u64)>,
     /// Errors tolerated (`--max-errors`).
@@ -131,6 +136,8 @@ impl Report {
             req_per_sec,
             mb_per_sec: bytes_per_sec / 1e6,
             latency_us: Percentiles::of(&s.latency),
+            outstanding: s.outstanding,
+            outstanding_oldest_ms: s.outstanding_oldest_ns as f64 / 1e6,
             errors: ErrorKind::ALL
                 .iter()
                 .map(|&k| (k, s.errors_of(k)))
@@ -186,6 +193,10 @@ impl Report {
             "req_per_s": self.req_per_sec,
             "mb_per_s": self.mb_per_sec,
             "latency_us": self.latency_us.json(),
+            "outstanding": {
+                "count": self.outstanding,
+                "oldest_ms": self.outstanding_oldest_ms,
+            },
             "errors": errors,
             "errors_total": self.total_errors(),
             "passed": self.passed(),
@@ -201,6 +212,19 @@ impl Report {
             v["udp"] = json!({ "sent": sent, "lost": lost, "late": late });
         }
         v
+    }
+
+    /// The table's `outstanding` value: the count, and the oldest age if
+    /// there is one.
+    fn outstanding_line(&self) -> String {
+        if self.outstanding == 0 {
+            "0".to_string()
+        } else {
+            format!(
+                "{} (oldest {:.3} ms)",
+                self.outstanding, self.outstanding_oldest_ms
+            )
+        }
     }
 
     /// The report as a table for people.
@@ -239,6 +263,7 @@ impl Report {
             "latency us   min {:.1}  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
             l.min, l.p50, l.p90, l.p99, l.p999, l.max
         );
+        let _ = writeln!(o, "outstanding  {}", self.outstanding_line());
         if let Some(lag) = &self.schedule_lag_us {
             let _ = writeln!(
                 o,
@@ -249,22 +274,27 @@ impl Report {
         if let Some((sent, lost, late)) = self.udp {
             let _ = writeln!(o, "udp          sent {sent}  lost {lost}  late {late}");
         }
+        let _ = writeln!(o, "errors       {}", self.errors_line());
+        o
+    }
+
+    /// The table's `errors` value: each kind seen with its count, or
+    /// `none`, and `FAILED` when the run did not pass.
+    fn errors_line(&self) -> String {
         let errs: Vec<String> = self
             .errors
             .iter()
             .filter(|(_, n)| *n > 0)
             .map(|(k, n)| format!("{} {n}", k.name()))
             .collect();
-        let _ = writeln!(
-            o,
-            "errors       {}{}",
+        format!(
+            "{}{}",
             if errs.is_empty() {
                 "none".to_string()
             } else {
                 errs.join("  ")
             },
             if self.passed() { "" } else { "   FAILED" }
-        );
-        o
+        )
     }
 }

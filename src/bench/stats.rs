@@ -38,9 +38,12 @@ pub enum ErrorKind {
     ConnectOther,
     /// The server answered a connection's first message with bytes that
     /// are not its echo (e.g. `ERR too many connections`): it accepted the
-    /// socket but refused to serve it.
+    /// socket but refused to serve it. (A first echo that is mostly right
+    /// but has wrong bytes is a [`ErrorKind::Mismatch`].)
     Rejected,
-    /// Echoes still missing when the drain after the run gave up.
+    /// An established connection went `--timeout` without an echo it was
+    /// owed, during the window or the drain after it; or echoes were still
+    /// missing when the drain gave up.
     Timeout,
     /// Any other I/O failure on an established connection.
     Io,
@@ -117,6 +120,12 @@ pub struct Stats {
     pub lag: Histogram<u64>,
     /// Open loop: messages due inside the window that were never sent.
     pub unsent: u64,
+    /// Echoes still due when the window closed (TCP: messages; UDP:
+    /// datagrams). Those sent inside the window are also in `latency`,
+    /// at their age so far.
+    pub outstanding: u64,
+    /// Age of the oldest of them when the window closed, in ns.
+    pub outstanding_oldest_ns: u64,
     /// Counts per [`ErrorKind`], indexed like [`ErrorKind::ALL`].
     pub errors: [u64; ErrorKind::ALL.len()],
     /// UDP: datagrams sent in the window.
@@ -155,6 +164,8 @@ impl Stats {
             latency: hist(),
             lag: hist(),
             unsent: 0,
+            outstanding: 0,
+            outstanding_oldest_ns: 0,
             errors: [0; ErrorKind::ALL.len()],
             udp_sent: 0,
             udp_lost: 0,
@@ -187,6 +198,19 @@ impl Stats {
         self.latency.saturating_record(ns.max(1));
     }
 
+    /// Counts one echo still due as the window closes, `ns` after it was
+    /// sent (or due, in open loop). One sent inside the window is also
+    /// recorded as a latency of that age: the echo takes at least that
+    /// long, and leaving it out would let a stall at the end of the window
+    /// vanish from the percentiles.
+    pub fn record_outstanding(&mut self, ns: u64, in_window: bool) {
+        self.outstanding += 1;
+        self.outstanding_oldest_ns = self.outstanding_oldest_ns.max(ns);
+        if in_window {
+            self.record_latency(ns);
+        }
+    }
+
     /// Records how late one message left, in nanoseconds.
     #[inline]
     pub fn record_lag(&mut self, ns: u64) {
@@ -206,6 +230,8 @@ impl Stats {
         let _ = self.latency.add(&other.latency);
         let _ = self.lag.add(&other.lag);
         self.unsent += other.unsent;
+        self.outstanding += other.outstanding;
+        self.outstanding_oldest_ns = self.outstanding_oldest_ns.max(other.outstanding_oldest_ns);
         for (a, b) in self.errors.iter_mut().zip(other.errors.iter()) {
             *a += b;
         }

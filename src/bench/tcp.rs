@@ -14,8 +14,11 @@
 //! 3. **Running**: warmup, then the measured window. Closed loop keeps
 //!    `depth` messages in flight per connection; open loop follows a
 //!    [`Schedule`].
-//! 4. **Draining**: nothing new is sent; echoes still due are awaited (and
-//!    checked) for up to `--timeout`.
+//! 4. **Draining**: nothing new is sent. The echoes still due as the
+//!    window closes are counted, each with its age so far (which also goes
+//!    into the latency histogram); then they are awaited (and checked) for
+//!    up to `--timeout`, and a connection that goes `--timeout` without an
+//!    echo it is owed times out here just as it would inside the window.
 //! 5. **Holding** (`--hold`): every connection stays open and idle.
 //!
 //! A connection's stream is tracked with three byte counters: `want`
@@ -318,49 +321,59 @@ impl Worker<'_> {
                     self.start_run(now);
                 }
             }
-            Phase::Running => {
-                if now >= self.last_sweep + TICK {
-                    self.last_sweep = now;
-                    self.sweep_stalls(now);
-                }
-                let quota_met = match self.release_limit {
-                    // Open loop: every scheduled message released, sent
-                    // and answered (messages released to a connection that
-                    // died are counted as unsent, not waited for).
-                    Some(limit) => {
-                        self.released >= limit && self.backlog == 0 && self.outstanding == 0
-                    }
-                    None => self
-                        .share
-                        .quota
-                        .is_some_and(|q| self.window_issued >= q && self.outstanding == 0),
-                };
-                let time_up = self.window_end.is_some_and(|end| now >= end);
-                if time_up || quota_met || self.conns.is_empty() || self.sh.live.stop_requested() {
-                    self.end_window(now);
-                } else if self.schedule.is_some() {
-                    self.release(now);
-                    self.arm_timer(now);
-                }
-            }
-            Phase::Draining { until } => {
-                if self.outstanding == 0 || now >= until {
-                    self.give_up_outstanding();
-                    self.phase = if self.sh.cfg.hold.is_zero() || self.conns.is_empty() {
-                        Phase::Done
-                    } else {
-                        Phase::Holding {
-                            until: now + self.sh.cfg.hold,
-                        }
-                    };
-                }
-            }
+            Phase::Running => self.advance_running(now),
+            Phase::Draining { until } => self.advance_draining(now, until),
             Phase::Holding { until } => {
                 if now >= until || self.conns.is_empty() || self.sh.live.stop_requested() {
                     self.phase = Phase::Done;
                 }
             }
             Phase::Done => {}
+        }
+    }
+
+    /// The window: stall sweeps, its end, and open-loop releases.
+    fn advance_running(&mut self, now: Instant) {
+        if now >= self.last_sweep + TICK {
+            self.last_sweep = now;
+            self.sweep_stalls(now);
+        }
+        let quota_met = match self.release_limit {
+            // Open loop: every scheduled message released, sent and
+            // answered (messages released to a connection that died are
+            // counted as unsent, not waited for).
+            Some(limit) => self.released >= limit && self.backlog == 0 && self.outstanding == 0,
+            None => self
+                .share
+                .quota
+                .is_some_and(|q| self.window_issued >= q && self.outstanding == 0),
+        };
+        let time_up = self.window_end.is_some_and(|end| now >= end);
+        if time_up || quota_met || self.conns.is_empty() || self.sh.live.stop_requested() {
+            self.end_window(now);
+        } else if self.schedule.is_some() {
+            self.release(now);
+            self.arm_timer(now);
+        }
+    }
+
+    /// After the window: the echoes still due are awaited under the same
+    /// rule as during it (a connection with no echo for `--timeout` has
+    /// timed out), and for `--timeout` at most in all.
+    fn advance_draining(&mut self, now: Instant, until: Instant) {
+        if now >= self.last_sweep + TICK {
+            self.last_sweep = now;
+            self.sweep_stalls(now);
+        }
+        if self.outstanding == 0 || now >= until {
+            self.give_up_outstanding();
+            self.phase = if self.sh.cfg.hold.is_zero() || self.conns.is_empty() {
+                Phase::Done
+            } else {
+                Phase::Holding {
+                    until: now + self.sh.cfg.hold,
+                }
+            };
         }
     }
 
@@ -442,6 +455,11 @@ impl Worker<'_> {
                 .sum();
             self.stats.unsent = behind + self.released_to_dead;
         }
+        self.record_outstanding(now);
+        // An echo already overdue by --timeout fails now, not a sweep later
+        // (by when it might have come back after all).
+        self.last_sweep = now;
+        self.sweep_stalls(now);
         debug!(
             "thread {}: window closed after {:.3} s, {} messages, {} outstanding",
             self.share.thread, self.stats.window_secs, self.stats.messages, self.outstanding
@@ -449,6 +467,21 @@ impl Worker<'_> {
         self.phase = Phase::Draining {
             until: now + self.sh.cfg.timeout,
         };
+    }
+
+    /// Counts every echo still due as the window closes, with its age so
+    /// far (see [`Stats::record_outstanding`]).
+    fn record_outstanding(&mut self, now: Instant) {
+        let (size, depth, start) = (self.size, self.depth, self.window_start);
+        let schedule = self.schedule.as_ref();
+        for (_, conn) in self.conns.iter().filter(|(_, c)| !c.dead) {
+            // Message 0 proved the connection before the run; it is done.
+            for m in (conn.recvd / size).max(1)..conn.want / size {
+                let sent_at = sent_at(schedule, conn, m, depth);
+                let age = now.saturating_duration_since(sent_at).as_nanos() as u64;
+                self.stats.record_outstanding(age, sent_at >= start);
+            }
+        }
     }
 
     /// Closes connections whose echo is overdue by `--timeout`: without
@@ -502,8 +535,9 @@ impl Worker<'_> {
             let mut result = self.start_connect(id, now);
             // Out of local ports for this source address (the planned share
             // was too optimistic: TIME_WAIT sockets of an earlier run, other
-            // programs). On loopback, move on to the next source address
-            // and try again, as often as MAX_EXTRA_SOURCES allows.
+            // programs). On loopback, and unless --source-ips fixed the
+            // number, move on to the next source address and try again, as
+            // often as MAX_EXTRA_SOURCES allows.
             while let Err(e) = &result {
                 let out_of_ports = e.raw_os_error() == Some(libc::EADDRNOTAVAIL);
                 if !out_of_ports || !self.can_add_source() {
@@ -524,11 +558,10 @@ impl Worker<'_> {
         }
     }
 
-    /// Whether another loopback source address may be tried: only against
-    /// an IPv4 loopback target, and not endlessly.
+    /// Whether another loopback source address may be tried (see
+    /// [`may_add_source`]).
     fn can_add_source(&self) -> bool {
-        let addr = self.sh.cfg.addr;
-        addr.is_ipv4() && addr.ip().is_loopback() && self.extra_sources < MAX_EXTRA_SOURCES
+        may_add_source(&self.sh.cfg, self.extra_sources)
     }
 
     fn start_connect(&mut self, id: usize, now: Instant) -> io::Result<()> {
@@ -729,30 +762,8 @@ impl Worker<'_> {
                     break;
                 }
             };
-            let got = &self.buf[..n];
-            // An echo can never be ahead of what was written.
-            let bad = if conn.recvd + n as u64 > conn.sent {
-                Some((conn.sent - conn.recvd) as usize)
-            } else {
-                self.sh.pattern.check(conn.start, conn.recvd, got)
-            };
-            if let Some(i) = bad {
-                if conn.state != ConnState::Ready {
-                    debug!(
-                        "connection {}: first reply is not an echo: {:?}",
-                        conn.id,
-                        String::from_utf8_lossy(&got[..n.min(80)])
-                    );
-                    failure = Some(ErrorKind::Mismatch);
-                    break;
-                }
-                warn!(
-                    "connection {}: echoed byte at stream offset {} is wrong (got {:#04x})",
-                    conn.id,
-                    conn.recvd + i as u64,
-                    got[i.min(n - 1)]
-                );
-                failure = Some(ErrorKind::Mismatch);
+            if let Some(kind) = check_echo(&self.sh.pattern, conn, &self.buf[..n]) {
+                failure = Some(kind);
                 break;
             }
             conn.recvd += n as u64;
@@ -773,15 +784,8 @@ impl Worker<'_> {
         if let Some(kind) = failure {
             if self.conns[key].state == ConnState::Ready {
                 self.fail(key, kind);
-            } else if kind == ErrorKind::Mismatch {
-                // Wrong bytes before the first echo: the server talks, but
-                // does not echo for this connection (a "too many
-                // connections" line, say). Not corrupted data: a refusal.
-                self.unproven_failed(
-                    key,
-                    ErrorKind::Rejected,
-                    "answered with something else than the echo",
-                );
+            } else if kind == ErrorKind::Rejected {
+                self.unproven_failed(key, kind, "answered with something else than the echo");
             } else {
                 self.unproven_failed(key, kind, kind.name());
             }
@@ -804,11 +808,7 @@ impl Worker<'_> {
                 continue;
             }
             run_done += 1;
-            let sent_at = match &self.schedule {
-                // Open loop: from the due time, not the send time.
-                Some(s) => s.due_at_on_slot(conn.slot, m - 1),
-                None => conn.times[(m % self.depth) as usize],
-            };
+            let sent_at = sent_at(self.schedule.as_ref(), conn, m, self.depth);
             if measuring && sent_at >= self.window_start {
                 let ns = now.saturating_duration_since(sent_at).as_nanos() as u64;
                 self.stats.record_latency(ns);
@@ -1031,6 +1031,67 @@ impl Worker<'_> {
     }
 }
 
+/// Whether a thread that has already added `extra` loopback source
+/// addresses may add one more because the planned ones ran out of ports:
+/// only when the number of addresses was left to the client (with
+/// `--source-ips`, the user's number is kept, and a connect that finds no
+/// free port counts as `addr_unavailable`), only against an IPv4 loopback
+/// target, and not endlessly.
+fn may_add_source(cfg: &super::Config, extra: usize) -> bool {
+    let addr = cfg.addr;
+    cfg.source_ips.is_none()
+        && addr.is_ipv4()
+        && addr.ip().is_loopback()
+        && extra < MAX_EXTRA_SOURCES
+}
+
+/// Checks `got`, just read on `conn`, against the echo it must be, and
+/// says (and logs) what is wrong with it, if anything.
+///
+/// Any wrong byte is a [`ErrorKind::Mismatch`], with one exception: the
+/// reply to a connection's first message may be no echo at all but the
+/// server declining to serve it (a "too many connections" line, say),
+/// which is [`ErrorKind::Rejected`]. A first reply most of whose bytes are
+/// right, though, is an echo that came back corrupted: a mismatch.
+fn check_echo(pattern: &Pattern, conn: &Conn, got: &[u8]) -> Option<ErrorKind> {
+    let due = (conn.sent - conn.recvd) as usize;
+    // An echo can never be ahead of what was written.
+    let i = if got.len() > due {
+        due
+    } else {
+        pattern.check(conn.start, conn.recvd, got)?
+    };
+    let echoed = &got[..got.len().min(due)];
+    // The bytes of this reply checked before `got` were all right.
+    let right = conn.recvd + pattern.agreeing(conn.start, conn.recvd, echoed) as u64;
+    if conn.state != ConnState::Ready && right * 2 <= conn.recvd + echoed.len() as u64 {
+        debug!(
+            "connection {}: first reply is not an echo: {:?}",
+            conn.id,
+            String::from_utf8_lossy(&got[..got.len().min(80)])
+        );
+        return Some(ErrorKind::Rejected);
+    }
+    warn!(
+        "connection {}: echoed byte at stream offset {} is wrong (got {:#04x})",
+        conn.id,
+        conn.recvd + i as u64,
+        got[i.min(got.len() - 1)]
+    );
+    Some(ErrorKind::Mismatch)
+}
+
+/// When run message `m` (1, 2, ...) of `conn` counts as sent: in open loop
+/// its due time, not the moment it left (so a stall is charged to every
+/// message that should have left during it); in closed loop the moment it
+/// was issued.
+fn sent_at(schedule: Option<&Schedule>, conn: &Conn, m: u64, depth: u64) -> Instant {
+    match schedule {
+        Some(s) => s.due_at_on_slot(conn.slot, m - 1),
+        None => conn.times[(m % depth) as usize],
+    }
+}
+
 /// Lets `bind` to an explicit source address leave the port open until
 /// `connect`, which then picks a port that is free for this *destination*
 /// (`IP_BIND_ADDRESS_NO_PORT`). Without it, `bind(ip, 0)` reserves a port
@@ -1053,4 +1114,21 @@ fn bind_no_port(socket: &Socket) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_source_addresses_only_when_the_number_was_left_open() {
+        let mut cfg = super::super::Config::new("127.0.0.1:7007".parse().unwrap());
+        assert!(may_add_source(&cfg, 0));
+        assert!(!may_add_source(&cfg, MAX_EXTRA_SOURCES));
+        cfg.source_ips = Some(2);
+        assert!(!may_add_source(&cfg, 0));
+        cfg.source_ips = None;
+        cfg.addr = "10.0.0.1:7007".parse().unwrap();
+        assert!(!may_add_source(&cfg, 0));
+    }
 }

@@ -209,19 +209,7 @@ impl Worker<'_> {
             }
             Phase::Settling => {
                 if self.sh.live.settled_threads() >= self.sh.cfg.threads {
-                    self.window_start = now + self.sh.cfg.warmup;
-                    self.window_end = match self.sh.cfg.stop {
-                        super::StopAt::Duration(d) => Some(self.window_start + d),
-                        super::StopAt::Requests(_) => None,
-                    };
-                    self.phase = Phase::Running;
-                    let keys: Vec<usize> = self.socks.iter().map(|(k, _)| k).collect();
-                    for key in keys {
-                        for lane in 0..self.depth as usize {
-                            let seq = self.socks[key].lanes[lane].seq + self.depth;
-                            self.send_if_allowed(key, lane, seq, now);
-                        }
-                    }
+                    self.start_run(now);
                 }
             }
             Phase::Running => {
@@ -231,12 +219,7 @@ impl Worker<'_> {
                     .is_some_and(|q| self.window_kept() >= q && self.waiting == 0);
                 let time_up = self.window_end.is_some_and(|e| now >= e);
                 if time_up || quota_met || self.socks.is_empty() || self.sh.live.stop_requested() {
-                    self.stats.window_secs = now
-                        .saturating_duration_since(self.window_start)
-                        .as_secs_f64();
-                    self.phase = Phase::Draining {
-                        until: now + LOSS_TIMEOUT,
-                    };
+                    self.end_window(now);
                 }
             }
             Phase::Draining { until } => {
@@ -257,6 +240,42 @@ impl Worker<'_> {
             }
             Phase::Done => {}
         }
+    }
+
+    fn start_run(&mut self, now: Instant) {
+        self.window_start = now + self.sh.cfg.warmup;
+        self.window_end = match self.sh.cfg.stop {
+            super::StopAt::Duration(d) => Some(self.window_start + d),
+            super::StopAt::Requests(_) => None,
+        };
+        self.phase = Phase::Running;
+        let keys: Vec<usize> = self.socks.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            for lane in 0..self.depth as usize {
+                let seq = self.socks[key].lanes[lane].seq + self.depth;
+                self.send_if_allowed(key, lane, seq, now);
+            }
+        }
+    }
+
+    /// Closes the window. Datagrams still awaited are counted with their
+    /// age so far (see [`Stats::record_outstanding`]); they are not
+    /// errors, and since a lane gives its datagram up as lost after
+    /// [`LOSS_TIMEOUT`], none is older than that (plus one sweep).
+    fn end_window(&mut self, now: Instant) {
+        self.stats.window_secs = now
+            .saturating_duration_since(self.window_start)
+            .as_secs_f64();
+        let start = self.window_start;
+        for (_, s) in self.socks.iter().filter(|(_, s)| !s.dead) {
+            for l in s.lanes.iter().filter(|l| l.waiting) {
+                let age = now.saturating_duration_since(l.sent_at).as_nanos() as u64;
+                self.stats.record_outstanding(age, l.sent_at >= start);
+            }
+        }
+        self.phase = Phase::Draining {
+            until: now + LOSS_TIMEOUT,
+        };
     }
 
     fn timeout(&self, now: Instant) -> Duration {

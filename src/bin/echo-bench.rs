@@ -31,8 +31,9 @@ const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
     name = "echo-bench",
     version,
     after_help = "Latencies are in microseconds, MB/s is payload echoed back (10^6 bytes/s).\n\
-                  Exit status: 0 clean run; 1 a mismatch, or more errors than --max-errors;\n\
-                  2 bad flags, unreachable address or too few descriptors; 130 second Ctrl+C.\n\
+                  Exit status: 0 clean run; 1 a mismatch (a corrupted first echo too), or more\n\
+                  errors than --max-errors; 2 bad flags, unreachable address or too few\n\
+                  descriptors; 130 second Ctrl+C.\n\
                   The first Ctrl+C ends the measurement early and prints the report."
 )]
 struct Args {
@@ -53,8 +54,9 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTING)]
     max_connecting: usize,
 
-    /// Loopback source addresses to use (127.0.0.1, 127.0.0.2, ...);
-    /// default: as many as the ephemeral port range requires.
+    /// Loopback source addresses to use (127.0.0.1, 127.0.0.2, ...), exactly
+    /// N (refused if too few for the connections and the ephemeral port
+    /// range); default: as many as the port range requires.
     #[arg(long, value_name = "N")]
     source_ips: Option<u8>,
 
@@ -105,7 +107,8 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 0.0)]
     hold: f64,
 
-    /// Seconds a connect may take, or an echo may be overdue, before the
+    /// Seconds a connect may take, or an echo may be overdue (also after
+    /// the window, while the last echoes are awaited), before the
     /// connection counts as timed out and is closed.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     timeout: f64,

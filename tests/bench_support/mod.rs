@@ -39,6 +39,10 @@ pub enum Behaviour {
     /// Echo, but hold each connection's first echo back this long. While
     /// held, the connection counts in [`TcpStandIn::unanswered`].
     SlowFirstEcho(Duration),
+    /// Echo, but once `.0` has passed since the connection was accepted,
+    /// hold the next echo back for `.1` (one pause per connection, then
+    /// echo normally again): a server that stalls part-way through a run.
+    PauseAfter(Duration, Duration),
 }
 
 /// A running stand-in TCP server.
@@ -105,6 +109,8 @@ fn serve(
     let mut held = Vec::new();
     let mut offset = 0u64;
     let mut last_echo = Instant::now();
+    let accepted = Instant::now();
+    let mut paused = false;
     loop {
         let n = match s.read(&mut buf) {
             Ok(0) | Err(_) => break,
@@ -137,11 +143,6 @@ fn serve(
                 break;
             }
             Behaviour::Echo | Behaviour::EchoInBatchesAfter(..) | Behaviour::ResetAfter(_) => {}
-            Behaviour::FlipByteAt(at) => {
-                if (offset..offset + n as u64).contains(&at) {
-                    chunk[(at - offset) as usize] ^= 0x01;
-                }
-            }
             Behaviour::CloseAfter(limit) => {
                 let keep = limit.saturating_sub(offset).min(n as u64) as usize;
                 let _ = s.write_all(&chunk[..keep]);
@@ -156,15 +157,11 @@ fn serve(
                 offset += n as u64;
                 continue;
             }
-            Behaviour::StallAt(at, pause) => {
-                if (offset..offset + n as u64).contains(&at) {
-                    thread::sleep(pause);
-                }
-            }
-            Behaviour::SlowFirstEcho(pause) => {
-                if first {
-                    thread::sleep(pause);
-                }
+            Behaviour::FlipByteAt(_)
+            | Behaviour::StallAt(..)
+            | Behaviour::SlowFirstEcho(_)
+            | Behaviour::PauseAfter(..) => {
+                before_echo(b, chunk, offset, first, accepted, &mut paused)
             }
         }
         offset += n as u64;
@@ -181,6 +178,32 @@ fn serve(
         last_echo = Instant::now();
     }
     closes.lock().unwrap().push((last_echo, Instant::now()));
+}
+
+/// The behaviours that echo every chunk, but alter it or wait first.
+/// `offset` is the chunk's offset in the stream; `paused` is whether
+/// [`Behaviour::PauseAfter`] has paused this connection already.
+fn before_echo(
+    b: Behaviour,
+    chunk: &mut [u8],
+    offset: u64,
+    first: bool,
+    accepted: Instant,
+    paused: &mut bool,
+) {
+    let span = offset..offset + chunk.len() as u64;
+    match b {
+        Behaviour::FlipByteAt(at) if span.contains(&at) => {
+            chunk[(at - offset) as usize] ^= 0x01;
+        }
+        Behaviour::StallAt(at, pause) if span.contains(&at) => thread::sleep(pause),
+        Behaviour::SlowFirstEcho(pause) if first => thread::sleep(pause),
+        Behaviour::PauseAfter(after, pause) if !*paused && accepted.elapsed() >= after => {
+            *paused = true;
+            thread::sleep(pause);
+        }
+        _ => {}
+    }
 }
 
 /// Starts a UDP echo server (every datagram straight back to its sender).
@@ -200,6 +223,44 @@ pub fn udp_echo_dropping(n: Option<u64>) -> SocketAddr {
             count += 1;
             if n.is_some_and(|n| count.is_multiple_of(n)) {
                 continue;
+            }
+            let _ = sock.send_to(&buf[..len], from);
+        }
+    });
+    addr
+}
+
+/// A UDP server that echoes every datagram with its last byte flipped.
+pub fn udp_echo_flipping_last_byte() -> SocketAddr {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let addr = sock.local_addr().expect("local_addr");
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((len, from)) = sock.recv_from(&mut buf) {
+            if len > 0 {
+                buf[len - 1] ^= 0x01;
+            }
+            let _ = sock.send_to(&buf[..len], from);
+        }
+    });
+    addr
+}
+
+/// A UDP echo server that, `after` the first datagram it receives, stops
+/// for `pause` (once): datagrams that arrive meanwhile wait in its socket
+/// and are echoed late.
+pub fn udp_echo_pausing(after: Duration, pause: Duration) -> SocketAddr {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let addr = sock.local_addr().expect("local_addr");
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        let mut first = None;
+        let mut paused = false;
+        while let Ok((len, from)) = sock.recv_from(&mut buf) {
+            let t0 = *first.get_or_insert_with(Instant::now);
+            if !paused && t0.elapsed() >= after {
+                paused = true;
+                thread::sleep(pause);
             }
             let _ = sock.send_to(&buf[..len], from);
         }

@@ -86,6 +86,7 @@
 //! `--max-line + 1` or `4 + --max-frame` bytes; nothing at a message
 //! boundary.
 
+use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
@@ -95,38 +96,35 @@ use std::os::fd::AsRawFd;
 
 use mio::net::TcpStream;
 
-use crate::poller::{Interest, Poller, Token};
-
 use crate::outbuf::OutBuf;
+use crate::poller::{Interest, Poller, Token};
 use crate::protocol::{Mode, Partial, Verdict};
+use crate::service::Service;
 use crate::stats::Stats;
 use crate::timer::{Stamp, TimerKind, Timers};
+use crate::token::{self, Named};
 
 /// Reads per connection per turn (one turn per loop tick) before it yields
 /// to the others: one full read of the 64 KiB loop buffer.
 ///
 /// A light client's wait is the sum of the turns taken before its own, so
-/// the budget is a latency knob. Measured with one 64 B ping-pong client
-/// among four clients flooding 16 KiB messages at depth 8 (probe p99,
-/// median of 5 interleaved rounds, `cargo bench --bench compare -- --only
-/// probe --rounds 5`, 2-core VM, 2026-11-22): four reads per turn gave
-/// 350 us, two 252 us, one 136 us (tokio current_thread 434 us). The price
-/// is the floods' own throughput: in a later seven-round run they got
-/// 108,428 echoes/s with one read, 135,090 with two, 128,791 from tokio
-/// (docs/benchmarks.md). Message sizes up to 64 KiB still take one read
-/// per message; a bulk transfer pays one extra zero-timeout `epoll_wait`
-/// per 64 KiB.
-pub const READ_BUDGET: usize = 1;
+/// the budget is a latency knob: one read per turn gave a ping-pong client
+/// among floods the lowest p99 of 1, 2 and 4 reads, at some cost to the
+/// floods' own throughput (figures, commands and the trade-off in
+/// docs/benchmarks.md, "What the evidence changed"). Messages up to 64 KiB
+/// still take one read each; a bulk transfer pays one extra zero-timeout
+/// `epoll_wait` per 64 KiB.
+pub(crate) const READ_BUDGET: usize = 1;
 
 /// Pending output above which a connection stops reading its input.
 /// With one 64 KiB read on top, a client that never reads costs the server
 /// at most ~128 KiB; the rest waits in the kernel's socket buffers and,
 /// beyond those, in the client itself (TCP flow control does the rest).
-pub const HIGH_WATERMARK: usize = 64 * 1024;
+pub(crate) const HIGH_WATERMARK: usize = 64 * 1024;
 
 /// Pending output below which a paused connection reads again. The gap to
 /// the high watermark avoids toggling interest on every small write.
-pub const LOW_WATERMARK: usize = 16 * 1024;
+pub(crate) const LOW_WATERMARK: usize = 16 * 1024;
 
 const _: () = assert!(LOW_WATERMARK < HIGH_WATERMARK);
 
@@ -139,11 +137,11 @@ const _: () = assert!(LOW_WATERMARK < HIGH_WATERMARK);
 /// slot forever, so the wait is bounded, always, like nginx's
 /// `lingering_timeout` (5 s there too). Whatever it has not read by then
 /// is lost to a reset: it had five seconds.
-pub const LINGER_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const LINGER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Reading input and echoing it.
     Open,
     /// Input paused by backpressure: output passed [`HIGH_WATERMARK`];
@@ -165,10 +163,10 @@ pub enum Phase {
 
 /// Why a connection ended.
 #[derive(Debug)]
-pub enum CloseReason {
+pub(crate) enum CloseReason {
     /// The peer sent FIN and everything was echoed.
     PeerClosed,
-    /// Lingering after shutdown ended with the peer's FIN.
+    /// Lingering after our FIN ended with the peer's FIN.
     Lingered,
     /// No traffic for the idle timeout.
     TimedOut,
@@ -180,19 +178,22 @@ pub enum CloseReason {
     Error(io::Error),
 }
 
-/// What one read found.
-enum Input {
-    /// This many bytes, now at the start of the loop's buffer.
-    Data(usize),
-    /// Nothing for now (`WouldBlock`).
-    Empty,
-    /// The peer's FIN.
-    Eof,
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("peer closed, all echoed"),
+            CloseReason::Lingered => f.write_str("peer closed after our FIN"),
+            CloseReason::TimedOut => f.write_str("idle timeout"),
+            CloseReason::ShutdownDeadline => f.write_str("shutdown deadline"),
+            CloseReason::LingerTimeout => f.write_str("no FIN within the linger bound"),
+            CloseReason::Error(e) => write!(f, "{e}"),
+        }
+    }
 }
 
 /// What the loop should do with a connection after driving it.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Nothing more until the next event.
     Keep,
     /// Still ready but out of budget: drive again next tick (run-next).
@@ -204,42 +205,44 @@ pub enum Outcome {
 /// The readiness hints of one event (all false when a connection comes off
 /// the run-next queue: it remembers its own readiness).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Ready {
+pub(crate) struct Ready {
     /// Input, EOF or an error may be waiting.
-    pub readable: bool,
+    pub(crate) readable: bool,
     /// The send buffer may have room, or an error may be waiting.
-    pub writable: bool,
+    pub(crate) writable: bool,
     /// The peer's FIN (or a hang-up) was already seen by the kernel.
-    pub read_closed: bool,
+    pub(crate) read_closed: bool,
     /// Urgent data is pending: a read will stop short at its mark.
-    pub urgent: bool,
+    pub(crate) urgent: bool,
 }
 
 /// What a connection borrows from the loop while it is driven.
-pub struct Cx<'a, P> {
+pub(crate) struct Cx<'a, P> {
+    /// The connection's own token: its name in logs, and in timers.
+    pub(crate) token: Token,
     /// For changing interest.
-    pub poller: &'a mut P,
+    pub(crate) poller: &'a mut P,
     /// The loop's shared read buffer: every read lands here and is echoed
     /// from here, so connections need no input buffer of their own.
-    pub buf: &'a mut [u8],
+    pub(crate) buf: &'a mut [u8],
     /// Counters.
-    pub stats: &'a mut Stats,
+    pub(crate) stats: &'a mut Stats,
     /// The time of this loop tick.
-    pub now: Instant,
+    pub(crate) now: Instant,
     /// The same time, as the stamp connections record.
-    pub stamp: Stamp,
+    pub(crate) stamp: Stamp,
     /// What the connections speak.
-    pub mode: &'a Mode,
+    pub(crate) mode: &'a Mode,
     /// The loop's shared scratch space for a protocol's answers (empty
     /// between uses; unused in raw mode).
-    pub answers: &'a mut Vec<u8>,
+    pub(crate) answers: &'a mut Vec<u8>,
     /// The loop's timers, for the linger bound.
-    pub timers: &'a mut Timers,
+    pub(crate) timers: &'a mut Timers,
 }
 
 /// One client.
 #[derive(Debug)]
-pub struct Connection {
+pub(crate) struct Connection {
     stream: TcpStream,
     /// Distinguishes this connection from earlier users of its slab key
     /// (see `token.rs`).
@@ -259,8 +262,9 @@ pub struct Connection {
     urgent_hinted: bool,
     /// Whether this connection is on the loop's run-next queue already.
     queued: bool,
-    /// A writable event arrived while the connection was queued: its
-    /// queued turn flushes (see [`Connection::hold`]).
+    /// A writable event arrived since the last flush: the next turn
+    /// flushes first (events for a queued connection are held, see
+    /// [`Connection::hold`]).
     write_hinted: bool,
     out: OutBuf,
     /// Line and frame modes: the incomplete message, if the input so far
@@ -271,22 +275,32 @@ pub struct Connection {
     last_active: Stamp,
 }
 
+/// What one read found.
+enum Input {
+    /// This many bytes, now at the start of the loop's buffer.
+    Data(usize),
+    /// Nothing for now (`WouldBlock`).
+    Empty,
+    /// The peer's FIN.
+    Eof,
+}
+
 impl Connection {
-    /// Registers `stream` for `READABLE` under `token` and wraps it.
+    /// Registers `stream` for `READABLE` under `token` (a connection token,
+    /// `token.rs`) and wraps it.
     ///
     /// No read is attempted now: registering reports the current state, so
     /// input that arrived with the handshake shows up as a first event.
-    pub fn register<P: Poller>(
+    pub(crate) fn register<P: Poller>(
         stream: TcpStream,
         token: Token,
-        generation: u32,
         poller: &mut P,
         now: Stamp,
     ) -> io::Result<Connection> {
         poller.register(stream.as_raw_fd(), token, Interest::READABLE)?;
         Ok(Connection {
             stream,
-            generation,
+            generation: token::generation_of(token),
             interest: Interest::READABLE,
             phase: Phase::Open,
             read_ready: false,
@@ -301,39 +315,40 @@ impl Connection {
     }
 
     /// The generation this connection was created with.
-    pub fn generation(&self) -> u32 {
+    pub(crate) fn generation(&self) -> u32 {
         self.generation
     }
 
     /// When bytes last moved on this connection.
-    pub fn last_active(&self) -> Stamp {
+    pub(crate) fn last_active(&self) -> Stamp {
         self.last_active
     }
 
     /// Whether our FIN is sent and the client's is awaited.
-    pub fn is_lingering(&self) -> bool {
+    pub(crate) fn is_lingering(&self) -> bool {
         self.phase == Phase::Lingering
     }
 
     /// Marks the connection as queued; false if it already was.
-    pub fn enqueue(&mut self) -> bool {
+    pub(crate) fn enqueue(&mut self) -> bool {
         !std::mem::replace(&mut self.queued, true)
     }
 
     /// Marks the connection as taken off the run-next queue.
-    pub fn dequeue(&mut self) {
+    pub(crate) fn dequeue(&mut self) {
         self.queued = false;
     }
 
     /// Whether the connection waits on the run-next queue.
-    pub fn is_queued(&self) -> bool {
+    pub(crate) fn is_queued(&self) -> bool {
         self.queued
     }
 
-    /// Keeps an event's hints for the connection's turn on the run-next
-    /// queue, without doing any I/O now: a connection gets one turn per
+    /// Records an event's hints in the connection's readiness memo. Every
+    /// turn starts here; for a connection already on the run-next queue it
+    /// is *all* an event does (no I/O now): a connection gets one turn per
     /// tick (see `Reactor::run`), and a queued one already has it.
-    pub fn hold(&mut self, ready: Ready) {
+    pub(crate) fn hold(&mut self, ready: Ready) {
         if ready.readable || ready.read_closed {
             self.read_ready = true;
         }
@@ -350,7 +365,7 @@ impl Connection {
     }
 
     /// Removes the socket from the poller before the connection is dropped.
-    pub fn deregister<P: Poller>(&mut self, poller: &mut P) {
+    pub(crate) fn deregister<P: Poller>(&mut self, poller: &mut P) {
         // Closing the descriptor would also remove it from epoll, but the
         // poll and select backends keep their own tables, which would go on
         // watching the number (and whatever socket reuses it next). An
@@ -358,64 +373,61 @@ impl Connection {
         let _ = poller.deregister(self.stream.as_raw_fd());
     }
 
-    /// Does all the I/O the connection is ready for and its budget allows.
-    pub fn drive<P: Poller>(&mut self, token: Token, ready: Ready, cx: &mut Cx<'_, P>) -> Outcome {
-        let outcome = match self.transfer(token, ready, cx) {
-            Ok(outcome) => outcome,
-            Err(e) => return Outcome::Close(CloseReason::Error(e)),
-        };
-        if let Outcome::Close(_) = outcome {
-            return outcome;
-        }
-        match self.sync_interest(token, cx.poller) {
-            Ok(()) => outcome,
+    /// One turn: all the I/O the connection is ready for and its budget
+    /// allows, then the interest its new state calls for.
+    pub(crate) fn drive<P: Poller>(&mut self, ready: Ready, cx: &mut Cx<'_, P>) -> Outcome {
+        match self.turn(ready, cx) {
+            Ok(Outcome::Close(reason)) => Outcome::Close(reason),
+            Ok(outcome) => match self.sync_interest(cx.token, cx.poller) {
+                Ok(()) => outcome,
+                Err(e) => Outcome::Close(CloseReason::Error(e)),
+            },
             Err(e) => Outcome::Close(CloseReason::Error(e)),
         }
     }
 
-    /// Sends `greeting` (a banner, a daytime line) to a new connection:
-    /// straight out if the socket takes it, else as pending output.
-    pub fn greet<P: Poller>(
-        &mut self,
-        token: Token,
-        greeting: &[u8],
-        cx: &mut Cx<'_, P>,
-    ) -> Outcome {
-        if greeting.is_empty() {
-            return Outcome::Keep;
-        }
-        if let Err(e) = self.echo(greeting, cx.stats) {
+    /// Sends what `service` greets a new connection with (a banner, a
+    /// daytime line): straight out if the socket takes it, else as pending
+    /// output; then, if the service says so, starts closing.
+    pub(crate) fn greet<P: Poller>(&mut self, service: Service, cx: &mut Cx<'_, P>) -> Outcome {
+        let greeting = service.greeting(cx.mode);
+        if !greeting.bytes.is_empty()
+            && let Err(e) = self.send(&greeting.bytes, cx.token, cx.stats)
+        {
             return Outcome::Close(CloseReason::Error(e));
         }
-        match self.sync_interest(token, cx.poller) {
+        if greeting.then_close {
+            // RFC 867: send the line, then close. Draining is exactly that,
+            // FIN after the last byte, and a lingering read so that
+            // anything the client sent cannot turn our close into a reset.
+            return self.begin_shutdown(cx);
+        }
+        match self.sync_interest(cx.token, cx.poller) {
             Ok(()) => Outcome::Keep,
             Err(e) => Outcome::Close(CloseReason::Error(e)),
         }
     }
 
-    /// Starts the graceful-shutdown sequence: stop reading, flush, FIN,
-    /// linger.
-    pub fn begin_shutdown<P: Poller>(&mut self, token: Token, cx: &mut Cx<'_, P>) -> Outcome {
+    /// Starts the close sequence the server chose (shutdown, a daytime
+    /// answer sent): stop reading, flush, FIN, linger.
+    pub(crate) fn begin_shutdown<P: Poller>(&mut self, cx: &mut Cx<'_, P>) -> Outcome {
         if matches!(self.phase, Phase::Open | Phase::Paused) {
-            self.set_phase(Phase::Draining);
+            self.set_phase(cx.token, Phase::Draining);
         }
-        self.drive(token, Ready::default(), cx)
+        self.drive(Ready::default(), cx)
     }
 
-    fn transfer<P>(
-        &mut self,
-        token: Token,
-        ready: Ready,
-        cx: &mut Cx<'_, P>,
-    ) -> io::Result<Outcome> {
+    /// The turn the rules describe: output first, then input as the phase
+    /// allows, then the phase changes that waited for output to drain.
+    fn turn<P>(&mut self, ready: Ready, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
         self.hold(ready);
         // Output first: it is older than any input we could read now, and
-        // draining it may lift backpressure so this same call reads again.
+        // draining it may lift backpressure so this same turn reads again.
         if std::mem::take(&mut self.write_hinted) {
             self.flush(cx)?;
         }
         let mut outcome = match self.phase {
-            Phase::Open => self.echo_input(cx)?,
+            Phase::Open => self.read_input(cx)?,
             Phase::Lingering => self.discard_input(cx)?,
             Phase::Paused | Phase::Closing | Phase::Draining => Outcome::Keep,
         };
@@ -426,9 +438,9 @@ impl Connection {
                 Phase::Draining => {
                     // Everything we owe is written: FIN goes after it.
                     self.stream.shutdown(Shutdown::Write)?;
-                    self.set_phase(Phase::Lingering);
-                    cx.timers
-                        .schedule(cx.now + LINGER_TIMEOUT, TimerKind::LingerDeadline(token));
+                    self.set_phase(cx.token, Phase::Lingering);
+                    let at = cx.now + LINGER_TIMEOUT;
+                    cx.timers.schedule(at, TimerKind::LingerDeadline(cx.token));
                     // The peer's FIN may already be queued, announced by an
                     // edge we ignored while draining: look now.
                     self.read_ready = true;
@@ -468,8 +480,26 @@ impl Connection {
         }
     }
 
-    /// Reads and echoes while input is accepted, up to the budget.
-    fn echo_input<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
+    /// One `write`, the only place the connection writes: how many bytes
+    /// the socket took, 0 when it is full (`WouldBlock`, rule 3's "no
+    /// progress"). A socket that takes nothing of non-empty data without
+    /// saying `WouldBlock` is broken: `WriteZero`, as `write_all` says.
+    #[inline]
+    fn write_once(stream: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
+        loop {
+            return match stream.write(data) {
+                Ok(0) if !data.is_empty() => Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+        }
+    }
+
+    /// Reads while input is accepted, up to the budget, and hands each
+    /// read on: straight back in raw mode, through the protocol otherwise.
+    fn read_input<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
         for _ in 0..READ_BUDGET {
             if !self.read_ready || self.phase != Phase::Open {
                 return Ok(Outcome::Keep);
@@ -478,7 +508,7 @@ impl Connection {
                 Input::Data(n) => n,
                 Input::Empty => return Ok(Outcome::Keep),
                 Input::Eof => {
-                    self.set_phase(Phase::Closing);
+                    self.set_phase(cx.token, Phase::Closing);
                     if !self.partial.is_empty() {
                         // An unfinished message at EOF: the protocol says
                         // what it is still owed (a last line is answered).
@@ -492,7 +522,7 @@ impl Connection {
             self.last_active = cx.stamp;
             if let Mode::Raw = cx.mode {
                 // The hot path: echo from the loop's buffer, no copy.
-                self.echo(&cx.buf[..n], cx.stats)?;
+                self.send(&cx.buf[..n], cx.token, cx.stats)?;
             } else {
                 let verdict = cx.mode.feed(&mut self.partial, &cx.buf[..n], cx.answers);
                 self.send_answers(verdict, cx)?;
@@ -506,22 +536,13 @@ impl Connection {
         }
     }
 
-    /// Sends `data` back: straight from the loop's buffer when nothing is
-    /// pending (the common case, no copy), else behind the pending output.
-    fn echo(&mut self, mut data: &[u8], stats: &mut Stats) -> io::Result<()> {
+    /// Sends `data`: straight from where it lies when nothing is pending
+    /// (the common case, no copy), else behind the pending output.
+    fn send(&mut self, mut data: &[u8], token: Token, stats: &mut Stats) -> io::Result<()> {
         if self.out.is_empty() {
-            loop {
-                match self.stream.write(data) {
-                    Ok(n) => {
-                        stats.bytes_out += n as u64;
-                        data = &data[n..];
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
-            }
+            let n = Self::write_once(&mut self.stream, data)?;
+            stats.bytes_out += n as u64;
+            data = &data[n..];
             if data.is_empty() {
                 return Ok(());
             }
@@ -531,7 +552,7 @@ impl Connection {
         if self.out.len() > HIGH_WATERMARK && self.phase == Phase::Open {
             // Rule 4.
             stats.backpressure_pauses += 1;
-            self.set_phase(Phase::Paused);
+            self.set_phase(token, Phase::Paused);
         }
         Ok(())
     }
@@ -541,7 +562,7 @@ impl Connection {
     fn send_answers<P>(&mut self, verdict: Verdict, cx: &mut Cx<'_, P>) -> io::Result<()> {
         if !cx.answers.is_empty() {
             // Most reads of a split message answer nothing: no `write`.
-            let sent = self.echo(cx.answers, cx.stats);
+            let sent = self.send(cx.answers, cx.token, cx.stats);
             cx.answers.clear();
             sent?;
         }
@@ -553,7 +574,7 @@ impl Connection {
                 }
                 self.partial.clear();
                 if matches!(self.phase, Phase::Open | Phase::Paused) {
-                    self.set_phase(Phase::Draining);
+                    self.set_phase(cx.token, Phase::Draining);
                 }
             }
         }
@@ -563,26 +584,22 @@ impl Connection {
     /// Writes pending output until it is gone or the socket is full.
     fn flush<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<()> {
         while !self.out.is_empty() {
-            match self.stream.write(self.out.as_slice()) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    let short = n < self.out.len();
-                    self.out.consume(n);
-                    cx.stats.bytes_out += n as u64;
-                    self.last_active = cx.stamp;
-                    if short {
-                        // The send buffer is full; it raises a new
-                        // writable edge when it has room again.
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+            let n = Self::write_once(&mut self.stream, self.out.as_slice())?;
+            if n == 0 {
+                break;
+            }
+            let short = n < self.out.len();
+            self.out.consume(n);
+            cx.stats.bytes_out += n as u64;
+            self.last_active = cx.stamp;
+            if short {
+                // The send buffer is full; it raises a new writable edge
+                // when it has room again.
+                break;
             }
         }
         if self.phase == Phase::Paused && self.out.len() < LOW_WATERMARK {
-            self.set_phase(Phase::Open);
+            self.set_phase(cx.token, Phase::Open);
             // Rule 4: edges that came while paused were not asked for.
             self.read_ready = true;
         }
@@ -631,11 +648,9 @@ impl Connection {
         Ok(())
     }
 
-    fn set_phase(&mut self, next: Phase) {
-        trace!(
-            "connection {}: {:?} => {:?}",
-            self.generation, self.phase, next
-        );
+    /// Every phase change goes through here, and is logged as one line.
+    fn set_phase(&mut self, token: Token, next: Phase) {
+        trace!("{}: {:?} => {:?}", Named(token), self.phase, next);
         self.phase = next;
     }
 }
@@ -644,6 +659,9 @@ impl Connection {
 mod tests {
     use super::*;
     use crate::poller::epoll::Epoll;
+
+    /// The token the test connection is registered under.
+    const TOKEN: Token = Token((1 << 32) | 7);
 
     /// A loopback pair with small kernel buffers: the client's blocking
     /// socket and the server side wrapped as a connection.
@@ -660,7 +678,7 @@ mod tests {
             .expect("SO_RCVBUF");
         server.set_nonblocking(true).expect("nonblocking");
         let stream = TcpStream::from_std(server);
-        let conn = Connection::register(stream, Token(7), 0, poller, Stamp::new(epoch, epoch))
+        let conn = Connection::register(stream, TOKEN, poller, Stamp::new(epoch, epoch))
             .expect("register");
         (client, conn)
     }
@@ -672,6 +690,7 @@ mod tests {
         let mut timers = Timers::new();
         let now = Instant::now();
         let mut cx = Cx {
+            token: TOKEN,
             poller,
             buf: &mut buf,
             stats,
@@ -681,7 +700,7 @@ mod tests {
             answers: &mut answers,
             timers: &mut timers,
         };
-        conn.drive(Token(7), ready, &mut cx)
+        conn.drive(ready, &mut cx)
     }
 
     #[test]

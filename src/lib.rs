@@ -9,61 +9,117 @@
 //! itself; `--mode line` and `--mode frame` put a protocol between input
 //! and output, and UDP echo and daytime services share the same loop.
 //!
+//! # Using it as a library
+//!
+//! The binary is a thin shell around [`Server`]: build a [`Config`], bind,
+//! print where it listens, run. An embedder does the same, and stops it
+//! from another thread with a [`ShutdownHandle`]:
+//!
+//! ```
+//! use echo_reactor::{Config, ListenAddr, Server};
+//! use std::io::{Read, Write};
+//!
+//! let config = Config {
+//!     listen: vec!["127.0.0.1:0".parse::<ListenAddr>()?],
+//!     ..Config::default()
+//! };
+//! let server = Server::bind(&config)?;
+//! let addr = server.local_addrs()[0];
+//! let stop = server.shutdown_handle();
+//! let serving = std::thread::spawn(move || server.run());
+//!
+//! let mut client = std::net::TcpStream::connect(addr)?;
+//! client.write_all(b"ping")?;
+//! let mut echo = [0u8; 4];
+//! client.read_exact(&mut echo)?;
+//! assert_eq!(&echo, b"ping");
+//! drop(client);
+//!
+//! stop.shutdown()?; // graceful: drain, then return
+//! let report = serving.join().expect("the loop thread")?;
+//! assert_eq!(report.stats.accepted, 1);
+//! assert!(!report.forced);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Layout
 //!
 //! Data flows one way: socket -> connection -> protocol -> output buffer ->
 //! socket, with the loop only routing readiness (raw mode skips the
-//! protocol step).
+//! protocol step). Every module is private; the items above are the whole
+//! public API. `cargo doc --document-private-items --open` renders the
+//! modules below with their docs, which is how this crate is meant to be
+//! read.
 //!
-//! - [`reactor`]: the event loop. Ticks, routing by token, the run-next
-//!   queue, accepting (budget, connection limit, descriptor exhaustion),
-//!   timers, graceful shutdown.
-//! - [`connection`]: one client. The readiness rules (drain or remember,
-//!   budgets, write interest only while output is pending, backpressure)
-//!   and the connection's phases up to a lingering close.
-//! - [`outbuf`]: pending output, only after a partial write.
-//! - [`protocol`]: what to answer, without I/O: the [`protocol::Mode`]
-//!   enum, the decoder interface and its driver; [`protocol::line`]
-//!   (replies per line, banner, `exit`) and [`protocol::frame`] (4-byte
-//!   length header, whole frames).
-//! - [`poller`]: the multiplexer interface and its three backends, epoll
+//! - `reactor`: the event loop (`reactor/mod.rs`: ticks, routing by token,
+//!   the run-next queue, timers, graceful shutdown), accepting and turning
+//!   clients away (`reactor/accept.rs`), opening the sockets
+//!   (`reactor/sources.rs`), and the backend choice (`reactor/server.rs`).
+//! - `connection`: one client. The readiness rules (drain or remember,
+//!   budgets, write interest only while output is pending, backpressure),
+//!   each coded once, and the connection's phases up to a lingering close.
+//! - `outbuf`: pending output, only after a partial write.
+//! - `service`: what a listener serves (echo, daytime): greetings and
+//!   datagram answers, so that the loop never touches bytes.
+//! - `protocol`: what to answer, without I/O: the [`Mode`] enum, the
+//!   decoder interface and its driver; `protocol/line.rs` (replies per
+//!   line, banner, `exit`) and `protocol/frame.rs` (4-byte length header,
+//!   whole frames).
+//! - `poller`: the multiplexer interface and its three backends, epoll
 //!   (mio), poll(2) and select(2): the contract, and the traps of each.
-//! - [`udp`]: UDP echo and daytime sockets on the same poller.
-//! - [`daytime`]: the current time as an RFC 867 text line.
-//! - [`token`]: what a token names, and why it carries a generation.
-//! - [`timer`]: the deadline heap that bounds the poll timeout.
-//! - [`shutdown`]: stop requests from signals or another thread.
-//! - `signals`: every signal the server expects, handled on purpose.
+//! - `udp`: UDP echo and daytime sockets on the same poller, and the loop
+//!   guard against spoofed datagrams.
+//! - `daytime`: the current time as an RFC 867 text line.
+//! - `token`: what a token names, why it carries a generation, and how log
+//!   lines name a connection (`conn KEY/GENERATION`).
+//! - `timer`: the deadline heap that bounds the poll timeout.
+//! - `shutdown`: stop requests from another thread; `signals`: every
+//!   signal the server expects, handled on purpose.
 //! - `per_ip`: `--max-connections-per-ip`, connections per host.
-//! - [`listener`]: socket, `SO_REUSEADDR`, bind, listen(backlog).
-//! - [`addr`]: `HOST:PORT` parsing and getaddrinfo-style resolution.
-//! - [`fdlimit`]: `RLIMIT_NOFILE` and the spare descriptor for `EMFILE`.
-//! - [`stats`]: the counters the loop keeps and logs.
-//! - [`config`], [`cli`]: what to run, and the command line that says it.
-//! - [`bench`]: the engine of the `echo-bench` stress client.
-#![deny(missing_docs, rust_2018_idioms, unsafe_op_in_unsafe_fn)]
+//! - `listener`: socket, `SO_REUSEADDR`, `SO_OOBINLINE`, keepalive, bind,
+//!   listen(backlog).
+//! - `addr`: `HOST:PORT` parsing and getaddrinfo-style resolution.
+//! - `fdlimit`: `RLIMIT_NOFILE` and the spare descriptor for `EMFILE`.
+//! - `stats`: the counters the loop keeps and logs.
+//! - `config`: what to run ([`Config`]); the command line that says it is
+//!   the binary's (`src/bin/echo-reactor/cli.rs`).
+#![deny(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks
+)]
 
-pub mod addr;
+mod addr;
+#[doc(hidden)]
+#[allow(missing_docs, missing_debug_implementations)]
 pub mod bench;
-pub mod cli;
-pub mod config;
-pub mod connection;
-pub mod daytime;
-pub mod fdlimit;
-pub mod listener;
-pub mod outbuf;
+mod config;
+mod connection;
+mod daytime;
+mod fdlimit;
+mod listener;
+mod outbuf;
 mod per_ip;
-pub mod poller;
-pub mod protocol;
-pub mod reactor;
-pub mod shutdown;
+mod poller;
+mod protocol;
+mod reactor;
+mod service;
+mod shutdown;
 mod signals;
-pub mod stats;
-pub mod timer;
-pub mod token;
-pub mod udp;
+mod stats;
+mod timer;
+mod token;
+mod udp;
 
-pub use config::Config;
-pub use reactor::{Reactor, Report, Server};
+pub use addr::{AddrError, ListenAddr};
+pub use config::{Config, DEFAULT_BACKLOG, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_TIMEOUT};
+pub use listener::ListenError;
+pub use poller::Backend;
+pub use protocol::frame::DEFAULT_MAX_FRAME;
+pub use protocol::line::DEFAULT_MAX_LINE;
+pub use protocol::{Frame, Line, Mode, Transform};
+pub use reactor::{Report, Server};
 pub use shutdown::ShutdownHandle;
 pub use stats::Stats;

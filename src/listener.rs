@@ -33,15 +33,6 @@ use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
 use crate::addr::ListenAddr;
 
-/// What a listening socket (TCP or UDP) serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
-    /// Echo (RFC 862), in the server's `--mode` for TCP.
-    Echo,
-    /// The current time as a line (RFC 867), then close.
-    Daytime,
-}
-
 /// Why a listener could not be opened.
 #[derive(Debug)]
 pub enum ListenError {

@@ -69,6 +69,7 @@ impl OutBuf {
     }
 
     /// Heap bytes held (for tests and footprint docs).
+    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.buf.capacity()
     }

@@ -95,13 +95,9 @@ impl Timers {
     }
 
     /// Number of pending deadlines.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.heap.len()
-    }
-
-    /// Whether no deadline is pending.
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
     }
 }
 

@@ -111,6 +111,30 @@ pub fn decode(token: Token) -> Target {
     }
 }
 
+/// The generation a connection token carries (0 for other tokens).
+pub fn generation_of(token: Token) -> u32 {
+    (token.0 >> CONNECTION_SHIFT) as u32
+}
+
+/// A token as log lines name what it stands for, the same way in every
+/// line: `conn 12/3` (slab key 12, generation 3), `listener 0`, `udp 1`,
+/// `waker`, `signals`.
+#[derive(Debug, Clone, Copy)]
+pub struct Named(pub Token);
+
+impl std::fmt::Display for Named {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match decode(self.0) {
+            Target::Connection { key, generation } => write!(f, "conn {key}/{generation}"),
+            Target::Listener(i) => write!(f, "listener {i}"),
+            Target::Udp(i) => write!(f, "udp {i}"),
+            Target::Waker => f.write_str("waker"),
+            Target::Signals => f.write_str("signals"),
+            Target::Unknown => write!(f, "token {}", self.0.0),
+        }
+    }
+}
+
 /// Hands out connection generations: 1, 2, ... wrapping past `u32::MAX`
 /// back to 1. A collision would need four billion connections to be opened
 /// between an event's arrival and its handling, which cannot happen within
@@ -151,6 +175,13 @@ mod tests {
                 generation: 7
             }
         );
+    }
+
+    #[test]
+    fn log_names_are_the_same_everywhere() {
+        assert_eq!(Named(connection(12, 3)).to_string(), "conn 12/3");
+        assert_eq!(generation_of(connection(12, 3)), 3);
+        assert_eq!(Named(listener(0)).to_string(), "listener 0");
     }
 
     #[test]

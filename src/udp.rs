@@ -58,8 +58,7 @@ use log::debug;
 use mio::net::UdpSocket;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::daytime;
-use crate::listener::Service;
+use crate::service::Service;
 use crate::stats::Stats;
 
 /// Datagrams per UDP socket per loop tick before the others get a turn.
@@ -145,14 +144,8 @@ pub fn serve(
             debug!("udp: not answering {peer} (could start a loop)");
             continue;
         }
-        let time;
-        let reply: &[u8] = match service {
-            Service::Echo => &buf[..n],
-            Service::Daytime => {
-                time = daytime::now_line();
-                time.as_bytes()
-            }
-        };
+        let mut time = String::new();
+        let reply = service.answer(&buf[..n], &mut time);
         match socket.send_to(reply, peer) {
             Ok(_) => stats.datagrams_out += 1,
             Err(e) => {

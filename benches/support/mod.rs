@@ -640,7 +640,7 @@ const IDLE_SOURCES: usize = 8;
 /// once, lets them sit idle for `settle`, and reads the server's RSS. The
 /// connections are closed before it returns.
 pub fn idle_rss(server: &Server, connections: usize, settle: Duration) -> IdleRss {
-    let _ = echo_reactor::fdlimit::raise_nofile_limit();
+    let _ = echo_reactor::bench::raise_nofile_limit();
     let rss_before_kib = server.rss_kib();
     let mut clients = Vec::with_capacity(connections);
     for i in 0..connections {

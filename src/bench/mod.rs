@@ -37,6 +37,7 @@ mod tcp;
 pub mod timer;
 mod udp;
 
+pub use crate::fdlimit::raise_nofile_limit;
 pub use config::{Config, ConfigError, StopAt, Transport};
 pub use live::Live;
 pub use report::Report;

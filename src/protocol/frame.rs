@@ -39,11 +39,13 @@ impl Default for Frame {
 }
 
 /// The header for a body of `len` bytes (for clients and tests).
+#[cfg(test)]
 pub fn header(len: u32) -> [u8; HEADER_LEN] {
     len.to_be_bytes()
 }
 
 /// `body` with its header in front.
+#[cfg(test)]
 pub fn encode(body: &[u8]) -> Option<Vec<u8>> {
     let len = u32::try_from(body.len()).ok()?;
     let mut frame = Vec::with_capacity(HEADER_LEN + body.len());

@@ -5,12 +5,10 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::addr::ListenAddr;
-use crate::config::{Config, DEFAULT_BACKLOG, DEFAULT_LISTEN};
-use crate::poller::Backend;
-use crate::protocol::frame::DEFAULT_MAX_FRAME;
-use crate::protocol::line::DEFAULT_MAX_LINE;
-use crate::protocol::{Frame, Line, Mode, Transform};
+use echo_reactor::{
+    Backend, Config, DEFAULT_BACKLOG, DEFAULT_LISTEN, DEFAULT_MAX_FRAME, DEFAULT_MAX_LINE, Frame,
+    Line, ListenAddr, Mode, Transform,
+};
 
 /// A single-threaded, readiness-based TCP echo server (RFC 862) on mio.
 ///

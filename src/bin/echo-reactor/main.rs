@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use echo_reactor::Server;
-use echo_reactor::cli::Args;
+
+mod cli;
+use cli::Args;
 
 /// Exit code when a second signal cut the graceful shutdown short
 /// (128 + SIGINT, the shell's convention for "interrupted").

@@ -1,0 +1,329 @@
+//! Accepting, and turning clients away: the listener's side of the loop.
+//!
+//! A listener gets [`ACCEPT_BUDGET`] accepts per tick, then goes on the
+//! run-next queue like a connection would: an accept storm cannot stall the
+//! clients already connected. A client is turned away, with a one-line
+//! notice and at once (so it neither waits in the backlog nor disturbs
+//! anyone), when:
+//!
+//! - the server holds `--max-connections` already;
+//! - its host holds `--max-connections-per-ip` already (`per_ip.rs`);
+//! - its descriptor is one the backend cannot watch (select: at or above
+//!   `FD_SETSIZE`), counted as `unwatchable` and logged once.
+//!
+//! Descriptor exhaustion (`EMFILE`) is handled with a spare descriptor
+//! (`fdlimit.rs`), or, without one, by pausing the listener and retrying
+//! from a timer. Repeated warnings are logged at most once per
+//! [`WARN_INTERVAL`].
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+use mio::net::TcpStream;
+
+use super::Reactor;
+use crate::connection::Connection;
+use crate::fdlimit::{self, SpareFd};
+use crate::per_ip::PerIpLimit;
+use crate::poller::{self, Interest, Poller};
+use crate::service::Service;
+use crate::stats::Stats;
+use crate::timer::TimerKind;
+use crate::token::{self, Named};
+
+/// Accepts per listener per tick before other sockets get their turn.
+pub(crate) const ACCEPT_BUDGET: usize = 64;
+/// How long a listener rests after an accept error it cannot shed.
+pub(crate) const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// Repeated warnings (descriptor exhaustion, connection limits) are logged
+/// at most this often.
+pub(crate) const WARN_INTERVAL: Duration = Duration::from_secs(1);
+/// What a client turned away reads before EOF.
+pub(crate) const REJECT_NOTICE: &[u8] = b"ERR too many connections\n";
+
+/// Who may come in: the limits, and what accepting needs to keep them.
+#[derive(Debug)]
+pub(super) struct Admission {
+    /// The effective `--max-connections`.
+    pub(super) max_connections: usize,
+    /// `--max-connections-per-ip`, when set.
+    pub(super) per_ip: Option<PerIpLimit>,
+    /// One descriptor held back for `EMFILE`.
+    spare: SpareFd,
+    /// Whether the first connection the backend could not watch was
+    /// logged (once; the `unwatchable` counter keeps count).
+    unwatchable_logged: bool,
+    last_warning: Option<Instant>,
+}
+
+impl Admission {
+    pub(super) fn new(max_connections: usize, per_ip: Option<usize>) -> Admission {
+        Admission {
+            max_connections,
+            per_ip: per_ip.map(PerIpLimit::new),
+            spare: SpareFd::open(),
+            unwatchable_logged: false,
+            last_warning: None,
+        }
+    }
+
+    fn warn_rate_limited(&mut self, now: Instant, msg: std::fmt::Arguments<'_>) {
+        let due = self
+            .last_warning
+            .is_none_or(|last| now.duration_since(last) >= WARN_INTERVAL);
+        if due {
+            warn!("{msg}");
+            self.last_warning = Some(now);
+        }
+    }
+}
+
+/// Why a client is turned away.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    /// The backend cannot watch its descriptor.
+    Unwatchable,
+    /// `--max-connections`.
+    Connections,
+    /// `--max-connections-per-ip`.
+    PerIp,
+}
+
+/// What [`Reactor::shed_one`] managed.
+enum Shed {
+    /// A pending connection was accepted and closed.
+    One,
+    /// The backlog was empty after all: the listener is drained.
+    NothingPending,
+    /// No spare, or accepting failed anyway: pause and retry later.
+    Failed,
+}
+
+impl<P: Poller> Reactor<P> {
+    /// Accepts from listener `i` until it is drained or its budget is spent.
+    pub(super) fn accept_from(&mut self, i: usize) {
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(slot) = self.sources.listeners.get(i) else {
+                return;
+            };
+            let (Some(socket), false) = (slot.socket.as_ref(), slot.paused) else {
+                return;
+            };
+            let service = slot.service;
+            match socket.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer, service),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.stats.accept_errors += 1;
+                    if !self.on_accept_error(i, &e) {
+                        return;
+                    }
+                }
+            }
+        }
+        // Budget spent while connections may still be pending: no new edge
+        // will say so, so come back next tick (after everyone else).
+        if let Some(slot) = self.sources.listeners.get_mut(i)
+            && !std::mem::replace(&mut slot.queued, true)
+        {
+            self.run_next.push(token::listener(i));
+        }
+    }
+
+    /// Deals with a failed `accept`; true if accepting may go on now.
+    fn on_accept_error(&mut self, i: usize, e: &io::Error) -> bool {
+        if fdlimit::is_exhaustion(e) {
+            self.admission.warn_rate_limited(
+                self.clock.now,
+                format_args!("accept: {e}; out of file descriptors, shedding new connections"),
+            );
+            return match self.shed_one(i) {
+                Shed::One => true,
+                // EMFILE comes before the queue is looked at, so it also
+                // means "nothing pending" at times.
+                Shed::NothingPending => false,
+                Shed::Failed => {
+                    self.pause_listener(i);
+                    false
+                }
+            };
+        }
+        if matches!(
+            e.raw_os_error(),
+            Some(libc::ECONNABORTED) | Some(libc::EPROTO) | Some(libc::EPERM)
+        ) {
+            // The handshake was aborted before we got to it: only that
+            // connection is concerned.
+            debug!("accept: {e}");
+            return true;
+        }
+        // ENOBUFS, ENOMEM, ...: the kernel is short of memory. Retrying at
+        // once would spin; rest and come back.
+        self.admission.warn_rate_limited(
+            self.clock.now,
+            format_args!("accept: {e}; retrying shortly"),
+        );
+        self.pause_listener(i);
+        false
+    }
+
+    /// The spare-descriptor trick: free one descriptor, accept the pending
+    /// connection, close it, take the spare back.
+    fn shed_one(&mut self, i: usize) -> Shed {
+        let Some(socket) = self.sources.listeners[i].socket.as_ref() else {
+            return Shed::Failed;
+        };
+        if !self.admission.spare.release() {
+            return Shed::Failed;
+        }
+        let result = match socket.accept() {
+            Ok((stream, peer)) => {
+                debug!("shed {peer}: no descriptors left");
+                drop(stream);
+                self.stats.rejected += 1;
+                Shed::One
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Shed::NothingPending,
+            Err(_) => Shed::Failed,
+        };
+        self.admission.spare.restore();
+        result
+    }
+
+    fn pause_listener(&mut self, i: usize) {
+        self.sources.listeners[i].paused = true;
+        // Level-triggered trap: on poll and select a listener with pending
+        // connections stays readable, and a paused one would be reported
+        // on every `wait` for nothing, spinning the loop until the retry.
+        // So a resting listener is not watched at all. (On epoll it would
+        // not matter, edges do not repeat, but the loop is the same for
+        // all backends; two `epoll_ctl` per pause cost nothing on this
+        // rare path.)
+        if let Some(socket) = self.sources.listeners[i].socket.as_ref() {
+            let _ = self.poller.deregister(socket.as_raw_fd());
+        }
+        let at = self.clock.now + ACCEPT_RETRY_DELAY;
+        self.timers.schedule(at, TimerKind::AcceptRetry(i));
+    }
+
+    /// The end of a listener's rest: watch it again, and accept now (the
+    /// edge that announced the waiting connections was consumed long ago).
+    pub(super) fn resume_listener(&mut self, i: usize) {
+        if let Some(slot) = self.sources.listeners.get_mut(i) {
+            slot.paused = false;
+            if let Some(socket) = slot.socket.as_ref() {
+                let fd = socket.as_raw_fd();
+                if let Err(e) = self
+                    .poller
+                    .register(fd, token::listener(i), Interest::READABLE)
+                {
+                    warn!("cannot watch listener {i} again: {e}");
+                }
+            }
+        }
+        self.accept_from(i);
+    }
+
+    /// The limit a new client from `peer` would break, if any.
+    fn limit_broken(&self, stream: &TcpStream, peer: SocketAddr) -> Option<Limit> {
+        if !P::watchable(stream.as_raw_fd()) {
+            // select: FD_SETSIZE. Registering would set a bit outside the
+            // fd_set, undefined behaviour; the client is turned away with
+            // the notice of a full server, which is what it is.
+            return Some(Limit::Unwatchable);
+        }
+        if self.conns.len() >= self.admission.max_connections {
+            return Some(Limit::Connections);
+        }
+        match self.admission.per_ip.as_ref() {
+            Some(per_ip) if !per_ip.has_room(peer.ip()) => Some(Limit::PerIp),
+            _ => None,
+        }
+    }
+
+    /// Counts and logs a client turned away at `limit`.
+    fn note_refusal(&mut self, limit: Limit, fd: i32, peer: SocketAddr) {
+        let now = self.clock.now;
+        let admission = &mut self.admission;
+        match limit {
+            Limit::Unwatchable => {
+                self.stats.unwatchable += 1;
+                if !std::mem::replace(&mut admission.unwatchable_logged, true) {
+                    warn!(
+                        "descriptor {fd} is beyond what this backend can watch \
+                         (select: below FD_SETSIZE = {}); refusing such connections \
+                         (counted as unwatchable; use --backend poll or epoll for more)",
+                        poller::FD_SETSIZE
+                    );
+                }
+            }
+            Limit::Connections => {
+                let max = admission.max_connections;
+                admission.warn_rate_limited(
+                    now,
+                    format_args!("connection limit ({max}) reached, turning clients away"),
+                );
+            }
+            Limit::PerIp => {
+                self.stats.rejected_per_ip += 1;
+                let max = admission.per_ip.as_ref().map_or(0, PerIpLimit::limit);
+                admission.warn_rate_limited(
+                    now,
+                    format_args!(
+                        "{} holds {max} connections (--max-connections-per-ip), \
+                         turning it away",
+                        peer.ip()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Takes in an accepted connection, or turns it away at a limit.
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, service: Service) {
+        if let Some(limit) = self.limit_broken(&stream, peer) {
+            turn_away(&stream, &mut self.stats);
+            self.note_refusal(limit, stream.as_raw_fd(), peer);
+            return;
+        }
+        // Echo replies are small and latency matters: don't let Nagle hold
+        // them back waiting for the client's ACK.
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!("{peer}: set_nodelay: {e}");
+            return;
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let token = token::connection(key, self.generations.next_generation());
+        match Connection::register(stream, token, &mut self.poller, self.clock.stamp) {
+            Ok(conn) => entry.insert(conn),
+            Err(e) => {
+                warn!("{peer}: cannot register connection: {e}");
+                return;
+            }
+        };
+        if let Some(per_ip) = self.admission.per_ip.as_mut() {
+            per_ip.admit(key, peer.ip());
+        }
+        self.stats.accepted += 1;
+        self.stats.active = self.conns.len() as u64;
+        debug!("{}: from {peer} ({service:?})", Named(token));
+        if let Some(idle) = self.settings.idle_timeout {
+            let at = self.clock.now + idle;
+            self.timers.schedule(at, TimerKind::IdleCheck(token));
+        }
+        self.with_connection(key, |conn, cx| conn.greet(service, cx));
+    }
+}
+
+/// Tells a client the server will not serve it, then closes it (on drop).
+/// Best effort, one syscall: the socket is fresh, so its send buffer has
+/// room; if not, the client just sees EOF.
+fn turn_away(stream: &TcpStream, stats: &mut Stats) {
+    stats.rejected += 1;
+    let _ = (&*stream).write(REJECT_NOTICE);
+}

@@ -1,0 +1,556 @@
+//! The event loop: one thread, one multiplexer, every socket.
+//!
+//! This is the select/poll/epoll server of seeds 9 and 10, grown up, and
+//! it still runs on any of the three: [`Reactor`] is generic over the
+//! [`Poller`] (`poller/`), and [`Server`] picks one for `--backend`. Each
+//! turn of the loop (a *tick*):
+//!
+//! 1. sleeps in the poller's `wait` until something is ready, or until the
+//!    nearest timer deadline, or not at all while the run-next queue holds
+//!    work;
+//! 2. routes each event by its token (`token.rs`) to a listener (accept,
+//!    `accept.rs`), a UDP socket (`udp.rs`), a control pipe (stop,
+//!    signals), or a connection, which does its own I/O (`connection.rs`);
+//! 3. drives the connections and listeners that the previous tick left on
+//!    the run-next queue because they spent their budget while still ready;
+//! 4. fires due timers: idle checks, the linger bound, stats, accept
+//!    retries, the shutdown deadline.
+//!
+//! The loop only routes readiness; it never touches a connection's bytes.
+//! What a connection is sent and answers is its service's and protocol's
+//! business (`service.rs`, `protocol/`); the loop only lends every
+//! connection the same read buffer and the same scratch vector for
+//! answers ([`Lent`]), so neither is per connection.
+//!
+//! The sockets are opened before the loop starts (`sources.rs`); the
+//! backend is chosen at run time in one place (`server.rs`).
+//!
+//! # Shutdown
+//!
+//! The first stop request (signal or [`ShutdownHandle`]) closes the
+//! listeners, so new connections are refused by the kernel, and moves every
+//! connection to draining: no new input, pending output flushed, then FIN,
+//! then a lingering read until the client closes. The loop ends when no
+//! connection is left or at the shutdown deadline, which closes the rest.
+//! A second request ends the loop at once.
+
+mod accept;
+mod server;
+mod sources;
+
+pub use server::Server;
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::connection::{CloseReason, Connection, Cx, Outcome, Ready};
+use crate::fdlimit;
+use crate::listener::ListenError;
+use crate::poller::{Event, Interest, Poller, Token};
+use crate::protocol::Mode;
+use crate::shutdown::{ShutdownHandle, WakePipe};
+use crate::signals::{Request, Signals};
+use crate::stats::Stats;
+use crate::timer::{Stamp, TimerKind, Timers};
+use crate::token::{self, Generations, Named, Target};
+use crate::udp::{self, Turn};
+use accept::Admission;
+use sources::Sources;
+
+/// Size of the loop's one read buffer, shared by all connections.
+pub(crate) const READ_BUFFER_SIZE: usize = 64 * 1024;
+
+/// Events taken from the kernel per `wait`; more simply wait for the next.
+///
+/// Measured, not derived: 128 ran faster than 1,024 with 1,000 ping-pong
+/// connections, likely because a smaller batch works on fewer sockets
+/// between two waits (cache locality); extra `epoll_wait` calls stay rare,
+/// one per 128 events at most. The figures and the command are in
+/// docs/benchmarks.md ("What the evidence changed").
+pub(crate) const EVENTS_CAPACITY: usize = 128;
+
+/// How the loop ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Report {
+    /// Final counters.
+    pub stats: Stats,
+    /// True when a second stop request cut the graceful shutdown short.
+    pub forced: bool,
+}
+
+/// What the loop lends each connection it drives (see [`Cx`]).
+#[derive(Debug)]
+struct Lent {
+    /// The one read buffer: every read lands here and is echoed from here.
+    read_buf: Box<[u8]>,
+    /// Scratch space for a protocol's answers; empty between uses.
+    answers: Vec<u8>,
+    /// What echo connections speak.
+    mode: Mode,
+}
+
+/// The loop's sense of time, read once per tick.
+#[derive(Debug)]
+struct Clock {
+    /// The time of the current tick, read once after each `wait`.
+    now: Instant,
+    /// `now` as a connection [`Stamp`], computed once per tick rather than
+    /// once per connection driven (subtracting two timespecs costs about
+    /// as much as the rest of an echo's own code).
+    stamp: Stamp,
+    /// When the loop was created: the origin of stamps.
+    epoch: Instant,
+}
+
+/// Stop requests: where they come from, and how far shutdown has got.
+#[derive(Debug)]
+struct Stop {
+    handle: ShutdownHandle,
+    /// The read end of the handle's pipe (token `WAKER`).
+    wake: WakePipe,
+    signals: Option<Signals>,
+    /// Stop requests seen so far (signals plus handle).
+    requests: usize,
+    handle_requests_seen: usize,
+    shutting_down: bool,
+    forced: bool,
+}
+
+/// What the command line set that the loop consults as it runs.
+#[derive(Debug)]
+struct Settings {
+    idle_timeout: Option<Duration>,
+    shutdown_timeout: Duration,
+    stats_interval: Option<Duration>,
+}
+
+/// The server on backend `P`: sockets, timers and counters, driven by
+/// [`Reactor::run`].
+#[derive(Debug)]
+pub(crate) struct Reactor<P: Poller> {
+    poller: P,
+    sources: Sources,
+    conns: Slab<Connection>,
+    generations: Generations,
+    lent: Lent,
+    /// Sources that stopped on their budget while still ready; driven next
+    /// tick, and while non-empty the loop polls without sleeping.
+    run_next: Vec<Token>,
+    timers: Timers,
+    clock: Clock,
+    stats: Stats,
+    admission: Admission,
+    stop: Stop,
+    settings: Settings,
+}
+
+impl<P: Poller> Reactor<P> {
+    /// Opens the sockets and everything the loop needs; does not serve
+    /// until [`Reactor::run`]. (`config.backend` is [`Server`]'s business;
+    /// here the backend is `P`.)
+    pub(crate) fn bind(config: &Config) -> Result<Reactor<P>, ListenError> {
+        let setup = ListenError::Setup;
+        let nofile = fdlimit::raise_nofile_limit().map_err(setup)?;
+        let fd_budget = fdlimit::default_max_connections(nofile);
+        let max_connections = config.max_connections.unwrap_or(fd_budget);
+        if max_connections > fd_budget {
+            warn!(
+                "--max-connections {max_connections} exceeds the descriptor limit ({nofile}); \
+                 connections past ~{fd_budget} will be shed"
+            );
+        }
+        let mut poller = P::new().map_err(setup)?;
+        let sources = Sources::open(config)?;
+        sources.register(&mut poller).map_err(setup)?;
+        let (handle, wake) = ShutdownHandle::new().map_err(setup)?;
+        poller
+            .register(wake.fd(), token::WAKER, Interest::READABLE)
+            .map_err(setup)?;
+        let signals = if config.handle_signals {
+            let signals = Signals::install().map_err(setup)?;
+            poller
+                .register(signals.fd(), token::SIGNALS, Interest::READABLE)
+                .map_err(setup)?;
+            Some(signals)
+        } else {
+            None
+        };
+        let now = Instant::now();
+        let mut timers = Timers::new();
+        if let Some(every) = config.stats_interval {
+            timers.schedule(now + every, TimerKind::StatsReport);
+        }
+        Ok(Reactor {
+            poller,
+            sources,
+            conns: Slab::new(),
+            generations: Generations::default(),
+            lent: Lent {
+                read_buf: vec![0; READ_BUFFER_SIZE].into_boxed_slice(),
+                answers: Vec::new(),
+                mode: config.mode.clone(),
+            },
+            run_next: Vec::new(),
+            timers,
+            clock: Clock {
+                now,
+                stamp: Stamp::default(),
+                epoch: now,
+            },
+            stats: Stats::default(),
+            admission: Admission::new(max_connections, config.max_connections_per_ip),
+            stop: Stop {
+                handle,
+                wake,
+                signals,
+                requests: 0,
+                handle_requests_seen: 0,
+                shutting_down: false,
+                forced: false,
+            },
+            settings: Settings {
+                idle_timeout: config.idle_timeout,
+                shutdown_timeout: config.shutdown_timeout,
+                stats_interval: config.stats_interval,
+            },
+        })
+    }
+
+    /// The echo listeners' addresses as bound (the kernel's port for 0).
+    pub(crate) fn local_addrs(&self) -> &[SocketAddr] {
+        &self.sources.tcp_addrs
+    }
+
+    /// The UDP echo sockets' addresses as bound.
+    pub(crate) fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.sources.udp_addrs
+    }
+
+    /// The daytime services' addresses as bound (TCP and UDP share each).
+    pub(crate) fn daytime_addrs(&self) -> &[SocketAddr] {
+        &self.sources.daytime_addrs
+    }
+
+    /// A handle that stops this reactor from any thread.
+    pub(crate) fn shutdown_handle(&self) -> ShutdownHandle {
+        self.stop.handle.clone()
+    }
+
+    /// Serves until shut down; returns the final counters.
+    ///
+    /// One tick: wait for events (without sleeping while the run-next queue
+    /// holds anything), handle every reported event, then every source the
+    /// previous tick queued, then due timers. **A connection gets at most
+    /// one turn per tick**: an event for a connection already on the queue
+    /// only adds its hints to the queued turn. Without that, a flooding
+    /// client that stopped on its budget and also got a fresh event would
+    /// take two turns to a light client's one, and the light client's wait
+    /// is the sum of everyone's turns. Fresh events go first, the queued
+    /// backlog after them.
+    pub(crate) fn run(mut self) -> io::Result<Report> {
+        let mut events = P::events(EVENTS_CAPACITY);
+        // The run-next entries being processed this tick; swapped with
+        // `run_next` so both vectors keep their capacity.
+        let mut batch: Vec<Token> = Vec::new();
+        while !self.finished() {
+            let timeout = if self.run_next.is_empty() {
+                self.timers.poll_timeout(Instant::now())
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poller.wait(&mut events, timeout) {
+                // EINTR: a signal arrived; its pipe is now readable and the
+                // next wait reports it. Anything else is a broken poller.
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            self.clock.now = Instant::now();
+            self.clock.stamp = Stamp::new(self.clock.epoch, self.clock.now);
+            std::mem::swap(&mut batch, &mut self.run_next);
+            for event in P::iter(&events) {
+                self.dispatch(event.token, ready(event));
+            }
+            for token in batch.drain(..) {
+                self.dispatch_queued(token);
+            }
+            self.fire_timers();
+        }
+        info!("final stats: {}", self.stats);
+        Ok(Report {
+            stats: self.stats,
+            forced: self.stop.forced,
+        })
+    }
+
+    fn finished(&self) -> bool {
+        self.stop.forced || (self.stop.shutting_down && self.conns.is_empty())
+    }
+
+    /// Routes one event.
+    fn dispatch(&mut self, token: Token, ready: Ready) {
+        match token::decode(token) {
+            Target::Connection { key, generation } => self.drive(key, generation, ready),
+            Target::Listener(i) => self.accept_from(i),
+            Target::Udp(i) => self.serve_udp(i),
+            Target::Waker => {
+                self.stop.wake.drain();
+                let total = self.stop.handle.requests();
+                let new = total - self.stop.handle_requests_seen;
+                self.stop.handle_requests_seen = total;
+                self.stop_requested(new);
+            }
+            Target::Signals => self.on_signals(),
+            Target::Unknown => {}
+        }
+    }
+
+    /// Drives a source that the previous tick left on the run-next queue.
+    fn dispatch_queued(&mut self, token: Token) {
+        match token::decode(token) {
+            Target::Connection { key, generation } => {
+                match self.conns.get_mut(key) {
+                    Some(conn) if conn.generation() == generation => conn.dequeue(),
+                    // Closed since it was queued.
+                    _ => return,
+                }
+                // The connection remembers it is ready; no hint needed.
+                self.drive(key, generation, Ready::default());
+            }
+            Target::Listener(i) => {
+                if let Some(slot) = self.sources.listeners.get_mut(i) {
+                    slot.queued = false;
+                }
+                self.accept_from(i);
+            }
+            Target::Udp(i) => {
+                if let Some(slot) = self.sources.udp.get_mut(i) {
+                    slot.queued = false;
+                }
+                self.serve_udp(i);
+            }
+            _ => {}
+        }
+    }
+
+    /// Answers what waits on UDP socket `i`, up to its budget.
+    fn serve_udp(&mut self, i: usize) {
+        let Some(slot) = self.sources.udp.get_mut(i) else {
+            return;
+        };
+        let Some(socket) = slot.socket.as_ref() else {
+            return;
+        };
+        let guard = &self.sources.udp_guard;
+        let turn = udp::serve(
+            socket,
+            slot.service,
+            guard,
+            &mut self.lent.read_buf,
+            &mut self.stats,
+        );
+        if turn == Turn::Requeue && !std::mem::replace(&mut slot.queued, true) {
+            self.run_next.push(token::udp(i));
+        }
+    }
+
+    /// Lets one connection do its I/O, then acts on the outcome.
+    fn drive(&mut self, key: usize, generation: u32, ready: Ready) {
+        match self.conns.get_mut(key) {
+            // One turn per tick: its queued turn comes later in this one.
+            Some(conn) if conn.generation() == generation && conn.is_queued() => {
+                conn.hold(ready);
+                return;
+            }
+            Some(conn) if conn.generation() == generation => {}
+            // Closed, or an event for an earlier connection that had this
+            // slab key.
+            _ => return,
+        }
+        self.with_connection(key, |conn, cx| conn.drive(ready, cx));
+    }
+
+    /// Lends the connection at `key` what it borrows from the loop (the
+    /// one place a [`Cx`] is built), runs `f` on it, and acts on the
+    /// outcome.
+    fn with_connection(
+        &mut self,
+        key: usize,
+        f: impl FnOnce(&mut Connection, &mut Cx<'_, P>) -> Outcome,
+    ) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let token = token::connection(key, conn.generation());
+        let mut cx = Cx {
+            token,
+            poller: &mut self.poller,
+            buf: &mut self.lent.read_buf,
+            stats: &mut self.stats,
+            now: self.clock.now,
+            stamp: self.clock.stamp,
+            mode: &self.lent.mode,
+            answers: &mut self.lent.answers,
+            timers: &mut self.timers,
+        };
+        let outcome = f(conn, &mut cx);
+        self.settle(key, token, outcome);
+    }
+
+    fn settle(&mut self, key: usize, token: Token, outcome: Outcome) {
+        match outcome {
+            Outcome::Keep => {}
+            Outcome::Requeue => {
+                if self.conns[key].enqueue() {
+                    self.run_next.push(token);
+                }
+            }
+            Outcome::Close(reason) => self.close(key, reason),
+        }
+    }
+
+    fn close(&mut self, key: usize, reason: CloseReason) {
+        let mut conn = self.conns.remove(key);
+        let token = token::connection(key, conn.generation());
+        conn.deregister(&mut self.poller);
+        drop(conn);
+        if let Some(per_ip) = self.admission.per_ip.as_mut() {
+            per_ip.release(key);
+        }
+        self.stats.closed += 1;
+        self.stats.active = self.conns.len() as u64;
+        match reason {
+            CloseReason::TimedOut => self.stats.timed_out += 1,
+            CloseReason::LingerTimeout => self.stats.linger_timeouts += 1,
+            _ => {}
+        }
+        debug!("{}: closed ({reason})", Named(token));
+    }
+
+    // ----- timers ---------------------------------------------------------
+
+    fn fire_timers(&mut self) {
+        while let Some(kind) = self.timers.pop_due(self.clock.now) {
+            match kind {
+                TimerKind::IdleCheck(token) => self.check_idle(token),
+                TimerKind::LingerDeadline(token) => self.end_linger(token),
+                TimerKind::StatsReport => {
+                    info!("stats: {}", self.stats);
+                    if let Some(every) = self.settings.stats_interval {
+                        let at = self.clock.now + every;
+                        self.timers.schedule(at, TimerKind::StatsReport);
+                    }
+                }
+                TimerKind::AcceptRetry(i) => self.resume_listener(i),
+                TimerKind::ShutdownDeadline => {
+                    let left: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+                    if !left.is_empty() {
+                        info!("shutdown deadline: closing {} connections", left.len());
+                    }
+                    for key in left {
+                        self.close(key, CloseReason::ShutdownDeadline);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The connection `token` names, if it is still the one that was
+    /// meant (not closed, not a later user of its slab key).
+    fn current(&self, token: Token) -> Option<(usize, &Connection)> {
+        let Target::Connection { key, generation } = token::decode(token) else {
+            return None;
+        };
+        let conn = self.conns.get(key)?;
+        (conn.generation() == generation).then_some((key, conn))
+    }
+
+    /// Closes the connection if it has been idle for the whole timeout, else
+    /// re-arms its check for when it would be (lazy re-arming, `timer.rs`).
+    fn check_idle(&mut self, token: Token) {
+        let (Some((key, conn)), Some(idle)) = (self.current(token), self.settings.idle_timeout)
+        else {
+            return;
+        };
+        let deadline = conn.last_active().to_instant(self.clock.epoch) + idle;
+        if deadline <= self.clock.now {
+            self.close(key, CloseReason::TimedOut);
+        } else {
+            self.timers.schedule(deadline, TimerKind::IdleCheck(token));
+        }
+    }
+
+    /// The linger bound: a connection still waiting for its client's FIN
+    /// this long after ours is closed (`connection::LINGER_TIMEOUT`).
+    fn end_linger(&mut self, token: Token) {
+        if let Some((key, conn)) = self.current(token)
+            && conn.is_lingering()
+        {
+            self.close(key, CloseReason::LingerTimeout);
+        }
+    }
+
+    // ----- shutdown -------------------------------------------------------
+
+    /// Acts on the signals that arrived (`signals.rs`).
+    fn on_signals(&mut self) {
+        let arrived = self.stop.signals.as_mut().map(Signals::take);
+        for (request, count) in arrived.unwrap_or_default() {
+            match request {
+                Request::Stop => self.stop_requested(count),
+                Request::Hangup => {
+                    info!("SIGHUP: nothing to reload in a single process; serving on")
+                }
+                Request::ReportStats => info!("stats: {}", self.stats),
+                Request::Ignored => info!("SIGUSR2: ignored; serving on"),
+            }
+        }
+    }
+
+    fn stop_requested(&mut self, new: usize) {
+        if new == 0 {
+            return;
+        }
+        self.stop.requests += new;
+        if self.stop.requests >= 2 {
+            warn!("second stop request: exiting now");
+            self.stop.forced = true;
+        } else if !self.stop.shutting_down {
+            self.begin_shutdown();
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        self.stop.shutting_down = true;
+        let deadline = self.settings.shutdown_timeout;
+        info!(
+            "shutting down: listeners closed, flushing {} connections (up to {deadline:?})",
+            self.conns.len(),
+        );
+        self.sources.close(&mut self.poller);
+        let at = self.clock.now + deadline;
+        self.timers.schedule(at, TimerKind::ShutdownDeadline);
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.with_connection(key, |conn, cx| conn.begin_shutdown(cx));
+        }
+    }
+}
+
+/// An event as the connection rules read it. Errors and hang-ups are hints
+/// too: they make the next read or write, which reports what actually
+/// happened.
+#[inline]
+fn ready(event: Event) -> Ready {
+    Ready {
+        readable: event.readable || event.error,
+        writable: event.writable || event.write_closed || event.error,
+        read_closed: event.read_closed,
+        urgent: event.priority,
+    }
+}

@@ -1,0 +1,83 @@
+//! The backend choice: the one place where `--backend` picks a poller at
+//! run time. Everything below [`Server`] is monomorphic, so the loop itself
+//! never dispatches dynamically.
+
+use std::io;
+use std::net::SocketAddr;
+
+use super::{Reactor, Report};
+use crate::config::Config;
+use crate::listener::ListenError;
+use crate::poller::{Backend, Epoll, Poll, Select};
+use crate::shutdown::ShutdownHandle;
+
+/// The server: a bound event loop on the backend its [`Config`] names.
+///
+/// ```no_run
+/// let server = echo_reactor::Server::bind(&echo_reactor::Config::default())?;
+/// println!("listening on {:?}", server.local_addrs());
+/// let report = server.run()?;
+/// println!("served {} connections", report.stats.accepted);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Server(Backends);
+
+/// A reactor per backend. select's two fd_sets make its variant 256 bytes
+/// larger; there is one per process, so boxing it would buy nothing.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Backends {
+    Epoll(Reactor<Epoll>),
+    Poll(Reactor<Poll>),
+    Select(Reactor<Select>),
+}
+
+/// Calls the same method on whichever reactor a [`Server`] holds.
+macro_rules! each_backend {
+    ($server:expr, $r:ident => $body:expr) => {
+        match $server {
+            Backends::Epoll($r) => $body,
+            Backends::Poll($r) => $body,
+            Backends::Select($r) => $body,
+        }
+    };
+}
+
+impl Server {
+    /// Opens every socket `config` asks for on `config.backend`; serves
+    /// nothing until [`Server::run`].
+    pub fn bind(config: &Config) -> Result<Server, ListenError> {
+        Ok(Server(match config.backend {
+            Backend::Epoll => Backends::Epoll(Reactor::bind(config)?),
+            Backend::Poll => Backends::Poll(Reactor::bind(config)?),
+            Backend::Select => Backends::Select(Reactor::bind(config)?),
+        }))
+    }
+
+    /// The echo listeners' addresses as bound (the kernel's port for 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        each_backend!(&self.0, r => r.local_addrs())
+    }
+
+    /// The UDP echo sockets' addresses as bound.
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        each_backend!(&self.0, r => r.udp_addrs())
+    }
+
+    /// The daytime services' addresses as bound (TCP and UDP share each).
+    pub fn daytime_addrs(&self) -> &[SocketAddr] {
+        each_backend!(&self.0, r => r.daytime_addrs())
+    }
+
+    /// A handle that stops this server from any thread: the first call
+    /// starts a graceful shutdown, a second ends it at once.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        each_backend!(&self.0, r => r.shutdown_handle())
+    }
+
+    /// Serves until shut down; returns the final counters.
+    pub fn run(self) -> io::Result<Report> {
+        each_backend!(self.0, r => r.run())
+    }
+}

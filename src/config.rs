@@ -31,7 +31,7 @@ pub struct Config {
     /// `listen(2)` backlog for every listener.
     pub backlog: u32,
     /// Most connections served at once; `None` means "what RLIMIT_NOFILE
-    /// allows, minus [`crate::fdlimit::RESERVED_FDS`]".
+    /// allows, minus 64 for the server's own descriptors".
     pub max_connections: Option<usize>,
     /// Most connections one host (an IPv4 address, an IPv6 /64) may hold
     /// at once; `None`: no limit (`per_ip.rs`).

@@ -758,6 +758,161 @@ mod tests {
         );
     }
 
+    // ----- phases: every transition, driven as the loop drives it ---------
+
+    /// What the loop lends a connection, kept across turns.
+    struct Rig {
+        poller: Epoll,
+        stats: Stats,
+        timers: Timers,
+        buf: Vec<u8>,
+        answers: Vec<u8>,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            Rig {
+                poller: Epoll::new().expect("poller"),
+                stats: Stats::default(),
+                timers: Timers::new(),
+                buf: vec![0u8; crate::reactor::READ_BUFFER_SIZE],
+                answers: Vec::new(),
+            }
+        }
+
+        fn with_cx<T>(&mut self, f: impl FnOnce(&mut Cx<'_, Epoll>) -> T) -> T {
+            let now = Instant::now();
+            let mut cx = Cx {
+                token: TOKEN,
+                poller: &mut self.poller,
+                buf: &mut self.buf,
+                stats: &mut self.stats,
+                now,
+                stamp: Stamp::new(now, now),
+                mode: &Mode::Raw,
+                answers: &mut self.answers,
+                timers: &mut self.timers,
+            };
+            f(&mut cx)
+        }
+
+        /// One turn with every hint set, as after a fresh event.
+        fn turn(&mut self, conn: &mut Connection) -> Outcome {
+            let all = Ready {
+                readable: true,
+                writable: true,
+                read_closed: false,
+                urgent: false,
+            };
+            self.with_cx(|cx| conn.drive(all, cx))
+        }
+    }
+
+    /// Lets the loopback deliver what was just written.
+    fn settle() {
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+
+    /// Reads whatever the client has waiting, up to `max` bytes.
+    fn client_reads(client: &mut std::net::TcpStream, max: usize) -> usize {
+        client.set_nonblocking(true).expect("nonblocking");
+        let mut buf = vec![0u8; max];
+        let mut got = 0;
+        while got < max {
+            match client.read(&mut buf[got..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        client.set_nonblocking(false).expect("blocking");
+        got
+    }
+
+    #[test]
+    fn open_pauses_above_the_high_watermark_and_resumes_below_the_low() {
+        let mut rig = Rig::new();
+        let (mut client, mut conn) = pair(&mut rig.poller, Instant::now());
+        client.set_nonblocking(true).expect("nonblocking");
+        let chunk = vec![7u8; 16 * 1024];
+        // Push without reading until the connection stops reading.
+        for _ in 0..200 {
+            let _ = client.write(&chunk);
+            settle();
+            rig.turn(&mut conn);
+            if conn.phase == Phase::Paused {
+                break;
+            }
+        }
+        assert_eq!(conn.phase, Phase::Paused, "never paused");
+        assert!(conn.out.len() > HIGH_WATERMARK);
+        assert_eq!(conn.interest, Interest::WRITABLE, "still asking to read");
+        assert_eq!(rig.stats.backpressure_pauses, 1);
+        // The client reads; the connection flushes below the low mark and
+        // reads again.
+        for _ in 0..200 {
+            client_reads(&mut client, 1 << 20);
+            settle();
+            rig.turn(&mut conn);
+            if conn.phase == Phase::Open {
+                break;
+            }
+        }
+        assert_eq!(conn.phase, Phase::Open, "never resumed");
+        assert!(conn.out.len() < LOW_WATERMARK);
+        assert!(conn.interest.is_readable());
+    }
+
+    #[test]
+    fn closing_flushes_everything_then_closes() {
+        let mut rig = Rig::new();
+        let (mut client, mut conn) = pair(&mut rig.poller, Instant::now());
+        // More than the small buffers hold, then FIN.
+        let sent = vec![3u8; 48 * 1024];
+        client.write_all(&sent).expect("send");
+        client.shutdown(Shutdown::Write).expect("FIN");
+        let mut echoed = 0;
+        for _ in 0..500 {
+            settle();
+            match rig.turn(&mut conn) {
+                Outcome::Close(CloseReason::PeerClosed) => break,
+                Outcome::Close(other) => panic!("closed early: {other}"),
+                _ => {}
+            }
+            if conn.phase == Phase::Closing {
+                assert!(!conn.interest.is_readable(), "reading after EOF");
+            }
+            echoed += client_reads(&mut client, 1 << 20);
+        }
+        echoed += client_reads(&mut client, 1 << 20);
+        assert_eq!(echoed, sent.len(), "closed before everything was echoed");
+    }
+
+    #[test]
+    fn draining_sends_fin_then_lingers_until_the_peer_closes() {
+        let mut rig = Rig::new();
+        let (mut client, mut conn) = pair(&mut rig.poller, Instant::now());
+        client.write_all(b"late input").expect("send");
+        settle();
+        let outcome = rig.with_cx(|cx| conn.begin_shutdown(cx));
+        assert!(matches!(outcome, Outcome::Keep), "{outcome:?}");
+        // Nothing was pending: FIN went out at once, and the connection
+        // lingers, with its bound armed; the input it never echoed is read
+        // and dropped rather than left to turn the close into a reset.
+        assert_eq!(conn.phase, Phase::Lingering);
+        let deadline = rig.timers.pop_due(Instant::now() + LINGER_TIMEOUT);
+        assert_eq!(deadline, Some(TimerKind::LingerDeadline(TOKEN)));
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).expect("EOF from the server");
+        assert!(rest.is_empty(), "{rest:?}");
+        drop(client);
+        settle();
+        let outcome = rig.turn(&mut conn);
+        assert!(
+            matches!(outcome, Outcome::Close(CloseReason::Lingered)),
+            "{outcome:?}"
+        );
+    }
+
     #[test]
     fn an_idle_connection_is_small() {
         // The footprint the module docs promise. mio's socket is a bare

@@ -121,6 +121,7 @@ impl Partial {
     }
 
     /// Bytes held.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.0.as_ref().map_or(0, |held| held.len())
     }
@@ -224,7 +225,7 @@ fn answer_all<D: Decoder>(
 
 impl Mode {
     /// What a new connection is sent before it says anything.
-    pub fn greeting(&self) -> &[u8] {
+    pub(crate) fn greeting(&self) -> &[u8] {
         match self {
             Mode::Line(line) => line.greeting(),
             Mode::Raw | Mode::Frame(_) => &[],
@@ -234,7 +235,7 @@ impl Mode {
     /// [`feed`] with this mode's decoder. Raw mode echoes `input` (the
     /// connection does that itself without calling here; this arm keeps
     /// the function total for tests and other callers).
-    pub fn feed(&self, partial: &mut Partial, input: &[u8], out: &mut Vec<u8>) -> Verdict {
+    pub(crate) fn feed(&self, partial: &mut Partial, input: &[u8], out: &mut Vec<u8>) -> Verdict {
         match self {
             Mode::Raw => {
                 out.extend_from_slice(input);
@@ -246,7 +247,7 @@ impl Mode {
     }
 
     /// [`finish`] with this mode's decoder.
-    pub fn finish(&self, partial: &mut Partial, out: &mut Vec<u8>) -> Verdict {
+    pub(crate) fn finish(&self, partial: &mut Partial, out: &mut Vec<u8>) -> Verdict {
         match self {
             Mode::Raw => {
                 partial.clear();

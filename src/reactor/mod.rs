@@ -121,6 +121,32 @@ struct Stop {
     forced: bool,
 }
 
+impl Stop {
+    /// The stop sources, registered: the handle's pipe, and the signals'
+    /// when `handle_signals` (the binary sets it; an embedder may prefer
+    /// the handle alone).
+    fn open<P: Poller>(handle_signals: bool, poller: &mut P) -> io::Result<Stop> {
+        let (handle, wake) = ShutdownHandle::new()?;
+        poller.register(wake.fd(), token::WAKER, Interest::READABLE)?;
+        let signals = if handle_signals {
+            let signals = Signals::install()?;
+            poller.register(signals.fd(), token::SIGNALS, Interest::READABLE)?;
+            Some(signals)
+        } else {
+            None
+        };
+        Ok(Stop {
+            handle,
+            wake,
+            signals,
+            requests: 0,
+            handle_requests_seen: 0,
+            shutting_down: false,
+            forced: false,
+        })
+    }
+}
+
 /// What the command line set that the loop consults as it runs.
 #[derive(Debug)]
 struct Settings {
@@ -167,19 +193,7 @@ impl<P: Poller> Reactor<P> {
         let mut poller = P::new().map_err(setup)?;
         let sources = Sources::open(config)?;
         sources.register(&mut poller).map_err(setup)?;
-        let (handle, wake) = ShutdownHandle::new().map_err(setup)?;
-        poller
-            .register(wake.fd(), token::WAKER, Interest::READABLE)
-            .map_err(setup)?;
-        let signals = if config.handle_signals {
-            let signals = Signals::install().map_err(setup)?;
-            poller
-                .register(signals.fd(), token::SIGNALS, Interest::READABLE)
-                .map_err(setup)?;
-            Some(signals)
-        } else {
-            None
-        };
+        let stop = Stop::open(config.handle_signals, &mut poller).map_err(setup)?;
         let now = Instant::now();
         let mut timers = Timers::new();
         if let Some(every) = config.stats_interval {
@@ -204,15 +218,7 @@ impl<P: Poller> Reactor<P> {
             },
             stats: Stats::default(),
             admission: Admission::new(max_connections, config.max_connections_per_ip),
-            stop: Stop {
-                handle,
-                wake,
-                signals,
-                requests: 0,
-                handle_requests_seen: 0,
-                shutting_down: false,
-                forced: false,
-            },
+            stop,
             settings: Settings {
                 idle_timeout: config.idle_timeout,
                 shutdown_timeout: config.shutdown_timeout,

@@ -11,7 +11,7 @@
 //!
 //! What it skips, and where `echo-reactor` handles it (`src/`):
 //! - a flooding client can starve the others: read budgets and the
-//!   run-next queue (`connection.rs` rules 1-2, `reactor.rs`);
+//!   run-next queue (`connection.rs` rules 1-2, `reactor/mod.rs`);
 //! - a client that never reads grows `pending` without bound:
 //!   backpressure (`connection.rs` rule 4);
 //! - `HashMap` tokens never reused, so no stale events; a slab reuses keys

@@ -1,5 +1,6 @@
 //! What the server is told to do, independent of how it was told (the CLI
-//! in `cli.rs` builds one of these; tests and benches may build their own).
+//! in `src/bin/echo-reactor/cli.rs` builds one of these; embedders, tests
+//! and benches may build their own).
 
 use std::time::Duration;
 

@@ -13,6 +13,9 @@ use crate::protocol::Mode;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7007";
 /// The default `listen(2)` backlog.
 pub const DEFAULT_BACKLOG: u32 = 1024;
+/// The default `--sndbuf`: what the kernel may hold per connection for a
+/// client that does not read (see docs/limits.md for how it was chosen).
+pub const DEFAULT_SNDBUF: usize = 256 * 1024;
 /// The default time granted to connections to flush on shutdown.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -42,6 +45,15 @@ pub struct Config {
     /// TCP keepalive idle time, so that vanished peers are found; `None`:
     /// off (`listener.rs`).
     pub keepalive: Option<Duration>,
+    /// Most bytes held for all clients together: pending output and
+    /// partial messages (`budget.rs`).
+    pub max_buffered: usize,
+    /// Close a connection that holds buffered bytes and made no progress
+    /// for this long while the budget is full; `None`: never.
+    pub evict_after: Option<Duration>,
+    /// `SO_SNDBUF` of every connection, bounding what the kernel holds for
+    /// a client that does not read; `None`: the kernel's autotuning.
+    pub sndbuf: Option<usize>,
     /// How long a graceful shutdown waits for connections to flush.
     pub shutdown_timeout: Duration,
     /// Log the counters this often; `None`: only at exit.
@@ -64,6 +76,9 @@ impl Default for Config {
             max_connections_per_ip: None,
             idle_timeout: None,
             keepalive: None,
+            max_buffered: crate::budget::DEFAULT_MAX_BUFFERED,
+            evict_after: None,
+            sndbuf: Some(DEFAULT_SNDBUF),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             stats_interval: None,
             handle_signals: false,

@@ -59,6 +59,9 @@
 //!   budgets, write interest only while output is pending, backpressure),
 //!   each coded once, and the connection's phases up to a lingering close.
 //! - `outbuf`: pending output, only after a partial write.
+//! - `budget`: `--max-buffered`, one budget for every byte held for
+//!   clients, and what happens near and at its limit (with
+//!   `connection/pass_through.rs`).
 //! - `service`: what a listener serves (echo, daytime): greetings and
 //!   datagram answers, so that the loop never touches bytes.
 //! - `protocol`: what to answer, without I/O: the [`Mode`] enum, the
@@ -95,6 +98,7 @@ mod addr;
 #[doc(hidden)]
 #[allow(missing_docs, missing_debug_implementations)]
 pub mod bench;
+mod budget;
 mod config;
 mod connection;
 mod daytime;
@@ -114,7 +118,10 @@ mod token;
 mod udp;
 
 pub use addr::{AddrError, ListenAddr};
-pub use config::{Config, DEFAULT_BACKLOG, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_TIMEOUT};
+pub use budget::{DEFAULT_MAX_BUFFERED, MIN_MAX_BUFFERED};
+pub use config::{
+    Config, DEFAULT_BACKLOG, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SNDBUF,
+};
 pub use listener::ListenError;
 pub use poller::Backend;
 pub use protocol::frame::DEFAULT_MAX_FRAME;

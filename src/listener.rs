@@ -18,6 +18,11 @@
 //! - `SO_OOBINLINE`: urgent data stays in the byte stream and is echoed in
 //!   order like any other byte (see rule 1 in `connection.rs` for why the
 //!   readiness rules must know about it anyway).
+//! - `--sndbuf BYTES`: `SO_SNDBUF`, so that a client that does not read
+//!   makes the kernel hold at most about twice that for it (the kernel
+//!   doubles the value for its bookkeeping) instead of up to
+//!   `tcp_wmem`'s 4 MiB; bytes it does not take stay in the budget-bounded
+//!   output buffer or, at the limit, in the client.
 //! - with `--keepalive SECS`: `SO_KEEPALIVE` with `TCP_KEEPIDLE` = SECS,
 //!   `TCP_KEEPINTVL` = SECS / 3 (1 to 75 s) and `TCP_KEEPCNT` = 3, so a peer
 //!   that vanished without a FIN or RST (power loss, a cable, a NAT that
@@ -85,6 +90,8 @@ pub struct ListenOptions {
     pub backlog: u32,
     /// TCP keepalive idle time for accepted connections; `None`: off.
     pub keepalive: Option<Duration>,
+    /// `SO_SNDBUF` for accepted connections; `None`: autotuning.
+    pub sndbuf: Option<usize>,
 }
 
 /// Keepalive probes sent before a silent peer is declared dead.
@@ -120,6 +127,9 @@ pub fn open(addr: SocketAddr, options: ListenOptions) -> io::Result<mio::net::Tc
         socket.set_only_v6(true)?;
     }
     socket.set_out_of_band_inline(true)?;
+    if let Some(bytes) = options.sndbuf {
+        socket.set_send_buffer_size(bytes)?;
+    }
     if let Some(idle) = options.keepalive {
         socket.set_keepalive(true)?;
         socket.set_tcp_keepalive(&keepalive_params(idle))?;

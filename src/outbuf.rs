@@ -49,6 +49,10 @@ impl OutBuf {
             self.buf.drain(..self.head as usize);
             self.head = 0;
         }
+        // Exactly what is needed, not doubled: the memory budget
+        // (`budget.rs`) counts capacity, and a push may grow it by at most
+        // the bytes pushed.
+        self.buf.reserve_exact(data.len());
         self.buf.extend_from_slice(data);
     }
 
@@ -68,8 +72,8 @@ impl OutBuf {
         }
     }
 
-    /// Heap bytes held (for tests and footprint docs).
-    #[cfg(test)]
+    /// Heap bytes held: what the memory budget counts.
+    #[inline]
     pub fn capacity(&self) -> usize {
         self.buf.capacity()
     }

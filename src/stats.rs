@@ -47,6 +47,16 @@ pub struct Stats {
     /// Lingering closes cut short because the client never sent its FIN
     /// within the linger bound.
     pub linger_timeouts: u64,
+    /// Bytes held for clients now (pending output, partial messages),
+    /// against `--max-buffered`.
+    pub buffered: u64,
+    /// The most bytes held for clients at once.
+    pub buffered_peak: u64,
+    /// Reads that found the memory budget full (and passed through, or
+    /// waited).
+    pub budget_full: u64,
+    /// Connections closed by `--evict-after`.
+    pub evicted: u64,
     /// Connections closed at once because the backend cannot watch their
     /// descriptor (select: at or above `FD_SETSIZE`); also in `rejected`.
     pub unwatchable: u64,
@@ -59,7 +69,8 @@ impl fmt::Display for Stats {
             "accepted={} rejected={} active={} closed={} timed_out={} bytes_in={} \
              bytes_out={} backpressure_pauses={} accept_errors={} protocol_errors={} \
              datagrams_in={} datagrams_out={} datagrams_dropped={} datagrams_refused={} \
-             rejected_per_ip={} linger_timeouts={} unwatchable={}",
+             rejected_per_ip={} linger_timeouts={} buffered={} buffered_peak={} budget_full={} \
+             evicted={} unwatchable={}",
             self.accepted,
             self.rejected,
             self.active,
@@ -76,6 +87,10 @@ impl fmt::Display for Stats {
             self.datagrams_refused,
             self.rejected_per_ip,
             self.linger_timeouts,
+            self.buffered,
+            self.buffered_peak,
+            self.budget_full,
+            self.evicted,
             self.unwatchable
         )
     }

@@ -52,6 +52,11 @@ pub enum TimerKind {
     IdleCheck(Token),
     /// Close the connection behind this token if it is still lingering.
     LingerDeadline(Token),
+    /// Let the connections parked for budget try again.
+    BudgetRetry,
+    /// `--evict-after`: look for stalled connections while the budget is
+    /// full.
+    EvictCheck,
     /// Log the counters (`--stats-interval`).
     StatsReport,
     /// Try accepting on listener `.0` again after an accept failure paused it.

@@ -121,7 +121,6 @@ impl Partial {
     }
 
     /// Bytes held.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.0.as_ref().map_or(0, |held| held.len())
     }
@@ -129,6 +128,12 @@ impl Partial {
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.0.is_none()
+    }
+
+    /// Heap bytes held: what the memory budget counts.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.0.as_ref().map_or(0, |held| held.capacity())
     }
 
     /// Drops whatever is held, and its allocation.
@@ -166,6 +171,9 @@ pub fn feed<D: Decoder>(
         // long line arriving a byte at a time is not rescanned each time.
         Some(mut held) => {
             let scanned = held.len();
+            // Exactly, not doubled: the budget counts capacity, and a read
+            // may grow it by at most the bytes read (`budget.rs`).
+            held.reserve_exact(input.len());
             held.extend_from_slice(input);
             let (used, verdict) = answer_all(decoder, &held, scanned, out);
             if verdict == Verdict::Continue && used < held.len() {
@@ -224,6 +232,17 @@ fn answer_all<D: Decoder>(
 }
 
 impl Mode {
+    /// At most how many bytes one byte of input can make this mode hold
+    /// (the memory budget reserves a read's size times this, `budget.rs`).
+    pub(crate) fn amplification(&self) -> usize {
+        match self {
+            // `hello ` + an empty line: 1 byte in ("\n"), 7 out.
+            Mode::Line(line) if line.transform == Transform::Hello => 7,
+            // Echo, upper-case, frames: every byte answered once.
+            Mode::Raw | Mode::Line(_) | Mode::Frame(_) => 1,
+        }
+    }
+
     /// What a new connection is sent before it says anything.
     pub(crate) fn greeting(&self) -> &[u8] {
         match self {

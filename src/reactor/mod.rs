@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use slab::Slab;
 
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::connection::{CloseReason, Connection, Cx, Outcome, Ready};
 use crate::fdlimit;
@@ -73,6 +74,13 @@ pub(crate) const READ_BUFFER_SIZE: usize = 64 * 1024;
 /// one per 128 events at most. The figures and the command are in
 /// docs/benchmarks.md ("What the evidence changed").
 pub(crate) const EVENTS_CAPACITY: usize = 128;
+
+/// How often connections parked for budget try again even if the budget
+/// is still full (a send queue that emptied raises no event).
+const STARVED_RETRY: Duration = Duration::from_millis(10);
+
+/// How often `--evict-after` looks for stalled connections.
+const EVICT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How the loop ended.
 #[derive(Debug, Clone, Copy)]
@@ -151,6 +159,7 @@ impl Stop {
 #[derive(Debug)]
 struct Settings {
     idle_timeout: Option<Duration>,
+    evict_after: Option<Duration>,
     shutdown_timeout: Duration,
     stats_interval: Option<Duration>,
 }
@@ -170,6 +179,11 @@ pub(crate) struct Reactor<P: Poller> {
     timers: Timers,
     clock: Clock,
     stats: Stats,
+    /// Every byte held for clients, against `--max-buffered`.
+    budget: Budget,
+    /// Connections parked because the budget had no room for their input
+    /// (marked queued, so events for them only add hints meanwhile).
+    starved: Vec<Token>,
     admission: Admission,
     stop: Stop,
     settings: Settings,
@@ -199,6 +213,9 @@ impl<P: Poller> Reactor<P> {
         if let Some(every) = config.stats_interval {
             timers.schedule(now + every, TimerKind::StatsReport);
         }
+        if config.evict_after.is_some() {
+            timers.schedule(now + EVICT_CHECK_INTERVAL, TimerKind::EvictCheck);
+        }
         Ok(Reactor {
             poller,
             sources,
@@ -217,10 +234,13 @@ impl<P: Poller> Reactor<P> {
                 epoch: now,
             },
             stats: Stats::default(),
+            budget: Budget::new(config.max_buffered),
+            starved: Vec::new(),
             admission: Admission::new(max_connections, config.max_connections_per_ip),
             stop,
             settings: Settings {
                 idle_timeout: config.idle_timeout,
+                evict_after: config.evict_after,
                 shutdown_timeout: config.shutdown_timeout,
                 stats_interval: config.stats_interval,
             },
@@ -286,7 +306,11 @@ impl<P: Poller> Reactor<P> {
                 self.dispatch_queued(token);
             }
             self.fire_timers();
+            if !self.starved.is_empty() && !self.budget.is_full() {
+                self.release_starved();
+            }
         }
+        self.sync_gauges();
         info!("final stats: {}", self.stats);
         Ok(Report {
             stats: self.stats,
@@ -403,6 +427,7 @@ impl<P: Poller> Reactor<P> {
             mode: &self.lent.mode,
             answers: &mut self.lent.answers,
             timers: &mut self.timers,
+            budget: &mut self.budget,
         };
         let outcome = f(conn, &mut cx);
         self.settle(key, token, outcome);
@@ -416,7 +441,30 @@ impl<P: Poller> Reactor<P> {
                     self.run_next.push(token);
                 }
             }
+            Outcome::Starved => {
+                if self.conns[key].enqueue() {
+                    if self.starved.is_empty() {
+                        let at = self.clock.now + STARVED_RETRY;
+                        self.timers.schedule(at, TimerKind::BudgetRetry);
+                    }
+                    self.starved.push(token);
+                }
+            }
             Outcome::Close(reason) => self.close(key, reason),
+        }
+    }
+
+    /// Gives every connection parked for budget its turn again, next tick.
+    fn release_starved(&mut self) {
+        for token in std::mem::take(&mut self.starved) {
+            if let Target::Connection { key, generation } = token::decode(token)
+                && let Some(conn) = self.conns.get_mut(key)
+                && conn.generation() == generation
+            {
+                // Still marked queued: the run-next entry is its turn.
+                conn.unstarve();
+                self.run_next.push(token);
+            }
         }
     }
 
@@ -424,6 +472,7 @@ impl<P: Poller> Reactor<P> {
         let mut conn = self.conns.remove(key);
         let token = token::connection(key, conn.generation());
         conn.deregister(&mut self.poller);
+        self.budget.settle(conn.held(), 0);
         drop(conn);
         if let Some(per_ip) = self.admission.per_ip.as_mut() {
             per_ip.release(key);
@@ -433,6 +482,7 @@ impl<P: Poller> Reactor<P> {
         match reason {
             CloseReason::TimedOut => self.stats.timed_out += 1,
             CloseReason::LingerTimeout => self.stats.linger_timeouts += 1,
+            CloseReason::Evicted => self.stats.evicted += 1,
             _ => {}
         }
         debug!("{}: closed ({reason})", Named(token));
@@ -445,7 +495,10 @@ impl<P: Poller> Reactor<P> {
             match kind {
                 TimerKind::IdleCheck(token) => self.check_idle(token),
                 TimerKind::LingerDeadline(token) => self.end_linger(token),
+                TimerKind::BudgetRetry => self.release_starved(),
+                TimerKind::EvictCheck => self.evict_stalled(),
                 TimerKind::StatsReport => {
+                    self.sync_gauges();
                     info!("stats: {}", self.stats);
                     if let Some(every) = self.settings.stats_interval {
                         let at = self.clock.now + every;
@@ -464,6 +517,52 @@ impl<P: Poller> Reactor<P> {
                 }
             }
         }
+    }
+
+    /// `--evict-after`: while the budget is full, closes the connections
+    /// that hold buffered bytes and moved none for the whole interval,
+    /// largest first, until the budget is below half (an opted-in policy:
+    /// their clients lose what they had not read).
+    fn evict_stalled(&mut self) {
+        let Some(after) = self.settings.evict_after else {
+            return;
+        };
+        let at = self.clock.now + EVICT_CHECK_INTERVAL;
+        self.timers.schedule(at, TimerKind::EvictCheck);
+        if !self.budget.is_full() {
+            return;
+        }
+        let epoch = self.clock.epoch;
+        let now = self.clock.now;
+        let mut stalled: Vec<(usize, usize)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.held() > 0 && c.last_active().to_instant(epoch) + after <= now)
+            .map(|(key, c)| (c.held(), key))
+            .collect();
+        stalled.sort_unstable_by(|a, b| b.cmp(a));
+        let (mut closed, mut freed) = (0, 0);
+        for (held, key) in stalled {
+            if !self.budget.under_pressure() {
+                break;
+            }
+            self.close(key, CloseReason::Evicted);
+            closed += 1;
+            freed += held;
+        }
+        if closed > 0 {
+            warn!(
+                "budget full: evicted {closed} connections stalled for {after:?} or more, \
+                 largest first ({freed} bytes freed)"
+            );
+        }
+    }
+
+    /// Copies the budget's gauges into the counters before they are shown.
+    fn sync_gauges(&mut self) {
+        self.stats.buffered = self.budget.used() as u64;
+        self.stats.buffered_peak = self.budget.peak() as u64;
+        self.stats.budget_full = self.budget.times_full();
     }
 
     /// The connection `token` names, if it is still the one that was
@@ -512,7 +611,10 @@ impl<P: Poller> Reactor<P> {
                 Request::Hangup => {
                     info!("SIGHUP: nothing to reload in a single process; serving on")
                 }
-                Request::ReportStats => info!("stats: {}", self.stats),
+                Request::ReportStats => {
+                    self.sync_gauges();
+                    info!("stats: {}", self.stats)
+                }
                 Request::Ignored => info!("SIGUSR2: ignored; serving on"),
             }
         }

@@ -65,6 +65,7 @@ impl Sources {
         let options = ListenOptions {
             backlog: config.backlog,
             keepalive: config.keepalive,
+            sndbuf: config.sndbuf,
         };
         let mut sources = Sources {
             listeners: Vec::new(),

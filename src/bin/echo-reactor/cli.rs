@@ -6,8 +6,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use echo_reactor::{
-    Backend, Config, DEFAULT_BACKLOG, DEFAULT_LISTEN, DEFAULT_MAX_FRAME, DEFAULT_MAX_LINE, Frame,
-    Line, ListenAddr, Mode, Transform,
+    Backend, Config, DEFAULT_BACKLOG, DEFAULT_LISTEN, DEFAULT_MAX_BUFFERED, DEFAULT_MAX_FRAME,
+    DEFAULT_MAX_LINE, DEFAULT_SNDBUF, Frame, Line, ListenAddr, MIN_MAX_BUFFERED, Mode, Transform,
 };
 
 /// A single-threaded, readiness-based TCP echo server (RFC 862) on mio.
@@ -63,6 +63,27 @@ pub struct Args {
     #[arg(long, value_name = "SECS", value_parser = parse_keepalive)]
     pub keepalive: Option<Duration>,
 
+    /// Most bytes held for all clients together (pending output, partial
+    /// lines and frames), at least 1 MiB. Near it, clients that hold bytes
+    /// read less; at it, input that cannot be echoed at once stays in the
+    /// kernel. No byte read is ever dropped.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BUFFERED,
+          value_parser = parse_max_buffered)]
+    pub max_buffered: usize,
+
+    /// Close a connection that holds buffered bytes and made no progress
+    /// for SECS while --max-buffered is full, largest first. Default:
+    /// never (such clients wait).
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
+    pub evict_after: Option<Duration>,
+
+    /// Kernel send buffer of each connection (SO_SNDBUF; the kernel
+    /// doubles it for its bookkeeping), bounding what a client that does
+    /// not read makes the kernel hold; "auto" leaves it to the kernel's
+    /// autotuning (up to 4 MiB each here).
+    #[arg(long, value_name = "BYTES|auto", default_value = DEFAULT_SNDBUF_TEXT, value_parser = parse_sndbuf)]
+    pub sndbuf: Sndbuf,
+
     /// On SIGINT/SIGTERM, give connections this long to receive their
     /// pending output before closing them. A second signal exits at once.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
@@ -111,6 +132,14 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     pub daytime: Vec<ListenAddr>,
 }
+
+/// [`DEFAULT_SNDBUF`] as clap's default text.
+const DEFAULT_SNDBUF_TEXT: &str = "262144";
+const _: () = assert!(DEFAULT_SNDBUF == 262_144);
+
+/// `--sndbuf`: a size, or the kernel's choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sndbuf(pub Option<usize>);
 
 /// `--backend` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -164,6 +193,15 @@ impl Args {
         if self.mode != ModeName::Frame && self.max_frame != DEFAULT_MAX_FRAME {
             return Err("--max-frame needs --mode frame".into());
         }
+        // A message must fit in the budget several times over, or a few
+        // clients with a partial message each would fill it.
+        let share = self.max_buffered / 4;
+        if self.max_line > share || self.max_frame as usize > share {
+            return Err(format!(
+                "--max-line and --max-frame must be at most a quarter of --max-buffered \
+                 ({share} bytes)"
+            ));
+        }
         Ok(())
     }
 
@@ -198,6 +236,9 @@ impl Args {
             max_connections_per_ip: self.max_connections_per_ip,
             idle_timeout: self.idle_timeout,
             keepalive: self.keepalive,
+            max_buffered: self.max_buffered,
+            evict_after: self.evict_after,
+            sndbuf: self.sndbuf.0,
             shutdown_timeout: self.shutdown_timeout,
             stats_interval: self.stats_interval,
             handle_signals: true,
@@ -267,6 +308,29 @@ fn parse_max_frame(s: &str) -> Result<u32, String> {
         Ok(n) if n as usize <= MAX_MESSAGE_LIMIT => Ok(n),
         Ok(_) => Err(format!("must be at most {MAX_MESSAGE_LIMIT} bytes")),
         Err(_) => Err(format!("{s:?} is not a whole number of bytes")),
+    }
+}
+
+fn parse_max_buffered(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= MIN_MAX_BUFFERED => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a number of bytes of at least {MIN_MAX_BUFFERED}"
+        )),
+    }
+}
+
+/// Linux caps `SO_SNDBUF` at `net.core.wmem_max`; below 4 KiB a socket
+/// could not take one full segment.
+fn parse_sndbuf(s: &str) -> Result<Sndbuf, String> {
+    if s == "auto" {
+        return Ok(Sndbuf(None));
+    }
+    match s.parse::<usize>() {
+        Ok(n @ 4096..=0x3fff_ffff) => Ok(Sndbuf(Some(n))),
+        _ => Err(format!(
+            "{s:?} is not \"auto\" or a number of bytes from 4096"
+        )),
     }
 }
 

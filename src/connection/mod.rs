@@ -91,11 +91,14 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
+mod pass_through;
+
 use log::trace;
 use std::os::fd::AsRawFd;
 
 use mio::net::TcpStream;
 
+use crate::budget::Budget;
 use crate::outbuf::OutBuf;
 use crate::poller::{Interest, Poller, Token};
 use crate::protocol::{Mode, Partial, Verdict};
@@ -127,6 +130,21 @@ pub(crate) const HIGH_WATERMARK: usize = 64 * 1024;
 pub(crate) const LOW_WATERMARK: usize = 16 * 1024;
 
 const _: () = assert!(LOW_WATERMARK < HIGH_WATERMARK);
+
+/// Rule 4 under memory pressure (half the budget held, `budget.rs`): a
+/// connection that holds output pauses above this much, and reads again
+/// below [`PRESSURE_LOW_WATERMARK`], so that the clients who hold memory
+/// stop adding to it first.
+pub(crate) const PRESSURE_HIGH_WATERMARK: usize = 8 * 1024;
+
+/// See [`PRESSURE_HIGH_WATERMARK`].
+pub(crate) const PRESSURE_LOW_WATERMARK: usize = 2 * 1024;
+
+/// Under memory pressure, the largest read of a connection that holds
+/// output.
+pub(crate) const PRESSURE_READ: usize = 4 * 1024;
+
+const _: () = assert!(PRESSURE_LOW_WATERMARK < PRESSURE_HIGH_WATERMARK);
 
 /// How long a lingering connection waits for its client's FIN after ours.
 ///
@@ -174,6 +192,11 @@ pub(crate) enum CloseReason {
     ShutdownDeadline,
     /// The client sent no FIN within [`LINGER_TIMEOUT`] of ours.
     LingerTimeout,
+    /// The memory budget had no room for a greeting.
+    BudgetFull,
+    /// Closed by `--evict-after`: it held buffered bytes and made no
+    /// progress while the budget was full.
+    Evicted,
     /// Reset, broken pipe, or another socket error.
     Error(io::Error),
 }
@@ -186,6 +209,8 @@ impl fmt::Display for CloseReason {
             CloseReason::TimedOut => f.write_str("idle timeout"),
             CloseReason::ShutdownDeadline => f.write_str("shutdown deadline"),
             CloseReason::LingerTimeout => f.write_str("no FIN within the linger bound"),
+            CloseReason::BudgetFull => f.write_str("no room in the memory budget"),
+            CloseReason::Evicted => f.write_str("evicted: stalled while the budget was full"),
             CloseReason::Error(e) => write!(f, "{e}"),
         }
     }
@@ -198,6 +223,10 @@ pub(crate) enum Outcome {
     Keep,
     /// Still ready but out of budget: drive again next tick (run-next).
     Requeue,
+    /// Input waits but the memory budget has no room for it, and it cannot
+    /// be passed straight through: stop reading until the budget frees
+    /// (the loop parks it and drives it again then).
+    Starved,
     /// Remove and close it.
     Close(CloseReason),
 }
@@ -238,6 +267,8 @@ pub(crate) struct Cx<'a, P> {
     pub(crate) answers: &'a mut Vec<u8>,
     /// The loop's timers, for the linger bound.
     pub(crate) timers: &'a mut Timers,
+    /// The memory budget every held byte is counted in.
+    pub(crate) budget: &'a mut Budget,
 }
 
 /// One client.
@@ -266,6 +297,12 @@ pub(crate) struct Connection {
     /// flushes first (events for a queued connection are held, see
     /// [`Connection::hold`]).
     write_hinted: bool,
+    /// Passing input straight through (budget full), the socket took only
+    /// part of it: ask for `WRITABLE` although nothing is pending.
+    write_blocked: bool,
+    /// Parked by the loop until the budget has room: no read interest
+    /// meanwhile (level-triggered backends would report it forever).
+    starved: bool,
     out: OutBuf,
     /// Line and frame modes: the incomplete message, if the input so far
     /// did not end on a message boundary. Empty, and a null pointer, in
@@ -308,6 +345,8 @@ impl Connection {
             urgent_hinted: false,
             queued: false,
             write_hinted: false,
+            write_blocked: false,
+            starved: false,
             out: OutBuf::new(),
             partial: Partial::new(),
             last_active: now,
@@ -327,6 +366,19 @@ impl Connection {
     /// Whether our FIN is sent and the client's is awaited.
     pub(crate) fn is_lingering(&self) -> bool {
         self.phase == Phase::Lingering
+    }
+
+    /// Heap bytes held for the client: pending output and a partial
+    /// message, by capacity (what the budget counts).
+    #[inline]
+    pub(crate) fn held(&self) -> usize {
+        self.out.capacity() + self.partial.capacity()
+    }
+
+    /// Lets a connection parked for budget ([`Outcome::Starved`]) try
+    /// again: its next turn asks for read interest again.
+    pub(crate) fn unstarve(&mut self) {
+        self.starved = false;
     }
 
     /// Marks the connection as queued; false if it already was.
@@ -391,10 +443,18 @@ impl Connection {
     /// output; then, if the service says so, starts closing.
     pub(crate) fn greet<P: Poller>(&mut self, service: Service, cx: &mut Cx<'_, P>) -> Outcome {
         let greeting = service.greeting(cx.mode);
-        if !greeting.bytes.is_empty()
-            && let Err(e) = self.send(&greeting.bytes, cx.token, cx.stats)
-        {
-            return Outcome::Close(CloseReason::Error(e));
+        if !greeting.bytes.is_empty() {
+            // Accounted before held: a greeting the socket does not take
+            // at once is kept, and must fit.
+            if !cx.budget.fits(greeting.bytes.len()) {
+                return Outcome::Close(CloseReason::BudgetFull);
+            }
+            let before = self.held();
+            let sent = self.send(&greeting.bytes, cx.token, cx.stats, false);
+            cx.budget.settle(before, self.held());
+            if let Err(e) = sent {
+                return Outcome::Close(CloseReason::Error(e));
+            }
         }
         if greeting.then_close {
             // RFC 867: send the line, then close. Draining is exactly that,
@@ -424,6 +484,7 @@ impl Connection {
         // Output first: it is older than any input we could read now, and
         // draining it may lift backpressure so this same turn reads again.
         if std::mem::take(&mut self.write_hinted) {
+            self.write_blocked = false;
             self.flush(cx)?;
         }
         let mut outcome = match self.phase {
@@ -497,35 +558,32 @@ impl Connection {
         }
     }
 
-    /// Reads while input is accepted, up to the budget, and hands each
-    /// read on: straight back in raw mode, through the protocol otherwise.
+    /// Reads while input is accepted, up to the read budget and what the
+    /// memory budget has room for, and hands each read on: straight back
+    /// in raw mode, through the protocol otherwise.
     fn read_input<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
         for _ in 0..READ_BUDGET {
-            if !self.read_ready || self.phase != Phase::Open {
+            if !self.read_ready || self.phase != Phase::Open || self.write_blocked {
                 return Ok(Outcome::Keep);
             }
-            let n = match self.read_once(cx.buf)? {
-                Input::Data(n) => n,
-                Input::Empty => return Ok(Outcome::Keep),
-                Input::Eof => {
-                    self.set_phase(cx.token, Phase::Closing);
-                    if !self.partial.is_empty() {
-                        // An unfinished message at EOF: the protocol says
-                        // what it is still owed (a last line is answered).
-                        let verdict = cx.mode.finish(&mut self.partial, cx.answers);
-                        self.send_answers(verdict, cx)?;
-                    }
-                    return Ok(Outcome::Keep);
-                }
-            };
-            cx.stats.bytes_in += n as u64;
-            self.last_active = cx.stamp;
-            if let Mode::Raw = cx.mode {
-                // The hot path: echo from the loop's buffer, no copy.
-                self.send(&cx.buf[..n], cx.token, cx.stats)?;
+            // Accounted before held (`budget.rs`): read no more than the
+            // worst case of what this read could make us hold has room for.
+            let pressure = cx.budget.under_pressure();
+            let want = if pressure && !self.out.is_empty() {
+                PRESSURE_READ
             } else {
-                let verdict = cx.mode.feed(&mut self.partial, &cx.buf[..n], cx.answers);
-                self.send_answers(verdict, cx)?;
+                cx.buf.len()
+            };
+            let allowed = cx.budget.read_allowance(want, cx.mode.amplification());
+            if allowed == 0 {
+                cx.budget.note_full();
+                return self.pass_through(cx);
+            }
+            let before = self.held();
+            let read = self.read_and_answer(allowed, pressure, cx);
+            cx.budget.settle(before, self.held());
+            if let Some(outcome) = read? {
+                return Ok(outcome);
             }
         }
         // Rule 2: out of budget but maybe not out of input.
@@ -536,9 +594,56 @@ impl Connection {
         }
     }
 
+    /// One read of at most `len` bytes, and what becomes of them; `Some`
+    /// when the turn's reading is over.
+    #[inline]
+    fn read_and_answer<P>(
+        &mut self,
+        len: usize,
+        pressure: bool,
+        cx: &mut Cx<'_, P>,
+    ) -> io::Result<Option<Outcome>> {
+        let n = match self.read_once(&mut cx.buf[..len])? {
+            Input::Data(n) => n,
+            Input::Empty => return Ok(Some(Outcome::Keep)),
+            Input::Eof => {
+                self.end_of_input(cx)?;
+                return Ok(Some(Outcome::Keep));
+            }
+        };
+        cx.stats.bytes_in += n as u64;
+        self.last_active = cx.stamp;
+        if let Mode::Raw = cx.mode {
+            // The hot path: echo from the loop's buffer, no copy.
+            self.send(&cx.buf[..n], cx.token, cx.stats, pressure)?;
+        } else {
+            let verdict = cx.mode.feed(&mut self.partial, &cx.buf[..n], cx.answers);
+            self.send_answers(verdict, cx)?;
+        }
+        Ok(None)
+    }
+
+    /// The peer's FIN: what is pending still goes out (phase `Closing`),
+    /// and an unfinished message gets what the protocol still owes it (a
+    /// last line is answered).
+    fn end_of_input<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<()> {
+        self.set_phase(cx.token, Phase::Closing);
+        if !self.partial.is_empty() {
+            let verdict = cx.mode.finish(&mut self.partial, cx.answers);
+            self.send_answers(verdict, cx)?;
+        }
+        Ok(())
+    }
+
     /// Sends `data`: straight from where it lies when nothing is pending
     /// (the common case, no copy), else behind the pending output.
-    fn send(&mut self, mut data: &[u8], token: Token, stats: &mut Stats) -> io::Result<()> {
+    fn send(
+        &mut self,
+        mut data: &[u8],
+        token: Token,
+        stats: &mut Stats,
+        pressure: bool,
+    ) -> io::Result<()> {
         if self.out.is_empty() {
             let n = Self::write_once(&mut self.stream, data)?;
             stats.bytes_out += n as u64;
@@ -549,7 +654,12 @@ impl Connection {
         }
         // Rule 3: a partial write. `sync_interest` will add WRITABLE.
         self.out.push(data);
-        if self.out.len() > HIGH_WATERMARK && self.phase == Phase::Open {
+        let high = if pressure {
+            PRESSURE_HIGH_WATERMARK
+        } else {
+            HIGH_WATERMARK
+        };
+        if self.out.len() > high && self.phase == Phase::Open {
             // Rule 4.
             stats.backpressure_pauses += 1;
             self.set_phase(token, Phase::Paused);
@@ -562,7 +672,8 @@ impl Connection {
     fn send_answers<P>(&mut self, verdict: Verdict, cx: &mut Cx<'_, P>) -> io::Result<()> {
         if !cx.answers.is_empty() {
             // Most reads of a split message answer nothing: no `write`.
-            let sent = self.send(cx.answers, cx.token, cx.stats);
+            let pressure = cx.budget.under_pressure();
+            let sent = self.send(cx.answers, cx.token, cx.stats, pressure);
             cx.answers.clear();
             sent?;
         }
@@ -583,6 +694,25 @@ impl Connection {
 
     /// Writes pending output until it is gone or the socket is full.
     fn flush<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<()> {
+        let before = self.held();
+        let flushed = self.write_pending(cx);
+        cx.budget.settle(before, self.held());
+        flushed?;
+        let low = if cx.budget.under_pressure() {
+            PRESSURE_LOW_WATERMARK
+        } else {
+            LOW_WATERMARK
+        };
+        if self.phase == Phase::Paused && self.out.len() < low {
+            self.set_phase(cx.token, Phase::Open);
+            // Rule 4: edges that came while paused were not asked for.
+            self.read_ready = true;
+        }
+        Ok(())
+    }
+
+    /// The writes of [`Connection::flush`].
+    fn write_pending<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<()> {
         while !self.out.is_empty() {
             let n = Self::write_once(&mut self.stream, self.out.as_slice())?;
             if n == 0 {
@@ -597,11 +727,6 @@ impl Connection {
                 // when it has room again.
                 break;
             }
-        }
-        if self.phase == Phase::Paused && self.out.len() < LOW_WATERMARK {
-            self.set_phase(cx.token, Phase::Open);
-            // Rule 4: edges that came while paused were not asked for.
-            self.read_ready = true;
         }
         Ok(())
     }
@@ -625,8 +750,8 @@ impl Connection {
 
     /// The interest the current state calls for (rules 3 and 4).
     fn wanted_interest(&self) -> Option<Interest> {
-        let read = matches!(self.phase, Phase::Open | Phase::Lingering);
-        let write = !self.out.is_empty();
+        let read = matches!(self.phase, Phase::Open | Phase::Lingering) && !self.starved;
+        let write = !self.out.is_empty() || self.write_blocked;
         match (read, write) {
             (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
             (true, false) => Some(Interest::READABLE),
@@ -683,83 +808,6 @@ mod tests {
         (client, conn)
     }
 
-    /// Drives `conn` once with `ready`, as the loop would.
-    fn turn(conn: &mut Connection, poller: &mut Epoll, stats: &mut Stats, ready: Ready) -> Outcome {
-        let mut buf = vec![0u8; crate::reactor::READ_BUFFER_SIZE];
-        let mut answers = Vec::new();
-        let mut timers = Timers::new();
-        let now = Instant::now();
-        let mut cx = Cx {
-            token: TOKEN,
-            poller,
-            buf: &mut buf,
-            stats,
-            now,
-            stamp: Stamp::new(now, now),
-            mode: &Mode::Raw,
-            answers: &mut answers,
-            timers: &mut timers,
-        };
-        conn.drive(ready, &mut cx)
-    }
-
-    #[test]
-    fn hints_held_while_queued_are_acted_on_in_the_queued_turn() {
-        let mut poller = Epoll::new().expect("poller");
-        let (mut client, mut conn) = pair(&mut poller, Instant::now());
-        let mut stats = Stats::default();
-        let readable = Ready {
-            readable: true,
-            ..Ready::default()
-        };
-
-        // More than one read's worth: the budget stops the first turn.
-        let sent = vec![0x5a_u8; 100 * 1024];
-        client.write_all(&sent).expect("send");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let first = turn(&mut conn, &mut poller, &mut stats, readable);
-        assert!(matches!(first, Outcome::Requeue), "{first:?}");
-        assert!(conn.enqueue());
-        let read_before = stats.bytes_in;
-        assert_eq!(
-            read_before as usize,
-            READ_BUDGET * crate::reactor::READ_BUFFER_SIZE
-        );
-
-        // The client reads nothing, so most of the echo is pending output.
-        assert!(!conn.out.is_empty());
-
-        // An event while queued: hints are kept, no I/O happens now.
-        conn.hold(Ready {
-            readable: true,
-            writable: true,
-            read_closed: false,
-            urgent: false,
-        });
-        assert_eq!(stats.bytes_in, read_before);
-
-        // The client reads what was echoed so far, making room.
-        let mut back = vec![0u8; 8 * 1024];
-        client.read_exact(&mut back).expect("read some echo");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let written_before = stats.bytes_out;
-
-        // The queued turn, with no hints of its own, uses the held ones:
-        // it flushes (the writable hint) and reads on (the readable one).
-        conn.dequeue();
-        turn(&mut conn, &mut poller, &mut stats, Ready::default());
-        assert!(
-            stats.bytes_out > written_before,
-            "the held writable hint was lost"
-        );
-        assert!(
-            stats.bytes_in > read_before,
-            "the held readable hint was lost"
-        );
-    }
-
-    // ----- phases: every transition, driven as the loop drives it ---------
-
     /// What the loop lends a connection, kept across turns.
     struct Rig {
         poller: Epoll,
@@ -767,6 +815,7 @@ mod tests {
         timers: Timers,
         buf: Vec<u8>,
         answers: Vec<u8>,
+        budget: Budget,
     }
 
     impl Rig {
@@ -777,6 +826,7 @@ mod tests {
                 timers: Timers::new(),
                 buf: vec![0u8; crate::reactor::READ_BUFFER_SIZE],
                 answers: Vec::new(),
+                budget: Budget::new(usize::MAX),
             }
         }
 
@@ -792,6 +842,7 @@ mod tests {
                 mode: &Mode::Raw,
                 answers: &mut self.answers,
                 timers: &mut self.timers,
+                budget: &mut self.budget,
             };
             f(&mut cx)
         }
@@ -827,6 +878,62 @@ mod tests {
         client.set_nonblocking(false).expect("blocking");
         got
     }
+
+    #[test]
+    fn hints_held_while_queued_are_acted_on_in_the_queued_turn() {
+        let mut rig = Rig::new();
+        let (mut client, mut conn) = pair(&mut rig.poller, Instant::now());
+        let readable = Ready {
+            readable: true,
+            ..Ready::default()
+        };
+
+        // More than one read's worth: the budget stops the first turn.
+        let sent = vec![0x5a_u8; 100 * 1024];
+        client.write_all(&sent).expect("send");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let first = rig.with_cx(|cx| conn.drive(readable, cx));
+        assert!(matches!(first, Outcome::Requeue), "{first:?}");
+        assert!(conn.enqueue());
+        let read_before = rig.stats.bytes_in;
+        assert_eq!(
+            read_before as usize,
+            READ_BUDGET * crate::reactor::READ_BUFFER_SIZE
+        );
+
+        // The client reads nothing, so most of the echo is pending output.
+        assert!(!conn.out.is_empty());
+
+        // An event while queued: hints are kept, no I/O happens now.
+        conn.hold(Ready {
+            readable: true,
+            writable: true,
+            read_closed: false,
+            urgent: false,
+        });
+        assert_eq!(rig.stats.bytes_in, read_before);
+
+        // The client reads what was echoed so far, making room.
+        let mut back = vec![0u8; 8 * 1024];
+        client.read_exact(&mut back).expect("read some echo");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let written_before = rig.stats.bytes_out;
+
+        // The queued turn, with no hints of its own, uses the held ones:
+        // it flushes (the writable hint) and reads on (the readable one).
+        conn.dequeue();
+        rig.with_cx(|cx| conn.drive(Ready::default(), cx));
+        assert!(
+            rig.stats.bytes_out > written_before,
+            "the held writable hint was lost"
+        );
+        assert!(
+            rig.stats.bytes_in > read_before,
+            "the held readable hint was lost"
+        );
+    }
+
+    // ----- phases: every transition, driven as the loop drives it ---------
 
     #[test]
     fn open_pauses_above_the_high_watermark_and_resumes_below_the_low() {

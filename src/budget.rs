@@ -1,0 +1,171 @@
+//! `--max-buffered`: one budget for every byte the server holds on behalf
+//! of its clients.
+//!
+//! Per connection the readiness rules already bound what one client can
+//! make the server hold (rule 4's watermarks, `--max-line`, `--max-frame`);
+//! across connections nothing did: 2,000 clients that push and never read
+//! grew the server by 224 MB, and the default connection limit allowed
+//! ~2.2 GB. The budget bounds the sum. It counts the heap bytes of every
+//! connection's pending output ([`OutBuf`](crate::outbuf::OutBuf)) and
+//! partial message ([`Partial`](crate::protocol::Partial)), by capacity,
+//! since capacity is what the allocator hands out.
+//!
+//! # Accounted before held
+//!
+//! A measurement after the fact is already broken, so the budget is
+//! consulted *before* a read: a read can make a connection hold at most
+//! what it read, times its protocol's amplification (line mode's `hello `
+//! turns an empty line of 1 byte into 7), plus a small constant for an
+//! error line. [`Budget::read_allowance`] says how large a read may be so
+//! that this worst case still fits; the connection reads no more, and
+//! settles the exact change afterwards ([`Budget::settle`]). The loop is
+//! single-threaded, so nothing can take the room between the two.
+//!
+//! # Near and at the limit (graduated, like Envoy's overload manager)
+//!
+//! - Below half: nothing changes.
+//! - From half on ([`Budget::under_pressure`]): a connection that already
+//!   holds output pauses at a low watermark and reads in small pieces, so
+//!   the clients that hold memory stop adding to it first.
+//! - When a normal read no longer fits: no connection reads more than it
+//!   can pass straight on (`connection.rs`, "pass-through"): it *peeks* at
+//!   its input, writes what the socket takes, and only then consumes that
+//!   many bytes from the kernel. Bytes that cannot be written through stay
+//!   in the kernel, where they cost the server nothing and TCP flow control
+//!   slows the sender. A protocol's answers are written through the same
+//!   way, from a small part of the budget kept back for them
+//!   ([`Budget::RESERVE_SHARE`]), and only when the socket's send queue is
+//!   empty. New partial messages are not started.
+//!
+//! No byte that was read is ever dropped: a client that is paused gets
+//! every byte, in order, once it reads. Closing connections to free the
+//! budget is a policy the operator opts into (`--evict-after`).
+
+/// The default `--max-buffered`: small enough for a small machine, large
+/// enough that well-behaved clients never notice it.
+pub const DEFAULT_MAX_BUFFERED: usize = 64 * 1024 * 1024;
+
+/// The smallest `--max-buffered` accepted: room for a few full reads.
+pub const MIN_MAX_BUFFERED: usize = 1024 * 1024;
+
+/// Bytes a read may add beyond its amplified size: an error line
+/// (`ERR line too long`), a terminator.
+const SLACK: usize = 64;
+
+/// The bytes held for clients, against the limit.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    limit: usize,
+    used: usize,
+    peak: usize,
+    /// Reads that found no room and fell back to pass-through or waiting.
+    full: u64,
+}
+
+impl Budget {
+    /// The share of the budget (1 / this) kept back for protocol answers
+    /// written through while the rest is full.
+    pub(crate) const RESERVE_SHARE: usize = 16;
+
+    /// A budget of `limit` bytes (at least [`MIN_MAX_BUFFERED`]).
+    pub(crate) fn new(limit: usize) -> Budget {
+        Budget {
+            limit: limit.max(MIN_MAX_BUFFERED),
+            used: 0,
+            peak: 0,
+            full: 0,
+        }
+    }
+
+    /// Bytes held now.
+    pub(crate) fn used(&self) -> usize {
+        self.used
+    }
+
+    /// The most bytes ever held at once.
+    pub(crate) fn peak(&self) -> usize {
+        self.peak
+    }
+
+    /// How many reads found the budget full.
+    pub(crate) fn times_full(&self) -> u64 {
+        self.full
+    }
+
+    /// Whether at least half the budget is held.
+    #[inline]
+    pub(crate) fn under_pressure(&self) -> bool {
+        self.used >= self.limit / 2
+    }
+
+    /// Whether nothing but pass-through fits.
+    pub(crate) fn is_full(&self) -> bool {
+        self.read_allowance(usize::MAX, 1) == 0
+    }
+
+    /// The largest read (at most `want`) whose worst case, `amplification`
+    /// times its size plus a constant, fits in the room left outside the
+    /// reserve; 0 when none does (the caller passes through or waits, and
+    /// the refusal is counted by [`Budget::note_full`]).
+    #[inline]
+    pub(crate) fn read_allowance(&self, want: usize, amplification: usize) -> usize {
+        let general = self.limit - self.limit / Self::RESERVE_SHARE;
+        let room = general.saturating_sub(self.used).saturating_sub(SLACK);
+        want.min(room / amplification.max(1))
+    }
+
+    /// Whether `bytes` more fit in the whole budget, reserve included (for
+    /// answers written through, and greetings).
+    pub(crate) fn fits(&self, bytes: usize) -> bool {
+        self.used + bytes <= self.limit
+    }
+
+    /// Counts a read that found no room.
+    pub(crate) fn note_full(&mut self) {
+        self.full += 1;
+    }
+
+    /// Records that a connection's held bytes went from `before` to
+    /// `after`.
+    #[inline]
+    pub(crate) fn settle(&mut self, before: usize, after: usize) {
+        if after >= before {
+            self.used += after - before;
+            self.peak = self.peak.max(self.used);
+        } else {
+            self.used -= before - after;
+        }
+        debug_assert!(self.used <= self.limit, "{} over {}", self.used, self.limit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_is_cut_to_what_its_worst_case_leaves_room_for() {
+        let mut b = Budget::new(MIN_MAX_BUFFERED);
+        let general = MIN_MAX_BUFFERED - MIN_MAX_BUFFERED / Budget::RESERVE_SHARE;
+        assert_eq!(b.read_allowance(65_536, 1), 65_536);
+        b.settle(0, general - SLACK - 1000);
+        assert_eq!(b.read_allowance(65_536, 1), 1000);
+        assert_eq!(b.read_allowance(65_536, 7), 142);
+        b.settle(0, 1000);
+        assert_eq!(b.read_allowance(65_536, 1), 0);
+        assert!(b.is_full());
+        assert!(b.fits(MIN_MAX_BUFFERED / Budget::RESERVE_SHARE));
+        assert!(!b.fits(MIN_MAX_BUFFERED / Budget::RESERVE_SHARE + SLACK + 1));
+    }
+
+    #[test]
+    fn settling_tracks_use_and_peak() {
+        let mut b = Budget::new(0);
+        assert!(!b.under_pressure());
+        b.settle(0, MIN_MAX_BUFFERED / 2);
+        assert!(b.under_pressure());
+        b.settle(MIN_MAX_BUFFERED / 2, 10);
+        assert_eq!(b.used(), 10);
+        assert_eq!(b.peak(), MIN_MAX_BUFFERED / 2);
+    }
+}

@@ -1,0 +1,172 @@
+//! Pass-through: how a connection reads while the memory budget is full.
+//!
+//! When even a small read no longer fits the budget (`budget.rs`), a read
+//! that cannot be written straight on must not be taken from the kernel:
+//! bytes left there cost the server nothing, and TCP flow control slows
+//! their sender. So the connection *peeks* (`MSG_PEEK`: the bytes stay
+//! queued), writes what it would have echoed, and only then consumes from
+//! the kernel exactly what went out. Nothing is held, nothing is lost, and
+//! a client that reads its echoes goes on being served at full speed.
+//!
+//! - Raw mode: the peeked bytes are the echo. If the socket takes only
+//!   part, only that part is consumed, and the connection asks for
+//!   `WRITABLE` to go on (no pending output, no budget used).
+//! - Line and frame modes: the peeked bytes are decoded as if read, and the
+//!   complete messages are answered and consumed only when the answers can
+//!   go out whole: the socket's send queue is empty (`TIOCOUTQ`, so the
+//!   kernel takes an answer of up to [`ANSWER_MAX`] at once), and the
+//!   answers fit in the part of the budget kept back for this. An
+//!   incomplete message is not started (nothing is consumed); a message
+//!   larger than the loop's buffer waits for the budget to free.
+//! - A connection with output already pending does not pass through: it
+//!   holds memory, and is parked ([`Outcome::Starved`]) until the budget
+//!   frees.
+
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+
+use super::{Connection, Cx, Input, Outcome, Phase};
+use crate::protocol::{Mode, Partial, Verdict};
+
+/// The largest answer written through while the budget is full: an empty
+/// send queue takes it whole (the smallest send buffer Linux gives a TCP
+/// socket holds more).
+pub(crate) const ANSWER_MAX: usize = 16 * 1024;
+
+impl Connection {
+    /// A turn's reading while the budget is full (see the module docs).
+    pub(super) fn pass_through<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
+        if !self.out.is_empty() || !self.partial.is_empty() {
+            return Ok(self.starve());
+        }
+        let n = match self.peek(cx.buf)? {
+            Input::Data(n) => n,
+            Input::Empty => return Ok(Outcome::Keep),
+            Input::Eof => {
+                self.read_ready = false;
+                self.set_phase(cx.token, Phase::Closing);
+                return Ok(Outcome::Keep);
+            }
+        };
+        if let Mode::Raw = cx.mode {
+            self.echo_through(n, cx)
+        } else {
+            self.answer_through(n, cx)
+        }
+    }
+
+    /// Raw mode: write the peeked bytes, consume what went out.
+    fn echo_through<P>(&mut self, n: usize, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
+        let written = Self::write_once(&mut self.stream, &cx.buf[..n])?;
+        self.consume(written, cx)?;
+        cx.stats.bytes_out += written as u64;
+        if written < n {
+            // The socket is full: the rest stays in the kernel until it
+            // has room.
+            self.write_blocked = true;
+        } else {
+            self.peeked_all(n, cx.buf.len());
+        }
+        Ok(Outcome::Keep)
+    }
+
+    /// Line and frame modes: answer the complete messages among the peeked
+    /// bytes, if the answers can go out whole.
+    fn answer_through<P>(&mut self, n: usize, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
+        if self.send_queue()? != 0 {
+            return Ok(self.starve());
+        }
+        let mut tail = Partial::new();
+        let verdict = cx.mode.feed(&mut tail, &cx.buf[..n], cx.answers);
+        // After a close or a refusal the protocol wants nothing more: the
+        // rest is read and dropped while lingering.
+        let complete = n - tail.len();
+        if verdict == Verdict::Continue && complete == 0 {
+            cx.answers.clear();
+            if n == cx.buf.len() {
+                // A message larger than the window: it cannot pass through.
+                return Ok(self.starve());
+            }
+            // Only an incomplete message: its next segment raises an edge.
+            self.peeked_all(n, cx.buf.len());
+            return Ok(Outcome::Keep);
+        }
+        if cx.answers.len() > ANSWER_MAX || !cx.budget.fits(cx.answers.len()) {
+            cx.answers.clear();
+            return Ok(self.starve());
+        }
+        self.consume(complete, cx)?;
+        if tail.is_empty() {
+            self.peeked_all(n, cx.buf.len());
+        }
+        let before = self.held();
+        let sent = self.send_answers(verdict, cx);
+        cx.budget.settle(before, self.held());
+        sent?;
+        Ok(Outcome::Keep)
+    }
+
+    /// Parks the connection until the budget frees: no read interest
+    /// meanwhile (see [`Outcome::Starved`]).
+    fn starve(&mut self) -> Outcome {
+        self.starved = true;
+        Outcome::Starved
+    }
+
+    /// Rule 1 for a peek that took everything it was shown: a short peek
+    /// saw the whole receive queue.
+    fn peeked_all(&mut self, n: usize, window: usize) {
+        if n < window && !self.fin_hinted && !self.urgent_hinted {
+            self.read_ready = false;
+        }
+    }
+
+    /// One `recv(MSG_PEEK)`: the bytes are copied, not taken.
+    fn peek(&mut self, buf: &mut [u8]) -> io::Result<Input> {
+        loop {
+            return match self.stream.peek(buf) {
+                Ok(0) => Ok(Input::Eof),
+                Ok(n) => Ok(Input::Data(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.read_ready = false;
+                    Ok(Input::Empty)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+        }
+    }
+
+    /// Takes from the kernel the `n` bytes that were peeked and passed on.
+    fn consume<P>(&mut self, n: usize, cx: &mut Cx<'_, P>) -> io::Result<()> {
+        let mut left = n;
+        while left > 0 {
+            // They were peeked, so they are there; a read may still stop
+            // short at an urgent mark, hence the loop.
+            match self.stream.read(&mut cx.buf[..left]) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(got) => left -= got,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if n > 0 {
+            cx.stats.bytes_in += n as u64;
+            self.last_active = cx.stamp;
+        }
+        Ok(())
+    }
+
+    /// Bytes in the socket's send queue, not yet acknowledged by the peer
+    /// (`TIOCOUTQ`, which Linux also calls `SIOCOUTQ` for sockets).
+    fn send_queue(&self) -> io::Result<usize> {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ on a socket descriptor we own writes one c_int
+        // to the pointer, which points to a live local.
+        let rc = unsafe { libc::ioctl(self.stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(usize::try_from(queued).unwrap_or(0))
+    }
+}

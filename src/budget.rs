@@ -56,6 +56,11 @@ const SLACK: usize = 64;
 #[derive(Debug)]
 pub(crate) struct Budget {
     limit: usize,
+    /// The limit less the reserve: what ordinary reads may fill.
+    general: usize,
+    /// Below this much held, a full read of the largest size fits and the
+    /// budget is under no pressure: the one comparison of the common case.
+    calm_below: usize,
     used: usize,
     peak: usize,
     /// Reads that found no room and fell back to pass-through or waiting.
@@ -67,10 +72,17 @@ impl Budget {
     /// written through while the rest is full.
     pub(crate) const RESERVE_SHARE: usize = 16;
 
-    /// A budget of `limit` bytes (at least [`MIN_MAX_BUFFERED`]).
-    pub(crate) fn new(limit: usize) -> Budget {
+    /// A budget of `limit` bytes (at least [`MIN_MAX_BUFFERED`]) for
+    /// reads of at most `max_read` bytes that may each hold up to
+    /// `amplification` times their size.
+    pub(crate) fn new(limit: usize, max_read: usize, amplification: usize) -> Budget {
+        let limit = limit.max(MIN_MAX_BUFFERED);
+        let general = limit - limit / Self::RESERVE_SHARE;
+        let full_read = SLACK + max_read.saturating_mul(amplification);
         Budget {
-            limit: limit.max(MIN_MAX_BUFFERED),
+            limit,
+            general,
+            calm_below: general.saturating_sub(full_read).min(limit / 2),
             used: 0,
             peak: 0,
             full: 0,
@@ -92,6 +104,13 @@ impl Budget {
         self.full
     }
 
+    /// Whether a read of the largest size fits, with no pressure: the
+    /// common case, in one comparison.
+    #[inline]
+    pub(crate) fn is_calm(&self) -> bool {
+        self.used < self.calm_below
+    }
+
     /// Whether at least half the budget is held.
     #[inline]
     pub(crate) fn under_pressure(&self) -> bool {
@@ -100,7 +119,7 @@ impl Budget {
 
     /// Whether nothing but pass-through fits.
     pub(crate) fn is_full(&self) -> bool {
-        self.read_allowance(usize::MAX, 1) == 0
+        self.read_allowance(1, 1) == 0
     }
 
     /// The largest read (at most `want`) whose worst case, `amplification`
@@ -109,8 +128,18 @@ impl Budget {
     /// the refusal is counted by [`Budget::note_full`]).
     #[inline]
     pub(crate) fn read_allowance(&self, want: usize, amplification: usize) -> usize {
-        let general = self.limit - self.limit / Self::RESERVE_SHARE;
-        let room = general.saturating_sub(self.used).saturating_sub(SLACK);
+        // The common case, far from the limit, in a few instructions (no
+        // overflow: a read is at most the loop's 64 KiB buffer, the
+        // amplification a small constant).
+        if self.used + SLACK + want * amplification <= self.general {
+            return want;
+        }
+        self.allowance_near_the_limit(want, amplification)
+    }
+
+    #[cold]
+    fn allowance_near_the_limit(&self, want: usize, amplification: usize) -> usize {
+        let room = self.general.saturating_sub(self.used + SLACK);
         want.min(room / amplification.max(1))
     }
 
@@ -145,7 +174,8 @@ mod tests {
 
     #[test]
     fn a_read_is_cut_to_what_its_worst_case_leaves_room_for() {
-        let mut b = Budget::new(MIN_MAX_BUFFERED);
+        let mut b = Budget::new(MIN_MAX_BUFFERED, 65_536, 1);
+        assert!(b.is_calm());
         let general = MIN_MAX_BUFFERED - MIN_MAX_BUFFERED / Budget::RESERVE_SHARE;
         assert_eq!(b.read_allowance(65_536, 1), 65_536);
         b.settle(0, general - SLACK - 1000);
@@ -160,7 +190,7 @@ mod tests {
 
     #[test]
     fn settling_tracks_use_and_peak() {
-        let mut b = Budget::new(0);
+        let mut b = Budget::new(0, 65_536, 7);
         assert!(!b.under_pressure());
         b.settle(0, MIN_MAX_BUFFERED / 2);
         assert!(b.under_pressure());

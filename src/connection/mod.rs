@@ -269,6 +269,8 @@ pub(crate) struct Cx<'a, P> {
     pub(crate) timers: &'a mut Timers,
     /// The memory budget every held byte is counted in.
     pub(crate) budget: &'a mut Budget,
+    /// What one byte read can make the mode hold (`Mode::amplification`).
+    pub(crate) amplification: usize,
 }
 
 /// One client.
@@ -449,10 +451,7 @@ impl Connection {
             if !cx.budget.fits(greeting.bytes.len()) {
                 return Outcome::Close(CloseReason::BudgetFull);
             }
-            let before = self.held();
-            let sent = self.send(&greeting.bytes, cx.token, cx.stats, false);
-            cx.budget.settle(before, self.held());
-            if let Err(e) = sent {
+            if let Err(e) = self.send(&greeting.bytes, cx.token, cx.stats, cx.budget) {
                 return Outcome::Close(CloseReason::Error(e));
             }
         }
@@ -568,22 +567,22 @@ impl Connection {
             }
             // Accounted before held (`budget.rs`): read no more than the
             // worst case of what this read could make us hold has room for.
-            let pressure = cx.budget.under_pressure();
-            let want = if pressure && !self.out.is_empty() {
-                PRESSURE_READ
-            } else {
+            let allowed = if cx.budget.is_calm() {
                 cx.buf.len()
+            } else {
+                let want = if !self.out.is_empty() && cx.budget.under_pressure() {
+                    PRESSURE_READ
+                } else {
+                    cx.buf.len()
+                };
+                cx.budget.read_allowance(want, cx.amplification)
             };
-            let allowed = cx.budget.read_allowance(want, cx.mode.amplification());
             if allowed == 0 {
                 cx.budget.note_full();
                 return self.pass_through(cx);
             }
-            let before = self.held();
-            let read = self.read_and_answer(allowed, pressure, cx);
-            cx.budget.settle(before, self.held());
-            if let Some(outcome) = read? {
-                return Ok(outcome);
+            if !self.read_and_answer(allowed, cx)? {
+                return Ok(Outcome::Keep);
             }
         }
         // Rule 2: out of budget but maybe not out of input.
@@ -594,33 +593,31 @@ impl Connection {
         }
     }
 
-    /// One read of at most `len` bytes, and what becomes of them; `Some`
-    /// when the turn's reading is over.
+    /// One read of at most `len` bytes, and what becomes of them; false
+    /// when the turn's reading is over (nothing more, or EOF).
     #[inline]
-    fn read_and_answer<P>(
-        &mut self,
-        len: usize,
-        pressure: bool,
-        cx: &mut Cx<'_, P>,
-    ) -> io::Result<Option<Outcome>> {
+    fn read_and_answer<P>(&mut self, len: usize, cx: &mut Cx<'_, P>) -> io::Result<bool> {
         let n = match self.read_once(&mut cx.buf[..len])? {
             Input::Data(n) => n,
-            Input::Empty => return Ok(Some(Outcome::Keep)),
+            Input::Empty => return Ok(false),
             Input::Eof => {
                 self.end_of_input(cx)?;
-                return Ok(Some(Outcome::Keep));
+                return Ok(false);
             }
         };
         cx.stats.bytes_in += n as u64;
         self.last_active = cx.stamp;
         if let Mode::Raw = cx.mode {
             // The hot path: echo from the loop's buffer, no copy.
-            self.send(&cx.buf[..n], cx.token, cx.stats, pressure)?;
+            self.send(&cx.buf[..n], cx.token, cx.stats, cx.budget)?;
         } else {
+            // A message split across reads is kept: counted as it grows.
+            let before = self.partial.capacity();
             let verdict = cx.mode.feed(&mut self.partial, &cx.buf[..n], cx.answers);
+            cx.budget.settle(before, self.partial.capacity());
             self.send_answers(verdict, cx)?;
         }
-        Ok(None)
+        Ok(true)
     }
 
     /// The peer's FIN: what is pending still goes out (phase `Closing`),
@@ -629,7 +626,9 @@ impl Connection {
     fn end_of_input<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<()> {
         self.set_phase(cx.token, Phase::Closing);
         if !self.partial.is_empty() {
+            let before = self.partial.capacity();
             let verdict = cx.mode.finish(&mut self.partial, cx.answers);
+            cx.budget.settle(before, self.partial.capacity());
             self.send_answers(verdict, cx)?;
         }
         Ok(())
@@ -637,12 +636,15 @@ impl Connection {
 
     /// Sends `data`: straight from where it lies when nothing is pending
     /// (the common case, no copy), else behind the pending output.
+    ///
+    /// Whatever is kept is counted in the budget as it is pushed; the
+    /// caller made sure it fits (a read no larger than the budget allows).
     fn send(
         &mut self,
         mut data: &[u8],
         token: Token,
         stats: &mut Stats,
-        pressure: bool,
+        budget: &mut Budget,
     ) -> io::Result<()> {
         if self.out.is_empty() {
             let n = Self::write_once(&mut self.stream, data)?;
@@ -653,8 +655,10 @@ impl Connection {
             }
         }
         // Rule 3: a partial write. `sync_interest` will add WRITABLE.
+        let before = self.out.capacity();
         self.out.push(data);
-        let high = if pressure {
+        budget.settle(before, self.out.capacity());
+        let high = if budget.under_pressure() {
             PRESSURE_HIGH_WATERMARK
         } else {
             HIGH_WATERMARK
@@ -672,8 +676,7 @@ impl Connection {
     fn send_answers<P>(&mut self, verdict: Verdict, cx: &mut Cx<'_, P>) -> io::Result<()> {
         if !cx.answers.is_empty() {
             // Most reads of a split message answer nothing: no `write`.
-            let pressure = cx.budget.under_pressure();
-            let sent = self.send(cx.answers, cx.token, cx.stats, pressure);
+            let sent = self.send(cx.answers, cx.token, cx.stats, cx.budget);
             cx.answers.clear();
             sent?;
         }
@@ -683,6 +686,7 @@ impl Connection {
                 if verdict == Verdict::Refuse {
                     cx.stats.protocol_errors += 1;
                 }
+                cx.budget.settle(self.partial.capacity(), 0);
                 self.partial.clear();
                 if matches!(self.phase, Phase::Open | Phase::Paused) {
                     self.set_phase(cx.token, Phase::Draining);
@@ -694,9 +698,9 @@ impl Connection {
 
     /// Writes pending output until it is gone or the socket is full.
     fn flush<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<()> {
-        let before = self.held();
+        let before = self.out.capacity();
         let flushed = self.write_pending(cx);
-        cx.budget.settle(before, self.held());
+        cx.budget.settle(before, self.out.capacity());
         flushed?;
         let low = if cx.budget.under_pressure() {
             PRESSURE_LOW_WATERMARK
@@ -826,7 +830,7 @@ mod tests {
                 timers: Timers::new(),
                 buf: vec![0u8; crate::reactor::READ_BUFFER_SIZE],
                 answers: Vec::new(),
-                budget: Budget::new(usize::MAX),
+                budget: Budget::new(usize::MAX, crate::reactor::READ_BUFFER_SIZE, 1),
             }
         }
 
@@ -843,6 +847,7 @@ mod tests {
                 answers: &mut self.answers,
                 timers: &mut self.timers,
                 budget: &mut self.budget,
+                amplification: 1,
             };
             f(&mut cx)
         }

@@ -99,10 +99,7 @@ impl Connection {
         if tail.is_empty() {
             self.peeked_all(n, cx.buf.len());
         }
-        let before = self.held();
-        let sent = self.send_answers(verdict, cx);
-        cx.budget.settle(before, self.held());
-        sent?;
+        self.send_answers(verdict, cx)?;
         Ok(Outcome::Keep)
     }
 

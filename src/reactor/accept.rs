@@ -316,7 +316,7 @@ impl<P: Poller> Reactor<P> {
             let at = self.clock.now + idle;
             self.timers.schedule(at, TimerKind::IdleCheck(token));
         }
-        self.with_connection(key, |conn, cx| conn.greet(service, cx));
+        self.with_connection(key, |conn, cx| Some(conn.greet(service, cx)));
     }
 }
 

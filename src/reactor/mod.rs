@@ -100,6 +100,8 @@ struct Lent {
     answers: Vec<u8>,
     /// What echo connections speak.
     mode: Mode,
+    /// `mode.amplification()`, looked up once.
+    amplification: usize,
 }
 
 /// The loop's sense of time, read once per tick.
@@ -225,6 +227,7 @@ impl<P: Poller> Reactor<P> {
                 read_buf: vec![0; READ_BUFFER_SIZE].into_boxed_slice(),
                 answers: Vec::new(),
                 mode: config.mode.clone(),
+                amplification: config.mode.amplification(),
             },
             run_next: Vec::new(),
             timers,
@@ -234,7 +237,11 @@ impl<P: Poller> Reactor<P> {
                 epoch: now,
             },
             stats: Stats::default(),
-            budget: Budget::new(config.max_buffered),
+            budget: Budget::new(
+                config.max_buffered,
+                READ_BUFFER_SIZE,
+                config.mode.amplification(),
+            ),
             starved: Vec::new(),
             admission: Admission::new(max_connections, config.max_connections_per_ip),
             stop,
@@ -390,28 +397,31 @@ impl<P: Poller> Reactor<P> {
     }
 
     /// Lets one connection do its I/O, then acts on the outcome.
+    #[inline]
     fn drive(&mut self, key: usize, generation: u32, ready: Ready) {
-        match self.conns.get_mut(key) {
-            // One turn per tick: its queued turn comes later in this one.
-            Some(conn) if conn.generation() == generation && conn.is_queued() => {
-                conn.hold(ready);
-                return;
+        self.with_connection(key, |conn, cx| {
+            if conn.generation() != generation {
+                // Closed, and an event for an earlier connection that had
+                // this slab key.
+                return None;
             }
-            Some(conn) if conn.generation() == generation => {}
-            // Closed, or an event for an earlier connection that had this
-            // slab key.
-            _ => return,
-        }
-        self.with_connection(key, |conn, cx| conn.drive(ready, cx));
+            if conn.is_queued() {
+                // One turn per tick: its queued turn comes later in this one.
+                conn.hold(ready);
+                return None;
+            }
+            Some(conn.drive(ready, cx))
+        });
     }
 
     /// Lends the connection at `key` what it borrows from the loop (the
     /// one place a [`Cx`] is built), runs `f` on it, and acts on the
-    /// outcome.
+    /// outcome, if `f` had one. One slab look-up per turn.
+    #[inline]
     fn with_connection(
         &mut self,
         key: usize,
-        f: impl FnOnce(&mut Connection, &mut Cx<'_, P>) -> Outcome,
+        f: impl FnOnce(&mut Connection, &mut Cx<'_, P>) -> Option<Outcome>,
     ) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -428,11 +438,14 @@ impl<P: Poller> Reactor<P> {
             answers: &mut self.lent.answers,
             timers: &mut self.timers,
             budget: &mut self.budget,
+            amplification: self.lent.amplification,
         };
-        let outcome = f(conn, &mut cx);
-        self.settle(key, token, outcome);
+        if let Some(outcome) = f(conn, &mut cx) {
+            self.settle(key, token, outcome);
+        }
     }
 
+    #[inline]
     fn settle(&mut self, key: usize, token: Token, outcome: Outcome) {
         match outcome {
             Outcome::Keep => {}
@@ -441,16 +454,22 @@ impl<P: Poller> Reactor<P> {
                     self.run_next.push(token);
                 }
             }
-            Outcome::Starved => {
-                if self.conns[key].enqueue() {
-                    if self.starved.is_empty() {
-                        let at = self.clock.now + STARVED_RETRY;
-                        self.timers.schedule(at, TimerKind::BudgetRetry);
-                    }
-                    self.starved.push(token);
-                }
-            }
+            Outcome::Starved => self.park(key, token),
             Outcome::Close(reason) => self.close(key, reason),
+        }
+    }
+
+    /// Parks a connection the budget has no room for: marked queued (so
+    /// events for it only add hints), retried when the budget frees or
+    /// after [`STARVED_RETRY`].
+    #[cold]
+    fn park(&mut self, key: usize, token: Token) {
+        if self.conns[key].enqueue() {
+            if self.starved.is_empty() {
+                let at = self.clock.now + STARVED_RETRY;
+                self.timers.schedule(at, TimerKind::BudgetRetry);
+            }
+            self.starved.push(token);
         }
     }
 
@@ -645,7 +664,7 @@ impl<P: Poller> Reactor<P> {
         self.timers.schedule(at, TimerKind::ShutdownDeadline);
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
-            self.with_connection(key, |conn, cx| conn.begin_shutdown(cx));
+            self.with_connection(key, |conn, cx| Some(conn.begin_shutdown(cx)));
         }
     }
 }

@@ -7,6 +7,7 @@
 //! socket pairs, and TCP over loopback where the peer's FIN or reset is the
 //! point; nothing here looks inside a backend.
 
+use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -44,6 +45,7 @@ on_every_backend!(
     a_zero_timeout_returns_at_once,
     a_wait_sleeps_until_ready_or_timeout,
     the_capacity_of_the_event_list_is_respected,
+    fairness_across_waits,
 );
 
 /// One `wait`, retried on `EINTR`; the events it returned.
@@ -276,4 +278,38 @@ fn the_capacity_of_the_event_list_is_respected<P: Poller>() {
     }
     let mut events = P::events(8);
     assert_eq!(look(&mut p, &mut events).len(), pairs.len());
+}
+
+/// More sources are ready than the event list holds, and none is served:
+/// each `wait` must begin with the ones the waits before it left out, so
+/// that every source is reported within ready / capacity waits. A backend
+/// that scans from the start every time reports the same first ones for
+/// ever, and the rest starve.
+fn fairness_across_waits<P: Poller>() {
+    const READY: usize = 5;
+    const CAPACITY: usize = 2;
+    let pairs = readable_pairs(READY);
+    let mut p = P::new().expect("new poller");
+    for (i, (a, _)) in pairs.iter().enumerate() {
+        p.register(a.as_raw_fd(), Token(i), Interest::READABLE)
+            .expect("register");
+    }
+    let mut events = P::events(CAPACITY);
+    let mut waiting: BTreeSet<usize> = (0..READY).collect();
+    for round in 0..READY.div_ceil(CAPACITY) {
+        let got: Vec<usize> = look(&mut p, &mut events)
+            .iter()
+            .map(|e| e.token.0)
+            .collect();
+        let fresh = got.iter().take_while(|t| waiting.contains(t)).count();
+        assert_eq!(
+            fresh,
+            CAPACITY.min(waiting.len()),
+            "wait {round} reported {got:?} while {waiting:?} were still waiting their turn"
+        );
+        for t in got {
+            waiting.remove(&t);
+        }
+    }
+    assert!(waiting.is_empty(), "never reported: {waiting:?}");
 }

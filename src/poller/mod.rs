@@ -28,6 +28,11 @@
 //!   the timeout passes (`None`: no timeout, zero: just look, and return
 //!   at once), then fills `events` with at most its capacity. `EINTR` comes
 //!   back as `ErrorKind::Interrupted`; the caller retries.
+//! - Fairness across waits: when more sources are ready than `events`
+//!   holds, the ones left out come first in the next `wait`, so a few
+//!   low-numbered sources cannot starve the rest. epoll gets this from the
+//!   kernel's ready list; poll and select keep a cursor where their last
+//!   scan stopped.
 //! - Every event is a *hint*: it may be spurious, and an error or hang-up
 //!   is reported as readable (on a source watched for reading) and/or
 //!   writable, so that the next I/O call finds out what happened. Callers

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use support::{
     IdleRss, Load, Measurement, Placement, Series, Server, ServerSpec, Timing, bar_chart,
-    build_examples, idle_rss, interleave, line_chart, markdown_table, median, thousands,
+    build_examples, idle_rss, interleave, line_chart, markdown_table, median, proc, thousands,
 };
 
 /// A ratio to tokio is only meaningful when the server's core is nearly
@@ -112,7 +112,7 @@ fn main() {
         _ => idle_connections,
     };
     let started = std::time::Instant::now();
-    let load_before = loadavg();
+    let load_before = proc::loadavg();
     eprintln!(
         "compare: {} scenarios x {} servers x {rounds} round(s); {}",
         scenarios.len(),
@@ -157,7 +157,7 @@ fn main() {
     let context = format!(
         "The whole run took {elapsed:.0} s. Load average (1, 5, 15 min) at the start: {load_before}; \
          at the end: {}.",
-        loadavg()
+        proc::loadavg()
     );
 
     let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
@@ -301,39 +301,6 @@ fn invocation() -> String {
     }
 }
 
-/// The first three fields of `/proc/loadavg`: how busy the shared machine was.
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-/// Today's date (UTC) and a one-line description of the machine.
-fn machine() -> (String, String) {
-    let date = std::process::Command::new("date")
-        .args(["-u", "+%F %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    // Counted from /proc, not available_parallelism: this process is
-    // pinned to one CPU by the time the report is written.
-    let cpus = std::fs::read_to_string("/proc/cpuinfo")
-        .map(|s| s.lines().filter(|l| l.starts_with("processor")).count())
-        .unwrap_or(0);
-    (date, format!("{cpus} CPUs ({cpu}), Linux {kernel}"))
-}
-
 fn report(
     placement: &Placement,
     names: &[&str],
@@ -343,7 +310,7 @@ fn report(
     rounds: usize,
     timing: Timing,
 ) -> String {
-    let (date, machine) = machine();
+    let (date, machine) = (proc::utc_now("%F %H:%M UTC"), proc::machine());
     // Absent when --servers left it out: then there are no ratios.
     let base = names.iter().position(|n| *n == BASELINE);
     let mut md = String::new();

@@ -16,6 +16,7 @@
 //! | [`idle_rss`] | open N idle connections from this process, return the server's RSS growth per connection |
 //! | [`interleave`], [`median`] | rounds A B C, A B C, ...; medians of a field |
 //! | [`markdown_table`], [`line_chart`], [`bar_chart`] | the output |
+//! | [`proc`] | what `/proc` says about a server and the machine, `listening on` lines, idle connections: `tests/util/proc.rs`, the one copy the tests use too |
 //!
 //! Why the client runs in this process rather than as a spawned
 //! `echo-bench --json`: the engine's [`Live`] counters let the sampler read
@@ -30,8 +31,8 @@
 #![allow(dead_code)] // each bench uses part of the API
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -41,7 +42,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use echo_reactor::bench::{Config, Live, Report, StopAt};
-use socket2::{Domain, Socket, Type};
+
+// Tests and benches are separate crates; both compile this one file.
+#[path = "../../tests/util/proc.rs"]
+pub mod proc;
 
 // ---------------------------------------------------------------------------
 // Placement
@@ -243,10 +247,9 @@ impl Server {
         stdout
             .read_line(&mut line)
             .unwrap_or_else(|e| panic!("{}: read its listening line: {e}", spec.name));
-        let addr = line
-            .trim()
-            .strip_prefix("listening on tcp://")
-            .and_then(|a| a.parse().ok())
+        let addr = proc::listening(&line)
+            .filter(|l| l.scheme == "tcp")
+            .map(|l| l.addr)
             .unwrap_or_else(|| {
                 panic!("{}: no `listening on tcp://ADDR` line: {line:?}", spec.name)
             });
@@ -272,23 +275,27 @@ impl Server {
     /// (`/proc/PID/stat` fields 14 and 15; threads that already exited are
     /// included, which matters for thread-per-connection).
     pub fn cpu_secs(&self) -> f64 {
-        let (user, system) = proc_cpu_ticks(self.pid());
-        (user + system) as f64 / clock_ticks_per_sec()
+        proc::cpu_ticks(self.pid()).total() as f64 / proc::clock_ticks_per_sec() as f64
     }
 
     /// User-space part of [`Server::cpu_secs`].
     pub fn user_secs(&self) -> f64 {
-        proc_cpu_ticks(self.pid()).0 as f64 / clock_ticks_per_sec()
+        proc::cpu_ticks(self.pid()).user as f64 / proc::clock_ticks_per_sec() as f64
     }
 
     /// Resident set size in KiB (`VmRSS` of `/proc/PID/status`).
     pub fn rss_kib(&self) -> u64 {
-        proc_status_kib(self.pid(), "VmRSS:")
+        proc::vm_rss_kib(self.pid())
+    }
+
+    /// Peak resident set size so far, KiB (`VmHWM`).
+    pub fn hwm_kib(&self) -> u64 {
+        proc::vm_hwm_kib(self.pid())
     }
 
     /// Threads of the process (`Threads` of `/proc/PID/status`).
     pub fn threads(&self) -> u64 {
-        proc_status_kib(self.pid(), "Threads:")
+        proc::threads(self.pid())
     }
 
     /// Kills the server and reaps it.
@@ -302,39 +309,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// (utime, stime) of a process, in clock ticks.
-pub fn proc_cpu_ticks(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/stat: {e}"));
-    // The command name (field 2) may contain spaces; count from its ')'.
-    let rest = &stat[stat.rfind(')').expect("comm field in /proc/PID/stat") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let num = |i: usize| {
-        fields[i]
-            .parse::<u64>()
-            .expect("numeric field in /proc/PID/stat")
-    };
-    (num(11), num(12))
-}
-
-/// A `kB` (or plain count) field of `/proc/PID/status`.
-pub fn proc_status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"))
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
-}
-
-/// `sysconf(_SC_CLK_TCK)`, the unit of `/proc/PID/stat` times.
-pub fn clock_ticks_per_sec() -> f64 {
-    // SAFETY: sysconf only reads a system constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 { hz as f64 } else { 100.0 }
 }
 
 // ---------------------------------------------------------------------------
@@ -531,6 +505,25 @@ pub fn measure(
 
     // Every connection of every load open (or failed) first: the warmups
     // start from there.
+    wait_for_connections(loads, &lives, &handles);
+    thread::sleep(timing.warmup + SAMPLE_MARGIN);
+    let mut m = sample_window(server, &lives, timing, client_cpu);
+    m.loads = handles
+        .into_iter()
+        .map(|h| {
+            let report: Report = h
+                .join()
+                .expect("client thread panicked")
+                .unwrap_or_else(|e| panic!("echo-bench engine against {}: {e}", server.addr()));
+            LoadResult::of(&report)
+        })
+        .collect();
+    m
+}
+
+/// Waits until every connection of every load is open or has failed, a
+/// client thread has ended, or 30 s have passed.
+fn wait_for_connections<T>(loads: &[Load], lives: &[Arc<Live>], handles: &[thread::JoinHandle<T>]) {
     let wanted: u64 = loads.iter().map(|l| l.connections as u64).sum();
     let settle_deadline = Instant::now() + Duration::from_secs(30);
     while lives
@@ -543,20 +536,30 @@ pub fn measure(
     {
         thread::sleep(Duration::from_millis(5));
     }
-    thread::sleep(timing.warmup + SAMPLE_MARGIN);
-    let echoes = |lives: &[Arc<Live>]| -> u64 {
+}
+
+/// Samples the server's CPU, the echoes the loads completed and both
+/// cores' busy shares over the same interval, [`SAMPLE_MARGIN`] inside the
+/// engines' window on each side; `loads` is left empty for the caller.
+fn sample_window(
+    server: &Server,
+    lives: &[Arc<Live>],
+    timing: Timing,
+    client_cpu: Option<usize>,
+) -> Measurement {
+    let echoes = || -> u64 {
         lives
             .iter()
             .map(|l| Live::get(&l.messages as &AtomicU64))
             .sum()
     };
-    let core = |cpu: Option<usize>| cpu.map_or((0, 0), core_ticks);
+    let core = |cpu: Option<usize>| cpu.map_or((0, 0), proc::core_ticks);
     let (c0, k0) = (core(server_cpu_of(server)), core(client_cpu));
-    let (u0, s0) = proc_cpu_ticks(server.pid());
-    let (m0, t0) = (echoes(&lives), Instant::now());
+    let cpu0 = proc::cpu_ticks(server.pid());
+    let (m0, t0) = (echoes(), Instant::now());
     thread::sleep(timing.window - 2 * SAMPLE_MARGIN);
-    let (u1, s1) = proc_cpu_ticks(server.pid());
-    let (m1, t1) = (echoes(&lives), Instant::now());
+    let cpu1 = proc::cpu_ticks(server.pid());
+    let (m1, t1) = (echoes(), Instant::now());
     let (c1, k1) = (core(server_cpu_of(server)), core(client_cpu));
     let share = |(b0, t0): (u64, u64), (b1, t1): (u64, u64)| {
         if t1 > t0 {
@@ -565,20 +568,11 @@ pub fn measure(
             f64::NAN
         }
     };
-
-    let reports: Vec<Report> = handles
-        .into_iter()
-        .map(|h| {
-            h.join()
-                .expect("client thread panicked")
-                .unwrap_or_else(|e| panic!("echo-bench engine against {}: {e}", server.addr()))
-        })
-        .collect();
-    let hz = clock_ticks_per_sec();
+    let hz = proc::clock_ticks_per_sec() as f64;
     Measurement {
-        loads: reports.iter().map(LoadResult::of).collect(),
-        cpu_secs: ((u1 + s1) - (u0 + s0)) as f64 / hz,
-        user_secs: (u1 - u0) as f64 / hz,
+        loads: Vec::new(),
+        cpu_secs: (cpu1.total() - cpu0.total()) as f64 / hz,
+        user_secs: (cpu1.user - cpu0.user) as f64 / hz,
         wall_secs: (t1 - t0).as_secs_f64(),
         echoes: m1 - m0,
         server_core_busy: share(c0, c1),
@@ -589,25 +583,6 @@ pub fn measure(
 /// The CPU the server was pinned to, if it was.
 fn server_cpu_of(server: &Server) -> Option<usize> {
     server.cpu
-}
-
-/// (busy, total) ticks of one CPU from `/proc/stat`, every process
-/// counted; idle and iowait are not busy.
-pub fn core_ticks(cpu: usize) -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
-    let tag = format!("cpu{cpu} ");
-    let line = stat
-        .lines()
-        .find(|l| l.starts_with(&tag))
-        .unwrap_or_else(|| panic!("no {tag:?} line in /proc/stat"));
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .take(8) // user nice system idle iowait irq softirq steal
-        .map(|x| x.parse().expect("numeric field in /proc/stat"))
-        .collect();
-    let total: u64 = v.iter().sum();
-    (total - v[3] - v[4], total)
 }
 
 /// What [`idle_rss`] found.
@@ -631,53 +606,21 @@ impl IdleRss {
     }
 }
 
-/// Source addresses 127.0.0.1 ..= 127.0.0.N for idle connections, so one
-/// ephemeral port range is never crowded.
-const IDLE_SOURCES: usize = 8;
-
 /// Opens `connections` connections from this process (the server's own
-/// descriptor limit then only has to hold its side), has each echo 8 bytes
-/// once, lets them sit idle for `settle`, and reads the server's RSS. The
-/// connections are closed before it returns.
+/// descriptor limit then only has to hold its side) with
+/// [`proc::open_idle`], lets them sit idle for `settle`, and reads the
+/// server's RSS. The connections are closed before it returns.
 pub fn idle_rss(server: &Server, connections: usize, settle: Duration) -> IdleRss {
     let _ = echo_reactor::fdlimit::raise_nofile_limit();
     let rss_before_kib = server.rss_kib();
-    let mut clients = Vec::with_capacity(connections);
-    for i in 0..connections {
-        clients.push(connect_from(server.addr(), i % IDLE_SOURCES));
-    }
-    for (i, c) in clients.iter_mut().enumerate() {
-        c.write_all(&(i as u64).to_be_bytes())
-            .expect("write to an idle connection");
-    }
-    let mut established = 0;
-    for (i, c) in clients.iter_mut().enumerate() {
-        let mut back = [0u8; 8];
-        c.read_exact(&mut back)
-            .expect("read the echo of an idle connection");
-        established += usize::from(back == (i as u64).to_be_bytes());
-    }
+    let idle = proc::open_idle(server.addr(), connections);
     thread::sleep(settle);
-    let result = IdleRss {
-        established,
+    IdleRss {
+        established: idle.echoed,
         rss_before_kib,
         rss_after_kib: server.rss_kib(),
         threads: server.threads(),
-    };
-    drop(clients);
-    result
-}
-
-fn connect_from(addr: SocketAddr, source: usize) -> TcpStream {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    let src: SocketAddr = format!("127.0.0.{}:0", source + 1)
-        .parse()
-        .expect("loopback source address");
-    socket.bind(&src.into()).expect("bind a loopback source");
-    socket
-        .connect(&addr.into())
-        .expect("connect an idle client");
-    socket.into()
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@
 //! cargo bench --bench backends --no-run     # build first, at low priority
 //! cargo bench --bench backends              # ~6 min; writes docs/backends.{md,svg}
 //! cargo bench --bench backends -- --quick   # ~1 min smoke run into target/backends-quick/
+//! cargo bench --bench backends -- --replot  # redraw docs/backends.svg from docs/backends.md
 //! ```
 //!
 //! What to expect, and why: epoll's `epoll_wait` returns only ready
@@ -46,6 +47,10 @@ const SERVER_OWN_FDS: usize = 12;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::args().any(|a| a == "--replot") {
+        replot(Path::new("docs"));
+        return;
+    }
     let out = if quick {
         PathBuf::from("target/backends-quick")
     } else {
@@ -219,6 +224,56 @@ fn cpu_per_echo(results: &[Vec<Vec<Option<Measurement>>>]) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// Redraws `DIR/backends.svg` from the table of the last run in
+/// `DIR/backends.md`, without measuring anything: for a change to the plot
+/// alone, on a machine too busy to measure.
+fn replot(dir: &Path) {
+    let md_path = dir.join("backends.md");
+    let table = support::read_generated(&md_path, "backends")
+        .unwrap_or_else(|| panic!("no generated table in {}", md_path.display()));
+    let (idle, cpu_us) = parse_table(&table);
+    let svg = dir.join("backends.svg");
+    plot(&svg, &idle, &cpu_us);
+    eprintln!(
+        "redrew {} from the figures in {}",
+        svg.display(),
+        md_path.display()
+    );
+}
+
+/// The idle counts of the generated table, and per backend the column
+/// "server CPU µs / echo" (NaN where the backend could not run).
+fn parse_table(table: &str) -> (Vec<usize>, Vec<Vec<f64>>) {
+    let mut idle: Vec<usize> = Vec::new();
+    let mut cpu_us = vec![Vec::new(); BACKENDS.len()];
+    for line in table.lines() {
+        let cells: Vec<&str> = line
+            .trim()
+            .trim_matches('|')
+            .split('|')
+            .map(str::trim)
+            .collect();
+        // Data rows only: the header and the alignment row have no count.
+        let Some(n) = cells.first().and_then(|c| c.replace(',', "").parse().ok()) else {
+            continue;
+        };
+        let b = BACKENDS
+            .iter()
+            .position(|name| cells.get(1) == Some(name))
+            .unwrap_or_else(|| panic!("no backend in row {line:?}"));
+        if idle.last() != Some(&n) {
+            idle.push(n);
+        }
+        let us = cells.get(3).and_then(|c| c.parse().ok());
+        cpu_us[b].push(us.unwrap_or(f64::NAN));
+    }
+    assert!(
+        !idle.is_empty() && cpu_us.iter().all(|v| v.len() == idle.len()),
+        "the table does not have one row per backend and idle count:\n{table}"
+    );
+    (idle, cpu_us)
+}
+
 /// The plot: server CPU per echo (`cpu_us[backend][n]`) against the
 /// connections open.
 fn plot(path: &Path, idle: &[usize], cpu_us: &[Vec<f64>]) {
@@ -228,8 +283,11 @@ fn plot(path: &Path, idle: &[usize], cpu_us: &[Vec<f64>]) {
     let series: Vec<Series> = BACKENDS
         .iter()
         .zip(cpu_us)
-        .map(|(name, values)| Series {
-            name: name.to_string(),
+        .map(|(&name, values)| Series {
+            name: match name {
+                "select" => format!("select (to {} fds)", thousands(libc::FD_SETSIZE as f64)),
+                _ => name.to_string(),
+            },
             values: values.clone(),
         })
         .collect();

@@ -514,7 +514,6 @@ fn plots(
             y,
             std::slice::from_ref(&sc.name),
             &series,
-            false,
         );
     }
     if idle_connections == 0 {
@@ -531,12 +530,11 @@ fn plots(
     bar_chart(
         &out.join("bench-idle-rss.svg"),
         &format!(
-            "server RSS per idle connection, {} connections (log scale)",
+            "server RSS per idle connection, {} connections",
             thousands(idle_connections as f64)
         ),
         "bytes per connection",
         &["idle".to_string()],
         &series,
-        true,
     );
 }

@@ -713,8 +713,100 @@ const COLOURS: [(u8, u8, u8); 6] = [
     (0x8c, 0x56, 0x4b),
 ];
 
+/// Where the values of a chart span more than this factor (largest over
+/// smallest), its y axis is logarithmic: on a linear one, the small values
+/// would be a flat line along the bottom (6 µs beside 1,163 µs).
+pub const LOG_SPAN: f64 = 20.0;
+
+/// The legend stands in a column right of the plot, so that it never
+/// covers data: this wide for the swatch, plus the longest name.
+const LEGEND_PX: u32 = 50;
+/// Width of a legend character, roughly, in pixels.
+const LEGEND_CHAR_PX: u32 = 7;
+
+/// The y range of `series`: smallest and largest finite positive value,
+/// and whether they span more than [`LOG_SPAN`].
+fn y_extent(series: &[Series]) -> (f64, f64, bool) {
+    let values = series
+        .iter()
+        .flat_map(|s| s.values.iter().copied())
+        .filter(|v| v.is_finite() && *v > 0.0);
+    let (lo, hi) = values.fold((f64::INFINITY, 0.0_f64), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    let hi = hi.max(1.0);
+    let lo = lo.min(hi);
+    (lo, hi, hi / lo > LOG_SPAN)
+}
+
+/// The y axis label, saying so when the axis is logarithmic.
+fn y_label(desc: &str, log: bool) -> String {
+    if log {
+        format!("{desc}, log scale")
+    } else {
+        desc.to_string()
+    }
+}
+
+/// A y tick label: thousands separators, and decimals only below 10.
+fn y_tick(v: &f64) -> String {
+    if *v >= 10.0 {
+        thousands(*v)
+    } else {
+        format!("{v}")
+    }
+}
+
+fn colour(i: usize) -> plotters::style::RGBColor {
+    let (r, g, b) = COLOURS[i % COLOURS.len()];
+    plotters::style::RGBColor(r, g, b)
+}
+
+/// How a series is shown in the legend: a line, or a filled square.
+#[derive(Clone, Copy)]
+enum Swatch {
+    Line,
+    Bar,
+}
+
+/// An SVG canvas of `width` x `height` with `title` on top, split into the
+/// plot area and, on its right, the legend column with one entry per
+/// series. Returns the plot area; call `present` on the canvas at the end.
+fn canvas<'a>(
+    path: &'a Path,
+    (width, height): (u32, u32),
+    title: &str,
+    series: &[Series],
+    swatch: Swatch,
+) -> plotters::drawing::DrawingArea<plotters::prelude::SVGBackend<'a>, plotters::coord::Shift> {
+    use plotters::prelude::*;
+    let longest = series.iter().map(|s| s.name.chars().count()).max();
+    let legend_px = LEGEND_PX + LEGEND_CHAR_PX * longest.unwrap_or(0) as u32;
+    let root = SVGBackend::new(path, (width + legend_px, height)).into_drawing_area();
+    root.fill(&WHITE).expect("plot background");
+    let body = root.titled(title, ("sans-serif", 18)).expect("plot title");
+    let (plot, legend) = body.split_horizontally(width);
+    let font = ("sans-serif", 13).into_font().color(&BLACK);
+    for (i, s) in series.iter().enumerate() {
+        let y = 50 + 22 * i as i32;
+        let c = colour(i);
+        let drawn = match swatch {
+            Swatch::Line => {
+                legend.draw(&PathElement::new(vec![(4, y), (24, y)], c.stroke_width(2)))
+            }
+            Swatch::Bar => legend.draw(&Rectangle::new([(8, y - 6), (20, y + 6)], c.filled())),
+        };
+        drawn.expect("plot legend swatch");
+        legend
+            .draw(&Text::new(s.name.clone(), (30, y - 7), font.clone()))
+            .expect("plot legend text");
+    }
+    plot
+}
+
 /// A line chart with a logarithmic x axis (connection counts), written as
-/// SVG to `path`.
+/// SVG to `path`; the y axis is logarithmic too where the values span more
+/// than [`LOG_SPAN`]. The legend stands right of the plot.
 pub fn line_chart(
     path: &Path,
     title: &str,
@@ -724,102 +816,64 @@ pub fn line_chart(
     series: &[Series],
 ) {
     use plotters::prelude::*;
-    let ymax = series
-        .iter()
-        .flat_map(|s| s.values.iter().copied())
-        .filter(|v| v.is_finite())
-        .fold(0.0_f64, f64::max)
-        * 1.15;
-    let (x0, x1) = (x[0] * 0.8, x[x.len() - 1] * 1.25);
-    let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
-    root.fill(&WHITE).expect("plot background");
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
+    let plot = canvas(path, (720, 420), title, series, Swatch::Line);
+    let (lo, hi, log_y) = y_extent(series);
+    let xr = (x[0] * 0.8..x[x.len() - 1] * 1.25).log_scale();
+    let mut builder = ChartBuilder::on(&plot);
+    builder
         .margin(12)
         .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d((x0..x1).log_scale(), 0.0..ymax.max(1.0))
-        .expect("plot axes");
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .y_desc(y_desc)
-        .x_label_formatter(&|v| thousands(*v))
-        .y_label_formatter(&|v| thousands(*v))
-        .draw()
-        .expect("plot mesh");
-    for (i, s) in series.iter().enumerate() {
-        let (r, g, b) = COLOURS[i % COLOURS.len()];
-        let colour = RGBColor(r, g, b);
-        let points: Vec<(f64, f64)> = x
-            .iter()
-            .copied()
-            .zip(s.values.iter().copied())
-            .filter(|(_, v)| v.is_finite())
-            .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
-            .expect("plot line")
-            .label(s.name.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-            });
-        chart
-            .draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 3, colour.filled())),
-            )
-            .expect("plot points");
+        .y_label_area_size(70);
+    let y_desc = y_label(y_desc, log_y);
+    // The two axis kinds are different types, hence the two branches.
+    macro_rules! draw {
+        ($chart:expr) => {{
+            let mut chart = $chart.expect("plot axes");
+            chart
+                .configure_mesh()
+                .x_desc(x_desc)
+                .y_desc(y_desc.as_str())
+                .x_label_formatter(&|v| thousands(*v))
+                .y_label_formatter(&y_tick)
+                .draw()
+                .expect("plot mesh");
+            for (i, s) in series.iter().enumerate() {
+                let points: Vec<(f64, f64)> = x
+                    .iter()
+                    .copied()
+                    .zip(s.values.iter().copied())
+                    .filter(|(_, v)| v.is_finite() && (!log_y || *v > 0.0))
+                    .collect();
+                let c = colour(i);
+                chart
+                    .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
+                    .expect("plot line");
+                chart
+                    .draw_series(points.into_iter().map(|p| Circle::new(p, 3, c.filled())))
+                    .expect("plot points");
+            }
+        }};
     }
-    draw_legend(&mut chart);
-    root.present().expect("write SVG plot");
+    if log_y {
+        draw!(builder.build_cartesian_2d(xr, (lo / 1.5..hi * 1.5).log_scale()));
+    } else {
+        draw!(builder.build_cartesian_2d(xr, 0.0..hi * 1.1));
+    }
+    plot.present().expect("write SVG plot");
 }
 
-/// The series legend every plot here draws, top right.
-fn draw_legend<'a, DB, CT>(chart: &mut plotters::chart::ChartContext<'a, DB, CT>)
-where
-    DB: plotters::prelude::DrawingBackend + 'a,
-    CT: plotters::coord::CoordTranslate,
-{
+/// A grouped bar chart: one group per category, one bar per series,
+/// written as SVG to `path`; the y axis is logarithmic where the values
+/// span more than [`LOG_SPAN`]. The legend stands right of the plot.
+pub fn bar_chart(path: &Path, title: &str, y_desc: &str, categories: &[String], series: &[Series]) {
     use plotters::prelude::*;
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .expect("plot legend");
-}
-
-/// A grouped bar chart: one group per category, one bar per series. With
-/// `log_y` the y axis is logarithmic (for values spanning decades).
-pub fn bar_chart(
-    path: &Path,
-    title: &str,
-    y_desc: &str,
-    categories: &[String],
-    series: &[Series],
-    log_y: bool,
-) {
-    use plotters::prelude::*;
-    let values = || {
-        series
-            .iter()
-            .flat_map(|s| s.values.iter().copied())
-            .filter(|v| v.is_finite() && *v > 0.0)
-    };
-    let ymax = values().fold(0.0_f64, f64::max).max(1.0);
-    let ymin = values().fold(f64::INFINITY, f64::min);
     let n = categories.len();
-    // Room for every bar and for the legend, even with one category.
     let group_px = (60 * series.len() as u32).max(120);
-    let root =
-        SVGBackend::new(path, ((100 + group_px * n as u32).max(560), 420)).into_drawing_area();
-    root.fill(&WHITE).expect("plot background");
-    let mut builder = ChartBuilder::on(&root);
+    let size = ((100 + group_px * n as u32).max(400), 420);
+    let plot = canvas(path, size, title, series, Swatch::Bar);
+    let (lo, hi, log_y) = y_extent(series);
+    let mut builder = ChartBuilder::on(&plot);
     builder
-        .caption(title, ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70);
@@ -832,72 +886,63 @@ pub fn bar_chart(
         }
     };
     let width = 0.8 / series.len() as f64;
-    let colour_of = |i: usize| {
-        let (r, g, b) = COLOURS[i % COLOURS.len()];
-        RGBColor(r, g, b)
-    };
     let xr = -0.5..n as f64 - 0.5;
+    let y_desc = y_label(y_desc, log_y);
     // The two axis kinds are different types, hence the two branches.
     macro_rules! draw {
         ($chart:expr, $base:expr) => {{
-            let mut chart = $chart;
+            let mut chart = $chart.expect("plot axes");
             chart
                 .configure_mesh()
                 .disable_x_mesh()
                 .x_labels(n + 1)
                 .x_label_formatter(&label)
-                .y_desc(y_desc)
-                .y_label_formatter(&|v| {
-                    if *v >= 10.0 {
-                        thousands(*v)
-                    } else {
-                        format!("{v}")
-                    }
-                })
+                .y_desc(y_desc.as_str())
+                .y_label_formatter(&y_tick)
                 .draw()
                 .expect("plot mesh");
             for (k, s) in series.iter().enumerate() {
-                let colour = colour_of(k);
+                let c = colour(k);
+                let bars = s.values.iter().enumerate().filter(|(_, v)| v.is_finite());
                 chart
-                    .draw_series(
-                        s.values
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, v)| v.is_finite())
-                            .map(|(i, &v)| {
-                                let left = i as f64 - 0.4 + k as f64 * width;
-                                Rectangle::new(
-                                    [(left, $base), (left + width * 0.9, v)],
-                                    colour.filled(),
-                                )
-                            }),
-                    )
-                    .expect("plot bars")
-                    .label(s.name.as_str())
-                    .legend(move |(x, y)| {
-                        Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled())
-                    });
+                    .draw_series(bars.map(|(i, &v)| {
+                        let left = i as f64 - 0.4 + k as f64 * width;
+                        Rectangle::new([(left, $base), (left + width * 0.9, v)], c.filled())
+                    }))
+                    .expect("plot bars");
             }
-            draw_legend(&mut chart);
         }};
     }
     if log_y {
-        let base = ymin / 2.0;
+        let base = lo / 2.0;
         draw!(
-            builder
-                .build_cartesian_2d(xr, (base..ymax * 2.0).log_scale())
-                .expect("plot axes"),
+            builder.build_cartesian_2d(xr, (base..hi * 2.0).log_scale()),
             base
         );
     } else {
-        draw!(
-            builder
-                .build_cartesian_2d(xr, 0.0..ymax * 1.15)
-                .expect("plot axes"),
-            0.0
-        );
+        draw!(builder.build_cartesian_2d(xr, 0.0..hi * 1.1), 0.0);
     }
-    root.present().expect("write SVG plot");
+    plot.present().expect("write SVG plot");
+}
+
+/// The markers around the part of a markdown report that `cargo bench
+/// --bench BENCH` generates.
+fn generated_markers(bench: &str) -> (String, String) {
+    (
+        format!("<!-- generated by `cargo bench --bench {bench}`: begin -->"),
+        format!("<!-- generated by `cargo bench --bench {bench}`: end -->"),
+    )
+}
+
+/// The part of the markdown report at `path` that `cargo bench --bench
+/// BENCH` generated last, without its markers; `None` when the file or the
+/// markers are missing.
+pub fn read_generated(path: &Path, bench: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let (begin, end) = generated_markers(bench);
+    let b = text.find(&begin)? + begin.len();
+    let e = text[b..].find(&end)? + b;
+    Some(text[b..e].to_string())
 }
 
 /// Replaces the part of the markdown report at `path` that `cargo bench
@@ -905,8 +950,7 @@ pub fn bar_chart(
 /// prose around it; appends the part when the markers are missing, and
 /// starts a file titled `title` when there is none.
 pub fn write_generated(path: &Path, bench: &str, title: &str, generated: &str) {
-    let begin = format!("<!-- generated by `cargo bench --bench {bench}`: begin -->");
-    let end = format!("<!-- generated by `cargo bench --bench {bench}`: end -->");
+    let (begin, end) = generated_markers(bench);
     let block = format!("{begin}\n\n{generated}\n{end}\n");
     let text = match std::fs::read_to_string(path) {
         Ok(old) => match (old.find(&begin), old.find(&end)) {

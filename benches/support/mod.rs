@@ -753,8 +753,49 @@ fn y_tick(v: &f64) -> String {
     if *v >= 10.0 {
         thousands(*v)
     } else {
-        format!("{v}")
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
     }
+}
+
+/// A tick label on a log axis: only 1, 2 and 5 times a power of ten are
+/// labelled, so that the labels stay readable while the mesh shows every
+/// step in between.
+fn log_tick(v: &f64) -> String {
+    let mantissa = v / 10f64.powf(v.log10().floor());
+    if [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .any(|m| (mantissa - m).abs() < 1e-6)
+    {
+        y_tick(v)
+    } else {
+        String::new()
+    }
+}
+
+/// Tick count and label format of a y axis.
+fn y_ticks(log: bool) -> (usize, fn(&f64) -> String) {
+    // Many ticks on a log axis: plotters then adds the steps 2x..9x
+    // between the powers of ten, and `log_tick` labels some of them.
+    if log { (30, log_tick) } else { (10, y_tick) }
+}
+
+/// The chart builder on `plot`, with the margins and label areas of every
+/// chart here.
+fn chart_builder<'a, 'b>(
+    plot: &'a plotters::drawing::DrawingArea<
+        plotters::prelude::SVGBackend<'b>,
+        plotters::coord::Shift,
+    >,
+) -> plotters::prelude::ChartBuilder<'a, 'b, plotters::prelude::SVGBackend<'b>> {
+    let mut builder = plotters::prelude::ChartBuilder::on(plot);
+    builder
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70);
+    builder
 }
 
 fn colour(i: usize) -> plotters::style::RGBColor {
@@ -819,12 +860,9 @@ pub fn line_chart(
     let plot = canvas(path, (720, 420), title, series, Swatch::Line);
     let (lo, hi, log_y) = y_extent(series);
     let xr = (x[0] * 0.8..x[x.len() - 1] * 1.25).log_scale();
-    let mut builder = ChartBuilder::on(&plot);
-    builder
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70);
+    let mut builder = chart_builder(&plot);
     let y_desc = y_label(y_desc, log_y);
+    let (y_labels, y_format) = y_ticks(log_y);
     // The two axis kinds are different types, hence the two branches.
     macro_rules! draw {
         ($chart:expr) => {{
@@ -834,7 +872,9 @@ pub fn line_chart(
                 .x_desc(x_desc)
                 .y_desc(y_desc.as_str())
                 .x_label_formatter(&|v| thousands(*v))
-                .y_label_formatter(&y_tick)
+                .y_labels(y_labels)
+                .y_label_formatter(&y_format)
+                .y_max_light_lines(if log_y { 0 } else { 4 })
                 .draw()
                 .expect("plot mesh");
             for (i, s) in series.iter().enumerate() {
@@ -862,9 +902,10 @@ pub fn line_chart(
     plot.present().expect("write SVG plot");
 }
 
-/// A grouped bar chart: one group per category, one bar per series,
-/// written as SVG to `path`; the y axis is logarithmic where the values
-/// span more than [`LOG_SPAN`]. The legend stands right of the plot.
+/// A grouped bar chart: one group per category, one bar per series, each
+/// bar labelled with its value, written as SVG to `path`; the y axis is
+/// logarithmic where the values span more than [`LOG_SPAN`]. The legend
+/// stands right of the plot.
 pub fn bar_chart(path: &Path, title: &str, y_desc: &str, categories: &[String], series: &[Series]) {
     use plotters::prelude::*;
     let n = categories.len();
@@ -872,22 +913,13 @@ pub fn bar_chart(path: &Path, title: &str, y_desc: &str, categories: &[String], 
     let size = ((100 + group_px * n as u32).max(400), 420);
     let plot = canvas(path, size, title, series, Swatch::Bar);
     let (lo, hi, log_y) = y_extent(series);
-    let mut builder = ChartBuilder::on(&plot);
-    builder
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70);
-    let label = |v: &f64| {
-        let i = v.round();
-        if (v - i).abs() < 1e-6 && i >= 0.0 {
-            categories.get(i as usize).cloned().unwrap_or_default()
-        } else {
-            String::new()
-        }
-    };
+    let mut builder = chart_builder(&plot);
+    let label = |v: &f64| category_label(categories, *v);
     let width = 0.8 / series.len() as f64;
     let xr = -0.5..n as f64 - 0.5;
     let y_desc = y_label(y_desc, log_y);
+    let (y_labels, y_format) = y_ticks(log_y);
+    let value_style = value_label_style();
     // The two axis kinds are different types, hence the two branches.
     macro_rules! draw {
         ($chart:expr, $base:expr) => {{
@@ -898,18 +930,26 @@ pub fn bar_chart(path: &Path, title: &str, y_desc: &str, categories: &[String], 
                 .x_labels(n + 1)
                 .x_label_formatter(&label)
                 .y_desc(y_desc.as_str())
-                .y_label_formatter(&y_tick)
+                .y_labels(y_labels)
+                .y_label_formatter(&y_format)
+                .y_max_light_lines(if log_y { 0 } else { 4 })
                 .draw()
                 .expect("plot mesh");
             for (k, s) in series.iter().enumerate() {
                 let c = colour(k);
-                let bars = s.values.iter().enumerate().filter(|(_, v)| v.is_finite());
+                let bars = || s.values.iter().enumerate().filter(|(_, v)| v.is_finite());
+                let left = |i: usize| i as f64 - 0.4 + k as f64 * width;
                 chart
-                    .draw_series(bars.map(|(i, &v)| {
-                        let left = i as f64 - 0.4 + k as f64 * width;
-                        Rectangle::new([(left, $base), (left + width * 0.9, v)], c.filled())
+                    .draw_series(bars().map(|(i, &v)| {
+                        Rectangle::new([(left(i), $base), (left(i) + width * 0.9, v)], c.filled())
                     }))
                     .expect("plot bars");
+                chart
+                    .draw_series(bars().map(|(i, &v)| {
+                        let centre = left(i) + width * 0.45;
+                        Text::new(y_tick(&v), (centre, v), value_style.clone())
+                    }))
+                    .expect("plot bar values");
             }
         }};
     }
@@ -923,6 +963,26 @@ pub fn bar_chart(path: &Path, title: &str, y_desc: &str, categories: &[String], 
         draw!(builder.build_cartesian_2d(xr, 0.0..hi * 1.1), 0.0);
     }
     plot.present().expect("write SVG plot");
+}
+
+/// The style of the value printed on top of each bar.
+fn value_label_style() -> plotters::style::TextStyle<'static> {
+    use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    ("sans-serif", 12)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Center, VPos::Bottom))
+}
+
+/// The x label of a bar chart at `v`: the category at whole numbers.
+fn category_label(categories: &[String], v: f64) -> String {
+    let i = v.round();
+    if (v - i).abs() < 1e-6 && i >= 0.0 {
+        categories.get(i as usize).cloned().unwrap_or_default()
+    } else {
+        String::new()
+    }
 }
 
 /// The markers around the part of a markdown report that `cargo bench

@@ -11,6 +11,9 @@
 //! cargo bench --bench compare -- --only "64 B x|pipelined" --out DIR  # re-measure some rows
 //! cargo bench --bench compare -- --only probe --servers reactor,tokio-ct --rounds 7 \
 //!     --extra variant=/tmp/echo-reactor-variant  # A/B a modified build
+//! cargo bench --bench compare -- --only "ping-pong 64 B x 100" \
+//!     --servers echo-reactor,tokio-ct --rounds 5  # the reactor against tokio, one row
+//! cargo bench --bench compare -- --replot  # redraw the plots from docs/benchmarks.md
 //! ```
 //!
 //! Every server runs on CPU 0 and the client (this process) on CPU 1 when
@@ -51,9 +54,9 @@ struct Scenario {
 struct Options {
     quick: bool,
     out: PathBuf,
-    /// Only the scenarios whose name contains this, or one of its
-    /// `|`-separated parts (and no idle-memory scenario unless a part is
-    /// part of "idle"): to re-measure a few rows.
+    /// Only the scenarios one of its `|`-separated parts names exactly or,
+    /// failing that, is part of (see `select_scenarios`; and no idle-memory
+    /// scenario unless a part is part of "idle"): to re-measure a few rows.
     only: Option<String>,
     /// Only the built-in servers whose name contains one of these.
     servers: Vec<String>,
@@ -139,6 +142,31 @@ fn servers(opts: &Options) -> Vec<ServerSpec> {
     servers
 }
 
+/// The scenarios `only` asks for: each `|`-separated part selects the
+/// scenario it names exactly, or, when none has that name, every scenario
+/// whose name contains it (`ping-pong 1 KiB x 10` is that row alone;
+/// `1 KiB` is four rows).
+fn select_scenarios(all: Vec<Scenario>, only: &str) -> Vec<Scenario> {
+    let parts: Vec<&str> = only.split('|').collect();
+    let exact = |part: &str| all.iter().any(|sc| sc.name == part);
+    let wanted: Vec<bool> = all
+        .iter()
+        .map(|sc| {
+            parts.iter().any(|&part| {
+                if exact(part) {
+                    sc.name == part
+                } else {
+                    sc.name.contains(part)
+                }
+            })
+        })
+        .collect();
+    all.into_iter()
+        .zip(wanted)
+        .filter_map(|(sc, wanted)| wanted.then_some(sc))
+        .collect()
+}
+
 /// What one run measures, and for how long.
 struct Plan {
     rounds: usize,
@@ -165,7 +193,7 @@ impl Plan {
         };
         let mut scenarios = scenarios(opts.quick);
         if let Some(only) = &opts.only {
-            scenarios.retain(|sc| only.split('|').any(|part| sc.name.contains(part)));
+            scenarios = select_scenarios(scenarios, only);
         }
         let idle_connections = match &opts.only {
             Some(only) if !only.split('|').any(|part| "idle".contains(part)) => 0,

@@ -104,13 +104,28 @@ fn only(events: &[Event], token: usize) -> Event {
     events[0]
 }
 
-fn register_reregister_deregister<P: Poller>() {
+/// A poller watching one end of a socket pair for reading, as token 1;
+/// the other end is returned to write to.
+fn watching_one_pair<P: Poller>() -> (P, P::Events, UnixStream, UnixStream) {
     let (a, b) = UnixStream::pair().expect("socket pair");
-    let fd = a.as_raw_fd();
     let mut p = P::new().expect("new poller");
-    let mut events = P::events(8);
-    p.register(fd, Token(1), Interest::READABLE)
+    p.register(a.as_raw_fd(), Token(1), Interest::READABLE)
         .expect("register");
+    (p, P::events(8), a, b)
+}
+
+/// Writes a byte to `b` from a thread, `after` from now.
+fn write_later(b: UnixStream, after: Duration) -> thread::JoinHandle<UnixStream> {
+    thread::spawn(move || {
+        thread::sleep(after);
+        (&b).write_all(b"x").expect("write");
+        b
+    })
+}
+
+fn register_reregister_deregister<P: Poller>() {
+    let (mut p, mut events, a, b) = watching_one_pair::<P>();
+    let fd = a.as_raw_fd();
     assert!(look(&mut p, &mut events).is_empty(), "nothing to read yet");
     (&b).write_all(b"x").expect("write");
     assert!(only(&look(&mut p, &mut events), 1).readable);
@@ -205,18 +220,10 @@ fn a_hang_up_is_a_readable_hint<P: Poller>() {
 }
 
 fn a_zero_timeout_returns_at_once<P: Poller>() {
-    let (a, b) = UnixStream::pair().expect("socket pair");
-    let mut p = P::new().expect("new poller");
-    let mut events = P::events(8);
-    p.register(a.as_raw_fd(), Token(1), Interest::READABLE)
-        .expect("register");
+    let (mut p, mut events, _a, b) = watching_one_pair::<P>();
     // Input arrives late: a backend that took zero for "no timeout"
     // returns then, and fails below, instead of hanging the test.
-    let late = thread::spawn(move || {
-        thread::sleep(Duration::from_secs(2));
-        (&b).write_all(b"x").expect("write");
-        b
-    });
+    let late = write_later(b, Duration::from_secs(2));
     let start = Instant::now();
     let got = look(&mut p, &mut events);
     let took = start.elapsed();
@@ -229,11 +236,7 @@ fn a_zero_timeout_returns_at_once<P: Poller>() {
 }
 
 fn a_wait_sleeps_until_ready_or_timeout<P: Poller>() {
-    let (a, b) = UnixStream::pair().expect("socket pair");
-    let mut p = P::new().expect("new poller");
-    let mut events = P::events(8);
-    p.register(a.as_raw_fd(), Token(1), Interest::READABLE)
-        .expect("register");
+    let (mut p, mut events, _a, b) = watching_one_pair::<P>();
     let timeout = Duration::from_millis(50);
     let start = Instant::now();
     assert!(wait(&mut p, &mut events, Some(timeout)).is_empty());
@@ -243,11 +246,7 @@ fn a_wait_sleeps_until_ready_or_timeout<P: Poller>() {
         start.elapsed()
     );
 
-    let late = thread::spawn(move || {
-        thread::sleep(Duration::from_millis(50));
-        (&b).write_all(b"x").expect("write");
-        b
-    });
+    let late = write_later(b, Duration::from_millis(50));
     // No timeout: back when the input is there (a wait may also come back
     // empty, as a hint; then wait again).
     let got = loop {

@@ -11,6 +11,9 @@
 //! cargo bench --bench compare -- --only "64 B x|pipelined" --out DIR  # re-measure some rows
 //! cargo bench --bench compare -- --only probe --servers reactor,tokio-ct --rounds 7 \
 //!     --extra variant=/tmp/echo-reactor-variant  # A/B a modified build
+//! cargo bench --bench compare -- --only "ping-pong 64 B x 100" \
+//!     --servers echo-reactor,tokio-ct --rounds 5  # the reactor against tokio, one row
+//! cargo bench --bench compare -- --replot  # redraw the plots from docs/benchmarks.md
 //! ```
 //!
 //! Every server runs on CPU 0 and the client (this process) on CPU 1 when
@@ -27,7 +30,7 @@ use std::time::Duration;
 
 use support::{
     IdleRss, Load, Measurement, Placement, Series, Server, ServerSpec, Timing, bar_chart,
-    build_examples, idle_rss, interleave, line_chart, markdown_table, median, thousands,
+    build_examples, idle_rss, interleave, line_chart, markdown_table, median, proc, thousands,
 };
 
 /// A ratio to tokio is only meaningful when the server's core is nearly
@@ -51,9 +54,9 @@ struct Scenario {
 struct Options {
     quick: bool,
     out: PathBuf,
-    /// Only the scenarios whose name contains this, or one of its
-    /// `|`-separated parts (and no idle-memory scenario unless a part is
-    /// part of "idle"): to re-measure a few rows.
+    /// Only the scenarios one of its `|`-separated parts names exactly or,
+    /// failing that, is part of (see `select_scenarios`; and no idle-memory
+    /// scenario unless a part is part of "idle"): to re-measure a few rows.
     only: Option<String>,
     /// Only the built-in servers whose name contains one of these.
     servers: Vec<String>,
@@ -62,14 +65,67 @@ struct Options {
     /// More servers, `NAME=PATH`: a modified reactor build against the
     /// committed one, say.
     extra: Vec<(String, String)>,
+    /// Measure nothing: redraw the plots in `out` from the tables of
+    /// `out/benchmarks.md`.
+    replot: bool,
 }
 
 fn main() {
     let opts = parse_args();
+    if opts.replot {
+        replot(&opts.out);
+        return;
+    }
     let placement = Placement::detect();
-    // The servers: the reactor as cargo built it for this bench, and the
-    // examples built by cargo in release (see support::build_examples for
-    // why they are not compiled into the bench).
+    let servers = servers(&opts);
+    // This process is the client: its sampler thread too stays off the
+    // server's CPU.
+    if let Some(cpu) = placement.client_cpu {
+        support::pin_current_thread(cpu);
+    }
+    let plan = Plan::new(&opts);
+    let started = std::time::Instant::now();
+    let load_before = proc::loadavg();
+    eprintln!(
+        "compare: {} scenarios x {} servers x {} round(s); {}",
+        plan.scenarios.len(),
+        servers.len(),
+        plan.rounds,
+        placement.describe()
+    );
+    let results: Vec<Vec<Vec<Measurement>>> = plan
+        .scenarios
+        .iter()
+        .map(|sc| run_scenario(sc, &servers, &plan, &placement))
+        .collect();
+    let idle = run_idle(&servers, &plan, &placement);
+    let elapsed = started.elapsed().as_secs_f64();
+    eprintln!("done in {elapsed:.0} s");
+    let context = format!(
+        "The whole run took {elapsed:.0} s. Load average (1, 5, 15 min) at the start: {load_before}; \
+         at the end: {}.",
+        proc::loadavg()
+    );
+
+    let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
+    let mut md = report(&placement, &names, &plan, &results, &idle);
+    md.push_str(&format!("\n{context}\n"));
+    let figures = Figures::measured(&names, &results, &idle, plan.idle_connections);
+    plots(&opts.out, &plan.scenarios, &figures);
+    support::write_generated(
+        &opts.out.join("benchmarks.md"),
+        "compare",
+        "Benchmarks",
+        &md,
+    );
+    println!("{md}");
+}
+
+/// The servers to compare: the reactor as cargo built it for this bench,
+/// and the examples built by cargo in release (see
+/// `support::build_examples` for why they are not compiled into the
+/// bench), narrowed by `--servers`, plus any `--extra`.
+fn servers(opts: &Options) -> Vec<ServerSpec> {
     let examples = build_examples(&["thread_per_connection", "tokio_echo"]);
     let mut servers = vec![
         ServerSpec::new("echo-reactor", env!("CARGO_BIN_EXE_echo-reactor"), &[]),
@@ -83,103 +139,116 @@ fn main() {
     for (name, path) in &opts.extra {
         servers.push(ServerSpec::new(name, path, &[]));
     }
-    // This process is the client: its sampler thread too stays off the
-    // server's CPU.
-    if let Some(cpu) = placement.client_cpu {
-        support::pin_current_thread(cpu);
-    }
+    servers
+}
 
-    let (rounds, timing, idle_connections) = if opts.quick {
-        let t = Timing {
-            warmup: Duration::from_millis(200),
-            window: Duration::from_secs(1),
-        };
-        (1, t, 1_000)
-    } else {
-        let t = Timing {
-            warmup: Duration::from_millis(500),
-            window: Duration::from_millis(2_500),
-        };
-        (3, t, 10_000)
-    };
-    let rounds = opts.rounds.unwrap_or(rounds);
-    let mut scenarios = scenarios(opts.quick);
-    if let Some(only) = &opts.only {
-        scenarios.retain(|sc| only.split('|').any(|part| sc.name.contains(part)));
-    }
-    let idle_connections = match &opts.only {
-        Some(only) if !only.split('|').any(|part| "idle".contains(part)) => 0,
-        _ => idle_connections,
-    };
-    let started = std::time::Instant::now();
-    let load_before = loadavg();
-    eprintln!(
-        "compare: {} scenarios x {} servers x {rounds} round(s); {}",
-        scenarios.len(),
-        servers.len(),
-        placement.describe()
-    );
+/// The scenarios `only` asks for: each `|`-separated part selects the
+/// scenario it names exactly, or, when none has that name, every scenario
+/// whose name contains it (`ping-pong 1 KiB x 10` is that row alone;
+/// `1 KiB` is four rows).
+fn select_scenarios(all: Vec<Scenario>, only: &str) -> Vec<Scenario> {
+    let parts: Vec<&str> = only.split('|').collect();
+    let exact = |part: &str| all.iter().any(|sc| sc.name == part);
+    let wanted: Vec<bool> = all
+        .iter()
+        .map(|sc| {
+            parts.iter().any(|&part| {
+                if exact(part) {
+                    sc.name == part
+                } else {
+                    sc.name.contains(part)
+                }
+            })
+        })
+        .collect();
+    all.into_iter()
+        .zip(wanted)
+        .filter_map(|(sc, wanted)| wanted.then_some(sc))
+        .collect()
+}
 
-    let mut results: Vec<Vec<Vec<Measurement>>> = Vec::new();
-    for sc in &scenarios {
-        eprintln!("  {} ...", sc.name);
-        let runs = interleave(rounds, servers.len(), |s, _round| {
-            let server = Server::start(&servers[s], placement.server_cpu);
-            let m = support::measure(&server, &sc.loads, timing, placement.client_cpu);
-            server.stop();
-            let first = m.loads.first().copied().unwrap_or_default();
-            eprintln!(
-                "    {:<16} {:>9.0} req/s  p50 {:>6.0} us  p99 {:>6.0} us  busy {:>3.0}%  errors {}",
-                servers[s].name,
-                first.req_per_sec,
-                first.p50_us,
-                first.p99_us,
-                m.busy() * 100.0,
-                m.errors()
-            );
-            m
-        });
-        results.push(runs);
+/// What one run measures, and for how long.
+struct Plan {
+    rounds: usize,
+    timing: Timing,
+    scenarios: Vec<Scenario>,
+    /// Connections of the idle-memory scenario; 0 to skip it.
+    idle_connections: usize,
+}
+
+impl Plan {
+    fn new(opts: &Options) -> Plan {
+        let (rounds, timing, idle_connections) = if opts.quick {
+            let t = Timing {
+                warmup: Duration::from_millis(200),
+                window: Duration::from_secs(1),
+            };
+            (1, t, 1_000)
+        } else {
+            let t = Timing {
+                warmup: Duration::from_millis(500),
+                window: Duration::from_millis(2_500),
+            };
+            (3, t, 10_000)
+        };
+        let mut scenarios = scenarios(opts.quick);
+        if let Some(only) = &opts.only {
+            scenarios = select_scenarios(scenarios, only);
+        }
+        let idle_connections = match &opts.only {
+            Some(only) if !only.split('|').any(|part| "idle".contains(part)) => 0,
+            _ => idle_connections,
+        };
+        Plan {
+            rounds: opts.rounds.unwrap_or(rounds),
+            timing,
+            scenarios,
+            idle_connections,
+        }
     }
-    if idle_connections > 0 {
-        eprintln!("  idle memory, {idle_connections} connections ...");
+}
+
+/// One scenario against every server, interleaved: `[server][round]`.
+fn run_scenario(
+    sc: &Scenario,
+    servers: &[ServerSpec],
+    plan: &Plan,
+    placement: &Placement,
+) -> Vec<Vec<Measurement>> {
+    eprintln!("  {} ...", sc.name);
+    interleave(plan.rounds, servers.len(), |s, _round| {
+        let server = Server::start(&servers[s], placement.server_cpu);
+        let m = support::measure(&server, &sc.loads, plan.timing, placement.client_cpu);
+        server.stop();
+        let first = m.loads.first().copied().unwrap_or_default();
+        eprintln!(
+            "    {:<16} {:>9.0} req/s  p50 {:>6.0} us  p99 {:>6.0} us  busy {:>3.0}%  errors {}",
+            servers[s].name,
+            first.req_per_sec,
+            first.p50_us,
+            first.p99_us,
+            m.busy() * 100.0,
+            m.errors()
+        );
+        m
+    })
+}
+
+/// The idle-memory scenario against every server: `[server][round]`,
+/// empty rounds when the plan skips it.
+fn run_idle(servers: &[ServerSpec], plan: &Plan, placement: &Placement) -> Vec<Vec<IdleRss>> {
+    let connections = plan.idle_connections;
+    if connections > 0 {
+        eprintln!("  idle memory, {connections} connections ...");
     }
-    let idle_rounds = if idle_connections == 0 { 0 } else { rounds };
-    let idle = interleave(idle_rounds, servers.len(), |s, _round| {
+    let rounds = if connections == 0 { 0 } else { plan.rounds };
+    interleave(rounds, servers.len(), |s, _round| {
         let server = Server::start(&servers[s], placement.server_cpu);
         std::thread::sleep(Duration::from_millis(200));
-        let r = idle_rss(&server, idle_connections, Duration::from_secs(1));
+        let r = idle_rss(&server, connections, Duration::from_secs(1));
         server.stop();
         r
-    });
-    let elapsed = started.elapsed().as_secs_f64();
-    eprintln!("done in {elapsed:.0} s");
-    let context = format!(
-        "The whole run took {elapsed:.0} s. Load average (1, 5, 15 min) at the start: {load_before}; \
-         at the end: {}.",
-        loadavg()
-    );
-
-    let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
-    let mut md = report(
-        &placement, &names, &scenarios, &results, &idle, rounds, timing,
-    );
-    md.push_str(&format!("\n{context}\n"));
-    plots(
-        &opts.out,
-        &names,
-        &scenarios,
-        &results,
-        &idle,
-        idle_connections,
-    );
-    support::write_generated(
-        &opts.out.join("benchmarks.md"),
-        "compare",
-        "Benchmarks",
-        &md,
-    );
-    println!("{md}");
+    })
 }
 
 fn parse_args() -> Options {
@@ -189,10 +258,12 @@ fn parse_args() -> Options {
     let mut servers = Vec::new();
     let mut rounds = None;
     let mut extra = Vec::new();
+    let mut replot = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--replot" => replot = true,
             "--out" => out = Some(PathBuf::from(args.next().expect("--out DIR"))),
             "--only" => only = Some(args.next().expect("--only SCENARIO-SUBSTRING")),
             "--servers" => {
@@ -212,7 +283,7 @@ fn parse_args() -> Options {
             "--bench" => {}
             other => panic!(
                 "unknown argument {other:?} (use --quick, --out DIR, --only TEXT, \
-                 --servers NAME,NAME, --rounds N, --extra NAME=PATH)"
+                 --servers NAME,NAME, --rounds N, --extra NAME=PATH, --replot)"
             ),
         }
     }
@@ -232,6 +303,7 @@ fn parse_args() -> Options {
         servers,
         rounds,
         extra,
+        replot,
     }
 }
 
@@ -301,61 +373,25 @@ fn invocation() -> String {
     }
 }
 
-/// The first three fields of `/proc/loadavg`: how busy the shared machine was.
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-/// Today's date (UTC) and a one-line description of the machine.
-fn machine() -> (String, String) {
-    let date = std::process::Command::new("date")
-        .args(["-u", "+%F %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    // Counted from /proc, not available_parallelism: this process is
-    // pinned to one CPU by the time the report is written.
-    let cpus = std::fs::read_to_string("/proc/cpuinfo")
-        .map(|s| s.lines().filter(|l| l.starts_with("processor")).count())
-        .unwrap_or(0);
-    (date, format!("{cpus} CPUs ({cpu}), Linux {kernel}"))
-}
-
 fn report(
     placement: &Placement,
     names: &[&str],
-    scenarios: &[Scenario],
+    plan: &Plan,
     results: &[Vec<Vec<Measurement>>],
     idle: &[Vec<IdleRss>],
-    rounds: usize,
-    timing: Timing,
 ) -> String {
-    let (date, machine) = machine();
-    // Absent when --servers left it out: then there are no ratios.
-    let base = names.iter().position(|n| *n == BASELINE);
+    let (date, machine) = (proc::utc_now("%F %H:%M UTC"), proc::machine());
     let mut md = String::new();
     md.push_str(&format!(
         "Run: `cargo bench --bench compare{}` on {date}; {machine}; {}. \
-         {rounds} round(s) per scenario, servers interleaved, a fresh server per run; \
+         {} round(s) per scenario, servers interleaved, a fresh server per run; \
          each run: every connection open, {:.1} s warmup, {:.1} s measured. Medians over rounds; \
          the req/s range is min-max over rounds.\n\n",
         invocation(),
         placement.describe(),
-        timing.warmup.as_secs_f64(),
-        timing.window.as_secs_f64()
+        plan.rounds,
+        plan.timing.warmup.as_secs_f64(),
+        plan.timing.window.as_secs_f64()
     ));
     md.push_str(
         "Columns: *CPU/1k* is server CPU (user + system, `/proc/PID/stat`) in ms per 1,000 \
@@ -371,77 +407,17 @@ fn report(
          limit, so the ratio says little). For the probe scenario, req/s, p50 and p99 are the \
          probe's; the flood's req/s is in brackets.\n\n",
     );
-    let mut rows = Vec::new();
-    for (k, sc) in scenarios.iter().enumerate() {
-        let base_rps = base.map(|b| median(&results[k][b], |m| m.loads[0].req_per_sec));
-        for (s, name) in names.iter().enumerate() {
-            let runs = &results[k][s];
-            let rps = median(runs, |m| m.loads[0].req_per_sec);
-            let lo = runs
-                .iter()
-                .map(|m| m.loads[0].req_per_sec)
-                .fold(f64::INFINITY, f64::min);
-            let hi = runs
-                .iter()
-                .map(|m| m.loads[0].req_per_sec)
-                .fold(0.0, f64::max);
-            let busy = median(runs, Measurement::busy);
-            let ratio = match base_rps.map(|b| rps / b) {
-                None => "-".to_string(),
-                Some(r) if busy >= SATURATED => format!("{r:.2}x"),
-                Some(r) => format!("({r:.2}x)"),
-            };
-            let mut rps_cell = thousands(rps);
-            if sc.probe {
-                rps_cell.push_str(&format!(
-                    " ({})",
-                    thousands(median(runs, |m| m.loads[1].req_per_sec))
-                ));
-            }
-            let errors: u64 = runs.iter().map(Measurement::errors).sum();
-            rows.push(vec![
-                if s == 0 {
-                    sc.name.clone()
-                } else {
-                    String::new()
-                },
-                name.to_string(),
-                rps_cell,
-                format!("{}-{}", thousands(lo), thousands(hi)),
-                format!("{:.0}", median(runs, |m| m.loads[0].p50_us)),
-                format!("{:.0}", median(runs, |m| m.loads[0].p99_us)),
-                format!("{:.2}", median(runs, Measurement::cpu_per_1000) * 1000.0),
-                format!("{:.2}", median(runs, Measurement::user_per_1000) * 1000.0),
-                format!("{:.0}%", median(runs, Measurement::busy) * 100.0),
-                format!("{:.0}%", median(runs, |m| m.server_core_busy) * 100.0),
-                format!("{:.0}%", median(runs, |m| m.client_core_busy) * 100.0),
-                ratio,
-                errors.to_string(),
-            ]);
-        }
-    }
-    md.push_str(&markdown_table(
-        &[
-            "scenario",
-            "server",
-            "req/s",
-            "req/s range",
-            "p50 us",
-            "p99 us",
-            "CPU/1k, ms",
-            "user/1k, ms",
-            "busy",
-            "server core, all",
-            "client core, all",
-            "vs tokio-ct",
-            "errors",
-        ],
-        &rows,
-    ));
-
+    md.push_str(&load_table(names, &plan.scenarios, results));
     if idle.iter().all(|r| r.is_empty()) {
         return md;
     }
+    md.push_str(&idle_table(names, idle));
+    md
+}
+
+/// The idle-memory table: one row per server.
+fn idle_table(names: &[&str], idle: &[Vec<IdleRss>]) -> String {
+    let mut md = String::new();
     md.push_str("\nIdle connections: server `VmRSS` before the first connection and with all of them open, each having echoed 8 bytes (medians over rounds). RSS counts the process's own pages only: kernel memory for sockets, and for threads their kernel stacks and task structs, is not in it.\n\n");
     let mut rows = Vec::new();
     for (s, name) in names.iter().enumerate() {
@@ -469,14 +445,143 @@ fn report(
     md
 }
 
-fn plots(
-    out: &Path,
-    names: &[&str],
-    scenarios: &[Scenario],
-    results: &[Vec<Vec<Measurement>>],
-    idle: &[Vec<IdleRss>],
+/// The main table: one row per scenario and server.
+fn load_table(names: &[&str], scenarios: &[Scenario], results: &[Vec<Vec<Measurement>>]) -> String {
+    // Absent when --servers left it out: then there are no ratios.
+    let base = names.iter().position(|n| *n == BASELINE);
+    let mut rows = Vec::new();
+    for (k, sc) in scenarios.iter().enumerate() {
+        let base_rps = base.map(|b| median(&results[k][b], |m| m.loads[0].req_per_sec));
+        for (s, name) in names.iter().enumerate() {
+            let first = if s == 0 { sc.name.as_str() } else { "" };
+            rows.push(load_row(first, name, sc.probe, &results[k][s], base_rps));
+        }
+    }
+    markdown_table(
+        &[
+            "scenario",
+            "server",
+            "req/s",
+            "req/s range",
+            "p50 us",
+            "p99 us",
+            "CPU/1k, ms",
+            "user/1k, ms",
+            "busy",
+            "server core, all",
+            "client core, all",
+            "vs tokio-ct",
+            "errors",
+        ],
+        &rows,
+    )
+}
+
+/// One row of [`load_table`]: `runs` of one server in one scenario.
+fn load_row(
+    scenario: &str,
+    name: &str,
+    probe: bool,
+    runs: &[Measurement],
+    base_rps: Option<f64>,
+) -> Vec<String> {
+    let rps = median(runs, |m| m.loads[0].req_per_sec);
+    let each = || runs.iter().map(|m| m.loads[0].req_per_sec);
+    let (lo, hi) = (
+        each().fold(f64::INFINITY, f64::min),
+        each().fold(0.0, f64::max),
+    );
+    let busy = median(runs, Measurement::busy);
+    let ratio = match base_rps.map(|b| rps / b) {
+        None => "-".to_string(),
+        Some(r) if busy >= SATURATED => format!("{r:.2}x"),
+        Some(r) => format!("({r:.2}x)"),
+    };
+    let mut rps_cell = thousands(rps);
+    if probe {
+        let flood = median(runs, |m| m.loads[1].req_per_sec);
+        rps_cell.push_str(&format!(" ({})", thousands(flood)));
+    }
+    let errors: u64 = runs.iter().map(Measurement::errors).sum();
+    vec![
+        scenario.to_string(),
+        name.to_string(),
+        rps_cell,
+        format!("{}-{}", thousands(lo), thousands(hi)),
+        format!("{:.0}", median(runs, |m| m.loads[0].p50_us)),
+        format!("{:.0}", median(runs, |m| m.loads[0].p99_us)),
+        format!("{:.2}", median(runs, Measurement::cpu_per_1000) * 1000.0),
+        format!("{:.2}", median(runs, Measurement::user_per_1000) * 1000.0),
+        format!("{:.0}%", busy * 100.0),
+        format!("{:.0}%", median(runs, |m| m.server_core_busy) * 100.0),
+        format!("{:.0}%", median(runs, |m| m.client_core_busy) * 100.0),
+        ratio,
+        errors.to_string(),
+    ]
+}
+
+/// What the plots show: medians per scenario and server, and the RSS per
+/// idle connection per server. Taken from a run's measurements, or read
+/// back from the tables of `benchmarks.md` for `--replot`.
+#[derive(Default)]
+struct Figures {
+    /// The servers, in the order of the tables.
+    names: Vec<String>,
+    /// Median req/s of the first load, `[scenario][server]`.
+    rps: Vec<Vec<f64>>,
+    /// Median p99 of the first load in µs, `[scenario][server]`.
+    p99: Vec<Vec<f64>>,
+    /// Median RSS growth per idle connection, bytes, `[server]`; empty
+    /// when the idle scenario did not run.
+    idle_bytes: Vec<f64>,
+    /// Connections of the idle scenario.
     idle_connections: usize,
-) {
+}
+
+impl Figures {
+    fn measured(
+        names: &[&str],
+        results: &[Vec<Vec<Measurement>>],
+        idle: &[Vec<IdleRss>],
+        idle_connections: usize,
+    ) -> Figures {
+        let per = |f: fn(&Measurement) -> f64| -> Vec<Vec<f64>> {
+            results
+                .iter()
+                .map(|per_server| per_server.iter().map(|runs| median(runs, f)).collect())
+                .collect()
+        };
+        let idle_bytes = if idle.iter().all(|r| r.is_empty()) {
+            Vec::new()
+        } else {
+            idle.iter()
+                .map(|r| median(r, IdleRss::bytes_per_connection))
+                .collect()
+        };
+        Figures {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            rps: per(|m| m.loads[0].req_per_sec),
+            p99: per(|m| m.loads[0].p99_us),
+            idle_bytes,
+            idle_connections,
+        }
+    }
+
+    /// One series per server of `values[k][server]` over the scenarios `ks`.
+    fn series(&self, values: &[Vec<f64>], ks: &[usize]) -> Vec<Series> {
+        self.names
+            .iter()
+            .enumerate()
+            .map(|(s, name)| Series {
+                name: name.clone(),
+                values: ks.iter().map(|&k| values[k][s]).collect(),
+            })
+            .collect()
+    }
+}
+
+/// The SVG plots of a run, into `out`.
+fn plots(out: &Path, scenarios: &[Scenario], figures: &Figures) {
     // One line chart per message size: req/s against connections.
     for &size in &SIZES {
         let ks: Vec<(usize, usize)> = CONNECTIONS
@@ -492,84 +597,139 @@ fn plots(
             continue;
         }
         let x: Vec<f64> = ks.iter().map(|&(c, _)| c as f64).collect();
-        let series: Vec<Series> = names
-            .iter()
-            .enumerate()
-            .map(|(s, name)| Series {
-                name: name.to_string(),
-                values: ks
-                    .iter()
-                    .map(|&(_, k)| median(&results[k][s], |m| m.loads[0].req_per_sec))
-                    .collect(),
-            })
-            .collect();
+        let only_ks: Vec<usize> = ks.iter().map(|&(_, k)| k).collect();
         line_chart(
             &out.join(format!("bench-pingpong-{size}.svg")),
             &format!("ping-pong {}: req/s (median)", size_name(size)),
             "connections",
             "req/s",
             &x,
-            &series,
+            &figures.series(&figures.rps, &only_ks),
         );
     }
-    // The other scenarios as bars.
-    let others: Vec<usize> = (0..scenarios.len())
-        .filter(|&k| scenarios[k].probe || scenarios[k].loads[0].depth > 1)
-        .collect();
-    for &k in &others {
-        let sc = &scenarios[k];
-        let (file, title, y, value): (&str, &str, &str, fn(&Measurement) -> f64) = if sc.probe {
+    bar_plots(out, scenarios, figures);
+}
+
+/// The pipelined and probe scenarios, and idle memory, as bars.
+fn bar_plots(out: &Path, scenarios: &[Scenario], figures: &Figures) {
+    for (k, sc) in scenarios.iter().enumerate() {
+        let (file, title, y, values) = if sc.probe {
             (
                 "bench-probe-p99.svg",
                 "probe p99 latency under a 16 KiB flood (lower is better)",
                 "p99, us",
-                |m| m.loads[0].p99_us,
+                &figures.p99,
             )
-        } else {
+        } else if sc.loads[0].depth > 1 {
             (
                 "bench-pipelined.svg",
                 "pipelined 64 B x 50, depth 16: req/s (median)",
                 "req/s",
-                |m| m.loads[0].req_per_sec,
+                &figures.rps,
             )
+        } else {
+            continue;
         };
-        let series: Vec<Series> = names
-            .iter()
-            .enumerate()
-            .map(|(s, name)| Series {
-                name: name.to_string(),
-                values: vec![median(&results[k][s], value)],
-            })
-            .collect();
+        let series = figures.series(values, &[k]);
         bar_chart(
             &out.join(file),
             title,
             y,
             std::slice::from_ref(&sc.name),
             &series,
-            false,
         );
     }
-    if idle_connections == 0 {
+    if figures.idle_bytes.is_empty() {
         return;
     }
-    let series: Vec<Series> = names
-        .iter()
-        .enumerate()
-        .map(|(s, name)| Series {
-            name: name.to_string(),
-            values: vec![median(&idle[s], IdleRss::bytes_per_connection)],
+    let series: Vec<Series> = (figures.names.iter().zip(&figures.idle_bytes))
+        .map(|(name, &bytes)| Series {
+            name: name.clone(),
+            values: vec![bytes],
         })
         .collect();
     bar_chart(
         &out.join("bench-idle-rss.svg"),
         &format!(
-            "server RSS per idle connection, {} connections (log scale)",
-            thousands(idle_connections as f64)
+            "server RSS per idle connection, {} connections",
+            thousands(figures.idle_connections as f64)
         ),
         "bytes per connection",
         &["idle".to_string()],
         &series,
-        true,
     );
+}
+
+/// Redraws the plots in `out` from the tables of `out/benchmarks.md`,
+/// measuring nothing: for a change to the plots alone.
+fn replot(out: &Path) {
+    let md_path = out.join("benchmarks.md");
+    let tables = support::read_generated(&md_path, "compare")
+        .unwrap_or_else(|| panic!("no generated tables in {}", md_path.display()));
+    let (scenarios, figures) = read_figures(&tables);
+    plots(out, &scenarios, &figures);
+    eprintln!(
+        "redrew the plots in {} from the tables in {}",
+        out.display(),
+        md_path.display()
+    );
+}
+
+/// The cells of a markdown table row, or `None` for any other line.
+fn cells(line: &str) -> Option<Vec<&str>> {
+    let inner = line.trim().strip_prefix('|')?.strip_suffix('|')?;
+    Some(inner.split('|').map(str::trim).collect())
+}
+
+/// A number as the tables print it (`17,561 (113,420)` gives 17,561);
+/// NaN for `n/a`.
+fn number(cell: &str) -> f64 {
+    let first = cell.split_whitespace().next().unwrap_or("");
+    first.replace(',', "").parse().unwrap_or(f64::NAN)
+}
+
+/// The scenarios and figures of the tables [`report`] wrote: the main
+/// table (req/s in column 3, p99 in column 6) and the idle table (bytes per
+/// connection in column 5).
+fn read_figures(tables: &str) -> (Vec<Scenario>, Figures) {
+    let mut all: Vec<Option<Scenario>> = scenarios(false).into_iter().map(Some).collect();
+    let mut found: Vec<usize> = Vec::new();
+    let mut figures = Figures::default();
+    let mut in_idle_table = false;
+    for row in tables.lines().filter_map(cells) {
+        match row.as_slice() {
+            ["scenario", ..] | ["---", ..] => {}
+            ["server", "connections echoed", ..] => in_idle_table = true,
+            [server, echoed, _, _, bytes, _] if in_idle_table => {
+                let s = figures.idle_bytes.len();
+                assert_eq!(figures.names.get(s).map(String::as_str), Some(*server));
+                figures.idle_bytes.push(number(bytes));
+                figures.idle_connections = figures.idle_connections.max(number(echoed) as usize);
+            }
+            [scenario, server, rps, _, _, p99, ..] => {
+                if !scenario.is_empty() {
+                    let k = all
+                        .iter()
+                        .position(|sc| sc.as_ref().is_some_and(|sc| sc.name == *scenario));
+                    found.push(k.unwrap_or_else(|| panic!("unknown scenario {scenario:?}")));
+                    figures.rps.push(Vec::new());
+                    figures.p99.push(Vec::new());
+                }
+                if found.len() == 1 {
+                    figures.names.push(server.to_string());
+                }
+                let (Some(r), Some(p)) = (figures.rps.last_mut(), figures.p99.last_mut()) else {
+                    panic!("a server row before any scenario: {row:?}");
+                };
+                r.push(number(rps));
+                p.push(number(p99));
+            }
+            _ => panic!("unexpected table row {row:?}"),
+        }
+    }
+    let scenarios = found
+        .iter()
+        .map(|&k| all[k].take().expect("each scenario once"))
+        .collect();
+    (scenarios, figures)
 }

@@ -16,6 +16,7 @@
 //! | [`idle_rss`] | open N idle connections from this process, return the server's RSS growth per connection |
 //! | [`interleave`], [`median`] | rounds A B C, A B C, ...; medians of a field |
 //! | [`markdown_table`], [`line_chart`], [`bar_chart`] | the output |
+//! | [`proc`] | what `/proc` says about a server and the machine, `listening on` lines, idle connections: `tests/util/proc.rs`, the one copy the tests use too |
 //!
 //! Why the client runs in this process rather than as a spawned
 //! `echo-bench --json`: the engine's [`Live`] counters let the sampler read
@@ -30,8 +31,8 @@
 #![allow(dead_code)] // each bench uses part of the API
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -41,7 +42,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use echo_reactor::bench::{Config, Live, Report, StopAt};
-use socket2::{Domain, Socket, Type};
+
+// Tests and benches are separate crates; both compile this one file.
+#[path = "../../tests/util/proc.rs"]
+pub mod proc;
 
 // ---------------------------------------------------------------------------
 // Placement
@@ -243,10 +247,9 @@ impl Server {
         stdout
             .read_line(&mut line)
             .unwrap_or_else(|e| panic!("{}: read its listening line: {e}", spec.name));
-        let addr = line
-            .trim()
-            .strip_prefix("listening on tcp://")
-            .and_then(|a| a.parse().ok())
+        let addr = proc::listening(&line)
+            .filter(|l| l.scheme == "tcp")
+            .map(|l| l.addr)
             .unwrap_or_else(|| {
                 panic!("{}: no `listening on tcp://ADDR` line: {line:?}", spec.name)
             });
@@ -272,23 +275,27 @@ impl Server {
     /// (`/proc/PID/stat` fields 14 and 15; threads that already exited are
     /// included, which matters for thread-per-connection).
     pub fn cpu_secs(&self) -> f64 {
-        let (user, system) = proc_cpu_ticks(self.pid());
-        (user + system) as f64 / clock_ticks_per_sec()
+        proc::cpu_ticks(self.pid()).total() as f64 / proc::clock_ticks_per_sec() as f64
     }
 
     /// User-space part of [`Server::cpu_secs`].
     pub fn user_secs(&self) -> f64 {
-        proc_cpu_ticks(self.pid()).0 as f64 / clock_ticks_per_sec()
+        proc::cpu_ticks(self.pid()).user as f64 / proc::clock_ticks_per_sec() as f64
     }
 
     /// Resident set size in KiB (`VmRSS` of `/proc/PID/status`).
     pub fn rss_kib(&self) -> u64 {
-        proc_status_kib(self.pid(), "VmRSS:")
+        proc::vm_rss_kib(self.pid())
+    }
+
+    /// Peak resident set size so far, KiB (`VmHWM`).
+    pub fn hwm_kib(&self) -> u64 {
+        proc::vm_hwm_kib(self.pid())
     }
 
     /// Threads of the process (`Threads` of `/proc/PID/status`).
     pub fn threads(&self) -> u64 {
-        proc_status_kib(self.pid(), "Threads:")
+        proc::threads(self.pid())
     }
 
     /// Kills the server and reaps it.
@@ -302,39 +309,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// (utime, stime) of a process, in clock ticks.
-pub fn proc_cpu_ticks(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/stat: {e}"));
-    // The command name (field 2) may contain spaces; count from its ')'.
-    let rest = &stat[stat.rfind(')').expect("comm field in /proc/PID/stat") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let num = |i: usize| {
-        fields[i]
-            .parse::<u64>()
-            .expect("numeric field in /proc/PID/stat")
-    };
-    (num(11), num(12))
-}
-
-/// A `kB` (or plain count) field of `/proc/PID/status`.
-pub fn proc_status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"))
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
-}
-
-/// `sysconf(_SC_CLK_TCK)`, the unit of `/proc/PID/stat` times.
-pub fn clock_ticks_per_sec() -> f64 {
-    // SAFETY: sysconf only reads a system constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 { hz as f64 } else { 100.0 }
 }
 
 // ---------------------------------------------------------------------------
@@ -531,6 +505,25 @@ pub fn measure(
 
     // Every connection of every load open (or failed) first: the warmups
     // start from there.
+    wait_for_connections(loads, &lives, &handles);
+    thread::sleep(timing.warmup + SAMPLE_MARGIN);
+    let mut m = sample_window(server, &lives, timing, client_cpu);
+    m.loads = handles
+        .into_iter()
+        .map(|h| {
+            let report: Report = h
+                .join()
+                .expect("client thread panicked")
+                .unwrap_or_else(|e| panic!("echo-bench engine against {}: {e}", server.addr()));
+            LoadResult::of(&report)
+        })
+        .collect();
+    m
+}
+
+/// Waits until every connection of every load is open or has failed, a
+/// client thread has ended, or 30 s have passed.
+fn wait_for_connections<T>(loads: &[Load], lives: &[Arc<Live>], handles: &[thread::JoinHandle<T>]) {
     let wanted: u64 = loads.iter().map(|l| l.connections as u64).sum();
     let settle_deadline = Instant::now() + Duration::from_secs(30);
     while lives
@@ -543,20 +536,30 @@ pub fn measure(
     {
         thread::sleep(Duration::from_millis(5));
     }
-    thread::sleep(timing.warmup + SAMPLE_MARGIN);
-    let echoes = |lives: &[Arc<Live>]| -> u64 {
+}
+
+/// Samples the server's CPU, the echoes the loads completed and both
+/// cores' busy shares over the same interval, [`SAMPLE_MARGIN`] inside the
+/// engines' window on each side; `loads` is left empty for the caller.
+fn sample_window(
+    server: &Server,
+    lives: &[Arc<Live>],
+    timing: Timing,
+    client_cpu: Option<usize>,
+) -> Measurement {
+    let echoes = || -> u64 {
         lives
             .iter()
             .map(|l| Live::get(&l.messages as &AtomicU64))
             .sum()
     };
-    let core = |cpu: Option<usize>| cpu.map_or((0, 0), core_ticks);
+    let core = |cpu: Option<usize>| cpu.map_or((0, 0), proc::core_ticks);
     let (c0, k0) = (core(server_cpu_of(server)), core(client_cpu));
-    let (u0, s0) = proc_cpu_ticks(server.pid());
-    let (m0, t0) = (echoes(&lives), Instant::now());
+    let cpu0 = proc::cpu_ticks(server.pid());
+    let (m0, t0) = (echoes(), Instant::now());
     thread::sleep(timing.window - 2 * SAMPLE_MARGIN);
-    let (u1, s1) = proc_cpu_ticks(server.pid());
-    let (m1, t1) = (echoes(&lives), Instant::now());
+    let cpu1 = proc::cpu_ticks(server.pid());
+    let (m1, t1) = (echoes(), Instant::now());
     let (c1, k1) = (core(server_cpu_of(server)), core(client_cpu));
     let share = |(b0, t0): (u64, u64), (b1, t1): (u64, u64)| {
         if t1 > t0 {
@@ -565,20 +568,11 @@ pub fn measure(
             f64::NAN
         }
     };
-
-    let reports: Vec<Report> = handles
-        .into_iter()
-        .map(|h| {
-            h.join()
-                .expect("client thread panicked")
-                .unwrap_or_else(|e| panic!("echo-bench engine against {}: {e}", server.addr()))
-        })
-        .collect();
-    let hz = clock_ticks_per_sec();
+    let hz = proc::clock_ticks_per_sec() as f64;
     Measurement {
-        loads: reports.iter().map(LoadResult::of).collect(),
-        cpu_secs: ((u1 + s1) - (u0 + s0)) as f64 / hz,
-        user_secs: (u1 - u0) as f64 / hz,
+        loads: Vec::new(),
+        cpu_secs: (cpu1.total() - cpu0.total()) as f64 / hz,
+        user_secs: (cpu1.user - cpu0.user) as f64 / hz,
         wall_secs: (t1 - t0).as_secs_f64(),
         echoes: m1 - m0,
         server_core_busy: share(c0, c1),
@@ -589,25 +583,6 @@ pub fn measure(
 /// The CPU the server was pinned to, if it was.
 fn server_cpu_of(server: &Server) -> Option<usize> {
     server.cpu
-}
-
-/// (busy, total) ticks of one CPU from `/proc/stat`, every process
-/// counted; idle and iowait are not busy.
-pub fn core_ticks(cpu: usize) -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
-    let tag = format!("cpu{cpu} ");
-    let line = stat
-        .lines()
-        .find(|l| l.starts_with(&tag))
-        .unwrap_or_else(|| panic!("no {tag:?} line in /proc/stat"));
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .take(8) // user nice system idle iowait irq softirq steal
-        .map(|x| x.parse().expect("numeric field in /proc/stat"))
-        .collect();
-    let total: u64 = v.iter().sum();
-    (total - v[3] - v[4], total)
 }
 
 /// What [`idle_rss`] found.
@@ -631,53 +606,21 @@ impl IdleRss {
     }
 }
 
-/// Source addresses 127.0.0.1 ..= 127.0.0.N for idle connections, so one
-/// ephemeral port range is never crowded.
-const IDLE_SOURCES: usize = 8;
-
 /// Opens `connections` connections from this process (the server's own
-/// descriptor limit then only has to hold its side), has each echo 8 bytes
-/// once, lets them sit idle for `settle`, and reads the server's RSS. The
-/// connections are closed before it returns.
+/// descriptor limit then only has to hold its side) with
+/// [`proc::open_idle`], lets them sit idle for `settle`, and reads the
+/// server's RSS. The connections are closed before it returns.
 pub fn idle_rss(server: &Server, connections: usize, settle: Duration) -> IdleRss {
     let _ = echo_reactor::bench::raise_nofile_limit();
     let rss_before_kib = server.rss_kib();
-    let mut clients = Vec::with_capacity(connections);
-    for i in 0..connections {
-        clients.push(connect_from(server.addr(), i % IDLE_SOURCES));
-    }
-    for (i, c) in clients.iter_mut().enumerate() {
-        c.write_all(&(i as u64).to_be_bytes())
-            .expect("write to an idle connection");
-    }
-    let mut established = 0;
-    for (i, c) in clients.iter_mut().enumerate() {
-        let mut back = [0u8; 8];
-        c.read_exact(&mut back)
-            .expect("read the echo of an idle connection");
-        established += usize::from(back == (i as u64).to_be_bytes());
-    }
+    let idle = proc::open_idle(server.addr(), connections);
     thread::sleep(settle);
-    let result = IdleRss {
-        established,
+    IdleRss {
+        established: idle.echoed,
         rss_before_kib,
         rss_after_kib: server.rss_kib(),
         threads: server.threads(),
-    };
-    drop(clients);
-    result
-}
-
-fn connect_from(addr: SocketAddr, source: usize) -> TcpStream {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    let src: SocketAddr = format!("127.0.0.{}:0", source + 1)
-        .parse()
-        .expect("loopback source address");
-    socket.bind(&src.into()).expect("bind a loopback source");
-    socket
-        .connect(&addr.into())
-        .expect("connect an idle client");
-    socket.into()
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -770,8 +713,141 @@ const COLOURS: [(u8, u8, u8); 6] = [
     (0x8c, 0x56, 0x4b),
 ];
 
+/// Where the values of a chart span more than this factor (largest over
+/// smallest), its y axis is logarithmic: on a linear one, the small values
+/// would be a flat line along the bottom (6 µs beside 1,163 µs).
+pub const LOG_SPAN: f64 = 20.0;
+
+/// The legend stands in a column right of the plot, so that it never
+/// covers data: this wide for the swatch, plus the longest name.
+const LEGEND_PX: u32 = 50;
+/// Width of a legend character, roughly, in pixels.
+const LEGEND_CHAR_PX: u32 = 7;
+
+/// The y range of `series`: smallest and largest finite positive value,
+/// and whether they span more than [`LOG_SPAN`].
+fn y_extent(series: &[Series]) -> (f64, f64, bool) {
+    let values = series
+        .iter()
+        .flat_map(|s| s.values.iter().copied())
+        .filter(|v| v.is_finite() && *v > 0.0);
+    let (lo, hi) = values.fold((f64::INFINITY, 0.0_f64), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    let hi = hi.max(1.0);
+    let lo = lo.min(hi);
+    (lo, hi, hi / lo > LOG_SPAN)
+}
+
+/// The y axis label, saying so when the axis is logarithmic.
+fn y_label(desc: &str, log: bool) -> String {
+    if log {
+        format!("{desc}, log scale")
+    } else {
+        desc.to_string()
+    }
+}
+
+/// A y tick label: thousands separators, and decimals only below 10.
+fn y_tick(v: &f64) -> String {
+    if *v >= 10.0 {
+        thousands(*v)
+    } else {
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    }
+}
+
+/// A tick label on a log axis: only 1, 2 and 5 times a power of ten are
+/// labelled, so that the labels stay readable while the mesh shows every
+/// step in between.
+fn log_tick(v: &f64) -> String {
+    let mantissa = v / 10f64.powf(v.log10().floor());
+    if [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .any(|m| (mantissa - m).abs() < 1e-6)
+    {
+        y_tick(v)
+    } else {
+        String::new()
+    }
+}
+
+/// Tick count and label format of a y axis.
+fn y_ticks(log: bool) -> (usize, fn(&f64) -> String) {
+    // Many ticks on a log axis: plotters then adds the steps 2x..9x
+    // between the powers of ten, and `log_tick` labels some of them.
+    if log { (30, log_tick) } else { (10, y_tick) }
+}
+
+/// The chart builder on `plot`, with the margins and label areas of every
+/// chart here.
+fn chart_builder<'a, 'b>(
+    plot: &'a plotters::drawing::DrawingArea<
+        plotters::prelude::SVGBackend<'b>,
+        plotters::coord::Shift,
+    >,
+) -> plotters::prelude::ChartBuilder<'a, 'b, plotters::prelude::SVGBackend<'b>> {
+    let mut builder = plotters::prelude::ChartBuilder::on(plot);
+    builder
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70);
+    builder
+}
+
+fn colour(i: usize) -> plotters::style::RGBColor {
+    let (r, g, b) = COLOURS[i % COLOURS.len()];
+    plotters::style::RGBColor(r, g, b)
+}
+
+/// How a series is shown in the legend: a line, or a filled square.
+#[derive(Clone, Copy)]
+enum Swatch {
+    Line,
+    Bar,
+}
+
+/// An SVG canvas of `width` x `height` with `title` on top, split into the
+/// plot area and, on its right, the legend column with one entry per
+/// series. Returns the plot area; call `present` on the canvas at the end.
+fn canvas<'a>(
+    path: &'a Path,
+    (width, height): (u32, u32),
+    title: &str,
+    series: &[Series],
+    swatch: Swatch,
+) -> plotters::drawing::DrawingArea<plotters::prelude::SVGBackend<'a>, plotters::coord::Shift> {
+    use plotters::prelude::*;
+    let longest = series.iter().map(|s| s.name.chars().count()).max();
+    let legend_px = LEGEND_PX + LEGEND_CHAR_PX * longest.unwrap_or(0) as u32;
+    let root = SVGBackend::new(path, (width + legend_px, height)).into_drawing_area();
+    root.fill(&WHITE).expect("plot background");
+    let body = root.titled(title, ("sans-serif", 18)).expect("plot title");
+    let (plot, legend) = body.split_horizontally(width);
+    let font = ("sans-serif", 13).into_font().color(&BLACK);
+    for (i, s) in series.iter().enumerate() {
+        let y = 50 + 22 * i as i32;
+        let c = colour(i);
+        let drawn = match swatch {
+            Swatch::Line => {
+                legend.draw(&PathElement::new(vec![(4, y), (24, y)], c.stroke_width(2)))
+            }
+            Swatch::Bar => legend.draw(&Rectangle::new([(8, y - 6), (20, y + 6)], c.filled())),
+        };
+        drawn.expect("plot legend swatch");
+        legend
+            .draw(&Text::new(s.name.clone(), (30, y - 7), font.clone()))
+            .expect("plot legend text");
+    }
+    plot
+}
+
 /// A line chart with a logarithmic x axis (connection counts), written as
-/// SVG to `path`.
+/// SVG to `path`; the y axis is logarithmic too where the values span more
+/// than [`LOG_SPAN`]. The legend stands right of the plot.
 pub fn line_chart(
     path: &Path,
     title: &str,
@@ -781,180 +857,152 @@ pub fn line_chart(
     series: &[Series],
 ) {
     use plotters::prelude::*;
-    let ymax = series
-        .iter()
-        .flat_map(|s| s.values.iter().copied())
-        .filter(|v| v.is_finite())
-        .fold(0.0_f64, f64::max)
-        * 1.15;
-    let (x0, x1) = (x[0] * 0.8, x[x.len() - 1] * 1.25);
-    let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
-    root.fill(&WHITE).expect("plot background");
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d((x0..x1).log_scale(), 0.0..ymax.max(1.0))
-        .expect("plot axes");
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .y_desc(y_desc)
-        .x_label_formatter(&|v| thousands(*v))
-        .y_label_formatter(&|v| thousands(*v))
-        .draw()
-        .expect("plot mesh");
-    for (i, s) in series.iter().enumerate() {
-        let (r, g, b) = COLOURS[i % COLOURS.len()];
-        let colour = RGBColor(r, g, b);
-        let points: Vec<(f64, f64)> = x
-            .iter()
-            .copied()
-            .zip(s.values.iter().copied())
-            .filter(|(_, v)| v.is_finite())
-            .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
-            .expect("plot line")
-            .label(s.name.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-            });
-        chart
-            .draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 3, colour.filled())),
-            )
-            .expect("plot points");
+    let plot = canvas(path, (720, 420), title, series, Swatch::Line);
+    let (lo, hi, log_y) = y_extent(series);
+    let xr = (x[0] * 0.8..x[x.len() - 1] * 1.25).log_scale();
+    let mut builder = chart_builder(&plot);
+    let y_desc = y_label(y_desc, log_y);
+    let (y_labels, y_format) = y_ticks(log_y);
+    // The two axis kinds are different types, hence the two branches.
+    macro_rules! draw {
+        ($chart:expr) => {{
+            let mut chart = $chart.expect("plot axes");
+            chart
+                .configure_mesh()
+                .x_desc(x_desc)
+                .y_desc(y_desc.as_str())
+                .x_label_formatter(&|v| thousands(*v))
+                .y_labels(y_labels)
+                .y_label_formatter(&y_format)
+                .y_max_light_lines(if log_y { 0 } else { 4 })
+                .draw()
+                .expect("plot mesh");
+            for (i, s) in series.iter().enumerate() {
+                let points: Vec<(f64, f64)> = x
+                    .iter()
+                    .copied()
+                    .zip(s.values.iter().copied())
+                    .filter(|(_, v)| v.is_finite() && (!log_y || *v > 0.0))
+                    .collect();
+                let c = colour(i);
+                chart
+                    .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
+                    .expect("plot line");
+                chart
+                    .draw_series(points.into_iter().map(|p| Circle::new(p, 3, c.filled())))
+                    .expect("plot points");
+            }
+        }};
     }
-    draw_legend(&mut chart);
-    root.present().expect("write SVG plot");
+    if log_y {
+        draw!(builder.build_cartesian_2d(xr, (lo / 1.5..hi * 1.5).log_scale()));
+    } else {
+        draw!(builder.build_cartesian_2d(xr, 0.0..hi * 1.1));
+    }
+    plot.present().expect("write SVG plot");
 }
 
-/// The series legend every plot here draws, top right.
-fn draw_legend<'a, DB, CT>(chart: &mut plotters::chart::ChartContext<'a, DB, CT>)
-where
-    DB: plotters::prelude::DrawingBackend + 'a,
-    CT: plotters::coord::CoordTranslate,
-{
+/// A grouped bar chart: one group per category, one bar per series, each
+/// bar labelled with its value, written as SVG to `path`; the y axis is
+/// logarithmic where the values span more than [`LOG_SPAN`]. The legend
+/// stands right of the plot.
+pub fn bar_chart(path: &Path, title: &str, y_desc: &str, categories: &[String], series: &[Series]) {
     use plotters::prelude::*;
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .expect("plot legend");
-}
-
-/// A grouped bar chart: one group per category, one bar per series. With
-/// `log_y` the y axis is logarithmic (for values spanning decades).
-pub fn bar_chart(
-    path: &Path,
-    title: &str,
-    y_desc: &str,
-    categories: &[String],
-    series: &[Series],
-    log_y: bool,
-) {
-    use plotters::prelude::*;
-    let values = || {
-        series
-            .iter()
-            .flat_map(|s| s.values.iter().copied())
-            .filter(|v| v.is_finite() && *v > 0.0)
-    };
-    let ymax = values().fold(0.0_f64, f64::max).max(1.0);
-    let ymin = values().fold(f64::INFINITY, f64::min);
     let n = categories.len();
-    // Room for every bar and for the legend, even with one category.
     let group_px = (60 * series.len() as u32).max(120);
-    let root =
-        SVGBackend::new(path, ((100 + group_px * n as u32).max(560), 420)).into_drawing_area();
-    root.fill(&WHITE).expect("plot background");
-    let mut builder = ChartBuilder::on(&root);
-    builder
-        .caption(title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70);
-    let label = |v: &f64| {
-        let i = v.round();
-        if (v - i).abs() < 1e-6 && i >= 0.0 {
-            categories.get(i as usize).cloned().unwrap_or_default()
-        } else {
-            String::new()
-        }
-    };
+    let size = ((100 + group_px * n as u32).max(400), 420);
+    let plot = canvas(path, size, title, series, Swatch::Bar);
+    let (lo, hi, log_y) = y_extent(series);
+    let mut builder = chart_builder(&plot);
+    let label = |v: &f64| category_label(categories, *v);
     let width = 0.8 / series.len() as f64;
-    let colour_of = |i: usize| {
-        let (r, g, b) = COLOURS[i % COLOURS.len()];
-        RGBColor(r, g, b)
-    };
     let xr = -0.5..n as f64 - 0.5;
+    let y_desc = y_label(y_desc, log_y);
+    let (y_labels, y_format) = y_ticks(log_y);
+    let value_style = value_label_style();
     // The two axis kinds are different types, hence the two branches.
     macro_rules! draw {
         ($chart:expr, $base:expr) => {{
-            let mut chart = $chart;
+            let mut chart = $chart.expect("plot axes");
             chart
                 .configure_mesh()
                 .disable_x_mesh()
                 .x_labels(n + 1)
                 .x_label_formatter(&label)
-                .y_desc(y_desc)
-                .y_label_formatter(&|v| {
-                    if *v >= 10.0 {
-                        thousands(*v)
-                    } else {
-                        format!("{v}")
-                    }
-                })
+                .y_desc(y_desc.as_str())
+                .y_labels(y_labels)
+                .y_label_formatter(&y_format)
+                .y_max_light_lines(if log_y { 0 } else { 4 })
                 .draw()
                 .expect("plot mesh");
             for (k, s) in series.iter().enumerate() {
-                let colour = colour_of(k);
+                let c = colour(k);
+                let bars = || s.values.iter().enumerate().filter(|(_, v)| v.is_finite());
+                let left = |i: usize| i as f64 - 0.4 + k as f64 * width;
                 chart
-                    .draw_series(
-                        s.values
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, v)| v.is_finite())
-                            .map(|(i, &v)| {
-                                let left = i as f64 - 0.4 + k as f64 * width;
-                                Rectangle::new(
-                                    [(left, $base), (left + width * 0.9, v)],
-                                    colour.filled(),
-                                )
-                            }),
-                    )
-                    .expect("plot bars")
-                    .label(s.name.as_str())
-                    .legend(move |(x, y)| {
-                        Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled())
-                    });
+                    .draw_series(bars().map(|(i, &v)| {
+                        Rectangle::new([(left(i), $base), (left(i) + width * 0.9, v)], c.filled())
+                    }))
+                    .expect("plot bars");
+                chart
+                    .draw_series(bars().map(|(i, &v)| {
+                        let centre = left(i) + width * 0.45;
+                        Text::new(y_tick(&v), (centre, v), value_style.clone())
+                    }))
+                    .expect("plot bar values");
             }
-            draw_legend(&mut chart);
         }};
     }
     if log_y {
-        let base = ymin / 2.0;
+        let base = lo / 2.0;
         draw!(
-            builder
-                .build_cartesian_2d(xr, (base..ymax * 2.0).log_scale())
-                .expect("plot axes"),
+            builder.build_cartesian_2d(xr, (base..hi * 2.0).log_scale()),
             base
         );
     } else {
-        draw!(
-            builder
-                .build_cartesian_2d(xr, 0.0..ymax * 1.15)
-                .expect("plot axes"),
-            0.0
-        );
+        draw!(builder.build_cartesian_2d(xr, 0.0..hi * 1.1), 0.0);
     }
-    root.present().expect("write SVG plot");
+    plot.present().expect("write SVG plot");
+}
+
+/// The style of the value printed on top of each bar.
+fn value_label_style() -> plotters::style::TextStyle<'static> {
+    use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    ("sans-serif", 12)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Center, VPos::Bottom))
+}
+
+/// The x label of a bar chart at `v`: the category at whole numbers.
+fn category_label(categories: &[String], v: f64) -> String {
+    let i = v.round();
+    if (v - i).abs() < 1e-6 && i >= 0.0 {
+        categories.get(i as usize).cloned().unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
+/// The markers around the part of a markdown report that `cargo bench
+/// --bench BENCH` generates.
+fn generated_markers(bench: &str) -> (String, String) {
+    (
+        format!("<!-- generated by `cargo bench --bench {bench}`: begin -->"),
+        format!("<!-- generated by `cargo bench --bench {bench}`: end -->"),
+    )
+}
+
+/// The part of the markdown report at `path` that `cargo bench --bench
+/// BENCH` generated last, without its markers; `None` when the file or the
+/// markers are missing.
+pub fn read_generated(path: &Path, bench: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let (begin, end) = generated_markers(bench);
+    let b = text.find(&begin)? + begin.len();
+    let e = text[b..].find(&end)? + b;
+    Some(text[b..e].to_string())
 }
 
 /// Replaces the part of the markdown report at `path` that `cargo bench
@@ -962,8 +1010,7 @@ pub fn bar_chart(
 /// prose around it; appends the part when the markers are missing, and
 /// starts a file titled `title` when there is none.
 pub fn write_generated(path: &Path, bench: &str, title: &str, generated: &str) {
-    let begin = format!("<!-- generated by `cargo bench --bench {bench}`: begin -->");
-    let end = format!("<!-- generated by `cargo bench --bench {bench}`: end -->");
+    let (begin, end) = generated_markers(bench);
     let block = format!("{begin}\n\n{generated}\n{end}\n");
     let text = match std::fs::read_to_string(path) {
         Ok(old) => match (old.find(&begin), old.find(&end)) {

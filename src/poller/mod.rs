@@ -21,14 +21,22 @@
 //!
 //! - `register(fd, token, interest)` starts watching `fd`; `reregister`
 //!   changes token or interest; `deregister` stops. No event for `fd` is
-//!   reported by a `wait` that starts after `deregister` returned.
+//!   reported by a `wait` that starts after `deregister` returned. Misuse
+//!   fails as epoll_ctl(2) fails: `EEXIST` for registering a watched
+//!   descriptor, `ENOENT` for changing or dropping an unwatched one.
 //! - `wait(events, timeout)` sleeps until at least one source is ready or
-//!   the timeout passes (`None`: no timeout, zero: just look), then fills
-//!   `events` with at most its capacity. `EINTR` comes back as
-//!   `ErrorKind::Interrupted`; the caller retries.
+//!   the timeout passes (`None`: no timeout, zero: just look, and return
+//!   at once), then fills `events` with at most its capacity. `EINTR` comes
+//!   back as `ErrorKind::Interrupted`; the caller retries.
+//! - Fairness across waits: when more sources are ready than `events`
+//!   holds, the ones left out come first in the next `wait`, so a few
+//!   low-numbered sources cannot starve the rest. epoll gets this from the
+//!   kernel's ready list; poll and select keep a cursor where their last
+//!   scan stopped.
 //! - Every event is a *hint*: it may be spurious, and an error or hang-up
-//!   is reported as readable and/or writable so that the next I/O call
-//!   finds out what happened. Callers must tolerate both.
+//!   is reported as readable (on a source watched for reading) and/or
+//!   writable, so that the next I/O call finds out what happened. Callers
+//!   must tolerate both.
 //! - Readiness may be edge-triggered (epoll: mio registers with `EPOLLET`,
 //!   an event means "something changed") or level-triggered (poll and
 //!   select: an event means "something is there", again on every `wait`
@@ -42,6 +50,9 @@
 //!   all; select cannot watch descriptors at or above `FD_SETSIZE`, and the
 //!   reactor refuses such connections instead of registering them.
 //!
+//! `contract.rs` checks each rule above on all three backends, with the
+//! same generic test per rule.
+//!
 //! The reactor is generic over [`Poller`] and monomorphised per backend:
 //! the epoll path pays no dynamic dispatch, allocation or extra syscall per
 //! event for the existence of the other two.
@@ -52,6 +63,8 @@ use std::time::Duration;
 
 pub use mio::{Interest, Token};
 
+#[cfg(test)]
+mod contract;
 pub mod epoll;
 pub mod poll;
 pub mod select;

@@ -201,22 +201,4 @@ mod tests {
         p.wait(&mut events, Some(Duration::ZERO)).unwrap();
         assert_eq!(events.iter().count(), 1);
     }
-
-    #[test]
-    fn a_full_event_list_leaves_the_rest_for_the_next_wait() {
-        let pairs: Vec<_> = (0..3).map(|_| UnixStream::pair().unwrap()).collect();
-        let mut p = Poll::new().unwrap();
-        for (i, (a, b)) in pairs.iter().enumerate() {
-            p.register(a.as_raw_fd(), Token(i), Interest::READABLE)
-                .unwrap();
-            (&*b).write_all(b"x").unwrap();
-        }
-        let mut events = Poll::events(2);
-        p.wait(&mut events, Some(Duration::ZERO)).unwrap();
-        let first: Vec<_> = events.iter().map(|e| e.token.0).collect();
-        p.wait(&mut events, Some(Duration::ZERO)).unwrap();
-        let second: Vec<_> = events.iter().map(|e| e.token.0).collect();
-        assert_eq!(first, vec![0, 1]);
-        assert_eq!(second[0], 2, "the one left out comes first: {second:?}");
-    }
 }

@@ -17,6 +17,14 @@
 //! spinning (see `poll.rs`). select has no hang-up or error bits: a reset,
 //! a FIN or a pending error all show as "readable" (and "writable" where
 //! write interest is set), and the read or write that follows tells which.
+//!
+//! # Fairness
+//!
+//! When more descriptors are ready than the event list holds, the scan
+//! stops at the first one left out and the next `wait` starts there,
+//! wrapping around, as in `poll.rs`. Without it the lowest descriptors
+//! would come first on every call, and while more than an event list's
+//! worth of them stayed ready, the ones above them would never be reported.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -36,6 +44,9 @@ pub struct Select {
     /// The highest registered descriptor, or -1: select's `nfds` is one
     /// more than this, and the scan stops here.
     max_fd: RawFd,
+    /// Where the next scan starts: when more descriptors are ready than an
+    /// event list holds, the next `wait` begins with the ones left out.
+    cursor: RawFd,
 }
 
 impl std::fmt::Debug for Select {
@@ -84,6 +95,52 @@ impl Select {
     fn token(&self, fd: RawFd) -> Option<Token> {
         *self.tokens.get(usize::try_from(fd).ok()?)?
     }
+
+    /// The O(highest fd) scan of what select(2) left in the sets: it says
+    /// how many bits are set in all (a descriptor both readable and
+    /// writable counts twice), not which. The scan starts at `cursor` and
+    /// wraps around; when `events` fills up, the next scan starts at the
+    /// first ready descriptor left out, so the low descriptors cannot
+    /// starve the high ones (the same rule as `poll.rs`).
+    fn collect(
+        &mut self,
+        read: &libc::fd_set,
+        write: &libc::fd_set,
+        n: usize,
+        events: &mut EventList,
+    ) {
+        let span = (self.max_fd + 1).max(0);
+        let mut left = n;
+        let mut i = 0;
+        while left > 0 && i < span {
+            let fd = (self.cursor + i) % span;
+            i += 1;
+            // SAFETY: 0 <= fd <= max_fd < FD_SETSIZE; the sets are valid.
+            let (r, w) = unsafe { (libc::FD_ISSET(fd, read), libc::FD_ISSET(fd, write)) };
+            if !(r || w) {
+                continue;
+            }
+            left = left.saturating_sub(usize::from(r) + usize::from(w));
+            let Some(token) = self.token(fd) else {
+                continue;
+            };
+            if events.is_full() {
+                // Report the rest first next time.
+                self.cursor = fd;
+                return;
+            }
+            events.push(Event {
+                token,
+                readable: r,
+                writable: w,
+                read_closed: false,
+                priority: false,
+                write_closed: false,
+                error: false,
+            });
+        }
+        self.cursor = 0;
+    }
 }
 
 impl Poller for Select {
@@ -95,6 +152,7 @@ impl Poller for Select {
             write: empty_set(),
             tokens: Vec::new(),
             max_fd: -1,
+            cursor: 0,
         })
     }
 
@@ -157,15 +215,7 @@ impl Poller for Select {
         events.clear();
         let mut read = self.read;
         let mut write = self.write;
-        // Rounded up to whole microseconds, so that a tiny timeout is not
-        // a busy zero.
-        let mut tv = timeout.map(|t| {
-            let micros = t.as_nanos().div_ceil(1_000).min(i64::MAX as u128) as i64;
-            libc::timeval {
-                tv_sec: (micros / 1_000_000) as libc::time_t,
-                tv_usec: (micros % 1_000_000) as libc::suseconds_t,
-            }
-        });
+        let mut tv = timeout.map(timeval);
         let tv_ptr = tv
             .as_mut()
             .map_or(ptr::null_mut(), |tv| tv as *mut libc::timeval);
@@ -184,30 +234,18 @@ impl Poller for Select {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        // The O(highest fd) scan: select says how many bits are set in all
-        // (a descriptor both readable and writable counts twice), not which.
-        let mut left = n as usize;
-        let mut fd = 0;
-        while left > 0 && fd <= self.max_fd && !events.is_full() {
-            // SAFETY: 0 <= fd <= max_fd < FD_SETSIZE; the sets are valid.
-            let (r, w) = unsafe { (libc::FD_ISSET(fd, &read), libc::FD_ISSET(fd, &write)) };
-            if r || w {
-                left -= usize::from(r) + usize::from(w);
-                if let Some(token) = self.token(fd) {
-                    events.push(Event {
-                        token,
-                        readable: r,
-                        writable: w,
-                        read_closed: false,
-                        priority: false,
-                        write_closed: false,
-                        error: false,
-                    });
-                }
-            }
-            fd += 1;
-        }
+        self.collect(&read, &write, n as usize, events);
         Ok(())
+    }
+}
+
+/// A timeout for select(2), rounded up to whole microseconds, so that a
+/// tiny timeout is not a busy zero.
+fn timeval(t: Duration) -> libc::timeval {
+    let micros = t.as_nanos().div_ceil(1_000).min(i64::MAX as u128) as i64;
+    libc::timeval {
+        tv_sec: (micros / 1_000_000) as libc::time_t,
+        tv_usec: (micros % 1_000_000) as libc::suseconds_t,
     }
 }
 

@@ -1,6 +1,8 @@
 //! Shared helpers for the black-box tests: start the real `echo-reactor`
 //! binary on `127.0.0.1:0`, learn its address from its first stdout line,
-//! and read what the kernel says about the process (`/proc/PID/...`).
+//! and read what the kernel says about the process. The reading of
+//! `/proc`, of the `listening on` lines and the flooding client live in
+//! [`proc`], which the benches compile too (`benches/support/mod.rs`).
 //!
 //! # One suite, three backends
 //!
@@ -25,6 +27,13 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+pub mod proc;
+
+// The names the tests used before `proc` existed; like the rest of this
+// module, each test binary uses some of them.
+#[allow(unused_imports)]
+pub use proc::{fd_count, tcp_listening_addr as parse_listening, vm_rss_kib};
 
 /// How long any single blocking step of a test may wait before it fails.
 /// Generous: the machine is shared, and these are behaviour checks, not timings.
@@ -239,15 +248,6 @@ impl Drop for Server {
     }
 }
 
-/// `listening on tcp://127.0.0.1:7007` -> `127.0.0.1:7007`.
-pub fn parse_listening(line: &str) -> SocketAddr {
-    let rest = line
-        .strip_prefix("listening on tcp://")
-        .unwrap_or_else(|| panic!("unexpected first stdout line: {line:?}"));
-    rest.parse()
-        .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"))
-}
-
 /// A blocking client socket with generous read/write timeouts.
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect");
@@ -283,34 +283,6 @@ pub fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
     out
 }
 
-/// Resident set size of `pid`, in KiB (`VmRSS` of `/proc/PID/status`).
-pub fn vm_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
-}
-
-/// Number of open descriptors of `pid` (entries of `/proc/PID/fd`).
-pub fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read /proc/PID/fd")
-        .count()
-}
-
-/// User + system CPU time of `pid`, in clock ticks (`/proc/PID/stat`).
-pub fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the whole line.
-    let after = &stat[stat.rfind(')').expect("comm") + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
 /// The CPU a process uses from a starting point on, to catch a loop that
 /// spins instead of sleeping.
 pub struct CpuWatch {
@@ -323,7 +295,7 @@ impl CpuWatch {
     pub fn start(pid: u32) -> CpuWatch {
         CpuWatch {
             pid,
-            ticks: cpu_ticks(pid),
+            ticks: proc::cpu_ticks(pid).total(),
             since: Instant::now(),
         }
     }
@@ -333,10 +305,9 @@ impl CpuWatch {
     /// returns the time watched.
     #[track_caller]
     pub fn assert_under_half_a_core(&self, when: &str) -> Duration {
-        // SAFETY: sysconf has no preconditions.
-        let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let ticks_per_sec = proc::clock_ticks_per_sec();
         let elapsed = self.since.elapsed();
-        let used = cpu_ticks(self.pid) - self.ticks;
+        let used = proc::cpu_ticks(self.pid).total() - self.ticks;
         let full_core = ticks_per_sec * elapsed.as_millis() as u64 / 1000;
         assert!(
             used * 2 < full_core,
@@ -377,12 +348,7 @@ pub fn assert_echo(s: &mut TcpStream, data: &[u8]) {
 /// Connects to `addr` from source address `src` (port chosen by the kernel),
 /// with the usual generous timeouts.
 pub fn connect_from(src: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
-    use socket2::{Domain, Socket, Type};
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
-    sock.bind(&SocketAddr::new(src, 0).into())
-        .expect("bind source address");
-    sock.connect(&addr.into()).expect("connect");
-    let s: TcpStream = sock.into();
+    let s = proc::connect_from(src, addr);
     s.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
     s.set_write_timeout(Some(STEP_TIMEOUT)).unwrap();
     s
@@ -508,18 +474,18 @@ pub fn have_ipv6_loopback() -> bool {
 /// (after the address) is `tag` ("" for plain echo, "(daytime)").
 #[track_caller]
 pub fn listening_addr(server: &Server, scheme: &str, tag: &str) -> SocketAddr {
-    let prefix = format!("listening on {scheme}://");
     server
         .listening
         .iter()
-        .filter_map(|line| line.strip_prefix(&prefix))
-        .filter_map(|rest| {
-            let mut words = rest.splitn(2, ' ');
-            let addr = words.next()?;
-            (words.next().unwrap_or("") == tag).then(|| addr.parse().ok())?
+        .filter_map(|line| proc::listening(line))
+        .find(|l| l.scheme == scheme && l.tag == tag)
+        .map(|l| l.addr)
+        .unwrap_or_else(|| {
+            panic!(
+                "no `listening on {scheme}://ADDR {tag}` line in {:?}",
+                server.listening
+            )
         })
-        .next()
-        .unwrap_or_else(|| panic!("no {prefix}... {tag} line in {:?}", server.listening))
 }
 
 /// A UDP socket on an ephemeral loopback port with the usual timeout.
@@ -536,79 +502,35 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
     f
 }
 
-/// Writes `data` from a thread while this thread reads back the same
-/// number of bytes and compares them; returns the server's peak RSS (KiB)
-/// sampled while the writer was blocked, and its RSS before. Asserts that
-/// the writer did block (the server stopped reading) before it finished.
+/// Writes `data` from a thread while this thread reads nothing until the
+/// writer is stuck, then reads the echo back and compares it
+/// ([`proc::flood_without_reading`]); returns the server's RSS (KiB) before
+/// and its peak meanwhile. Asserts that the writer did get stuck (the
+/// server stopped reading) and that every byte came back in order.
 #[track_caller]
 pub fn flood_without_reading_then_verify(
     server: &Server,
     s: &mut TcpStream,
     data: Arc<Vec<u8>>,
 ) -> (u64, u64) {
-    use std::io::Write;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let pid = server.pid();
-    let rss_before = vm_rss_kib(pid);
-    let written = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let mut w = s.try_clone().unwrap();
-        w.set_write_timeout(Some(STEP_TIMEOUT * 3)).unwrap();
-        let (data, written, done) = (Arc::clone(&data), Arc::clone(&written), Arc::clone(&done));
-        thread::spawn(move || {
-            for chunk in data.chunks(64 * 1024) {
-                w.write_all(chunk).expect("write");
-                written.fetch_add(chunk.len(), Ordering::Relaxed);
-            }
-            done.store(true, Ordering::Relaxed);
-        })
-    };
-    let mut peak = rss_before;
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    let (mut last, mut still_since) = (0, Instant::now());
-    loop {
-        thread::sleep(Duration::from_millis(50));
-        peak = peak.max(vm_rss_kib(pid));
-        let now = written.load(Ordering::Relaxed);
-        if now != last {
-            last = now;
-            still_since = Instant::now();
-        }
-        if done.load(Ordering::Relaxed) || still_since.elapsed() > Duration::from_secs(1) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "writer neither blocked nor finished"
-        );
-    }
+    let flood = proc::flood_without_reading(server.pid(), s, Arc::clone(&data));
     assert!(
-        written.load(Ordering::Relaxed) < data.len(),
+        flood.stuck_at.is_some(),
         "all {} bytes went through without the client reading: unbounded buffering",
         data.len()
     );
-    read_exactly_checking(s, &data);
-    writer.join().expect("writer thread");
-    (rss_before, peak)
+    if let Some(at) = flood.first_difference {
+        panic!("echo differs from sent data at byte {at}");
+    }
+    (flood.rss_before_kib, flood.rss_peak_kib)
 }
 
 /// Reads `expected.len()` bytes from `s`, comparing each chunk as it
 /// arrives (so a mismatch names its offset); panics on EOF or a difference.
 #[track_caller]
 pub fn read_exactly_checking(s: &mut TcpStream, expected: &[u8]) {
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut got = 0;
-    while got < expected.len() {
-        let want = buf.len().min(expected.len() - got);
-        let n = s.read(&mut buf[..want]).expect("read echo");
-        assert!(n > 0, "EOF after {got} of {} bytes", expected.len());
-        assert!(
-            buf[..n] == expected[got..got + n],
-            "echo differs from sent data in bytes {got}..{}",
-            got + n
-        );
-        got += n;
+    if let Some(at) = proc::read_and_compare(s, expected, || {}) {
+        panic!("echo differs from sent data at byte {at}");
     }
 }
 

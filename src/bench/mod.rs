@@ -202,7 +202,7 @@ fn plan_limits(cfg: &Config) -> Result<usize, BenchError> {
         limits::ports_per_source(),
     )?;
     let need = cfg.connections as u64 + limits::FD_SLACK;
-    match crate::fdlimit::raise_nofile_limit() {
+    match limits::raise_nofile_limit() {
         Ok(have) if have < need => {
             return Err(BenchError::Limits(format!(
                 "{} connections need about {need} file descriptors, but RLIMIT_NOFILE is {have} \

@@ -57,7 +57,7 @@ fn main() {
         PathBuf::from("docs")
     };
     std::fs::create_dir_all(&out).expect("create the output directory");
-    let _ = echo_reactor::fdlimit::raise_nofile_limit();
+    let _ = echo_bench::raise_nofile_limit();
     let placement = Placement::detect();
     if let Some(cpu) = placement.client_cpu {
         support::pin_current_thread(cpu);

@@ -40,11 +40,9 @@
 //! - [`fdlimit`]: `RLIMIT_NOFILE` and the spare descriptor for `EMFILE`.
 //! - [`stats`]: the counters the loop keeps and logs.
 //! - [`config`], [`cli`]: what to run, and the command line that says it.
-//! - [`bench`]: the engine of the `echo-bench` stress client.
 #![deny(missing_docs, rust_2018_idioms, unsafe_op_in_unsafe_fn)]
 
 pub mod addr;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod connection;

@@ -40,7 +40,7 @@ use std::sync::atomic::AtomicU64;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echo_reactor::bench::{Config, Live, Report, StopAt};
+use echo_bench::{Config, Live, Report, StopAt};
 use socket2::{Domain, Socket, Type};
 
 // ---------------------------------------------------------------------------
@@ -523,7 +523,7 @@ pub fn measure(
                     if background {
                         lower_current_thread_priority();
                     }
-                    echo_reactor::bench::run(&cfg, live)
+                    echo_bench::run(&cfg, live)
                 })
                 .expect("spawn a client thread")
         })
@@ -640,7 +640,7 @@ const IDLE_SOURCES: usize = 8;
 /// once, lets them sit idle for `settle`, and reads the server's RSS. The
 /// connections are closed before it returns.
 pub fn idle_rss(server: &Server, connections: usize, settle: Duration) -> IdleRss {
-    let _ = echo_reactor::fdlimit::raise_nofile_limit();
+    let _ = echo_bench::raise_nofile_limit();
     let rss_before_kib = server.rss_kib();
     let mut clients = Vec::with_capacity(connections);
     for i in 0..connections {

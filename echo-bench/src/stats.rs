@@ -104,6 +104,7 @@ impl ErrorKind {
 }
 
 /// One thread's counts (or, after merging, the whole run's).
+#[derive(Debug)]
 pub struct Stats {
     /// Connections that were proven by their first echo (TCP) or opened (UDP).
     pub established: u64,

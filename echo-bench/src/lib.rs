@@ -1,12 +1,13 @@
-//! The stress client engine behind `echo-bench`: many concurrent
+//! `echo-bench`, the stress client of echo-reactor: many concurrent
 //! connections on mio, every echoed byte checked, latencies in an HDR
-//! histogram. The binary only parses flags and prints; tests and benches
-//! call [`run`] directly.
+//! histogram. The binary (`src/main.rs`) only parses flags and prints;
+//! tests and benches call [`run`] directly.
 //!
 //! # Layout
 //!
 //! | file | what it teaches |
 //! | --- | --- |
+//! | [`cli`] | the command line as data, and the [`Config`] it asks for |
 //! | [`config`] | validate a whole request up front, one error line per problem |
 //! | [`pattern`] | a deterministic byte stream per connection: zero-copy sends, `memcmp` checks |
 //! | [`limits`] | descriptor and ephemeral-port limits of a client with 19,000 sockets |
@@ -25,7 +26,15 @@
 //! [`Stats`]. Nothing is shared on the per-message path; the threads meet
 //! only once, when all their connections are open, so that they measure
 //! the same load.
+#![deny(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unsafe_op_in_unsafe_fn
+)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod cli;
 pub mod config;
 pub mod limits;
 pub mod live;
@@ -38,6 +47,7 @@ pub mod timer;
 mod udp;
 
 pub use config::{Config, ConfigError, StopAt, Transport};
+pub use limits::raise_nofile_limit;
 pub use live::Live;
 pub use report::Report;
 pub use stats::{ErrorKind, Stats};

@@ -234,7 +234,7 @@ impl Worker<'_> {
                 }
             }
             Phase::Holding { until } => {
-                if now >= until || self.sh.live.stop_requested() {
+                if now >= until || self.socks.is_empty() || self.sh.live.stop_requested() {
                     self.phase = Phase::Done;
                 }
             }

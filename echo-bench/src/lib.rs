@@ -11,6 +11,7 @@
 //! | [`config`] | validate a whole request up front, one error line per problem |
 //! | [`pattern`] | a deterministic byte stream per connection: zero-copy sends, `memcmp` checks |
 //! | [`limits`] | descriptor and ephemeral-port limits of a client with 19,000 sockets |
+//! | `engine` | one run skeleton for both transports: the phases of a thread, its poll loop, the window |
 //! | `tcp` | the client-side event loop: non-blocking connects, edge-triggered reads and writes |
 //! | `udp` | the same over datagrams, where loss is counted, not fatal |
 //! | [`schedule`] | open loop: a fixed timetable, latency from the due time |
@@ -36,6 +37,7 @@
 
 pub mod cli;
 pub mod config;
+mod engine;
 pub mod limits;
 pub mod live;
 pub mod pattern;
@@ -185,8 +187,8 @@ fn spawn_threads(
             .name(format!("bench-{t}"))
             .spawn(move || {
                 let result = match sh.cfg.transport {
-                    Transport::Tcp => tcp::run_thread(&sh, share),
-                    Transport::Udp => udp::run_thread(&sh, share),
+                    Transport::Tcp => tcp::run_thread(Arc::clone(&sh), share),
+                    Transport::Udp => udp::run_thread(Arc::clone(&sh), share),
                 };
                 // A thread that failed (e.g. no epoll fd: EMFILE) may never
                 // have reported itself settled; the others wait for that,
@@ -265,11 +267,11 @@ fn plan_sources(cfg: &Config, spread: usize, capacity: usize) -> Result<usize, B
 }
 
 /// Thread `t`'s part of the connections and of the rates and quotas.
-fn share_of(cfg: &Config, t: usize) -> tcp::Share {
+fn share_of(cfg: &Config, t: usize) -> engine::Share {
     let n = cfg.threads;
     let ids: Vec<usize> = (t..cfg.connections).step_by(n).collect();
     let part = |total: u64| total / n as u64 + u64::from((t as u64) < total % n as u64);
-    tcp::Share {
+    engine::Share {
         thread: t,
         ids,
         connect_rate: cfg.connect_rate.map(|r| f64::from(r) / n as f64),

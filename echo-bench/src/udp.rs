@@ -14,61 +14,56 @@
 //! after each loss timeout until `--timeout`); a closed
 //! port answers with ICMP, which a connected UDP socket reports as
 //! ECONNREFUSED, so an unreachable service fails the run the same way.
+//! The phases of the thread are the shared skeleton's ([`crate::engine`]):
+//! every socket is opened at once, and the drain after the window lasts
+//! one [`LOSS_TIMEOUT`].
 
-use super::Shared;
-use super::config::UDP_HEADER;
-use super::limits;
-use super::pattern::Pattern;
-use super::stats::{ErrorKind, Stats};
-use super::tcp::Share;
+use crate::Shared;
+use crate::config::UDP_HEADER;
+use crate::engine::{self, Core, Engine, Share};
+use crate::limits;
+use crate::pattern::Pattern;
+use crate::stats::{ErrorKind, Stats};
 use log::{debug, warn};
+use mio::event::Event;
 use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Token};
 use slab::Slab;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Events per `poll` call (see the TCP engine).
-const EVENTS_CAPACITY: usize = 1024;
 
 /// An echo later than this is counted as lost. Loopback round trips are
 /// microseconds; a quarter second is only reached when a queue overflowed.
 pub const LOSS_TIMEOUT: Duration = Duration::from_millis(250);
 
-/// How often lanes are checked for lost datagrams, and the longest sleep.
-const TICK: Duration = Duration::from_millis(50);
-
+/// One ping-pong lane of a socket: the datagram it last sent.
 struct Lane {
     seq: u64,
     sent_at: Instant,
+    /// Its echo has neither come back nor been given up.
     waiting: bool,
 }
 
+/// One connected UDP socket.
 struct Sock {
     socket: UdpSocket,
+    /// Number across all threads; picks the pattern start.
     id: usize,
+    /// Where this socket's stream starts in the pattern cycle.
     start: usize,
+    /// Its first echo (sequence 0) came back intact.
     proven: bool,
     opened_at: Instant,
     lanes: Box<[Lane]>,
+    /// Failed; its key waits on the thread's list of deferred frees.
     dead: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Opening,
-    Settling,
-    Running,
-    Draining { until: Instant },
-    Holding { until: Instant },
-    Done,
-}
-
-struct Worker<'a> {
-    sh: &'a Shared,
-    share: Share,
-    poll: Poll,
+/// One thread's UDP sockets and what it knows about them.
+struct Worker {
+    core: Core,
     socks: Slab<Sock>,
     /// Receive buffer, one byte longer than a message so an oversized echo
     /// is seen as such instead of silently truncated.
@@ -77,87 +72,128 @@ struct Worker<'a> {
     wbuf: Box<[u8]>,
     size: usize,
     depth: u64,
-    stats: Stats,
-    phase: Phase,
-    first_error: Option<String>,
-    unproven: usize,
-    window_start: Instant,
-    window_end: Option<Instant>,
-    window_issued: u64,
+    /// Lanes waiting for an echo, over all live sockets.
     waiting: u64,
-    last_sweep: Instant,
+    /// Keys of sockets that failed, freed after the batch of events (see
+    /// the TCP engine's `closing`).
     closing: Vec<usize>,
-    completed_any: u64,
-    published: (u64, u64, u64, u64),
 }
 
 /// Runs one thread's share of a UDP run.
-pub(crate) fn run_thread(sh: &Shared, share: Share) -> io::Result<(Stats, Option<String>)> {
-    let now = Instant::now();
-    let size = sh.cfg.size;
+pub(crate) fn run_thread(sh: Arc<Shared>, share: Share) -> io::Result<(Stats, Option<String>)> {
+    let (size, depth) = (sh.cfg.size, sh.cfg.depth as u64);
     let mut w = Worker {
-        sh,
-        poll: Poll::new()?,
         socks: Slab::with_capacity(share.ids.len()),
+        core: Core::new(sh, share)?,
         rbuf: vec![0u8; size + 1].into_boxed_slice(),
         wbuf: vec![0u8; size].into_boxed_slice(),
         size,
-        depth: sh.cfg.depth as u64,
-        stats: Stats::new(),
-        phase: Phase::Opening,
-        first_error: None,
-        unproven: 0,
-        window_start: now,
-        window_end: None,
-        window_issued: 0,
+        depth,
         waiting: 0,
-        last_sweep: now,
         closing: Vec::new(),
-        completed_any: 0,
-        published: (0, 0, 0, 0),
-        share,
     };
-    w.open_all(now);
-    let mut events = Events::with_capacity(EVENTS_CAPACITY);
-    loop {
-        let now = Instant::now();
-        w.advance(now);
-        if w.phase == Phase::Done {
-            break;
-        }
-        let timeout = w.timeout(now);
-        match w.poll.poll(&mut events, Some(timeout)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-        for ev in events.iter() {
-            w.on_readable(ev.token().0);
-        }
-        w.free_closed();
-        w.publish();
-    }
-    w.publish();
-    Ok((w.stats, w.first_error))
+    w.open_all(Instant::now());
+    engine::drive(&mut w)?;
+    Ok(w.core.into_result())
 }
 
-impl Worker<'_> {
+impl Engine for Worker {
+    /// How often lanes are checked for lost datagrams, and the longest
+    /// sleep: a fifth of [`LOSS_TIMEOUT`], so a loss is seen soon after it
+    /// is due.
+    const TICK: Duration = Duration::from_millis(50);
+
+    fn core(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn settled(&self) -> bool {
+        self.core.unproven == 0
+    }
+
+    fn is_empty(&self) -> bool {
+        self.socks.is_empty()
+    }
+
+    fn outstanding(&self) -> u64 {
+        self.waiting
+    }
+
+    fn quota_met(&self) -> bool {
+        let kept = self.window_kept();
+        self.core
+            .share
+            .quota
+            .is_some_and(|q| kept >= q && self.waiting == 0)
+    }
+
+    fn start(&mut self, now: Instant) {
+        let keys: Vec<usize> = self.socks.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            for lane in 0..self.depth as usize {
+                let seq = self.socks[key].lanes[lane].seq + self.depth;
+                self.send_if_allowed(key, lane, seq, now);
+            }
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        self.sweep_lanes(now);
+    }
+
+    /// Datagrams still awaited are counted with their age so far (see
+    /// [`Stats::record_outstanding`]); they are not errors, and since a
+    /// lane gives its datagram up as lost after [`LOSS_TIMEOUT`], none is
+    /// older than that (plus one sweep).
+    fn close_window(&mut self, now: Instant) {
+        let start = self.core.window.start;
+        for (_, s) in self.socks.iter().filter(|(_, s)| !s.dead) {
+            for l in s.lanes.iter().filter(|l| l.waiting) {
+                let age = now.saturating_duration_since(l.sent_at).as_nanos() as u64;
+                self.core.stats.record_outstanding(age, l.sent_at >= start);
+            }
+        }
+    }
+
+    fn drain_time(&self) -> Duration {
+        LOSS_TIMEOUT
+    }
+
+    fn on_event(&mut self, ev: &Event) {
+        self.on_readable(ev.token().0);
+    }
+
+    fn free_closed(&mut self) {
+        for key in self.closing.drain(..) {
+            self.socks.remove(key);
+        }
+    }
+}
+
+impl Worker {
+    // ----- opening -------------------------------------------------------
+
+    /// Opens every socket of this thread and sends each its proving
+    /// datagram.
     fn open_all(&mut self, now: Instant) {
-        for i in 0..self.share.ids.len() {
-            let id = self.share.ids[i];
+        for i in 0..self.core.share.ids.len() {
+            let id = self.core.share.ids[i];
             match self.open(id, now) {
                 Ok(key) => {
-                    self.unproven += 1;
+                    self.core.unproven += 1;
                     self.send(key, 0, 0, now);
                 }
-                Err(e) => self.failed_unproven(None, id, ErrorKind::of_connect(&e), &e),
+                Err(e) => {
+                    debug!("udp connection {id}: failed before its first echo: {e}");
+                    self.core.count_failed(ErrorKind::of_connect(&e), &e);
+                }
             }
         }
     }
 
     fn open(&mut self, id: usize, now: Instant) -> io::Result<usize> {
-        let cfg = &self.sh.cfg;
-        let local = match limits::source_for(id, cfg.connections, self.sh.sources) {
+        let cfg = &self.core.sh.cfg;
+        let local = match limits::source_for(id, cfg.connections, self.core.sh.sources) {
             Some(ip) => SocketAddr::new(ip, 0),
             None if cfg.addr.is_ipv4() => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
             None => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
@@ -169,7 +205,8 @@ impl Worker<'_> {
         let entry = self.socks.vacant_entry();
         // Read interest only: a datagram send either goes out whole or
         // fails at once, so there is never a partial write to resume.
-        self.poll
+        self.core
+            .poll
             .registry()
             .register(&mut socket, Token(entry.key()), Interest::READABLE)?;
         let lanes = (0..self.depth)
@@ -192,109 +229,11 @@ impl Worker<'_> {
         Ok(key)
     }
 
-    fn advance(&mut self, now: Instant) {
-        if now >= self.last_sweep + TICK {
-            self.last_sweep = now;
-            self.sweep(now);
-            self.free_closed();
-        }
-        match self.phase {
-            Phase::Opening => {
-                if self.unproven == 0 {
-                    // window_start still holds the thread's start time here.
-                    self.stats.open_secs = (now - self.window_start).as_secs_f64();
-                    self.sh.live.thread_settled();
-                    self.phase = Phase::Settling;
-                }
-            }
-            Phase::Settling => {
-                if self.sh.live.settled_threads() >= self.sh.cfg.threads {
-                    self.start_run(now);
-                }
-            }
-            Phase::Running => {
-                let quota_met = self
-                    .share
-                    .quota
-                    .is_some_and(|q| self.window_kept() >= q && self.waiting == 0);
-                let time_up = self.window_end.is_some_and(|e| now >= e);
-                if time_up || quota_met || self.socks.is_empty() || self.sh.live.stop_requested() {
-                    self.end_window(now);
-                }
-            }
-            Phase::Draining { until } => {
-                if self.waiting == 0 || now >= until {
-                    self.phase = if self.sh.cfg.hold.is_zero() || self.socks.is_empty() {
-                        Phase::Done
-                    } else {
-                        Phase::Holding {
-                            until: now + self.sh.cfg.hold,
-                        }
-                    };
-                }
-            }
-            Phase::Holding { until } => {
-                if now >= until || self.socks.is_empty() || self.sh.live.stop_requested() {
-                    self.phase = Phase::Done;
-                }
-            }
-            Phase::Done => {}
-        }
-    }
-
-    fn start_run(&mut self, now: Instant) {
-        self.window_start = now + self.sh.cfg.warmup;
-        self.window_end = match self.sh.cfg.stop {
-            super::StopAt::Duration(d) => Some(self.window_start + d),
-            super::StopAt::Requests(_) => None,
-        };
-        self.phase = Phase::Running;
-        let keys: Vec<usize> = self.socks.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            for lane in 0..self.depth as usize {
-                let seq = self.socks[key].lanes[lane].seq + self.depth;
-                self.send_if_allowed(key, lane, seq, now);
-            }
-        }
-    }
-
-    /// Closes the window. Datagrams still awaited are counted with their
-    /// age so far (see [`Stats::record_outstanding`]); they are not
-    /// errors, and since a lane gives its datagram up as lost after
-    /// [`LOSS_TIMEOUT`], none is older than that (plus one sweep).
-    fn end_window(&mut self, now: Instant) {
-        self.stats.window_secs = now
-            .saturating_duration_since(self.window_start)
-            .as_secs_f64();
-        let start = self.window_start;
-        for (_, s) in self.socks.iter().filter(|(_, s)| !s.dead) {
-            for l in s.lanes.iter().filter(|l| l.waiting) {
-                let age = now.saturating_duration_since(l.sent_at).as_nanos() as u64;
-                self.stats.record_outstanding(age, l.sent_at >= start);
-            }
-        }
-        self.phase = Phase::Draining {
-            until: now + LOSS_TIMEOUT,
-        };
-    }
-
-    fn timeout(&self, now: Instant) -> Duration {
-        let t = match self.phase {
-            Phase::Settling => Duration::from_millis(2),
-            Phase::Running => self
-                .window_end
-                .map_or(TICK, |e| e.saturating_duration_since(now)),
-            Phase::Draining { until } | Phase::Holding { until } => {
-                until.saturating_duration_since(now)
-            }
-            _ => TICK,
-        };
-        t.min(TICK)
-    }
+    // ----- losses --------------------------------------------------------
 
     /// Finds lanes whose datagram is overdue: lost (or, before the socket
     /// is proven, resent until the connect timeout).
-    fn sweep(&mut self, now: Instant) {
+    fn sweep_lanes(&mut self, now: Instant) {
         let keys: Vec<(usize, usize)> = self
             .socks
             .iter()
@@ -315,20 +254,19 @@ impl Worker<'_> {
             l.waiting = false;
             self.waiting -= 1;
             if !s.proven {
-                if now >= s.opened_at + self.sh.cfg.timeout {
+                if now >= s.opened_at + self.core.sh.cfg.timeout {
                     let e = io::Error::new(
                         io::ErrorKind::TimedOut,
                         "no echo within the connect timeout",
                     );
-                    let id = s.id;
-                    self.failed_unproven(Some(key), id, ErrorKind::ConnectTimeout, &e);
+                    self.failed_unproven(key, ErrorKind::ConnectTimeout, &e);
                 } else {
                     self.send(key, 0, 0, now);
                 }
                 continue;
             }
-            if self.phase == Phase::Running && l.sent_at >= self.window_start {
-                self.stats.udp_lost += 1;
+            if self.core.measuring() && l.sent_at >= self.core.window.start {
+                self.core.stats.udp_lost += 1;
             }
             let next = l.seq + self.depth;
             self.send_if_allowed(key, lane, next, now);
@@ -339,22 +277,16 @@ impl Worker<'_> {
     /// echoes, so a lost datagram does not use up the count: another one
     /// is sent in its place.
     fn window_kept(&self) -> u64 {
-        self.window_issued - self.stats.udp_lost
+        self.core.window.issued - self.core.stats.udp_lost
     }
 
-    fn may_issue(&self, now: Instant) -> bool {
-        self.phase == Phase::Running
-            && self
-                .share
-                .quota
-                .is_none_or(|q| now < self.window_start || self.window_kept() < q)
-    }
+    // ----- sending -------------------------------------------------------
 
     fn send_if_allowed(&mut self, key: usize, lane: usize, seq: u64, now: Instant) {
-        if self.may_issue(now) {
-            if now >= self.window_start {
-                self.window_issued += 1;
-                self.stats.udp_sent += 1;
+        if self.core.may_issue(now, self.window_kept()) {
+            if now >= self.core.window.start {
+                self.core.window.issued += 1;
+                self.core.stats.udp_sent += 1;
             }
             self.send(key, lane, seq, now);
         }
@@ -366,7 +298,7 @@ impl Worker<'_> {
         let s = &mut self.socks[key];
         self.wbuf[..UDP_HEADER].copy_from_slice(&seq.to_le_bytes());
         let body = self.size - UDP_HEADER;
-        self.wbuf[UDP_HEADER..].copy_from_slice(self.sh.pattern.slice(
+        self.wbuf[UDP_HEADER..].copy_from_slice(self.core.sh.pattern.slice(
             s.start,
             seq * self.size as u64,
             body,
@@ -380,12 +312,11 @@ impl Worker<'_> {
             Ok(_) => {}
             // Dropped before it left; the loss timeout will account for it.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => {
-                let id = s.id;
-                self.socket_error(key, id, &e);
-            }
+            Err(e) => self.socket_error(key, &e),
         }
     }
+
+    // ----- receiving -----------------------------------------------------
 
     fn on_readable(&mut self, key: usize) {
         let now = Instant::now();
@@ -403,136 +334,119 @@ impl Worker<'_> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    let id = s.id;
-                    self.socket_error(key, id, &e);
+                    self.socket_error(key, &e);
                     return;
                 }
             };
-            let got = &self.rbuf[..n];
-            let seq = if n >= UDP_HEADER {
-                let mut b = [0u8; UDP_HEADER];
-                b.copy_from_slice(&got[..UDP_HEADER]);
-                u64::from_le_bytes(b)
-            } else {
-                u64::MAX
-            };
-            let lane = (seq % self.depth) as usize;
-            let current = s.lanes[lane].waiting && s.lanes[lane].seq == seq;
-            let intact = n == self.size
-                && self
-                    .sh
-                    .pattern
-                    .check(
-                        s.start,
-                        seq.wrapping_mul(self.size as u64),
-                        &got[UDP_HEADER..],
-                    )
-                    .is_none();
-            if !intact {
-                warn!(
-                    "udp connection {}: echoed datagram of {n} bytes is not the one sent",
-                    s.id
-                );
-                self.stats.error(ErrorKind::Mismatch);
-                let id = s.id;
-                if s.proven {
-                    s.dead = true;
-                    self.closing.push(key);
-                    self.waiting -= s.lanes.iter().filter(|l| l.waiting).count() as u64;
-                } else {
-                    let e = io::Error::other("mismatch");
-                    self.failed_unproven(Some(key), id, ErrorKind::Mismatch, &e);
-                    // failed_unproven counted the mismatch a second time.
-                    self.stats.errors[ErrorKind::Mismatch as usize] -= 1;
-                }
+            if !self.on_datagram(key, n, now) {
                 return;
             }
-            if !current {
-                if self.phase == Phase::Running {
-                    self.stats.udp_late += 1;
-                }
-                continue;
-            }
-            let sent_at = s.lanes[lane].sent_at;
-            s.lanes[lane].waiting = false;
-            self.waiting -= 1;
-            if !s.proven {
-                s.proven = true;
-                self.unproven -= 1;
-                self.stats.established += 1;
-                continue;
-            }
-            self.completed_any += 1;
-            if self.phase == Phase::Running && sent_at >= self.window_start {
-                let ns = now.saturating_duration_since(sent_at).as_nanos() as u64;
-                self.stats.record_latency(ns);
-                self.stats.messages += 1;
-                self.stats.bytes += self.size as u64;
-            }
-            self.send_if_allowed(key, lane, seq + self.depth, now);
         }
     }
 
-    fn socket_error(&mut self, key: usize, id: usize, e: &io::Error) {
-        let Some(s) = self.socks.get_mut(key) else {
+    /// The datagram of `n` bytes just read into `rbuf` on `key`: checked,
+    /// matched to its lane, and answered with the lane's next one. Returns
+    /// false if the socket failed on it.
+    fn on_datagram(&mut self, key: usize, n: usize, now: Instant) -> bool {
+        let s = &mut self.socks[key];
+        let got = &self.rbuf[..n];
+        let seq = match got.first_chunk::<UDP_HEADER>() {
+            Some(header) => u64::from_le_bytes(*header),
+            None => u64::MAX,
+        };
+        let pattern = &self.core.sh.pattern;
+        let offset = seq.wrapping_mul(self.size as u64);
+        if n != self.size || pattern.check(s.start, offset, &got[UDP_HEADER..]).is_some() {
+            self.mismatch(key, n);
+            return false;
+        }
+        let lane = (seq % self.depth) as usize;
+        let l = &mut s.lanes[lane];
+        if !(l.waiting && l.seq == seq) {
+            // Given up as lost already, or a duplicate.
+            if self.core.measuring() {
+                self.core.stats.udp_late += 1;
+            }
+            return true;
+        }
+        l.waiting = false;
+        self.waiting -= 1;
+        if !s.proven {
+            s.proven = true;
+            self.core.unproven -= 1;
+            self.core.stats.established += 1;
+            return true;
+        }
+        self.core.completed_any += 1;
+        if self.core.measuring() && l.sent_at >= self.core.window.start {
+            let ns = now.saturating_duration_since(l.sent_at).as_nanos() as u64;
+            self.core.stats.record_latency(ns);
+            self.core.stats.messages += 1;
+            self.core.stats.bytes += self.size as u64;
+        }
+        self.send_if_allowed(key, lane, seq + self.depth, now);
+        true
+    }
+
+    // ----- failures ------------------------------------------------------
+
+    /// The echo of `n` bytes on `key` is not the datagram sent: always a
+    /// mismatch, on a proven socket or on its first echo.
+    fn mismatch(&mut self, key: usize, n: usize) {
+        let s = &self.socks[key];
+        warn!(
+            "udp connection {}: echoed datagram of {n} bytes is not the one sent",
+            s.id
+        );
+        if s.proven {
+            self.core.stats.error(ErrorKind::Mismatch);
+            self.kill(key);
+        } else {
+            let e = io::Error::other("mismatch");
+            self.failed_unproven(key, ErrorKind::Mismatch, &e);
+        }
+    }
+
+    /// A send or receive on `key` failed with `e`.
+    fn socket_error(&mut self, key: usize, e: &io::Error) {
+        let Some(s) = self.socks.get(key) else {
             return;
         };
         if s.dead {
             return;
         }
         if !s.proven {
-            self.failed_unproven(Some(key), id, ErrorKind::of_connect(e), e);
+            self.failed_unproven(key, ErrorKind::of_connect(e), e);
             return;
         }
-        debug!("udp connection {id}: {e}");
-        s.dead = true;
-        self.waiting -= s.lanes.iter().filter(|l| l.waiting).count() as u64;
-        self.closing.push(key);
+        debug!("udp connection {}: {e}", s.id);
+        self.kill(key);
         let kind = match e.kind() {
             io::ErrorKind::ConnectionRefused => ErrorKind::Reset,
             _ => ErrorKind::of_io(e),
         };
-        self.stats.error(kind);
+        self.core.stats.error(kind);
     }
 
-    fn failed_unproven(&mut self, key: Option<usize>, id: usize, kind: ErrorKind, e: &io::Error) {
-        debug!("udp connection {id}: failed before its first echo: {e}");
-        if let Some(key) = key
-            && let Some(s) = self.socks.get_mut(key)
-        {
-            if s.dead {
-                return;
-            }
-            s.dead = true;
-            self.waiting -= s.lanes.iter().filter(|l| l.waiting).count() as u64;
-            self.closing.push(key);
-            self.unproven -= 1;
+    /// A socket that was not proven yet failed: it counts as not
+    /// established.
+    fn failed_unproven(&mut self, key: usize, kind: ErrorKind, e: &io::Error) {
+        let s = &self.socks[key];
+        if s.dead {
+            return;
         }
-        self.stats.failed += 1;
-        self.stats.error(kind);
-        if self.first_error.is_none() {
-            self.first_error = Some(e.to_string());
-        }
+        debug!("udp connection {}: failed before its first echo: {e}", s.id);
+        self.kill(key);
+        self.core.unproven -= 1;
+        self.core.count_failed(kind, e);
     }
 
-    fn free_closed(&mut self) {
-        for key in self.closing.drain(..) {
-            self.socks.remove(key);
-        }
-    }
-
-    fn publish(&mut self) {
-        let live = &self.sh.live;
-        let now = (
-            self.completed_any,
-            self.stats.established,
-            self.stats.failed,
-            self.stats.total_errors(),
-        );
-        super::Live::add(&live.messages, now.0 - self.published.0);
-        super::Live::add(&live.established, now.1 - self.published.1);
-        super::Live::add(&live.failed, now.2 - self.published.2);
-        super::Live::add(&live.errors, now.3 - self.published.3);
-        self.published = now;
+    /// Marks `key` failed: its lanes wait no more, and it is freed after
+    /// the batch.
+    fn kill(&mut self, key: usize) {
+        let s = &mut self.socks[key];
+        s.dead = true;
+        self.waiting -= s.lanes.iter().filter(|l| l.waiting).count() as u64;
+        self.closing.push(key);
     }
 }

@@ -135,21 +135,61 @@ pub fn run(cfg: &Config, live: Arc<Live>) -> Result<Report, BenchError> {
     );
 
     let handles = spawn_threads(&shared)?;
+    let all = join_threads(handles)?;
+    let total = &all.stats;
+    // Not one connection served. Unreachable, unless the server did
+    // answer, with a corrupted echo: that is a mismatch, for the report.
+    if total.established == 0 && total.failed > 0 && total.errors_of(ErrorKind::Mismatch) == 0 {
+        return Err(BenchError::Unreachable {
+            addr: cfg.addr,
+            cause: all
+                .first_error
+                .unwrap_or_else(|| "every connection failed".into()),
+        });
+    }
+    Ok(Report::new(
+        cfg,
+        sources,
+        total,
+        all.req_per_s,
+        all.bytes_per_s,
+    ))
+}
 
-    let mut total = Stats::new();
-    let mut req_per_s = 0.0;
-    let mut bytes_per_s = 0.0;
-    let mut first_error = None;
+/// What one engine thread hands back: its counts and its first connect
+/// error, or the error that stopped it.
+pub(crate) type ThreadResult = io::Result<(Stats, Option<String>)>;
+
+/// The engine threads' results together.
+struct Joined {
+    /// Their counts, merged.
+    stats: Stats,
+    /// The sum of their rates (each over its own window).
+    req_per_s: f64,
+    bytes_per_s: f64,
+    /// The first connect error any of them saw.
+    first_error: Option<String>,
+}
+
+/// Waits for every engine thread and adds up what they counted; an engine
+/// that failed (or panicked) fails the run.
+fn join_threads(handles: Vec<thread::JoinHandle<ThreadResult>>) -> Result<Joined, BenchError> {
+    let mut all = Joined {
+        stats: Stats::new(),
+        req_per_s: 0.0,
+        bytes_per_s: 0.0,
+        first_error: None,
+    };
     let mut engine_error = None;
     for h in handles {
         match h.join() {
             Ok(Ok((stats, err))) => {
                 if stats.window_secs > 0.0 {
-                    req_per_s += stats.messages as f64 / stats.window_secs;
-                    bytes_per_s += stats.bytes as f64 / stats.window_secs;
+                    all.req_per_s += stats.messages as f64 / stats.window_secs;
+                    all.bytes_per_s += stats.bytes as f64 / stats.window_secs;
                 }
-                total.merge(&stats);
-                first_error = first_error.or(err);
+                all.stats.merge(&stats);
+                all.first_error = all.first_error.or(err);
             }
             Ok(Err(e)) => engine_error = Some(BenchError::Io(e)),
             Err(_) => {
@@ -157,23 +197,11 @@ pub fn run(cfg: &Config, live: Arc<Live>) -> Result<Report, BenchError> {
             }
         }
     }
-    if let Some(e) = engine_error {
-        return Err(e);
+    match engine_error {
+        Some(e) => Err(e),
+        None => Ok(all),
     }
-    // Not one connection served. Unreachable, unless the server did
-    // answer, with a corrupted echo: that is a mismatch, for the report.
-    if total.established == 0 && total.failed > 0 && total.errors_of(ErrorKind::Mismatch) == 0 {
-        return Err(BenchError::Unreachable {
-            addr: cfg.addr,
-            cause: first_error.unwrap_or_else(|| "every connection failed".into()),
-        });
-    }
-    Ok(Report::new(cfg, sources, &total, req_per_s, bytes_per_s))
 }
-
-/// What one engine thread hands back: its counts and its first connect
-/// error, or the error that stopped it.
-type ThreadResult = io::Result<(Stats, Option<String>)>;
 
 /// Starts one engine thread per `--threads`, each on its share.
 fn spawn_threads(

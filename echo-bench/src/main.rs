@@ -102,22 +102,13 @@ fn spawn_progress(
     done: Arc<AtomicBool>,
     interrupted: Arc<AtomicBool>,
 ) -> Option<thread::JoinHandle<()>> {
-    let tty = std::io::stderr().is_terminal();
     let requested = cfg.connections;
+    let bar = std::io::stderr().is_terminal().then(spinner);
     thread::Builder::new()
         .name("progress".into())
         .spawn(move || {
             let started = Instant::now();
-            let bar = tty.then(|| {
-                let bar = ProgressBar::new_spinner();
-                bar.set_style(
-                    ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                );
-                bar
-            });
-            let (mut last_msgs, mut last_t) = (0u64, Instant::now());
-            let mut last_plain = Instant::now();
+            let (mut last_msgs, mut last_t, mut last_plain) = (0u64, started, started);
             while !done.load(Ordering::Relaxed) {
                 thread::sleep(PROGRESS_REDRAW);
                 if interrupted.load(Ordering::Relaxed) && !live.stop_requested() {
@@ -127,14 +118,7 @@ fn spawn_progress(
                 let now = Instant::now();
                 let rate = (msgs - last_msgs) as f64 / (now - last_t).as_secs_f64().max(1e-9);
                 (last_msgs, last_t) = (msgs, now);
-                let line = format!(
-                    "{:.0} req/s  connections {}/{} (failed {})  errors {}",
-                    rate,
-                    Live::get(&live.established),
-                    requested,
-                    Live::get(&live.failed),
-                    Live::get(&live.errors)
-                );
+                let line = progress_line(&live, requested, rate);
                 match &bar {
                     Some(bar) => {
                         bar.set_message(line);
@@ -152,4 +136,27 @@ fn spawn_progress(
             }
         })
         .ok()
+}
+
+/// The spinner the progress line is drawn with on a terminal.
+fn spinner() -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar
+}
+
+/// The progress line's text: the rate since the last line, connections
+/// and errors so far.
+fn progress_line(live: &Live, requested: usize, rate: f64) -> String {
+    format!(
+        "{:.0} req/s  connections {}/{} (failed {})  errors {}",
+        rate,
+        Live::get(&live.established),
+        requested,
+        Live::get(&live.failed),
+        Live::get(&live.errors)
+    )
 }

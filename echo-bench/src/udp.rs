@@ -18,12 +18,12 @@
 //! every socket is opened at once, and the drain after the window lasts
 //! one [`LOSS_TIMEOUT`].
 
-use crate::Shared;
 use crate::config::UDP_HEADER;
 use crate::engine::{self, Core, Engine, Share};
 use crate::limits;
 use crate::pattern::Pattern;
-use crate::stats::{ErrorKind, Stats};
+use crate::stats::ErrorKind;
+use crate::{Shared, ThreadResult};
 use log::{debug, warn};
 use mio::event::Event;
 use mio::net::UdpSocket;
@@ -80,7 +80,7 @@ struct Worker {
 }
 
 /// Runs one thread's share of a UDP run.
-pub(crate) fn run_thread(sh: Arc<Shared>, share: Share) -> io::Result<(Stats, Option<String>)> {
+pub(crate) fn run_thread(sh: Arc<Shared>, share: Share) -> ThreadResult {
     let (size, depth) = (sh.cfg.size, sh.cfg.depth as u64);
     let mut w = Worker {
         socks: Slab::with_capacity(share.ids.len()),
@@ -142,9 +142,9 @@ impl Engine for Worker {
     }
 
     /// Datagrams still awaited are counted with their age so far (see
-    /// [`Stats::record_outstanding`]); they are not errors, and since a
-    /// lane gives its datagram up as lost after [`LOSS_TIMEOUT`], none is
-    /// older than that (plus one sweep).
+    /// [`crate::stats::Stats::record_outstanding`]); they are not errors,
+    /// and since a lane gives its datagram up as lost after
+    /// [`LOSS_TIMEOUT`], none is older than that (plus one sweep).
     fn close_window(&mut self, now: Instant) {
         let start = self.core.window.start;
         for (_, s) in self.socks.iter().filter(|(_, s)| !s.dead) {

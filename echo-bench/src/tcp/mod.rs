@@ -24,10 +24,10 @@ mod conn;
 mod open;
 mod open_loop;
 
-use crate::Shared;
 use crate::engine::{self, Core, Engine, Phase, Share};
 use crate::pattern::MAX_SPAN;
-use crate::stats::{ErrorKind, Stats};
+use crate::stats::ErrorKind;
+use crate::{Shared, ThreadResult};
 use conn::{Conn, ConnState, check_echo};
 use log::{debug, warn};
 use mio::event::Event;
@@ -70,7 +70,7 @@ struct Worker {
 }
 
 /// Runs one thread's share of a TCP run to the end and returns its counts.
-pub(crate) fn run_thread(sh: Arc<Shared>, share: Share) -> io::Result<(Stats, Option<String>)> {
+pub(crate) fn run_thread(sh: Arc<Shared>, share: Share) -> ThreadResult {
     let (size, depth) = (sh.cfg.size as u64, sh.cfg.depth as u64);
     let mut w = Worker {
         conns: Slab::with_capacity(share.ids.len()),
@@ -206,7 +206,7 @@ impl Worker {
     // ----- the end of the window -----------------------------------------
 
     /// Counts every echo still due as the window closes, with its age so
-    /// far (see [`Stats::record_outstanding`]).
+    /// far (see [`crate::stats::Stats::record_outstanding`]).
     fn record_outstanding(&mut self, now: Instant) {
         let (size, depth, start) = (self.size, self.depth, self.core.window.start);
         let schedule = self.open_loop.as_ref().map(|ol| &ol.schedule);

@@ -1,7 +1,9 @@
 //! `echo-bench`, the stress client of echo-reactor: many concurrent
 //! connections on mio, every echoed byte checked, latencies in an HDR
 //! histogram. The binary (`src/main.rs`) only parses flags and prints;
-//! tests and benches call [`run`] directly.
+//! tests and benches call [`run`] directly. It is a package of its own in
+//! the echo-reactor workspace (`echo-bench/`), so that the server's
+//! dependencies stay free of what only the client needs.
 //!
 //! # Layout
 //!
@@ -11,9 +13,9 @@
 //! | [`config`] | validate a whole request up front, one error line per problem |
 //! | [`pattern`] | a deterministic byte stream per connection: zero-copy sends, `memcmp` checks |
 //! | [`limits`] | descriptor and ephemeral-port limits of a client with 19,000 sockets |
-//! | `engine` | one run skeleton for both transports: the phases of a thread, its poll loop, the window |
-//! | `tcp` | the client-side event loop: non-blocking connects, edge-triggered reads and writes |
-//! | `udp` | the same over datagrams, where loss is counted, not fatal |
+//! | `engine.rs` | one run skeleton for both transports: a thread's phases (opening, settling, running, draining, holding), its poll loop, the window |
+//! | `tcp/` | the client-side event loop: non-blocking connects (`open.rs`), edge-triggered reads and writes (`mod.rs`), the echo check (`conn.rs`), open-loop sending (`open_loop.rs`) |
+//! | `udp.rs` | the same over datagrams, where loss is counted, not fatal |
 //! | [`schedule`] | open loop: a fixed timetable, latency from the due time |
 //! | [`timer`] | a `timerfd` in the poll set: wake-ups finer than epoll's milliseconds |
 //! | [`stats`] | per-thread counts with no sharing on the hot path, merged at the end |

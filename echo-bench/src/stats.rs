@@ -3,7 +3,7 @@
 //! Every thread owns its own [`Stats`], touched only by that thread, so the
 //! hot path takes no lock and shares no cache line; the threads hand their
 //! `Stats` back when they finish and [`Stats::merge`] adds them up. Live
-//! numbers for the progress line travel separately, through [`super::live`].
+//! numbers for the progress line travel separately, through [`crate::live`].
 
 use hdrhistogram::Histogram;
 use std::io;

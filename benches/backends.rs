@@ -14,7 +14,6 @@
 //! cargo bench --bench backends --no-run     # build first, at low priority
 //! cargo bench --bench backends              # ~6 min; writes docs/backends.{md,svg}
 //! cargo bench --bench backends -- --quick   # ~1 min smoke run into target/backends-quick/
-//! cargo bench --bench backends -- --replot  # redraw docs/backends.svg from docs/backends.md
 //! ```
 //!
 //! What to expect, and why: epoll's `epoll_wait` returns only ready
@@ -25,12 +24,15 @@
 
 mod support;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use socket2::{Domain, Socket, Type};
 use support::{
     Load, Measurement, Placement, Series, Server, ServerSpec, Timing, interleave, line_chart,
-    markdown_table, median, proc, thousands,
+    markdown_table, median, thousands,
 };
 
 /// Active ping-pong connections, and their message size.
@@ -40,56 +42,27 @@ const SIZE: usize = 64;
 const IDLE: [usize; 5] = [0, 100, 1_000, 5_000, 15_000];
 /// The backends, in the order they take turns.
 const BACKENDS: [&str; 3] = ["epoll", "poll", "select"];
-/// The server's own descriptors (stdio, listener, pipes, spare) sit below
-/// the connections, so N + ACTIVE + this margin must stay under select's
-/// `FD_SETSIZE`.
+/// select's limit. The server's own descriptors (stdio, listener, pipes,
+/// spare) sit below the connections, so N + ACTIVE + this margin must fit.
+const FD_SETSIZE: usize = 1024;
 const SERVER_OWN_FDS: usize = 12;
+/// Source addresses 127.0.0.1 ..= 127.0.0.N for the idle connections.
+const IDLE_SOURCES: usize = 8;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    if std::env::args().any(|a| a == "--replot") {
-        replot(Path::new("docs"));
-        return;
-    }
     let out = if quick {
         PathBuf::from("target/backends-quick")
     } else {
         PathBuf::from("docs")
     };
     std::fs::create_dir_all(&out).expect("create the output directory");
-    let _ = echo_reactor::bench::raise_nofile_limit();
+    let _ = echo_bench::raise_nofile_limit();
     let placement = Placement::detect();
     if let Some(cpu) = placement.client_cpu {
         support::pin_current_thread(cpu);
     }
-    let (rounds, timing, idle) = plan(quick);
-    eprintln!(
-        "backends: {} idle counts x {} backends x {rounds} round(s); {}",
-        idle.len(),
-        BACKENDS.len(),
-        placement.describe()
-    );
-    let started = std::time::Instant::now();
-    // results[n][backend][round]; None where the backend cannot run it.
-    let results: Vec<Vec<Vec<Option<Measurement>>>> = idle
-        .iter()
-        .map(|&n| measure_with_idle(n, rounds, timing, &placement))
-        .collect();
-    let elapsed = started.elapsed();
-    let md = report(idle, &results, rounds, timing, &placement, quick, elapsed);
-    support::write_generated(&out.join("backends.md"), "backends", "Backends", &md);
-    plot(&out.join("backends.svg"), idle, &cpu_per_echo(&results));
-    eprintln!(
-        "wrote {} and {} in {:.0?}",
-        out.join("backends.md").display(),
-        out.join("backends.svg").display(),
-        elapsed
-    );
-}
-
-/// Rounds, timing and idle counts of a full or a `--quick` run.
-fn plan(quick: bool) -> (usize, Timing, &'static [usize]) {
-    if quick {
+    let (rounds, timing, idle): (usize, Timing, &[usize]) = if quick {
         let t = Timing {
             warmup: Duration::from_millis(200),
             window: Duration::from_secs(1),
@@ -101,55 +74,115 @@ fn plan(quick: bool) -> (usize, Timing, &'static [usize]) {
             window: Duration::from_secs(3),
         };
         (3, t, &IDLE)
+    };
+    let specs: Vec<ServerSpec> = BACKENDS
+        .iter()
+        .map(|b| ServerSpec::new(b, env!("CARGO_BIN_EXE_echo-reactor"), &["--backend", b]))
+        .collect();
+    eprintln!(
+        "backends: {} idle counts x {} backends x {rounds} round(s); {}",
+        idle.len(),
+        BACKENDS.len(),
+        placement.describe()
+    );
+    let started = std::time::Instant::now();
+    // results[n][backend][round]; None where the backend cannot run it.
+    let mut results: Vec<Vec<Vec<Option<Measurement>>>> = Vec::new();
+    for &n in idle {
+        eprintln!("  {n} idle ...");
+        let runs = interleave(rounds, specs.len(), |b, _round| {
+            if BACKENDS[b] == "select" && n + ACTIVE + SERVER_OWN_FDS > FD_SETSIZE {
+                return None;
+            }
+            let server = Server::start(&specs[b], placement.server_cpu);
+            let idle_conns = open_idle(server.addr(), n);
+            let m = support::measure(
+                &server,
+                &[Load::ping_pong(ACTIVE, SIZE)],
+                timing,
+                placement.client_cpu,
+            );
+            drop(idle_conns);
+            server.stop();
+            if m.errors() > 0 {
+                eprintln!("    {}: {} client errors", BACKENDS[b], m.errors());
+            }
+            eprintln!(
+                "    {:6} {:>8.0} req/s  {:6.2} us CPU/echo",
+                BACKENDS[b],
+                m.total_req_per_sec(),
+                m.cpu_per_1000() * 1000.0
+            );
+            Some(m)
+        });
+        results.push(runs);
     }
+    let elapsed = started.elapsed();
+    let md = report(idle, &results, rounds, timing, &placement, quick, elapsed);
+    support::write_generated(&out.join("backends.md"), "backends", "Backends", &md);
+    plot(&out.join("backends.svg"), idle, &results);
+    eprintln!(
+        "wrote {} and {} in {:.0?}",
+        out.join("backends.md").display(),
+        out.join("backends.svg").display(),
+        elapsed
+    );
 }
 
-/// Whether select can serve `idle` idle connections beside the active ones.
-fn select_can_serve(idle: usize) -> bool {
-    idle + ACTIVE + SERVER_OWN_FDS <= libc::FD_SETSIZE
-}
-
-/// Every backend with `n` idle connections open, `rounds` times,
-/// interleaved; `[backend][round]`, `None` where select cannot serve them.
-fn measure_with_idle(
-    n: usize,
-    rounds: usize,
-    timing: Timing,
-    placement: &Placement,
-) -> Vec<Vec<Option<Measurement>>> {
-    eprintln!("  {n} idle ...");
-    interleave(rounds, BACKENDS.len(), |b, _round| {
-        let backend = BACKENDS[b];
-        if backend == "select" && !select_can_serve(n) {
-            return None;
-        }
-        let spec = ServerSpec::new(
-            backend,
-            env!("CARGO_BIN_EXE_echo-reactor"),
-            &["--backend", backend],
-        );
-        let server = Server::start(&spec, placement.server_cpu);
-        let idle = proc::open_idle(server.addr(), n);
-        let load = [Load::ping_pong(ACTIVE, SIZE)];
-        let m = support::measure(&server, &load, timing, placement.client_cpu);
-        drop(idle);
-        server.stop();
-        if m.errors() > 0 {
-            eprintln!("    {backend}: {} client errors", m.errors());
-        }
-        eprintln!(
-            "    {backend:6} {:>8.0} req/s  {:6.2} us CPU/echo",
-            m.total_req_per_sec(),
-            m.cpu_per_1000() * 1000.0
-        );
-        Some(m)
-    })
+/// Opens `n` connections from this process and has each echo one byte, so
+/// the server has accepted and registered every one before the
+/// measurement; then they stay silent.
+fn open_idle(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        let src: SocketAddr = format!("127.0.0.{}:0", i % IDLE_SOURCES + 1)
+            .parse()
+            .expect("source address");
+        socket.bind(&src.into()).expect("bind an idle client");
+        socket
+            .connect(&addr.into())
+            .expect("connect an idle client");
+        conns.push(TcpStream::from(socket));
+    }
+    for c in &mut conns {
+        c.write_all(b"i").expect("write to an idle connection");
+    }
+    for c in &mut conns {
+        let mut b = [0u8; 1];
+        c.read_exact(&mut b).expect("echo on an idle connection");
+    }
+    conns
 }
 
 /// Median of `f` over the rounds that ran.
 fn med(runs: &[Option<Measurement>], f: impl Fn(&Measurement) -> f64) -> f64 {
     let ran: Vec<&Measurement> = runs.iter().flatten().collect();
     median(&ran, |m| f(m))
+}
+
+/// Today's date (UTC) and the machine; `cpus` comes from the placement,
+/// taken before this process pinned itself to one CPU.
+fn machine(cpus: usize) -> (String, String) {
+    let run = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let date = run("date", &["-u", "+%Y-%m-%d"]);
+    let kernel = run("uname", &["-r"]);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    (date, format!("{cpus} CPUs ({cpu}), Linux {kernel}"))
 }
 
 fn report(
@@ -161,7 +194,7 @@ fn report(
     quick: bool,
     elapsed: Duration,
 ) -> String {
-    let (date, machine) = (proc::utc_now("%F"), proc::machine());
+    let (date, machine) = machine(placement.cpus);
     let mut s = String::new();
     s.push_str(&format!(
         "Generated by `cargo bench --bench backends{}` on {date}; {machine}; {}. \
@@ -192,7 +225,7 @@ fn report(
                     thousands(n as f64),
                     name.to_string(),
                     "—".into(),
-                    format!("— (past FD_SETSIZE = {})", libc::FD_SETSIZE),
+                    format!("— (past FD_SETSIZE = {FD_SETSIZE})"),
                     "—".into(),
                 ]);
                 continue;
@@ -211,84 +244,19 @@ fn report(
     s
 }
 
-/// Server CPU per echo in µs, the median over rounds: `[backend][n]`,
-/// NaN where a backend did not run.
-fn cpu_per_echo(results: &[Vec<Vec<Option<Measurement>>>]) -> Vec<Vec<f64>> {
-    (0..BACKENDS.len())
-        .map(|b| {
-            results
-                .iter()
-                .map(|per_n| med(&per_n[b], |m| m.cpu_per_1000() * 1000.0))
-                .collect()
-        })
-        .collect()
-}
-
-/// Redraws `DIR/backends.svg` from the table of the last run in
-/// `DIR/backends.md`, without measuring anything: for a change to the plot
-/// alone, on a machine too busy to measure.
-fn replot(dir: &Path) {
-    let md_path = dir.join("backends.md");
-    let table = support::read_generated(&md_path, "backends")
-        .unwrap_or_else(|| panic!("no generated table in {}", md_path.display()));
-    let (idle, cpu_us) = parse_table(&table);
-    let svg = dir.join("backends.svg");
-    plot(&svg, &idle, &cpu_us);
-    eprintln!(
-        "redrew {} from the figures in {}",
-        svg.display(),
-        md_path.display()
-    );
-}
-
-/// The idle counts of the generated table, and per backend the column
-/// "server CPU µs / echo" (NaN where the backend could not run).
-fn parse_table(table: &str) -> (Vec<usize>, Vec<Vec<f64>>) {
-    let mut idle: Vec<usize> = Vec::new();
-    let mut cpu_us = vec![Vec::new(); BACKENDS.len()];
-    for line in table.lines() {
-        let cells: Vec<&str> = line
-            .trim()
-            .trim_matches('|')
-            .split('|')
-            .map(str::trim)
-            .collect();
-        // Data rows only: the header and the alignment row have no count.
-        let Some(n) = cells.first().and_then(|c| c.replace(',', "").parse().ok()) else {
-            continue;
-        };
-        let b = BACKENDS
-            .iter()
-            .position(|name| cells.get(1) == Some(name))
-            .unwrap_or_else(|| panic!("no backend in row {line:?}"));
-        if idle.last() != Some(&n) {
-            idle.push(n);
-        }
-        let us = cells.get(3).and_then(|c| c.parse().ok());
-        cpu_us[b].push(us.unwrap_or(f64::NAN));
-    }
-    assert!(
-        !idle.is_empty() && cpu_us.iter().all(|v| v.len() == idle.len()),
-        "the table does not have one row per backend and idle count:\n{table}"
-    );
-    (idle, cpu_us)
-}
-
-/// The plot: server CPU per echo (`cpu_us[backend][n]`) against the
-/// connections open.
-fn plot(path: &Path, idle: &[usize], cpu_us: &[Vec<f64>]) {
+fn plot(path: &Path, idle: &[usize], results: &[Vec<Vec<Option<Measurement>>>]) {
     // A log axis has no zero: plot against all connections open (idle plus
     // the active ones), which is what poll and select actually scan.
     let x: Vec<f64> = idle.iter().map(|&n| (n + ACTIVE) as f64).collect();
     let series: Vec<Series> = BACKENDS
         .iter()
-        .zip(cpu_us)
-        .map(|(&name, values)| Series {
-            name: match name {
-                "select" => format!("select (to {} fds)", thousands(libc::FD_SETSIZE as f64)),
-                _ => name.to_string(),
-            },
-            values: values.clone(),
+        .enumerate()
+        .map(|(b, name)| Series {
+            name: name.to_string(),
+            values: results
+                .iter()
+                .map(|per_n| med(&per_n[b], |m| m.cpu_per_1000() * 1000.0))
+                .collect(),
         })
         .collect();
     line_chart(

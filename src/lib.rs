@@ -95,9 +95,6 @@
 )]
 
 mod addr;
-#[doc(hidden)]
-#[allow(missing_docs, missing_debug_implementations)]
-pub mod bench;
 mod budget;
 mod config;
 mod connection;

@@ -415,7 +415,7 @@ on_every_backend! {
 fn select_refuses_descriptors_past_fd_setsize_and_keeps_serving() {
     const FD_SETSIZE: usize = 1024;
     // This process holds the ~1,100 client ends.
-    echo_reactor::bench::raise_nofile_limit().expect("raise RLIMIT_NOFILE");
+    echo_bench::raise_nofile_limit().expect("raise RLIMIT_NOFILE");
     let mut server = Server::spawn(&["--backend", "select", "--stats-interval", "0.2"]);
     let mut served = Vec::new();
     let mut refused = 0u64;

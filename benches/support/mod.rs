@@ -11,7 +11,7 @@
 //! | [`Placement::detect`] | server on CPU 0, client on CPU 1 when there are two CPUs; says so when not |
 //! | [`build_examples`] | builds example servers in release and returns their paths |
 //! | [`ServerSpec`], [`Server::start`] | spawn a server binary pinned to a CPU, learn its address from `listening on tcp://ADDR` |
-//! | [`Load`], [`Timing`], [`measure`] | drive a server with `echo_reactor::bench` (in process, pinned), sample its CPU over the measured window |
+//! | [`Load`], [`Timing`], [`measure`] | drive a server with `echo_bench` (in process, pinned), sample its CPU over the measured window |
 //! | [`Measurement`] | req/s, p50/p99 per load; server CPU per 1,000 echoes and busy share |
 //! | [`idle_rss`] | open N idle connections from this process, return the server's RSS growth per connection |
 //! | [`interleave`], [`median`] | rounds A B C, A B C, ...; medians of a field |
@@ -41,7 +41,7 @@ use std::sync::atomic::AtomicU64;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echo_reactor::bench::{Config, Live, Report, StopAt};
+use echo_bench::{Config, Live, Report, StopAt};
 
 // Tests and benches are separate crates; both compile this one file.
 #[path = "../../tests/util/proc.rs"]
@@ -497,7 +497,7 @@ pub fn measure(
                     if background {
                         lower_current_thread_priority();
                     }
-                    echo_reactor::bench::run(&cfg, live)
+                    echo_bench::run(&cfg, live)
                 })
                 .expect("spawn a client thread")
         })
@@ -611,7 +611,7 @@ impl IdleRss {
 /// [`proc::open_idle`], lets them sit idle for `settle`, and reads the
 /// server's RSS. The connections are closed before it returns.
 pub fn idle_rss(server: &Server, connections: usize, settle: Duration) -> IdleRss {
-    let _ = echo_reactor::bench::raise_nofile_limit();
+    let _ = echo_bench::raise_nofile_limit();
     let rss_before_kib = server.rss_kib();
     let idle = proc::open_idle(server.addr(), connections);
     thread::sleep(settle);

@@ -268,6 +268,43 @@ pub fn udp_echo_pausing(after: Duration, pause: Duration) -> SocketAddr {
     addr
 }
 
+/// A UDP echo server that, whenever no datagram has come for `quiet`,
+/// sends every sender seen since the last such time one datagram that is
+/// no echo: a server that goes wrong while the client holds its sockets
+/// idle.
+pub fn udp_echo_then_junk_when_quiet(quiet: Duration) -> SocketAddr {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let addr = sock.local_addr().expect("local_addr");
+    sock.set_read_timeout(Some(quiet))
+        .expect("set_read_timeout");
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        let mut peers = Vec::new();
+        loop {
+            match sock.recv_from(&mut buf) {
+                Ok((len, from)) => {
+                    if !peers.contains(&from) {
+                        peers.push(from);
+                    }
+                    let _ = sock.send_to(&buf[..len], from);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    for peer in peers.drain(..) {
+                        let _ = sock.send_to(b"not an echo", peer);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    });
+    addr
+}
+
 /// An address where nothing listens (a port we bound and released).
 pub fn dead_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");

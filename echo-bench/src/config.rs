@@ -120,14 +120,25 @@ impl Config {
         }
     }
 
-    /// Checks every setting; the error names the flag to fix.
+    /// Checks every setting; the error names the flag to fix (the first
+    /// one, if several are wrong).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |flag: &'static str, why: String| Err(ConfigError { flag, why });
+        self.check_load()?;
+        self.check_threads()?;
+        self.check_rates_and_times()?;
+        if self.transport == Transport::Udp {
+            self.check_udp()?;
+        }
+        self.check_sources()
+    }
+
+    /// Connections, message size and depth.
+    fn check_load(&self) -> Result<(), ConfigError> {
         if self.connections == 0 {
-            return bad("--connections", "must be at least 1".into());
+            return bad("--connections", "must be at least 1");
         }
         if self.size == 0 {
-            return bad("--size", "must be at least 1 byte".into());
+            return bad("--size", "must be at least 1 byte");
         }
         if self.size > MAX_MESSAGE_SIZE {
             return bad(
@@ -136,10 +147,15 @@ impl Config {
             );
         }
         if self.depth == 0 {
-            return bad("--depth", "must be at least 1".into());
+            return bad("--depth", "must be at least 1");
         }
+        Ok(())
+    }
+
+    /// Threads, and the window of opening connections.
+    fn check_threads(&self) -> Result<(), ConfigError> {
         if self.threads == 0 {
-            return bad("--threads", "must be at least 1".into());
+            return bad("--threads", "must be at least 1");
         }
         if self.threads > self.connections {
             return bad(
@@ -151,64 +167,79 @@ impl Config {
             );
         }
         if self.max_connecting == 0 {
-            return bad("--max-connecting", "must be at least 1".into());
-        }
-        if self.connect_rate == Some(0) {
-            return bad("--connect-rate", "must be at least 1 per second".into());
-        }
-        if self.rate == Some(0) {
-            return bad("--rate", "must be at least 1 message per second".into());
-        }
-        if self.timeout.is_zero() {
-            return bad("--timeout", "must be more than 0 seconds".into());
-        }
-        if self.source_ips == Some(0) {
-            return bad("--source-ips", "must be at least 1".into());
-        }
-        match self.stop {
-            StopAt::Duration(d) if d.is_zero() => {
-                return bad("--duration", "must be more than 0 seconds".into());
-            }
-            StopAt::Requests(0) => return bad("--requests", "must be at least 1".into()),
-            _ => {}
-        }
-        if self.transport == Transport::Udp {
-            if self.size < UDP_HEADER {
-                return bad(
-                    "--size",
-                    format!(
-                        "UDP messages carry an {UDP_HEADER}-byte sequence number; use at least {UDP_HEADER}"
-                    ),
-                );
-            }
-            if self.size > MAX_UDP_PAYLOAD {
-                return bad(
-                    "--size",
-                    format!("a UDP datagram holds at most {MAX_UDP_PAYLOAD} bytes"),
-                );
-            }
-            if self.rate.is_some() {
-                return bad("--rate", "open-loop mode is TCP only for now".into());
-            }
-        }
-        let multi_source = self.source_ips.is_some_and(|n| n > 1);
-        if multi_source && !self.addr.ip().is_loopback() {
-            return bad(
-                "--source-ips",
-                "extra source addresses are loopback ones; the target must be loopback too".into(),
-            );
-        }
-        if let Some(n) = self.source_ips
-            && !self.addr.is_ipv4()
-            && n > 1
-        {
-            return bad(
-                "--source-ips",
-                "only IPv4 loopback has 127.0.0.2 and up".into(),
-            );
+            return bad("--max-connecting", "must be at least 1");
         }
         Ok(())
     }
+
+    /// Rates, the timeout, and when the run stops.
+    fn check_rates_and_times(&self) -> Result<(), ConfigError> {
+        if self.connect_rate == Some(0) {
+            return bad("--connect-rate", "must be at least 1 per second");
+        }
+        if self.rate == Some(0) {
+            return bad("--rate", "must be at least 1 message per second");
+        }
+        if self.timeout.is_zero() {
+            return bad("--timeout", "must be more than 0 seconds");
+        }
+        match self.stop {
+            StopAt::Duration(d) if d.is_zero() => bad("--duration", "must be more than 0 seconds"),
+            StopAt::Requests(0) => bad("--requests", "must be at least 1"),
+            _ => Ok(()),
+        }
+    }
+
+    /// What UDP cannot do: datagrams too small for the sequence number or
+    /// too large for UDP, and (for now) open loop.
+    fn check_udp(&self) -> Result<(), ConfigError> {
+        if self.size < UDP_HEADER {
+            return bad(
+                "--size",
+                format!(
+                    "UDP messages carry an {UDP_HEADER}-byte sequence number; use at least {UDP_HEADER}"
+                ),
+            );
+        }
+        if self.size > MAX_UDP_PAYLOAD {
+            return bad(
+                "--size",
+                format!("a UDP datagram holds at most {MAX_UDP_PAYLOAD} bytes"),
+            );
+        }
+        if self.rate.is_some() {
+            return bad("--rate", "open-loop mode is TCP only for now");
+        }
+        Ok(())
+    }
+
+    /// Extra source addresses exist only on IPv4 loopback.
+    fn check_sources(&self) -> Result<(), ConfigError> {
+        let Some(n) = self.source_ips else {
+            return Ok(());
+        };
+        if n == 0 {
+            return bad("--source-ips", "must be at least 1");
+        }
+        if n > 1 && !self.addr.ip().is_loopback() {
+            return bad(
+                "--source-ips",
+                "extra source addresses are loopback ones; the target must be loopback too",
+            );
+        }
+        if n > 1 && !self.addr.is_ipv4() {
+            return bad("--source-ips", "only IPv4 loopback has 127.0.0.2 and up");
+        }
+        Ok(())
+    }
+}
+
+/// The error for `flag`, which cannot work because of `why`.
+fn bad(flag: &'static str, why: impl Into<String>) -> Result<(), ConfigError> {
+    Err(ConfigError {
+        flag,
+        why: why.into(),
+    })
 }
 
 /// The default window of opening connections. Linux clamps every listen
@@ -258,6 +289,29 @@ mod tests {
         let mut c = cfg();
         c.stop = StopAt::Requests(0);
         assert_eq!(c.validate().unwrap_err().flag, "--requests");
+    }
+
+    #[test]
+    fn extra_source_addresses_need_an_ipv4_loopback_target() {
+        let mut c = cfg();
+        c.source_ips = Some(0);
+        assert_eq!(c.validate().unwrap_err().flag, "--source-ips");
+        c.source_ips = Some(2);
+        assert_eq!(c.validate(), Ok(()));
+        c.addr = "[::1]:7007".parse().unwrap();
+        assert_eq!(c.validate().unwrap_err().flag, "--source-ips");
+        c.addr = "10.0.0.1:7007".parse().unwrap();
+        assert_eq!(c.validate().unwrap_err().flag, "--source-ips");
+        c.source_ips = Some(1);
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn more_threads_than_connections_are_refused() {
+        let mut c = cfg();
+        c.connections = 2;
+        c.threads = 3;
+        assert_eq!(c.validate().unwrap_err().flag, "--threads");
     }
 
     #[test]

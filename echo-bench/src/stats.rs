@@ -3,7 +3,7 @@
 //! Every thread owns its own [`Stats`], touched only by that thread, so the
 //! hot path takes no lock and shares no cache line; the threads hand their
 //! `Stats` back when they finish and [`Stats::merge`] adds them up. Live
-//! numbers for the progress line travel separately, through [`super::live`].
+//! numbers for the progress line travel separately, through [`crate::live`].
 
 use hdrhistogram::Histogram;
 use std::io;
@@ -104,6 +104,7 @@ impl ErrorKind {
 }
 
 /// One thread's counts (or, after merging, the whole run's).
+#[derive(Debug)]
 pub struct Stats {
     /// Connections that were proven by their first echo (TCP) or opened (UDP).
     pub established: u64,

@@ -5,8 +5,8 @@
 //! are a few tens of them), throughput in messages per second and in
 //! MB/s (10^6 bytes per second) of payload echoed back, one direction.
 
-use super::config::{Config, Transport};
-use super::stats::{ErrorKind, Stats};
+use crate::config::{Config, Transport};
+use crate::stats::{ErrorKind, Stats};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use std::fmt::Write;

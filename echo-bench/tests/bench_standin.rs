@@ -10,11 +10,11 @@ mod bench_support;
 
 use bench_support::{
     Behaviour, assert_clean, bench, dead_addr, tcp_server, udp_echo, udp_echo_dropping,
-    udp_echo_flipping_last_byte, udp_echo_pausing,
+    udp_echo_flipping_last_byte, udp_echo_pausing, udp_echo_then_junk_when_quiet,
 };
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 // ----- clean runs -----------------------------------------------------------
 
@@ -233,6 +233,29 @@ fn hold_keeps_connections_open_after_the_run() {
             eof - last_echo
         );
     }
+}
+
+#[test]
+fn udp_hold_ends_when_every_socket_is_gone() {
+    // The sockets are to be held open for 30 s after the run. Once the
+    // client has been quiet for 1 s (holding), the server sends each
+    // socket a datagram that is no echo: each fails with a mismatch, and
+    // with no socket left there is nothing to hold, so the run ends then,
+    // as a TCP run does when its last connection is gone.
+    let addr = udp_echo_then_junk_when_quiet(Duration::from_secs(1)).to_string();
+    let started = Instant::now();
+    let run = bench(&[
+        "--udp", "-c", "2", "-n", "100", "--hold", "30", "--json", &addr,
+    ]);
+    let took = started.elapsed();
+    assert_eq!(run.code, Some(1), "stderr:\n{}", run.stderr);
+    let v = run.json();
+    assert_eq!(v["messages"], 100, "{v:#}");
+    assert_eq!(v["errors"]["mismatch"], 2, "{v:#}");
+    assert!(
+        took < Duration::from_secs(15),
+        "the run took {took:?}: the hold went on with no socket left"
+    );
 }
 
 // ----- faults the client must report ---------------------------------------

@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Shared between the engine's threads and whoever watches the run.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Live {
     /// Connections proven by their first echo, all threads.
     pub established: AtomicU64,

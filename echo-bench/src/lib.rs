@@ -1,17 +1,21 @@
-//! The stress client engine behind `echo-bench`: many concurrent
+//! `echo-bench`, the stress client of echo-reactor: many concurrent
 //! connections on mio, every echoed byte checked, latencies in an HDR
-//! histogram. The binary only parses flags and prints; tests and benches
-//! call [`run`] directly.
+//! histogram. The binary (`src/main.rs`) only parses flags and prints;
+//! tests and benches call [`run`] directly. It is a package of its own in
+//! the echo-reactor workspace (`echo-bench/`), so that the server's
+//! dependencies stay free of what only the client needs.
 //!
 //! # Layout
 //!
 //! | file | what it teaches |
 //! | --- | --- |
+//! | [`cli`] | the command line as data, and the [`Config`] it asks for |
 //! | [`config`] | validate a whole request up front, one error line per problem |
 //! | [`pattern`] | a deterministic byte stream per connection: zero-copy sends, `memcmp` checks |
 //! | [`limits`] | descriptor and ephemeral-port limits of a client with 19,000 sockets |
-//! | `tcp` | the client-side event loop: non-blocking connects, edge-triggered reads and writes |
-//! | `udp` | the same over datagrams, where loss is counted, not fatal |
+//! | `engine.rs` | one run skeleton for both transports: a thread's phases (opening, settling, running, draining, holding), its poll loop, the window |
+//! | `tcp/` | the client-side event loop: non-blocking connects (`open.rs`), edge-triggered reads and writes (`mod.rs`), the echo check (`conn.rs`), open-loop sending (`open_loop.rs`) |
+//! | `udp.rs` | the same over datagrams, where loss is counted, not fatal |
 //! | [`schedule`] | open loop: a fixed timetable, latency from the due time |
 //! | [`timer`] | a `timerfd` in the poll set: wake-ups finer than epoll's milliseconds |
 //! | [`stats`] | per-thread counts with no sharing on the hot path, merged at the end |
@@ -25,8 +29,17 @@
 //! [`Stats`]. Nothing is shared on the per-message path; the threads meet
 //! only once, when all their connections are open, so that they measure
 //! the same load.
+#![deny(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unsafe_op_in_unsafe_fn
+)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod cli;
 pub mod config;
+mod engine;
 pub mod limits;
 pub mod live;
 pub mod pattern;
@@ -39,6 +52,7 @@ mod udp;
 
 pub use crate::fdlimit::raise_nofile_limit;
 pub use config::{Config, ConfigError, StopAt, Transport};
+pub use limits::raise_nofile_limit;
 pub use live::Live;
 pub use report::Report;
 pub use stats::{ErrorKind, Stats};
@@ -124,21 +138,61 @@ pub fn run(cfg: &Config, live: Arc<Live>) -> Result<Report, BenchError> {
     );
 
     let handles = spawn_threads(&shared)?;
+    let all = join_threads(handles)?;
+    let total = &all.stats;
+    // Not one connection served. Unreachable, unless the server did
+    // answer, with a corrupted echo: that is a mismatch, for the report.
+    if total.established == 0 && total.failed > 0 && total.errors_of(ErrorKind::Mismatch) == 0 {
+        return Err(BenchError::Unreachable {
+            addr: cfg.addr,
+            cause: all
+                .first_error
+                .unwrap_or_else(|| "every connection failed".into()),
+        });
+    }
+    Ok(Report::new(
+        cfg,
+        sources,
+        total,
+        all.req_per_s,
+        all.bytes_per_s,
+    ))
+}
 
-    let mut total = Stats::new();
-    let mut req_per_s = 0.0;
-    let mut bytes_per_s = 0.0;
-    let mut first_error = None;
+/// What one engine thread hands back: its counts and its first connect
+/// error, or the error that stopped it.
+pub(crate) type ThreadResult = io::Result<(Stats, Option<String>)>;
+
+/// The engine threads' results together.
+struct Joined {
+    /// Their counts, merged.
+    stats: Stats,
+    /// The sum of their rates (each over its own window).
+    req_per_s: f64,
+    bytes_per_s: f64,
+    /// The first connect error any of them saw.
+    first_error: Option<String>,
+}
+
+/// Waits for every engine thread and adds up what they counted; an engine
+/// that failed (or panicked) fails the run.
+fn join_threads(handles: Vec<thread::JoinHandle<ThreadResult>>) -> Result<Joined, BenchError> {
+    let mut all = Joined {
+        stats: Stats::new(),
+        req_per_s: 0.0,
+        bytes_per_s: 0.0,
+        first_error: None,
+    };
     let mut engine_error = None;
     for h in handles {
         match h.join() {
             Ok(Ok((stats, err))) => {
                 if stats.window_secs > 0.0 {
-                    req_per_s += stats.messages as f64 / stats.window_secs;
-                    bytes_per_s += stats.bytes as f64 / stats.window_secs;
+                    all.req_per_s += stats.messages as f64 / stats.window_secs;
+                    all.bytes_per_s += stats.bytes as f64 / stats.window_secs;
                 }
-                total.merge(&stats);
-                first_error = first_error.or(err);
+                all.stats.merge(&stats);
+                all.first_error = all.first_error.or(err);
             }
             Ok(Err(e)) => engine_error = Some(BenchError::Io(e)),
             Err(_) => {
@@ -146,23 +200,11 @@ pub fn run(cfg: &Config, live: Arc<Live>) -> Result<Report, BenchError> {
             }
         }
     }
-    if let Some(e) = engine_error {
-        return Err(e);
+    match engine_error {
+        Some(e) => Err(e),
+        None => Ok(all),
     }
-    // Not one connection served. Unreachable, unless the server did
-    // answer, with a corrupted echo: that is a mismatch, for the report.
-    if total.established == 0 && total.failed > 0 && total.errors_of(ErrorKind::Mismatch) == 0 {
-        return Err(BenchError::Unreachable {
-            addr: cfg.addr,
-            cause: first_error.unwrap_or_else(|| "every connection failed".into()),
-        });
-    }
-    Ok(Report::new(cfg, sources, &total, req_per_s, bytes_per_s))
 }
-
-/// What one engine thread hands back: its counts and its first connect
-/// error, or the error that stopped it.
-type ThreadResult = io::Result<(Stats, Option<String>)>;
 
 /// Starts one engine thread per `--threads`, each on its share.
 fn spawn_threads(
@@ -176,8 +218,8 @@ fn spawn_threads(
             .name(format!("bench-{t}"))
             .spawn(move || {
                 let result = match sh.cfg.transport {
-                    Transport::Tcp => tcp::run_thread(&sh, share),
-                    Transport::Udp => udp::run_thread(&sh, share),
+                    Transport::Tcp => tcp::run_thread(Arc::clone(&sh), share),
+                    Transport::Udp => udp::run_thread(Arc::clone(&sh), share),
                 };
                 // A thread that failed (e.g. no epoll fd: EMFILE) may never
                 // have reported itself settled; the others wait for that,
@@ -203,7 +245,7 @@ fn plan_limits(cfg: &Config) -> Result<usize, BenchError> {
         limits::ports_per_source(),
     )?;
     let need = cfg.connections as u64 + limits::FD_SLACK;
-    match crate::fdlimit::raise_nofile_limit() {
+    match limits::raise_nofile_limit() {
         Ok(have) if have < need => {
             return Err(BenchError::Limits(format!(
                 "{} connections need about {need} file descriptors, but RLIMIT_NOFILE is {have} \
@@ -256,11 +298,11 @@ fn plan_sources(cfg: &Config, spread: usize, capacity: usize) -> Result<usize, B
 }
 
 /// Thread `t`'s part of the connections and of the rates and quotas.
-fn share_of(cfg: &Config, t: usize) -> tcp::Share {
+fn share_of(cfg: &Config, t: usize) -> engine::Share {
     let n = cfg.threads;
     let ids: Vec<usize> = (t..cfg.connections).step_by(n).collect();
     let part = |total: u64| total / n as u64 + u64::from((t as u64) < total % n as u64);
-    tcp::Share {
+    engine::Share {
         thread: t,
         ids,
         connect_rate: cfg.connect_rate.map(|r| f64::from(r) / n as f64),

@@ -16,6 +16,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// A `timerfd` registered for readability.
+#[derive(Debug)]
 pub struct Timer {
     fd: OwnedFd,
     armed: Option<Instant>,

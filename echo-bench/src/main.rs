@@ -1,0 +1,162 @@
+//! `echo-bench`: the stress client. Parses flags ([`echo_bench::cli`]),
+//! sets up logging and the progress line, runs the engine of the
+//! `echo_bench` library, prints the report. Everything that talks to
+//! sockets lives in the library.
+//!
+//! ```text
+//! cargo run --release -p echo-bench -- -c 1000 -d 4 -t 10 127.0.0.1:7007
+//! ```
+
+use clap::Parser;
+use echo_bench::{Config, Live, cli::Args};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How often the progress line is redrawn on a terminal.
+const PROGRESS_REDRAW: Duration = Duration::from_millis(250);
+
+/// How often a plain progress line is written when stderr is not a
+/// terminal (logs and CI): rarely, so it does not drown the log.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        // --help and --version arrive as "errors" that print and exit 0.
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // clap's message runs over several lines (usage, a hint); keep
+            // its first line, which names the flag and the problem.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("echo-bench: {first} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("echo-bench: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Exit code after a second Ctrl+C (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: i32 = 130;
+
+fn run(args: &Args) -> Result<ExitCode, String> {
+    let cfg = args.config()?;
+    let live = Arc::new(Live::new());
+    let done = Arc::new(AtomicBool::new(false));
+    // The first Ctrl+C ends the measurement early (the report still
+    // prints); a second one exits at once. The handler only sets a flag;
+    // the progress thread passes it on to the engine.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let sigint = signal_hook::consts::SIGINT;
+    let _ = signal_hook::flag::register_conditional_shutdown(
+        sigint,
+        EXIT_INTERRUPTED,
+        Arc::clone(&interrupted),
+    );
+    let _ = signal_hook::flag::register(sigint, Arc::clone(&interrupted));
+    let progress = spawn_progress(
+        &cfg,
+        Arc::clone(&live),
+        Arc::clone(&done),
+        Arc::clone(&interrupted),
+    );
+    let result = echo_bench::run(&cfg, live);
+    done.store(true, Ordering::Relaxed);
+    if let Some(h) = progress {
+        let _ = h.join();
+    }
+    let report = result.map_err(|e| e.to_string())?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_table());
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// A live line on stderr: redrawn in place on a terminal, a plain line now
+/// and then otherwise. Also relays Ctrl+C to the engine.
+fn spawn_progress(
+    cfg: &Config,
+    live: Arc<Live>,
+    done: Arc<AtomicBool>,
+    interrupted: Arc<AtomicBool>,
+) -> Option<thread::JoinHandle<()>> {
+    let requested = cfg.connections;
+    let bar = std::io::stderr().is_terminal().then(spinner);
+    thread::Builder::new()
+        .name("progress".into())
+        .spawn(move || {
+            let started = Instant::now();
+            let (mut last_msgs, mut last_t, mut last_plain) = (0u64, started, started);
+            while !done.load(Ordering::Relaxed) {
+                thread::sleep(PROGRESS_REDRAW);
+                if interrupted.load(Ordering::Relaxed) && !live.stop_requested() {
+                    live.request_stop();
+                }
+                let msgs = Live::get(&live.messages);
+                let now = Instant::now();
+                let rate = (msgs - last_msgs) as f64 / (now - last_t).as_secs_f64().max(1e-9);
+                (last_msgs, last_t) = (msgs, now);
+                let line = progress_line(&live, requested, rate);
+                match &bar {
+                    Some(bar) => {
+                        bar.set_message(line);
+                        bar.tick();
+                    }
+                    None if now - last_plain >= PLAIN_PROGRESS_EVERY => {
+                        last_plain = now;
+                        eprintln!("[{:>5.1}s] {line}", (now - started).as_secs_f64());
+                    }
+                    None => {}
+                }
+            }
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+        })
+        .ok()
+}
+
+/// The spinner the progress line is drawn with on a terminal.
+fn spinner() -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar
+}
+
+/// The progress line's text: the rate since the last line, connections
+/// and errors so far.
+fn progress_line(live: &Live, requested: usize, rate: f64) -> String {
+    format!(
+        "{:.0} req/s  connections {}/{} (failed {})  errors {}",
+        rate,
+        Live::get(&live.established),
+        requested,
+        Live::get(&live.failed),
+        Live::get(&live.errors)
+    )
+}

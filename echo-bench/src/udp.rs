@@ -1,0 +1,452 @@
+//! The UDP engine: connected datagram sockets, where loss is a fact of
+//! life to count, not an error.
+//!
+//! Each socket runs `depth` independent ping-pong *lanes*. Lane `i` sends
+//! sequence numbers `i, i + depth, i + 2*depth, ...`, one at a time, so a
+//! reply's lane is `seq % depth` and its send time is the lane's: no map
+//! from sequence numbers to times is needed. A datagram is its 8-byte
+//! little-endian sequence number followed by the connection's pattern at
+//! offset `seq * size`; the echo must be identical. A lane whose datagram
+//! has not come back within [`LOSS_TIMEOUT`] counts it lost and moves on;
+//! an echo that arrives after that counts as late.
+//!
+//! Like TCP, a socket is *proven* by its first echo (sequence 0, resent
+//! after each loss timeout until `--timeout`); a closed
+//! port answers with ICMP, which a connected UDP socket reports as
+//! ECONNREFUSED, so an unreachable service fails the run the same way.
+//! The phases of the thread are the shared skeleton's ([`crate::engine`]):
+//! every socket is opened at once, and the drain after the window lasts
+//! one [`LOSS_TIMEOUT`].
+
+use crate::config::UDP_HEADER;
+use crate::engine::{self, Core, Engine, Share};
+use crate::limits;
+use crate::pattern::Pattern;
+use crate::stats::ErrorKind;
+use crate::{Shared, ThreadResult};
+use log::{debug, warn};
+use mio::event::Event;
+use mio::net::UdpSocket;
+use mio::{Interest, Token};
+use slab::Slab;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// An echo later than this is counted as lost. Loopback round trips are
+/// microseconds; a quarter second is only reached when a queue overflowed.
+pub const LOSS_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// One ping-pong lane of a socket: the datagram it last sent.
+struct Lane {
+    seq: u64,
+    sent_at: Instant,
+    /// Its echo has neither come back nor been given up.
+    waiting: bool,
+}
+
+/// One connected UDP socket.
+struct Sock {
+    socket: UdpSocket,
+    /// Number across all threads; picks the pattern start.
+    id: usize,
+    /// Where this socket's stream starts in the pattern cycle.
+    start: usize,
+    /// Its first echo (sequence 0) came back intact.
+    proven: bool,
+    opened_at: Instant,
+    lanes: Box<[Lane]>,
+    /// Failed; its key waits on the thread's list of deferred frees.
+    dead: bool,
+}
+
+/// One thread's UDP sockets and what it knows about them.
+struct Worker {
+    core: Core,
+    socks: Slab<Sock>,
+    /// Receive buffer, one byte longer than a message so an oversized echo
+    /// is seen as such instead of silently truncated.
+    rbuf: Box<[u8]>,
+    /// The outgoing datagram, rebuilt in place for each send.
+    wbuf: Box<[u8]>,
+    size: usize,
+    depth: u64,
+    /// Lanes waiting for an echo, over all live sockets.
+    waiting: u64,
+    /// Keys of sockets that failed, freed after the batch of events (see
+    /// the TCP engine's `closing`).
+    closing: Vec<usize>,
+}
+
+/// Runs one thread's share of a UDP run.
+pub(crate) fn run_thread(sh: Arc<Shared>, share: Share) -> ThreadResult {
+    let (size, depth) = (sh.cfg.size, sh.cfg.depth as u64);
+    let mut w = Worker {
+        socks: Slab::with_capacity(share.ids.len()),
+        core: Core::new(sh, share)?,
+        rbuf: vec![0u8; size + 1].into_boxed_slice(),
+        wbuf: vec![0u8; size].into_boxed_slice(),
+        size,
+        depth,
+        waiting: 0,
+        closing: Vec::new(),
+    };
+    w.open_all(Instant::now());
+    engine::drive(&mut w)?;
+    Ok(w.core.into_result())
+}
+
+impl Engine for Worker {
+    /// How often lanes are checked for lost datagrams, and the longest
+    /// sleep: a fifth of [`LOSS_TIMEOUT`], so a loss is seen soon after it
+    /// is due.
+    const TICK: Duration = Duration::from_millis(50);
+
+    fn core(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn settled(&self) -> bool {
+        self.core.unproven == 0
+    }
+
+    fn is_empty(&self) -> bool {
+        self.socks.is_empty()
+    }
+
+    fn outstanding(&self) -> u64 {
+        self.waiting
+    }
+
+    fn quota_met(&self) -> bool {
+        let kept = self.window_kept();
+        self.core
+            .share
+            .quota
+            .is_some_and(|q| kept >= q && self.waiting == 0)
+    }
+
+    fn start(&mut self, now: Instant) {
+        let keys: Vec<usize> = self.socks.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            for lane in 0..self.depth as usize {
+                let seq = self.socks[key].lanes[lane].seq + self.depth;
+                self.send_if_allowed(key, lane, seq, now);
+            }
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        self.sweep_lanes(now);
+    }
+
+    /// Datagrams still awaited are counted with their age so far (see
+    /// [`crate::stats::Stats::record_outstanding`]); they are not errors,
+    /// and since a lane gives its datagram up as lost after
+    /// [`LOSS_TIMEOUT`], none is older than that (plus one sweep).
+    fn close_window(&mut self, now: Instant) {
+        let start = self.core.window.start;
+        for (_, s) in self.socks.iter().filter(|(_, s)| !s.dead) {
+            for l in s.lanes.iter().filter(|l| l.waiting) {
+                let age = now.saturating_duration_since(l.sent_at).as_nanos() as u64;
+                self.core.stats.record_outstanding(age, l.sent_at >= start);
+            }
+        }
+    }
+
+    fn drain_time(&self) -> Duration {
+        LOSS_TIMEOUT
+    }
+
+    fn on_event(&mut self, ev: &Event) {
+        self.on_readable(ev.token().0);
+    }
+
+    fn free_closed(&mut self) {
+        for key in self.closing.drain(..) {
+            self.socks.remove(key);
+        }
+    }
+}
+
+impl Worker {
+    // ----- opening -------------------------------------------------------
+
+    /// Opens every socket of this thread and sends each its proving
+    /// datagram.
+    fn open_all(&mut self, now: Instant) {
+        for i in 0..self.core.share.ids.len() {
+            let id = self.core.share.ids[i];
+            match self.open(id, now) {
+                Ok(key) => {
+                    self.core.unproven += 1;
+                    self.send(key, 0, 0, now);
+                }
+                Err(e) => {
+                    debug!("udp connection {id}: failed before its first echo: {e}");
+                    self.core.count_failed(ErrorKind::of_connect(&e), &e);
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, id: usize, now: Instant) -> io::Result<usize> {
+        let cfg = &self.core.sh.cfg;
+        let local = match limits::source_for(id, cfg.connections, self.core.sh.sources) {
+            Some(ip) => SocketAddr::new(ip, 0),
+            None if cfg.addr.is_ipv4() => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            None => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+        };
+        let mut socket = UdpSocket::bind(local)?;
+        // A connected socket only receives from the server, and reports
+        // the ICMP "port unreachable" of a closed port as ECONNREFUSED.
+        socket.connect(cfg.addr)?;
+        let entry = self.socks.vacant_entry();
+        // Read interest only: a datagram send either goes out whole or
+        // fails at once, so there is never a partial write to resume.
+        self.core
+            .poll
+            .registry()
+            .register(&mut socket, Token(entry.key()), Interest::READABLE)?;
+        let lanes = (0..self.depth)
+            .map(|i| Lane {
+                seq: i,
+                sent_at: now,
+                waiting: false,
+            })
+            .collect();
+        let key = entry.key();
+        entry.insert(Sock {
+            socket,
+            id,
+            start: Pattern::start_of(id),
+            proven: false,
+            opened_at: now,
+            lanes,
+            dead: false,
+        });
+        Ok(key)
+    }
+
+    // ----- losses --------------------------------------------------------
+
+    /// Finds lanes whose datagram is overdue: lost (or, before the socket
+    /// is proven, resent until the connect timeout).
+    fn sweep_lanes(&mut self, now: Instant) {
+        let keys: Vec<(usize, usize)> = self
+            .socks
+            .iter()
+            .flat_map(|(k, s)| {
+                s.lanes
+                    .iter()
+                    .enumerate()
+                    .filter(move |(_, l)| l.waiting && now >= l.sent_at + LOSS_TIMEOUT)
+                    .map(move |(i, _)| (k, i))
+            })
+            .collect();
+        for (key, lane) in keys {
+            let s = &mut self.socks[key];
+            if s.dead {
+                continue;
+            }
+            let l = &mut s.lanes[lane];
+            l.waiting = false;
+            self.waiting -= 1;
+            if !s.proven {
+                if now >= s.opened_at + self.core.sh.cfg.timeout {
+                    let e = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no echo within the connect timeout",
+                    );
+                    self.failed_unproven(key, ErrorKind::ConnectTimeout, &e);
+                } else {
+                    self.send(key, 0, 0, now);
+                }
+                continue;
+            }
+            if self.core.measuring() && l.sent_at >= self.core.window.start {
+                self.core.stats.udp_lost += 1;
+            }
+            let next = l.seq + self.depth;
+            self.send_if_allowed(key, lane, next, now);
+        }
+    }
+
+    /// Datagrams sent in the window and not (yet) lost. `-n N` asks for N
+    /// echoes, so a lost datagram does not use up the count: another one
+    /// is sent in its place.
+    fn window_kept(&self) -> u64 {
+        self.core.window.issued - self.core.stats.udp_lost
+    }
+
+    // ----- sending -------------------------------------------------------
+
+    fn send_if_allowed(&mut self, key: usize, lane: usize, seq: u64, now: Instant) {
+        if self.core.may_issue(now, self.window_kept()) {
+            if now >= self.core.window.start {
+                self.core.window.issued += 1;
+                self.core.stats.udp_sent += 1;
+            }
+            self.send(key, lane, seq, now);
+        }
+    }
+
+    /// Sends datagram `seq` on `lane`. A send that fails for lack of
+    /// buffer space counts like a datagram lost on the way.
+    fn send(&mut self, key: usize, lane: usize, seq: u64, now: Instant) {
+        let s = &mut self.socks[key];
+        self.wbuf[..UDP_HEADER].copy_from_slice(&seq.to_le_bytes());
+        let body = self.size - UDP_HEADER;
+        self.wbuf[UDP_HEADER..].copy_from_slice(self.core.sh.pattern.slice(
+            s.start,
+            seq * self.size as u64,
+            body,
+        ));
+        let l = &mut s.lanes[lane];
+        l.seq = seq;
+        l.sent_at = now;
+        l.waiting = true;
+        self.waiting += 1;
+        match s.socket.send(&self.wbuf) {
+            Ok(_) => {}
+            // Dropped before it left; the loss timeout will account for it.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => self.socket_error(key, &e),
+        }
+    }
+
+    // ----- receiving -----------------------------------------------------
+
+    fn on_readable(&mut self, key: usize) {
+        let now = Instant::now();
+        loop {
+            let Some(s) = self.socks.get_mut(key) else {
+                return;
+            };
+            if s.dead {
+                return;
+            }
+            // Datagram sockets have no "short read means empty" rule: each
+            // recv returns one datagram, so drain until WouldBlock.
+            let n = match s.socket.recv(&mut self.rbuf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.socket_error(key, &e);
+                    return;
+                }
+            };
+            if !self.on_datagram(key, n, now) {
+                return;
+            }
+        }
+    }
+
+    /// The datagram of `n` bytes just read into `rbuf` on `key`: checked,
+    /// matched to its lane, and answered with the lane's next one. Returns
+    /// false if the socket failed on it.
+    fn on_datagram(&mut self, key: usize, n: usize, now: Instant) -> bool {
+        let s = &mut self.socks[key];
+        let got = &self.rbuf[..n];
+        let seq = match got.first_chunk::<UDP_HEADER>() {
+            Some(header) => u64::from_le_bytes(*header),
+            None => u64::MAX,
+        };
+        let pattern = &self.core.sh.pattern;
+        let offset = seq.wrapping_mul(self.size as u64);
+        if n != self.size || pattern.check(s.start, offset, &got[UDP_HEADER..]).is_some() {
+            self.mismatch(key, n);
+            return false;
+        }
+        let lane = (seq % self.depth) as usize;
+        let l = &mut s.lanes[lane];
+        if !(l.waiting && l.seq == seq) {
+            // Given up as lost already, or a duplicate.
+            if self.core.measuring() {
+                self.core.stats.udp_late += 1;
+            }
+            return true;
+        }
+        l.waiting = false;
+        self.waiting -= 1;
+        if !s.proven {
+            s.proven = true;
+            self.core.unproven -= 1;
+            self.core.stats.established += 1;
+            return true;
+        }
+        self.core.completed_any += 1;
+        if self.core.measuring() && l.sent_at >= self.core.window.start {
+            let ns = now.saturating_duration_since(l.sent_at).as_nanos() as u64;
+            self.core.stats.record_latency(ns);
+            self.core.stats.messages += 1;
+            self.core.stats.bytes += self.size as u64;
+        }
+        self.send_if_allowed(key, lane, seq + self.depth, now);
+        true
+    }
+
+    // ----- failures ------------------------------------------------------
+
+    /// The echo of `n` bytes on `key` is not the datagram sent: always a
+    /// mismatch, on a proven socket or on its first echo.
+    fn mismatch(&mut self, key: usize, n: usize) {
+        let s = &self.socks[key];
+        warn!(
+            "udp connection {}: echoed datagram of {n} bytes is not the one sent",
+            s.id
+        );
+        if s.proven {
+            self.core.stats.error(ErrorKind::Mismatch);
+            self.kill(key);
+        } else {
+            let e = io::Error::other("mismatch");
+            self.failed_unproven(key, ErrorKind::Mismatch, &e);
+        }
+    }
+
+    /// A send or receive on `key` failed with `e`.
+    fn socket_error(&mut self, key: usize, e: &io::Error) {
+        let Some(s) = self.socks.get(key) else {
+            return;
+        };
+        if s.dead {
+            return;
+        }
+        if !s.proven {
+            self.failed_unproven(key, ErrorKind::of_connect(e), e);
+            return;
+        }
+        debug!("udp connection {}: {e}", s.id);
+        self.kill(key);
+        let kind = match e.kind() {
+            io::ErrorKind::ConnectionRefused => ErrorKind::Reset,
+            _ => ErrorKind::of_io(e),
+        };
+        self.core.stats.error(kind);
+    }
+
+    /// A socket that was not proven yet failed: it counts as not
+    /// established.
+    fn failed_unproven(&mut self, key: usize, kind: ErrorKind, e: &io::Error) {
+        let s = &self.socks[key];
+        if s.dead {
+            return;
+        }
+        debug!("udp connection {}: failed before its first echo: {e}", s.id);
+        self.kill(key);
+        self.core.unproven -= 1;
+        self.core.count_failed(kind, e);
+    }
+
+    /// Marks `key` failed: its lanes wait no more, and it is freed after
+    /// the batch.
+    fn kill(&mut self, key: usize) {
+        let s = &mut self.socks[key];
+        s.dead = true;
+        self.waiting -= s.lanes.iter().filter(|l| l.waiting).count() as u64;
+        self.closing.push(key);
+    }
+}

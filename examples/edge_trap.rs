@@ -17,7 +17,7 @@
 //!   bigger one only moves the trap, as any client can send more than one
 //!   read holds.
 //!
-//! `echo-reactor` goes further (`src/connection.rs`, "The readiness
+//! `echo-reactor` goes further (`src/connection/mod.rs`, "The readiness
 //! rules"): it stops after a read budget and keeps the readiness on a
 //! run-next queue, so one flooding client cannot starve the others; and on
 //! Linux it takes a short read as "drained", saving the `read` that would

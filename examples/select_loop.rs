@@ -11,15 +11,15 @@
 //!
 //! What it skips, and where `echo-reactor` handles it (`src/`):
 //! - a flooding client can starve the others: read budgets and the
-//!   run-next queue (`connection.rs` rules 1-2, `reactor/mod.rs`);
+//!   run-next queue (`connection/mod.rs` rules 1-2, `reactor/mod.rs`);
 //! - a client that never reads grows `pending` without bound:
-//!   backpressure (`connection.rs` rule 4);
+//!   backpressure (`connection/mod.rs` rule 4);
 //! - `HashMap` tokens never reused, so no stale events; a slab reuses keys
 //!   and needs generations (`token.rs`);
 //! - `EMFILE` on accept spins or stalls: `fdlimit.rs`;
 //! - closing with unread input resets the peer: lingering close;
 //! - it re-registers interest after every event (a syscall each); the full
-//!   one only when interest changes (`connection.rs` rule 3);
+//!   one only when interest changes (`connection/mod.rs` rule 3);
 //! - no timers, no limits, no graceful shutdown (`timer.rs`, `shutdown.rs`).
 //!
 //! Run: `cargo run --example select_loop -- --listen 127.0.0.1:7012`

@@ -28,7 +28,7 @@
 //!   holds output pauses at a low watermark and reads in small pieces, so
 //!   the clients that hold memory stop adding to it first.
 //! - When a normal read no longer fits: no connection reads more than it
-//!   can pass straight on (`connection.rs`, "pass-through"): it *peeks* at
+//!   can pass straight on (`connection/mod.rs`, "pass-through"): it *peeks* at
 //!   its input, writes what the socket takes, and only then consumes that
 //!   many bytes from the kernel. Bytes that cannot be written through stay
 //!   in the kernel, where they cost the server nothing and TCP flow control

@@ -16,7 +16,7 @@
 //! connection), so they cost no syscall per connection:
 //!
 //! - `SO_OOBINLINE`: urgent data stays in the byte stream and is echoed in
-//!   order like any other byte (see rule 1 in `connection.rs` for why the
+//!   order like any other byte (see rule 1 in `connection/mod.rs` for why the
 //!   readiness rules must know about it anyway).
 //! - `--sndbuf BYTES`: `SO_SNDBUF`, so that a client that does not read
 //!   makes the kernel hold at most about twice that for it (the kernel

@@ -16,7 +16,7 @@
 //! which shares their count. Off by default for that reason.
 //!
 //! The connection itself does not remember its host (its 64 bytes are
-//! spoken for, `connection.rs`): this table keeps the host of each slab key
+//! spoken for, `connection/mod.rs`): this table keeps the host of each slab key
 //! beside the counts, and exists only when the limit is set.
 
 use std::collections::HashMap;

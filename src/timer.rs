@@ -26,7 +26,7 @@ use mio::Token;
 /// Connections stamp their last activity with this rather than with an
 /// `Instant`, which is 16 bytes on Linux (seconds plus nanoseconds plus
 /// padding): the 8 bytes saved are what lets a connection carry its
-/// protocol state and still fit in 64 bytes (`connection.rs`). A `u64` of
+/// protocol state and still fit in 64 bytes (`connection/mod.rs`). A `u64` of
 /// nanoseconds lasts 584 years.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Stamp(u64);

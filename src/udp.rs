@@ -41,7 +41,7 @@
 //!
 //! # Readiness
 //!
-//! The readiness rules of `connection.rs` apply, with one difference: a
+//! The readiness rules of `connection/mod.rs` apply, with one difference: a
 //! short read proves nothing for datagrams (each read returns one datagram,
 //! however many are queued), so a socket is drained until `WouldBlock`.
 //! After [`DATAGRAM_BUDGET`] datagrams it yields to the other sources and

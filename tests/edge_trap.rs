@@ -161,7 +161,7 @@ fn read_drain_echoes_both_messages() {
 
 /// The real server echoes the same pair on every backend, and a pair of
 /// 128 KiB messages, four of its 64 KiB reads: it reads once per turn and
-/// keeps the readiness on its run-next queue (`connection.rs`, rule 2), so
+/// keeps the readiness on its run-next queue (`connection/mod.rs`, rule 2), so
 /// the rest needs no new edge. Without that queue the pair comes back
 /// short.
 #[test]

@@ -50,7 +50,6 @@ mod tcp;
 pub mod timer;
 mod udp;
 
-pub use crate::fdlimit::raise_nofile_limit;
 pub use config::{Config, ConfigError, StopAt, Transport};
 pub use limits::raise_nofile_limit;
 pub use live::Live;

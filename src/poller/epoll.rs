@@ -5,7 +5,7 @@
 //! reports only what *changed* and costs O(ready), not O(registered): the
 //! interest list lives in the kernel and is changed only by
 //! `epoll_ctl`, never copied per call. The readiness rules in
-//! `connection.rs` are what make edge-triggering safe.
+//! `connection/mod.rs` are what make edge-triggering safe.
 //!
 //! This file is a thin veneer: mio accepts any descriptor through
 //! [`SourceFd`], and each method here is one mio call (one syscall for
@@ -25,7 +25,7 @@ use super::{Event, Interest, Poller, Token};
 /// A TCP read stops at the urgent mark even when more bytes are queued
 /// behind it, and with `EPOLLET` no new edge comes for those bytes: the
 /// one event that says "urgent data" is what tells the connection not to
-/// take that short read for an empty queue (`connection.rs`, rule 1).
+/// take that short read for an empty queue (`connection/mod.rs`, rule 1).
 /// `EPOLLPRI` is raised only while urgent data is pending, so asking for
 /// it costs the ordinary path nothing.
 #[inline]

@@ -41,7 +41,7 @@
 //!   an event means "something changed") or level-triggered (poll and
 //!   select: an event means "something is there", again on every `wait`
 //!   until it is consumed). The reactor is written for both, by the
-//!   readiness rules of `connection.rs`: it drains or remembers readiness
+//!   readiness rules of `connection/mod.rs`: it drains or remembers readiness
 //!   (needed under edge-triggering), and it asks only for the interest it
 //!   will act on (needed under level-triggering, or an unconsumed readiness
 //!   turns the loop into a spin). Where a rule exists for one of the two
@@ -87,7 +87,7 @@ pub struct Event {
     pub read_closed: bool,
     /// Urgent (out-of-band) data is pending: a read stops short at its
     /// mark, so a short read no longer proves the queue empty
-    /// (`connection.rs`, rule 1). Reported by epoll and poll; select
+    /// (`connection/mod.rs`, rule 1). Reported by epoll and poll; select
     /// leaves it false (it would need a third `fd_set`), which is safe
     /// there because level-triggering reports the rest again.
     pub priority: bool,

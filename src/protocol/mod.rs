@@ -31,7 +31,7 @@
 //!
 //! Byte-for-byte echo (RFC 862) has nothing to decode: the connection writes
 //! straight from the loop's read buffer, with no copy, and never calls into
-//! this module. [`Mode::Raw`] is one branch in `connection.rs`, so line and
+//! this module. [`Mode::Raw`] is one branch in `connection/mod.rs`, so line and
 //! frame modes cost the raw path nothing. There is no `dyn` here either:
 //! the mode is an enum matched once per read.
 

@@ -13,7 +13,8 @@
 //! [`Server::spawn`] passes it on as `--backend`, so the test body is the
 //! same code for all three. Filter with the backend's name:
 //! `cargo test -- ::select`. Tests that never start a serving loop (usage
-//! errors, the stress client against stand-ins) stay plain `#[test]`s.
+//! errors) stay plain `#[test]`s; the stress client's tests against stand-ins
+//! live in `echo-bench/tests/`.
 //!
 //! Every test binary includes this module with `mod util;` and uses only
 //! part of it, hence the `dead_code` allowance.

@@ -13,7 +13,7 @@
 //! consumed. The reactor copes because it never keeps an interest it will
 //! not act on: `WRITABLE` only while output is pending, no `READABLE`
 //! while paused by backpressure, draining, or while a listener rests
-//! after an accept error (`reactor.rs`). `POLLHUP` and `POLLERR` are
+//! after an accept error (`reactor/accept.rs`). `POLLHUP` and `POLLERR` are
 //! reported whatever the interest; both end in an I/O error or EOF that
 //! closes the connection, so they cannot repeat.
 //!

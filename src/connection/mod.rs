@@ -639,22 +639,31 @@ impl Connection {
     ///
     /// Whatever is kept is counted in the budget as it is pushed; the
     /// caller made sure it fits (a read no larger than the budget allows).
+    #[inline(always)]
     fn send(
         &mut self,
-        mut data: &[u8],
+        data: &[u8],
         token: Token,
         stats: &mut Stats,
         budget: &mut Budget,
     ) -> io::Result<()> {
-        if self.out.is_empty() {
-            let n = Self::write_once(&mut self.stream, data)?;
-            stats.bytes_out += n as u64;
-            data = &data[n..];
-            if data.is_empty() {
-                return Ok(());
-            }
+        if !self.out.is_empty() {
+            self.keep(data, token, stats, budget);
+            return Ok(());
         }
-        // Rule 3: a partial write. `sync_interest` will add WRITABLE.
+        let n = Self::write_once(&mut self.stream, data)?;
+        stats.bytes_out += n as u64;
+        if n < data.len() {
+            self.keep(&data[n..], token, stats, budget);
+        }
+        Ok(())
+    }
+
+    /// Rule 3: what the socket did not take waits in the output buffer
+    /// (`sync_interest` will add `WRITABLE`); rule 4: past the watermark,
+    /// reading stops.
+    #[cold]
+    fn keep(&mut self, data: &[u8], token: Token, stats: &mut Stats, budget: &mut Budget) {
         let before = self.out.capacity();
         self.out.push(data);
         budget.settle(before, self.out.capacity());
@@ -664,11 +673,9 @@ impl Connection {
             HIGH_WATERMARK
         };
         if self.out.len() > high && self.phase == Phase::Open {
-            // Rule 4.
             stats.backpressure_pauses += 1;
             self.set_phase(token, Phase::Paused);
         }
-        Ok(())
     }
 
     /// Sends what the protocol answered (in `cx.answers`) and acts on its
@@ -767,6 +774,7 @@ impl Connection {
 
     /// Re-registers only when the wanted interest differs from the
     /// registered one: no `epoll_ctl` on the per-message path.
+    #[inline(always)]
     fn sync_interest<P: Poller>(&mut self, token: Token, poller: &mut P) -> io::Result<()> {
         if let Some(want) = self.wanted_interest()
             && want != self.interest

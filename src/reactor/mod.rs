@@ -397,7 +397,7 @@ impl<P: Poller> Reactor<P> {
     }
 
     /// Lets one connection do its I/O, then acts on the outcome.
-    #[inline]
+    #[inline(always)]
     fn drive(&mut self, key: usize, generation: u32, ready: Ready) {
         self.with_connection(key, |conn, cx| {
             if conn.generation() != generation {
@@ -417,7 +417,7 @@ impl<P: Poller> Reactor<P> {
     /// Lends the connection at `key` what it borrows from the loop (the
     /// one place a [`Cx`] is built), runs `f` on it, and acts on the
     /// outcome, if `f` had one. One slab look-up per turn.
-    #[inline]
+    #[inline(always)]
     fn with_connection(
         &mut self,
         key: usize,

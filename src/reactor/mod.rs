@@ -498,6 +498,7 @@ impl<P: Poller> Reactor<P> {
         }
         self.stats.closed += 1;
         self.stats.active = self.conns.len() as u64;
+        self.compact_timers();
         match reason {
             CloseReason::TimedOut => self.stats.timed_out += 1,
             CloseReason::LingerTimeout => self.stats.linger_timeouts += 1,
@@ -575,6 +576,28 @@ impl<P: Poller> Reactor<P> {
                  largest first ({freed} bytes freed)"
             );
         }
+    }
+
+    /// Drops the timers of closed connections once they outnumber the live
+    /// ones (each live connection has at most an idle check and a linger
+    /// bound), so that the heap follows the open connections (`timer.rs`).
+    fn compact_timers(&mut self) {
+        let live = 2 * self.conns.len() + 16;
+        if self.timers.len() <= 2 * live {
+            return;
+        }
+        let conns = &self.conns;
+        self.timers.retain(|kind| match kind {
+            TimerKind::IdleCheck(token) | TimerKind::LingerDeadline(token) => {
+                match token::decode(*token) {
+                    Target::Connection { key, generation } => {
+                        conns.get(key).is_some_and(|c| c.generation() == generation)
+                    }
+                    _ => false,
+                }
+            }
+            _ => true,
+        });
     }
 
     /// Copies the budget's gauges into the counters before they are shown.

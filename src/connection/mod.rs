@@ -381,6 +381,10 @@ impl Connection {
     /// again: its next turn asks for read interest again.
     pub(crate) fn unstarve(&mut self) {
         self.starved = false;
+        // Its turn comes off the run-next queue with no event: look at
+        // both directions, as after one.
+        self.read_ready = true;
+        self.write_hinted = true;
     }
 
     /// Marks the connection as queued; false if it already was.

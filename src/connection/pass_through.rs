@@ -18,9 +18,10 @@
 //!   answers fit in the part of the budget kept back for this. An
 //!   incomplete message is not started (nothing is consumed); a message
 //!   larger than the loop's buffer waits for the budget to free.
-//! - A connection with output already pending does not pass through: it
-//!   holds memory, and is parked ([`Outcome::Starved`]) until the budget
-//!   frees.
+//! - A connection with output already pending does not pass through: its
+//!   socket is full, and the writable edge that comes with room flushes it
+//!   first. One holding half a message is parked ([`Outcome::Starved`])
+//!   until the budget frees, since only a real read can finish it.
 
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
@@ -36,7 +37,14 @@ pub(crate) const ANSWER_MAX: usize = 16 * 1024;
 impl Connection {
     /// A turn's reading while the budget is full (see the module docs).
     pub(super) fn pass_through<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
-        if !self.out.is_empty() || !self.partial.is_empty() {
+        if !self.out.is_empty() {
+            // Its output is pending because the socket is full: the
+            // writable edge that comes with room flushes it, and reading
+            // resumes after that.
+            return Ok(Outcome::Keep);
+        }
+        if !self.partial.is_empty() {
+            // A message is half held: only a real read can finish it.
             return Ok(self.starve());
         }
         let n = match self.peek(cx.buf)? {

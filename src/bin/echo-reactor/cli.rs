@@ -196,10 +196,16 @@ impl Args {
         // A message must fit in the budget several times over, or a few
         // clients with a partial message each would fill it.
         let share = self.max_buffered / 4;
-        if self.max_line > share || self.max_frame as usize > share {
+        let message = match self.mode {
+            ModeName::Line => Some(("--max-line", self.max_line)),
+            ModeName::Frame => Some(("--max-frame", self.max_frame as usize)),
+            ModeName::Raw => None,
+        };
+        if let Some((flag, limit)) = message
+            && limit > share
+        {
             return Err(format!(
-                "--max-line and --max-frame must be at most a quarter of --max-buffered \
-                 ({share} bytes)"
+                "{flag} {limit} is more than a quarter of --max-buffered ({share} bytes)"
             ));
         }
         Ok(())

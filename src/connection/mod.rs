@@ -377,6 +377,11 @@ impl Connection {
         self.out.capacity() + self.partial.capacity()
     }
 
+    /// Whether part of a message is held (line and frame modes).
+    pub(crate) fn holds_partial(&self) -> bool {
+        !self.partial.is_empty()
+    }
+
     /// Lets a connection parked for budget ([`Outcome::Starved`]) try
     /// again: its next turn asks for read interest again.
     pub(crate) fn unstarve(&mut self) {

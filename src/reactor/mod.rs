@@ -186,6 +186,8 @@ pub(crate) struct Reactor<P: Poller> {
     /// Connections parked because the budget had no room for their input
     /// (marked queued, so events for them only add hints meanwhile).
     starved: Vec<Token>,
+    /// A [`TimerKind::BudgetRetry`] is pending.
+    retry_armed: bool,
     admission: Admission,
     stop: Stop,
     settings: Settings,
@@ -243,6 +245,7 @@ impl<P: Poller> Reactor<P> {
                 config.mode.amplification(),
             ),
             starved: Vec::new(),
+            retry_armed: false,
             admission: Admission::new(max_connections, config.max_connections_per_ip),
             stop,
             settings: Settings {
@@ -314,7 +317,7 @@ impl<P: Poller> Reactor<P> {
             }
             self.fire_timers();
             if !self.starved.is_empty() && !self.budget.is_full() {
-                self.release_starved();
+                self.release_starved(true);
             }
         }
         self.sync_gauges();
@@ -464,27 +467,44 @@ impl<P: Poller> Reactor<P> {
     /// after [`STARVED_RETRY`].
     #[cold]
     fn park(&mut self, key: usize, token: Token) {
-        if self.conns[key].enqueue() {
-            if self.starved.is_empty() {
+        let conn = &mut self.conns[key];
+        if conn.enqueue() {
+            if !conn.holds_partial() && !self.retry_armed {
                 let at = self.clock.now + STARVED_RETRY;
                 self.timers.schedule(at, TimerKind::BudgetRetry);
+                self.retry_armed = true;
             }
             self.starved.push(token);
         }
     }
 
     /// Gives every connection parked for budget its turn again, next tick.
-    fn release_starved(&mut self) {
+    ///
+    /// With `all` false (the periodic retry while the budget is still
+    /// full), only those that wait for their own send queue to empty go;
+    /// those holding half a message need room in the budget, and retrying
+    /// them before there is any would only cost CPU.
+    fn release_starved(&mut self, all: bool) {
+        let mut still = Vec::new();
         for token in std::mem::take(&mut self.starved) {
-            if let Target::Connection { key, generation } = token::decode(token)
-                && let Some(conn) = self.conns.get_mut(key)
-                && conn.generation() == generation
-            {
+            let Target::Connection { key, generation } = token::decode(token) else {
+                continue;
+            };
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.generation() != generation {
+                continue;
+            }
+            if all || !conn.holds_partial() {
                 // Still marked queued: the run-next entry is its turn.
                 conn.unstarve();
                 self.run_next.push(token);
+            } else {
+                still.push(token);
             }
         }
+        self.starved = still;
     }
 
     fn close(&mut self, key: usize, reason: CloseReason) {
@@ -515,7 +535,10 @@ impl<P: Poller> Reactor<P> {
             match kind {
                 TimerKind::IdleCheck(token) => self.check_idle(token),
                 TimerKind::LingerDeadline(token) => self.end_linger(token),
-                TimerKind::BudgetRetry => self.release_starved(),
+                TimerKind::BudgetRetry => {
+                    self.retry_armed = false;
+                    self.release_starved(false);
+                }
                 TimerKind::EvictCheck => self.evict_stalled(),
                 TimerKind::StatsReport => {
                     self.sync_gauges();

@@ -1042,6 +1042,83 @@ mod tests {
         );
     }
 
+    // ----- the memory budget ------------------------------------------------
+
+    /// Drives `conn` as the loop does: a turn per event the poller reports,
+    /// and another at once while it asks to be requeued; no turn otherwise.
+    /// Returns how it ended, or `None` if it went quiet for 2 s.
+    fn run_like_the_loop(
+        rig: &mut Rig,
+        conn: &mut Connection,
+        client: &mut std::net::TcpStream,
+        echoed: &mut Vec<u8>,
+    ) -> Option<CloseReason> {
+        use crate::poller::Poller;
+        let mut events = Epoll::events(8);
+        let mut quiet_since = Instant::now();
+        let mut requeued = false;
+        while quiet_since.elapsed() < std::time::Duration::from_secs(2) {
+            let timeout = std::time::Duration::from_millis(if requeued { 0 } else { 20 });
+            rig.poller.wait(&mut events, Some(timeout)).expect("wait");
+            let mut ready: Option<Ready> = requeued.then(Ready::default);
+            for e in Epoll::iter(&events) {
+                ready = Some(Ready {
+                    readable: e.readable || e.error,
+                    writable: e.writable || e.write_closed || e.error,
+                    read_closed: e.read_closed,
+                    urgent: e.priority,
+                });
+            }
+            let got = client_reads(client, 1 << 20);
+            let at = echoed.len();
+            echoed.resize(at + got, 0);
+            if got > 0 {
+                quiet_since = Instant::now();
+            }
+            let Some(ready) = ready else { continue };
+            match rig.with_cx(|cx| conn.drive(ready, cx)) {
+                Outcome::Close(reason) => return Some(reason),
+                Outcome::Requeue => requeued = true,
+                Outcome::Keep | Outcome::Starved => requeued = false,
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_full_budget_passes_input_through_holds_nothing_and_sees_the_fin() {
+        let mut rig = Rig::new();
+        rig.budget = Budget::new(0, crate::reactor::READ_BUFFER_SIZE, 1);
+        rig.budget.settle(0, crate::budget::MIN_MAX_BUFFERED);
+        assert!(rig.budget.is_full());
+        let (mut client, mut conn) = pair(&mut rig.poller, Instant::now());
+        // Buffers that take everything at once, so that no writable edge
+        // or interest change gives the connection an extra turn: only rule
+        // 2 can bring it back for the rest of a window's worth, and for
+        // the FIN behind it.
+        socket2::SockRef::from(&client)
+            .set_recv_buffer_size(1 << 20)
+            .expect("SO_RCVBUF");
+        socket2::SockRef::from(&conn.stream)
+            .set_send_buffer_size(1 << 20)
+            .expect("SO_SNDBUF");
+        let sent: Vec<u8> = (0..100 * 1024).map(|i| (i % 251) as u8).collect();
+        client.write_all(&sent).expect("send");
+        client.shutdown(Shutdown::Write).expect("FIN");
+        let mut echoed = Vec::new();
+        let end = run_like_the_loop(&mut rig, &mut conn, &mut client, &mut echoed);
+        echoed.resize(echoed.len() + client_reads(&mut client, 1 << 20), 0);
+        assert!(
+            matches!(end, Some(CloseReason::PeerClosed)),
+            "{end:?} after {} of {} bytes",
+            echoed.len(),
+            sent.len()
+        );
+        assert_eq!(echoed.len(), sent.len());
+        assert_eq!(conn.held(), 0, "held bytes with the budget full");
+        assert!(rig.budget.times_full() > 0, "never passed through");
+    }
+
     #[test]
     fn an_idle_connection_is_small() {
         // The footprint the module docs promise. mio's socket is a bare

@@ -56,11 +56,21 @@ impl Connection {
                 return Ok(Outcome::Keep);
             }
         };
-        if let Mode::Raw = cx.mode {
-            self.echo_through(n, cx)
+        let outcome = if let Mode::Raw = cx.mode {
+            self.echo_through(n, cx)?
         } else {
-            self.answer_through(n, cx)
+            self.answer_through(n, cx)?
+        };
+        // Rule 2, as for any read: input may be left (a window's worth, or
+        // a FIN behind the last bytes) that no new edge will announce.
+        if matches!(outcome, Outcome::Keep)
+            && self.read_ready
+            && !self.write_blocked
+            && self.phase == Phase::Open
+        {
+            return Ok(Outcome::Requeue);
         }
+        Ok(outcome)
     }
 
     /// Raw mode: write the peeked bytes, consume what went out.

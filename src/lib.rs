@@ -54,7 +54,8 @@
 //! - `reactor`: the event loop (`reactor/mod.rs`: ticks, routing by token,
 //!   the run-next queue, timers, graceful shutdown), accepting and turning
 //!   clients away (`reactor/accept.rs`), opening the sockets
-//!   (`reactor/sources.rs`), and the backend choice (`reactor/server.rs`).
+//!   (`reactor/sources.rs`), the backend choice (`reactor/server.rs`), and
+//!   the loop's side of the memory budget (`reactor/memory.rs`).
 //! - `connection`: one client. The readiness rules (drain or remember,
 //!   budgets, write interest only while output is pending, backpressure),
 //!   each coded once, and the connection's phases up to a lingering close.

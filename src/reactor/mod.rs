@@ -35,6 +35,7 @@
 //! A second request ends the loop at once.
 
 mod accept;
+mod memory;
 mod server;
 mod sources;
 
@@ -61,6 +62,7 @@ use crate::timer::{Stamp, TimerKind, Timers};
 use crate::token::{self, Generations, Named, Target};
 use crate::udp::{self, Turn};
 use accept::Admission;
+use memory::EVICT_CHECK_INTERVAL;
 use sources::Sources;
 
 /// Size of the loop's one read buffer, shared by all connections.
@@ -74,13 +76,6 @@ pub(crate) const READ_BUFFER_SIZE: usize = 64 * 1024;
 /// one per 128 events at most. The figures and the command are in
 /// docs/benchmarks.md ("What the evidence changed").
 pub(crate) const EVENTS_CAPACITY: usize = 128;
-
-/// How often connections parked for budget try again even if the budget
-/// is still full (a send queue that emptied raises no event).
-const STARVED_RETRY: Duration = Duration::from_millis(10);
-
-/// How often `--evict-after` looks for stalled connections.
-const EVICT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How the loop ended.
 #[derive(Debug, Clone, Copy)]
@@ -462,51 +457,6 @@ impl<P: Poller> Reactor<P> {
         }
     }
 
-    /// Parks a connection the budget has no room for: marked queued (so
-    /// events for it only add hints), retried when the budget frees or
-    /// after [`STARVED_RETRY`].
-    #[cold]
-    fn park(&mut self, key: usize, token: Token) {
-        let conn = &mut self.conns[key];
-        if conn.enqueue() {
-            if !conn.holds_partial() && !self.retry_armed {
-                let at = self.clock.now + STARVED_RETRY;
-                self.timers.schedule(at, TimerKind::BudgetRetry);
-                self.retry_armed = true;
-            }
-            self.starved.push(token);
-        }
-    }
-
-    /// Gives every connection parked for budget its turn again, next tick.
-    ///
-    /// With `all` false (the periodic retry while the budget is still
-    /// full), only those that wait for their own send queue to empty go;
-    /// those holding half a message need room in the budget, and retrying
-    /// them before there is any would only cost CPU.
-    fn release_starved(&mut self, all: bool) {
-        let mut still = Vec::new();
-        for token in std::mem::take(&mut self.starved) {
-            let Target::Connection { key, generation } = token::decode(token) else {
-                continue;
-            };
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            if conn.generation() != generation {
-                continue;
-            }
-            if all || !conn.holds_partial() {
-                // Still marked queued: the run-next entry is its turn.
-                conn.unstarve();
-                self.run_next.push(token);
-            } else {
-                still.push(token);
-            }
-        }
-        self.starved = still;
-    }
-
     fn close(&mut self, key: usize, reason: CloseReason) {
         let mut conn = self.conns.remove(key);
         let token = token::connection(key, conn.generation());
@@ -562,45 +512,6 @@ impl<P: Poller> Reactor<P> {
         }
     }
 
-    /// `--evict-after`: while the budget is full, closes the connections
-    /// that hold buffered bytes and moved none for the whole interval,
-    /// largest first, until the budget is below half (an opted-in policy:
-    /// their clients lose what they had not read).
-    fn evict_stalled(&mut self) {
-        let Some(after) = self.settings.evict_after else {
-            return;
-        };
-        let at = self.clock.now + EVICT_CHECK_INTERVAL;
-        self.timers.schedule(at, TimerKind::EvictCheck);
-        if !self.budget.is_full() {
-            return;
-        }
-        let epoch = self.clock.epoch;
-        let now = self.clock.now;
-        let mut stalled: Vec<(usize, usize)> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.held() > 0 && c.last_active().to_instant(epoch) + after <= now)
-            .map(|(key, c)| (c.held(), key))
-            .collect();
-        stalled.sort_unstable_by(|a, b| b.cmp(a));
-        let (mut closed, mut freed) = (0, 0);
-        for (held, key) in stalled {
-            if !self.budget.under_pressure() {
-                break;
-            }
-            self.close(key, CloseReason::Evicted);
-            closed += 1;
-            freed += held;
-        }
-        if closed > 0 {
-            warn!(
-                "budget full: evicted {closed} connections stalled for {after:?} or more, \
-                 largest first ({freed} bytes freed)"
-            );
-        }
-    }
-
     /// Drops the timers of closed connections once they outnumber the live
     /// ones (each live connection has at most an idle check and a linger
     /// bound), so that the heap follows the open connections (`timer.rs`).
@@ -621,13 +532,6 @@ impl<P: Poller> Reactor<P> {
             }
             _ => true,
         });
-    }
-
-    /// Copies the budget's gauges into the counters before they are shown.
-    fn sync_gauges(&mut self) {
-        self.stats.buffered = self.budget.used() as u64;
-        self.stats.buffered_peak = self.budget.peak() as u64;
-        self.stats.budget_full = self.budget.times_full();
     }
 
     /// The connection `token` names, if it is still the one that was

@@ -287,12 +287,12 @@ pub(crate) struct Connection {
     /// Readiness memo: the socket may hold input we have not read. Set by
     /// readable events; cleared only by `WouldBlock`, a short read, or EOF.
     read_ready: bool,
-    /// An event reported the peer's FIN (or a hang-up): short reads no
-    /// longer prove the queue empty, read until EOF (rule 1's exception).
-    fin_hinted: bool,
-    /// An event reported urgent data: short reads prove nothing until a
-    /// read says `WouldBlock` (rule 1's other exception).
-    urgent_hinted: bool,
+    /// Rule 1's exceptions: an event reported the peer's FIN (or a
+    /// hang-up) or urgent data, so a short read no longer proves the queue
+    /// empty; read until `WouldBlock` (which clears it; a queued FIN reads
+    /// as EOF, never as `WouldBlock`) or EOF. One flag for both keeps the
+    /// connection within 64 bytes.
+    short_reads_prove_nothing: bool,
     /// Whether this connection is on the loop's run-next queue already.
     queued: bool,
     /// A writable event arrived since the last flush: the next turn
@@ -313,6 +313,12 @@ pub(crate) struct Connection {
     /// The last time bytes moved either way (for the idle timeout).
     last_active: Stamp,
 }
+
+// The footprint the module docs promise, checked by every release build
+// (debug builds wrap mio's socket in a larger type; the test below checks
+// those).
+#[cfg(not(debug_assertions))]
+const _: () = assert!(std::mem::size_of::<Connection>() <= 64);
 
 /// What one read found.
 enum Input {
@@ -343,8 +349,7 @@ impl Connection {
             interest: Interest::READABLE,
             phase: Phase::Open,
             read_ready: false,
-            fin_hinted: false,
-            urgent_hinted: false,
+            short_reads_prove_nothing: false,
             queued: false,
             write_hinted: false,
             write_blocked: false,
@@ -415,12 +420,9 @@ impl Connection {
         if ready.readable || ready.read_closed {
             self.read_ready = true;
         }
-        if ready.read_closed {
-            self.fin_hinted = true;
-        }
-        if ready.urgent {
+        if ready.read_closed || ready.urgent {
             self.read_ready = true;
-            self.urgent_hinted = true;
+            self.short_reads_prove_nothing = true;
         }
         if ready.writable {
             self.write_hinted = true;
@@ -532,7 +534,7 @@ impl Connection {
                     Ok(Input::Eof)
                 }
                 Ok(n) => {
-                    if n < buf.len() && !self.fin_hinted && !self.urgent_hinted {
+                    if n < buf.len() && !self.short_reads_prove_nothing {
                         // Rule 1: a short read emptied the receive queue.
                         self.read_ready = false;
                     }
@@ -540,7 +542,7 @@ impl Connection {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.read_ready = false;
-                    self.urgent_hinted = false;
+                    self.short_reads_prove_nothing = false;
                     Ok(Input::Empty)
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -131,7 +131,7 @@ impl Connection {
     /// Rule 1 for a peek that took everything it was shown: a short peek
     /// saw the whole receive queue.
     fn peeked_all(&mut self, n: usize, window: usize) {
-        if n < window && !self.fin_hinted && !self.urgent_hinted {
+        if n < window && !self.short_reads_prove_nothing {
             self.read_ready = false;
         }
     }

@@ -225,8 +225,13 @@ pub(crate) enum Outcome {
     Requeue,
     /// Input waits but the memory budget has no room for it, and it cannot
     /// be passed straight through: stop reading until the budget frees
-    /// (the loop parks it and drives it again then).
-    Starved,
+    /// (the loop parks it and drives it again then), or, with `retry`, for
+    /// a short while only (it waits for its own send queue to empty, which
+    /// raises no event).
+    Starved {
+        /// Try again shortly even if the budget is still full.
+        retry: bool,
+    },
     /// Remove and close it.
     Close(CloseReason),
 }
@@ -380,11 +385,6 @@ impl Connection {
     #[inline]
     pub(crate) fn held(&self) -> usize {
         self.out.capacity() + self.partial.capacity()
-    }
-
-    /// Whether part of a message is held (line and frame modes).
-    pub(crate) fn holds_partial(&self) -> bool {
-        !self.partial.is_empty()
     }
 
     /// Lets a connection parked for budget ([`Outcome::Starved`]) try
@@ -1081,7 +1081,7 @@ mod tests {
             match rig.with_cx(|cx| conn.drive(ready, cx)) {
                 Outcome::Close(reason) => return Some(reason),
                 Outcome::Requeue => requeued = true,
-                Outcome::Keep | Outcome::Starved => requeued = false,
+                Outcome::Keep | Outcome::Starved { .. } => requeued = false,
             }
         }
         None

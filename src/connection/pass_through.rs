@@ -45,7 +45,7 @@ impl Connection {
         }
         if !self.partial.is_empty() {
             // A message is half held: only a real read can finish it.
-            return Ok(self.starve());
+            return Ok(self.starve(false));
         }
         let n = match self.peek(cx.buf)? {
             Input::Data(n) => n,
@@ -92,7 +92,8 @@ impl Connection {
     /// bytes, if the answers can go out whole.
     fn answer_through<P>(&mut self, n: usize, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
         if self.send_queue()? != 0 {
-            return Ok(self.starve());
+            // An emptying send queue raises no event: try again shortly.
+            return Ok(self.starve(true));
         }
         let mut tail = Partial::new();
         let verdict = cx.mode.feed(&mut tail, &cx.buf[..n], cx.answers);
@@ -103,7 +104,7 @@ impl Connection {
             cx.answers.clear();
             if n == cx.buf.len() {
                 // A message larger than the window: it cannot pass through.
-                return Ok(self.starve());
+                return Ok(self.starve(false));
             }
             // Only an incomplete message: its next segment raises an edge.
             self.peeked_all(n, cx.buf.len());
@@ -111,7 +112,7 @@ impl Connection {
         }
         if cx.answers.len() > ANSWER_MAX || !cx.budget.fits(cx.answers.len()) {
             cx.answers.clear();
-            return Ok(self.starve());
+            return Ok(self.starve(false));
         }
         self.consume(complete, cx)?;
         if tail.is_empty() {
@@ -121,11 +122,12 @@ impl Connection {
         Ok(Outcome::Keep)
     }
 
-    /// Parks the connection until the budget frees: no read interest
-    /// meanwhile (see [`Outcome::Starved`]).
-    fn starve(&mut self) -> Outcome {
+    /// Parks the connection until the budget frees, or with `retry` also
+    /// for a short while: no read interest meanwhile (see
+    /// [`Outcome::Starved`]).
+    fn starve(&mut self, retry: bool) -> Outcome {
         self.starved = true;
-        Outcome::Starved
+        Outcome::Starved { retry }
     }
 
     /// Rule 1 for a peek that took everything it was shown: a short peek

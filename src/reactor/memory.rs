@@ -5,10 +5,10 @@
 //! A parked connection is marked queued, so events for it only add hints
 //! (as for a connection on the run-next queue), and it asks for no read
 //! interest (level-triggered backends would report its input forever).
-//! Those holding half a message wait until the budget has room; those that
-//! wait for their own send queue to empty (a protocol's answer written
-//! through, `connection/pass_through.rs`) are retried every
-//! [`STARVED_RETRY`], since an emptying send queue raises no event.
+//! Most wait until the budget has room; those that wait for their own send
+//! queue to empty (a protocol's answer written through,
+//! `connection/pass_through.rs`) are retried every [`STARVED_RETRY`], since
+//! an emptying send queue raises no event.
 
 use std::time::Duration;
 
@@ -29,48 +29,44 @@ pub(super) const EVICT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl<P: Poller> Reactor<P> {
     /// Parks a connection the budget has no room for: marked queued (so
-    /// events for it only add hints), retried when the budget frees or
-    /// after [`STARVED_RETRY`].
+    /// events for it only add hints), let go when the budget has room, or
+    /// with `retry` also after [`STARVED_RETRY`].
     #[cold]
-    pub(super) fn park(&mut self, key: usize, token: Token) {
-        let conn = &mut self.conns[key];
-        if conn.enqueue() {
-            if !conn.holds_partial() && !self.retry_armed {
-                let at = self.clock.now + STARVED_RETRY;
-                self.timers.schedule(at, TimerKind::BudgetRetry);
-                self.retry_armed = true;
-            }
-            self.starved.push(token);
+    pub(super) fn park(&mut self, key: usize, token: Token, retry: bool) {
+        if !self.conns[key].enqueue() {
+            return;
         }
+        if !retry {
+            self.starved.push(token);
+            return;
+        }
+        if !self.retry_armed {
+            let at = self.clock.now + STARVED_RETRY;
+            self.timers.schedule(at, TimerKind::BudgetRetry);
+            self.retry_armed = true;
+        }
+        self.retrying.push(token);
     }
 
-    /// Gives every connection parked for budget its turn again, next tick.
-    ///
-    /// With `all` false (the periodic retry while the budget is still
-    /// full), only those that wait for their own send queue to empty go;
-    /// those holding half a message need room in the budget, and retrying
-    /// them before there is any would only cost CPU.
+    /// Gives parked connections their turn again, next tick: all of them
+    /// (`all`, the budget has room), or those waiting for their own send
+    /// queue ([`TimerKind::BudgetRetry`]); retrying those that hold half a
+    /// message before there is room would only cost CPU.
     pub(super) fn release_starved(&mut self, all: bool) {
-        let mut still = Vec::new();
-        for token in std::mem::take(&mut self.starved) {
-            let Target::Connection { key, generation } = token::decode(token) else {
-                continue;
-            };
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            if conn.generation() != generation {
-                continue;
-            }
-            if all || !conn.holds_partial() {
+        let mut tokens = std::mem::take(&mut self.retrying);
+        if all {
+            tokens.append(&mut self.starved);
+        }
+        for token in tokens {
+            if let Target::Connection { key, generation } = token::decode(token)
+                && let Some(conn) = self.conns.get_mut(key)
+                && conn.generation() == generation
+            {
                 // Still marked queued: the run-next entry is its turn.
                 conn.unstarve();
                 self.run_next.push(token);
-            } else {
-                still.push(token);
             }
         }
-        self.starved = still;
     }
 
     /// `--evict-after`: while the budget is full, closes the connections

@@ -179,8 +179,11 @@ pub(crate) struct Reactor<P: Poller> {
     /// Every byte held for clients, against `--max-buffered`.
     budget: Budget,
     /// Connections parked because the budget had no room for their input
-    /// (marked queued, so events for them only add hints meanwhile).
+    /// (marked queued, so events for them only add hints meanwhile), until
+    /// it has room ...
     starved: Vec<Token>,
+    /// ... or until [`TimerKind::BudgetRetry`] (`reactor/memory.rs`).
+    retrying: Vec<Token>,
     /// A [`TimerKind::BudgetRetry`] is pending.
     retry_armed: bool,
     admission: Admission,
@@ -240,6 +243,7 @@ impl<P: Poller> Reactor<P> {
                 config.mode.amplification(),
             ),
             starved: Vec::new(),
+            retrying: Vec::new(),
             retry_armed: false,
             admission: Admission::new(max_connections, config.max_connections_per_ip),
             stop,
@@ -311,7 +315,8 @@ impl<P: Poller> Reactor<P> {
                 self.dispatch_queued(token);
             }
             self.fire_timers();
-            if !self.starved.is_empty() && !self.budget.is_full() {
+            let parked = !self.starved.is_empty() || !self.retrying.is_empty();
+            if parked && !self.budget.is_full() {
                 self.release_starved(true);
             }
         }
@@ -452,7 +457,7 @@ impl<P: Poller> Reactor<P> {
                     self.run_next.push(token);
                 }
             }
-            Outcome::Starved => self.park(key, token),
+            Outcome::Starved { retry } => self.park(key, token, retry),
             Outcome::Close(reason) => self.close(key, reason),
         }
     }

@@ -15,7 +15,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7007";
 pub const DEFAULT_BACKLOG: u32 = 1024;
 /// The default `--sndbuf`: what the kernel may hold per connection for a
 /// client that does not read (see docs/limits.md for how it was chosen).
-pub const DEFAULT_SNDBUF: usize = 256 * 1024;
+pub const DEFAULT_SNDBUF: usize = 64 * 1024;
 /// The default time granted to connections to flush on shutdown.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -134,8 +134,8 @@ pub struct Args {
 }
 
 /// [`DEFAULT_SNDBUF`] as clap's default text.
-const DEFAULT_SNDBUF_TEXT: &str = "262144";
-const _: () = assert!(DEFAULT_SNDBUF == 262_144);
+const DEFAULT_SNDBUF_TEXT: &str = "65536";
+const _: () = assert!(DEFAULT_SNDBUF == 65_536);
 
 /// `--sndbuf`: a size, or the kernel's choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

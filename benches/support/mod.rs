@@ -11,6 +11,7 @@
 //! | [`Placement::detect`] | server on CPU 0, client on CPU 1 when there are two CPUs; says so when not |
 //! | [`build_examples`] | builds example servers in release and returns their paths |
 //! | [`ServerSpec`], [`Server::start`] | spawn a server binary pinned to a CPU, learn its address from `listening on tcp://ADDR` |
+//! | [`Server::start_logged`], [`Server::stats`] | the same, keeping its log: its counters on SIGUSR1, its `final stats:` |
 //! | [`Load`], [`Timing`], [`measure`] | drive a server with `echo_bench` (in process, pinned), sample its CPU over the measured window |
 //! | [`Measurement`] | req/s, p50/p99 per load; server CPU per 1,000 echoes and busy share |
 //! | [`idle_rss`] | open N idle connections from this process, return the server's RSS growth per connection |
@@ -36,8 +37,8 @@ use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -207,20 +208,38 @@ pub struct Server {
     addr: SocketAddr,
     /// The CPU it is pinned to.
     cpu: Option<usize>,
+    /// Its log so far, when started with [`Server::start_logged`].
+    log: Option<Arc<Mutex<String>>>,
 }
 
 impl Server {
     /// Starts `spec` listening on a free loopback port, pinned to `cpu`
     /// (all its threads: affinity is set before `exec` and inherited), and
-    /// waits for its `listening on tcp://ADDR` line.
+    /// waits for its `listening on tcp://ADDR` line. Its warnings go to
+    /// this process's stderr.
     pub fn start(spec: &ServerSpec, cpu: Option<usize>) -> Server {
+        Server::spawn(spec, cpu, false)
+    }
+
+    /// Like [`Server::start`], with the server logging at info level into
+    /// a buffer this process keeps ([`Server::log`]): for the servers of
+    /// this project, whose counters (`stats: key=value ...`) are logged.
+    pub fn start_logged(spec: &ServerSpec, cpu: Option<usize>) -> Server {
+        Server::spawn(spec, cpu, true)
+    }
+
+    fn spawn(spec: &ServerSpec, cpu: Option<usize>, logged: bool) -> Server {
         let mut cmd = Command::new(&spec.program);
         cmd.args(&spec.args)
             .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", if logged { "info" } else { "warn" })
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(if logged {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            });
         if let Some(cpu) = cpu {
             // Built before the fork: pre_exec must not allocate.
             let set = cpu_set_of(cpu);
@@ -242,6 +261,19 @@ impl Server {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("start {} ({}): {e}", spec.name, spec.program.display()));
+        let log = child.stderr.take().map(|pipe| {
+            let log = Arc::new(Mutex::new(String::new()));
+            let sink = Arc::clone(&log);
+            thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    let mut log = sink.lock().expect("server log lock");
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+            log
+        });
         let mut stdout = BufReader::new(child.stdout.take().expect("server stdout is piped"));
         let mut line = String::new();
         stdout
@@ -258,7 +290,61 @@ impl Server {
             _stdout: stdout,
             addr,
             cpu,
+            log,
         }
+    }
+
+    /// Everything the server logged so far (empty unless it was started
+    /// with [`Server::start_logged`]).
+    pub fn log(&self) -> String {
+        self.log
+            .as_ref()
+            .map(|log| log.lock().expect("server log lock").clone())
+            .unwrap_or_default()
+    }
+
+    /// Sends `sig` (e.g. `libc::SIGUSR1`) to the server.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child, which is not reaped before drop.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill({sig}): {}", std::io::Error::last_os_error());
+    }
+
+    /// Asks the server for its counters (SIGUSR1) and returns them, parsed
+    /// from the `stats:` line it logs in answer (needs
+    /// [`Server::start_logged`]); panics if none comes within 10 s.
+    pub fn stats(&self) -> std::collections::HashMap<String, u64> {
+        let before = self.log().matches("stats:").count();
+        self.signal(libc::SIGUSR1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.matches("stats:").count() > before {
+                return proc::counters(&log, "stats:");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no stats: line after SIGUSR1; log:\n{log}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops the server with SIGTERM (a graceful shutdown), waits up to
+    /// `timeout` for it to exit and returns its log, whose last line of
+    /// counters is `final stats:` (needs [`Server::start_logged`]).
+    pub fn terminate(mut self, timeout: Duration) -> String {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + timeout;
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        // The log is read on a thread: give it a moment for the last line.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !self.log().contains("final stats:") && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.log()
     }
 
     /// The address it listens on.

@@ -34,7 +34,7 @@ pub mod proc;
 // The names the tests used before `proc` existed; like the rest of this
 // module, each test binary uses some of them.
 #[allow(unused_imports)]
-pub use proc::{fd_count, tcp_listening_addr as parse_listening, vm_rss_kib};
+pub use proc::{counters, fd_count, tcp_listening_addr as parse_listening, vm_rss_kib};
 
 /// How long any single blocking step of a test may wait before it fails.
 /// Generous: the machine is shared, and these are behaviour checks, not timings.
@@ -316,20 +316,6 @@ impl CpuWatch {
         );
         elapsed
     }
-}
-
-/// Parses the `key=value` counters of the last log line containing
-/// `marker` (e.g. `"final stats:"`).
-pub fn counters(log: &str, marker: &str) -> HashMap<String, u64> {
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains(marker))
-        .unwrap_or_else(|| panic!("no {marker:?} line in log:\n{log}"));
-    line.split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
-        .collect()
 }
 
 // ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 //! A server process seen from outside, written once for the tests and the
-//! benches: what `/proc` says about it (CPU time, memory, descriptors) and
-//! about the machine, the `listening on SCHEME://ADDR` lines it prints,
+//! benches: what `/proc` says about it (CPU time, memory, descriptors, the
+//! kernel's view of its TCP sockets) and about the machine, the
+//! `listening on SCHEME://ADDR` lines and `key=value` counters it prints,
 //! idle connections opened to it, and a client that floods it without
 //! reading.
 //!
@@ -14,6 +15,7 @@
 //! read `/proc` or reach the server has nothing to report.
 #![allow(dead_code)] // each includer uses part of it
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -100,6 +102,93 @@ pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap_or_else(|e| panic!("read /proc/{pid}/fd: {e}"))
         .count()
+}
+
+/// One IPv4 TCP socket as `/proc/net/tcp` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSocket {
+    /// The other end (`0.0.0.0:0` for a listener).
+    pub peer: SocketAddr,
+    /// The TCP state: `ESTABLISHED`, `CLOSE_WAIT`, `LISTEN`, ...
+    pub state: &'static str,
+    /// Bytes written and not yet acknowledged by the peer (`Send-Q` in
+    /// `ss -tn`).
+    pub tx_queue: u64,
+    /// Bytes received and not yet read by the owner (`Recv-Q`).
+    pub rx_queue: u64,
+}
+
+/// Every IPv4 TCP socket whose local port is `port`: for a server
+/// listening on `port`, its listener and the server side of each of its
+/// connections (whatever process holds them).
+pub fn tcp_sockets(port: u16) -> Vec<TcpSocket> {
+    read("/proc/net/tcp")
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut f = line.split_whitespace().skip(1);
+            let local = proc_net_addr(f.next()?)?;
+            let peer = proc_net_addr(f.next()?)?;
+            let state = tcp_state(u8::from_str_radix(f.next()?, 16).ok()?);
+            let (tx, rx) = f.next()?.split_once(':')?;
+            (local.port() == port).then_some(TcpSocket {
+                peer,
+                state,
+                tx_queue: u64::from_str_radix(tx, 16).ok()?,
+                rx_queue: u64::from_str_radix(rx, 16).ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The name of a TCP state number (`include/net/tcp_states.h`).
+fn tcp_state(n: u8) -> &'static str {
+    match n {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        _ => "UNKNOWN",
+    }
+}
+
+/// An `ADDR:PORT` of `/proc/net/tcp`: the address as the kernel's 32-bit
+/// word in hex (network byte order in memory, so read back in native
+/// order), the port in hex.
+fn proc_net_addr(field: &str) -> Option<SocketAddr> {
+    let (ip, port) = field.split_once(':')?;
+    let ip = u32::from_str_radix(ip, 16).ok()?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    Some(SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::from(ip.to_ne_bytes())),
+        port,
+    ))
+}
+
+/// TCP memory of the whole machine, in bytes (`TCP: ... mem PAGES` of
+/// `/proc/net/sockstat`): what every socket's queues hold in the kernel,
+/// against `net.ipv4.tcp_mem`.
+pub fn tcp_mem_bytes() -> u64 {
+    let sockstat = read("/proc/net/sockstat");
+    let pages: u64 = sockstat
+        .lines()
+        .find(|l| l.starts_with("TCP:"))
+        .and_then(|l| {
+            let mut f = l.split_whitespace();
+            f.position(|w| w == "mem")?;
+            f.next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no TCP mem in /proc/net/sockstat: {sockstat:?}"));
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page).unwrap_or(4096)
 }
 
 fn read(path: &str) -> String {
@@ -202,6 +291,21 @@ pub fn tcp_listening_addr(line: &str) -> SocketAddr {
         Some(l) if l.scheme == "tcp" && l.tag.is_empty() => l.addr,
         _ => panic!("not a `listening on tcp://ADDR` line: {line:?}"),
     }
+}
+
+/// Parses the `key=value` counters of the last log line containing
+/// `marker` (e.g. `"final stats:"`, or `"stats:"` for the latest line of
+/// either kind); panics, quoting the log, when there is none.
+pub fn counters(log: &str, marker: &str) -> HashMap<String, u64> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no {marker:?} line in log:\n{log}"));
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------

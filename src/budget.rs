@@ -48,6 +48,9 @@ pub const DEFAULT_MAX_BUFFERED: usize = 64 * 1024 * 1024;
 /// The smallest `--max-buffered` accepted: room for a few full reads.
 pub const MIN_MAX_BUFFERED: usize = 1024 * 1024;
 
+/// The smallest read worth waking a parked connection for.
+const USEFUL_READ: usize = 4096;
+
 /// Bytes a read may add beyond its amplified size: an error line
 /// (`ERR line too long`), a terminator.
 const SLACK: usize = 64;
@@ -61,6 +64,9 @@ pub(crate) struct Budget {
     /// Below this much held, a full read of the largest size fits and the
     /// budget is under no pressure: the one comparison of the common case.
     calm_below: usize,
+    /// The amplification of the server's protocol (see
+    /// [`Budget::read_allowance`]).
+    amplification: usize,
     used: usize,
     peak: usize,
     /// Reads that found no room and fell back to pass-through or waiting.
@@ -83,6 +89,7 @@ impl Budget {
             limit,
             general,
             calm_below: general.saturating_sub(full_read).min(limit / 2),
+            amplification,
             used: 0,
             peak: 0,
             full: 0,
@@ -111,15 +118,24 @@ impl Budget {
         self.used < self.calm_below
     }
 
+    /// Whether three quarters of the budget or more are held: full enough
+    /// for `--evict-after` to start (a budget whose holders are all paused
+    /// settles short of the very last byte).
+    pub(crate) fn is_nearly_full(&self) -> bool {
+        self.used >= self.limit / 4 * 3
+    }
+
     /// Whether at least half the budget is held.
     #[inline]
     pub(crate) fn under_pressure(&self) -> bool {
         self.used >= self.limit / 2
     }
 
-    /// Whether nothing but pass-through fits.
+    /// Whether no useful read fits: less room than [`USEFUL_READ`] bytes
+    /// of input would need. Parked connections are let go only past this,
+    /// so that a few bytes of room do not wake them all for nothing.
     pub(crate) fn is_full(&self) -> bool {
-        self.read_allowance(1, 1) == 0
+        self.read_allowance(USEFUL_READ, self.amplification) < USEFUL_READ
     }
 
     /// The largest read (at most `want`) whose worst case, `amplification`
@@ -181,6 +197,7 @@ mod tests {
         b.settle(0, general - SLACK - 1000);
         assert_eq!(b.read_allowance(65_536, 1), 1000);
         assert_eq!(b.read_allowance(65_536, 7), 142);
+        assert!(b.is_full(), "1000 bytes of room is not a useful read");
         b.settle(0, 1000);
         assert_eq!(b.read_allowance(65_536, 1), 0);
         assert!(b.is_full());

@@ -287,7 +287,11 @@ pub(crate) struct Connection {
     generation: u32,
     /// The interest currently registered with the kernel, so that
     /// `reregister` is called only on a change.
-    interest: Interest,
+    ///
+    /// `None` while it wants nothing (parked for budget with nothing to
+    /// send): then it is not registered at all, since an interest cannot
+    /// be empty and a level-triggered backend would report any other.
+    interest: Option<Interest>,
     phase: Phase,
     /// Readiness memo: the socket may hold input we have not read. Set by
     /// readable events; cleared only by `WouldBlock`, a short read, or EOF.
@@ -351,7 +355,7 @@ impl Connection {
         Ok(Connection {
             stream,
             generation: token::generation_of(token),
-            interest: Interest::READABLE,
+            interest: Some(Interest::READABLE),
             phase: Phase::Open,
             read_ready: false,
             short_reads_prove_nothing: false,
@@ -435,7 +439,9 @@ impl Connection {
         // poll and select backends keep their own tables, which would go on
         // watching the number (and whatever socket reuses it next). An
         // error here changes nothing: the socket closes next.
-        let _ = poller.deregister(self.stream.as_raw_fd());
+        if self.interest.is_some() {
+            let _ = poller.deregister(self.stream.as_raw_fd());
+        }
     }
 
     /// One turn: all the I/O the connection is ready for and its budget
@@ -772,7 +778,11 @@ impl Connection {
 
     /// The interest the current state calls for (rules 3 and 4).
     fn wanted_interest(&self) -> Option<Interest> {
-        let read = matches!(self.phase, Phase::Open | Phase::Lingering) && !self.starved;
+        // While passed-through input waits for room in the socket
+        // (`write_blocked`), reading waits too.
+        let read = matches!(self.phase, Phase::Open | Phase::Lingering)
+            && !self.starved
+            && !self.write_blocked;
         let write = !self.out.is_empty() || self.write_blocked;
         match (read, write) {
             (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
@@ -787,12 +797,35 @@ impl Connection {
     /// registered one: no `epoll_ctl` on the per-message path.
     #[inline(always)]
     fn sync_interest<P: Poller>(&mut self, token: Token, poller: &mut P) -> io::Result<()> {
-        if let Some(want) = self.wanted_interest()
-            && want != self.interest
-        {
-            poller.reregister(self.stream.as_raw_fd(), token, want)?;
-            self.interest = want;
+        let want = self.wanted_interest();
+        if want == self.interest {
+            return Ok(());
         }
+        self.change_interest(want, token, poller)
+    }
+
+    /// The rare path of [`Connection::sync_interest`]: one `epoll_ctl`.
+    #[cold]
+    fn change_interest<P: Poller>(
+        &mut self,
+        want: Option<Interest>,
+        token: Token,
+        poller: &mut P,
+    ) -> io::Result<()> {
+        let fd = self.stream.as_raw_fd();
+        match (self.interest, want) {
+            (Some(_), Some(want)) => poller.reregister(fd, token, want)?,
+            (None, Some(want)) => poller.register(fd, token, want)?,
+            (Some(_), None) => {
+                // Closing, or parked with nothing to send.
+                if matches!(self.phase, Phase::Closing | Phase::Draining) {
+                    return Ok(());
+                }
+                poller.deregister(fd)?
+            }
+            (None, None) => {}
+        }
+        self.interest = want;
         Ok(())
     }
 
@@ -976,7 +1009,11 @@ mod tests {
         }
         assert_eq!(conn.phase, Phase::Paused, "never paused");
         assert!(conn.out.len() > HIGH_WATERMARK);
-        assert_eq!(conn.interest, Interest::WRITABLE, "still asking to read");
+        assert_eq!(
+            conn.interest,
+            Some(Interest::WRITABLE),
+            "still asking to read"
+        );
         assert_eq!(rig.stats.backpressure_pauses, 1);
         // The client reads; the connection flushes below the low mark and
         // reads again.
@@ -990,7 +1027,7 @@ mod tests {
         }
         assert_eq!(conn.phase, Phase::Open, "never resumed");
         assert!(conn.out.len() < LOW_WATERMARK);
-        assert!(conn.interest.is_readable());
+        assert!(conn.interest.is_some_and(|i| i.is_readable()));
     }
 
     #[test]
@@ -1010,7 +1047,10 @@ mod tests {
                 _ => {}
             }
             if conn.phase == Phase::Closing {
-                assert!(!conn.interest.is_readable(), "reading after EOF");
+                assert!(
+                    !conn.interest.is_some_and(|i| i.is_readable()),
+                    "reading after EOF"
+                );
             }
             echoed += client_reads(&mut client, 1 << 20);
         }

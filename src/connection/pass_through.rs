@@ -38,9 +38,11 @@ impl Connection {
     /// A turn's reading while the budget is full (see the module docs).
     pub(super) fn pass_through<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
         if !self.out.is_empty() {
-            // Its output is pending because the socket is full: the
-            // writable edge that comes with room flushes it, and reading
-            // resumes after that.
+            // Its output is pending because the socket is full: pause its
+            // input (rule 4, and no read interest, or level-triggered
+            // backends would report the waiting input forever) until the
+            // writable edge that comes with room has flushed it.
+            self.set_phase(cx.token, Phase::Paused);
             return Ok(Outcome::Keep);
         }
         if !self.partial.is_empty() {

@@ -79,7 +79,15 @@ impl<P: Poller> Reactor<P> {
         };
         let at = self.clock.now + EVICT_CHECK_INTERVAL;
         self.timers.schedule(at, TimerKind::EvictCheck);
-        if !self.budget.is_full() {
+        // Eviction starts when the budget is nearly full and goes on, pass
+        // after pass, until it is below half: a budget that frees a little
+        // would otherwise stop it short of relief.
+        self.evicting = if self.budget.is_nearly_full() {
+            true
+        } else {
+            self.evicting && self.budget.under_pressure()
+        };
+        if !self.evicting {
             return;
         }
         let epoch = self.clock.epoch;
@@ -94,6 +102,7 @@ impl<P: Poller> Reactor<P> {
         let (mut closed, mut freed) = (0, 0);
         for (held, key) in stalled {
             if !self.budget.under_pressure() {
+                self.evicting = false;
                 break;
             }
             self.close(key, CloseReason::Evicted);

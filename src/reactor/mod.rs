@@ -186,6 +186,9 @@ pub(crate) struct Reactor<P: Poller> {
     retrying: Vec<Token>,
     /// A [`TimerKind::BudgetRetry`] is pending.
     retry_armed: bool,
+    /// `--evict-after` found the budget full and has not yet brought it
+    /// below half.
+    evicting: bool,
     admission: Admission,
     stop: Stop,
     settings: Settings,
@@ -245,6 +248,7 @@ impl<P: Poller> Reactor<P> {
             starved: Vec::new(),
             retrying: Vec::new(),
             retry_armed: false,
+            evicting: false,
             admission: Admission::new(max_connections, config.max_connections_per_ip),
             stop,
             settings: Settings {

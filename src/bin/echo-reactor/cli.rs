@@ -72,8 +72,9 @@ pub struct Args {
     pub max_buffered: usize,
 
     /// Close a connection that holds buffered bytes and made no progress
-    /// for SECS while --max-buffered is full, largest first. Default:
-    /// never (such clients wait).
+    /// for SECS while --max-buffered is nearly full (three quarters or
+    /// more), largest first, until it is below half. Default: never (such
+    /// clients wait).
     #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
     pub evict_after: Option<Duration>,
 

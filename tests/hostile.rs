@@ -36,10 +36,6 @@ const PUSH: usize = 256 * 1024;
 /// budget; a client one byte short of it holds the most a client can.
 const MAX_MESSAGE: usize = BUDGET as usize / 4;
 
-/// Clients holding a partial message: their messages together are twice
-/// the budget.
-const HOLDERS: usize = 8;
-
 /// Starts the server with the smallest budget, small kernel send buffers,
 /// counters every 50 ms, and `extra`.
 fn spawn(extra: &[&str]) -> Server {
@@ -428,14 +424,6 @@ fn wait_still(server: &Server) {
     }
 }
 
-/// `n` printable bytes (no LF, no CR): the body of a line.
-fn line_body(seed: u64, n: usize) -> Vec<u8> {
-    pattern(seed, n)
-        .into_iter()
-        .map(|b| b'!' + b % 94)
-        .collect()
-}
-
 on_every_backend! {
     /// Pushers that never read fill the budget and no more; a client that
     /// reads is served beside them; then each pusher reads and gets all
@@ -454,52 +442,8 @@ on_every_backend! {
         fill_then_read_back(&mut server, ATTACKERS, pusher, &probe, Some(b"bye"));
     }
 
-    /// Clients that each hold a line one byte short of `--max-line`: the
-    /// lines together are twice the budget, and the budget holds.
-    fn partial_lines_just_under_the_limit_stay_within_the_budget() {
-        let max_line = MAX_MESSAGE.to_string();
-        let mut server = spawn(&["--mode", "line", "--max-line", &max_line]);
-        let addr = server.addr;
-        let holder = |i: usize| {
-            let body = line_body(i as u64, MAX_MESSAGE - 1);
-            let mut expect = body.clone();
-            expect.push(b'\n');
-            Attacker::start(addr, body, b"\n".to_vec(), expect)
-        };
-        let probe = [(b"ping\n".to_vec(), b"ping\n".to_vec())];
-        fill_then_read_back(&mut server, HOLDERS, holder, &probe, None);
-    }
-
-    /// Clients that each hold a frame one byte short of `--max-frame`.
-    fn partial_frames_just_under_the_limit_stay_within_the_budget() {
-        let max_frame = MAX_MESSAGE.to_string();
-        let mut server = spawn(&["--mode", "frame", "--max-frame", &max_frame]);
-        let addr = server.addr;
-        let holder = |i: usize| {
-            let whole = frame(&pattern(i as u64, MAX_MESSAGE));
-            let (first, last) = whole.split_at(whole.len() - 1);
-            Attacker::start(addr, first.to_vec(), last.to_vec(), whole.clone())
-        };
-        let probe = [(frame(b"ping"), frame(b"ping"))];
-        fill_then_read_back(&mut server, HOLDERS, holder, &probe, None);
-    }
-
-    /// Empty lines in `hello` mode: one byte in, seven out (`hello \n`).
-    /// The flooders fill the budget with answers and no more, and each
-    /// gets every answer once it reads.
-    fn an_empty_line_flood_in_hello_mode_stays_within_the_budget() {
-        let mut server = spawn(&["--mode", "line", "--line-transform", "hello"]);
-        let addr = server.addr;
-        let lines = 64 * 1024;
-        let flooder = |_| {
-            let expect = b"hello \n".repeat(lines);
-            Attacker::start(addr, vec![b'\n'; lines], Vec::new(), expect)
-        };
-        let probe = [(b"ping\n".to_vec(), b"hello ping\n".to_vec())];
-        fill_then_read_back(&mut server, ATTACKERS, flooder, &probe, None);
-    }
-
-    /// `--evict-after 1`: pushers stalled with the budget full are closed,
+    /// `--evict-after 1`: pushers stalled with the budget nearly full are
+    /// closed,
     /// the budget falls below half, and a client that reads is served.
     /// Every pusher gets its bytes in order up to where it was closed, and
     /// only as many were cut short as the server says it evicted.

@@ -156,28 +156,6 @@ fn last_stats_line(server: &Server) -> String {
         .to_string()
 }
 
-/// Waits until *some* periodic `stats:` line so far satisfies `pred` (not
-/// only the latest: a state the server passes through counts); returns it.
-#[track_caller]
-fn wait_until_seen(
-    server: &Server,
-    what: &str,
-    pred: impl Fn(&HashMap<String, u64>) -> bool,
-) -> HashMap<String, u64> {
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    loop {
-        let log = server.stderr_text();
-        if let Some(seen) = periodic_stats(&log).into_iter().find(|s| pred(s)) {
-            return seen;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "periodic stats never showed {what}; log:\n{log}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Waits until the budget is full: a read found no room, and at least half
 /// of it is held.
 #[track_caller]
@@ -322,7 +300,7 @@ fn start_in_waves(
     attacker: &impl Fn(usize) -> Attacker,
 ) -> Vec<Attacker> {
     let mut attackers: Vec<Attacker> = (0..count / 2).map(attacker).collect();
-    wait_until_seen(server, "half the budget held", |s| {
+    util::wait_stats_ever(server, "half the budget held", |s| {
         get(s, "buffered") >= BUDGET / 2
     });
     attackers.extend((count / 2..count).map(attacker));
@@ -455,7 +433,7 @@ on_every_backend! {
             Attacker::start(addr, data.clone(), Vec::new(), data)
         };
         let attackers = start_in_waves(&server, ATTACKERS, &pusher);
-        wait_until_seen(&server, "evictions that brought the budget below half", |s| {
+        util::wait_stats_ever(&server, "evictions that brought the budget below half", |s| {
             get(s, "evicted") > 0 && get(s, "buffered") < BUDGET / 2
         });
         assert_served(server.addr, &[(b"still here".to_vec(), b"still here".to_vec())]);

@@ -381,13 +381,36 @@ pub fn wait_stats(
     what: &str,
     pred: impl Fn(&HashMap<String, u64>) -> bool,
 ) -> HashMap<String, u64> {
+    poll_stats(server, what, |mut lines| {
+        lines.pop().filter(|last| pred(last))
+    })
+}
+
+/// Waits until any periodic `stats:` line so far satisfies `pred` (not
+/// only the latest: a state the server passes through counts); returns
+/// the first that does.
+#[track_caller]
+pub fn wait_stats_ever(
+    server: &Server,
+    what: &str,
+    pred: impl Fn(&HashMap<String, u64>) -> bool,
+) -> HashMap<String, u64> {
+    poll_stats(server, what, |lines| lines.into_iter().find(|s| pred(s)))
+}
+
+/// Reads the server's periodic stats every 20 ms until `pick` finds a
+/// line in them, or panics after [`STEP_TIMEOUT`] with the log.
+#[track_caller]
+fn poll_stats(
+    server: &Server,
+    what: &str,
+    pick: impl Fn(Vec<HashMap<String, u64>>) -> Option<HashMap<String, u64>>,
+) -> HashMap<String, u64> {
     let deadline = Instant::now() + STEP_TIMEOUT;
     loop {
         let log = server.stderr_text();
-        if let Some(last) = periodic_stats(&log).pop()
-            && pred(&last)
-        {
-            return last;
+        if let Some(found) = pick(periodic_stats(&log)) {
+            return found;
         }
         assert!(
             Instant::now() < deadline,

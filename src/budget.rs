@@ -135,15 +135,16 @@ impl Budget {
     /// of input would need. Parked connections are let go only past this,
     /// so that a few bytes of room do not wake them all for nothing.
     pub(crate) fn is_full(&self) -> bool {
-        self.read_allowance(USEFUL_READ, self.amplification) < USEFUL_READ
+        self.read_allowance(USEFUL_READ) < USEFUL_READ
     }
 
-    /// The largest read (at most `want`) whose worst case, `amplification`
-    /// times its size plus a constant, fits in the room left outside the
+    /// The largest read (at most `want`) whose worst case, the protocol's
+    /// amplification times its size plus a constant, fits in the room left outside the
     /// reserve; 0 when none does (the caller passes through or waits, and
     /// the refusal is counted by [`Budget::note_full`]).
     #[inline]
-    pub(crate) fn read_allowance(&self, want: usize, amplification: usize) -> usize {
+    pub(crate) fn read_allowance(&self, want: usize) -> usize {
+        let amplification = self.amplification;
         // The common case, far from the limit, in a few instructions (no
         // overflow: a read is at most the loop's 64 KiB buffer, the
         // amplification a small constant).
@@ -193,13 +194,15 @@ mod tests {
         let mut b = Budget::new(MIN_MAX_BUFFERED, 65_536, 1);
         assert!(b.is_calm());
         let general = MIN_MAX_BUFFERED - MIN_MAX_BUFFERED / Budget::RESERVE_SHARE;
-        assert_eq!(b.read_allowance(65_536, 1), 65_536);
+        assert_eq!(b.read_allowance(65_536), 65_536);
         b.settle(0, general - SLACK - 1000);
-        assert_eq!(b.read_allowance(65_536, 1), 1000);
-        assert_eq!(b.read_allowance(65_536, 7), 142);
+        assert_eq!(b.read_allowance(65_536), 1000);
+        let mut hello = Budget::new(MIN_MAX_BUFFERED, 65_536, 7);
+        hello.settle(0, b.used());
+        assert_eq!(hello.read_allowance(65_536), 142);
         assert!(b.is_full(), "1000 bytes of room is not a useful read");
         b.settle(0, 1000);
-        assert_eq!(b.read_allowance(65_536, 1), 0);
+        assert_eq!(b.read_allowance(65_536), 0);
         assert!(b.is_full());
         assert!(b.fits(MIN_MAX_BUFFERED / Budget::RESERVE_SHARE));
         assert!(!b.fits(MIN_MAX_BUFFERED / Budget::RESERVE_SHARE + SLACK + 1));

@@ -274,8 +274,6 @@ pub(crate) struct Cx<'a, P> {
     pub(crate) timers: &'a mut Timers,
     /// The memory budget every held byte is counted in.
     pub(crate) budget: &'a mut Budget,
-    /// What one byte read can make the mode hold (`Mode::amplification`).
-    pub(crate) amplification: usize,
 }
 
 /// One client.
@@ -592,7 +590,7 @@ impl Connection {
                 } else {
                     cx.buf.len()
                 };
-                cx.budget.read_allowance(want, cx.amplification)
+                cx.budget.read_allowance(want)
             };
             if allowed == 0 {
                 cx.budget.note_full();
@@ -899,7 +897,6 @@ mod tests {
                 answers: &mut self.answers,
                 timers: &mut self.timers,
                 budget: &mut self.budget,
-                amplification: 1,
             };
             f(&mut cx)
         }

@@ -95,8 +95,6 @@ struct Lent {
     answers: Vec<u8>,
     /// What echo connections speak.
     mode: Mode,
-    /// `mode.amplification()`, looked up once.
-    amplification: usize,
 }
 
 /// The loop's sense of time, read once per tick.
@@ -230,7 +228,6 @@ impl<P: Poller> Reactor<P> {
                 read_buf: vec![0; READ_BUFFER_SIZE].into_boxed_slice(),
                 answers: Vec::new(),
                 mode: config.mode.clone(),
-                amplification: config.mode.amplification(),
             },
             run_next: Vec::new(),
             timers,
@@ -445,7 +442,6 @@ impl<P: Poller> Reactor<P> {
             answers: &mut self.lent.answers,
             timers: &mut self.timers,
             budget: &mut self.budget,
-            amplification: self.lent.amplification,
         };
         if let Some(outcome) = f(conn, &mut cx) {
             self.settle(key, token, outcome);

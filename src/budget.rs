@@ -40,6 +40,26 @@
 //! No byte that was read is ever dropped: a client that is paused gets
 //! every byte, in order, once it reads. Closing connections to free the
 //! budget is a policy the operator opts into (`--evict-after`).
+//!
+//! # Split messages
+//!
+//! A message split across reads (half a line, most of a frame) is charged
+//! what it may still grow to with its answer, not what it holds so far
+//! ([`Decoder::reservation`](crate::protocol::Decoder::reservation)): a
+//! frame its declared size, a line `--max-line` and a little. So every
+//! message the budget let in can be finished with no more room: when the
+//! rest of it arrives and the budget is full, the connection peeks and
+//! reads exactly the bytes that belong to it (`connection/mod.rs`,
+//! `finish_message`), and its answer takes the place the reservation
+//! kept. Charging only what had arrived would let clients that each send
+//! most of a message fill the budget with halves that can never complete:
+//! completing one needs room that only a completed one would free.
+//!
+//! For that charge to fit, a read that may *start* a split message needs
+//! room for one more reservation besides its own worst case
+//! ([`Budget::read_allowance`]); when there is none, no new message is
+//! started (pass-through takes whole messages only), and the client's
+//! bytes wait in the kernel.
 
 /// The default `--max-buffered`: small enough for a small machine, large
 /// enough that well-behaved clients never notice it.
@@ -67,6 +87,8 @@ pub(crate) struct Budget {
     /// The amplification of the server's protocol (see
     /// [`Budget::read_allowance`]).
     amplification: usize,
+    /// The largest charge of one split message (see "Split messages").
+    split: usize,
     used: usize,
     peak: usize,
     /// Reads that found no room and fell back to pass-through or waiting.
@@ -80,16 +102,18 @@ impl Budget {
 
     /// A budget of `limit` bytes (at least [`MIN_MAX_BUFFERED`]) for
     /// reads of at most `max_read` bytes that may each hold up to
-    /// `amplification` times their size.
-    pub(crate) fn new(limit: usize, max_read: usize, amplification: usize) -> Budget {
+    /// `amplification` times their size, and may start a split message
+    /// charged up to `split` bytes.
+    pub(crate) fn new(limit: usize, max_read: usize, amplification: usize, split: usize) -> Budget {
         let limit = limit.max(MIN_MAX_BUFFERED);
         let general = limit - limit / Self::RESERVE_SHARE;
-        let full_read = SLACK + max_read.saturating_mul(amplification);
+        let full_read = SLACK + max_read.saturating_mul(amplification) + split;
         Budget {
             limit,
             general,
             calm_below: general.saturating_sub(full_read).min(limit / 2),
             amplification,
+            split,
             used: 0,
             peak: 0,
             full: 0,
@@ -138,17 +162,20 @@ impl Budget {
         self.read_allowance(USEFUL_READ) < USEFUL_READ
     }
 
-    /// The largest read (at most `want`) whose worst case, the protocol's
-    /// amplification times its size plus a constant, fits in the room left outside the
-    /// reserve; 0 when none does (the caller passes through or waits, and
-    /// the refusal is counted by [`Budget::note_full`]).
+    /// The largest read (at most `want`) whose worst case fits in the
+    /// room left outside the reserve: the protocol's amplification times
+    /// its size, plus a constant, plus one split message it may start
+    /// (see "Split messages"); 0 when none does (the caller passes
+    /// through or finishes a message, and the refusal is counted by
+    /// [`Budget::note_full`]).
     #[inline]
     pub(crate) fn read_allowance(&self, want: usize) -> usize {
         let amplification = self.amplification;
         // The common case, far from the limit, in a few instructions (no
         // overflow: a read is at most the loop's 64 KiB buffer, the
-        // amplification a small constant).
-        if self.used + SLACK + want * amplification <= self.general {
+        // amplification a small constant, a split message at most a
+        // quarter of the limit).
+        if self.used + SLACK + self.split + want * amplification <= self.general {
             return want;
         }
         self.allowance_near_the_limit(want, amplification)
@@ -156,7 +183,7 @@ impl Budget {
 
     #[cold]
     fn allowance_near_the_limit(&self, want: usize, amplification: usize) -> usize {
-        let room = self.general.saturating_sub(self.used + SLACK);
+        let room = self.general.saturating_sub(self.used + SLACK + self.split);
         want.min(room / amplification.max(1))
     }
 
@@ -191,13 +218,13 @@ mod tests {
 
     #[test]
     fn a_read_is_cut_to_what_its_worst_case_leaves_room_for() {
-        let mut b = Budget::new(MIN_MAX_BUFFERED, 65_536, 1);
+        let mut b = Budget::new(MIN_MAX_BUFFERED, 65_536, 1, 0);
         assert!(b.is_calm());
         let general = MIN_MAX_BUFFERED - MIN_MAX_BUFFERED / Budget::RESERVE_SHARE;
         assert_eq!(b.read_allowance(65_536), 65_536);
         b.settle(0, general - SLACK - 1000);
         assert_eq!(b.read_allowance(65_536), 1000);
-        let mut hello = Budget::new(MIN_MAX_BUFFERED, 65_536, 7);
+        let mut hello = Budget::new(MIN_MAX_BUFFERED, 65_536, 7, 0);
         hello.settle(0, b.used());
         assert_eq!(hello.read_allowance(65_536), 142);
         assert!(b.is_full(), "1000 bytes of room is not a useful read");
@@ -210,12 +237,29 @@ mod tests {
 
     #[test]
     fn settling_tracks_use_and_peak() {
-        let mut b = Budget::new(0, 65_536, 7);
+        let mut b = Budget::new(0, 65_536, 7, 0);
         assert!(!b.under_pressure());
         b.settle(0, MIN_MAX_BUFFERED / 2);
         assert!(b.under_pressure());
         b.settle(MIN_MAX_BUFFERED / 2, 10);
         assert_eq!(b.used(), 10);
         assert_eq!(b.peak(), MIN_MAX_BUFFERED / 2);
+    }
+
+    #[test]
+    fn a_read_that_may_start_a_split_message_needs_room_for_its_charge() {
+        let split = 100_000;
+        let mut b = Budget::new(MIN_MAX_BUFFERED, 65_536, 1, split);
+        let general = MIN_MAX_BUFFERED - MIN_MAX_BUFFERED / Budget::RESERVE_SHARE;
+        b.settle(0, general - SLACK - split - 1000);
+        assert!(!b.is_calm());
+        assert_eq!(b.read_allowance(65_536), 1000);
+        b.settle(0, 1000);
+        assert_eq!(
+            b.read_allowance(65_536),
+            0,
+            "no room for one more split message"
+        );
+        assert!(b.is_full());
     }
 }

@@ -36,6 +36,10 @@ const PUSH: usize = 256 * 1024;
 /// budget; a client one byte short of it holds the most a client can.
 const MAX_MESSAGE: usize = BUDGET as usize / 4;
 
+/// Clients holding a partial message: their messages together are twice
+/// the budget.
+const HOLDERS: usize = 8;
+
 /// Starts the server with the smallest budget, small kernel send buffers,
 /// counters every 50 ms, and `extra`.
 fn spawn(extra: &[&str]) -> Server {
@@ -239,8 +243,8 @@ fn assert_served_half_closed(server: &Server, data: &[u8], answer: &[u8]) {
 
 /// The attack every budget test shares. `attacker(i)` starts the `i`th of
 /// `count` attackers: half of them fill the budget to half, the other half
-/// come on top and find it full, and a few more fill it to the byte.
-/// Meanwhile a well-behaved client gets its `probe` answers (and one that
+/// come on top and find it full, and (with [`Fill::ToTheByte`]) a few
+/// more fill it to the byte. Meanwhile a well-behaved client gets its `probe` answers (and one that
 /// sends `half_closed_probe` and its FIN gets the echo, then EOF), the
 /// budget is never passed, and the server, with every attacker stuck,
 /// sleeps. Then every attacker reads and gets all it is owed, and once
@@ -251,9 +255,13 @@ fn fill_then_read_back(
     attacker: impl Fn(usize) -> Attacker,
     probe: &[(Vec<u8>, Vec<u8>)],
     half_closed_probe: Option<&[u8]>,
+    fill: Fill,
 ) {
     let mut attackers = start_in_waves(server, count, &attacker);
-    fill_to_the_byte(server, &mut attackers, &attacker);
+    match fill {
+        Fill::ToTheByte => fill_to_the_byte(server, &mut attackers, &attacker),
+        Fill::UntilStill => wait_still(server),
+    }
     let full = wait_full(server);
     // With no room left at all, the well-behaved client is served only by
     // passing its bytes straight through.
@@ -290,6 +298,19 @@ fn fill_then_read_back(
     assert!(get(&stats, "buffered_peak") <= BUDGET, "{stats:?}");
     assert!(get(&stats, "budget_full") > 0, "{stats:?}");
     assert_within_budget(server);
+}
+
+/// How full [`fill_then_read_back`] makes the budget before probing.
+#[derive(Clone, Copy)]
+enum Fill {
+    /// Attackers are added until reads keep finding no room at all.
+    ToTheByte,
+    /// Full is where the attackers leave it, once nothing moves: clients
+    /// holding half a message are charged the whole message, so the
+    /// budget is full when no read has room for one more (the last bytes
+    /// are never taken); flooders whose answers wait are paused, not
+    /// retrying.
+    UntilStill,
 }
 
 /// Starts `count` attackers with `attacker(i)`: the first half, and once
@@ -402,6 +423,14 @@ fn wait_still(server: &Server) {
     }
 }
 
+/// `n` printable bytes (no LF, no CR): the body of a line.
+fn line_body(seed: u64, n: usize) -> Vec<u8> {
+    pattern(seed, n)
+        .into_iter()
+        .map(|b| b'!' + b % 94)
+        .collect()
+}
+
 on_every_backend! {
     /// Pushers that never read fill the budget and no more; a client that
     /// reads is served beside them; then each pusher reads and gets all
@@ -417,7 +446,52 @@ on_every_backend! {
             (b"hello".to_vec(), b"hello".to_vec()),
             (pattern(99, 16 * 1024), pattern(99, 16 * 1024)),
         ];
-        fill_then_read_back(&mut server, ATTACKERS, pusher, &probe, Some(b"bye"));
+        fill_then_read_back(&mut server, ATTACKERS, pusher, &probe, Some(b"bye"), Fill::ToTheByte);
+    }
+
+    /// Clients that each hold a line one byte short of `--max-line`: the
+    /// lines together are twice the budget, and the budget holds.
+    fn partial_lines_just_under_the_limit_stay_within_the_budget() {
+        let max_line = MAX_MESSAGE.to_string();
+        let mut server = spawn(&["--mode", "line", "--max-line", &max_line]);
+        let addr = server.addr;
+        let holder = |i: usize| {
+            let body = line_body(i as u64, MAX_MESSAGE - 1);
+            let mut expect = body.clone();
+            expect.push(b'\n');
+            Attacker::start(addr, body, b"\n".to_vec(), expect)
+        };
+        let probe = [(b"ping\n".to_vec(), b"ping\n".to_vec())];
+        fill_then_read_back(&mut server, HOLDERS, holder, &probe, None, Fill::UntilStill);
+    }
+
+    /// Clients that each hold a frame one byte short of `--max-frame`.
+    fn partial_frames_just_under_the_limit_stay_within_the_budget() {
+        let max_frame = MAX_MESSAGE.to_string();
+        let mut server = spawn(&["--mode", "frame", "--max-frame", &max_frame]);
+        let addr = server.addr;
+        let holder = |i: usize| {
+            let whole = frame(&pattern(i as u64, MAX_MESSAGE));
+            let (first, last) = whole.split_at(whole.len() - 1);
+            Attacker::start(addr, first.to_vec(), last.to_vec(), whole.clone())
+        };
+        let probe = [(frame(b"ping"), frame(b"ping"))];
+        fill_then_read_back(&mut server, HOLDERS, holder, &probe, None, Fill::UntilStill);
+    }
+
+    /// Empty lines in `hello` mode: one byte in, seven out (`hello \n`).
+    /// The flooders fill the budget with answers and no more, and each
+    /// gets every answer once it reads.
+    fn an_empty_line_flood_in_hello_mode_stays_within_the_budget() {
+        let mut server = spawn(&["--mode", "line", "--line-transform", "hello"]);
+        let addr = server.addr;
+        let lines = 64 * 1024;
+        let flooder = |_| {
+            let expect = b"hello \n".repeat(lines);
+            Attacker::start(addr, vec![b'\n'; lines], Vec::new(), expect)
+        };
+        let probe = [(b"ping\n".to_vec(), b"hello ping\n".to_vec())];
+        fill_then_read_back(&mut server, ATTACKERS, flooder, &probe, None, Fill::UntilStill);
     }
 
     /// `--evict-after 1`: pushers stalled with the budget nearly full are

@@ -382,11 +382,11 @@ impl Connection {
         self.phase == Phase::Lingering
     }
 
-    /// Heap bytes held for the client: pending output and a partial
-    /// message, by capacity (what the budget counts).
+    /// Bytes held for the client as the budget counts them: pending
+    /// output by capacity, and a split message's charge.
     #[inline]
     pub(crate) fn held(&self) -> usize {
-        self.out.capacity() + self.partial.capacity()
+        self.out.capacity() + self.partial.charge()
     }
 
     /// Lets a connection parked for budget ([`Outcome::Starved`]) try
@@ -594,6 +594,10 @@ impl Connection {
             };
             if allowed == 0 {
                 cx.budget.note_full();
+                if !self.partial.is_empty() {
+                    // Its reservation pays for the rest of its message.
+                    return self.finish_message(cx);
+                }
                 return self.pass_through(cx);
             }
             if !self.read_and_answer(allowed, cx)? {
@@ -627,12 +631,19 @@ impl Connection {
             self.send(&cx.buf[..n], cx.token, cx.stats, cx.budget)?;
         } else {
             // A message split across reads is kept: counted as it grows.
-            let before = self.partial.capacity();
-            let verdict = cx.mode.feed(&mut self.partial, &cx.buf[..n], cx.answers);
-            cx.budget.settle(before, self.partial.capacity());
-            self.send_answers(verdict, cx)?;
+            self.answer(n, cx)?;
         }
         Ok(true)
+    }
+
+    /// Hands the first `n` bytes of the loop's buffer to the protocol and
+    /// sends its answers. A message split across reads is kept, and
+    /// charged what it may grow to (`budget.rs`, "Split messages").
+    fn answer<P>(&mut self, n: usize, cx: &mut Cx<'_, P>) -> io::Result<()> {
+        let before = self.partial.charge();
+        let verdict = cx.mode.feed(&mut self.partial, &cx.buf[..n], cx.answers);
+        cx.budget.settle(before, self.partial.charge());
+        self.send_answers(verdict, cx)
     }
 
     /// The peer's FIN: what is pending still goes out (phase `Closing`),
@@ -641,9 +652,9 @@ impl Connection {
     fn end_of_input<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<()> {
         self.set_phase(cx.token, Phase::Closing);
         if !self.partial.is_empty() {
-            let before = self.partial.capacity();
+            let before = self.partial.charge();
             let verdict = cx.mode.finish(&mut self.partial, cx.answers);
-            cx.budget.settle(before, self.partial.capacity());
+            cx.budget.settle(before, self.partial.charge());
             self.send_answers(verdict, cx)?;
         }
         Ok(())
@@ -708,7 +719,7 @@ impl Connection {
                 if verdict == Verdict::Refuse {
                     cx.stats.protocol_errors += 1;
                 }
-                cx.budget.settle(self.partial.capacity(), 0);
+                cx.budget.settle(self.partial.charge(), 0);
                 self.partial.clear();
                 if matches!(self.phase, Phase::Open | Phase::Paused) {
                     self.set_phase(cx.token, Phase::Draining);
@@ -880,7 +891,7 @@ mod tests {
                 timers: Timers::new(),
                 buf: vec![0u8; crate::reactor::READ_BUFFER_SIZE],
                 answers: Vec::new(),
-                budget: Budget::new(usize::MAX, crate::reactor::READ_BUFFER_SIZE, 1),
+                budget: Budget::new(usize::MAX, crate::reactor::READ_BUFFER_SIZE, 1, 0),
             }
         }
 
@@ -1127,7 +1138,7 @@ mod tests {
     #[test]
     fn a_full_budget_passes_input_through_holds_nothing_and_sees_the_fin() {
         let mut rig = Rig::new();
-        rig.budget = Budget::new(0, crate::reactor::READ_BUFFER_SIZE, 1);
+        rig.budget = Budget::new(0, crate::reactor::READ_BUFFER_SIZE, 1, 0);
         rig.budget.settle(0, crate::budget::MIN_MAX_BUFFERED);
         assert!(rig.budget.is_full());
         let (mut client, mut conn) = pair(&mut rig.poller, Instant::now());

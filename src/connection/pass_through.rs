@@ -15,19 +15,27 @@
 //!   complete messages are answered and consumed only when the answers can
 //!   go out whole: the socket's send queue is empty (`TIOCOUTQ`, so the
 //!   kernel takes an answer of up to [`ANSWER_MAX`] at once), and the
-//!   answers fit in the part of the budget kept back for this. An
-//!   incomplete message is not started (nothing is consumed); a message
-//!   larger than the loop's buffer waits for the budget to free.
+//!   answers fit in the part of the budget kept back for this. So only as
+//!   many whole messages are taken as have answers that fit in
+//!   [`ANSWER_MAX`] together (an empty-line flood in `hello` mode answers
+//!   a 64 KiB window with 448 KiB: it goes through 2,340 lines at a time);
+//!   the rest stays queued. An incomplete message is not started (nothing
+//!   is consumed); a message larger than the loop's buffer, or with an
+//!   answer larger than [`ANSWER_MAX`], waits for the budget to free.
 //! - A connection with output already pending does not pass through: its
 //!   socket is full, and the writable edge that comes with room flushes it
-//!   first. One holding half a message is parked ([`Outcome::Starved`])
-//!   until the budget frees, since only a real read can finish it.
+//!   first.
+//! - A connection holding half a message does not pass through either: the
+//!   budget already charged the whole message (`budget.rs`, "Split
+//!   messages"), so it reads the rest of that message and not a byte more
+//!   ([`Connection::finish_message`]): it peeks, asks the protocol where
+//!   the message ends, and takes exactly that much.
 
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 
 use super::{Connection, Cx, Input, Outcome, Phase};
-use crate::protocol::{Mode, Partial, Verdict};
+use crate::protocol::{Mode, Verdict};
 
 /// The largest answer written through while the budget is full: an empty
 /// send queue takes it whole (the smallest send buffer Linux gives a TCP
@@ -45,10 +53,10 @@ impl Connection {
             self.set_phase(cx.token, Phase::Paused);
             return Ok(Outcome::Keep);
         }
-        if !self.partial.is_empty() {
-            // A message is half held: only a real read can finish it.
-            return Ok(self.starve(false));
-        }
+        debug_assert!(
+            self.partial.is_empty(),
+            "a split message is finished, not passed"
+        );
         let n = match self.peek(cx.buf)? {
             Input::Data(n) => n,
             Input::Empty => return Ok(Outcome::Keep),
@@ -75,6 +83,35 @@ impl Connection {
         Ok(outcome)
     }
 
+    /// A turn's reading while the budget is full, for a connection holding
+    /// half a message: the bytes that belong to that message, and no more.
+    /// Whatever they make the connection hold (the message grown, or its
+    /// answer) is within the reservation it was charged, so they need no
+    /// room (see the module docs).
+    pub(super) fn finish_message<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
+        let window = cx.mode.still_wanted(&self.partial).min(cx.buf.len());
+        let n = match self.peek(&mut cx.buf[..window])? {
+            Input::Data(n) => n,
+            Input::Empty => return Ok(Outcome::Keep),
+            Input::Eof => {
+                self.read_ready = false;
+                self.end_of_input(cx)?;
+                return Ok(Outcome::Keep);
+            }
+        };
+        let take = cx.mode.rest_of_message(&self.partial, &cx.buf[..n]);
+        self.consume(take, cx)?;
+        if take == n {
+            self.peeked_all(n, window);
+        }
+        self.answer(take, cx)?;
+        // Rule 2: what follows the message (or a FIN) raises no new edge.
+        if self.read_ready && self.phase == Phase::Open && !self.write_blocked {
+            return Ok(Outcome::Requeue);
+        }
+        Ok(Outcome::Keep)
+    }
+
     /// Raw mode: write the peeked bytes, consume what went out.
     fn echo_through<P>(&mut self, n: usize, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
         let written = Self::write_once(&mut self.stream, &cx.buf[..n])?;
@@ -97,27 +134,27 @@ impl Connection {
             // An emptying send queue raises no event: try again shortly.
             return Ok(self.starve(true));
         }
-        let mut tail = Partial::new();
-        let verdict = cx.mode.feed(&mut tail, &cx.buf[..n], cx.answers);
-        // After a close or a refusal the protocol wants nothing more: the
-        // rest is read and dropped while lingering.
-        let complete = n - tail.len();
+        // Only whole messages, and only as many as have answers that fit
+        // in one write the kernel takes whole: the rest stays queued.
+        let (complete, verdict, held_back) =
+            cx.mode.answer_whole(&cx.buf[..n], cx.answers, ANSWER_MAX);
         if verdict == Verdict::Continue && complete == 0 {
-            cx.answers.clear();
-            if n == cx.buf.len() {
-                // A message larger than the window: it cannot pass through.
-                return Ok(self.starve(false));
+            if n < cx.buf.len() && !held_back {
+                // Only an incomplete message: its next segment raises an
+                // edge.
+                self.peeked_all(n, cx.buf.len());
+                return Ok(Outcome::Keep);
             }
-            // Only an incomplete message: its next segment raises an edge.
-            self.peeked_all(n, cx.buf.len());
-            return Ok(Outcome::Keep);
+            // A message larger than the window, or with an answer larger
+            // than one write: it cannot pass through.
+            return Ok(self.starve(false));
         }
-        if cx.answers.len() > ANSWER_MAX || !cx.budget.fits(cx.answers.len()) {
+        if !cx.budget.fits(cx.answers.len()) {
             cx.answers.clear();
             return Ok(self.starve(false));
         }
         self.consume(complete, cx)?;
-        if tail.is_empty() {
+        if complete == n {
             self.peeked_all(n, cx.buf.len());
         }
         self.send_answers(verdict, cx)?;
@@ -156,15 +193,16 @@ impl Connection {
         }
     }
 
-    /// Takes from the kernel the `n` bytes that were peeked and passed on.
+    /// Takes from the kernel the `n` bytes that were peeked into the
+    /// loop's buffer (they land where the peek put them).
     fn consume<P>(&mut self, n: usize, cx: &mut Cx<'_, P>) -> io::Result<()> {
-        let mut left = n;
-        while left > 0 {
+        let mut done = 0;
+        while done < n {
             // They were peeked, so they are there; a read may still stop
             // short at an urgent mark, hence the loop.
-            match self.stream.read(&mut cx.buf[..left]) {
+            match self.stream.read(&mut cx.buf[done..n]) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(got) => left -= got,
+                Ok(got) => done += got,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }

@@ -87,6 +87,23 @@ impl Decoder for Frame {
         // Half a message is no message.
         Verdict::Refuse
     }
+
+    fn reservation(&self, held: &[u8]) -> usize {
+        // The whole frame, which is also its answer: once the header is
+        // in, exactly the size it declares; before, the largest allowed.
+        match held.first_chunk::<HEADER_LEN>() {
+            Some(head) => HEADER_LEN + u32::from_be_bytes(*head) as usize,
+            None => HEADER_LEN + self.max_frame as usize,
+        }
+    }
+
+    fn still_wanted(&self, held: &[u8]) -> usize {
+        // The header first (it says how much more), then the body.
+        match held.first_chunk::<HEADER_LEN>() {
+            Some(_) => self.reservation(held).saturating_sub(held.len()),
+            None => HEADER_LEN - held.len().min(HEADER_LEN),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -179,6 +196,20 @@ mod tests {
         let t = assert_split_invariant(&mode(64), &input, true);
         assert_eq!(t.out, frames(&[b"whole"]));
         assert_eq!(t.verdict, Verdict::Refuse);
+    }
+
+    #[test]
+    fn a_split_frame_is_finished_within_its_charge() {
+        use crate::protocol::testing::assert_reservation_covers;
+        let m = mode(8);
+        let mut input = frames(&[b"", b"12345678", b"abc"]);
+        input.extend_from_slice(&header(9));
+        assert_reservation_covers(&m, &input);
+        let mut partial = Partial::new();
+        feed(&Frame { max_frame: 8 }, &mut partial, &header(5)[..2], &mut Vec::new());
+        assert_eq!(partial.charge(), HEADER_LEN + 8, "header unknown: the largest");
+        feed(&Frame { max_frame: 8 }, &mut partial, &header(5)[2..], &mut Vec::new());
+        assert_eq!(partial.charge(), HEADER_LEN + 5, "header known: its size");
     }
 
     proptest! {

@@ -24,6 +24,9 @@ pub const DEFAULT_MAX_LINE: usize = 8 * 1024;
 /// What an over-long line is answered with before the connection closes.
 pub const LINE_TOO_LONG: &[u8] = b"ERR line too long\n";
 
+/// What `--line-transform hello` puts before each line.
+const HELLO: &[u8] = b"hello ";
+
 /// Lines that end the conversation (after their terminator is removed).
 const GOODBYES: [&[u8]; 2] = [b"exit", b"quit"];
 
@@ -94,7 +97,7 @@ impl Line {
             Transform::None => out.extend_from_slice(content),
             Transform::Upper => out.extend(content.iter().map(u8::to_ascii_uppercase)),
             Transform::Hello => {
-                out.extend_from_slice(b"hello ");
+                out.extend_from_slice(HELLO);
                 out.extend_from_slice(content);
             }
         }
@@ -141,6 +144,31 @@ impl Decoder for Line {
     fn at_eof(&self, rest: &[u8], out: &mut Vec<u8>) -> Verdict {
         // Answered like a line, minus the terminator it never got.
         self.reply(rest, b"", out)
+    }
+
+    fn reservation(&self, _held: &[u8]) -> usize {
+        // The longest line with CR LF, answered with its `hello ` prefix
+        // or refused with `LINE_TOO_LONG` (the longer of the two).
+        const EXTRA: usize = if LINE_TOO_LONG.len() > HELLO.len() {
+            LINE_TOO_LONG.len()
+        } else {
+            HELLO.len()
+        };
+        self.max_line.saturating_add(2 + EXTRA)
+    }
+
+    fn still_wanted(&self, held: &[u8]) -> usize {
+        // Enough for the terminator of the longest line, or for `decode`
+        // to be sure the line is too long.
+        self.max_line.saturating_add(2).saturating_sub(held.len())
+    }
+
+    fn rest_of_message(&self, held: &[u8], more: &[u8]) -> usize {
+        let window = &more[..more.len().min(self.still_wanted(held))];
+        window
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(window.len(), |i| i + 1)
     }
 }
 
@@ -379,6 +407,18 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..12),
         ];
         proptest::collection::vec(piece, 0..16).prop_map(|p| p.concat())
+    }
+
+    #[test]
+    fn a_split_line_is_finished_within_its_charge() {
+        use crate::protocol::testing::assert_reservation_covers;
+        for transform in [Transform::None, Transform::Upper, Transform::Hello] {
+            let m = mode(transform, None, 16);
+            assert_reservation_covers(&m, b"abc\nfifteen bytes..\r\n\nexit\nmore");
+            assert_reservation_covers(&m, b"sixteen bytes...\r\nx\n");
+            assert_reservation_covers(&m, b"seventeen bytes...\nx\n");
+            assert_reservation_covers(&m, b"sixteen bytes...\r\r\n");
+        }
     }
 
     proptest! {

@@ -102,17 +102,43 @@ pub trait Decoder {
     /// The peer sent FIN with `rest` (non-empty, incomplete) still held.
     /// The connection closes whatever the verdict; it says why.
     fn at_eof(&self, rest: &[u8], out: &mut Vec<u8>) -> Verdict;
+
+    /// The most a connection can come to hold for the message `held`
+    /// begins, its answer (or error) included, however the rest of it
+    /// arrives. The memory budget charges this much for a split message,
+    /// so that finishing it never needs room the budget may not have
+    /// (`budget.rs`, "Split messages").
+    fn reservation(&self, held: &[u8]) -> usize;
+
+    /// At most how many of the bytes after `held` can still belong to its
+    /// message: a read that finishes a message under a full budget takes
+    /// no more.
+    fn still_wanted(&self, held: &[u8]) -> usize;
+
+    /// How many bytes at the start of `more` (at most
+    /// [`Decoder::still_wanted`] of them) belong to the message `held`
+    /// begins: up to its end, or all of them if it does not end there.
+    fn rest_of_message(&self, held: &[u8], more: &[u8]) -> usize {
+        more.len().min(self.still_wanted(held))
+    }
 }
 
 /// The incomplete message of one connection; empty (a null pointer) while
 /// the input so far ended on a message boundary.
 ///
-/// Boxing the `Vec` costs one more allocation while a message is split,
-/// and keeps this field at 8 bytes instead of 24 in every connection, split
-/// or not: that is what keeps `Connection` within 64 bytes.
+/// Boxing costs one more allocation while a message is split, and keeps
+/// this field at 8 bytes in every connection, split or not: that is what
+/// keeps `Connection` within 64 bytes.
 #[derive(Debug, Default)]
-#[allow(clippy::box_collection)]
-pub struct Partial(Option<Box<Vec<u8>>>);
+pub struct Partial(Option<Box<Held>>);
+
+/// A split message's bytes, and what the budget charges for it.
+#[derive(Debug)]
+struct Held {
+    bytes: Vec<u8>,
+    /// [`Decoder::reservation`] for `bytes`.
+    reserved: usize,
+}
 
 impl Partial {
     /// No held bytes and no allocation.
@@ -121,8 +147,9 @@ impl Partial {
     }
 
     /// Bytes held.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |held| held.len())
+        self.0.as_ref().map_or(0, |held| held.bytes.len())
     }
 
     /// Whether nothing is held.
@@ -130,10 +157,19 @@ impl Partial {
         self.0.is_none()
     }
 
-    /// Heap bytes held: what the memory budget counts.
+    /// The bytes held (empty when none are).
+    pub fn bytes(&self) -> &[u8] {
+        self.0.as_ref().map_or(&[], |held| &held.bytes)
+    }
+
+    /// What the memory budget counts for this message: the heap bytes it
+    /// holds, or what it may still grow to with its answer, whichever is
+    /// larger (see [`Decoder::reservation`]).
     #[inline]
-    pub fn capacity(&self) -> usize {
-        self.0.as_ref().map_or(0, |held| held.capacity())
+    pub fn charge(&self) -> usize {
+        self.0
+            .as_ref()
+            .map_or(0, |held| held.bytes.capacity().max(held.reserved))
     }
 
     /// Drops whatever is held, and its allocation.
@@ -160,9 +196,11 @@ pub fn feed<D: Decoder>(
         // The common case: decode straight from the read buffer, and copy
         // only a tail that is not a whole message yet.
         None => {
-            let (used, verdict) = answer_all(decoder, input, 0, out);
+            let (used, verdict, _) = answer_all(decoder, input, 0, out, usize::MAX);
             if verdict == Verdict::Continue && used < input.len() {
-                partial.0 = Some(Box::new(input[used..].to_vec()));
+                let bytes = input[used..].to_vec();
+                let reserved = decoder.reservation(&bytes);
+                partial.0 = Some(Box::new(Held { bytes, reserved }));
             }
             verdict
         }
@@ -170,17 +208,19 @@ pub fn feed<D: Decoder>(
         // held. The held bytes were scanned already (see `scanned`), so a
         // long line arriving a byte at a time is not rescanned each time.
         Some(mut held) => {
-            let scanned = held.len();
+            let bytes = &mut held.bytes;
+            let scanned = bytes.len();
             // Exactly, not doubled: the budget counts capacity, and a read
             // may grow it by at most the bytes read (`budget.rs`).
-            held.reserve_exact(input.len());
-            held.extend_from_slice(input);
-            let (used, verdict) = answer_all(decoder, &held, scanned, out);
-            if verdict == Verdict::Continue && used < held.len() {
-                held.drain(..used);
-                if held.capacity() > held.len() + KEEP_SPARE {
-                    held.shrink_to_fit();
+            bytes.reserve_exact(input.len());
+            bytes.extend_from_slice(input);
+            let (used, verdict, _) = answer_all(decoder, bytes, scanned, out, usize::MAX);
+            if verdict == Verdict::Continue && used < bytes.len() {
+                bytes.drain(..used);
+                if bytes.capacity() > bytes.len() + KEEP_SPARE {
+                    bytes.shrink_to_fit();
                 }
+                held.reserved = decoder.reservation(&held.bytes);
                 partial.0 = Some(held);
             }
             verdict
@@ -191,19 +231,37 @@ pub fn feed<D: Decoder>(
 /// The peer sent FIN: answers what `partial` still holds, if anything.
 pub fn finish<D: Decoder>(decoder: &D, partial: &mut Partial, out: &mut Vec<u8>) -> Verdict {
     match partial.0.take() {
-        Some(held) => decoder.at_eof(&held, out),
+        Some(held) => decoder.at_eof(&held.bytes, out),
         None => Verdict::Continue,
     }
 }
 
-/// Answers the complete messages at the start of `buf`; returns how many
-/// bytes they took and the verdict.
+/// Answers the whole messages at the start of `input` whose answers fit
+/// in `max_out` bytes of `out` together, and nothing of a message that is
+/// incomplete or would not fit: returns how many bytes of `input` the
+/// answered messages took, the verdict, and whether a complete message was
+/// held back because its answer did not fit. Nothing is held, so the
+/// caller can take exactly those bytes (a connection passing input through
+/// a full budget).
+pub fn answer_whole<D: Decoder>(
+    decoder: &D,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    max_out: usize,
+) -> (usize, Verdict, bool) {
+    answer_all(decoder, input, 0, out, max_out)
+}
+
+/// Answers the complete messages at the start of `buf`, stopping before
+/// one whose answer would take `out` past `max_out` bytes; returns how
+/// many bytes they took, the verdict, and whether it stopped for that.
 fn answer_all<D: Decoder>(
     decoder: &D,
     buf: &[u8],
     mut scanned: usize,
     out: &mut Vec<u8>,
-) -> (usize, Verdict) {
+    max_out: usize,
+) -> (usize, Verdict, bool) {
     let mut used = 0;
     while used < buf.len() {
         match decoder.decode(&buf[used..], scanned) {
@@ -214,21 +272,27 @@ fn answer_all<D: Decoder>(
                     debug_assert!(false, "decoder returned Complete({n})");
                     break;
                 }
+                let mark = out.len();
                 let verdict = decoder.answer(&buf[used..used + n], out);
+                if out.len() > max_out {
+                    // Not answered after all: left for later.
+                    out.truncate(mark);
+                    return (used, Verdict::Continue, true);
+                }
                 used += n;
                 scanned = 0;
                 if verdict != Verdict::Continue {
-                    return (used, verdict);
+                    return (used, verdict, false);
                 }
             }
             Ok(Status::Partial) => break,
             Err(why) => {
                 decoder.refuse(why, out);
-                return (used, Verdict::Refuse);
+                return (used, Verdict::Refuse, false);
             }
         }
     }
-    (used, Verdict::Continue)
+    (used, Verdict::Continue, false)
 }
 
 impl Mode {
@@ -240,6 +304,34 @@ impl Mode {
             Mode::Line(line) if line.transform == Transform::Hello => 7,
             // Echo, upper-case, frames: every byte answered once.
             Mode::Raw | Mode::Line(_) | Mode::Frame(_) => 1,
+        }
+    }
+
+    /// The largest [`Decoder::reservation`] of this mode: what one split
+    /// message may be charged (0 in raw mode, which never splits one).
+    pub(crate) fn max_reservation(&self) -> usize {
+        match self {
+            Mode::Raw => 0,
+            Mode::Line(line) => line.reservation(&[]),
+            Mode::Frame(frame) => frame.reservation(&[]),
+        }
+    }
+
+    /// [`Decoder::still_wanted`] for the message `partial` holds.
+    pub(crate) fn still_wanted(&self, partial: &Partial) -> usize {
+        match self {
+            Mode::Raw => 0,
+            Mode::Line(line) => line.still_wanted(partial.bytes()),
+            Mode::Frame(frame) => frame.still_wanted(partial.bytes()),
+        }
+    }
+
+    /// [`Decoder::rest_of_message`] for the message `partial` holds.
+    pub(crate) fn rest_of_message(&self, partial: &Partial, more: &[u8]) -> usize {
+        match self {
+            Mode::Raw => 0,
+            Mode::Line(line) => line.rest_of_message(partial.bytes(), more),
+            Mode::Frame(frame) => frame.rest_of_message(partial.bytes(), more),
         }
     }
 
@@ -262,6 +354,25 @@ impl Mode {
             }
             Mode::Line(line) => feed(line, partial, input, out),
             Mode::Frame(frame) => feed(frame, partial, input, out),
+        }
+    }
+
+    /// [`answer_whole`] with this mode's decoder (raw mode: at most
+    /// `max_out` bytes of `input`, echoed).
+    pub(crate) fn answer_whole(
+        &self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        max_out: usize,
+    ) -> (usize, Verdict, bool) {
+        match self {
+            Mode::Raw => {
+                let n = input.len().min(max_out.saturating_sub(out.len()));
+                out.extend_from_slice(&input[..n]);
+                (n, Verdict::Continue, n < input.len())
+            }
+            Mode::Line(line) => answer_whole(line, input, out, max_out),
+            Mode::Frame(frame) => answer_whole(frame, input, out, max_out),
         }
     }
 
@@ -326,6 +437,39 @@ pub(crate) mod testing {
         let every: Vec<usize> = (0..input.len()).collect();
         assert_eq!(run(mode, input, &every, eof), whole, "byte at a time");
         whole
+    }
+
+    /// Asserts the promise the memory budget relies on ("Split messages"
+    /// in `budget.rs`): wherever `input` is cut, the message left split is
+    /// finished by taking [`Mode::rest_of_message`] of what follows, a
+    /// piece at a time, and what the connection then holds (the message so
+    /// far, or its answer) never exceeds the charge it started with.
+    #[track_caller]
+    pub fn assert_reservation_covers(mode: &Mode, input: &[u8]) {
+        for cut in 0..input.len() {
+            let mut partial = Partial::new();
+            let mut out = Vec::new();
+            if mode.feed(&mut partial, &input[..cut], &mut out) != Verdict::Continue
+                || partial.is_empty()
+            {
+                continue;
+            }
+            let charged = partial.charge();
+            let mut rest = &input[cut..];
+            while !partial.is_empty() && !rest.is_empty() {
+                let window = &rest[..rest.len().min(mode.still_wanted(&partial))];
+                let take = mode.rest_of_message(&partial, window);
+                assert!(take > 0, "cut {cut}: nothing taken");
+                let mut answers = Vec::new();
+                let verdict = mode.feed(&mut partial, &rest[..take], &mut answers);
+                rest = &rest[take..];
+                let held = answers.len() + partial.charge();
+                assert!(held <= charged, "cut {cut}: {held} held, {charged} charged");
+                if verdict != Verdict::Continue {
+                    break;
+                }
+            }
+        }
     }
 
     /// Asserts that every proper prefix of `input` (without EOF) answers a

@@ -241,6 +241,7 @@ impl<P: Poller> Reactor<P> {
                 config.max_buffered,
                 READ_BUFFER_SIZE,
                 config.mode.amplification(),
+                config.mode.max_reservation(),
             ),
             starved: Vec::new(),
             retrying: Vec::new(),

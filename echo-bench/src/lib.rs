@@ -21,6 +21,7 @@
 //! | [`stats`] | per-thread counts with no sharing on the hot path, merged at the end |
 //! | [`live`] | the few numbers shared while running (progress line, stop flag) |
 //! | [`report`] | the report as data, rendered as a table or one JSON object |
+//! | [`procs`] | `--procs N`: the run split over N re-executed processes, their results merged |
 //!
 //! # Threads
 //!
@@ -29,6 +30,13 @@
 //! [`Stats`]. Nothing is shared on the per-message path; the threads meet
 //! only once, when all their connections are open, so that they measure
 //! the same load.
+//!
+//! # Processes
+//!
+//! `--procs N` runs N copies of the binary, each with its share of the
+//! connections and its own descriptor limit; the parent only starts them,
+//! lets them open their windows together and adds up their counts
+//! ([`procs`]).
 #![deny(
     missing_docs,
     missing_debug_implementations,
@@ -43,6 +51,7 @@ mod engine;
 pub mod limits;
 pub mod live;
 pub mod pattern;
+pub mod procs;
 pub mod report;
 pub mod schedule;
 pub mod stats;

@@ -4,6 +4,7 @@
 //! flags.
 
 use crate::config::{Config, DEFAULT_MAX_CONNECTING, StopAt, Transport};
+use crate::procs::ChildOf;
 use clap::Parser;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -15,9 +16,10 @@ use std::time::Duration;
     name = "echo-bench",
     version,
     after_help = "Latencies are in microseconds, MB/s is payload echoed back (10^6 bytes/s).\n\
-                  Exit status: 0 clean run; 1 a mismatch (a corrupted first echo too), or more\n\
-                  errors than --max-errors; 2 bad flags, unreachable address or too few\n\
-                  descriptors; 130 second Ctrl+C.\n\
+                  Exit status: 0 clean run; 1 a mismatch (a corrupted first echo too), more\n\
+                  errors than --max-errors, or a --procs client process that died before it\n\
+                  reported; 2 bad flags, unreachable address or too few descriptors; 130\n\
+                  second Ctrl+C.\n\
                   The first Ctrl+C ends the measurement early and prints the report."
 )]
 pub struct Args {
@@ -75,9 +77,21 @@ pub struct Args {
     #[arg(short = 'r', long, value_name = "N")]
     pub rate: Option<u64>,
 
-    /// Threads, each with its own poll loop and share of the connections.
+    /// Threads, each with its own poll loop and share of the connections
+    /// (per process, with --procs).
     #[arg(short = 'T', long, default_value_t = 1)]
     pub threads: usize,
+
+    /// Client processes, each with its own descriptor limit and its share
+    /// of the connections, source addresses, -n and rates; one report.
+    /// Refused if some process would get no connection.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_procs)]
+    pub procs: usize,
+
+    /// Internal: run as client process INDEX of PROCS for a parent
+    /// started with --procs (the parent passes it).
+    #[arg(long = "child", value_name = "INDEX/PROCS", hide = true)]
+    pub child: Option<ChildOf>,
 
     /// Datagram mode against a UDP echo service (loss is counted, not fatal).
     #[arg(long)]
@@ -135,6 +149,15 @@ impl Args {
         cfg.timeout = secs("--timeout", self.timeout)?;
         cfg.validate().map_err(|e| format!("bad option {e}"))?;
         Ok(cfg)
+    }
+}
+
+/// `--procs`: a whole number, at least 1.
+fn parse_procs(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("not a whole number of processes".into()),
     }
 }
 

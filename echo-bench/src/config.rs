@@ -91,6 +91,25 @@ pub struct Config {
     /// same holds after the window, while the echoes still due are
     /// awaited; the whole drain lasts at most this long too.
     pub timeout: Duration,
+    /// The loopback source addresses this run must use, when a parent
+    /// process chose them (`--procs`: every client process gets its own
+    /// range). `None`: the run plans its own from 127.0.0.1, as
+    /// [`Config::source_ips`] says.
+    pub source_range: Option<SourceRange>,
+}
+
+/// Loopback source addresses given to one client process of `--procs`, as
+/// indexes of [`crate::limits::loopback_v4`] (0 is 127.0.0.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceRange {
+    /// The first address.
+    pub first: usize,
+    /// How many addresses, from `first`, the connections are spread over.
+    pub count: usize,
+    /// Where addresses added past them begin, if the planned ones run out
+    /// of local ports (each process has its own stretch, so that no two
+    /// processes ever share one).
+    pub extra_first: usize,
 }
 
 /// The default of [`Config::timeout`]. A SYN dropped by a full accept queue
@@ -117,6 +136,7 @@ impl Config {
             hold: Duration::ZERO,
             max_errors: 0,
             timeout: DEFAULT_TIMEOUT,
+            source_range: None,
         }
     }
 
@@ -215,6 +235,17 @@ impl Config {
 
     /// Extra source addresses exist only on IPv4 loopback.
     fn check_sources(&self) -> Result<(), ConfigError> {
+        if let Some(r) = self.source_range {
+            if r.count == 0 {
+                return bad("--source-ips", "a process needs at least 1 source address");
+            }
+            if !(self.addr.is_ipv4() && self.addr.ip().is_loopback()) {
+                return bad(
+                    "--source-ips",
+                    "source address ranges are loopback ones; the target must be IPv4 loopback",
+                );
+            }
+        }
         let Some(n) = self.source_ips else {
             return Ok(());
         };

@@ -319,7 +319,7 @@ fn advance<E: Engine>(e: &mut E, now: Instant) {
         }
         Phase::Settling => {
             let sh = &e.core().sh;
-            if sh.live.settled_threads() >= sh.cfg.threads {
+            if sh.live.settled_threads() >= sh.cfg.threads && sh.live.gate_open() {
                 open_window(e, now);
             }
         }
@@ -496,6 +496,8 @@ mod tests {
             cfg,
             pattern: Pattern::new(),
             sources: 1,
+            source_first: None,
+            extra_first: 1,
             live: Arc::new(Live::new()),
         });
         let share = Share {
@@ -546,6 +548,25 @@ mod tests {
         let start = t + Duration::from_millis(520);
         assert_eq!(e.core.window.start, start, "after the warmup");
         assert_eq!(e.core.window.end, Some(start + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_closed_gate_keeps_the_window_shut_until_it_opens() {
+        let mut e = fake(1, Duration::ZERO);
+        e.core.sh.live.close_gate();
+        let t = Instant::now();
+        advance(&mut e, t);
+        advance(&mut e, t + Duration::from_millis(10));
+        assert_eq!(
+            e.core.phase,
+            Phase::Settling,
+            "every thread settled, but the parent has not said go"
+        );
+        e.core.sh.live.open_gate();
+        let go = t + Duration::from_millis(20);
+        advance(&mut e, go);
+        assert_eq!(e.core.phase, Phase::Running);
+        assert_eq!(e.core.window.start, go + Duration::from_millis(500));
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! | [`stats`] | per-thread counts with no sharing on the hot path, merged at the end |
 //! | [`live`] | the few numbers shared while running (progress line, stop flag) |
 //! | [`report`] | the report as data, rendered as a table or one JSON object |
+//! | [`procs`] | `--procs N`: the run split over N re-executed processes, their results merged |
 //!
 //! # Threads
 //!
@@ -29,6 +30,13 @@
 //! [`Stats`]. Nothing is shared on the per-message path; the threads meet
 //! only once, when all their connections are open, so that they measure
 //! the same load.
+//!
+//! # Processes
+//!
+//! `--procs N` runs N copies of the binary, each with its share of the
+//! connections and its own descriptor limit; the parent only starts them,
+//! lets them open their windows together and adds up their counts
+//! ([`procs`]).
 #![deny(
     missing_docs,
     missing_debug_implementations,
@@ -43,6 +51,7 @@ mod engine;
 pub mod limits;
 pub mod live;
 pub mod pattern;
+pub mod procs;
 pub mod report;
 pub mod schedule;
 pub mod stats;
@@ -50,7 +59,7 @@ mod tcp;
 pub mod timer;
 mod udp;
 
-pub use config::{Config, ConfigError, StopAt, Transport};
+pub use config::{Config, ConfigError, SourceRange, StopAt, Transport};
 pub use limits::raise_nofile_limit;
 pub use live::Live;
 pub use report::Report;
@@ -108,20 +117,93 @@ impl From<ConfigError> for BenchError {
 pub(crate) struct Shared {
     pub cfg: Config,
     pub pattern: Pattern,
-    /// Source addresses the connections are spread over (1 = kernel's choice).
+    /// Source addresses the connections are spread over (1 = kernel's
+    /// choice, unless `source_first` is set).
     pub sources: usize,
+    /// The first of them, when a parent process chose the range
+    /// ([`Config::source_range`]); then every connection binds to one.
+    pub source_first: Option<usize>,
+    /// The address (index) where those added past the planned ones begin.
+    pub extra_first: usize,
     pub live: Arc<Live>,
+}
+
+impl Shared {
+    /// The source address of connection `id`; `None` = the kernel's choice.
+    pub fn source_for(&self, id: usize) -> Option<std::net::IpAddr> {
+        let c = self.cfg.connections;
+        match self.source_first {
+            None => limits::source_for(id, c, self.sources),
+            Some(first) => Some(limits::loopback_v4(first + id * self.sources / c.max(1))),
+        }
+    }
 }
 
 /// Runs a whole stress run and returns its report. `live` lets the caller
 /// watch progress (and stop the run early) from another thread.
 pub fn run(cfg: &Config, live: Arc<Live>) -> Result<Report, BenchError> {
+    let out = run_counts(cfg, live)?;
+    out.check_reached(cfg.addr)?;
+    Ok(out.report(cfg))
+}
+
+/// What a run counted, before it is made a [`Report`]: what one client
+/// process of `--procs` hands to its parent, which adds them up.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The threads' counts, merged.
+    pub stats: Stats,
+    /// Source addresses planned (those added later are in
+    /// [`Stats::sources_used`]).
+    pub sources: usize,
+    /// The sum of the threads' message rates (each over its own window).
+    pub req_per_s: f64,
+    /// The same for payload bytes.
+    pub bytes_per_s: f64,
+    /// The first connect error any thread saw.
+    pub first_error: Option<String>,
+}
+
+impl Outcome {
+    /// Not one connection served: unreachable, unless the server did
+    /// answer, with a corrupted echo (that is a mismatch, for the report).
+    pub fn check_reached(&self, addr: SocketAddr) -> Result<(), BenchError> {
+        let total = &self.stats;
+        if total.established == 0 && total.failed > 0 && total.errors_of(ErrorKind::Mismatch) == 0 {
+            return Err(BenchError::Unreachable {
+                addr,
+                cause: self
+                    .first_error
+                    .clone()
+                    .unwrap_or_else(|| "every connection failed".into()),
+            });
+        }
+        Ok(())
+    }
+
+    /// The report of these counts, for the run `cfg` asked for.
+    pub fn report(&self, cfg: &Config) -> Report {
+        Report::new(
+            cfg,
+            self.sources,
+            &self.stats,
+            self.req_per_s,
+            self.bytes_per_s,
+        )
+    }
+}
+
+/// Runs a whole stress run and returns what it counted, whether or not a
+/// connection was ever served (see [`Outcome::check_reached`]).
+pub fn run_counts(cfg: &Config, live: Arc<Live>) -> Result<Outcome, BenchError> {
     cfg.validate()?;
     let sources = plan_limits(cfg)?;
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         pattern: Pattern::new(),
         sources,
+        source_first: cfg.source_range.map(|r| r.first),
+        extra_first: cfg.source_range.map_or(sources, |r| r.extra_first),
         live,
     });
     info!(
@@ -138,24 +220,13 @@ pub fn run(cfg: &Config, live: Arc<Live>) -> Result<Report, BenchError> {
 
     let handles = spawn_threads(&shared)?;
     let all = join_threads(handles)?;
-    let total = &all.stats;
-    // Not one connection served. Unreachable, unless the server did
-    // answer, with a corrupted echo: that is a mismatch, for the report.
-    if total.established == 0 && total.failed > 0 && total.errors_of(ErrorKind::Mismatch) == 0 {
-        return Err(BenchError::Unreachable {
-            addr: cfg.addr,
-            cause: all
-                .first_error
-                .unwrap_or_else(|| "every connection failed".into()),
-        });
-    }
-    Ok(Report::new(
-        cfg,
+    Ok(Outcome {
+        stats: all.stats,
         sources,
-        total,
-        all.req_per_s,
-        all.bytes_per_s,
-    ))
+        req_per_s: all.req_per_s,
+        bytes_per_s: all.bytes_per_s,
+        first_error: all.first_error,
+    })
 }
 
 /// What one engine thread hands back: its counts and its first connect
@@ -238,11 +309,15 @@ fn spawn_threads(
 /// Decides how many source addresses the connections use, then raises the
 /// descriptor limit; refuses runs the machine cannot hold.
 fn plan_limits(cfg: &Config) -> Result<usize, BenchError> {
-    let sources = plan_sources(
-        cfg,
-        limits::connections_per_source(cfg.addr),
-        limits::ports_per_source(),
-    )?;
+    let sources = match cfg.source_range {
+        // Chosen, and checked, by the parent process.
+        Some(r) => r.count,
+        None => plan_sources(
+            cfg,
+            limits::connections_per_source(cfg.addr),
+            limits::ports_per_source(),
+        )?,
+    };
     let need = cfg.connections as u64 + limits::FD_SLACK;
     match limits::raise_nofile_limit() {
         Ok(have) if have < need => {

@@ -23,6 +23,10 @@ pub struct Live {
     settled: AtomicUsize,
     /// Set by anyone (e.g. a signal handler thread) to end the run early.
     stop: AtomicBool,
+    /// While set, threads that have settled do not open the window: a
+    /// client process of `--procs` waits for its parent's word, so that
+    /// every process measures the same load.
+    gated: AtomicBool,
 }
 
 impl Live {
@@ -39,6 +43,28 @@ impl Live {
     /// Whether [`Live::request_stop`] was called.
     pub fn stop_requested(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Keeps the window shut after every thread has settled, until
+    /// [`Live::open_gate`] (call it before the run starts).
+    pub fn close_gate(&self) {
+        self.gated.store(true, Ordering::Release);
+    }
+
+    /// Lets the settled threads open the window.
+    pub fn open_gate(&self) {
+        self.gated.store(false, Ordering::Release);
+    }
+
+    /// Whether the window may open once every thread has settled.
+    pub(crate) fn gate_open(&self) -> bool {
+        !self.gated.load(Ordering::Acquire)
+    }
+
+    /// Whether `threads` threads have settled all of their connections
+    /// (or failed).
+    pub fn all_settled(&self, threads: usize) -> bool {
+        self.settled_threads() >= threads
     }
 
     /// One thread has settled all of its connections.

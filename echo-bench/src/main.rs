@@ -8,9 +8,11 @@
 //! ```
 
 use clap::Parser;
-use echo_bench::{Config, Live, cli::Args};
+use echo_bench::procs::{self, ChildOf, ProcsError};
+use echo_bench::{Config, Live, Report, cli::Args};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::IsTerminal;
+use std::ffi::OsString;
+use std::io::{BufReader, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +27,6 @@ const PROGRESS_REDRAW: Duration = Duration::from_millis(250);
 const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = match Args::try_parse() {
         Ok(a) => a,
         // --help and --version arrive as "errors" that print and exit 0.
@@ -43,13 +44,37 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&args) {
+    init_logging(args.child);
+    let result = match args.child {
+        Some(who) => return run_child(&args, who),
+        None if args.procs > 1 => run_procs(&args),
+        None => run(&args),
+    };
+    match result {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("echo-bench: {msg}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Logs to stderr, warnings and worse unless `RUST_LOG` says otherwise; a
+/// client process of `--procs` says which one it is in every line.
+fn init_logging(child: Option<ChildOf>) {
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"));
+    if let Some(who) = child {
+        b.format(move |buf, rec| {
+            writeln!(
+                buf,
+                "[{} {} process {who}] {}",
+                rec.level(),
+                rec.target(),
+                rec.args()
+            )
+        });
+    }
+    b.init();
 }
 
 /// Exit code after a second Ctrl+C (128 + SIGINT, as shells report it).
@@ -82,16 +107,111 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         let _ = h.join();
     }
     let report = result.map_err(|e| e.to_string())?;
-    if args.json {
+    Ok(print_report(&report, args.json))
+}
+
+/// Prints the report as asked; the exit code it calls for.
+fn print_report(report: &Report, json: bool) -> ExitCode {
+    if json {
         println!("{}", report.to_json());
     } else {
         print!("{}", report.to_table());
     }
-    Ok(if report.passed() {
+    if report.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
+}
+
+/// `--procs N`: starts N client processes (this binary again), shows their
+/// summed progress, prints their merged report. The first Ctrl+C tells
+/// them to end the measurement (they also get it themselves from the
+/// terminal); a second one kills them all and exits.
+fn run_procs(args: &Args) -> Result<ExitCode, String> {
+    let cfg = args.config()?;
+    let plan = procs::plan(&cfg, args.procs).map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot find this binary to start --procs: {e}"))?;
+    let forwarded: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let live = Arc::new(Live::new());
+    let done = Arc::new(AtomicBool::new(false));
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let abort = Arc::new(AtomicBool::new(false));
+    // Ctrl+C is counted here instead of exiting from the handler: the
+    // children must be killed before this process exits.
+    match signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT]) {
+        Ok(mut signals) => {
+            let (interrupted, abort) = (Arc::clone(&interrupted), Arc::clone(&abort));
+            let _ = thread::Builder::new().name("sigint".into()).spawn(move || {
+                for _ in signals.forever() {
+                    if interrupted.swap(true, Ordering::Relaxed) {
+                        abort.store(true, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        Err(e) => log::warn!("cannot catch Ctrl+C: {e}"),
+    }
+    let progress = spawn_progress(
+        &cfg,
+        Arc::clone(&live),
+        Arc::clone(&done),
+        Arc::clone(&interrupted),
+    );
+    let result = procs::run_parent(&exe, &forwarded, &cfg, &plan, &live, &abort);
+    done.store(true, Ordering::Relaxed);
+    if let Some(h) = progress {
+        let _ = h.join();
+    }
+    match result {
+        Ok(report) => Ok(print_report(&report, args.json)),
+        Err(ProcsError::Refused(m)) => Err(m),
+        Err(e @ ProcsError::ChildFailed(_)) => {
+            eprintln!("echo-bench: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e @ ProcsError::Interrupted) => {
+            eprintln!("echo-bench: {e}");
+            Ok(ExitCode::from(EXIT_INTERRUPTED as u8))
+        }
+    }
+}
+
+/// `--child I/N` (started by a parent with `--procs N`): runs part I of
+/// the run the other flags ask for, talking to the parent over stdin and
+/// stdout ([`procs`]). Its Ctrl+C only ends the measurement; the parent
+/// decides the rest.
+fn run_child(args: &Args, who: ChildOf) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    let part = args.config().and_then(|total| {
+        if args.procs != who.procs {
+            return Err(format!(
+                "--child {who} does not match --procs {}",
+                args.procs
+            ));
+        }
+        let plan = procs::plan(&total, who.procs).map_err(|e| e.to_string())?;
+        Ok(plan.parts[who.index].clone())
+    });
+    let part = match part {
+        Ok(p) => p,
+        Err(m) => {
+            procs::write_child_error(&mut out, &m);
+            return ExitCode::from(2);
+        }
+    };
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupted));
+    let control = BufReader::new(std::io::stdin());
+    procs::child_session(
+        &part,
+        Arc::new(Live::new()),
+        control,
+        &interrupted,
+        &mut out,
+    );
+    ExitCode::SUCCESS
 }
 
 /// A live line on stderr: redrawn in place on a terminal, a plain line now

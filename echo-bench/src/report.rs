@@ -109,7 +109,34 @@ pub struct Report {
     pub unsent: u64,
     /// UDP: datagrams sent, lost and late (in the window).
     pub udp: Option<(u64, u64, u64)>,
+    /// `--procs`: each client process's own part, in process order (empty
+    /// for a run in one process). The fields above are then the sums over
+    /// them (latencies: of the merged histograms; oldest outstanding,
+    /// window and opening time: the largest).
+    pub procs: Vec<ProcPart>,
 }
+
+/// One client process's part of a `--procs` run.
+#[derive(Debug, Clone)]
+pub struct ProcPart {
+    /// Its index, `0..procs`.
+    pub index: usize,
+    /// Its process id.
+    pub pid: u32,
+    /// Its own report (its connections, its share of the rates).
+    pub report: Report,
+}
+
+/// The keys of a process's part in `--json` that are the whole run's.
+const RUN_KEYS: [&str; 7] = [
+    "addr",
+    "transport",
+    "mode",
+    "threads",
+    "size",
+    "depth",
+    "passed",
+];
 
 impl Report {
     pub(crate) fn new(
@@ -146,6 +173,7 @@ impl Report {
             schedule_lag_us: cfg.rate.map(|_| Percentiles::of(&s.lag)),
             unsent: s.unsent,
             udp: (cfg.transport == Transport::Udp).then_some((s.udp_sent, s.udp_lost, s.udp_late)),
+            procs: Vec::new(),
         }
     }
 
@@ -211,7 +239,18 @@ impl Report {
         if let Some((sent, lost, late)) = self.udp {
             v["udp"] = json!({ "sent": sent, "lost": lost, "late": late });
         }
+        if !self.procs.is_empty() {
+            v["procs"] = self.procs.iter().map(ProcPart::to_json).collect();
+        }
         v
+    }
+
+    /// The header's "N thread(s)", with the processes if there are several.
+    fn threads_text(&self) -> String {
+        match self.procs.len() {
+            0 | 1 => format!("{} thread(s)", self.threads),
+            n => format!("{} thread(s) x {n} processes", self.threads),
+        }
     }
 
     /// The table's `outstanding` value: the count, and the oldest age if
@@ -241,8 +280,12 @@ impl Report {
         // Writing to a String cannot fail.
         let _ = writeln!(
             o,
-            "echo-bench {proto}://{}  {} B x depth {}, {mode}, {} thread(s), {} source address(es)",
-            self.addr, self.size, self.depth, self.threads, self.source_ips
+            "echo-bench {proto}://{}  {} B x depth {}, {mode}, {}, {} source address(es)",
+            self.addr,
+            self.size,
+            self.depth,
+            self.threads_text(),
+            self.source_ips
         );
         let _ = writeln!(
             o,
@@ -296,5 +339,22 @@ impl Report {
             },
             if self.passed() { "" } else { "   FAILED" }
         )
+    }
+}
+
+impl ProcPart {
+    /// This process's entry in the `procs` array of `--json`: its report
+    /// without what the whole run's report already says, with its index
+    /// and process id.
+    pub fn to_json(&self) -> Value {
+        let mut v = self.report.to_json();
+        if let Some(o) = v.as_object_mut() {
+            for k in RUN_KEYS {
+                o.remove(k);
+            }
+            o.insert("index".into(), json!(self.index));
+            o.insert("pid".into(), json!(self.pid));
+        }
+        v
     }
 }

@@ -6,6 +6,8 @@
 //! numbers for the progress line travel separately, through [`crate::live`].
 
 use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use serde_json::{Value, json};
 use std::io;
 
 /// Latencies are recorded in nanoseconds: loopback round trips are tens of
@@ -245,9 +247,159 @@ impl Stats {
     }
 }
 
+/// Counts as one JSON object, histograms included (each in HdrHistogram's
+/// V2 encoding, as hex): how a client process of `--procs` hands its
+/// counts to the parent, which adds them with [`Stats::merge`], so that
+/// percentiles come from the merged histograms, never from averaging.
+impl Stats {
+    /// These counts as JSON ([`Stats::from_json`] reads them back).
+    pub fn to_json(&self) -> Value {
+        let errors: serde_json::Map<String, Value> = ErrorKind::ALL
+            .iter()
+            .map(|&k| (k.name().to_string(), json!(self.errors_of(k))))
+            .collect();
+        json!({
+            "established": self.established,
+            "failed": self.failed,
+            "messages": self.messages,
+            "bytes": self.bytes,
+            "latency": hist_to_hex(&self.latency),
+            "lag": hist_to_hex(&self.lag),
+            "unsent": self.unsent,
+            "outstanding": self.outstanding,
+            "outstanding_oldest_ns": self.outstanding_oldest_ns,
+            "errors": errors,
+            "udp_sent": self.udp_sent,
+            "udp_lost": self.udp_lost,
+            "udp_late": self.udp_late,
+            "window_secs": self.window_secs,
+            "open_secs": self.open_secs,
+            "sources_used": self.sources_used,
+        })
+    }
+
+    /// Counts written by [`Stats::to_json`]; the error names the field
+    /// that is missing or malformed.
+    pub fn from_json(v: &Value) -> Result<Stats, String> {
+        let int = |k: &str| {
+            v[k].as_u64()
+                .ok_or_else(|| format!("field {k:?} is not a count"))
+        };
+        let float = |k: &str| {
+            v[k].as_f64()
+                .ok_or_else(|| format!("field {k:?} is not a number"))
+        };
+        let hist = |k: &str| {
+            let hex = v[k]
+                .as_str()
+                .ok_or_else(|| format!("field {k:?} is not a string"))?;
+            hist_from_hex(hex).map_err(|e| format!("field {k:?}: {e}"))
+        };
+        let mut s = Stats::new();
+        s.established = int("established")?;
+        s.failed = int("failed")?;
+        s.messages = int("messages")?;
+        s.bytes = int("bytes")?;
+        s.latency = hist("latency")?;
+        s.lag = hist("lag")?;
+        s.unsent = int("unsent")?;
+        s.outstanding = int("outstanding")?;
+        s.outstanding_oldest_ns = int("outstanding_oldest_ns")?;
+        for k in ErrorKind::ALL {
+            s.errors[k as usize] = v["errors"][k.name()]
+                .as_u64()
+                .ok_or_else(|| format!("error count {:?} is missing", k.name()))?;
+        }
+        s.udp_sent = int("udp_sent")?;
+        s.udp_lost = int("udp_lost")?;
+        s.udp_late = int("udp_late")?;
+        s.window_secs = float("window_secs")?;
+        s.open_secs = float("open_secs")?;
+        s.sources_used = int("sources_used")? as usize;
+        Ok(s)
+    }
+}
+
+/// A histogram in the V2 encoding, as lowercase hex.
+fn hist_to_hex(h: &Histogram<u64>) -> String {
+    let mut bytes = Vec::new();
+    // Serializing into a Vec cannot fail for a histogram of u64 counts;
+    // an empty string would read back as an error, not as wrong numbers.
+    if V2Serializer::new().serialize(h, &mut bytes).is_err() {
+        return String::new();
+    }
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        hex.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+        hex.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
+    }
+    hex
+}
+
+/// The inverse of [`hist_to_hex`].
+fn hist_from_hex(hex: &str) -> Result<Histogram<u64>, String> {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) {
+        return Err("not a hex-encoded histogram".into());
+    }
+    let digit = |c: u8| {
+        (c as char)
+            .to_digit(16)
+            .ok_or_else(|| "not a hex-encoded histogram".to_string())
+    };
+    let bytes = hex
+        .as_bytes()
+        .chunks(2)
+        .map(|p| Ok((digit(p[0])? << 4 | digit(p[1])?) as u8))
+        .collect::<Result<Vec<u8>, String>>()?;
+    Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("not a V2 histogram: {e:?}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_and_histograms_survive_json() {
+        let mut a = Stats::new();
+        a.established = 7;
+        a.messages = 1234;
+        a.error(ErrorKind::Mismatch);
+        a.error(ErrorKind::Timeout);
+        a.error(ErrorKind::Timeout);
+        for ns in [1_000, 25_000, 25_001, 3_000_000, LATENCY_MAX_NS] {
+            a.record_latency(ns);
+        }
+        a.record_lag(42);
+        a.window_secs = 1.5;
+        a.sources_used = 3;
+        let text = a.to_json().to_string();
+        let b = Stats::from_json(&serde_json::from_str(&text).unwrap()).unwrap();
+        assert_eq!(b.established, 7);
+        assert_eq!(b.messages, 1234);
+        assert_eq!(b.errors, a.errors);
+        assert_eq!(b.latency, a.latency);
+        assert_eq!(b.lag, a.lag);
+        assert_eq!(b.window_secs, 1.5);
+        assert_eq!(b.sources_used, 3);
+        // Merging what came back adds the histograms.
+        let mut m = Stats::new();
+        m.merge(&b);
+        m.merge(&b);
+        assert_eq!(m.latency.len(), 10);
+        assert_eq!(m.latency.max(), a.latency.max());
+    }
+
+    #[test]
+    fn malformed_counts_name_the_field() {
+        let mut v = Stats::new().to_json();
+        v["latency"] = json!("zz");
+        let e = Stats::from_json(&v).unwrap_err();
+        assert!(e.contains("latency"), "{e}");
+        v["messages"] = json!("many");
+        assert!(Stats::from_json(&v).unwrap_err().contains("messages"));
+    }
 
     #[test]
     fn kinds_index_their_own_slot() {

@@ -20,7 +20,6 @@
 
 use crate::config::UDP_HEADER;
 use crate::engine::{self, Core, Engine, Share};
-use crate::limits;
 use crate::pattern::Pattern;
 use crate::stats::ErrorKind;
 use crate::{Shared, ThreadResult};
@@ -193,7 +192,7 @@ impl Worker {
 
     fn open(&mut self, id: usize, now: Instant) -> io::Result<usize> {
         let cfg = &self.core.sh.cfg;
-        let local = match limits::source_for(id, cfg.connections, self.core.sh.sources) {
+        let local = match self.core.sh.source_for(id) {
             Some(ip) => SocketAddr::new(ip, 0),
             None if cfg.addr.is_ipv4() => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
             None => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),

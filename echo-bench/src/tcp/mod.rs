@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 /// How many loopback source addresses a thread may add when the planned
 /// ones run out of local ports: each brings a whole port range (~28,000
 /// connections), so a handful covers any descriptor limit.
-const MAX_EXTRA_SOURCES: usize = 8;
+pub(crate) const MAX_EXTRA_SOURCES: usize = 8;
 
 /// One thread's TCP connections and what it knows about them.
 struct Worker {

@@ -69,7 +69,7 @@ impl Worker {
     /// The newest source address added past the planned ones: every
     /// connect of this thread uses it once there is one.
     fn newest_source(&self) -> IpAddr {
-        limits::loopback_v4(self.core.sh.sources - 1 + self.extra_sources)
+        limits::loopback_v4(self.core.sh.extra_first + self.extra_sources - 1)
     }
 
     /// How long until `--connect-rate` lets the next connection start,
@@ -90,7 +90,7 @@ impl Worker {
         let src = if self.extra_sources > 0 {
             Some(self.newest_source())
         } else {
-            limits::source_for(id, cfg.connections, self.core.sh.sources)
+            self.core.sh.source_for(id)
         };
         let socket = connecting_socket(cfg.addr, src)?;
         let mut stream = TcpStream::from_std(std::net::TcpStream::from(socket));

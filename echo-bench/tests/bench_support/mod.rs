@@ -9,7 +9,7 @@
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -61,6 +61,12 @@ pub struct TcpStandIn {
 
 /// Starts a TCP server that treats every connection with `b`.
 pub fn tcp_server(b: Behaviour) -> TcpStandIn {
+    tcp_server_by_order(move |_| b)
+}
+
+/// Starts a TCP server that treats its `n`-th accepted connection (from 0)
+/// with `f(n)`.
+pub fn tcp_server_by_order(f: impl Fn(usize) -> Behaviour + Send + 'static) -> TcpStandIn {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("local_addr");
     let peers = Arc::new(Mutex::new(Vec::new()));
@@ -74,8 +80,9 @@ pub fn tcp_server(b: Behaviour) -> TcpStandIn {
         Arc::clone(&unanswered),
     );
     thread::spawn(move || {
-        for conn in listener.incoming() {
+        for (n, conn) in listener.incoming().enumerate() {
             let Ok(conn) = conn else { continue };
+            let b = f(n);
             if let Ok(peer) = conn.peer_addr() {
                 p.lock().unwrap().push(peer);
             }
@@ -333,14 +340,24 @@ impl Run {
 
 /// Runs `echo-bench` with `args`, killing it after [`RUN_TIMEOUT`].
 pub fn bench(args: &[&str]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_echo-bench"))
+    wait_run(spawn_bench(args), args)
+}
+
+/// Starts `echo-bench` with `args`, its stdout and stderr piped.
+pub fn spawn_bench(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_echo-bench"))
         .args(args)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn echo-bench");
+        .expect("spawn echo-bench")
+}
+
+/// Waits for a started `echo-bench` (run with `args`), killing it after
+/// [`RUN_TIMEOUT`].
+pub fn wait_run(mut child: Child, args: &[&str]) -> Run {
     let deadline = Instant::now() + RUN_TIMEOUT;
     while child.try_wait().expect("try_wait").is_none() {
         if Instant::now() >= deadline {
@@ -362,6 +379,58 @@ pub fn bench(args: &[&str]) -> Run {
         code: status.code(),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// The processes whose parent is `pid` (from `/proc/*/stat`).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| {
+            // pid (comm) state ppid ...: comm may hold spaces, so read
+            // after its closing parenthesis.
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = &s[s.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// Whether process `pid` still exists (a zombie counts as gone).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        let state = s
+            .rfind(')')
+            .and_then(|i| s[i + 1..].split_whitespace().next());
+        state != Some("Z")
+    })
+}
+
+/// Sends `signal` (e.g. "INT") to process `pid` with kill(1).
+pub fn signal(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill -{signal} {pid} failed");
+}
+
+/// Polls `cond` every 10 ms until it holds, failing the test after
+/// [`RUN_TIMEOUT`].
+#[track_caller]
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        thread::sleep(Duration::from_millis(10));
     }
 }
 

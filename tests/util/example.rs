@@ -94,35 +94,66 @@ impl Drop for Example {
     }
 }
 
-/// CPU use of some processes over one window, as a share of one core.
+/// CPU use of a process over one window.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuUse {
-    /// Clock ticks the process used (user + system).
+    /// Clock ticks the process used (user + system, `/proc/PID/stat`).
     pub ticks: u64,
     /// Ticks one core has in the window.
     pub window_ticks: u64,
+    /// Nanoseconds its main thread was runnable: on a CPU, or waiting in
+    /// a run queue for one (`/proc/PID/schedstat`).
+    pub runnable_ns: u64,
+    /// The window, in nanoseconds.
+    pub window_ns: u64,
 }
 
 impl CpuUse {
-    /// The share of one core, in percent.
+    /// The CPU it used, in percent of one core.
     pub fn percent(self) -> u64 {
         self.ticks * 100 / self.window_ticks.max(1)
+    }
+
+    /// How much of the window it wanted a CPU, in percent. A loop that
+    /// spins is always runnable, however busy the machine is and however
+    /// little CPU it gets; a loop that sleeps in its poller is not.
+    pub fn runnable_percent(self) -> u64 {
+        self.runnable_ns * 100 / self.window_ns.max(1)
     }
 }
 
 /// What each of `pids` used during the next `window` (sleeping meanwhile).
+/// Single-threaded processes: `runnable_ns` counts the main thread only.
 pub fn cpu_use(pids: &[u32], window: Duration) -> Vec<CpuUse> {
-    let before: Vec<u64> = pids.iter().map(|&p| proc::cpu_ticks(p).total()).collect();
+    let read = |p: u32| (proc::cpu_ticks(p).total(), runnable_ns(p));
+    let before: Vec<(u64, u64)> = pids.iter().map(|&p| read(p)).collect();
     let start = Instant::now();
     thread::sleep(window);
-    let after: Vec<u64> = pids.iter().map(|&p| proc::cpu_ticks(p).total()).collect();
-    let window_ticks = proc::clock_ticks_per_sec() * start.elapsed().as_millis() as u64 / 1000;
+    let after: Vec<(u64, u64)> = pids.iter().map(|&p| read(p)).collect();
+    let elapsed = start.elapsed();
+    let window_ticks = proc::clock_ticks_per_sec() * elapsed.as_millis() as u64 / 1000;
     before
         .iter()
         .zip(after)
         .map(|(b, a)| CpuUse {
-            ticks: a - b,
+            ticks: a.0 - b.0,
             window_ticks,
+            runnable_ns: a.1 - b.1,
+            window_ns: elapsed.as_nanos() as u64,
         })
         .collect()
+}
+
+/// Time on a CPU plus time waiting for one, in nanoseconds: the first two
+/// fields of `/proc/PID/schedstat`.
+pub fn runnable_ns(pid: u32) -> u64 {
+    let path = format!("/proc/{pid}/schedstat");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    text.split_whitespace()
+        .take(2)
+        .map(|f| {
+            f.parse::<u64>()
+                .unwrap_or_else(|_| panic!("{path}: {text:?}"))
+        })
+        .sum()
 }

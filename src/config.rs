@@ -61,6 +61,9 @@ pub struct Config {
     /// Whether SIGINT/SIGTERM start a shutdown (the binary sets this;
     /// embedders may prefer [`crate::ShutdownHandle`] alone).
     pub handle_signals: bool,
+    /// Bind with `SO_REUSEPORT`, so that several processes (`--workers`)
+    /// can each hold a socket on the same address ([`crate::Sockets`]).
+    pub reuse_port: bool,
 }
 
 impl Default for Config {
@@ -82,6 +85,7 @@ impl Default for Config {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             stats_interval: None,
             handle_signals: false,
+            reuse_port: false,
         }
     }
 }

@@ -80,8 +80,11 @@
 //! - `shutdown`: stop requests from another thread; `signals`: every
 //!   signal the server expects, handled on purpose.
 //! - `per_ip`: `--max-connections-per-ip`, connections per host.
-//! - `listener`: socket, `SO_REUSEADDR`, `SO_OOBINLINE`, keepalive, bind,
-//!   listen(backlog).
+//! - `sockets`: everything a server serves, bound before any loop exists:
+//!   by the server itself, or once per worker slot by a master and
+//!   inherited by its workers ([`Sockets`]).
+//! - `listener`: socket, `SO_REUSEADDR`, `SO_REUSEPORT`, `SO_OOBINLINE`,
+//!   keepalive, bind, listen(backlog).
 //! - `addr`: `HOST:PORT` parsing and getaddrinfo-style resolution.
 //! - `fdlimit`: `RLIMIT_NOFILE` and the spare descriptor for `EMFILE`.
 //! - `stats`: the counters the loop keeps and logs.
@@ -110,6 +113,7 @@ mod reactor;
 mod service;
 mod shutdown;
 mod signals;
+mod sockets;
 mod stats;
 mod timer;
 mod token;
@@ -127,4 +131,5 @@ pub use protocol::line::DEFAULT_MAX_LINE;
 pub use protocol::{Frame, Line, Mode, Transform};
 pub use reactor::{Report, Server};
 pub use shutdown::ShutdownHandle;
+pub use sockets::{Inheritance, Sockets};
 pub use stats::Stats;

@@ -92,6 +92,9 @@ pub struct ListenOptions {
     pub keepalive: Option<Duration>,
     /// `SO_SNDBUF` for accepted connections; `None`: autotuning.
     pub sndbuf: Option<usize>,
+    /// `SO_REUSEPORT`: several sockets (one per worker process) share the
+    /// address, and the kernel spreads connections over them.
+    pub reuse_port: bool,
 }
 
 /// Keepalive probes sent before a silent peer is declared dead.
@@ -101,7 +104,7 @@ pub const KEEPALIVE_PROBES: u32 = 3;
 pub fn open_all(
     addrs: &[ListenAddr],
     options: ListenOptions,
-) -> Result<Vec<mio::net::TcpListener>, ListenError> {
+) -> Result<Vec<std::net::TcpListener>, ListenError> {
     let mut listeners = Vec::new();
     for addr in addrs {
         let resolved = addr.resolve().map_err(|source| ListenError::Resolve {
@@ -120,9 +123,12 @@ pub fn open_all(
 }
 
 /// Opens one non-blocking listener on `addr`.
-pub fn open(addr: SocketAddr, options: ListenOptions) -> io::Result<mio::net::TcpListener> {
+pub fn open(addr: SocketAddr, options: ListenOptions) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if options.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -139,7 +145,7 @@ pub fn open(addr: SocketAddr, options: ListenOptions) -> io::Result<mio::net::Tc
     let backlog = i32::try_from(options.backlog).unwrap_or(i32::MAX);
     socket.listen(backlog)?;
     socket.set_nonblocking(true)?;
-    Ok(mio::net::TcpListener::from_std(socket.into()))
+    Ok(socket.into())
 }
 
 /// The keepalive timing for `--keepalive idle` (see the module docs).

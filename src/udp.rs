@@ -96,15 +96,19 @@ impl LoopGuard {
 }
 
 /// Opens one non-blocking UDP socket bound to `addr` (IPv6 sockets are
-/// IPv6-only, as for TCP listeners, so both families can share a port).
-pub fn open(addr: SocketAddr) -> io::Result<UdpSocket> {
+/// IPv6-only, as for TCP listeners, so both families can share a port),
+/// with `SO_REUSEPORT` when several worker processes share it.
+pub fn open(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.bind(&addr.into())?;
     socket.set_nonblocking(true)?;
-    Ok(UdpSocket::from_std(socket.into()))
+    Ok(socket.into())
 }
 
 /// What one turn of a UDP socket ended with.

@@ -206,9 +206,23 @@ mod tests {
         input.extend_from_slice(&header(9));
         assert_reservation_covers(&m, &input);
         let mut partial = Partial::new();
-        feed(&Frame { max_frame: 8 }, &mut partial, &header(5)[..2], &mut Vec::new());
-        assert_eq!(partial.charge(), HEADER_LEN + 8, "header unknown: the largest");
-        feed(&Frame { max_frame: 8 }, &mut partial, &header(5)[2..], &mut Vec::new());
+        feed(
+            &Frame { max_frame: 8 },
+            &mut partial,
+            &header(5)[..2],
+            &mut Vec::new(),
+        );
+        assert_eq!(
+            partial.charge(),
+            HEADER_LEN + 8,
+            "header unknown: the largest"
+        );
+        feed(
+            &Frame { max_frame: 8 },
+            &mut partial,
+            &header(5)[2..],
+            &mut Vec::new(),
+        );
         assert_eq!(partial.charge(), HEADER_LEN + 5, "header known: its size");
     }
 

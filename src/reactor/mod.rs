@@ -57,6 +57,7 @@ use crate::poller::{Event, Interest, Poller, Token};
 use crate::protocol::Mode;
 use crate::shutdown::{ShutdownHandle, WakePipe};
 use crate::signals::{Request, Signals};
+use crate::sockets::Sockets;
 use crate::stats::Stats;
 use crate::timer::{Stamp, TimerKind, Timers};
 use crate::token::{self, Generations, Named, Target};
@@ -190,13 +191,24 @@ pub(crate) struct Reactor<P: Poller> {
     admission: Admission,
     stop: Stop,
     settings: Settings,
+    /// Where the periodic counters go instead of the log, if anywhere.
+    stats_sink: Option<StatsSink>,
+}
+
+/// A receiver of the periodic counters ([`Server::on_stats`]).
+struct StatsSink(Box<dyn FnMut(&Stats) + Send>);
+
+impl std::fmt::Debug for StatsSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatsSink")
+    }
 }
 
 impl<P: Poller> Reactor<P> {
     /// Opens the sockets and everything the loop needs; does not serve
     /// until [`Reactor::run`]. (`config.backend` is [`Server`]'s business;
     /// here the backend is `P`.)
-    pub(crate) fn bind(config: &Config) -> Result<Reactor<P>, ListenError> {
+    pub(crate) fn bind(config: &Config, sockets: Sockets) -> Result<Reactor<P>, ListenError> {
         let setup = ListenError::Setup;
         let nofile = fdlimit::raise_nofile_limit().map_err(setup)?;
         let fd_budget = fdlimit::default_max_connections(nofile);
@@ -208,7 +220,7 @@ impl<P: Poller> Reactor<P> {
             );
         }
         let mut poller = P::new().map_err(setup)?;
-        let sources = Sources::open(config)?;
+        let sources = Sources::adopt(sockets)?;
         sources.register(&mut poller).map_err(setup)?;
         let stop = Stop::open(config.handle_signals, &mut poller).map_err(setup)?;
         let now = Instant::now();
@@ -255,7 +267,13 @@ impl<P: Poller> Reactor<P> {
                 shutdown_timeout: config.shutdown_timeout,
                 stats_interval: config.stats_interval,
             },
+            stats_sink: None,
         })
+    }
+
+    /// Sends the periodic counters to `sink` instead of the log.
+    pub(crate) fn on_stats(&mut self, sink: Box<dyn FnMut(&Stats) + Send>) {
+        self.stats_sink = Some(StatsSink(sink));
     }
 
     /// The echo listeners' addresses as bound (the kernel's port for 0).
@@ -323,7 +341,9 @@ impl<P: Poller> Reactor<P> {
             }
         }
         self.sync_gauges();
-        info!("final stats: {}", self.stats);
+        if self.stats_sink.is_none() {
+            info!("final stats: {}", self.stats);
+        }
         Ok(Report {
             stats: self.stats,
             forced: self.stop.forced,
@@ -498,7 +518,10 @@ impl<P: Poller> Reactor<P> {
                 TimerKind::EvictCheck => self.evict_stalled(),
                 TimerKind::StatsReport => {
                     self.sync_gauges();
-                    info!("stats: {}", self.stats);
+                    match self.stats_sink.as_mut() {
+                        Some(StatsSink(sink)) => sink(&self.stats),
+                        None => info!("stats: {}", self.stats),
+                    }
                     if let Some(every) = self.settings.stats_interval {
                         let at = self.clock.now + every;
                         self.timers.schedule(at, TimerKind::StatsReport);

@@ -10,6 +10,8 @@ use crate::config::Config;
 use crate::listener::ListenError;
 use crate::poller::{Backend, Epoll, Poll, Select};
 use crate::shutdown::ShutdownHandle;
+use crate::sockets::Sockets;
+use crate::stats::Stats;
 
 /// The server: a bound event loop on the backend its [`Config`] names.
 ///
@@ -48,11 +50,26 @@ impl Server {
     /// Opens every socket `config` asks for on `config.backend`; serves
     /// nothing until [`Server::run`].
     pub fn bind(config: &Config) -> Result<Server, ListenError> {
+        Server::with_sockets(config, Sockets::bind(config)?)
+    }
+
+    /// A server on sockets already bound ([`Sockets::bind`], perhaps in a
+    /// parent process: a worker adopts its slot's); `config` says
+    /// everything else.
+    pub fn with_sockets(config: &Config, sockets: Sockets) -> Result<Server, ListenError> {
         Ok(Server(match config.backend {
-            Backend::Epoll => Backends::Epoll(Reactor::bind(config)?),
-            Backend::Poll => Backends::Poll(Reactor::bind(config)?),
-            Backend::Select => Backends::Select(Reactor::bind(config)?),
+            Backend::Epoll => Backends::Epoll(Reactor::bind(config, sockets)?),
+            Backend::Poll => Backends::Poll(Reactor::bind(config, sockets)?),
+            Backend::Select => Backends::Select(Reactor::bind(config, sockets)?),
         }))
+    }
+
+    /// Every `config.stats_interval`, hands the counters to `sink` instead
+    /// of logging them (a worker sends them to its master). The final
+    /// counters are not logged either: they are in the [`Report`]
+    /// [`Server::run`] returns.
+    pub fn on_stats(&mut self, sink: impl FnMut(&Stats) + Send + 'static) {
+        each_backend!(&mut self.0, r => r.on_stats(Box::new(sink)))
     }
 
     /// The echo listeners' addresses as bound (the kernel's port for 0).

@@ -1,5 +1,5 @@
-//! Opening the sockets the loop serves: TCP listeners, UDP sockets, and the
-//! daytime services that are both, before the loop starts.
+//! The sockets the loop serves (bound by `sockets.rs`): TCP listeners, UDP
+//! sockets, and the daytime services that are both.
 //!
 //! Echo listeners come first, then daytime listeners; UDP echo sockets
 //! first, then daytime ones. Both vectors keep their length for the life
@@ -12,13 +12,12 @@ use std::os::fd::AsRawFd;
 
 use mio::net::{TcpListener, UdpSocket};
 
-use crate::addr::ListenAddr;
-use crate::config::Config;
-use crate::listener::{self, ListenError, ListenOptions};
+use crate::listener::ListenError;
 use crate::poller::{Interest, Poller};
 use crate::service::Service;
+use crate::sockets::Sockets;
 use crate::token;
-use crate::udp::{self, LoopGuard};
+use crate::udp::LoopGuard;
 
 /// A listening socket and its accept state.
 #[derive(Debug)]
@@ -59,40 +58,34 @@ pub(super) struct Sources {
 }
 
 impl Sources {
-    /// Resolves and binds everything `config` asks for.
-    pub(super) fn open(config: &Config) -> Result<Sources, ListenError> {
+    /// Takes over sockets bound by [`Sockets::bind`], here or in a parent
+    /// process.
+    pub(super) fn adopt(sockets: Sockets) -> Result<Sources, ListenError> {
         let setup = ListenError::Setup;
-        let options = ListenOptions {
-            backlog: config.backlog,
-            keepalive: config.keepalive,
-            sndbuf: config.sndbuf,
-        };
         let mut sources = Sources {
             listeners: Vec::new(),
             udp: Vec::new(),
             udp_guard: LoopGuard::default(),
-            tcp_addrs: Vec::new(),
-            udp_addrs: Vec::new(),
-            daytime_addrs: Vec::new(),
+            tcp_addrs: sockets.tcp_addrs().map_err(setup)?,
+            udp_addrs: sockets.udp_addrs().map_err(setup)?,
+            daytime_addrs: sockets.daytime_addrs().map_err(setup)?,
         };
-        for socket in listener::open_all(&config.listen, options)? {
-            sources.tcp_addrs.push(socket.local_addr().map_err(setup)?);
+        for socket in sockets.tcp {
+            let socket = TcpListener::from_std(socket);
             sources
                 .listeners
                 .push(ListenerSlot::new(socket, Service::Echo));
         }
-        for addr in resolve_all(&config.udp)? {
-            let socket = udp::open(addr).map_err(|source| ListenError::Bind { addr, source })?;
-            sources.udp_addrs.push(socket.local_addr().map_err(setup)?);
+        for socket in sockets.udp {
+            let socket = UdpSocket::from_std(socket);
             sources.udp.push(UdpSlot::new(socket, Service::Echo));
         }
-        for addr in resolve_all(&config.daytime)? {
-            let (tcp, datagrams, bound) =
-                open_daytime(addr, options).map_err(|source| ListenError::Bind { addr, source })?;
-            sources.daytime_addrs.push(bound);
+        for (tcp, datagrams) in sockets.daytime {
+            let tcp = TcpListener::from_std(tcp);
             sources
                 .listeners
                 .push(ListenerSlot::new(tcp, Service::Daytime));
+            let datagrams = UdpSocket::from_std(datagrams);
             sources.udp.push(UdpSlot::new(datagrams, Service::Daytime));
         }
         if sources.listeners.len() > token::MAX_LISTENERS {
@@ -156,41 +149,4 @@ impl UdpSlot {
             queued: false,
         }
     }
-}
-
-/// Every address each of `addrs` resolves to.
-fn resolve_all(addrs: &[ListenAddr]) -> Result<Vec<SocketAddr>, ListenError> {
-    let mut all = Vec::new();
-    for addr in addrs {
-        let resolved = addr.resolve().map_err(|source| ListenError::Resolve {
-            addr: addr.clone(),
-            source,
-        })?;
-        all.extend(resolved);
-    }
-    Ok(all)
-}
-
-/// Binds a daytime service: a TCP listener on `addr`, then a UDP socket on
-/// the port it got (seed 1: TCP and UDP may share a port number). With
-/// port 0 the kernel picks a TCP port that may be taken for UDP; then try
-/// another.
-fn open_daytime(
-    addr: SocketAddr,
-    options: ListenOptions,
-) -> io::Result<(TcpListener, UdpSocket, SocketAddr)> {
-    const ATTEMPTS: usize = 8;
-    let mut last_error = None;
-    for _ in 0..ATTEMPTS {
-        let tcp = listener::open(addr, options)?;
-        let bound = tcp.local_addr()?;
-        match udp::open(bound) {
-            Ok(datagrams) => return Ok((tcp, datagrams, bound)),
-            Err(e) if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse => {
-                last_error = Some(e);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| io::ErrorKind::AddrInUse.into()))
 }

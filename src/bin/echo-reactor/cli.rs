@@ -7,7 +7,8 @@ use clap::{Parser, ValueEnum};
 
 use echo_reactor::{
     Backend, Config, DEFAULT_BACKLOG, DEFAULT_LISTEN, DEFAULT_MAX_BUFFERED, DEFAULT_MAX_FRAME,
-    DEFAULT_MAX_LINE, DEFAULT_SNDBUF, Frame, Line, ListenAddr, MIN_MAX_BUFFERED, Mode, Transform,
+    DEFAULT_MAX_LINE, DEFAULT_SNDBUF, Frame, Inheritance, Line, ListenAddr, MIN_MAX_BUFFERED, Mode,
+    Transform,
 };
 
 /// A single-threaded, readiness-based TCP echo server (RFC 862) on mio.
@@ -39,9 +40,9 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
     pub backlog: u32,
 
-    /// Most connections served at once; more are told
-    /// "ERR too many connections" and closed. Default: the descriptor limit
-    /// (RLIMIT_NOFILE, raised to its hard limit) minus 64.
+    /// Most connections served at once (by each worker, with --workers);
+    /// more are told "ERR too many connections" and closed. Default: the
+    /// descriptor limit (RLIMIT_NOFILE, raised to its hard limit) minus 64.
     #[arg(long, value_name = "N", value_parser = parse_positive)]
     pub max_connections: Option<usize>,
 
@@ -94,6 +95,25 @@ pub struct Args {
     /// SIGUSR1 logs them at any time.
     #[arg(long, value_name = "SECS", value_parser = parse_stats_interval)]
     pub stats_interval: Option<Duration>,
+
+    /// Serve from N worker processes, each an ordinary single-threaded
+    /// event loop with its own SO_REUSEPORT sockets (the kernel spreads new
+    /// connections over them), or "auto": one per online CPU. With more
+    /// than one, this process is their master: it binds the sockets, prints
+    /// where it listens, restarts a worker that dies, sums their counters,
+    /// drains them all on SIGINT/SIGTERM, and on SIGHUP replaces them one
+    /// at a time without refusing a connection. --max-connections,
+    /// --max-buffered and the descriptor limit apply to each worker.
+    #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_workers)]
+    pub workers: usize,
+
+    /// Internal: run as worker SLOT of a master (`--workers`).
+    #[arg(long, hide = true, value_name = "SLOT", requires = "inherit")]
+    pub worker: Option<usize>,
+
+    /// Internal: the sockets a worker inherits from its master.
+    #[arg(long, hide = true, value_name = "FDS", requires = "worker")]
+    pub inherit: Option<Inheritance>,
 
     /// What TCP clients speak: raw (byte-for-byte echo), line (a reply per
     /// line, LF or CRLF) or frame (4-byte big-endian length, then the
@@ -249,6 +269,7 @@ impl Args {
             shutdown_timeout: self.shutdown_timeout,
             stats_interval: self.stats_interval,
             handle_signals: true,
+            reuse_port: self.workers > 1 || self.worker.is_some(),
         }
     }
 }
@@ -340,6 +361,22 @@ fn parse_sndbuf(s: &str) -> Result<Sndbuf, String> {
         )),
     }
 }
+
+/// `--workers`: a positive number, or `auto` (one per online CPU).
+fn parse_workers(s: &str) -> Result<usize, String> {
+    if s == "auto" {
+        return Ok(std::thread::available_parallelism().map_or(1, usize::from));
+    }
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (or auto)".into()),
+        Ok(n) if n > MAX_WORKERS => Err(format!("at most {MAX_WORKERS}")),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a number of workers (or auto)")),
+    }
+}
+
+/// More workers than this is a typo, not a plan.
+const MAX_WORKERS: usize = 1024;
 
 fn parse_positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {

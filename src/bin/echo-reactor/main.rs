@@ -1,13 +1,18 @@
 //! `echo-reactor`: parse flags, start logging, bind, print where we listen,
-//! run the loop. Everything else lives in the library.
+//! run the loop. Everything else lives in the library, except what makes
+//! one server out of several processes (`--workers`): the master
+//! (`master.rs`) and what a worker does differently (`worker.rs`).
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use echo_reactor::Server;
+use echo_reactor::{Config, Inheritance, Report, Server};
 
 mod cli;
+mod master;
+mod worker;
 use cli::Args;
 
 /// Exit code when a second signal cut the graceful shutdown short
@@ -38,40 +43,83 @@ fn give_freed_memory_back() {
 
 fn main() -> ExitCode {
     // Usage errors exit with code 2 and clap's message.
-    let args = Args::parse();
+    let mut args = Args::parse();
     if let Err(msg) = args.check() {
         Args::command()
             .error(clap::error::ErrorKind::ArgumentConflict, msg)
             .exit();
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let role = match (args.worker, args.inherit.take()) {
+        (Some(slot), Some(inherited)) => Role::Worker { slot, inherited },
+        _ if args.workers > 1 => Role::Master {
+            workers: args.workers,
+        },
+        _ => Role::Alone,
+    };
+    let logs = env_logger::Env::default().default_filter_or("info");
+    let mut logger = env_logger::Builder::from_env(logs);
+    if let Role::Worker { slot, .. } = role {
+        worker::name_log_lines(&mut logger, slot);
+    }
+    logger.init();
     give_freed_memory_back();
 
     let config = args.into_config();
-    let reactor = match Server::bind(&config) {
+    match role {
+        Role::Alone => serve_alone(&config),
+        Role::Master { workers } => master::run(config, workers),
+        Role::Worker { slot, inherited } => worker::run(config, slot, &inherited),
+    }
+}
+
+/// What this process is.
+enum Role {
+    /// The whole server, in this one process (`--workers 1`, the default).
+    Alone,
+    /// The master of `workers` worker processes.
+    Master { workers: usize },
+    /// One worker, started by a master, on the sockets it inherited.
+    Worker { slot: usize, inherited: Inheritance },
+}
+
+/// One process serves everything: bind, say where, run.
+fn serve_alone(config: &Config) -> ExitCode {
+    let reactor = match Server::bind(config) {
         Ok(reactor) => reactor,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    // One line per listener on stdout, flushed, before serving: scripts and
-    // tests read the port from here when they asked for port 0.
+    print_listening(
+        reactor.local_addrs(),
+        reactor.udp_addrs(),
+        reactor.daytime_addrs(),
+    );
+    exit_code(reactor.run())
+}
+
+/// One line per listener on stdout, flushed, before serving: scripts and
+/// tests read the port from here when they asked for port 0.
+fn print_listening(tcp: &[SocketAddr], udp: &[SocketAddr], daytime: &[SocketAddr]) {
     let mut stdout = std::io::stdout().lock();
-    for addr in reactor.local_addrs() {
+    for addr in tcp {
         let _ = writeln!(stdout, "listening on tcp://{addr}");
     }
-    for addr in reactor.udp_addrs() {
+    for addr in udp {
         let _ = writeln!(stdout, "listening on udp://{addr}");
     }
-    for addr in reactor.daytime_addrs() {
+    for addr in daytime {
         let _ = writeln!(stdout, "listening on tcp://{addr} (daytime)");
         let _ = writeln!(stdout, "listening on udp://{addr} (daytime)");
     }
     let _ = stdout.flush();
-    drop(stdout);
+}
 
-    match reactor.run() {
+/// How a served run ends, as an exit code: 0, 130 after a forced
+/// shutdown, 1 if the loop failed.
+fn exit_code(run: std::io::Result<Report>) -> ExitCode {
+    match run {
         Ok(report) if report.forced => ExitCode::from(EXIT_FORCED),
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {

@@ -6,7 +6,7 @@
 //! | SIGINT, SIGTERM | terminate | graceful shutdown; a second one ends at once |
 //! | SIGHUP | terminate (a closed terminal sends it) | logged; nothing to reload in one process, so serving goes on |
 //! | SIGUSR1 | terminate | the counters are logged now |
-//! | SIGUSR2 | terminate | logged and ignored |
+//! | SIGUSR2 | terminate | retire: stop accepting, serve the open connections until they close (at most `--shutdown-timeout`), then shut down; a master's rolling restart (`--workers`) sends it |
 //! | SIGPIPE | terminate | ignored (Rust's runtime does it before `main`): a write to a reset connection fails with `EPIPE` instead |
 //!
 //! Without this, a stray `kill -USR1` or the terminal closing would cut
@@ -38,8 +38,9 @@ pub(crate) enum Request {
     Hangup,
     /// SIGUSR1: log the counters now.
     ReportStats,
-    /// SIGUSR2: reserved; logged.
-    Ignored,
+    /// SIGUSR2: stop accepting, serve the open connections until they
+    /// close, then exit.
+    Retire,
 }
 
 /// The signals handled, and what each asks.
@@ -48,7 +49,7 @@ const HANDLED: [(libc::c_int, Request); 5] = [
     (SIGTERM, Request::Stop),
     (SIGHUP, Request::Hangup),
     (SIGUSR1, Request::ReportStats),
-    (SIGUSR2, Request::Ignored),
+    (SIGUSR2, Request::Retire),
 ];
 
 /// The handled signals as one readable descriptor.

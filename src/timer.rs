@@ -70,6 +70,8 @@ pub enum TimerKind {
     StatsReport,
     /// Try accepting on listener `.0` again after an accept failure paused it.
     AcceptRetry(usize),
+    /// Retiring's time is up: shut down what is left (SIGUSR2).
+    RetireDeadline,
     /// Graceful shutdown's time is up: close whatever is left.
     ShutdownDeadline,
 }

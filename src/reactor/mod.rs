@@ -122,6 +122,9 @@ struct Stop {
     requests: usize,
     handle_requests_seen: usize,
     shutting_down: bool,
+    /// Not accepting, serving the open connections until they close
+    /// (SIGUSR2).
+    retiring: bool,
     forced: bool,
 }
 
@@ -146,6 +149,7 @@ impl Stop {
             requests: 0,
             handle_requests_seen: 0,
             shutting_down: false,
+            retiring: false,
             forced: false,
         })
     }
@@ -351,7 +355,8 @@ impl<P: Poller> Reactor<P> {
     }
 
     fn finished(&self) -> bool {
-        self.stop.forced || (self.stop.shutting_down && self.conns.is_empty())
+        let stopping = self.stop.shutting_down || self.stop.retiring;
+        self.stop.forced || (stopping && self.conns.is_empty())
     }
 
     /// Routes one event.
@@ -528,6 +533,11 @@ impl<P: Poller> Reactor<P> {
                     }
                 }
                 TimerKind::AcceptRetry(i) => self.resume_listener(i),
+                TimerKind::RetireDeadline => {
+                    if !self.stop.shutting_down {
+                        self.begin_shutdown();
+                    }
+                }
                 TimerKind::ShutdownDeadline => {
                     let left: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
                     if !left.is_empty() {
@@ -613,7 +623,7 @@ impl<P: Poller> Reactor<P> {
                     self.sync_gauges();
                     info!("stats: {}", self.stats)
                 }
-                Request::Ignored => info!("SIGUSR2: ignored; serving on"),
+                Request::Retire => self.retire(),
             }
         }
     }
@@ -629,6 +639,28 @@ impl<P: Poller> Reactor<P> {
         } else if !self.stop.shutting_down {
             self.begin_shutdown();
         }
+    }
+
+    /// SIGUSR2: stop accepting, and serve the open connections until
+    /// their clients close them; after `--shutdown-timeout`, drain the
+    /// rest as a shutdown does. A master's rolling restart retires the old
+    /// worker this way once the new one serves: a connection the old one
+    /// accepted a moment before is served, not cut off (a plain shutdown
+    /// stops reading at once).
+    fn retire(&mut self) {
+        if self.stop.shutting_down || self.stop.retiring {
+            return;
+        }
+        self.stop.retiring = true;
+        self.sources.close(&mut self.poller);
+        let deadline = self.settings.shutdown_timeout;
+        info!(
+            "SIGUSR2: retiring: listeners closed, serving {} connections until they close \
+             (up to {deadline:?}, then a shutdown)",
+            self.conns.len(),
+        );
+        let at = self.clock.now + deadline;
+        self.timers.schedule(at, TimerKind::RetireDeadline);
     }
 
     fn begin_shutdown(&mut self) {

@@ -105,16 +105,21 @@ impl Server {
     /// `args` already has a `--listen`, and `--backend` of this thread's
     /// [`BACKEND`] unless `args` has a `--backend`.
     pub fn spawn(args: &[&str]) -> Server {
-        Server::spawn_with(args, None)
+        Server::spawn_with(args, None, "info")
+    }
+
+    /// Like [`Server::spawn`], logging at `rust_log` (a `RUST_LOG` filter).
+    pub fn spawn_logging(args: &[&str], rust_log: &str) -> Server {
+        Server::spawn_with(args, None, rust_log)
     }
 
     /// Like [`Server::spawn`], with `RLIMIT_NOFILE` (soft and hard) set to
     /// `limit` in the child only.
     pub fn spawn_with_nofile(args: &[&str], limit: u64) -> Server {
-        Server::spawn_with(args, Some(limit))
+        Server::spawn_with(args, Some(limit), "info")
     }
 
-    fn spawn_with(args: &[&str], nofile: Option<u64>) -> Server {
+    fn spawn_with(args: &[&str], nofile: Option<u64>, rust_log: &str) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_echo-reactor"));
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
@@ -123,7 +128,7 @@ impl Server {
             cmd.args(["--backend", backend()]);
         }
         cmd.args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

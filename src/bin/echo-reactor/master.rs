@@ -23,7 +23,7 @@
 //! | a worker fails before it ever served | startup failed (a bad flag value the worker met, say): every worker is stopped and the master exits 1 |
 //! | SIGINT / SIGTERM | SIGTERM to every worker (each drains as a single process would); the master exits 0 once all have exited |
 //! | a second SIGINT / SIGTERM | SIGTERM again: each worker ends at once; the master exits 130 |
-//! | SIGHUP | rolling restart: slot by slot, a new worker starts on the slot's sockets, and once it is serving the old one is told to drain; no connection attempt is refused or reset meanwhile |
+//! | SIGHUP | rolling restart: slot by slot, a new worker starts on the slot's sockets, and once it is serving the old one retires (SIGUSR2: it stops accepting and serves its open connections until they close, at most `--shutdown-timeout`); no connection attempt is refused or reset meanwhile |
 //!
 //! Workers run in their own process group, so a terminal's Ctrl+C reaches
 //! only the master, which decides; and they ask the kernel for a SIGTERM
@@ -141,6 +141,9 @@ struct Worker {
     retiring: bool,
     /// Its latest counters.
     stats: Stats,
+    /// Its pipe has closed: every line it wrote has been read (it is
+    /// reaped only then, so that its final counters are not lost).
+    said_all: bool,
 }
 
 /// A rolling restart under way: the slot being replaced, and its new
@@ -155,8 +158,9 @@ enum Note {
     Signal(i32),
     /// A line a worker wrote to its pipe.
     Line(u64, String),
-    /// A worker's pipe closed: it exited, or is about to.
-    Closed,
+    /// A worker's pipe closed (it exited, or is about to), after its
+    /// last line.
+    Closed(u64),
 }
 
 struct Master {
@@ -191,7 +195,12 @@ impl Master {
                 Ok(Note::Signal(SIGCHLD)) => self.reap(),
                 Ok(Note::Signal(signal)) => self.on_signal(signal),
                 Ok(Note::Line(id, line)) => self.on_line(id, &line),
-                Ok(Note::Closed) => self.reap(),
+                Ok(Note::Closed(id)) => {
+                    if let Some(worker) = self.workers.get_mut(&id) {
+                        worker.said_all = true;
+                    }
+                    self.reap();
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 // The signal thread holds a sender for the life of the
                 // process, so the inbox never closes.
@@ -267,7 +276,7 @@ impl Master {
                         return;
                     }
                 }
-                let _ = notes.send(Note::Closed);
+                let _ = notes.send(Note::Closed(id));
             });
         }
         debug!("master: worker {slot} started (pid {})", child.id());
@@ -279,6 +288,7 @@ impl Master {
                 started: Instant::now(),
                 retiring: false,
                 stats: Stats::default(),
+                said_all: false,
             },
         );
         if serving {
@@ -389,7 +399,11 @@ impl Master {
         self.slots[slot].restart_at = None;
         if let Some(old) = old.and_then(|old| self.workers.get_mut(&old)) {
             old.retiring = true;
-            signal(old, SIGTERM);
+            // Retire, not shut down: it stops accepting and serves its
+            // open connections until they close (at most
+            // --shutdown-timeout), so that one it accepted a moment ago is
+            // answered rather than cut off.
+            signal(old, libc::SIGUSR2);
         }
         if let Some(rolling) = self.rolling.as_mut() {
             rolling.slot = slot + 1;
@@ -398,9 +412,11 @@ impl Master {
         self.roll_on();
     }
 
-    /// Collects every worker that has exited, and decides what follows.
+    /// Collects every worker that has exited and whose last line has been
+    /// read, and decides what follows.
     fn reap(&mut self) {
         let exited: Vec<(u64, ExitStatus)> = (self.workers.iter_mut())
+            .filter(|(_, w)| w.said_all)
             .filter_map(|(&id, w)| w.child.try_wait().ok().flatten().map(|s| (id, s)))
             .collect();
         for (id, status) in exited {

@@ -189,6 +189,10 @@ pub(crate) struct Reactor<P: Poller> {
     retrying: Vec<Token>,
     /// A [`TimerKind::BudgetRetry`] is pending.
     retry_armed: bool,
+    /// The pause before the next retry, and how many the last one let go
+    /// (`reactor/memory.rs`).
+    retry_pause: Duration,
+    retried_last: usize,
     /// `--evict-after` found the budget full and has not yet brought it
     /// below half.
     evicting: bool,
@@ -262,6 +266,8 @@ impl<P: Poller> Reactor<P> {
             starved: Vec::new(),
             retrying: Vec::new(),
             retry_armed: false,
+            retry_pause: memory::STARVED_RETRY,
+            retried_last: 0,
             evicting: false,
             admission: Admission::new(max_connections, config.max_connections_per_ip),
             stop,

@@ -45,7 +45,7 @@
 //!
 //! A message split across reads (half a line, most of a frame) is charged
 //! what it may still grow to with its answer, not what it holds so far
-//! ([`Decoder::reservation`](crate::protocol::Decoder::reservation)): a
+//! ([`Protocol::reservation`](crate::protocol::Protocol::reservation)): a
 //! frame its declared size, a line `--max-line` and a little. So every
 //! message the budget let in can be finished with no more room: when the
 //! rest of it arrives and the budget is full, the connection peeks and

@@ -128,7 +128,7 @@ pub use listener::ListenError;
 pub use poller::Backend;
 pub use protocol::frame::DEFAULT_MAX_FRAME;
 pub use protocol::line::DEFAULT_MAX_LINE;
-pub use protocol::{Frame, Line, Mode, Transform};
+pub use protocol::{Frame, Line, Mode, Protocol, Refusal, Status, Transform, Verdict};
 pub use reactor::{Report, Server};
 pub use shutdown::ShutdownHandle;
 pub use sockets::{Inheritance, Sockets};

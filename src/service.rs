@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 
 use crate::daytime;
-use crate::protocol::Mode;
+use crate::protocol::Handler;
 
 /// What a listening socket (TCP or UDP) serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +35,11 @@ pub(crate) struct Greeting<'a> {
 }
 
 impl Service {
-    /// The greeting of a new connection on a server speaking `mode`.
-    pub(crate) fn greeting(self, mode: &Mode) -> Greeting<'_> {
+    /// The greeting of a new connection on a server speaking `handler`.
+    pub(crate) fn greeting(self, handler: &Handler) -> Greeting<'_> {
         match self {
             Service::Echo => Greeting {
-                bytes: Cow::Borrowed(mode.greeting()),
+                bytes: Cow::Borrowed(handler.greeting()),
                 then_close: false,
             },
             Service::Daytime => Greeting {

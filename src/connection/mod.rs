@@ -62,7 +62,7 @@
 //!
 //! # Protocols
 //!
-//! What to answer is the [`Mode`]'s business (`protocol/`); this file only
+//! What to answer is the protocol's business ([`Handler`], `protocol/`); this file only
 //! moves bytes. In raw mode a read is written straight back from the loop's
 //! buffer, exactly as above: no copy, no allocation, one `read` and one
 //! `write` per message. In line and frame modes the read goes through the
@@ -101,7 +101,7 @@ use mio::net::TcpStream;
 use crate::budget::Budget;
 use crate::outbuf::OutBuf;
 use crate::poller::{Interest, Poller, Token};
-use crate::protocol::{Mode, Partial, Verdict};
+use crate::protocol::{Handler, Partial, Verdict};
 use crate::service::Service;
 use crate::stats::Stats;
 use crate::timer::{Stamp, TimerKind, Timers};
@@ -266,7 +266,7 @@ pub(crate) struct Cx<'a, P> {
     /// The same time, as the stamp connections record.
     pub(crate) stamp: Stamp,
     /// What the connections speak.
-    pub(crate) mode: &'a Mode,
+    pub(crate) handler: &'a mut Handler,
     /// The loop's shared scratch space for a protocol's answers (empty
     /// between uses; unused in raw mode).
     pub(crate) answers: &'a mut Vec<u8>,
@@ -459,7 +459,7 @@ impl Connection {
     /// daytime line): straight out if the socket takes it, else as pending
     /// output; then, if the service says so, starts closing.
     pub(crate) fn greet<P: Poller>(&mut self, service: Service, cx: &mut Cx<'_, P>) -> Outcome {
-        let greeting = service.greeting(cx.mode);
+        let greeting = service.greeting(cx.handler);
         if !greeting.bytes.is_empty() {
             // Accounted before held: a greeting the socket does not take
             // at once is kept, and must fit.
@@ -626,7 +626,7 @@ impl Connection {
         };
         cx.stats.bytes_in += n as u64;
         self.last_active = cx.stamp;
-        if let Mode::Raw = cx.mode {
+        if let Handler::Raw = cx.handler {
             // The hot path: echo from the loop's buffer, no copy.
             self.send(&cx.buf[..n], cx.token, cx.stats, cx.budget)?;
         } else {
@@ -641,7 +641,7 @@ impl Connection {
     /// charged what it may grow to (`budget.rs`, "Split messages").
     fn answer<P>(&mut self, n: usize, cx: &mut Cx<'_, P>) -> io::Result<()> {
         let before = self.partial.charge();
-        let verdict = cx.mode.feed(&mut self.partial, &cx.buf[..n], cx.answers);
+        let verdict = cx.handler.feed(&mut self.partial, &cx.buf[..n], cx.answers);
         cx.budget.settle(before, self.partial.charge());
         self.send_answers(verdict, cx)
     }
@@ -653,7 +653,7 @@ impl Connection {
         self.set_phase(cx.token, Phase::Closing);
         if !self.partial.is_empty() {
             let before = self.partial.charge();
-            let verdict = cx.mode.finish(&mut self.partial, cx.answers);
+            let verdict = cx.handler.finish(&mut self.partial, cx.answers);
             cx.budget.settle(before, self.partial.charge());
             self.send_answers(verdict, cx)?;
         }
@@ -881,6 +881,7 @@ mod tests {
         buf: Vec<u8>,
         answers: Vec<u8>,
         budget: Budget,
+        handler: Handler,
     }
 
     impl Rig {
@@ -892,6 +893,7 @@ mod tests {
                 buf: vec![0u8; crate::reactor::READ_BUFFER_SIZE],
                 answers: Vec::new(),
                 budget: Budget::new(usize::MAX, crate::reactor::READ_BUFFER_SIZE, 1, 0),
+                handler: Handler::Raw,
             }
         }
 
@@ -904,7 +906,7 @@ mod tests {
                 stats: &mut self.stats,
                 now,
                 stamp: Stamp::new(now, now),
-                mode: &Mode::Raw,
+                handler: &mut self.handler,
                 answers: &mut self.answers,
                 timers: &mut self.timers,
                 budget: &mut self.budget,

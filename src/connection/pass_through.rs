@@ -35,7 +35,7 @@ use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 
 use super::{Connection, Cx, Input, Outcome, Phase};
-use crate::protocol::{Mode, Verdict};
+use crate::protocol::{Handler, Verdict};
 
 /// The largest answer written through while the budget is full: an empty
 /// send queue takes it whole (the smallest send buffer Linux gives a TCP
@@ -66,7 +66,7 @@ impl Connection {
                 return Ok(Outcome::Keep);
             }
         };
-        let outcome = if let Mode::Raw = cx.mode {
+        let outcome = if let Handler::Raw = cx.handler {
             self.echo_through(n, cx)?
         } else {
             self.answer_through(n, cx)?
@@ -89,7 +89,7 @@ impl Connection {
     /// answer) is within the reservation it was charged, so they need no
     /// room (see the module docs).
     pub(super) fn finish_message<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
-        let window = cx.mode.still_wanted(&self.partial).min(cx.buf.len());
+        let window = cx.handler.still_wanted(&self.partial).min(cx.buf.len());
         let n = match self.peek(&mut cx.buf[..window])? {
             Input::Data(n) => n,
             Input::Empty => return Ok(Outcome::Keep),
@@ -99,7 +99,7 @@ impl Connection {
                 return Ok(Outcome::Keep);
             }
         };
-        let take = cx.mode.rest_of_message(&self.partial, &cx.buf[..n]);
+        let take = cx.handler.rest_of_message(&self.partial, &cx.buf[..n]);
         self.consume(take, cx)?;
         if take == n {
             self.peeked_all(n, window);
@@ -137,7 +137,7 @@ impl Connection {
         // Only whole messages, and only as many as have answers that fit
         // in one write the kernel takes whole: the rest stays queued.
         let (complete, verdict, held_back) =
-            cx.mode.answer_whole(&cx.buf[..n], cx.answers, ANSWER_MAX);
+            (cx.handler).answer_whole(&mut self.partial, &cx.buf[..n], cx.answers, ANSWER_MAX);
         if verdict == Verdict::Continue && complete == 0 {
             if n < cx.buf.len() && !held_back {
                 // Only an incomplete message: its next segment raises an

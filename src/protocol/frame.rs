@@ -15,7 +15,7 @@
 //! valid (a bare header). A frame cut off by EOF is dropped, not echoed in
 //! part, and counted as a protocol error.
 
-use super::{Decoder, Refusal, Status, Verdict};
+use super::{Protocol, Refusal, Status, Verdict};
 
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 4;
@@ -54,7 +54,9 @@ pub fn encode(body: &[u8]) -> Option<Vec<u8>> {
     Some(frame)
 }
 
-impl Decoder for Frame {
+impl Protocol for Frame {
+    type Session = ();
+
     fn decode(&self, buf: &[u8], _scanned: usize) -> Result<Status, Refusal> {
         let Some(head) = buf.first_chunk::<HEADER_LEN>() else {
             return Ok(Status::Partial);
@@ -72,20 +74,29 @@ impl Decoder for Frame {
         }
     }
 
-    fn answer(&self, msg: &[u8], out: &mut Vec<u8>) -> Verdict {
+    fn answer(&mut self, _: &mut (), msg: &[u8], out: &mut Vec<u8>) -> Verdict {
         // Echo: the reply to a frame is the frame, header and all.
         out.extend_from_slice(msg);
         Verdict::Continue
     }
 
-    fn refuse(&self, _why: Refusal, _out: &mut Vec<u8>) {
+    fn refuse(&mut self, _why: Refusal, _out: &mut Vec<u8>) {
         // A binary protocol has no room for an error text a client would
         // not expect; the close says it.
     }
 
-    fn at_eof(&self, _rest: &[u8], _out: &mut Vec<u8>) -> Verdict {
+    fn at_eof(&mut self, _: &mut (), _rest: &[u8], _out: &mut Vec<u8>) -> Verdict {
         // Half a message is no message.
         Verdict::Refuse
+    }
+
+    fn max_message(&self) -> usize {
+        HEADER_LEN + self.max_frame as usize
+    }
+
+    fn max_answer(&self) -> usize {
+        // The frame itself.
+        self.max_message()
     }
 
     fn reservation(&self, held: &[u8]) -> usize {
@@ -103,6 +114,12 @@ impl Decoder for Frame {
             Some(_) => self.reservation(held).saturating_sub(held.len()),
             None => HEADER_LEN - held.len().min(HEADER_LEN),
         }
+    }
+
+    fn rest_of_message(&self, held: &[u8], more: &[u8]) -> usize {
+        // `still_wanted` is exact for frames: every one of those bytes
+        // belongs to this frame (or its header).
+        more.len().min(self.still_wanted(held))
     }
 }
 
@@ -168,22 +185,27 @@ mod tests {
 
     #[test]
     fn an_oversize_header_is_refused_before_any_body_is_held() {
-        let frame = Frame { max_frame: 1024 };
+        let mut frame = Frame { max_frame: 1024 };
         let mut partial = Partial::new();
         let mut out = Vec::new();
         // 4 GiB announced: refused on the header alone, nothing stored.
-        let verdict = feed(&frame, &mut partial, &header(u32::MAX), &mut out);
+        let verdict = feed(&mut frame, &mut partial, &header(u32::MAX), &mut out);
         assert_eq!(verdict, Verdict::Refuse);
         assert!(partial.is_empty() && out.is_empty());
     }
 
     #[test]
     fn held_bytes_grow_with_arrivals_not_with_the_announced_length() {
-        let frame = Frame::default();
+        let mut frame = Frame::default();
         let mut partial = Partial::new();
         let mut out = Vec::new();
-        feed(&frame, &mut partial, &header(DEFAULT_MAX_FRAME), &mut out);
-        feed(&frame, &mut partial, b"abc", &mut out);
+        feed(
+            &mut frame,
+            &mut partial,
+            &header(DEFAULT_MAX_FRAME),
+            &mut out,
+        );
+        feed(&mut frame, &mut partial, b"abc", &mut out);
         assert_eq!(partial.len(), HEADER_LEN + 3);
         assert!(out.is_empty());
     }
@@ -207,7 +229,7 @@ mod tests {
         assert_reservation_covers(&m, &input);
         let mut partial = Partial::new();
         feed(
-            &Frame { max_frame: 8 },
+            &mut Frame { max_frame: 8 },
             &mut partial,
             &header(5)[..2],
             &mut Vec::new(),
@@ -218,7 +240,7 @@ mod tests {
             "header unknown: the largest"
         );
         feed(
-            &Frame { max_frame: 8 },
+            &mut Frame { max_frame: 8 },
             &mut partial,
             &header(5)[2..],
             &mut Vec::new(),
@@ -252,11 +274,11 @@ mod tests {
             input in proptest::collection::vec(any::<u8>(), 0..256),
             max_frame in 0u32..64,
         ) {
-            let frame = Frame { max_frame };
+            let mut frame = Frame { max_frame };
             let mut partial = Partial::new();
             let mut out = Vec::new();
             for byte in input.chunks(1) {
-                if feed(&frame, &mut partial, byte, &mut out) != Verdict::Continue {
+                if feed(&mut frame, &mut partial, byte, &mut out) != Verdict::Continue {
                     break;
                 }
                 prop_assert!(partial.len() <= HEADER_LEN + max_frame as usize);

@@ -16,7 +16,7 @@
 //! Transforms work on bytes, not text: `upper` changes ASCII letters only,
 //! so any input, valid UTF-8 or not, gets an answer and never a panic.
 
-use super::{Decoder, Refusal, Status, Verdict};
+use super::{Protocol, Refusal, Status, Verdict};
 
 /// The default `--max-line`: 8 KiB.
 pub const DEFAULT_MAX_LINE: usize = 8 * 1024;
@@ -78,16 +78,11 @@ impl Line {
         }
     }
 
-    /// The banner line, terminator included; empty without a banner.
-    pub fn greeting(&self) -> &[u8] {
-        &self.greeting
-    }
-
     /// Answers one line given as `content` (no terminator) and the
     /// `terminator` it came with (`\n`, `\r\n`, or empty at EOF).
     fn reply(&self, content: &[u8], terminator: &[u8], out: &mut Vec<u8>) -> Verdict {
         if content.len() > self.max_line {
-            self.refuse(Refusal::LineTooLong, out);
+            out.extend_from_slice(LINE_TOO_LONG);
             return Verdict::Refuse;
         }
         if GOODBYES.contains(&content) {
@@ -106,7 +101,9 @@ impl Line {
     }
 }
 
-impl Decoder for Line {
+impl Protocol for Line {
+    type Session = ();
+
     fn decode(&self, buf: &[u8], scanned: usize) -> Result<Status, Refusal> {
         let from = scanned.min(buf.len());
         match buf[from..].iter().position(|&b| b == b'\n') {
@@ -123,7 +120,7 @@ impl Decoder for Line {
         }
     }
 
-    fn answer(&self, msg: &[u8], out: &mut Vec<u8>) -> Verdict {
+    fn answer(&mut self, _: &mut (), msg: &[u8], out: &mut Vec<u8>) -> Verdict {
         let cut = match msg {
             [.., b'\r', b'\n'] => 2,
             [.., b'\n'] => 1,
@@ -133,20 +130,27 @@ impl Decoder for Line {
         self.reply(content, terminator, out)
     }
 
-    fn refuse(&self, why: Refusal, out: &mut Vec<u8>) {
-        match why {
-            Refusal::LineTooLong => out.extend_from_slice(LINE_TOO_LONG),
-            // Not produced by this decoder; the connection closes anyway.
-            Refusal::FrameTooLarge(_) => {}
+    fn refuse(&mut self, why: Refusal, out: &mut Vec<u8>) {
+        if why == Refusal::LineTooLong {
+            out.extend_from_slice(LINE_TOO_LONG);
         }
     }
 
-    fn at_eof(&self, rest: &[u8], out: &mut Vec<u8>) -> Verdict {
+    fn at_eof(&mut self, _: &mut (), rest: &[u8], out: &mut Vec<u8>) -> Verdict {
         // Answered like a line, minus the terminator it never got.
         self.reply(rest, b"", out)
     }
 
-    fn reservation(&self, _held: &[u8]) -> usize {
+    fn greeting(&self) -> &[u8] {
+        &self.greeting
+    }
+
+    fn max_message(&self) -> usize {
+        // The longest line and its CR LF.
+        self.max_line.saturating_add(2)
+    }
+
+    fn max_answer(&self) -> usize {
         // The longest line with CR LF, answered with its `hello ` prefix
         // or refused with `LINE_TOO_LONG` (the longer of the two).
         const EXTRA: usize = if LINE_TOO_LONG.len() > HELLO.len() {
@@ -154,13 +158,26 @@ impl Decoder for Line {
         } else {
             HELLO.len()
         };
-        self.max_line.saturating_add(2 + EXTRA)
+        self.max_message().saturating_add(EXTRA)
+    }
+
+    fn amplification(&self) -> usize {
+        match self.transform {
+            // `hello ` + an empty line: 1 byte in ("\n"), 7 out.
+            Transform::Hello => 1 + HELLO.len(),
+            Transform::None | Transform::Upper => 1,
+        }
+    }
+
+    fn reservation(&self, _held: &[u8]) -> usize {
+        // The line is held, then answered: never both at once.
+        self.max_answer()
     }
 
     fn still_wanted(&self, held: &[u8]) -> usize {
         // Enough for the terminator of the longest line, or for `decode`
         // to be sure the line is too long.
-        self.max_line.saturating_add(2).saturating_sub(held.len())
+        self.max_message().saturating_sub(held.len())
     }
 
     fn rest_of_message(&self, held: &[u8], more: &[u8]) -> usize {
@@ -320,11 +337,11 @@ mod tests {
 
     #[test]
     fn held_bytes_never_exceed_max_line_plus_one() {
-        let line = Line::new(Transform::None, None, 16);
+        let mut line = Line::new(Transform::None, None, 16);
         let mut partial = crate::protocol::Partial::new();
         let mut out = Vec::new();
         for _ in 0..100 {
-            if crate::protocol::feed(&line, &mut partial, b"x", &mut out) != Verdict::Continue {
+            if crate::protocol::feed(&mut line, &mut partial, b"x", &mut out) != Verdict::Continue {
                 break;
             }
             assert!(partial.len() <= 17, "holding {}", partial.len());
@@ -335,12 +352,12 @@ mod tests {
 
     #[test]
     fn held_state_is_released_on_a_message_boundary() {
-        let line = Line::default();
+        let mut line = Line::default();
         let mut partial = crate::protocol::Partial::new();
         let mut out = Vec::new();
-        crate::protocol::feed(&line, &mut partial, b"half", &mut out);
+        crate::protocol::feed(&mut line, &mut partial, b"half", &mut out);
         assert_eq!(partial.len(), 4);
-        crate::protocol::feed(&line, &mut partial, b" and half\n", &mut out);
+        crate::protocol::feed(&mut line, &mut partial, b" and half\n", &mut out);
         assert!(partial.is_empty());
         assert_eq!(out, b"half and half\n");
     }

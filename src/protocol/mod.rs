@@ -5,35 +5,48 @@
 //! never does I/O. The connection hands it the bytes that just arrived; it
 //! appends its answers to an output vector and returns a [`Verdict`]: go
 //! on, or close after the answers are sent. Because nothing here touches a
-//! socket, every decoder is tested on every split point of its input (the
+//! socket, every protocol is tested on every split point of its input (the
 //! answer must not depend on how TCP chunked the stream, seed 7), with
 //! proptest.
 //!
-//! # Decoders
+//! # The interface
 //!
-//! Like httparse and mini-redis, a [`Decoder`] looks at buffered bytes and
-//! says [`Status::Complete`] (a whole message of `n` bytes is there),
-//! [`Status::Partial`] (not enough bytes yet, which is *not* an error), or
-//! refuses the input for good ([`Refusal`]: a line or frame over its limit).
-//! [`feed`] is the one driver shared by every decoder: it decodes in place
-//! from the loop's read buffer and copies only an incomplete tail.
+//! [`Protocol`] is public: a server built with
+//! [`Server::with_protocol`](crate::Server::with_protocol) speaks any
+//! implementation, without a change to the library (`examples/kv_store.rs`
+//! adds GET/SET/DEL; `docs/adding-a-protocol.md` walks through it). The
+//! built-in line and frame modes are implementations like any other.
+//!
+//! Like httparse and mini-redis, a protocol *decodes*: it looks at buffered
+//! bytes and says [`Status::Complete`] (a whole message of `n` bytes is
+//! there), [`Status::Partial`] (not enough bytes yet, which is *not* an
+//! error), or refuses the input for good ([`Refusal`]). Then it *answers*
+//! each whole message, with `&mut self` (state shared by every connection
+//! of the loop, such as a key-value store: the loop is single-threaded, so
+//! no lock) and the connection's own [`Protocol::Session`]. [`feed`] is the
+//! one driver: it decodes in place from the loop's read buffer and copies
+//! only an incomplete tail.
 //!
 //! # Per-connection state costs nothing when there is none
 //!
-//! A connection's incomplete message lives in a [`Partial`]: a pointer
-//! that is null (8 bytes in the connection, no heap) in raw mode and
-//! whenever the input so far ended on a message boundary, which is the
-//! common case for request/reply clients. Only a message split across
-//! reads allocates, and a decoder bounds how much it may hold before it
-//! refuses (`--max-line`, `--max-frame`).
+//! A connection's incomplete message and session live in a [`Partial`]: a
+//! pointer that is null (8 bytes in the connection, no heap) in raw mode
+//! and whenever the input so far ended on a message boundary and the
+//! protocol keeps no session (a zero-sized `Session`, like line and frame
+//! modes'), which is the common case for request/reply clients. Only a
+//! message split across reads, or a session, allocates; a protocol bounds
+//! how much a message may hold before it refuses (`--max-line`,
+//! `--max-frame`).
 //!
 //! # Raw mode is not a protocol
 //!
 //! Byte-for-byte echo (RFC 862) has nothing to decode: the connection writes
 //! straight from the loop's read buffer, with no copy, and never calls into
-//! this module. [`Mode::Raw`] is one branch in `connection/mod.rs`, so line and
-//! frame modes cost the raw path nothing. There is no `dyn` here either:
-//! the mode is an enum matched once per read.
+//! this module. [`Handler::Raw`] is one branch in `connection/mod.rs`, so
+//! protocols cost the raw path nothing. A protocol is called through one
+//! `dyn` call per read ([`Erased`]), never per byte.
+
+use std::any::Any;
 
 pub mod frame;
 pub mod line;
@@ -41,7 +54,9 @@ pub mod line;
 pub use frame::Frame;
 pub use line::{Line, Transform};
 
-/// What a server's TCP connections speak (`--mode`).
+/// What a server's TCP connections speak (`--mode`): the built-in
+/// choices. Any other [`Protocol`] is given to
+/// [`Server::with_protocol`](crate::Server::with_protocol).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Mode {
     /// Every byte comes back as it arrived (RFC 862). The default.
@@ -53,7 +68,7 @@ pub enum Mode {
     Frame(Frame),
 }
 
-/// How much of a buffer a decoder recognised (httparse's `Status`).
+/// How much of a buffer a protocol recognised (httparse's `Status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     /// The buffer starts with a whole message of this many bytes.
@@ -62,14 +77,17 @@ pub enum Status {
     Partial,
 }
 
-/// Input a decoder will never accept; the connection answers with an
-/// error (if the protocol has one) and is closed.
+/// Input a protocol will never accept; the connection answers with
+/// whatever [`Protocol::refuse`] says and is closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Refusal {
     /// A line longer than `--max-line`.
     LineTooLong,
     /// A frame header declaring more than `--max-frame` bytes.
     FrameTooLarge(u32),
+    /// Anything else a protocol refuses, in a few words.
+    Other(&'static str),
 }
 
 /// What the connection should do after the protocol has answered.
@@ -84,60 +102,133 @@ pub enum Verdict {
     Refuse,
 }
 
-/// One protocol's rules for cutting a byte stream into messages and
-/// answering each. Implementations are pure: no I/O, no clock, no panics
-/// on any input.
-pub trait Decoder {
+/// A protocol: how a connection's bytes are cut into messages, and what
+/// each is answered. Implementations do no I/O, read no clock, and never
+/// panic on any input.
+///
+/// The memory budget (`--max-buffered`) holds a protocol to its word on
+/// sizes: [`Protocol::max_message`], [`Protocol::max_answer`] and
+/// [`Protocol::amplification`] say the most a client can make the server
+/// hold through it, and the budget charges that much *before* reading.
+/// State the protocol keeps itself (a store's keys and values) is its own
+/// to bound.
+pub trait Protocol: Send + 'static {
+    /// What one connection keeps between messages (a selected database, a
+    /// transaction). Created the first time the connection is fed, and
+    /// only if it has a size: `()` costs nothing.
+    type Session: Default + Send + 'static;
+
     /// Recognises the first message of `buf`. `scanned` bytes at the start
     /// of `buf` are already known to hold no message end (they were looked
-    /// at before more bytes arrived); a decoder may skip them.
+    /// at before more bytes arrived); a protocol may skip them. A buffer
+    /// longer than [`Protocol::max_message`] that holds no whole message
+    /// must be refused.
     fn decode(&self, buf: &[u8], scanned: usize) -> Result<Status, Refusal>;
 
-    /// Answers one complete message (as [`Decoder::decode`] cut it).
-    fn answer(&self, msg: &[u8], out: &mut Vec<u8>) -> Verdict;
+    /// Answers one whole message (as [`Protocol::decode`] cut it) into
+    /// `out`, with the state of every connection (`self`) and of this one
+    /// (`session`).
+    fn answer(&mut self, session: &mut Self::Session, msg: &[u8], out: &mut Vec<u8>) -> Verdict;
 
-    /// Appends what the client is told before a refusal closes it.
-    fn refuse(&self, why: Refusal, out: &mut Vec<u8>);
+    /// Appends what the client is told before a refusal closes it
+    /// (default: nothing).
+    fn refuse(&mut self, why: Refusal, out: &mut Vec<u8>) {
+        let _ = (why, out);
+    }
 
     /// The peer sent FIN with `rest` (non-empty, incomplete) still held.
-    /// The connection closes whatever the verdict; it says why.
-    fn at_eof(&self, rest: &[u8], out: &mut Vec<u8>) -> Verdict;
+    /// The connection closes whatever the verdict; it says why (default:
+    /// half a message is no message, [`Verdict::Refuse`]).
+    fn at_eof(&mut self, session: &mut Self::Session, rest: &[u8], out: &mut Vec<u8>) -> Verdict {
+        let _ = (session, rest, out);
+        Verdict::Refuse
+    }
+
+    /// What a new connection is sent before it says anything (default:
+    /// nothing).
+    fn greeting(&self) -> &[u8] {
+        &[]
+    }
+
+    /// The longest message, every byte counted (terminators, headers).
+    fn max_message(&self) -> usize;
+
+    /// The longest answer to one message (an error line included).
+    fn max_answer(&self) -> usize;
+
+    /// At most how many answer bytes one byte of input can cause, over a
+    /// whole read: line mode's `hello ` answers an empty line (1 byte) with
+    /// 7. A store whose `GET k` (6 bytes) may return 1 KiB says about 175.
+    /// Default 1 (every byte answered at most once).
+    fn amplification(&self) -> usize {
+        1
+    }
 
     /// The most a connection can come to hold for the message `held`
-    /// begins, its answer (or error) included, however the rest of it
-    /// arrives. The memory budget charges this much for a split message,
-    /// so that finishing it never needs room the budget may not have
-    /// (`budget.rs`, "Split messages").
-    fn reservation(&self, held: &[u8]) -> usize;
+    /// begins, its answer included, however the rest of it arrives. The
+    /// memory budget charges this much for a split message, so that
+    /// finishing it never needs room the budget may not have (`budget.rs`,
+    /// "Split messages"). Default: the longer of a whole message and an
+    /// answer.
+    fn reservation(&self, held: &[u8]) -> usize {
+        let _ = held;
+        self.max_message().max(self.max_answer())
+    }
 
     /// At most how many of the bytes after `held` can still belong to its
     /// message: a read that finishes a message under a full budget takes
-    /// no more.
-    fn still_wanted(&self, held: &[u8]) -> usize;
+    /// no more. Default: enough to reach the longest message and one byte
+    /// past it (for [`Protocol::decode`] to refuse).
+    fn still_wanted(&self, held: &[u8]) -> usize {
+        (self.max_message() + 1).saturating_sub(held.len())
+    }
 
     /// How many bytes at the start of `more` (at most
-    /// [`Decoder::still_wanted`] of them) belong to the message `held`
+    /// [`Protocol::still_wanted`] of them) belong to the message `held`
     /// begins: up to its end, or all of them if it does not end there.
+    /// The default decodes `held` and `more` together (a copy, made only
+    /// while the budget is full); a protocol that can tell more cheaply
+    /// says so.
     fn rest_of_message(&self, held: &[u8], more: &[u8]) -> usize {
-        more.len().min(self.still_wanted(held))
+        let window = &more[..more.len().min(self.still_wanted(held))];
+        let mut joined = Vec::with_capacity(held.len() + window.len());
+        joined.extend_from_slice(held);
+        joined.extend_from_slice(window);
+        match self.decode(&joined, held.len()) {
+            Ok(Status::Complete(n)) if n > held.len() => (n - held.len()).min(window.len()),
+            _ => window.len(),
+        }
     }
 }
 
-/// The incomplete message of one connection; empty (a null pointer) while
-/// the input so far ended on a message boundary.
+/// The incomplete message and the session of one connection; empty (a
+/// null pointer) while there is neither.
 ///
-/// Boxing costs one more allocation while a message is split, and keeps
-/// this field at 8 bytes in every connection, split or not: that is what
-/// keeps `Connection` within 64 bytes.
+/// Boxing costs one allocation while a message is split or a session
+/// lives, and keeps this field at 8 bytes in every connection: that is
+/// what keeps `Connection` within 64 bytes.
 #[derive(Debug, Default)]
 pub struct Partial(Option<Box<Held>>);
 
-/// A split message's bytes, and what the budget charges for it.
-#[derive(Debug)]
+/// What a [`Partial`] points to.
+#[derive(Default)]
 struct Held {
+    /// The split message's bytes so far; empty between messages.
     bytes: Vec<u8>,
-    /// [`Decoder::reservation`] for `bytes`.
+    /// [`Protocol::reservation`] for `bytes` (0 when empty).
     reserved: usize,
+    /// The connection's [`Protocol::Session`], if it has a size.
+    session: Option<Box<dyn Any + Send>>,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("bytes", &self.bytes.len())
+            .field("reserved", &self.reserved)
+            .field("session", &self.session.is_some())
+            .finish()
+    }
 }
 
 impl Partial {
@@ -149,12 +240,12 @@ impl Partial {
     /// Bytes held.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |held| held.bytes.len())
+        self.bytes().len()
     }
 
-    /// Whether nothing is held.
+    /// Whether no message is split (a session may still live).
     pub fn is_empty(&self) -> bool {
-        self.0.is_none()
+        self.bytes().is_empty()
     }
 
     /// The bytes held (empty when none are).
@@ -164,7 +255,7 @@ impl Partial {
 
     /// What the memory budget counts for this message: the heap bytes it
     /// holds, or what it may still grow to with its answer, whichever is
-    /// larger (see [`Decoder::reservation`]).
+    /// larger (see [`Protocol::reservation`]).
     #[inline]
     pub fn charge(&self) -> usize {
         self.0
@@ -172,9 +263,15 @@ impl Partial {
             .map_or(0, |held| held.bytes.capacity().max(held.reserved))
     }
 
-    /// Drops whatever is held, and its allocation.
+    /// Drops the split message, if any (a session stays).
     pub fn clear(&mut self) {
-        self.0 = None;
+        if let Some(held) = self.0.as_mut() {
+            held.bytes = Vec::new();
+            held.reserved = 0;
+            if held.session.is_none() {
+                self.0 = None;
+            }
+        }
     }
 }
 
@@ -182,58 +279,64 @@ impl Partial {
 /// connection that once held a large frame does not keep its storage.
 const KEEP_SPARE: usize = 4096;
 
-/// Runs `decoder` over `input`, the bytes that arrived after whatever
+/// Runs `protocol` over `input`, the bytes that arrived after whatever
 /// `partial` holds: answers every complete message into `out`, and keeps
 /// the incomplete tail in `partial`. After any verdict but
-/// [`Verdict::Continue`], later input is ignored and `partial` is emptied.
-pub fn feed<D: Decoder>(
-    decoder: &D,
+/// [`Verdict::Continue`], later input is ignored and the split message
+/// dropped.
+pub fn feed<T: Protocol>(
+    protocol: &mut T,
     partial: &mut Partial,
     input: &[u8],
     out: &mut Vec<u8>,
 ) -> Verdict {
-    match partial.0.take() {
-        // The common case: decode straight from the read buffer, and copy
-        // only a tail that is not a whole message yet.
-        None => {
-            let (used, verdict, _) = answer_all(decoder, input, 0, out, usize::MAX);
+    with_session(protocol, partial, |protocol, held, session| {
+        let verdict = if held.bytes.is_empty() {
+            // The common case: decode straight from the read buffer, and
+            // copy only a tail that is not a whole message yet.
+            let (used, verdict, _) = answer_all(protocol, session, input, 0, out, usize::MAX);
             if verdict == Verdict::Continue && used < input.len() {
-                let bytes = input[used..].to_vec();
-                let reserved = decoder.reservation(&bytes);
-                partial.0 = Some(Box::new(Held { bytes, reserved }));
+                held.bytes = input[used..].to_vec();
             }
             verdict
-        }
-        // A message is split across reads: complete it behind what is
-        // held. The held bytes were scanned already (see `scanned`), so a
-        // long line arriving a byte at a time is not rescanned each time.
-        Some(mut held) => {
+        } else {
+            // A message is split across reads: complete it behind what is
+            // held. The held bytes were scanned already (see `scanned`), so
+            // a long line arriving a byte at a time is not rescanned.
             let bytes = &mut held.bytes;
             let scanned = bytes.len();
             // Exactly, not doubled: the budget counts capacity, and a read
             // may grow it by at most the bytes read (`budget.rs`).
             bytes.reserve_exact(input.len());
             bytes.extend_from_slice(input);
-            let (used, verdict, _) = answer_all(decoder, bytes, scanned, out, usize::MAX);
-            if verdict == Verdict::Continue && used < bytes.len() {
-                bytes.drain(..used);
-                if bytes.capacity() > bytes.len() + KEEP_SPARE {
-                    bytes.shrink_to_fit();
-                }
-                held.reserved = decoder.reservation(&held.bytes);
-                partial.0 = Some(held);
-            }
+            let (used, verdict, _) = answer_all(protocol, session, bytes, scanned, out, usize::MAX);
+            bytes.drain(..used);
             verdict
+        };
+        if verdict != Verdict::Continue || held.bytes.is_empty() {
+            held.bytes = Vec::new();
+        } else if held.bytes.capacity() > held.bytes.len() + KEEP_SPARE {
+            held.bytes.shrink_to_fit();
         }
-    }
+        held.reserved = if held.bytes.is_empty() {
+            0
+        } else {
+            protocol.reservation(&held.bytes)
+        };
+        verdict
+    })
 }
 
 /// The peer sent FIN: answers what `partial` still holds, if anything.
-pub fn finish<D: Decoder>(decoder: &D, partial: &mut Partial, out: &mut Vec<u8>) -> Verdict {
-    match partial.0.take() {
-        Some(held) => decoder.at_eof(&held.bytes, out),
-        None => Verdict::Continue,
+pub fn finish<T: Protocol>(protocol: &mut T, partial: &mut Partial, out: &mut Vec<u8>) -> Verdict {
+    if partial.is_empty() {
+        return Verdict::Continue;
     }
+    with_session(protocol, partial, |protocol, held, session| {
+        let rest = std::mem::take(&mut held.bytes);
+        held.reserved = 0;
+        protocol.at_eof(session, &rest, out)
+    })
 }
 
 /// Answers the whole messages at the start of `input` whose answers fit
@@ -243,20 +346,62 @@ pub fn finish<D: Decoder>(decoder: &D, partial: &mut Partial, out: &mut Vec<u8>)
 /// held back because its answer did not fit. Nothing is held, so the
 /// caller can take exactly those bytes (a connection passing input through
 /// a full budget).
-pub fn answer_whole<D: Decoder>(
-    decoder: &D,
+pub fn answer_whole<T: Protocol>(
+    protocol: &mut T,
+    partial: &mut Partial,
     input: &[u8],
     out: &mut Vec<u8>,
     max_out: usize,
 ) -> (usize, Verdict, bool) {
-    answer_all(decoder, input, 0, out, max_out)
+    with_session(protocol, partial, |protocol, _, session| {
+        answer_all(protocol, session, input, 0, out, max_out)
+    })
+}
+
+/// Runs `f` with the connection's held message and session: the session
+/// stored in `partial` (created on first use), or for a zero-sized one a
+/// fresh value, which allocates nothing. Whatever is left empty is freed.
+fn with_session<T: Protocol, R>(
+    protocol: &mut T,
+    partial: &mut Partial,
+    f: impl FnOnce(&mut T, &mut Held, &mut T::Session) -> R,
+) -> R {
+    let mut held = partial.0.take().unwrap_or_default();
+    let result = if size_of::<T::Session>() == 0 {
+        f(protocol, &mut held, &mut T::Session::default())
+    } else {
+        let stored = held
+            .session
+            .get_or_insert_with(|| Box::new(T::Session::default()));
+        match stored.downcast_mut::<T::Session>() {
+            Some(session) => {
+                let mut session = std::mem::take(session);
+                let result = f(protocol, &mut held, &mut session);
+                held.session = Some(Box::new(session));
+                result
+            }
+            // A session of another protocol cannot happen: one server
+            // speaks one protocol. Start afresh rather than panic.
+            None => {
+                let mut session = T::Session::default();
+                let result = f(protocol, &mut held, &mut session);
+                held.session = Some(Box::new(session));
+                result
+            }
+        }
+    };
+    if !held.bytes.is_empty() || held.session.is_some() {
+        partial.0 = Some(held);
+    }
+    result
 }
 
 /// Answers the complete messages at the start of `buf`, stopping before
 /// one whose answer would take `out` past `max_out` bytes; returns how
 /// many bytes they took, the verdict, and whether it stopped for that.
-fn answer_all<D: Decoder>(
-    decoder: &D,
+fn answer_all<T: Protocol>(
+    protocol: &mut T,
+    session: &mut T::Session,
     buf: &[u8],
     mut scanned: usize,
     out: &mut Vec<u8>,
@@ -264,16 +409,16 @@ fn answer_all<D: Decoder>(
 ) -> (usize, Verdict, bool) {
     let mut used = 0;
     while used < buf.len() {
-        match decoder.decode(&buf[used..], scanned) {
+        match protocol.decode(&buf[used..], scanned) {
             Ok(Status::Complete(n)) => {
-                // A decoder that claimed zero or too many bytes would loop
+                // A protocol that claimed zero or too many bytes would loop
                 // forever or slice out of bounds; treat it as "not yet".
                 if n == 0 || n > buf.len() - used {
-                    debug_assert!(false, "decoder returned Complete({n})");
+                    debug_assert!(false, "decode returned Complete({n})");
                     break;
                 }
                 let mark = out.len();
-                let verdict = decoder.answer(&buf[used..used + n], out);
+                let verdict = protocol.answer(session, &buf[used..used + n], out);
                 if out.len() > max_out {
                     // Not answered after all: left for later.
                     out.truncate(mark);
@@ -287,7 +432,7 @@ fn answer_all<D: Decoder>(
             }
             Ok(Status::Partial) => break,
             Err(why) => {
-                decoder.refuse(why, out);
+                protocol.refuse(why, out);
                 return (used, Verdict::Refuse, false);
             }
         }
@@ -295,96 +440,178 @@ fn answer_all<D: Decoder>(
     (used, Verdict::Continue, false)
 }
 
-impl Mode {
-    /// At most how many bytes one byte of input can make this mode hold
-    /// (the memory budget reserves a read's size times this, `budget.rs`).
+/// A [`Protocol`] behind one object-safe interface, so that the loop holds
+/// any of them in one [`Handler`] (one `dyn` call per read).
+pub(crate) trait Erased: Send {
+    fn feed(&mut self, partial: &mut Partial, input: &[u8], out: &mut Vec<u8>) -> Verdict;
+    fn finish(&mut self, partial: &mut Partial, out: &mut Vec<u8>) -> Verdict;
+    fn answer_whole(
+        &mut self,
+        partial: &mut Partial,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        max_out: usize,
+    ) -> (usize, Verdict, bool);
+    fn still_wanted(&self, partial: &Partial) -> usize;
+    fn rest_of_message(&self, partial: &Partial, more: &[u8]) -> usize;
+    fn greeting(&self) -> &[u8];
+    fn amplification(&self) -> usize;
+    fn max_reservation(&self) -> usize;
+}
+
+impl<T: Protocol> Erased for T {
+    fn feed(&mut self, partial: &mut Partial, input: &[u8], out: &mut Vec<u8>) -> Verdict {
+        feed(self, partial, input, out)
+    }
+
+    fn finish(&mut self, partial: &mut Partial, out: &mut Vec<u8>) -> Verdict {
+        finish(self, partial, out)
+    }
+
+    fn answer_whole(
+        &mut self,
+        partial: &mut Partial,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        max_out: usize,
+    ) -> (usize, Verdict, bool) {
+        answer_whole(self, partial, input, out, max_out)
+    }
+
+    fn still_wanted(&self, partial: &Partial) -> usize {
+        Protocol::still_wanted(self, partial.bytes())
+    }
+
+    fn rest_of_message(&self, partial: &Partial, more: &[u8]) -> usize {
+        Protocol::rest_of_message(self, partial.bytes(), more)
+    }
+
+    fn greeting(&self) -> &[u8] {
+        Protocol::greeting(self)
+    }
+
+    fn amplification(&self) -> usize {
+        Protocol::amplification(self)
+    }
+
+    fn max_reservation(&self) -> usize {
+        self.reservation(&[])
+    }
+}
+
+/// What the loop's connections speak: raw echo (no protocol at all), or a
+/// protocol.
+pub(crate) enum Handler {
+    Raw,
+    Protocol(Box<dyn Erased>),
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Handler::Raw => "Raw",
+            Handler::Protocol(_) => "Protocol",
+        })
+    }
+}
+
+impl From<Mode> for Handler {
+    fn from(mode: Mode) -> Handler {
+        match mode {
+            Mode::Raw => Handler::Raw,
+            Mode::Line(line) => Handler::Protocol(Box::new(line)),
+            Mode::Frame(frame) => Handler::Protocol(Box::new(frame)),
+        }
+    }
+}
+
+impl Handler {
+    /// At most how many bytes one byte of input can make the connection
+    /// hold (the memory budget reserves a read's size times this).
     pub(crate) fn amplification(&self) -> usize {
         match self {
-            // `hello ` + an empty line: 1 byte in ("\n"), 7 out.
-            Mode::Line(line) if line.transform == Transform::Hello => 7,
-            // Echo, upper-case, frames: every byte answered once.
-            Mode::Raw | Mode::Line(_) | Mode::Frame(_) => 1,
+            Handler::Raw => 1,
+            Handler::Protocol(p) => p.amplification().max(1),
         }
     }
 
-    /// The largest [`Decoder::reservation`] of this mode: what one split
-    /// message may be charged (0 in raw mode, which never splits one).
+    /// The largest charge of one split message (0 in raw mode, which never
+    /// splits one).
     pub(crate) fn max_reservation(&self) -> usize {
         match self {
-            Mode::Raw => 0,
-            Mode::Line(line) => line.reservation(&[]),
-            Mode::Frame(frame) => frame.reservation(&[]),
-        }
-    }
-
-    /// [`Decoder::still_wanted`] for the message `partial` holds.
-    pub(crate) fn still_wanted(&self, partial: &Partial) -> usize {
-        match self {
-            Mode::Raw => 0,
-            Mode::Line(line) => line.still_wanted(partial.bytes()),
-            Mode::Frame(frame) => frame.still_wanted(partial.bytes()),
-        }
-    }
-
-    /// [`Decoder::rest_of_message`] for the message `partial` holds.
-    pub(crate) fn rest_of_message(&self, partial: &Partial, more: &[u8]) -> usize {
-        match self {
-            Mode::Raw => 0,
-            Mode::Line(line) => line.rest_of_message(partial.bytes(), more),
-            Mode::Frame(frame) => frame.rest_of_message(partial.bytes(), more),
+            Handler::Raw => 0,
+            Handler::Protocol(p) => p.max_reservation(),
         }
     }
 
     /// What a new connection is sent before it says anything.
     pub(crate) fn greeting(&self) -> &[u8] {
         match self {
-            Mode::Line(line) => line.greeting(),
-            Mode::Raw | Mode::Frame(_) => &[],
+            Handler::Raw => &[],
+            Handler::Protocol(p) => p.greeting(),
         }
     }
 
-    /// [`feed`] with this mode's decoder. Raw mode echoes `input` (the
-    /// connection does that itself without calling here; this arm keeps
-    /// the function total for tests and other callers).
-    pub(crate) fn feed(&self, partial: &mut Partial, input: &[u8], out: &mut Vec<u8>) -> Verdict {
+    /// [`feed`]. Raw mode echoes `input` (the connection does that itself
+    /// without calling here; this arm keeps the function total).
+    pub(crate) fn feed(
+        &mut self,
+        partial: &mut Partial,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Verdict {
         match self {
-            Mode::Raw => {
+            Handler::Raw => {
                 out.extend_from_slice(input);
                 Verdict::Continue
             }
-            Mode::Line(line) => feed(line, partial, input, out),
-            Mode::Frame(frame) => feed(frame, partial, input, out),
+            Handler::Protocol(p) => p.feed(partial, input, out),
         }
     }
 
-    /// [`answer_whole`] with this mode's decoder (raw mode: at most
-    /// `max_out` bytes of `input`, echoed).
+    /// [`finish`].
+    pub(crate) fn finish(&mut self, partial: &mut Partial, out: &mut Vec<u8>) -> Verdict {
+        match self {
+            Handler::Raw => {
+                partial.clear();
+                Verdict::Continue
+            }
+            Handler::Protocol(p) => p.finish(partial, out),
+        }
+    }
+
+    /// [`answer_whole`] (raw mode: at most `max_out` bytes of `input`,
+    /// echoed).
     pub(crate) fn answer_whole(
-        &self,
+        &mut self,
+        partial: &mut Partial,
         input: &[u8],
         out: &mut Vec<u8>,
         max_out: usize,
     ) -> (usize, Verdict, bool) {
         match self {
-            Mode::Raw => {
+            Handler::Raw => {
                 let n = input.len().min(max_out.saturating_sub(out.len()));
                 out.extend_from_slice(&input[..n]);
                 (n, Verdict::Continue, n < input.len())
             }
-            Mode::Line(line) => answer_whole(line, input, out, max_out),
-            Mode::Frame(frame) => answer_whole(frame, input, out, max_out),
+            Handler::Protocol(p) => p.answer_whole(partial, input, out, max_out),
         }
     }
 
-    /// [`finish`] with this mode's decoder.
-    pub(crate) fn finish(&self, partial: &mut Partial, out: &mut Vec<u8>) -> Verdict {
+    /// [`Protocol::still_wanted`] for the message `partial` holds.
+    pub(crate) fn still_wanted(&self, partial: &Partial) -> usize {
         match self {
-            Mode::Raw => {
-                partial.clear();
-                Verdict::Continue
-            }
-            Mode::Line(line) => finish(line, partial, out),
-            Mode::Frame(frame) => finish(frame, partial, out),
+            Handler::Raw => 0,
+            Handler::Protocol(p) => p.still_wanted(partial),
+        }
+    }
+
+    /// [`Protocol::rest_of_message`] for the message `partial` holds.
+    pub(crate) fn rest_of_message(&self, partial: &Partial, more: &[u8]) -> usize {
+        match self {
+            Handler::Raw => 0,
+            Handler::Protocol(p) => p.rest_of_message(partial, more),
         }
     }
 }
@@ -405,13 +632,14 @@ pub(crate) mod testing {
 
     /// Feeds `input` cut at `cuts` (sorted offsets), then EOF when `eof`.
     pub fn run(mode: &Mode, input: &[u8], cuts: &[usize], eof: bool) -> Transcript {
+        let mut handler = Handler::from(mode.clone());
         let mut partial = Partial::new();
-        let mut out = mode.greeting().to_vec();
+        let mut out = handler.greeting().to_vec();
         let mut start = 0;
         let ends = cuts.iter().copied().chain(std::iter::once(input.len()));
         for end in ends {
             let end = end.clamp(start, input.len());
-            let verdict = mode.feed(&mut partial, &input[start..end], &mut out);
+            let verdict = handler.feed(&mut partial, &input[start..end], &mut out);
             start = end;
             if verdict != Verdict::Continue {
                 assert!(partial.is_empty(), "state kept after {verdict:?}");
@@ -419,7 +647,7 @@ pub(crate) mod testing {
             }
         }
         let verdict = if eof {
-            mode.finish(&mut partial, &mut out)
+            handler.finish(&mut partial, &mut out)
         } else {
             Verdict::Continue
         };
@@ -446,6 +674,7 @@ pub(crate) mod testing {
     /// far, or its answer) never exceeds the charge it started with.
     #[track_caller]
     pub fn assert_reservation_covers(mode: &Mode, input: &[u8]) {
+        let mut mode = Handler::from(mode.clone());
         for cut in 0..input.len() {
             let mut partial = Partial::new();
             let mut out = Vec::new();

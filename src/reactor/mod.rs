@@ -54,7 +54,7 @@ use crate::connection::{CloseReason, Connection, Cx, Outcome, Ready};
 use crate::fdlimit;
 use crate::listener::ListenError;
 use crate::poller::{Event, Interest, Poller, Token};
-use crate::protocol::Mode;
+use crate::protocol::Handler;
 use crate::shutdown::{ShutdownHandle, WakePipe};
 use crate::signals::{Request, Signals};
 use crate::sockets::Sockets;
@@ -95,7 +95,7 @@ struct Lent {
     /// Scratch space for a protocol's answers; empty between uses.
     answers: Vec<u8>,
     /// What echo connections speak.
-    mode: Mode,
+    handler: Handler,
 }
 
 /// The loop's sense of time, read once per tick.
@@ -216,7 +216,11 @@ impl<P: Poller> Reactor<P> {
     /// Opens the sockets and everything the loop needs; does not serve
     /// until [`Reactor::run`]. (`config.backend` is [`Server`]'s business;
     /// here the backend is `P`.)
-    pub(crate) fn bind(config: &Config, sockets: Sockets) -> Result<Reactor<P>, ListenError> {
+    pub(crate) fn bind(
+        config: &Config,
+        sockets: Sockets,
+        handler: Handler,
+    ) -> Result<Reactor<P>, ListenError> {
         let setup = ListenError::Setup;
         let nofile = fdlimit::raise_nofile_limit().map_err(setup)?;
         let fd_budget = fdlimit::default_max_connections(nofile);
@@ -227,6 +231,12 @@ impl<P: Poller> Reactor<P> {
                  connections past ~{fd_budget} will be shed"
             );
         }
+        let budget = Budget::new(
+            config.max_buffered,
+            READ_BUFFER_SIZE,
+            handler.amplification(),
+            handler.max_reservation(),
+        );
         let mut poller = P::new().map_err(setup)?;
         let sources = Sources::adopt(sockets)?;
         sources.register(&mut poller).map_err(setup)?;
@@ -247,7 +257,7 @@ impl<P: Poller> Reactor<P> {
             lent: Lent {
                 read_buf: vec![0; READ_BUFFER_SIZE].into_boxed_slice(),
                 answers: Vec::new(),
-                mode: config.mode.clone(),
+                handler,
             },
             run_next: Vec::new(),
             timers,
@@ -257,12 +267,7 @@ impl<P: Poller> Reactor<P> {
                 epoch: now,
             },
             stats: Stats::default(),
-            budget: Budget::new(
-                config.max_buffered,
-                READ_BUFFER_SIZE,
-                config.mode.amplification(),
-                config.mode.max_reservation(),
-            ),
+            budget,
             starved: Vec::new(),
             retrying: Vec::new(),
             retry_armed: false,
@@ -470,7 +475,7 @@ impl<P: Poller> Reactor<P> {
             stats: &mut self.stats,
             now: self.clock.now,
             stamp: self.clock.stamp,
-            mode: &self.lent.mode,
+            handler: &mut self.lent.handler,
             answers: &mut self.lent.answers,
             timers: &mut self.timers,
             budget: &mut self.budget,

@@ -9,6 +9,7 @@ use super::{Reactor, Report};
 use crate::config::Config;
 use crate::listener::ListenError;
 use crate::poller::{Backend, Epoll, Poll, Select};
+use crate::protocol::{Handler, Protocol};
 use crate::shutdown::ShutdownHandle;
 use crate::sockets::Sockets;
 use crate::stats::Stats;
@@ -57,10 +58,24 @@ impl Server {
     /// parent process: a worker adopts its slot's); `config` says
     /// everything else.
     pub fn with_sockets(config: &Config, sockets: Sockets) -> Result<Server, ListenError> {
+        Server::serve(config, sockets, Handler::from(config.mode.clone()))
+    }
+
+    /// A server whose TCP echo connections speak `protocol` instead of
+    /// `config.mode`: any [`Protocol`] the embedder writes, with state
+    /// shared by every connection (`protocol` itself) and per connection
+    /// ([`Protocol::Session`]). `examples/kv_store.rs` is one;
+    /// `docs/adding-a-protocol.md` walks through it.
+    pub fn with_protocol(config: &Config, protocol: impl Protocol) -> Result<Server, ListenError> {
+        let handler = Handler::Protocol(Box::new(protocol));
+        Server::serve(config, Sockets::bind(config)?, handler)
+    }
+
+    fn serve(config: &Config, sockets: Sockets, handler: Handler) -> Result<Server, ListenError> {
         Ok(Server(match config.backend {
-            Backend::Epoll => Backends::Epoll(Reactor::bind(config, sockets)?),
-            Backend::Poll => Backends::Poll(Reactor::bind(config, sockets)?),
-            Backend::Select => Backends::Select(Reactor::bind(config, sockets)?),
+            Backend::Epoll => Backends::Epoll(Reactor::bind(config, sockets, handler)?),
+            Backend::Poll => Backends::Poll(Reactor::bind(config, sockets, handler)?),
+            Backend::Select => Backends::Select(Reactor::bind(config, sockets, handler)?),
         }))
     }
 

@@ -419,7 +419,7 @@ fn run(s: &Settings, stop: &AtomicBool) -> Result<Figures, String> {
     check_machine(s)?;
     std::fs::create_dir_all(&s.out).map_err(|e| format!("create {}: {e}", s.out.display()))?;
     say("building echo-bench".into());
-    let echo_bench = clients::build_echo_bench(Duration::from_secs(20 * 60))?;
+    let echo_bench = clients::build_echo_bench(Duration::from_secs(20 * 60), stop)?;
 
     say(format!("starting the server ({} worker(s))", s.workers));
     let log = s.out.join(format!("server-{}.log", s.tag()));

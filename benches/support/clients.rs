@@ -17,6 +17,7 @@
 #![allow(dead_code)] // the scale bench uses part of it
 
 use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -30,9 +31,21 @@ use echo_bench::procs::{self, ProcsError};
 use echo_bench::{Live, Report};
 
 /// Builds the `echo-bench` binary in release mode with the cargo that runs
-/// the bench (a no-op when it is built already), within `timeout`, and
-/// returns its path.
-pub fn build_echo_bench(timeout: Duration) -> Result<PathBuf, String> {
+/// the bench, into the bench's own target directory (a no-op when it is
+/// built already), within `timeout` and unless `stop` is set, and returns
+/// its path.
+pub fn build_echo_bench(timeout: Duration, stop: &AtomicBool) -> Result<PathBuf, String> {
+    // The bench executable is TARGET/release/deps/scale-HASH: the binary
+    // goes to TARGET/release, whatever CARGO_TARGET_DIR says (or does not
+    // say) in the environment of whoever started the bench.
+    let exe = std::env::current_exe().map_err(|e| format!("path of the bench: {e}"))?;
+    let release = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("the bench executable is not under TARGET/release/deps")?;
+    let target = release
+        .parent()
+        .ok_or("the bench executable is not under TARGET/release/deps")?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut child = Command::new(cargo)
         .args([
@@ -43,31 +56,35 @@ pub fn build_echo_bench(timeout: Duration) -> Result<PathBuf, String> {
             "echo-bench",
             "--bin",
             "echo-bench",
+            "--target-dir",
         ])
+        .arg(target)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
+        // A group of its own, so that stopping it stops its compilers too.
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("run cargo build for echo-bench: {e}"))?;
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
+            Ok(None) if Instant::now() < deadline && !stop.load(Ordering::Relaxed) => {
+                thread::sleep(Duration::from_millis(50))
+            }
             _ => {
-                let _ = child.kill();
+                // SAFETY: kill(2) on the process group of our own child,
+                // not reaped yet, so the group id is still ours.
+                unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
                 let _ = child.wait();
-                return Err(format!("building echo-bench took longer than {timeout:?}"));
+                return Err(format!(
+                    "building echo-bench: stopped (interrupted, or longer than {timeout:?})"
+                ));
             }
         }
     };
     if !status.success() {
         return Err("building echo-bench failed".into());
     }
-    // The bench executable is target/release/deps/scale-HASH.
-    let exe = std::env::current_exe().map_err(|e| format!("path of the bench: {e}"))?;
-    let release = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("the bench executable is not under target/release/deps")?;
     Ok(release.join("echo-bench"))
 }
 

@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo bench --bench scale --no-run                      # build first, at low priority
-//! cargo bench --bench scale -- --quick                    # 2,000 connections, seconds
+//! cargo bench --bench scale -- --quick                    # 2,000 connections, ~3 s
 //! cargo bench --bench scale                               # 18,000 connections, 1 worker, ~1 min
 //! cargo bench --bench scale -- --connections 100000 --workers 6 --docs
 //! cargo bench --bench scale -- --connections 1000000 --workers 55 --docs
@@ -81,7 +81,7 @@ use support::{Series, markdown_table, proc, thousands};
 #[derive(Parser, Debug)]
 #[command(name = "scale")]
 struct Opts {
-    /// A small run for CI: 2,000 connections, 2 workers (1 while
+    /// A small run of seconds: 2,000 connections, 2 workers (1 while
     /// echo-reactor has no --workers), 2 client processes, a 2 s hold, a
     /// sample of 200; other flags still apply.
     #[arg(long)]

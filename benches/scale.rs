@@ -330,6 +330,7 @@ struct Figures {
     load_after: String,
     server_args: String,
     client_args: String,
+    master_pid: u32,
     workers: Vec<u32>,
     /// Client side.
     established: u64,
@@ -425,6 +426,7 @@ fn run(s: &Settings, stop: &AtomicBool) -> Result<Figures, String> {
     let log = s.out.join(format!("server-{}.log", s.tag()));
     let server = Cluster::start(&s.server, s.workers, &[], &log)?;
     f.workers = server.workers().to_vec();
+    f.master_pid = server.master_pid();
     f.server_args = format!(
         "{}{} --listen 127.0.0.1:0",
         s.server.file_name().unwrap_or_default().to_string_lossy(),
@@ -848,7 +850,11 @@ fn report_md(s: &Settings, f: &Figures, checks: &[Check]) -> String {
         "- server: `{}`{}",
         f.server_args,
         if s.workers > 1 {
-            format!(", master pid and {} workers", f.workers.len())
+            format!(
+                ": a master (pid {}) and {} workers",
+                f.master_pid,
+                f.workers.len()
+            )
         } else {
             " (one process, which is its only worker)".into()
         }

@@ -122,6 +122,11 @@ struct Opts {
     /// and redraw docs/scale.svg.
     #[arg(long)]
     docs: bool,
+    /// Measure nothing: redraw the plot from the table of all runs
+    /// (OUT/summary.md, or docs/scale.md with --docs), after a row was
+    /// edited by hand, say.
+    #[arg(long)]
+    replot: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -1222,6 +1227,29 @@ fn update_summary(path: &Path, svg: &Path, row: Vec<String>) {
     plot_summary(svg, &rows);
 }
 
+/// `--replot`: the plot of the table of all runs, redrawn from the table.
+fn replot(o: &Opts) -> ExitCode {
+    let (md, svg) = if o.docs {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+        (docs.join("scale.md"), docs.join("scale.svg"))
+    } else {
+        let out = o.out.clone().unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target")
+                .join("scale")
+        });
+        (out.join("summary.md"), out.join("scale.svg"))
+    };
+    let rows = read_rows(&md);
+    if rows.is_empty() {
+        eprintln!("scale: no table of runs in {}", md.display());
+        return ExitCode::from(2);
+    }
+    plot_summary(&svg, &rows);
+    eprintln!("scale: {} redrawn from {}", svg.display(), md.display());
+    ExitCode::SUCCESS
+}
+
 /// Memory per connection of every measured row: server RSS, kernel Slab,
 /// client RSS, one group of bars per row.
 fn plot_summary(svg: &Path, rows: &[Vec<String>]) {
@@ -1356,6 +1384,9 @@ fn main() -> ExitCode {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop));
         let _ = signal_hook::flag::register(sig, Arc::clone(&stop));
+    }
+    if opts.replot {
+        return replot(&opts);
     }
     let settings = match Settings::resolve(&opts) {
         Ok(s) => s,

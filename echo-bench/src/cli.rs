@@ -105,6 +105,12 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 0.0)]
     pub hold: f64,
 
+    /// Once every connection is open and proven, keep them all open and
+    /// silent for SECS before the warmup and the window; with -n N (depth
+    /// 1) the window then echoes once on each of N connections.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    pub idle: f64,
+
     /// Seconds a connect may take, or an echo may be overdue (also after
     /// the window, while the last echoes are awaited), before the
     /// connection counts as timed out and is closed.
@@ -145,6 +151,7 @@ impl Args {
             Transport::Tcp
         };
         cfg.hold = secs("--hold", self.hold)?;
+        cfg.idle = secs("--idle", self.idle)?;
         cfg.max_errors = self.max_errors;
         cfg.timeout = secs("--timeout", self.timeout)?;
         cfg.validate().map_err(|e| format!("bad option {e}"))?;

@@ -82,6 +82,12 @@ pub struct Config {
     pub transport: Transport,
     /// After the run, keep every connection open and idle this long.
     pub hold: Duration,
+    /// Before the warmup and the window, once every connection is open and
+    /// proven, keep them all open and silent this long (with `--procs`,
+    /// from the parent's word that every process is ready). With `-n N`
+    /// and depth 1 the window then echoes one message on each of N
+    /// connections: whether connections that sat idle are still served.
+    pub idle: Duration,
     /// Errors tolerated before the run counts as failed (mismatches never
     /// are).
     pub max_errors: u64,
@@ -134,6 +140,7 @@ impl Config {
             threads: 1,
             transport: Transport::Tcp,
             hold: Duration::ZERO,
+            idle: Duration::ZERO,
             max_errors: 0,
             timeout: DEFAULT_TIMEOUT,
             source_range: None,

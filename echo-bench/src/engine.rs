@@ -9,15 +9,19 @@
 //!    known to serve it.
 //! 2. **Settling**: this thread is done opening and waits (still polling)
 //!    until every thread is, so that all threads measure the same load.
-//! 3. **Running**: warmup, then the measured window, until its duration is
+//! 3. **Idle** (`--idle`): every connection stays open and silent, until
+//!    the idle time is over, no connection is left, or a stop is
+//!    requested. Whatever arrives meanwhile is still read and checked (an
+//!    unasked-for byte is a mismatch, a close an error).
+//! 4. **Running**: warmup, then the measured window, until its duration is
 //!    up, the `-n` share of this thread is measured and answered, no
 //!    connection is left, or a stop is requested.
-//! 4. **Draining**: nothing new is sent. The echoes still due as the window
+//! 5. **Draining**: nothing new is sent. The echoes still due as the window
 //!    closes are counted with their age so far, then awaited for at most
 //!    [`Engine::drain_time`].
-//! 5. **Holding** (`--hold`): every connection stays open and idle, until
+//! 6. **Holding** (`--hold`): every connection stays open and idle, until
 //!    the hold is over, no connection is left, or a stop is requested.
-//! 6. **Done**: the thread hands back its [`Stats`].
+//! 7. **Done**: the thread hands back its [`Stats`].
 //!
 //! Those rules are written once, here: an engine (TCP, UDP) says how its
 //! sockets open, send, answer, time out and are counted, by implementing
@@ -50,6 +54,7 @@ const SETTLE_POLL: Duration = Duration::from_millis(2);
 pub(crate) enum Phase {
     Opening,
     Settling,
+    Idle { until: Instant },
     Running,
     Draining { until: Instant },
     Holding { until: Instant },
@@ -61,6 +66,7 @@ impl fmt::Display for Phase {
         f.write_str(match self {
             Phase::Opening => "opening",
             Phase::Settling => "settling",
+            Phase::Idle { .. } => "idle",
             Phase::Running => "running",
             Phase::Draining { .. } => "draining",
             Phase::Holding { .. } => "holding",
@@ -320,6 +326,11 @@ fn advance<E: Engine>(e: &mut E, now: Instant) {
         Phase::Settling => {
             let sh = &e.core().sh;
             if sh.live.settled_threads() >= sh.cfg.threads && sh.live.gate_open() {
+                idle_or_open_window(e, now);
+            }
+        }
+        Phase::Idle { until } => {
+            if now >= until || e.is_empty() || e.core().sh.live.stop_requested() {
                 open_window(e, now);
             }
         }
@@ -370,7 +381,19 @@ fn settle<E: Engine>(e: &mut E, now: Instant) {
     c.set_phase(Phase::Settling);
 }
 
-/// Every thread has settled: the warmup starts now, the window after it.
+/// Every thread has settled (and the gate is open): the connections sit
+/// idle for `--idle` first, if there is an idle time; otherwise the
+/// window opens now.
+fn idle_or_open_window<E: Engine>(e: &mut E, now: Instant) {
+    let idle = e.core().sh.cfg.idle;
+    if idle.is_zero() {
+        open_window(e, now);
+    } else {
+        e.core().set_phase(Phase::Idle { until: now + idle });
+    }
+}
+
+/// The warmup starts now, the window after it.
 fn open_window<E: Engine>(e: &mut E, now: Instant) {
     let c = e.core();
     c.window.start = now + c.sh.cfg.warmup;
@@ -426,7 +449,9 @@ fn timeout<E: Engine>(e: &mut E, now: Instant) -> Duration {
         Phase::Opening => E::TICK,
         Phase::Settling => SETTLE_POLL,
         Phase::Running => c.window.end.map_or(E::TICK, until),
-        Phase::Draining { until: end } | Phase::Holding { until: end } => until(end),
+        Phase::Idle { until: end }
+        | Phase::Draining { until: end }
+        | Phase::Holding { until: end } => until(end),
         Phase::Done => Duration::ZERO,
     };
     e.wake_in(now).map_or(t, |w| t.min(w)).min(E::TICK)
@@ -567,6 +592,46 @@ mod tests {
         advance(&mut e, go);
         assert_eq!(e.core.phase, Phase::Running);
         assert_eq!(e.core.window.start, go + Duration::from_millis(500));
+    }
+
+    #[test]
+    fn an_idle_time_comes_between_settling_and_the_window() {
+        let idle = Duration::from_secs(5);
+        let mut e = fake(1, Duration::ZERO);
+        Arc::get_mut(&mut e.core.sh).unwrap().cfg.idle = idle;
+        let t = Instant::now();
+        advance(&mut e, t);
+        advance(&mut e, t);
+        assert_eq!(e.core.phase, Phase::Idle { until: t + idle });
+        assert!(e.calls.is_empty(), "nothing is sent while idle");
+        assert_eq!(timeout(&mut e, t), Fake::TICK, "a tick at most");
+        advance(&mut e, t + idle - Duration::from_millis(1));
+        assert_eq!(e.core.phase, Phase::Idle { until: t + idle });
+        advance(&mut e, t + idle);
+        assert_eq!(e.core.phase, Phase::Running);
+        assert_eq!(e.calls, ["start"]);
+        let start = t + idle + Duration::from_millis(500);
+        assert_eq!(e.core.window.start, start, "the warmup follows the idle");
+    }
+
+    #[test]
+    fn a_stop_or_no_connection_left_ends_the_idle_time() {
+        let t = Instant::now();
+        let mut e = fake(1, Duration::ZERO);
+        Arc::get_mut(&mut e.core.sh).unwrap().cfg.idle = Duration::from_secs(30);
+        advance(&mut e, t);
+        advance(&mut e, t);
+        e.core.sh.live.request_stop();
+        advance(&mut e, t + Duration::from_secs(1));
+        advance(&mut e, t + Duration::from_secs(1));
+        assert!(matches!(e.core.phase, Phase::Draining { .. }));
+        let mut e = fake(1, Duration::ZERO);
+        Arc::get_mut(&mut e.core.sh).unwrap().cfg.idle = Duration::from_secs(30);
+        advance(&mut e, t);
+        advance(&mut e, t);
+        e.conns = 0;
+        advance(&mut e, t + Duration::from_secs(1));
+        assert_eq!(e.core.phase, Phase::Running);
     }
 
     #[test]

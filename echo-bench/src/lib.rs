@@ -13,7 +13,7 @@
 //! | [`config`] | validate a whole request up front, one error line per problem |
 //! | [`pattern`] | a deterministic byte stream per connection: zero-copy sends, `memcmp` checks |
 //! | [`limits`] | descriptor and ephemeral-port limits of a client with 19,000 sockets |
-//! | `engine.rs` | one run skeleton for both transports: a thread's phases (opening, settling, running, draining, holding), its poll loop, the window |
+//! | `engine.rs` | one run skeleton for both transports: a thread's phases (opening, settling, idle, running, draining, holding), its poll loop, the window |
 //! | `tcp/` | the client-side event loop: non-blocking connects (`open.rs`), edge-triggered reads and writes (`mod.rs`), the echo check (`conn.rs`), open-loop sending (`open_loop.rs`) |
 //! | `udp.rs` | the same over datagrams, where loss is counted, not fatal |
 //! | [`schedule`] | open loop: a fixed timetable, latency from the due time |

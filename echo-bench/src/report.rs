@@ -84,6 +84,9 @@ pub struct Report {
     pub connections_failed: u64,
     /// Seconds until every connection was open or had failed (slowest thread).
     pub open_secs: f64,
+    /// `--idle`: seconds every connection sat open and silent before the
+    /// window (0 for none).
+    pub idle_secs: f64,
     /// Messages echoed inside the measured window.
     pub messages: u64,
     /// Length of the measured window (longest thread), seconds.
@@ -158,6 +161,7 @@ impl Report {
             connections_established: s.established,
             connections_failed: s.failed,
             open_secs: s.open_secs,
+            idle_secs: cfg.idle.as_secs_f64(),
             messages: s.messages,
             duration_secs: s.window_secs,
             req_per_sec,
@@ -215,6 +219,7 @@ impl Report {
                 "established": self.connections_established,
                 "failed": self.connections_failed,
                 "open_s": self.open_secs,
+                "idle_s": self.idle_secs,
             },
             "messages": self.messages,
             "duration_s": self.duration_secs,
@@ -273,10 +278,13 @@ impl Report {
             Transport::Tcp => "tcp",
             Transport::Udp => "udp",
         };
-        let mode = match self.rate {
+        let mut mode = match self.rate {
             Some(r) => format!("open loop at {r} msg/s"),
             None => "closed loop".to_string(),
         };
+        if self.idle_secs > 0.0 {
+            let _ = write!(mode, " after {} s idle", self.idle_secs);
+        }
         // Writing to a String cannot fail.
         let _ = writeln!(
             o,

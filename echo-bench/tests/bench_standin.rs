@@ -9,8 +9,9 @@
 mod bench_support;
 
 use bench_support::{
-    Behaviour, assert_clean, bench, dead_addr, tcp_server, udp_echo, udp_echo_dropping,
-    udp_echo_flipping_last_byte, udp_echo_pausing, udp_echo_then_junk_when_quiet,
+    Behaviour, assert_clean, bench, dead_addr, spawn_bench, tcp_server, udp_echo,
+    udp_echo_dropping, udp_echo_flipping_last_byte, udp_echo_pausing,
+    udp_echo_then_junk_when_quiet, wait_for, wait_run,
 };
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -233,6 +234,34 @@ fn hold_keeps_connections_open_after_the_run() {
             eof - last_echo
         );
     }
+}
+
+#[test]
+fn idle_keeps_every_connection_silent_before_the_window() {
+    let srv = tcp_server(Behaviour::Echo);
+    let addr = srv.addr.to_string();
+    let args = ["-c", "3", "--idle", "1.5", "-n", "3", "--json", &addr];
+    let started = Instant::now();
+    let child = spawn_bench(&args);
+    // The three proving messages come at once; then nothing, for 1.5 s.
+    let proofs = 3 * 64;
+    wait_for("the proving messages", || {
+        srv.received.load(Ordering::Relaxed) >= proofs
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let while_idle = srv.received.load(Ordering::Relaxed);
+    let run = wait_run(child, &args);
+    let took = started.elapsed();
+    let v = assert_clean(&run, 3);
+    assert_eq!(
+        while_idle, proofs,
+        "bytes sent while the connections were idle"
+    );
+    // After the idle time: -n 3 at depth 1 is one echo on each connection.
+    assert_eq!(v["messages"], 3, "{v:#}");
+    assert_eq!(srv.received.load(Ordering::Relaxed), 2 * proofs);
+    assert_eq!(v["connections"]["idle_s"], 1.5, "{v:#}");
+    assert!(took >= Duration::from_millis(1500), "the run took {took:?}");
 }
 
 #[test]

@@ -148,6 +148,25 @@ fn more_processes_than_connections_are_refused() {
 }
 
 #[test]
+fn every_process_sits_idle_before_the_window() {
+    let srv = tcp_server(Behaviour::Echo);
+    let addr = srv.addr.to_string();
+    let started = std::time::Instant::now();
+    let run = bench(&[
+        "-c", "4", "--procs", "2", "--idle", "1", "-n", "2", "--json", &addr,
+    ]);
+    let took = started.elapsed();
+    let v = assert_clean(&run, 4);
+    assert_eq!(v["messages"], 2, "{v:#}");
+    // One proving message per connection, then one echo per process.
+    assert_eq!(srv.received.load(Ordering::Relaxed), (4 + 2) * 64);
+    for p in parts(&v) {
+        assert_eq!(p["connections"]["idle_s"], 1.0, "{v:#}");
+    }
+    assert!(took >= Duration::from_secs(1), "the run took {took:?}");
+}
+
+#[test]
 fn udp_runs_over_processes_too() {
     let addr = udp_echo().to_string();
     let run = bench(&[

@@ -64,6 +64,10 @@ pub struct Config {
     /// Bind with `SO_REUSEPORT`, so that several processes (`--workers`)
     /// can each hold a socket on the same address ([`crate::Sockets`]).
     pub reuse_port: bool,
+    /// Log one line per loop tick (target `echo_reactor::trace`): why the
+    /// loop woke, how long it slept, each event and connection turn. For
+    /// learning; it costs a `write` per tick.
+    pub trace: bool,
 }
 
 impl Default for Config {
@@ -86,6 +90,7 @@ impl Default for Config {
             stats_interval: None,
             handle_signals: false,
             reuse_port: false,
+            trace: false,
         }
     }
 }

@@ -102,6 +102,12 @@ impl Timers {
             .map(|Reverse((at, _))| at.saturating_duration_since(now))
     }
 
+    /// What the nearest deadline is for (`--trace` says why the loop
+    /// slept that long).
+    pub fn next_kind(&self) -> Option<TimerKind> {
+        self.heap.peek().map(|Reverse((_, kind))| *kind)
+    }
+
     /// Removes and returns one deadline that is due at `now`, if any.
     pub fn pop_due(&mut self, now: Instant) -> Option<TimerKind> {
         match self.heap.peek() {

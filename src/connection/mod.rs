@@ -276,6 +276,17 @@ pub(crate) struct Cx<'a, P> {
     pub(crate) budget: &'a mut Budget,
 }
 
+/// What a connection looks like from outside, for `--trace`
+/// (`reactor/trace.rs`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Look {
+    pub(crate) phase: Phase,
+    pub(crate) interest: Option<Interest>,
+    pub(crate) read_ready: bool,
+    /// Output bytes waiting for the socket.
+    pub(crate) pending: usize,
+}
+
 /// One client.
 #[derive(Debug)]
 pub(crate) struct Connection {
@@ -380,6 +391,17 @@ impl Connection {
     /// Whether our FIN is sent and the client's is awaited.
     pub(crate) fn is_lingering(&self) -> bool {
         self.phase == Phase::Lingering
+    }
+
+    /// Its state as `--trace` shows it.
+    #[cold]
+    pub(crate) fn look(&self) -> Look {
+        Look {
+            phase: self.phase,
+            interest: self.interest,
+            read_ready: self.read_ready,
+            pending: self.out.len(),
+        }
     }
 
     /// Bytes held for the client as the budget counts them: pending

@@ -312,6 +312,12 @@ impl<P: Poller> Reactor<P> {
         self.stats.accepted += 1;
         self.stats.active = self.conns.len() as u64;
         debug!("{}: from {peer} ({service:?})", Named(token));
+        if let Some(trace) = self.trace.as_mut() {
+            trace.note(format_args!(
+                "accepted {} from {peer}, interest read",
+                Named(token)
+            ));
+        }
         if let Some(idle) = self.settings.idle_timeout {
             let at = self.clock.now + idle;
             self.timers.schedule(at, TimerKind::IdleCheck(token));

@@ -38,6 +38,7 @@ mod accept;
 mod memory;
 mod server;
 mod sources;
+mod trace;
 
 pub use server::Server;
 
@@ -65,6 +66,7 @@ use crate::udp::{self, Turn};
 use accept::Admission;
 use memory::EVICT_CHECK_INTERVAL;
 use sources::Sources;
+use trace::Trace;
 
 /// Size of the loop's one read buffer, shared by all connections.
 pub(crate) const READ_BUFFER_SIZE: usize = 64 * 1024;
@@ -201,6 +203,8 @@ pub(crate) struct Reactor<P: Poller> {
     settings: Settings,
     /// Where the periodic counters go instead of the log, if anywhere.
     stats_sink: Option<StatsSink>,
+    /// `--trace`: the tick being narrated (`reactor/trace.rs`).
+    trace: Option<Box<Trace>>,
 }
 
 /// A receiver of the periodic counters ([`Server::on_stats`]).
@@ -283,6 +287,7 @@ impl<P: Poller> Reactor<P> {
                 stats_interval: config.stats_interval,
             },
             stats_sink: None,
+            trace: config.trace.then(Box::default),
         })
     }
 
@@ -333,6 +338,9 @@ impl<P: Poller> Reactor<P> {
             } else {
                 Some(Duration::ZERO)
             };
+            if let Some(trace) = self.trace.as_mut() {
+                trace.before_wait(timeout, self.timers.next_kind());
+            }
             if let Err(e) = self.poller.wait(&mut events, timeout) {
                 // EINTR: a signal arrived; its pipe is now readable and the
                 // next wait reports it. Anything else is a broken poller.
@@ -343,8 +351,20 @@ impl<P: Poller> Reactor<P> {
             self.clock.now = Instant::now();
             self.clock.stamp = Stamp::new(self.clock.epoch, self.clock.now);
             std::mem::swap(&mut batch, &mut self.run_next);
+            if let Some(trace) = self.trace.as_mut() {
+                let n = P::iter(&events).count();
+                trace.after_wait(self.clock.now, n, batch.len());
+                for event in P::iter(&events) {
+                    trace.event(event.token, ready(event));
+                }
+            }
             for event in P::iter(&events) {
                 self.dispatch(event.token, ready(event));
+            }
+            if !batch.is_empty()
+                && let Some(trace) = self.trace.as_mut()
+            {
+                trace.queued_turns();
             }
             for token in batch.drain(..) {
                 self.dispatch_queued(token);
@@ -353,6 +373,9 @@ impl<P: Poller> Reactor<P> {
             let parked = !self.starved.is_empty() || !self.retrying.is_empty();
             if parked && !self.budget.is_full() {
                 self.release_starved(true);
+            }
+            if let Some(trace) = self.trace.as_mut() {
+                trace.end_tick();
             }
         }
         self.sync_gauges();
@@ -480,7 +503,21 @@ impl<P: Poller> Reactor<P> {
             timers: &mut self.timers,
             budget: &mut self.budget,
         };
-        if let Some(outcome) = f(conn, &mut cx) {
+        let traced = self.trace.is_some();
+        let before = traced.then(|| (conn.look(), cx.stats.bytes_in, cx.stats.bytes_out));
+        let outcome = f(conn, &mut cx);
+        // No outcome: no turn (an event for a connection whose turn is
+        // queued only adds its hints).
+        if let (Some((look, bytes_in, bytes_out)), Some(trace), Some(outcome)) =
+            (before, self.trace.as_mut(), outcome.as_ref())
+        {
+            let moved = (
+                self.stats.bytes_in - bytes_in,
+                self.stats.bytes_out - bytes_out,
+            );
+            trace.turn(token, &look, &conn.look(), moved, outcome);
+        }
+        if let Some(outcome) = outcome {
             self.settle(key, token, outcome);
         }
     }
@@ -524,6 +561,9 @@ impl<P: Poller> Reactor<P> {
 
     fn fire_timers(&mut self) {
         while let Some(kind) = self.timers.pop_due(self.clock.now) {
+            if let Some(trace) = self.trace.as_mut() {
+                trace.timer(kind);
+            }
             match kind {
                 TimerKind::IdleCheck(token) => self.check_idle(token),
                 TimerKind::LingerDeadline(token) => self.end_linger(token),

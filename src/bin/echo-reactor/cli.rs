@@ -96,6 +96,14 @@ pub struct Args {
     #[arg(long, value_name = "SECS", value_parser = parse_stats_interval)]
     pub stats_interval: Option<Duration>,
 
+    /// Narrate the event loop, one log line per tick (target
+    /// echo_reactor::trace, info level): how long it slept and why that
+    /// long, the events it woke for, and each connection turn's reads,
+    /// writes, interest and phase changes. For learning (docs/tour.md);
+    /// off, it costs nothing measurable.
+    #[arg(long)]
+    pub trace: bool,
+
     /// Serve from N worker processes, each an ordinary single-threaded
     /// event loop with its own SO_REUSEPORT sockets (the kernel spreads new
     /// connections over them), or "auto": one per online CPU. With more
@@ -270,6 +278,7 @@ impl Args {
             stats_interval: self.stats_interval,
             handle_signals: true,
             reuse_port: self.workers > 1 || self.worker.is_some(),
+            trace: self.trace,
         }
     }
 }

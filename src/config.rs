@@ -64,6 +64,11 @@ pub struct Config {
     /// Bind with `SO_REUSEPORT`, so that several processes (`--workers`)
     /// can each hold a socket on the same address ([`crate::Sockets`]).
     pub reuse_port: bool,
+    /// Read every connection until `WouldBlock`, as mio documents, instead
+    /// of stopping at a short read (Linux's guarantee for TCP, see
+    /// docs/short-reads.md): one more `read` per message. For study and
+    /// comparison; off by default.
+    pub read_until_would_block: bool,
 }
 
 impl Default for Config {
@@ -86,6 +91,7 @@ impl Default for Config {
             stats_interval: None,
             handle_signals: false,
             reuse_port: false,
+            read_until_would_block: false,
         }
     }
 }

@@ -490,6 +490,7 @@ impl Connection {
     /// answer sent): stop reading, flush, FIN, linger.
     pub(crate) fn begin_shutdown<P: Poller>(&mut self, cx: &mut Cx<'_, P>) -> Outcome {
         if matches!(self.phase, Phase::Open | Phase::Paused) {
+            // phase: Open|Paused -> Draining (server shutdown, or a daytime answer sent)
             self.set_phase(cx.token, Phase::Draining);
         }
         self.drive(Ready::default(), cx)
@@ -520,6 +521,7 @@ impl Connection {
                 Phase::Draining => {
                     // Everything we owe is written: FIN goes after it.
                     self.stream.shutdown(Shutdown::Write)?;
+                    // phase: Draining -> Lingering (everything written, our FIN sent)
                     self.set_phase(cx.token, Phase::Lingering);
                     let at = cx.now + LINGER_TIMEOUT;
                     cx.timers.schedule(at, TimerKind::LingerDeadline(cx.token));
@@ -657,6 +659,7 @@ impl Connection {
     /// and an unfinished message gets what the protocol still owes it (a
     /// last line is answered).
     fn end_of_input<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<()> {
+        // phase: Open -> Closing (the peer's FIN read)
         self.set_phase(cx.token, Phase::Closing);
         if !self.partial.is_empty() {
             let before = self.partial.charge();
@@ -707,6 +710,7 @@ impl Connection {
         };
         if self.out.len() > high && self.phase == Phase::Open {
             stats.backpressure_pauses += 1;
+            // phase: Open -> Paused (pending output above the high watermark)
             self.set_phase(token, Phase::Paused);
         }
     }
@@ -729,6 +733,7 @@ impl Connection {
                 cx.budget.settle(self.partial.charge(), 0);
                 self.partial.clear();
                 if matches!(self.phase, Phase::Open | Phase::Paused) {
+                    // phase: Open|Paused -> Draining (protocol close: exit, a limit broken)
                     self.set_phase(cx.token, Phase::Draining);
                 }
             }
@@ -748,6 +753,7 @@ impl Connection {
             LOW_WATERMARK
         };
         if self.phase == Phase::Paused && self.out.len() < low {
+            // phase: Paused -> Open (pending output below the low watermark)
             self.set_phase(cx.token, Phase::Open);
             // Rule 4: edges that came while paused were not asked for.
             self.read_ready = true;

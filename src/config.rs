@@ -68,6 +68,11 @@ pub struct Config {
     /// loop woke, how long it slept, each event and connection turn. For
     /// learning; it costs a `write` per tick.
     pub trace: bool,
+    /// Read every connection until `WouldBlock`, as mio documents, instead
+    /// of stopping at a short read (Linux's guarantee for TCP, see
+    /// docs/short-reads.md): one more `read` per message. For study and
+    /// comparison; off by default.
+    pub read_until_would_block: bool,
 }
 
 impl Default for Config {
@@ -91,6 +96,7 @@ impl Default for Config {
             handle_signals: false,
             reuse_port: false,
             trace: false,
+            read_until_would_block: false,
         }
     }
 }

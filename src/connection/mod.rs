@@ -274,6 +274,9 @@ pub(crate) struct Cx<'a, P> {
     pub(crate) timers: &'a mut Timers,
     /// The memory budget every held byte is counted in.
     pub(crate) budget: &'a mut Budget,
+    /// `--portable-reads`: no short read proves the receive queue empty;
+    /// every turn reads until `WouldBlock` or EOF (docs/short-reads.md).
+    pub(crate) read_until_would_block: bool,
 }
 
 /// What a connection looks like from outside, for `--trace`
@@ -309,7 +312,8 @@ pub(crate) struct Connection {
     /// hang-up) or urgent data, so a short read no longer proves the queue
     /// empty; read until `WouldBlock` (which clears it; a queued FIN reads
     /// as EOF, never as `WouldBlock`) or EOF. One flag for both keeps the
-    /// connection within 64 bytes.
+    /// connection within 64 bytes. With `--portable-reads` every turn sets
+    /// it ([`Cx::read_until_would_block`]).
     short_reads_prove_nothing: bool,
     /// Whether this connection is on the loop's run-next queue already.
     queued: bool,
@@ -508,6 +512,7 @@ impl Connection {
     /// answer sent): stop reading, flush, FIN, linger.
     pub(crate) fn begin_shutdown<P: Poller>(&mut self, cx: &mut Cx<'_, P>) -> Outcome {
         if matches!(self.phase, Phase::Open | Phase::Paused) {
+            // phase: Open|Paused -> Draining (server shutdown, or a daytime answer sent)
             self.set_phase(cx.token, Phase::Draining);
         }
         self.drive(Ready::default(), cx)
@@ -517,6 +522,9 @@ impl Connection {
     /// allows, then the phase changes that waited for output to drain.
     fn turn<P>(&mut self, ready: Ready, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
         self.hold(ready);
+        // Rule 1 the portable way, if asked: an OR, not a branch (the
+        // connection has no room left for a flag of its own).
+        self.short_reads_prove_nothing |= cx.read_until_would_block;
         // Output first: it is older than any input we could read now, and
         // draining it may lift backpressure so this same turn reads again.
         if std::mem::take(&mut self.write_hinted) {
@@ -535,6 +543,7 @@ impl Connection {
                 Phase::Draining => {
                     // Everything we owe is written: FIN goes after it.
                     self.stream.shutdown(Shutdown::Write)?;
+                    // phase: Draining -> Lingering (everything written, our FIN sent)
                     self.set_phase(cx.token, Phase::Lingering);
                     let at = cx.now + LINGER_TIMEOUT;
                     cx.timers.schedule(at, TimerKind::LingerDeadline(cx.token));
@@ -672,6 +681,7 @@ impl Connection {
     /// and an unfinished message gets what the protocol still owes it (a
     /// last line is answered).
     fn end_of_input<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<()> {
+        // phase: Open -> Closing (the peer's FIN read)
         self.set_phase(cx.token, Phase::Closing);
         if !self.partial.is_empty() {
             let before = self.partial.charge();
@@ -722,6 +732,7 @@ impl Connection {
         };
         if self.out.len() > high && self.phase == Phase::Open {
             stats.backpressure_pauses += 1;
+            // phase: Open -> Paused (pending output above the high watermark)
             self.set_phase(token, Phase::Paused);
         }
     }
@@ -744,6 +755,7 @@ impl Connection {
                 cx.budget.settle(self.partial.charge(), 0);
                 self.partial.clear();
                 if matches!(self.phase, Phase::Open | Phase::Paused) {
+                    // phase: Open|Paused -> Draining (protocol close: exit, a limit broken)
                     self.set_phase(cx.token, Phase::Draining);
                 }
             }
@@ -763,6 +775,7 @@ impl Connection {
             LOW_WATERMARK
         };
         if self.phase == Phase::Paused && self.out.len() < low {
+            // phase: Paused -> Open (pending output below the low watermark)
             self.set_phase(cx.token, Phase::Open);
             // Rule 4: edges that came while paused were not asked for.
             self.read_ready = true;
@@ -904,6 +917,8 @@ mod tests {
         answers: Vec<u8>,
         budget: Budget,
         handler: Handler,
+        /// `--portable-reads`.
+        portable: bool,
     }
 
     impl Rig {
@@ -916,6 +931,7 @@ mod tests {
                 answers: Vec::new(),
                 budget: Budget::new(usize::MAX, crate::reactor::READ_BUFFER_SIZE, 1, 0),
                 handler: Handler::Raw,
+                portable: false,
             }
         }
 
@@ -932,6 +948,7 @@ mod tests {
                 answers: &mut self.answers,
                 timers: &mut self.timers,
                 budget: &mut self.budget,
+                read_until_would_block: self.portable,
             };
             f(&mut cx)
         }
@@ -1204,6 +1221,48 @@ mod tests {
             assert!(ours <= 64, "{ours} bytes besides the socket");
         } else {
             assert!(size <= 64, "{size} bytes");
+        }
+    }
+
+    // ----- --portable-reads -------------------------------------------------
+
+    /// Rule 1 against the portable way: after a short read the default
+    /// stops (the queue was empty), while `--portable-reads` keeps the
+    /// readiness, asks for another turn, and that turn's read finds
+    /// `WouldBlock`; and it stays that way after the `WouldBlock` (rounds
+    /// 2 and 3).
+    #[test]
+    fn portable_reads_read_again_after_a_short_read_until_would_block() {
+        for portable in [false, true] {
+            let mut rig = Rig::new();
+            rig.portable = portable;
+            let (mut client, mut conn) = pair(&mut rig.poller, Instant::now());
+            for round in 1..=3u64 {
+                client.write_all(b"ping").expect("send");
+                settle();
+                let first = rig.turn(&mut conn);
+                assert_eq!(rig.stats.bytes_in, 4 * round, "one short read");
+                if portable {
+                    assert!(
+                        matches!(first, Outcome::Requeue),
+                        "round {round}: {first:?}: a short read ended the turn's reading"
+                    );
+                    assert!(conn.read_ready, "round {round}: readiness dropped");
+                    // The requeued turn (no event): one more read, which
+                    // finds nothing (`WouldBlock` is the only way a read
+                    // that took no bytes clears the memo before EOF).
+                    let second = rig.with_cx(|cx| conn.drive(Ready::default(), cx));
+                    assert!(matches!(second, Outcome::Keep), "{second:?}");
+                    assert_eq!(rig.stats.bytes_in, 4 * round);
+                    assert!(!conn.read_ready, "round {round}: no WouldBlock read");
+                } else {
+                    assert!(matches!(first, Outcome::Keep), "{first:?}");
+                    assert!(!conn.read_ready, "round {round}: short read kept readiness");
+                }
+                let mut echo = [0u8; 4];
+                client.read_exact(&mut echo).expect("echo");
+                assert_eq!(&echo, b"ping");
+            }
         }
     }
 }

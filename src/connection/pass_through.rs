@@ -50,6 +50,7 @@ impl Connection {
             // input (rule 4, and no read interest, or level-triggered
             // backends would report the waiting input forever) until the
             // writable edge that comes with room has flushed it.
+            // phase: Open -> Paused (budget full with output pending)
             self.set_phase(cx.token, Phase::Paused);
             return Ok(Outcome::Keep);
         }
@@ -62,6 +63,7 @@ impl Connection {
             Input::Empty => return Ok(Outcome::Keep),
             Input::Eof => {
                 self.read_ready = false;
+                // phase: Open -> Closing (the peer's FIN, peeked with the budget full)
                 self.set_phase(cx.token, Phase::Closing);
                 return Ok(Outcome::Keep);
             }

@@ -164,6 +164,8 @@ struct Settings {
     evict_after: Option<Duration>,
     shutdown_timeout: Duration,
     stats_interval: Option<Duration>,
+    /// `--portable-reads`, lent to every turn ([`Cx`]).
+    read_until_would_block: bool,
 }
 
 /// The server on backend `P`: sockets, timers and counters, driven by
@@ -285,6 +287,7 @@ impl<P: Poller> Reactor<P> {
                 evict_after: config.evict_after,
                 shutdown_timeout: config.shutdown_timeout,
                 stats_interval: config.stats_interval,
+                read_until_would_block: config.read_until_would_block,
             },
             stats_sink: None,
             trace: config.trace.then(Box::default),
@@ -502,6 +505,7 @@ impl<P: Poller> Reactor<P> {
             answers: &mut self.lent.answers,
             timers: &mut self.timers,
             budget: &mut self.budget,
+            read_until_would_block: self.settings.read_until_would_block,
         };
         let traced = self.trace.is_some();
         let before = traced.then(|| (conn.look(), cx.stats.bytes_in, cx.stats.bytes_out));

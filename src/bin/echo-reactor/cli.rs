@@ -115,6 +115,14 @@ pub struct Args {
     #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_workers)]
     pub workers: usize,
 
+    /// Read every connection until the kernel says "would block", as mio
+    /// documents and examples/select_loop.rs does, instead of stopping at
+    /// a read that returned less than asked for (which on Linux proves a
+    /// TCP receive queue empty). Costs one more read per message; for
+    /// study and comparison (docs/short-reads.md).
+    #[arg(long)]
+    pub portable_reads: bool,
+
     /// Internal: run as worker SLOT of a master (`--workers`).
     #[arg(long, hide = true, value_name = "SLOT", requires = "inherit")]
     pub worker: Option<usize>,
@@ -279,6 +287,7 @@ impl Args {
             handle_signals: true,
             reuse_port: self.workers > 1 || self.worker.is_some(),
             trace: self.trace,
+            read_until_would_block: self.portable_reads,
         }
     }
 }
@@ -411,6 +420,13 @@ mod tests {
         assert_eq!(cfg.shutdown_timeout, Duration::from_secs(5));
         assert_eq!(cfg.idle_timeout, None);
         assert_eq!(cfg.backend, Backend::Epoll);
+        assert!(!cfg.read_until_would_block);
+    }
+
+    #[test]
+    fn portable_reads_reads_until_would_block() {
+        let cfg = parse(&["--portable-reads"]).unwrap().into_config();
+        assert!(cfg.read_until_would_block);
     }
 
     #[test]

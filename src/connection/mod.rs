@@ -522,9 +522,12 @@ impl Connection {
     /// allows, then the phase changes that waited for output to drain.
     fn turn<P>(&mut self, ready: Ready, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
         self.hold(ready);
-        // Rule 1 the portable way, if asked: an OR, not a branch (the
-        // connection has no room left for a flag of its own).
-        self.short_reads_prove_nothing |= cx.read_until_would_block;
+        // Rule 1 the portable way, if asked (the connection has no room
+        // left for a flag of its own). A branch the default never takes:
+        // an unconditional OR here measured 8 more instructions per echo.
+        if cx.read_until_would_block {
+            self.short_reads_prove_nothing = true;
+        }
         // Output first: it is older than any input we could read now, and
         // draining it may lift backpressure so this same turn reads again.
         if std::mem::take(&mut self.write_hinted) {

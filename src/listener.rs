@@ -100,28 +100,6 @@ pub struct ListenOptions {
 /// Keepalive probes sent before a silent peer is declared dead.
 pub const KEEPALIVE_PROBES: u32 = 3;
 
-/// Resolves every address in `addrs` and opens a listener on each result.
-pub fn open_all(
-    addrs: &[ListenAddr],
-    options: ListenOptions,
-) -> Result<Vec<std::net::TcpListener>, ListenError> {
-    let mut listeners = Vec::new();
-    for addr in addrs {
-        let resolved = addr.resolve().map_err(|source| ListenError::Resolve {
-            addr: addr.clone(),
-            source,
-        })?;
-        for sock_addr in resolved {
-            let listener = open(sock_addr, options).map_err(|source| ListenError::Bind {
-                addr: sock_addr,
-                source,
-            })?;
-            listeners.push(listener);
-        }
-    }
-    Ok(listeners)
-}
-
 /// Opens one non-blocking listener on `addr`.
 pub fn open(addr: SocketAddr, options: ListenOptions) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;

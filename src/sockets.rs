@@ -42,7 +42,12 @@ impl Sockets {
     /// `SO_REUSEPORT` if `config.reuse_port` says so.
     pub fn bind(config: &Config) -> Result<Sockets, ListenError> {
         let options = options(config);
-        let tcp = listener::open_all(&config.listen, options)?;
+        let mut tcp = Vec::new();
+        for addr in resolve_all(&config.listen)? {
+            let listener = listener::open(addr, options)
+                .map_err(|source| ListenError::Bind { addr, source })?;
+            tcp.push(listener);
+        }
         let mut udp = Vec::new();
         for addr in resolve_all(&config.udp)? {
             let socket = udp::open(addr, config.reuse_port)

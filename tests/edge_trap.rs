@@ -7,6 +7,10 @@
 //! `echo-reactor`, on every backend, also when the pair is larger than its
 //! own 64 KiB read. Loopback only; every wait is bounded.
 
+#[path = "util/example.rs"]
+mod example;
+mod util;
+
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -25,25 +29,10 @@ const TRAP_WAIT: Duration = Duration::from_secs(1);
 /// Bound on every wait that should succeed; generous on a shared machine.
 const STEP: Duration = Duration::from_secs(10);
 
-/// The `edge_trap` example, next to the `echo-reactor` binary. Built once
-/// per test run (a no-op when up to date), so an edited example is never
-/// tested stale, even under `cargo test --test edge_trap`.
+/// The `edge_trap` example, built once per test run.
 fn example() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let bin = Path::new(env!("CARGO_BIN_EXE_echo-reactor"));
-        let release = (!cfg!(debug_assertions)).then_some("--release");
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--example", "edge_trap"])
-            .args(release)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build --example edge_trap");
-        assert!(status.success(), "cargo build --example edge_trap failed");
-        let path = bin.parent().unwrap().join("examples").join("edge_trap");
-        assert!(path.exists(), "{} not found", path.display());
-        path
-    })
+    PATH.get_or_init(|| example::example("edge_trap"))
 }
 
 /// A server process listening on `127.0.0.1:0`; killed on drop.

@@ -7,40 +7,17 @@
 //! a test is run alone (`cargo test --test examples`) they may be missing,
 //! and are built here first.
 
+#[path = "util/example.rs"]
+mod example;
 mod util;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 
+use example::example;
 use util::{STEP_TIMEOUT, Server, assert_echo, connect, listening_addr, parse_listening};
-
-/// The built example `name`, building it if needed.
-fn example(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_BIN_EXE_echo-reactor"))
-        .parent()
-        .expect("binary directory")
-        .join("examples");
-    let path = dir.join(name);
-    if !path.exists() {
-        let profile = if cfg!(debug_assertions) {
-            None
-        } else {
-            Some("--release")
-        };
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--example", name])
-            .args(profile)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build --example");
-        assert!(status.success(), "cargo build --example {name} failed");
-    }
-    assert!(path.exists(), "{} not found", path.display());
-    path
-}
 
 /// An example server process; killed on drop.
 struct Running {

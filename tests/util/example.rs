@@ -4,8 +4,7 @@
 //!
 //! Included with `#[path = "util/example.rs"] mod example;` next to
 //! `mod util;` (it uses `util::proc`), so `util/mod.rs` stays as it is.
-//! `tests/examples.rs` and `tests/edge_trap.rs` have their own copies of
-//! the build-and-spawn part.
+//! `tests/examples.rs` and `tests/edge_trap.rs` use its [`example`] too.
 #![allow(dead_code)] // each includer uses part of it
 
 use std::collections::HashSet;

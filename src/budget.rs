@@ -75,6 +75,15 @@ const USEFUL_READ: usize = 4096;
 /// (`ERR line too long`), a terminator.
 const SLACK: usize = 64;
 
+/// What a read may cause, as a protocol declares it (see
+/// [`Budget::profile`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Profile {
+    amplification: usize,
+    split: usize,
+    calm_below: usize,
+}
+
 /// The bytes held for clients, against the limit.
 #[derive(Debug)]
 pub(crate) struct Budget {
@@ -107,17 +116,52 @@ impl Budget {
     pub(crate) fn new(limit: usize, max_read: usize, amplification: usize, split: usize) -> Budget {
         let limit = limit.max(MIN_MAX_BUFFERED);
         let general = limit - limit / Self::RESERVE_SHARE;
-        let full_read = SLACK + max_read.saturating_mul(amplification) + split;
-        Budget {
+        let mut budget = Budget {
             limit,
             general,
-            calm_below: general.saturating_sub(full_read).min(limit / 2),
+            calm_below: 0,
             amplification,
             split,
             used: 0,
             peak: 0,
             full: 0,
+        };
+        budget.swap_profile(budget.profile(max_read, amplification, split));
+        budget
+    }
+
+    /// How reads of at most `max_read` bytes, each holding up to
+    /// `amplification` times their size and starting a split message of
+    /// up to `split`, are judged against this budget: what [`Budget::new`]
+    /// sets for the server's protocol. Connections of another protocol
+    /// (`--metrics`'s HTTP) are driven under their own profile
+    /// ([`Budget::swap_profile`]), so that their worst case is counted as
+    /// theirs.
+    pub(crate) fn profile(&self, max_read: usize, amplification: usize, split: usize) -> Profile {
+        let full_read = SLACK + max_read.saturating_mul(amplification) + split;
+        Profile {
+            amplification,
+            split,
+            calm_below: self.general.saturating_sub(full_read).min(self.limit / 2),
         }
+    }
+
+    /// Judges reads by `profile` from now on; returns the one it replaces.
+    pub(crate) fn swap_profile(&mut self, profile: Profile) -> Profile {
+        let old = Profile {
+            amplification: self.amplification,
+            split: self.split,
+            calm_below: self.calm_below,
+        };
+        self.amplification = profile.amplification;
+        self.split = profile.split;
+        self.calm_below = profile.calm_below;
+        old
+    }
+
+    /// The limit, `--max-buffered`.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
     }
 
     /// Bytes held now.

@@ -32,6 +32,9 @@ pub struct Config {
     pub udp: Vec<ListenAddr>,
     /// Daytime services (RFC 867), each on TCP and UDP at the same port.
     pub daytime: Vec<ListenAddr>,
+    /// Prometheus metrics over HTTP/1.1 (`GET /metrics`, `GET /healthz`),
+    /// served by the loop itself on each of these (`metrics/`).
+    pub metrics: Vec<ListenAddr>,
     /// `listen(2)` backlog for every listener.
     pub backlog: u32,
     /// Most connections served at once; `None` means "what RLIMIT_NOFILE
@@ -83,6 +86,7 @@ impl Default for Config {
             mode: Mode::Raw,
             udp: Vec::new(),
             daytime: Vec::new(),
+            metrics: Vec::new(),
             backlog: DEFAULT_BACKLOG,
             max_connections: None,
             max_connections_per_ip: None,

@@ -88,6 +88,8 @@
 //! - `addr`: `HOST:PORT` parsing and getaddrinfo-style resolution.
 //! - `fdlimit`: `RLIMIT_NOFILE` and the spare descriptor for `EMFILE`.
 //! - `stats`: the counters the loop keeps and logs.
+//! - `metrics`: `--metrics`, the counters for Prometheus over HTTP/1.1,
+//!   served by the loop as one more service and protocol.
 //! - `config`: what to run ([`Config`]); the command line that says it is
 //!   the binary's (`src/bin/echo-reactor/cli.rs`).
 #![deny(
@@ -105,6 +107,7 @@ mod connection;
 mod daytime;
 mod fdlimit;
 mod listener;
+mod metrics;
 mod outbuf;
 mod per_ip;
 mod poller;
@@ -125,6 +128,7 @@ pub use config::{
     Config, DEFAULT_BACKLOG, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SNDBUF,
 };
 pub use listener::ListenError;
+pub use metrics::{Exposition, MAX_HEAD, MAX_HEADERS, MetricsHttp, Page};
 pub use poller::Backend;
 pub use protocol::frame::DEFAULT_MAX_FRAME;
 pub use protocol::line::DEFAULT_MAX_LINE;
@@ -132,4 +136,4 @@ pub use protocol::{Frame, Line, Mode, Protocol, Refusal, Status, Transform, Verd
 pub use reactor::{Report, Server};
 pub use shutdown::ShutdownHandle;
 pub use sockets::{Inheritance, Sockets};
-pub use stats::Stats;
+pub use stats::{Stats, WAIT_BUCKETS};

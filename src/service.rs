@@ -1,4 +1,4 @@
-//! What a listening socket serves: echo, or daytime.
+//! What a listening socket serves: echo, daytime, or metrics.
 //!
 //! The loop routes readiness and never looks at bytes; what a new
 //! connection is told first, and what a datagram is answered, is decided
@@ -10,6 +10,9 @@
 //! - **Daytime** (RFC 867): the current time as one line (`daytime.rs`),
 //!   then the TCP connection is closed (flush, FIN, linger, like any
 //!   close); over UDP, any datagram is answered with the line.
+//! - **Metrics**: HTTP/1.1 for Prometheus (`metrics/`), TCP only; no
+//!   greeting. Its connections are driven with the HTTP protocol instead
+//!   of the server's `--mode` (`Reactor::with_connection`).
 
 use std::borrow::Cow;
 
@@ -23,6 +26,9 @@ pub(crate) enum Service {
     Echo,
     /// The current time as a line (RFC 867), then close.
     Daytime,
+    /// Prometheus metrics over HTTP/1.1 (`--metrics`), whatever `--mode`
+    /// says (`metrics/`). TCP only.
+    Metrics,
 }
 
 /// What a new TCP connection is sent before it says anything.
@@ -46,6 +52,10 @@ impl Service {
                 bytes: Cow::Owned(daytime::now_line().into_bytes()),
                 then_close: true,
             },
+            Service::Metrics => Greeting {
+                bytes: Cow::Borrowed(&[]),
+                then_close: false,
+            },
         }
     }
 
@@ -53,6 +63,8 @@ impl Service {
     pub(crate) fn answer<'a>(self, datagram: &'a [u8], scratch: &'a mut String) -> &'a [u8] {
         match self {
             Service::Echo => datagram,
+            // No UDP socket serves metrics.
+            Service::Metrics => &[],
             Service::Daytime => {
                 *scratch = daytime::now_line();
                 scratch.as_bytes()

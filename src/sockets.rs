@@ -29,12 +29,16 @@ use crate::udp;
 
 /// Every socket one server (or one worker slot) serves: TCP echo
 /// listeners, UDP echo sockets, daytime services (a TCP listener and a UDP
-/// socket on one port each), bound, listening and non-blocking.
+/// socket on one port each), metrics listeners, bound, listening and
+/// non-blocking.
 #[derive(Debug)]
 pub struct Sockets {
     pub(crate) tcp: Vec<TcpListener>,
     pub(crate) udp: Vec<UdpSocket>,
     pub(crate) daytime: Vec<(TcpListener, UdpSocket)>,
+    /// `--metrics` listeners. Never bound again for another slot: with
+    /// `--workers` the master serves metrics itself.
+    pub(crate) metrics: Vec<TcpListener>,
 }
 
 impl Sockets {
@@ -60,11 +64,17 @@ impl Sockets {
                 open_daytime(addr, options).map_err(|source| ListenError::Bind { addr, source })?;
             daytime.push(pair);
         }
-        Ok(Sockets { tcp, udp, daytime })
+        let metrics = listener::open_all(&config.metrics, options)?;
+        Ok(Sockets {
+            tcp,
+            udp,
+            daytime,
+            metrics,
+        })
     }
 
     /// New sockets on exactly the addresses these are bound to, for
-    /// another worker slot. Both sets need `SO_REUSEPORT`
+    /// another worker slot (metrics listeners excepted). Both sets need `SO_REUSEPORT`
     /// (`config.reuse_port`), or the kernel refuses the second bind.
     pub fn bind_again(&self, config: &Config) -> Result<Sockets, ListenError> {
         let options = options(config);
@@ -73,6 +83,7 @@ impl Sockets {
             tcp: Vec::new(),
             udp: Vec::new(),
             daytime: Vec::new(),
+            metrics: Vec::new(),
         };
         for addr in self.tcp_addrs().map_err(ListenError::Setup)? {
             again
@@ -109,6 +120,11 @@ impl Sockets {
             .collect()
     }
 
+    /// The metrics listeners' addresses, in order.
+    pub fn metrics_addrs(&self) -> io::Result<Vec<SocketAddr>> {
+        self.metrics.iter().map(TcpListener::local_addr).collect()
+    }
+
     /// Every descriptor, for a parent that must keep them open across
     /// `exec` in a child (they are close-on-exec, like every descriptor
     /// Rust opens).
@@ -116,7 +132,8 @@ impl Sockets {
         let tcp = self.tcp.iter().map(AsRawFd::as_raw_fd);
         let udp = self.udp.iter().map(AsRawFd::as_raw_fd);
         let daytime = (self.daytime.iter()).flat_map(|(t, u)| [t.as_raw_fd(), u.as_raw_fd()]);
-        tcp.chain(udp).chain(daytime).collect()
+        let metrics = self.metrics.iter().map(AsRawFd::as_raw_fd);
+        tcp.chain(udp).chain(daytime).chain(metrics).collect()
     }
 
     /// What a child process that inherits these descriptors needs to adopt
@@ -128,6 +145,7 @@ impl Sockets {
             daytime: (self.daytime.iter())
                 .map(|(t, u)| (t.as_raw_fd(), u.as_raw_fd()))
                 .collect(),
+            metrics: self.metrics.iter().map(AsRawFd::as_raw_fd).collect(),
         }
     }
 
@@ -156,13 +174,19 @@ impl Sockets {
             daytime: (inherited.daytime.iter())
                 .map(|&(t, u)| (tcp_listener(t), udp_socket(u)))
                 .collect(),
+            metrics: inherited
+                .metrics
+                .iter()
+                .map(|&fd| tcp_listener(fd))
+                .collect(),
         };
         // Check what was promised, as far as the kernel can tell: each is
         // a bound socket (a stray number fails here, not in the loop).
         let bound = sockets
             .tcp_addrs()
             .and(sockets.udp_addrs())
-            .and(sockets.daytime_addrs());
+            .and(sockets.daytime_addrs())
+            .and(sockets.metrics_addrs());
         if let Err(e) = bound {
             // Nothing is closed on this path: the numbers may not be ours.
             std::mem::forget(sockets);
@@ -171,7 +195,7 @@ impl Sockets {
                 format!("inherited sockets {inherited}: {e}"),
             ));
         }
-        for socket in &sockets.tcp {
+        for socket in sockets.tcp.iter().chain(&sockets.metrics) {
             socket.set_nonblocking(true)?;
         }
         for socket in &sockets.udp {
@@ -187,12 +211,13 @@ impl Sockets {
 
 /// Which inherited descriptor is which socket: written by the parent
 /// ([`Sockets::inheritance`], then `Display`), read by the child (`parse`),
-/// as `tcp=3,4 udp=5 daytime=6/7`.
+/// as `tcp=3,4 udp=5 daytime=6/7 metrics=8`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inheritance {
     tcp: Vec<RawFd>,
     udp: Vec<RawFd>,
     daytime: Vec<(RawFd, RawFd)>,
+    metrics: Vec<RawFd>,
 }
 
 impl fmt::Display for Inheritance {
@@ -210,10 +235,11 @@ impl fmt::Display for Inheritance {
             .collect();
         write!(
             f,
-            "tcp={} udp={} daytime={}",
+            "tcp={} udp={} daytime={} metrics={}",
             list(&self.tcp),
             list(&self.udp),
-            pairs.join(",")
+            pairs.join(","),
+            list(&self.metrics)
         )
     }
 }
@@ -237,6 +263,7 @@ impl std::str::FromStr for Inheritance {
             match kind {
                 "tcp" => inherited.tcp = items.map(fd).collect::<Result<_, _>>()?,
                 "udp" => inherited.udp = items.map(fd).collect::<Result<_, _>>()?,
+                "metrics" => inherited.metrics = items.map(fd).collect::<Result<_, _>>()?,
                 "daytime" => {
                     for item in items {
                         let (t, u) = item
@@ -305,9 +332,10 @@ mod tests {
             tcp: vec![3, 4],
             udp: vec![],
             daytime: vec![(6, 7)],
+            metrics: vec![8],
         };
         let text = written.to_string();
-        assert_eq!(text, "tcp=3,4 udp= daytime=6/7");
+        assert_eq!(text, "tcp=3,4 udp= daytime=6/7 metrics=8");
         assert_eq!(text.parse::<Inheritance>(), Ok(written));
         assert!(
             "tcp=1".parse::<Inheritance>().is_err(),

@@ -77,6 +77,8 @@ stats! {
     buffered,
     /// The most bytes held for clients at once.
     buffered_peak,
+    /// The memory budget, `--max-buffered`.
+    buffered_limit,
     /// Reads that found the memory budget full (and passed through, or
     /// waited).
     budget_full,
@@ -85,9 +87,94 @@ stats! {
     /// Connections closed at once because the backend cannot watch their
     /// descriptor (select: at or above `FD_SETSIZE`); also in `rejected`.
     unwatchable,
+    /// Listeners resting after an accept error they could not shed, now.
+    listeners_paused,
+    /// Metrics (HTTP) connections open now; also in `active`.
+    http_active,
+    /// HTTP requests answered on `--metrics` listeners, errors included.
+    http_requests,
+    /// Loop ticks: calls of the poller's `wait`.
+    ticks,
+    /// Nanoseconds spent inside the poller's `wait` (sleeping, or asking
+    /// the kernel).
+    wait_ns,
+    /// Nanoseconds spent between waits: handling events, queued turns and
+    /// timers.
+    busy_ns,
+    /// Events the waits reported, all together.
+    events,
+    /// Waits that reported no event (a timer or a queued turn woke it).
+    waits_0,
+    /// Waits that reported exactly 1 event.
+    waits_1,
+    /// Waits that reported 2 events.
+    waits_2,
+    /// Waits that reported 3 or 4 events.
+    waits_4,
+    /// Waits that reported 5 to 8 events.
+    waits_8,
+    /// Waits that reported 9 to 16 events.
+    waits_16,
+    /// Waits that reported 17 to 32 events.
+    waits_32,
+    /// Waits that reported 33 to 64 events.
+    waits_64,
+    /// Waits that reported 65 to 128 events (the most one wait takes).
+    waits_128,
 }
 
+/// The upper bounds of the `waits_*` buckets, in field order: a wait that
+/// reported `n` events is counted in the first bucket whose bound is `n`
+/// or more ([`Stats::count_wait`]).
+pub const WAIT_BUCKETS: [u64; 9] = [0, 1, 2, 4, 8, 16, 32, 64, 128];
+
 impl Stats {
+    /// Counts one wait that reported `events` events: the total, and the
+    /// bucket of [`WAIT_BUCKETS`] it falls in (a wait reports at most 128,
+    /// the loop's batch; more would count in the last bucket).
+    #[inline]
+    pub fn count_wait(&mut self, events: usize) {
+        self.ticks += 1;
+        self.events += events as u64;
+        // 0 -> 0, 1 -> 1, 2 -> 2, 3..=4 -> 3, 5..=8 -> 4, ... 65..=128 -> 8.
+        let bucket = if events == 0 {
+            0
+        } else {
+            (usize::BITS - (events - 1).leading_zeros()) as usize + 1
+        };
+        *self.wait_bucket(bucket.min(WAIT_BUCKETS.len() - 1)) += 1;
+    }
+
+    /// The count of waits in bucket `i` of [`WAIT_BUCKETS`].
+    fn wait_bucket(&mut self, i: usize) -> &mut u64 {
+        match i {
+            0 => &mut self.waits_0,
+            1 => &mut self.waits_1,
+            2 => &mut self.waits_2,
+            3 => &mut self.waits_4,
+            4 => &mut self.waits_8,
+            5 => &mut self.waits_16,
+            6 => &mut self.waits_32,
+            7 => &mut self.waits_64,
+            _ => &mut self.waits_128,
+        }
+    }
+
+    /// The waits in each bucket of [`WAIT_BUCKETS`] (not cumulative).
+    pub fn wait_buckets(&self) -> [u64; 9] {
+        [
+            self.waits_0,
+            self.waits_1,
+            self.waits_2,
+            self.waits_4,
+            self.waits_8,
+            self.waits_16,
+            self.waits_32,
+            self.waits_64,
+            self.waits_128,
+        ]
+    }
+
     /// Adds `other`'s counters to these (a master summing its workers).
     /// Gauges add too: `active` and `buffered` are the totals held now,
     /// and `buffered_peak` becomes an upper bound of the most held at once.
@@ -147,12 +234,23 @@ mod tests {
         };
         let text = a.to_string();
         assert!(text.starts_with("accepted=3 rejected=0 "), "{text}");
-        assert!(text.ends_with(" evicted=0 unwatchable=1"), "{text}");
+        assert!(text.contains(" evicted=0 unwatchable=1 "), "{text}");
         assert_eq!(text.parse::<Stats>(), Ok(a));
         a.add(&a.clone());
         assert_eq!((a.accepted, a.bytes_in, a.unwatchable), (6, 140, 2));
         assert!("accepted=x".parse::<Stats>().is_err());
         assert!("nonsense=1".parse::<Stats>().is_err());
         assert!("accepted".parse::<Stats>().is_err());
+    }
+
+    #[test]
+    fn each_wait_lands_in_the_bucket_of_its_event_count() {
+        let mut stats = Stats::default();
+        for n in [0, 1, 2, 3, 4, 5, 8, 9, 64, 65, 128, 500] {
+            stats.count_wait(n);
+        }
+        assert_eq!(stats.wait_buckets(), [1, 1, 1, 2, 2, 1, 0, 1, 3]);
+        assert_eq!(stats.ticks, 12);
+        assert_eq!(stats.events, 789);
     }
 }

@@ -61,6 +61,9 @@ pub enum TimerKind {
     IdleCheck(Token),
     /// Close the connection behind this token if it is still lingering.
     LingerDeadline(Token),
+    /// A metrics connection's request check: closed if it holds half a
+    /// request now and held bytes at the previous check too (`.1`).
+    RequestCheck(Token, bool),
     /// Let the connections parked for budget try again.
     BudgetRetry,
     /// `--evict-after`: look for stalled connections while the budget is

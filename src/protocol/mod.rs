@@ -504,6 +504,9 @@ impl<T: Protocol> Erased for T {
 pub(crate) enum Handler {
     Raw,
     Protocol(Box<dyn Erased>),
+    /// `--metrics` connections' HTTP, concrete so that the loop can
+    /// refresh its page before driving one (`metrics/`).
+    Http(Box<crate::metrics::LoopHttp>),
 }
 
 impl std::fmt::Debug for Handler {
@@ -511,6 +514,7 @@ impl std::fmt::Debug for Handler {
         f.write_str(match self {
             Handler::Raw => "Raw",
             Handler::Protocol(_) => "Protocol",
+            Handler::Http(_) => "Http",
         })
     }
 }
@@ -532,6 +536,7 @@ impl Handler {
         match self {
             Handler::Raw => 1,
             Handler::Protocol(p) => p.amplification().max(1),
+            Handler::Http(p) => <crate::metrics::LoopHttp as Erased>::amplification(p).max(1),
         }
     }
 
@@ -541,6 +546,7 @@ impl Handler {
         match self {
             Handler::Raw => 0,
             Handler::Protocol(p) => p.max_reservation(),
+            Handler::Http(p) => <crate::metrics::LoopHttp as Erased>::max_reservation(p),
         }
     }
 
@@ -549,6 +555,7 @@ impl Handler {
         match self {
             Handler::Raw => &[],
             Handler::Protocol(p) => p.greeting(),
+            Handler::Http(p) => <crate::metrics::LoopHttp as Erased>::greeting(p),
         }
     }
 
@@ -566,6 +573,7 @@ impl Handler {
                 Verdict::Continue
             }
             Handler::Protocol(p) => p.feed(partial, input, out),
+            Handler::Http(p) => <crate::metrics::LoopHttp as Erased>::feed(p, partial, input, out),
         }
     }
 
@@ -577,6 +585,7 @@ impl Handler {
                 Verdict::Continue
             }
             Handler::Protocol(p) => p.finish(partial, out),
+            Handler::Http(p) => <crate::metrics::LoopHttp as Erased>::finish(p, partial, out),
         }
     }
 
@@ -596,6 +605,9 @@ impl Handler {
                 (n, Verdict::Continue, n < input.len())
             }
             Handler::Protocol(p) => p.answer_whole(partial, input, out, max_out),
+            Handler::Http(p) => {
+                <crate::metrics::LoopHttp as Erased>::answer_whole(p, partial, input, out, max_out)
+            }
         }
     }
 
@@ -604,6 +616,7 @@ impl Handler {
         match self {
             Handler::Raw => 0,
             Handler::Protocol(p) => p.still_wanted(partial),
+            Handler::Http(p) => <crate::metrics::LoopHttp as Erased>::still_wanted(p, partial),
         }
     }
 
@@ -612,6 +625,9 @@ impl Handler {
         match self {
             Handler::Raw => 0,
             Handler::Protocol(p) => p.rest_of_message(partial, more),
+            Handler::Http(p) => {
+                <crate::metrics::LoopHttp as Erased>::rest_of_message(p, partial, more)
+            }
         }
     }
 }

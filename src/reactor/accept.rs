@@ -298,7 +298,9 @@ impl<P: Poller> Reactor<P> {
         }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        let token = token::connection(key, self.generations.next_generation());
+        let http = service == Service::Metrics;
+        let generation = self.generations.next_generation() | if http { token::HTTP } else { 0 };
+        let token = token::connection(key, generation);
         match Connection::register(stream, token, &mut self.poller, self.clock.stamp) {
             Ok(conn) => entry.insert(conn),
             Err(e) => {
@@ -321,6 +323,13 @@ impl<P: Poller> Reactor<P> {
         if let Some(idle) = self.settings.idle_timeout {
             let at = self.clock.now + idle;
             self.timers.schedule(at, TimerKind::IdleCheck(token));
+        }
+        if http {
+            self.http_open += 1;
+            self.stats.http_active = self.http_open as u64;
+            let at = self.clock.now + super::HTTP_CHECK_INTERVAL;
+            self.timers
+                .schedule(at, TimerKind::RequestCheck(token, false));
         }
         self.with_connection(key, |conn, cx| Some(conn.greet(service, cx)));
     }

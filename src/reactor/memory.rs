@@ -137,5 +137,7 @@ impl<P: Poller> Reactor<P> {
         self.stats.buffered = self.budget.used() as u64;
         self.stats.buffered_peak = self.budget.peak() as u64;
         self.stats.budget_full = self.budget.times_full();
+        self.stats.buffered_limit = self.budget.limit() as u64;
+        self.stats.listeners_paused = self.sources.paused() as u64;
     }
 }

@@ -49,11 +49,12 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use slab::Slab;
 
-use crate::budget::Budget;
+use crate::budget::{Budget, Profile};
 use crate::config::Config;
-use crate::connection::{CloseReason, Connection, Cx, Outcome, Ready};
+use crate::connection::{CloseReason, Connection, Cx, Outcome, PRESSURE_READ, Ready};
 use crate::fdlimit;
 use crate::listener::ListenError;
+use crate::metrics::{LoopHttp, LoopPage};
 use crate::poller::{Event, Interest, Poller, Token};
 use crate::protocol::Handler;
 use crate::shutdown::{ShutdownHandle, WakePipe};
@@ -80,6 +81,20 @@ pub(crate) const READ_BUFFER_SIZE: usize = 64 * 1024;
 /// docs/benchmarks.md ("What the evidence changed").
 pub(crate) const EVENTS_CAPACITY: usize = 128;
 
+/// The largest read of a metrics (HTTP) connection: a request head takes
+/// one or two, and the budget reserves an answer's worth per request
+/// that fits in it (`metrics/http.rs`). Not above [`PRESSURE_READ`], the
+/// most a connection asks for under memory pressure.
+pub(crate) const HTTP_READ: usize = 4096;
+
+const _: () = assert!(HTTP_READ <= PRESSURE_READ && HTTP_READ <= READ_BUFFER_SIZE);
+
+/// How often a metrics connection is checked for a stalled request: one
+/// that holds half a request head (or an answer its client does not read)
+/// at two checks in a row is closed, so a head has 2 to 4 s to arrive
+/// (slowloris).
+pub(crate) const HTTP_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
 /// How the loop ended.
 #[derive(Debug, Clone, Copy)]
 pub struct Report {
@@ -98,6 +113,11 @@ struct Lent {
     answers: Vec<u8>,
     /// What echo connections speak.
     handler: Handler,
+    /// What metrics connections speak ([`Handler::Http`]).
+    http: Handler,
+    /// The budget's view of a metrics connection's read (echo reads are
+    /// judged by the budget's own).
+    http_profile: Profile,
 }
 
 /// The loop's sense of time, read once per tick.
@@ -207,6 +227,8 @@ pub(crate) struct Reactor<P: Poller> {
     stats_sink: Option<StatsSink>,
     /// `--trace`: the tick being narrated (`reactor/trace.rs`).
     trace: Option<Box<Trace>>,
+    /// Metrics (HTTP) connections open: they do not hold a shutdown up.
+    http_open: usize,
 }
 
 /// A receiver of the periodic counters ([`Server::on_stats`]).
@@ -243,6 +265,8 @@ impl<P: Poller> Reactor<P> {
             handler.amplification(),
             handler.max_reservation(),
         );
+        let http = Handler::Http(Box::new(LoopHttp::new(LoopPage::default())));
+        let http_profile = budget.profile(HTTP_READ, http.amplification(), http.max_reservation());
         let mut poller = P::new().map_err(setup)?;
         let sources = Sources::adopt(sockets)?;
         sources.register(&mut poller).map_err(setup)?;
@@ -264,6 +288,8 @@ impl<P: Poller> Reactor<P> {
                 read_buf: vec![0; READ_BUFFER_SIZE].into_boxed_slice(),
                 answers: Vec::new(),
                 handler,
+                http,
+                http_profile,
             },
             run_next: Vec::new(),
             timers,
@@ -291,6 +317,7 @@ impl<P: Poller> Reactor<P> {
             },
             stats_sink: None,
             trace: config.trace.then(Box::default),
+            http_open: 0,
         })
     }
 
@@ -312,6 +339,11 @@ impl<P: Poller> Reactor<P> {
     /// The daytime services' addresses as bound (TCP and UDP share each).
     pub(crate) fn daytime_addrs(&self) -> &[SocketAddr] {
         &self.sources.daytime_addrs
+    }
+
+    /// The metrics listeners' addresses as bound.
+    pub(crate) fn metrics_addrs(&self) -> &[SocketAddr] {
+        &self.sources.metrics_addrs
     }
 
     /// A handle that stops this reactor from any thread.
@@ -336,8 +368,12 @@ impl<P: Poller> Reactor<P> {
         // `run_next` so both vectors keep their capacity.
         let mut batch: Vec<Token> = Vec::new();
         while !self.finished() {
+            // The clock read the timeout needs anyway also ends the busy
+            // part of the tick (loop utilization, in the counters): no
+            // extra read while the loop sleeps between ticks.
+            let before_wait = Instant::now();
             let timeout = if self.run_next.is_empty() {
-                self.timers.poll_timeout(Instant::now())
+                self.timers.poll_timeout(before_wait)
             } else {
                 Some(Duration::ZERO)
             };
@@ -351,7 +387,11 @@ impl<P: Poller> Reactor<P> {
                     return Err(e);
                 }
             }
-            self.clock.now = Instant::now();
+            let woke = Instant::now();
+            let busy = before_wait.saturating_duration_since(self.clock.now);
+            self.stats.busy_ns += busy.as_nanos() as u64;
+            self.stats.wait_ns += woke.saturating_duration_since(before_wait).as_nanos() as u64;
+            self.clock.now = woke;
             self.clock.stamp = Stamp::new(self.clock.epoch, self.clock.now);
             std::mem::swap(&mut batch, &mut self.run_next);
             if let Some(trace) = self.trace.as_mut() {
@@ -361,9 +401,12 @@ impl<P: Poller> Reactor<P> {
                     trace.event(event.token, ready(event));
                 }
             }
+            let mut reported = 0;
             for event in P::iter(&events) {
+                reported += 1;
                 self.dispatch(event.token, ready(event));
             }
+            self.stats.count_wait(reported);
             if !batch.is_empty()
                 && let Some(trace) = self.trace.as_mut()
             {
@@ -393,7 +436,9 @@ impl<P: Poller> Reactor<P> {
 
     fn finished(&self) -> bool {
         let stopping = self.stop.shutting_down || self.stop.retiring;
-        self.stop.forced || (stopping && self.conns.is_empty())
+        // Metrics connections do not hold the end up: they are served
+        // while others drain (`/healthz` says so), and closed with the loop.
+        self.stop.forced || (stopping && self.conns.len() == self.http_open)
     }
 
     /// Routes one event.
@@ -493,7 +538,11 @@ impl<P: Poller> Reactor<P> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let token = token::connection(key, conn.generation());
+        let generation = conn.generation();
+        if token::is_http(generation) {
+            return self.with_http_connection(key, f);
+        }
+        let token = token::connection(key, generation);
         let mut cx = Cx {
             token,
             poller: &mut self.poller,
@@ -526,6 +575,76 @@ impl<P: Poller> Reactor<P> {
         }
     }
 
+    /// [`Reactor::with_connection`] for a metrics connection: its page
+    /// refreshed from the counters, the HTTP protocol, a smaller read, and
+    /// the budget judging reads by HTTP's worst case. Echo connections
+    /// never come here: this is all the cost of metrics to them.
+    #[cold]
+    #[inline(never)]
+    fn with_http_connection(
+        &mut self,
+        key: usize,
+        f: impl FnOnce(&mut Connection, &mut Cx<'_, P>) -> Option<Outcome>,
+    ) {
+        self.sync_gauges();
+        let draining = self.stop.shutting_down || self.stop.retiring;
+        if let Handler::Http(http) = &mut self.lent.http {
+            http.page = LoopPage {
+                stats: self.stats,
+                draining,
+            };
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let token = token::connection(key, conn.generation());
+        let echo = self.budget.swap_profile(self.lent.http_profile);
+        let mut cx = Cx {
+            token,
+            poller: &mut self.poller,
+            buf: &mut self.lent.read_buf[..HTTP_READ],
+            stats: &mut self.stats,
+            now: self.clock.now,
+            stamp: self.clock.stamp,
+            handler: &mut self.lent.http,
+            answers: &mut self.lent.answers,
+            timers: &mut self.timers,
+            budget: &mut self.budget,
+        };
+        let before = self.trace.is_some().then(|| conn.look());
+        let outcome = f(conn, &mut cx);
+        self.budget.swap_profile(echo);
+        if let Handler::Http(http) = &self.lent.http {
+            self.stats.http_requests = http.requests;
+        }
+        if let (Some(look), Some(trace), Some(outcome)) =
+            (before, self.trace.as_mut(), outcome.as_ref())
+        {
+            trace.turn(token, &look, &conn.look(), (0, 0), outcome);
+        }
+        if let Some(outcome) = outcome {
+            self.settle(key, token, outcome);
+        }
+    }
+
+    /// A metrics connection's request check ([`HTTP_CHECK_INTERVAL`]):
+    /// closed if it held bytes (half a head, an unread answer) at this
+    /// check and the one before (`stalled`), else checked again.
+    fn check_request(&mut self, token: Token, stalled: bool) {
+        let Some((key, conn)) = self.current(token) else {
+            return;
+        };
+        let holds = conn.held() > 0;
+        if holds && stalled {
+            debug!("{}: request head stalled; closing", Named(token));
+            self.close(key, CloseReason::TimedOut);
+        } else {
+            let at = self.clock.now + HTTP_CHECK_INTERVAL;
+            self.timers
+                .schedule(at, TimerKind::RequestCheck(token, holds));
+        }
+    }
+
     #[inline]
     fn settle(&mut self, key: usize, token: Token, outcome: Outcome) {
         match outcome {
@@ -551,6 +670,10 @@ impl<P: Poller> Reactor<P> {
         }
         self.stats.closed += 1;
         self.stats.active = self.conns.len() as u64;
+        if token::is_http(token::generation_of(token)) {
+            self.http_open -= 1;
+            self.stats.http_active = self.http_open as u64;
+        }
         self.compact_timers();
         match reason {
             CloseReason::TimedOut => self.stats.timed_out += 1,
@@ -571,6 +694,7 @@ impl<P: Poller> Reactor<P> {
             match kind {
                 TimerKind::IdleCheck(token) => self.check_idle(token),
                 TimerKind::LingerDeadline(token) => self.end_linger(token),
+                TimerKind::RequestCheck(token, stalled) => self.check_request(token, stalled),
                 TimerKind::BudgetRetry => {
                     self.retry_armed = false;
                     self.release_starved(false);
@@ -616,14 +740,14 @@ impl<P: Poller> Reactor<P> {
         }
         let conns = &self.conns;
         self.timers.retain(|kind| match kind {
-            TimerKind::IdleCheck(token) | TimerKind::LingerDeadline(token) => {
-                match token::decode(*token) {
-                    Target::Connection { key, generation } => {
-                        conns.get(key).is_some_and(|c| c.generation() == generation)
-                    }
-                    _ => false,
+            TimerKind::IdleCheck(token)
+            | TimerKind::LingerDeadline(token)
+            | TimerKind::RequestCheck(token, _) => match token::decode(*token) {
+                Target::Connection { key, generation } => {
+                    conns.get(key).is_some_and(|c| c.generation() == generation)
                 }
-            }
+                _ => false,
+            },
             _ => true,
         });
     }
@@ -728,7 +852,11 @@ impl<P: Poller> Reactor<P> {
         self.sources.close(&mut self.poller);
         let at = self.clock.now + deadline;
         self.timers.schedule(at, TimerKind::ShutdownDeadline);
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        // Metrics connections are served on: `/healthz` answers 503 now.
+        let keys: Vec<usize> = (self.conns.iter())
+            .filter(|(_, conn)| !token::is_http(conn.generation()))
+            .map(|(key, _)| key)
+            .collect();
         for key in keys {
             self.with_connection(key, |conn, cx| Some(conn.begin_shutdown(cx)));
         }

@@ -102,6 +102,11 @@ impl Server {
         each_backend!(&self.0, r => r.daytime_addrs())
     }
 
+    /// The metrics listeners' addresses as bound (`--metrics`).
+    pub fn metrics_addrs(&self) -> &[SocketAddr] {
+        each_backend!(&self.0, r => r.metrics_addrs())
+    }
+
     /// A handle that stops this server from any thread: the first call
     /// starts a graceful shutdown, a second ends it at once.
     pub fn shutdown_handle(&self) -> ShutdownHandle {

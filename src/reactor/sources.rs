@@ -1,7 +1,7 @@
 //! The sockets the loop serves (bound by `sockets.rs`): TCP listeners, UDP
-//! sockets, and the daytime services that are both.
+//! sockets, the daytime services that are both, and metrics listeners.
 //!
-//! Echo listeners come first, then daytime listeners; UDP echo sockets
+//! Echo listeners come first, then daytime listeners, then metrics ones; UDP echo sockets
 //! first, then daytime ones. Both vectors keep their length for the life
 //! of the loop (a closed socket leaves an empty slot), so a listener's or
 //! UDP socket's token is its index (`token.rs`) and needs no generation.
@@ -55,6 +55,8 @@ pub(super) struct Sources {
     pub(super) udp_addrs: Vec<SocketAddr>,
     /// The daytime services' addresses as bound (TCP and UDP share each).
     pub(super) daytime_addrs: Vec<SocketAddr>,
+    /// The metrics listeners' addresses as bound.
+    pub(super) metrics_addrs: Vec<SocketAddr>,
 }
 
 impl Sources {
@@ -69,6 +71,7 @@ impl Sources {
             tcp_addrs: sockets.tcp_addrs().map_err(setup)?,
             udp_addrs: sockets.udp_addrs().map_err(setup)?,
             daytime_addrs: sockets.daytime_addrs().map_err(setup)?,
+            metrics_addrs: sockets.metrics_addrs().map_err(setup)?,
         };
         for socket in sockets.tcp {
             let socket = TcpListener::from_std(socket);
@@ -87,6 +90,12 @@ impl Sources {
                 .push(ListenerSlot::new(tcp, Service::Daytime));
             let datagrams = UdpSocket::from_std(datagrams);
             sources.udp.push(UdpSlot::new(datagrams, Service::Daytime));
+        }
+        for socket in sockets.metrics {
+            let socket = TcpListener::from_std(socket);
+            sources
+                .listeners
+                .push(ListenerSlot::new(socket, Service::Metrics));
         }
         if sources.listeners.len() > token::MAX_LISTENERS {
             return Err(setup(io::Error::other("too many listeners")));
@@ -113,10 +122,15 @@ impl Sources {
         Ok(())
     }
 
-    /// Closes every socket (shutdown: new connections are now refused by
-    /// the kernel, datagrams dropped by it).
+    /// Closes every socket but the metrics listeners (shutdown: new
+    /// connections are now refused by the kernel, datagrams dropped by
+    /// it); those serve on until the loop ends, so that `/healthz` can say
+    /// the server is draining.
     pub(super) fn close<P: Poller>(&mut self, poller: &mut P) {
         for slot in &mut self.listeners {
+            if slot.service == Service::Metrics {
+                continue;
+            }
             if let Some(socket) = slot.socket.take() {
                 // A paused listener is not registered: the error is moot.
                 let _ = poller.deregister(socket.as_raw_fd());
@@ -127,6 +141,13 @@ impl Sources {
                 let _ = poller.deregister(socket.as_raw_fd());
             }
         }
+    }
+}
+
+impl Sources {
+    /// Listeners resting after an accept error, now.
+    pub(super) fn paused(&self) -> usize {
+        self.listeners.iter().filter(|slot| slot.paused).count()
     }
 }
 

@@ -199,6 +199,7 @@ impl std::fmt::Display for Timer {
         match self.0 {
             TimerKind::IdleCheck(t) => write!(f, "idle check of {}", Named(t)),
             TimerKind::LingerDeadline(t) => write!(f, "linger bound of {}", Named(t)),
+            TimerKind::RequestCheck(t, _) => write!(f, "request check of {}", Named(t)),
             TimerKind::BudgetRetry => f.write_str("budget retry"),
             TimerKind::EvictCheck => f.write_str("eviction check"),
             TimerKind::StatsReport => f.write_str("stats report"),

@@ -168,6 +168,13 @@ pub struct Args {
     /// (repeatable): the current time as one line, then close.
     #[arg(long, value_name = "ADDR")]
     pub daytime: Vec<ListenAddr>,
+
+    /// Serve Prometheus metrics over HTTP/1.1 on ADDR (repeatable):
+    /// `GET /metrics`, `GET /healthz`; prints
+    /// `listening on http://ADDR (metrics)`. Off by default. With
+    /// `--workers`, the master serves every worker's counters.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Vec<ListenAddr>,
 }
 
 /// [`DEFAULT_SNDBUF`] as clap's default text.
@@ -274,6 +281,7 @@ impl Args {
             mode,
             udp: self.udp,
             daytime: self.daytime,
+            metrics: self.metrics,
             backlog: self.backlog,
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,

@@ -12,6 +12,7 @@ use echo_reactor::{Config, Inheritance, Report, Server};
 
 mod cli;
 mod master;
+mod metrics;
 mod worker;
 use cli::Args;
 
@@ -95,13 +96,19 @@ fn serve_alone(config: &Config) -> ExitCode {
         reactor.local_addrs(),
         reactor.udp_addrs(),
         reactor.daytime_addrs(),
+        reactor.metrics_addrs(),
     );
     exit_code(reactor.run())
 }
 
 /// One line per listener on stdout, flushed, before serving: scripts and
 /// tests read the port from here when they asked for port 0.
-fn print_listening(tcp: &[SocketAddr], udp: &[SocketAddr], daytime: &[SocketAddr]) {
+fn print_listening(
+    tcp: &[SocketAddr],
+    udp: &[SocketAddr],
+    daytime: &[SocketAddr],
+    metrics: &[SocketAddr],
+) {
     let mut stdout = std::io::stdout().lock();
     for addr in tcp {
         let _ = writeln!(stdout, "listening on tcp://{addr}");
@@ -112,6 +119,9 @@ fn print_listening(tcp: &[SocketAddr], udp: &[SocketAddr], daytime: &[SocketAddr
     for addr in daytime {
         let _ = writeln!(stdout, "listening on tcp://{addr} (daytime)");
         let _ = writeln!(stdout, "listening on udp://{addr} (daytime)");
+    }
+    for addr in metrics {
+        let _ = writeln!(stdout, "listening on http://{addr} (metrics)");
     }
     let _ = stdout.flush();
 }

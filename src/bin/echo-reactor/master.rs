@@ -49,9 +49,11 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echo_reactor::{Config, ListenError, Sockets, Stats};
+use echo_reactor::{Config, Exposition, ListenError, Sockets, Stats};
 use log::{debug, error, info, warn};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+
+use crate::metrics;
 
 /// The first pause before restarting a worker that died.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -65,7 +67,9 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// Starts `workers` workers on `config` and supervises them until they have
 /// all exited after a stop request.
-pub fn run(config: Config, workers: usize) -> ExitCode {
+pub fn run(mut config: Config, workers: usize) -> ExitCode {
+    // Metrics are the master's to serve (`metrics.rs`); workers get none.
+    let metrics_addrs = std::mem::take(&mut config.metrics);
     let slots = match bind_slots(&config, workers) {
         Ok(slots) => slots,
         Err(e) => {
@@ -74,13 +78,24 @@ pub fn run(config: Config, workers: usize) -> ExitCode {
         }
     };
     let first = &slots[0].sockets;
-    match (first.tcp_addrs(), first.udp_addrs(), first.daytime_addrs()) {
-        (Ok(tcp), Ok(udp), Ok(daytime)) => crate::print_listening(&tcp, &udp, &daytime),
+    let page = match (first.tcp_addrs(), first.udp_addrs(), first.daytime_addrs()) {
+        (Ok(tcp), Ok(udp), Ok(daytime)) => {
+            let page = metrics::Shared::default();
+            let metrics = match metrics::serve(&metrics_addrs, page.clone()) {
+                Ok(bound) => bound,
+                Err(e) => {
+                    eprintln!("error: --metrics: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            crate::print_listening(&tcp, &udp, &daytime, &metrics);
+            (!metrics.is_empty()).then_some(page)
+        }
         (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
-    }
+    };
     let (notes, inbox) = mpsc::channel();
     if let Err(e) = forward_signals(notes.clone()) {
         eprintln!("error: cannot handle signals: {e}");
@@ -100,13 +115,15 @@ pub fn run(config: Config, workers: usize) -> ExitCode {
         workers: HashMap::new(),
         next_id: 0,
         notes,
-        retired: Stats::default(),
+        retired: vec![Stats::default(); workers],
+        page,
         restarts: 0,
         stops: 0,
         failed: false,
         rolling: None,
         stats_interval: config.stats_interval,
     };
+    master.publish();
     info!("master: starting {workers} workers");
     for slot in 0..master.slots.len() {
         if let Err(e) = master.start(slot, true) {
@@ -144,6 +161,8 @@ struct Worker {
     /// Its pipe has closed: every line it wrote has been read (it is
     /// reaped only then, so that its final counters are not lost).
     said_all: bool,
+    /// It has said `ready`.
+    ready: bool,
 }
 
 /// A rolling restart under way: the slot being replaced, and its new
@@ -170,8 +189,10 @@ struct Master {
     workers: HashMap<u64, Worker>,
     next_id: u64,
     notes: Sender<Note>,
-    /// The last counters of workers that have exited.
-    retired: Stats,
+    /// The last counters of the workers that have exited, per slot.
+    retired: Vec<Stats>,
+    /// Where `--metrics` answers from, if it is on.
+    page: Option<metrics::Shared>,
     restarts: u64,
     /// SIGINT/SIGTERM received.
     stops: usize,
@@ -208,6 +229,7 @@ impl Master {
             }
             let now = Instant::now();
             self.restart_due(now);
+            self.publish();
             if let (Some(at), Some(every)) = (next_report, self.stats_interval)
                 && now >= at
             {
@@ -289,6 +311,7 @@ impl Master {
                 retiring: false,
                 stats: Stats::default(),
                 said_all: false,
+                ready: false,
             },
         );
         if serving {
@@ -305,6 +328,7 @@ impl Master {
         let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
         match kind {
             "ready" => {
+                worker.ready = true;
                 info!("master: worker {slot} (pid {pid}) serving");
                 self.slots[slot].ever_ready = true;
                 if self.rolling.as_ref().is_some_and(|r| r.new == Some(id)) {
@@ -433,7 +457,11 @@ impl Master {
         let mut last = worker.stats;
         last.active = 0;
         last.buffered = 0;
-        self.retired.add(&last);
+        last.buffered_peak = 0;
+        last.buffered_limit = 0;
+        last.http_active = 0;
+        last.listeners_paused = 0;
+        self.retired[*slot].add(&last);
         if self.rolling.as_ref().is_some_and(|r| r.new == Some(id)) {
             error!("master: rolling restart stopped: the new worker {slot} exited ({status})");
             self.rolling = None;
@@ -486,11 +514,65 @@ impl Master {
 
     /// Every worker's counters, summed, the exited ones included.
     fn totals(&self) -> Stats {
-        let mut total = self.retired;
-        for worker in self.workers.values() {
-            total.add(&worker.stats);
+        let mut total = Stats::default();
+        for slot in self.slot_totals() {
+            total.add(&slot);
         }
         total
+    }
+
+    /// Each slot's counters: every worker that has served it, the exited
+    /// ones included (gauges: the live ones only).
+    fn slot_totals(&self) -> Vec<Stats> {
+        let mut slots = self.retired.clone();
+        for worker in self.workers.values() {
+            slots[worker.slot].add(&worker.stats);
+        }
+        slots
+    }
+
+    /// Renders the `--metrics` page from the latest counters.
+    fn publish(&self) {
+        let Some(page) = self.page.as_ref() else {
+            return;
+        };
+        let slots = self.slot_totals();
+        let labels: Vec<String> = (0..slots.len())
+            .map(|i| format!("worker=\"{i}\""))
+            .collect();
+        let samples: Vec<(&str, &Stats)> = labels.iter().map(String::as_str).zip(&slots).collect();
+        let mut text = Exposition::new();
+        text.stats(&samples);
+        let up = self.workers.values().filter(|w| w.ready).count();
+        text.family(
+            "echo_reactor_master_workers_up",
+            "Worker processes serving (started and said ready, not yet exited).",
+            "gauge",
+            &[("", up as f64)],
+        );
+        text.family(
+            "echo_reactor_master_workers",
+            "Worker slots (--workers).",
+            "gauge",
+            &[("", self.slots.len() as f64)],
+        );
+        text.family(
+            "echo_reactor_master_worker_restarts_total",
+            "Workers restarted after exiting while serving.",
+            "counter",
+            &[("", self.restarts as f64)],
+        );
+        let serving = self.stops == 0 && !self.failed;
+        text.family(
+            "echo_reactor_draining",
+            "1 while the server shuts down (no new echo connections), else 0.",
+            "gauge",
+            &[("", if serving { 0.0 } else { 1.0 })],
+        );
+        if let Ok(mut page) = page.lock() {
+            page.text = text.finish();
+            page.serving = serving;
+        }
     }
 }
 

@@ -64,7 +64,12 @@ impl Sockets {
                 open_daytime(addr, options).map_err(|source| ListenError::Bind { addr, source })?;
             daytime.push(pair);
         }
-        let metrics = listener::open_all(&config.metrics, options)?;
+        let mut metrics = Vec::new();
+        for addr in resolve_all(&config.metrics)? {
+            let listener = listener::open(addr, options)
+                .map_err(|source| ListenError::Bind { addr, source })?;
+            metrics.push(listener);
+        }
         Ok(Sockets {
             tcp,
             udp,

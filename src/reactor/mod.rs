@@ -444,6 +444,11 @@ impl<P: Poller> Reactor<P> {
     /// Routes one event.
     fn dispatch(&mut self, token: Token, ready: Ready) {
         match token::decode(token) {
+            // Metrics connections are told apart by their token, so that
+            // an echo turn's path has no branch for them.
+            Target::Connection { key, generation } if token::is_http(generation) => {
+                self.drive_http(key, generation, ready)
+            }
             Target::Connection { key, generation } => self.drive(key, generation, ready),
             Target::Listener(i) => self.accept_from(i),
             Target::Udp(i) => self.serve_udp(i),
@@ -469,7 +474,11 @@ impl<P: Poller> Reactor<P> {
                     _ => return,
                 }
                 // The connection remembers it is ready; no hint needed.
-                self.drive(key, generation, Ready::default());
+                if token::is_http(generation) {
+                    self.drive_http(key, generation, Ready::default());
+                } else {
+                    self.drive(key, generation, Ready::default());
+                }
             }
             Target::Listener(i) => {
                 if let Some(slot) = self.sources.listeners.get_mut(i) {
@@ -508,10 +517,26 @@ impl<P: Poller> Reactor<P> {
         }
     }
 
+    /// [`Reactor::drive`] for a metrics connection.
+    #[cold]
+    #[inline(never)]
+    fn drive_http(&mut self, key: usize, generation: u32, ready: Ready) {
+        self.with_http_connection(key, |conn, cx| {
+            if conn.generation() != generation {
+                return None;
+            }
+            if conn.is_queued() {
+                conn.hold(ready);
+                return None;
+            }
+            Some(conn.drive(ready, cx))
+        });
+    }
+
     /// Lets one connection do its I/O, then acts on the outcome.
     #[inline(always)]
     fn drive(&mut self, key: usize, generation: u32, ready: Ready) {
-        self.with_connection(key, |conn, cx| {
+        self.with_echo_connection(key, |conn, cx| {
             if conn.generation() != generation {
                 // Closed, and an event for an earlier connection that had
                 // this slab key.
@@ -529,8 +554,22 @@ impl<P: Poller> Reactor<P> {
     /// Lends the connection at `key` what it borrows from the loop (the
     /// one place a [`Cx`] is built), runs `f` on it, and acts on the
     /// outcome, if `f` had one. One slab look-up per turn.
-    #[inline(always)]
     fn with_connection(
+        &mut self,
+        key: usize,
+        f: impl FnOnce(&mut Connection, &mut Cx<'_, P>) -> Option<Outcome>,
+    ) {
+        match self.conns.get(key) {
+            Some(conn) if token::is_http(conn.generation()) => self.with_http_connection(key, f),
+            Some(_) => self.with_echo_connection(key, f),
+            None => {}
+        }
+    }
+
+    /// [`Reactor::with_connection`] for an echo connection: no look at
+    /// metrics on the way.
+    #[inline(always)]
+    fn with_echo_connection(
         &mut self,
         key: usize,
         f: impl FnOnce(&mut Connection, &mut Cx<'_, P>) -> Option<Outcome>,
@@ -538,11 +577,7 @@ impl<P: Poller> Reactor<P> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let generation = conn.generation();
-        if token::is_http(generation) {
-            return self.with_http_connection(key, f);
-        }
-        let token = token::connection(key, generation);
+        let token = token::connection(key, conn.generation());
         let mut cx = Cx {
             token,
             poller: &mut self.poller,
@@ -610,6 +645,7 @@ impl<P: Poller> Reactor<P> {
             answers: &mut self.lent.answers,
             timers: &mut self.timers,
             budget: &mut self.budget,
+            read_until_would_block: false,
         };
         let before = self.trace.is_some().then(|| conn.look());
         let outcome = f(conn, &mut cx);

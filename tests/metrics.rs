@@ -380,18 +380,6 @@ on_every_backend! {
     }
 }
 
-/// Worker pids as the master logged them, latest per slot.
-fn worker_pids(log: &str) -> HashMap<usize, u32> {
-    log.lines()
-        .filter_map(|line| {
-            let rest = line.split("master: worker ").nth(1)?;
-            let rest = rest.strip_suffix(") serving")?;
-            let (slot, pid) = rest.split_once(" (pid ")?;
-            Some((slot.parse().ok()?, pid.parse().ok()?))
-        })
-        .collect()
-}
-
 #[test]
 fn a_master_scrape_sums_every_worker_and_keeps_the_dead_ones_counts() {
     let server = Server::spawn(&["--workers", "4", "--metrics", "127.0.0.1:0"]);
@@ -413,7 +401,8 @@ fn a_master_scrape_sums_every_worker_and_keeps_the_dead_ones_counts() {
     let accepted = sum(&held, "echo_reactor_connections_accepted_total");
     assert!(accepted >= 40.0, "{held:?}");
     // A worker dies: its counters stay in the totals, and its slot's.
-    let pids = worker_pids(&server.wait_log("serving"));
+    let log = server.wait_log("serving");
+    let pids: HashMap<usize, u32> = util::workers_serving(&log).into_iter().collect();
     let victim = pids[&0];
     // SAFETY: kill(2) only sends a signal, to a worker of this test's server.
     unsafe {

@@ -28,25 +28,12 @@ fn spawn(workers: usize, extra: &[&str]) -> Server {
     Server::spawn_logging(&args, MASTER_DEBUG)
 }
 
-/// The pid each slot's worker serves with, as the master logged it
-/// (`master: worker SLOT (pid PID) serving`), latest last.
-fn serving(log: &str) -> Vec<(usize, u32)> {
-    log.lines()
-        .filter_map(|line| {
-            let rest = line.split("master: worker ").nth(1)?;
-            let rest = rest.strip_suffix(") serving")?;
-            let (slot, pid) = rest.split_once(" (pid ")?;
-            Some((slot.parse().ok()?, pid.parse().ok()?))
-        })
-        .collect()
-}
-
 /// Waits until `count` workers have been reported serving in total.
 #[track_caller]
 fn wait_serving(server: &Server, count: usize) -> Vec<(usize, u32)> {
     let deadline = Instant::now() + STEP_TIMEOUT;
     loop {
-        let found = serving(&server.stderr_text());
+        let found = util::workers_serving(&server.stderr_text());
         if found.len() >= count {
             return found;
         }
@@ -256,7 +243,7 @@ on_every_backend! {
         let (done, failures) = connector.finish();
         assert!(failures.is_empty(), "{} connect+echo failed: {failures:?}", failures.len());
         assert!(done > 0);
-        let after = &serving(&server.stderr_text())[2..];
+        let after = &util::workers_serving(&server.stderr_text())[2..];
         let mut slots: Vec<usize> = after.iter().map(|&(slot, _)| slot).collect();
         slots.sort_unstable();
         assert_eq!(slots, [0, 1], "{after:?}");

@@ -517,7 +517,10 @@ impl<P: Poller> Reactor<P> {
         }
     }
 
-    /// [`Reactor::drive`] for a metrics connection.
+    /// [`Reactor::drive`] for a metrics connection. The same turn as
+    /// there, written twice on purpose: one closure shared by both paths
+    /// measured 337.7 instructions per echo against 323.6 (callgrind,
+    /// 100 x 64 B), since the echo path's closure is no longer inlined.
     #[cold]
     #[inline(never)]
     fn drive_http(&mut self, key: usize, generation: u32, ready: Ready) {

@@ -561,3 +561,16 @@ pub const STATS_KEYS: [&str; 9] = [
     "backpressure_pauses",
     "accept_errors",
 ];
+
+/// With `--workers`: each worker the master reported serving
+/// (`master: worker SLOT (pid PID) serving`), as (slot, pid), in order.
+pub fn workers_serving(log: &str) -> Vec<(usize, u32)> {
+    log.lines()
+        .filter_map(|line| {
+            let rest = line.split("master: worker ").nth(1)?;
+            let rest = rest.strip_suffix(") serving")?;
+            let (slot, pid) = rest.split_once(" (pid ")?;
+            Some((slot.parse().ok()?, pid.parse().ok()?))
+        })
+        .collect()
+}

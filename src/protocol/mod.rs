@@ -530,33 +530,39 @@ impl From<Mode> for Handler {
 }
 
 impl Handler {
+    /// The protocol behind this handler; `None` for raw echo.
+    fn protocol(&self) -> Option<&dyn Erased> {
+        match self {
+            Handler::Raw => None,
+            Handler::Protocol(p) => Some(p.as_ref()),
+            Handler::Http(p) => Some(p.as_ref()),
+        }
+    }
+
+    /// [`Handler::protocol`], to feed.
+    fn protocol_mut(&mut self) -> Option<&mut dyn Erased> {
+        match self {
+            Handler::Raw => None,
+            Handler::Protocol(p) => Some(p.as_mut()),
+            Handler::Http(p) => Some(p.as_mut()),
+        }
+    }
+
     /// At most how many bytes one byte of input can make the connection
     /// hold (the memory budget reserves a read's size times this).
     pub(crate) fn amplification(&self) -> usize {
-        match self {
-            Handler::Raw => 1,
-            Handler::Protocol(p) => p.amplification().max(1),
-            Handler::Http(p) => <crate::metrics::LoopHttp as Erased>::amplification(p).max(1),
-        }
+        self.protocol().map_or(1, |p| p.amplification().max(1))
     }
 
     /// The largest charge of one split message (0 in raw mode, which never
     /// splits one).
     pub(crate) fn max_reservation(&self) -> usize {
-        match self {
-            Handler::Raw => 0,
-            Handler::Protocol(p) => p.max_reservation(),
-            Handler::Http(p) => <crate::metrics::LoopHttp as Erased>::max_reservation(p),
-        }
+        self.protocol().map_or(0, |p| p.max_reservation())
     }
 
     /// What a new connection is sent before it says anything.
     pub(crate) fn greeting(&self) -> &[u8] {
-        match self {
-            Handler::Raw => &[],
-            Handler::Protocol(p) => p.greeting(),
-            Handler::Http(p) => <crate::metrics::LoopHttp as Erased>::greeting(p),
-        }
+        self.protocol().map_or(&[], |p| p.greeting())
     }
 
     /// [`feed`]. Raw mode echoes `input` (the connection does that itself
@@ -567,25 +573,23 @@ impl Handler {
         input: &[u8],
         out: &mut Vec<u8>,
     ) -> Verdict {
-        match self {
-            Handler::Raw => {
+        match self.protocol_mut() {
+            Some(p) => p.feed(partial, input, out),
+            None => {
                 out.extend_from_slice(input);
                 Verdict::Continue
             }
-            Handler::Protocol(p) => p.feed(partial, input, out),
-            Handler::Http(p) => <crate::metrics::LoopHttp as Erased>::feed(p, partial, input, out),
         }
     }
 
     /// [`finish`].
     pub(crate) fn finish(&mut self, partial: &mut Partial, out: &mut Vec<u8>) -> Verdict {
-        match self {
-            Handler::Raw => {
+        match self.protocol_mut() {
+            Some(p) => p.finish(partial, out),
+            None => {
                 partial.clear();
                 Verdict::Continue
             }
-            Handler::Protocol(p) => p.finish(partial, out),
-            Handler::Http(p) => <crate::metrics::LoopHttp as Erased>::finish(p, partial, out),
         }
     }
 
@@ -598,37 +602,25 @@ impl Handler {
         out: &mut Vec<u8>,
         max_out: usize,
     ) -> (usize, Verdict, bool) {
-        match self {
-            Handler::Raw => {
+        match self.protocol_mut() {
+            Some(p) => p.answer_whole(partial, input, out, max_out),
+            None => {
                 let n = input.len().min(max_out.saturating_sub(out.len()));
                 out.extend_from_slice(&input[..n]);
                 (n, Verdict::Continue, n < input.len())
-            }
-            Handler::Protocol(p) => p.answer_whole(partial, input, out, max_out),
-            Handler::Http(p) => {
-                <crate::metrics::LoopHttp as Erased>::answer_whole(p, partial, input, out, max_out)
             }
         }
     }
 
     /// [`Protocol::still_wanted`] for the message `partial` holds.
     pub(crate) fn still_wanted(&self, partial: &Partial) -> usize {
-        match self {
-            Handler::Raw => 0,
-            Handler::Protocol(p) => p.still_wanted(partial),
-            Handler::Http(p) => <crate::metrics::LoopHttp as Erased>::still_wanted(p, partial),
-        }
+        self.protocol().map_or(0, |p| p.still_wanted(partial))
     }
 
     /// [`Protocol::rest_of_message`] for the message `partial` holds.
     pub(crate) fn rest_of_message(&self, partial: &Partial, more: &[u8]) -> usize {
-        match self {
-            Handler::Raw => 0,
-            Handler::Protocol(p) => p.rest_of_message(partial, more),
-            Handler::Http(p) => {
-                <crate::metrics::LoopHttp as Erased>::rest_of_message(p, partial, more)
-            }
-        }
+        self.protocol()
+            .map_or(0, |p| p.rest_of_message(partial, more))
     }
 }
 

@@ -9,13 +9,14 @@
 
 #[path = "util/example.rs"]
 mod example;
+
+use example::Example;
 mod util;
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{OnceLock, mpsc};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -33,50 +34,6 @@ const STEP: Duration = Duration::from_secs(10);
 fn example() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| example::example("edge_trap"))
-}
-
-/// A server process listening on `127.0.0.1:0`; killed on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(program: &Path, args: &[&str]) -> Server {
-        let mut child = Command::new(program)
-            .args(args)
-            .args(["--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn server");
-        // Its first stdout line names the address; the thread keeps the
-        // pipe open for anything printed later.
-        let (tx, rx) = mpsc::channel();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let Ok(line) = rx.recv_timeout(STEP) else {
-            let _ = child.kill();
-            panic!("{} printed no listening line", program.display());
-        };
-        let addr = line
-            .strip_prefix("listening on tcp://")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        Server { child, addr }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Reads until `len` bytes came back, the peer closed, or `within` passed;
@@ -126,7 +83,7 @@ fn text(bytes: &[u8]) -> String {
 /// 16 bytes more.
 #[test]
 fn read_once_strands_the_second_message() {
-    let server = Server::start(example(), &["--read", "once"]);
+    let server = Example::start(example(), &["--read", "once"]);
     let mut client = TcpStream::connect(server.addr).expect("connect");
     client.write_all(&[FIRST, SECOND].concat()).unwrap();
 
@@ -143,7 +100,7 @@ fn read_once_strands_the_second_message() {
 /// `--read drain`: the same exchange comes back whole.
 #[test]
 fn read_drain_echoes_both_messages() {
-    let server = Server::start(example(), &["--read", "drain"]);
+    let server = Example::start(example(), &["--read", "drain"]);
     let got = echo_pair(server.addr, FIRST, SECOND);
     assert_eq!(text(&got), text(&[FIRST, SECOND].concat()));
 }
@@ -159,7 +116,7 @@ fn echo_reactor_echoes_both_messages_on_every_backend() {
     let big_second: Vec<u8> = (0..128 * 1024).map(|i| (i % 241) as u8).collect();
     for backend in ["epoll", "poll", "select"] {
         let bin = Path::new(env!("CARGO_BIN_EXE_echo-reactor"));
-        let server = Server::start(bin, &["--backend", backend]);
+        let server = Example::start(bin, &["--backend", backend]);
         let got = echo_pair(server.addr, FIRST, SECOND);
         assert_eq!(text(&got), text(&[FIRST, SECOND].concat()), "{backend}");
         let got = echo_pair(server.addr, &big_first, &big_second);

@@ -53,7 +53,13 @@ pub struct Example {
 impl Example {
     /// Starts example `name` with `args` and `--listen 127.0.0.1:0`.
     pub fn spawn(name: &str, args: &[&str]) -> Example {
-        let mut child = Command::new(example(name))
+        Example::start(&example(name), args)
+    }
+
+    /// Starts any server `program` (an example, or `echo-reactor`
+    /// itself) with `args` and `--listen 127.0.0.1:0`.
+    pub fn start(program: &Path, args: &[&str]) -> Example {
+        let mut child = Command::new(program)
             .args(args)
             .args(["--listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
@@ -73,7 +79,7 @@ impl Example {
         let Ok(line) = rx.recv_timeout(STEP_TIMEOUT) else {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("example {name} printed no listening line");
+            panic!("{} printed no listening line", program.display());
         };
         Example {
             child,

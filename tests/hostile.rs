@@ -356,9 +356,15 @@ fn fill_to_the_byte(
 /// Attackers added by [`fill_to_the_byte`] at most.
 const CLOSERS: usize = 5;
 
-/// Whether, within `wait`, three `stats:` lines in a row show
-/// `budget_full` rising.
+/// Whether, within `wait`, the budget is full to the byte: three `stats:`
+/// lines in a row show `budget_full` rising (reads keep finding no room),
+/// or a budget_full > 0 and what is held leaves less room outside the
+/// reserve than one useful read (4 KiB) and an error line, so every read
+/// finds none (when every holder is paused, nothing retries, so the count
+/// may stand still).
 fn full_now(server: &Server, wait: Duration) -> bool {
+    // The budget keeps a sixteenth back for answers written through.
+    const NO_ROOM: u64 = BUDGET - BUDGET / 16 - 4096 - 64;
     let deadline = Instant::now() + wait;
     loop {
         assert_within_budget(server);
@@ -367,6 +373,12 @@ fn full_now(server: &Server, wait: Duration) -> bool {
         if let [.., a, b, c] = lines.as_slice()
             && get(a, "budget_full") < get(b, "budget_full")
             && get(b, "budget_full") < get(c, "budget_full")
+        {
+            return true;
+        }
+        if let [.., a, b, c] = lines.as_slice()
+            && get(c, "budget_full") > 0
+            && [a, b, c].iter().all(|s| get(s, "buffered") >= NO_ROOM)
         {
             return true;
         }

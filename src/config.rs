@@ -65,8 +65,12 @@ pub struct Config {
     /// embedders may prefer [`crate::ShutdownHandle`] alone).
     pub handle_signals: bool,
     /// Bind with `SO_REUSEPORT`, so that several processes (`--workers`)
-    /// can each hold a socket on the same address ([`crate::Sockets`]).
+    /// can each hold a socket on the same address ([`crate::Supervisor`]
+    /// sets it for its slots).
     pub reuse_port: bool,
+    /// A master ([`crate::Supervisor`]) kills and replaces a worker whose
+    /// loop has not turned for this long; `None`: never.
+    pub watchdog: Option<Duration>,
     /// Log one line per loop tick (target `echo_reactor::trace`): why the
     /// loop woke, how long it slept, each event and connection turn. For
     /// learning; it costs a `write` per tick.
@@ -99,6 +103,7 @@ impl Default for Config {
             stats_interval: None,
             handle_signals: false,
             reuse_port: false,
+            watchdog: Some(crate::supervisor::DEFAULT_WATCHDOG),
             trace: false,
             read_until_would_block: false,
         }

@@ -82,7 +82,12 @@
 //! - `per_ip`: `--max-connections-per-ip`, connections per host.
 //! - `sockets`: everything a server serves, bound before any loop exists:
 //!   by the server itself, or once per worker slot by a master and
-//!   inherited by its workers ([`Sockets`]).
+//!   inherited by its workers.
+//! - `supervisor`: `--workers`, a master of worker processes
+//!   ([`Supervisor`]): starting, watching (a heartbeat in shared memory)
+//!   and replacing them, rolling restarts, every signal's meaning, the
+//!   per-host counts every worker shares, and the master's metrics page;
+//!   a worker's side is [`run_worker`].
 //! - `listener`: socket, `SO_REUSEADDR`, `SO_REUSEPORT`, `SO_OOBINLINE`,
 //!   keepalive, bind, listen(backlog).
 //! - `addr`: `HOST:PORT` parsing and getaddrinfo-style resolution.
@@ -118,6 +123,7 @@ mod shutdown;
 mod signals;
 mod sockets;
 mod stats;
+mod supervisor;
 mod timer;
 mod token;
 mod udp;
@@ -128,12 +134,11 @@ pub use config::{
     Config, DEFAULT_BACKLOG, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SNDBUF,
 };
 pub use listener::ListenError;
-pub use metrics::{Exposition, MAX_HEAD, MAX_HEADERS, MetricsHttp, Page};
 pub use poller::Backend;
 pub use protocol::frame::DEFAULT_MAX_FRAME;
 pub use protocol::line::DEFAULT_MAX_LINE;
 pub use protocol::{Frame, Line, Mode, Protocol, Refusal, Status, Transform, Verdict};
 pub use reactor::{Report, Server};
 pub use shutdown::ShutdownHandle;
-pub use sockets::{Inheritance, Sockets};
 pub use stats::{Stats, WAIT_BUCKETS};
+pub use supervisor::{DEFAULT_WATCHDOG, Ending, Supervisor, WorkerSpec, run_worker};

@@ -18,9 +18,16 @@
 //! The connection itself does not remember its host (its 64 bytes are
 //! spoken for, `connection/mod.rs`): this table keeps the host of each slab key
 //! beside the counts, and exists only when the limit is set.
+//!
+//! With `--workers`, one host's connections land on any worker, so a count
+//! per worker would let a host hold N per worker. Workers count in memory
+//! they share with each other instead (`supervisor/shared.rs`): the limit
+//! is the server's, exact however the kernel spreads a host's connections.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+
+use crate::supervisor::Seat;
 
 /// One host: an IPv4 address, or the first 64 bits of an IPv6 address
 /// (tagged, so that the two families never collide).
@@ -42,22 +49,55 @@ impl Host {
     }
 }
 
-/// Open connections per host, and the host of each connection.
+impl Host {
+    /// The host as one number (for a hash).
+    pub(crate) fn key(self) -> u128 {
+        self.0
+    }
+}
+
+/// `--max-connections-per-ip`: the limit, and where the counts live.
 #[derive(Debug)]
 pub(crate) struct PerIpLimit {
     limit: usize,
+    counts: Counts,
+}
+
+/// Where a server's per-host counts live.
+#[derive(Debug)]
+enum Counts {
+    /// A single process: its own table, exact.
+    Local(Table),
+    /// A worker of a master (`--workers`): counters every worker shares,
+    /// so that the limit holds for the whole server
+    /// (`supervisor/shared.rs`).
+    Shared(Seat),
+}
+
+/// Open connections per host, and the host of each connection.
+#[derive(Debug, Default)]
+struct Table {
     open: HashMap<Host, usize>,
     /// The host of the connection at each slab key (`None`: free key).
     host_of: Vec<Option<Host>>,
 }
 
 impl PerIpLimit {
-    /// A table allowing `limit` connections per host.
+    /// A table of this process's own allowing `limit` connections per
+    /// host.
     pub(crate) fn new(limit: usize) -> PerIpLimit {
         PerIpLimit {
             limit,
-            open: HashMap::new(),
-            host_of: Vec::new(),
+            counts: Counts::Local(Table::default()),
+        }
+    }
+
+    /// `limit` connections per host across every worker sharing `seat`'s
+    /// region.
+    pub(crate) fn shared(limit: usize, seat: Seat) -> PerIpLimit {
+        PerIpLimit {
+            limit,
+            counts: Counts::Shared(seat),
         }
     }
 
@@ -66,23 +106,55 @@ impl PerIpLimit {
         self.limit
     }
 
-    /// Whether `ip`'s host has a free slot.
-    pub(crate) fn has_room(&self, ip: IpAddr) -> bool {
-        self.open.get(&Host::of(ip)).copied().unwrap_or(0) < self.limit
-    }
-
-    /// Counts a connection from `ip` admitted at slab `key`.
-    pub(crate) fn admit(&mut self, key: usize, ip: IpAddr) {
-        let host = Host::of(ip);
-        *self.open.entry(host).or_insert(0) += 1;
-        if key >= self.host_of.len() {
-            self.host_of.resize(key + 1, None);
+    /// Counts a connection from `ip` at slab `key` if its host has a free
+    /// slot; false (and nothing counted) if not.
+    pub(crate) fn try_admit(&mut self, key: usize, ip: IpAddr) -> bool {
+        match &mut self.counts {
+            Counts::Local(table) => table.try_admit(key, Host::of(ip), self.limit),
+            Counts::Shared(seat) => {
+                let limit = u32::try_from(self.limit).unwrap_or(u32::MAX);
+                seat.region.try_admit(seat.index, key, ip, limit)
+            }
         }
-        self.host_of[key] = Some(host);
     }
 
     /// Forgets the connection at slab `key`.
     pub(crate) fn release(&mut self, key: usize) {
+        match &mut self.counts {
+            Counts::Local(table) => table.release(key),
+            Counts::Shared(seat) => seat.region.release(seat.index, key),
+        }
+    }
+
+    /// Hosts with at least one connection (for tests).
+    #[cfg(test)]
+    fn hosts(&self) -> usize {
+        match &self.counts {
+            Counts::Local(table) => table.open.len(),
+            Counts::Shared(_) => 0,
+        }
+    }
+}
+
+impl Table {
+    fn try_admit(&mut self, key: usize, host: Host, limit: usize) -> bool {
+        let open = self.open.entry(host).or_insert(0);
+        if *open >= limit {
+            if *open == 0 {
+                // A limit of 0 must not leave an entry behind.
+                self.open.remove(&host);
+            }
+            return false;
+        }
+        *open += 1;
+        if key >= self.host_of.len() {
+            self.host_of.resize(key + 1, None);
+        }
+        self.host_of[key] = Some(host);
+        true
+    }
+
+    fn release(&mut self, key: usize) {
         let Some(host) = self.host_of.get_mut(key).and_then(Option::take) else {
             return;
         };
@@ -94,12 +166,6 @@ impl PerIpLimit {
                 self.open.remove(&host);
             }
         }
-    }
-
-    /// Hosts with at least one connection (for tests).
-    #[cfg(test)]
-    fn hosts(&self) -> usize {
-        self.open.len()
     }
 }
 
@@ -114,20 +180,21 @@ mod tests {
     #[test]
     fn a_host_at_its_limit_has_no_room_and_others_do() {
         let mut t = PerIpLimit::new(2);
-        t.admit(0, ip("10.0.0.1"));
-        t.admit(1, ip("10.0.0.1"));
-        assert!(!t.has_room(ip("10.0.0.1")));
-        assert!(t.has_room(ip("10.0.0.2")));
+        assert!(t.try_admit(0, ip("10.0.0.1")));
+        assert!(t.try_admit(1, ip("10.0.0.1")));
+        assert!(!t.try_admit(2, ip("10.0.0.1")));
+        assert!(t.try_admit(3, ip("10.0.0.2")));
         t.release(0);
-        assert!(t.has_room(ip("10.0.0.1")));
+        assert!(t.try_admit(4, ip("10.0.0.1")));
+        assert!(!t.try_admit(5, ip("10.0.0.1")));
     }
 
     #[test]
     fn ipv6_counts_by_slash_64() {
         let mut t = PerIpLimit::new(1);
-        t.admit(3, ip("2001:db8:1:2::1"));
-        assert!(!t.has_room(ip("2001:db8:1:2:ffff::9")), "same /64");
-        assert!(t.has_room(ip("2001:db8:1:3::1")), "another /64");
+        assert!(t.try_admit(3, ip("2001:db8:1:2::1")));
+        assert!(!t.try_admit(4, ip("2001:db8:1:2:ffff::9")), "same /64");
+        assert!(t.try_admit(5, ip("2001:db8:1:3::1")), "another /64");
         assert_ne!(Host::of(ip("0.0.0.1")), Host::of(ip("::1")));
         assert_eq!(Host::of(ip("::ffff:10.0.0.1")), Host::of(ip("10.0.0.1")));
     }
@@ -136,7 +203,7 @@ mod tests {
     fn released_hosts_leave_the_table() {
         let mut t = PerIpLimit::new(5);
         for key in 0..100 {
-            t.admit(key, IpAddr::from([10, 0, 0, key as u8]));
+            assert!(t.try_admit(key, IpAddr::from([10, 0, 0, key as u8])));
         }
         assert_eq!(t.hosts(), 100);
         for key in 0..100 {
@@ -145,5 +212,8 @@ mod tests {
         assert_eq!(t.hosts(), 0);
         t.release(7);
         assert_eq!(t.hosts(), 0, "a second release changes nothing");
+        let mut none = PerIpLimit::new(0);
+        assert!(!none.try_admit(0, ip("10.0.0.1")));
+        assert_eq!(none.hosts(), 0, "a refusal leaves nothing behind");
     }
 }

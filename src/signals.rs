@@ -7,7 +7,14 @@
 //! | SIGHUP | terminate (a closed terminal sends it) | logged; nothing to reload in one process, so serving goes on |
 //! | SIGUSR1 | terminate | the counters are logged now |
 //! | SIGUSR2 | terminate | retire: stop accepting, serve the open connections until they close (at most `--shutdown-timeout`), then shut down; a master's rolling restart (`--workers`) sends it |
+//! | SIGQUIT | terminate with a core dump | a status report is logged (connections, memory held, timers, then the counters); serving goes on |
+//! | SIGALRM | terminate | logged; serving goes on |
+//! | SIGWINCH | ignore | left alone (a terminal resize means nothing to a server) |
 //! | SIGPIPE | terminate | ignored (Rust's runtime does it before `main`): a write to a reset connection fails with `EPIPE` instead |
+//!
+//! A master of `--workers` gives each of them a meaning of its own
+//! (`supervisor/mod.rs`); docs/limits.md has the table for all three kinds
+//! of process.
 //!
 //! Without this, a stray `kill -USR1` or the terminal closing would cut
 //! every connection with no drain and no final counters.
@@ -25,7 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use signal_hook::SigId;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+use signal_hook::consts::{SIGALRM, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 
 use crate::shutdown::WakePipe;
 
@@ -41,15 +48,21 @@ pub(crate) enum Request {
     /// SIGUSR2: stop accepting, serve the open connections until they
     /// close, then exit.
     Retire,
+    /// SIGQUIT: log where the loop stands and the counters.
+    Status,
+    /// SIGALRM: logged, nothing else.
+    Alarm,
 }
 
 /// The signals handled, and what each asks.
-const HANDLED: [(libc::c_int, Request); 5] = [
+const HANDLED: [(libc::c_int, Request); 7] = [
     (SIGINT, Request::Stop),
     (SIGTERM, Request::Stop),
     (SIGHUP, Request::Hangup),
     (SIGUSR1, Request::ReportStats),
     (SIGUSR2, Request::Retire),
+    (SIGQUIT, Request::Status),
+    (SIGALRM, Request::Alarm),
 ];
 
 /// The handled signals as one readable descriptor.

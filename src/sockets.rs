@@ -78,10 +78,44 @@ impl Sockets {
         })
     }
 
-    /// New sockets on exactly the addresses these are bound to, for
-    /// another worker slot (metrics listeners excepted). Both sets need `SO_REUSEPORT`
-    /// (`config.reuse_port`), or the kernel refuses the second bind.
-    pub fn bind_again(&self, config: &Config) -> Result<Sockets, ListenError> {
+    /// `slots` sets of every socket `config` asks for but metrics, one
+    /// per worker slot of a master, sharing each address with
+    /// `SO_REUSEPORT`.
+    ///
+    /// `SO_REUSEPORT` would also let this set join the sockets of another
+    /// server of the same user on the same port, and take half its
+    /// clients. So the addresses are first bound *without* it, which the
+    /// kernel refuses on a port in use, however the other server bound it:
+    /// a master on a taken port fails like a single process, with the
+    /// same error. Then the probe is closed and every slot bound on the
+    /// addresses it got (port 0 became a port). Between the two lies a
+    /// few microseconds in which a third server could take the port; the
+    /// slots' bind then fails on it, which is the error again.
+    pub(crate) fn bind_slots(config: &Config, slots: usize) -> Result<Vec<Sockets>, ListenError> {
+        let probe_config = Config {
+            reuse_port: false,
+            metrics: Vec::new(),
+            ..config.clone()
+        };
+        let probe = Sockets::bind(&probe_config)?;
+        let addrs = Addresses {
+            tcp: probe.tcp_addrs().map_err(ListenError::Setup)?,
+            udp: probe.udp_addrs().map_err(ListenError::Setup)?,
+            daytime: probe.daytime_addrs().map_err(ListenError::Setup)?,
+        };
+        drop(probe);
+        let shared = Config {
+            reuse_port: true,
+            ..probe_config
+        };
+        (0..slots)
+            .map(|_| Sockets::bind_at(&addrs, &shared))
+            .collect()
+    }
+
+    /// New sockets on exactly `addrs` (`config.reuse_port` set, for
+    /// another worker slot).
+    fn bind_at(addrs: &Addresses, config: &Config) -> Result<Sockets, ListenError> {
         let options = options(config);
         let bind = |addr: SocketAddr, e: io::Error| ListenError::Bind { addr, source: e };
         let mut again = Sockets {
@@ -90,16 +124,16 @@ impl Sockets {
             daytime: Vec::new(),
             metrics: Vec::new(),
         };
-        for addr in self.tcp_addrs().map_err(ListenError::Setup)? {
+        for &addr in &addrs.tcp {
             again
                 .tcp
                 .push(listener::open(addr, options).map_err(|e| bind(addr, e))?);
         }
-        for addr in self.udp_addrs().map_err(ListenError::Setup)? {
+        for &addr in &addrs.udp {
             let socket = udp::open(addr, config.reuse_port).map_err(|e| bind(addr, e))?;
             again.udp.push(socket);
         }
-        for addr in self.daytime_addrs().map_err(ListenError::Setup)? {
+        for &addr in &addrs.daytime {
             let tcp = listener::open(addr, options).map_err(|e| bind(addr, e))?;
             let datagrams = udp::open(addr, config.reuse_port).map_err(|e| bind(addr, e))?;
             again.daytime.push((tcp, datagrams));
@@ -212,6 +246,13 @@ impl Sockets {
         }
         Ok(sockets)
     }
+}
+
+/// The addresses a set of sockets got, to bind another set on.
+struct Addresses {
+    tcp: Vec<SocketAddr>,
+    udp: Vec<SocketAddr>,
+    daytime: Vec<SocketAddr>,
 }
 
 /// Which inherited descriptor is which socket: written by the parent
@@ -351,25 +392,51 @@ mod tests {
         assert!("daytime=5".parse::<Inheritance>().is_err());
     }
 
-    #[test]
-    fn a_slot_bound_again_shares_the_port() {
-        let config = Config {
+    fn config() -> Config {
+        Config {
             listen: vec!["127.0.0.1:0".parse().expect("address")],
             udp: vec!["127.0.0.1:0".parse().expect("address")],
-            reuse_port: true,
+            daytime: vec!["127.0.0.1:0".parse().expect("address")],
             ..Config::default()
-        };
-        let first = Sockets::bind(&config).expect("bind");
-        let second = first.bind_again(&config).expect("bind again");
-        assert_eq!(first.tcp_addrs().ok(), second.tcp_addrs().ok());
-        assert_eq!(first.udp_addrs().ok(), second.udp_addrs().ok());
-        let without = Config {
-            reuse_port: false,
-            ..config
-        };
-        assert!(
-            first.bind_again(&without).is_err(),
-            "a second bind needs SO_REUSEPORT"
-        );
+        }
+    }
+
+    #[test]
+    fn slots_share_every_address() {
+        let slots = Sockets::bind_slots(&config(), 3).expect("bind");
+        assert_eq!(slots.len(), 3);
+        for slot in &slots[1..] {
+            assert_eq!(slot.tcp_addrs().ok(), slots[0].tcp_addrs().ok());
+            assert_eq!(slot.udp_addrs().ok(), slots[0].udp_addrs().ok());
+            assert_eq!(slot.daytime_addrs().ok(), slots[0].daytime_addrs().ok());
+        }
+        assert_ne!(slots[0].tcp_addrs().expect("addr")[0].port(), 0);
+    }
+
+    #[test]
+    fn slots_on_a_port_other_slots_hold_are_refused() {
+        let first = Sockets::bind_slots(&config(), 2).expect("bind");
+        for (kind, taken) in [
+            ("tcp", first[0].tcp_addrs().expect("addr")),
+            ("udp", first[0].udp_addrs().expect("addr")),
+        ] {
+            let mut again = Config {
+                listen: vec![],
+                udp: vec![],
+                daytime: vec![],
+                ..Config::default()
+            };
+            let addr: ListenAddr = taken[0].to_string().parse().expect("address");
+            if kind == "tcp" {
+                again.listen.push(addr);
+            } else {
+                again.udp.push(addr);
+            }
+            let err = Sockets::bind_slots(&again, 2).expect_err(kind);
+            assert!(
+                matches!(&err, ListenError::Bind { addr, .. } if *addr == taken[0]),
+                "{kind}: {err}"
+            );
+        }
     }
 }

@@ -73,6 +73,9 @@ pub enum TimerKind {
     StatsReport,
     /// Try accepting on listener `.0` again after an accept failure paused it.
     AcceptRetry(usize),
+    /// A worker proves to its master that its loop turns
+    /// (`supervisor/shared.rs`).
+    Heartbeat,
     /// Retiring's time is up: shut down what is left (SIGUSR2).
     RetireDeadline,
     /// Graceful shutdown's time is up: close whatever is left.

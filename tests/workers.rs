@@ -18,7 +18,7 @@ use util::{STEP_TIMEOUT, Server, assert_echo, connect, counters, get, pattern};
 
 /// The master's own lines at debug level (each worker's counters), the
 /// rest at info.
-const MASTER_DEBUG: &str = "info,echo_reactor::master=debug";
+const MASTER_DEBUG: &str = "info,echo_reactor::supervisor=debug";
 
 /// Starts a master of `workers` workers reporting every 50 ms.
 fn spawn(workers: usize, extra: &[&str]) -> Server {

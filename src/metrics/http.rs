@@ -57,6 +57,14 @@ pub trait Page: Send + 'static {
 
     /// False while the server drains: `/healthz` answers 503.
     fn serving(&self) -> bool;
+
+    /// The longest answer (the text [`Page::render`] appends, and the
+    /// status line and headers, about 200 bytes) a request can get: the
+    /// memory budget reserves this much per request. Default: enough for
+    /// the loop's own page at its largest.
+    fn max_len(&self) -> usize {
+        MAX_ANSWER
+    }
 }
 
 /// The metrics protocol: HTTP/1.1 answering from a [`Page`].
@@ -178,7 +186,7 @@ impl<P: Page> Protocol for MetricsHttp<P> {
                 close,
             );
         } else if head.path == "/metrics" {
-            let mut body = String::with_capacity(MAX_ANSWER / 2);
+            let mut body = String::with_capacity(self.page.max_len() / 2);
             self.page.render(&mut body);
             self.respond(out, "200 OK", EXPOSITION, body.as_bytes(), close);
         } else if head.path == "/healthz" {
@@ -221,11 +229,11 @@ impl<P: Page> Protocol for MetricsHttp<P> {
     }
 
     fn max_answer(&self) -> usize {
-        MAX_ANSWER
+        self.page.max_len()
     }
 
     fn amplification(&self) -> usize {
-        MAX_ANSWER.div_ceil(SHORTEST_SCRAPE)
+        self.max_answer().div_ceil(SHORTEST_SCRAPE)
     }
 }
 

@@ -20,25 +20,42 @@
 mod exposition;
 mod http;
 
-pub use exposition::Exposition;
-pub use http::{MAX_HEAD, MAX_HEADERS, MetricsHttp, Page};
+pub(crate) use exposition::Exposition;
+pub(crate) use http::{MAX_ANSWER, MetricsHttp, Page};
 
-#[cfg(test)]
-use http::MAX_ANSWER;
+use std::sync::Arc;
 
 use crate::stats::Stats;
 
-/// The loop's page: its counters as of the turn being driven.
-#[derive(Debug, Default, Clone, Copy)]
+/// The loop's page: its counters as of the turn being driven, or a page
+/// an embedder serves instead ([`Server::serve_page`]: a master serves
+/// every worker's counters from its own loop this way).
+///
+/// [`Server::serve_page`]: crate::Server::serve_page
+#[derive(Default, Clone)]
 pub(crate) struct LoopPage {
     /// The counters, gauges synced.
     pub(crate) stats: Stats,
     /// Shutting down or retiring: `/healthz` answers 503.
     pub(crate) draining: bool,
+    /// The page served instead of the loop's counters, if any.
+    pub(crate) instead: Option<Arc<dyn Page + Sync>>,
+}
+
+impl std::fmt::Debug for LoopPage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopPage")
+            .field("draining", &self.draining)
+            .field("instead", &self.instead.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Page for LoopPage {
     fn render(&self, out: &mut String) {
+        if let Some(page) = &self.instead {
+            return page.render(out);
+        }
         let mut page = Exposition::new();
         page.stats(&[("", &self.stats)]);
         page.family(
@@ -51,7 +68,13 @@ impl Page for LoopPage {
     }
 
     fn serving(&self) -> bool {
-        !self.draining
+        !self.draining && self.instead.as_ref().is_none_or(|page| page.serving())
+    }
+
+    fn max_len(&self) -> usize {
+        self.instead
+            .as_ref()
+            .map_or(MAX_ANSWER, |page| page.max_len())
     }
 }
 
@@ -77,6 +100,7 @@ mod tests {
         let page = LoopPage {
             stats,
             draining: true,
+            instead: None,
         };
         let mut out = String::new();
         page.render(&mut out);

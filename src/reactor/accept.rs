@@ -229,7 +229,10 @@ impl<P: Poller> Reactor<P> {
     }
 
     /// The limit a new client from `peer` would break, if any.
-    fn limit_broken(&self, stream: &TcpStream, peer: SocketAddr) -> Option<Limit> {
+    ///
+    /// A client within every limit is counted against its host's
+    /// (`--max-connections-per-ip`) at the slab's next key.
+    fn limit_broken(&mut self, stream: &TcpStream, peer: SocketAddr) -> Option<Limit> {
         if !P::watchable(stream.as_raw_fd()) {
             // select: FD_SETSIZE. Registering would set a bit outside the
             // fd_set, undefined behaviour; the client is turned away with
@@ -239,10 +242,15 @@ impl<P: Poller> Reactor<P> {
         if self.conns.len() >= self.admission.max_connections {
             return Some(Limit::Connections);
         }
-        match self.admission.per_ip.as_ref() {
-            Some(per_ip) if !per_ip.has_room(peer.ip()) => Some(Limit::PerIp),
-            _ => None,
-        }
+        // Checked and counted in one step, last, at the key the connection
+        // will have: with `--workers` the count is shared, and a check
+        // apart from the count would let two workers both admit a host's
+        // last slot.
+        let key = self.conns.vacant_key();
+        let per_ip = self.admission.per_ip.as_mut();
+        per_ip
+            .is_some_and(|per_ip| !per_ip.try_admit(key, peer.ip()))
+            .then_some(Limit::PerIp)
     }
 
     /// Counts and logs a client turned away at `limit`.
@@ -283,6 +291,13 @@ impl<P: Poller> Reactor<P> {
         }
     }
 
+    /// Uncounts a connection admitted at `key` that never got in.
+    fn forget_host(&mut self, key: usize) {
+        if let Some(per_ip) = self.admission.per_ip.as_mut() {
+            per_ip.release(key);
+        }
+    }
+
     /// Takes in an accepted connection, or turns it away at a limit.
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, service: Service) {
         if let Some(limit) = self.limit_broken(&stream, peer) {
@@ -290,27 +305,29 @@ impl<P: Poller> Reactor<P> {
             self.note_refusal(limit, stream.as_raw_fd(), peer);
             return;
         }
+        // The key `limit_broken` counted the host at.
+        let key = self.conns.vacant_key();
         // Echo replies are small and latency matters: don't let Nagle hold
         // them back waiting for the client's ACK.
         if let Err(e) = stream.set_nodelay(true) {
             debug!("{peer}: set_nodelay: {e}");
+            self.forget_host(key);
             return;
         }
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
         let http = service == Service::Metrics;
         let generation = self.generations.next_generation() | if http { token::HTTP } else { 0 };
         let token = token::connection(key, generation);
         match Connection::register(stream, token, &mut self.poller, self.clock.stamp) {
-            Ok(conn) => entry.insert(conn),
+            Ok(conn) => {
+                let inserted = self.conns.insert(conn);
+                debug_assert_eq!(inserted, key);
+            }
             Err(e) => {
                 warn!("{peer}: cannot register connection: {e}");
+                self.forget_host(key);
                 return;
             }
         };
-        if let Some(per_ip) = self.admission.per_ip.as_mut() {
-            per_ip.admit(key, peer.ip());
-        }
         self.stats.accepted += 1;
         self.stats.active = self.conns.len() as u64;
         debug!("{}: from {peer} ({service:?})", Named(token));

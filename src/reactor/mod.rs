@@ -44,6 +44,7 @@ pub use server::Server;
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -54,13 +55,15 @@ use crate::config::Config;
 use crate::connection::{CloseReason, Connection, Cx, Outcome, PRESSURE_READ, Ready};
 use crate::fdlimit;
 use crate::listener::ListenError;
-use crate::metrics::{LoopHttp, LoopPage};
+use crate::metrics::{LoopHttp, LoopPage, MetricsHttp, Page};
+use crate::per_ip::PerIpLimit;
 use crate::poller::{Event, Interest, Poller, Token};
 use crate::protocol::Handler;
 use crate::shutdown::{ShutdownHandle, WakePipe};
 use crate::signals::{Request, Signals};
 use crate::sockets::Sockets;
 use crate::stats::Stats;
+use crate::supervisor::{HEARTBEAT_EVERY, Seat};
 use crate::timer::{Stamp, TimerKind, Timers};
 use crate::token::{self, Generations, Named, Target};
 use crate::udp::{self, Turn};
@@ -229,6 +232,9 @@ pub(crate) struct Reactor<P: Poller> {
     trace: Option<Box<Trace>>,
     /// Metrics (HTTP) connections open: they do not hold a shutdown up.
     http_open: usize,
+    /// A worker's seat in its master's shared memory: the heartbeat the
+    /// master watches, and the per-host counts (`supervisor/shared.rs`).
+    seat: Option<Seat>,
 }
 
 /// A receiver of the periodic counters ([`Server::on_stats`]).
@@ -318,7 +324,36 @@ impl<P: Poller> Reactor<P> {
             stats_sink: None,
             trace: config.trace.then(Box::default),
             http_open: 0,
+            seat: None,
         })
+    }
+
+    /// Makes this loop a worker in `seat`: it proves it is turning every
+    /// [`HEARTBEAT_EVERY`] (a timer, so an idle loop wakes that often and
+    /// a stopped or stuck one falls silent), and `--max-connections-per-ip`
+    /// counts in the memory every worker shares.
+    pub(crate) fn join(&mut self, seat: Seat) {
+        if let Some(per_ip) = self.admission.per_ip.as_mut() {
+            *per_ip = PerIpLimit::shared(per_ip.limit(), seat.clone());
+        }
+        seat.beat();
+        self.seat = Some(seat);
+        let at = self.clock.now + HEARTBEAT_EVERY;
+        self.timers.schedule(at, TimerKind::Heartbeat);
+    }
+
+    /// Metrics connections answer from `page` instead of the loop's own
+    /// counters.
+    pub(crate) fn serve_page(&mut self, page: Arc<dyn Page + Sync>) {
+        let http = MetricsHttp::new(LoopPage {
+            instead: Some(page),
+            ..LoopPage::default()
+        });
+        self.lent.http = Handler::Http(Box::new(http));
+        let http = &self.lent.http;
+        self.lent.http_profile =
+            self.budget
+                .profile(HTTP_READ, http.amplification(), http.max_reservation());
     }
 
     /// Sends the periodic counters to `sink` instead of the log.
@@ -603,10 +638,8 @@ impl<P: Poller> Reactor<P> {
         self.sync_gauges();
         let draining = self.stop.shutting_down || self.stop.retiring;
         if let Handler::Http(http) = &mut self.lent.http {
-            http.page = LoopPage {
-                stats: self.stats,
-                draining,
-            };
+            http.page.stats = self.stats;
+            http.page.draining = draining;
         }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -727,6 +760,13 @@ impl<P: Poller> Reactor<P> {
                     }
                 }
                 TimerKind::AcceptRetry(i) => self.resume_listener(i),
+                TimerKind::Heartbeat => {
+                    if let Some(seat) = &self.seat {
+                        seat.beat();
+                        let at = self.clock.now + HEARTBEAT_EVERY;
+                        self.timers.schedule(at, TimerKind::Heartbeat);
+                    }
+                }
                 TimerKind::RetireDeadline => {
                     if !self.stop.shutting_down {
                         self.begin_shutdown();
@@ -817,9 +857,36 @@ impl<P: Poller> Reactor<P> {
                     self.sync_gauges();
                     info!("stats: {}", self.stats)
                 }
+                Request::Status => self.log_status(),
+                Request::Alarm => info!("SIGALRM: no timer of ours uses it; ignored"),
                 Request::Retire => self.retire(),
             }
         }
+    }
+
+    /// SIGQUIT: what the loop holds and where it stands, then the
+    /// counters; serving goes on.
+    fn log_status(&mut self) {
+        self.sync_gauges();
+        let phase = if self.stop.shutting_down {
+            "shutting down"
+        } else if self.stop.retiring {
+            "retiring"
+        } else {
+            "serving"
+        };
+        info!(
+            "status: {phase}; {} connections ({} metrics), {} parked for memory, \
+             {} of {} bytes buffered, {} timers, {} queued turns",
+            self.conns.len(),
+            self.http_open,
+            self.starved.len() + self.retrying.len(),
+            self.budget.used(),
+            self.budget.limit(),
+            self.timers.len(),
+            self.run_next.len(),
+        );
+        info!("stats: {}", self.stats);
     }
 
     fn stop_requested(&mut self, new: usize) {

@@ -4,15 +4,18 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use super::{Reactor, Report};
 use crate::config::Config;
 use crate::listener::ListenError;
+use crate::metrics::Page;
 use crate::poller::{Backend, Epoll, Poll, Select};
 use crate::protocol::{Handler, Protocol};
 use crate::shutdown::ShutdownHandle;
 use crate::sockets::Sockets;
 use crate::stats::Stats;
+use crate::supervisor::Seat;
 
 /// The server: a bound event loop on the backend its [`Config`] names.
 ///
@@ -57,7 +60,7 @@ impl Server {
     /// A server on sockets already bound ([`Sockets::bind`], perhaps in a
     /// parent process: a worker adopts its slot's); `config` says
     /// everything else.
-    pub fn with_sockets(config: &Config, sockets: Sockets) -> Result<Server, ListenError> {
+    pub(crate) fn with_sockets(config: &Config, sockets: Sockets) -> Result<Server, ListenError> {
         Server::serve(config, sockets, Handler::from(config.mode.clone()))
     }
 
@@ -85,6 +88,18 @@ impl Server {
     /// [`Server::run`] returns.
     pub fn on_stats(&mut self, sink: impl FnMut(&Stats) + Send + 'static) {
         each_backend!(&mut self.0, r => r.on_stats(Box::new(sink)))
+    }
+
+    /// Makes this server a worker in `seat` of its master's shared memory
+    /// (`supervisor/`).
+    pub(crate) fn join(&mut self, seat: Seat) {
+        each_backend!(&mut self.0, r => r.join(seat))
+    }
+
+    /// Metrics connections answer from `page` instead of this server's
+    /// counters (a master's page of every worker's).
+    pub(crate) fn serve_page(&mut self, page: Arc<dyn Page + Sync>) {
+        each_backend!(&mut self.0, r => r.serve_page(page))
     }
 
     /// The echo listeners' addresses as bound (the kernel's port for 0).

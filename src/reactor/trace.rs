@@ -204,6 +204,7 @@ impl std::fmt::Display for Timer {
             TimerKind::EvictCheck => f.write_str("eviction check"),
             TimerKind::StatsReport => f.write_str("stats report"),
             TimerKind::AcceptRetry(i) => write!(f, "accept retry of listener {i}"),
+            TimerKind::Heartbeat => f.write_str("heartbeat to the master"),
             TimerKind::RetireDeadline => f.write_str("retire deadline"),
             TimerKind::ShutdownDeadline => f.write_str("shutdown deadline"),
         }

@@ -7,8 +7,8 @@ use clap::{Parser, ValueEnum};
 
 use echo_reactor::{
     Backend, Config, DEFAULT_BACKLOG, DEFAULT_LISTEN, DEFAULT_MAX_BUFFERED, DEFAULT_MAX_FRAME,
-    DEFAULT_MAX_LINE, DEFAULT_SNDBUF, Frame, Inheritance, Line, ListenAddr, MIN_MAX_BUFFERED, Mode,
-    Transform,
+    DEFAULT_MAX_LINE, DEFAULT_SNDBUF, DEFAULT_WATCHDOG, Frame, Line, ListenAddr, MIN_MAX_BUFFERED,
+    Mode, Transform, WorkerSpec,
 };
 
 /// A single-threaded, readiness-based TCP echo server (RFC 862) on mio.
@@ -123,13 +123,17 @@ pub struct Args {
     #[arg(long)]
     pub portable_reads: bool,
 
-    /// Internal: run as worker SLOT of a master (`--workers`).
-    #[arg(long, hide = true, value_name = "SLOT", requires = "inherit")]
-    pub worker: Option<usize>,
+    /// With --workers: kill and replace a worker whose event loop has not
+    /// turned for SECS seconds (stopped, blocked or spinning; a loop
+    /// proves it turns four times a second). 0 turns the watchdog off.
+    /// Default: 3.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub watchdog: Option<Duration>,
 
-    /// Internal: the sockets a worker inherits from its master.
-    #[arg(long, hide = true, value_name = "FDS", requires = "worker")]
-    pub inherit: Option<Inheritance>,
+    /// Internal: run as a worker of a master (`--workers`), on the
+    /// descriptors SPEC names.
+    #[arg(long, hide = true, value_name = "SPEC")]
+    pub worker: Option<WorkerSpec>,
 
     /// What TCP clients speak: raw (byte-for-byte echo), line (a reply per
     /// line, LF or CRLF) or frame (4-byte big-endian length, then the
@@ -294,6 +298,11 @@ impl Args {
             stats_interval: self.stats_interval,
             handle_signals: true,
             reuse_port: self.workers > 1 || self.worker.is_some(),
+            watchdog: match self.watchdog {
+                None => Some(DEFAULT_WATCHDOG),
+                Some(secs) if secs.is_zero() => None,
+                Some(secs) => Some(secs),
+            },
             trace: self.trace,
             read_until_would_block: self.portable_reads,
         }

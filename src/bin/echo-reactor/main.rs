@@ -1,19 +1,15 @@
 //! `echo-reactor`: parse flags, start logging, bind, print where we listen,
-//! run the loop. Everything else lives in the library, except what makes
-//! one server out of several processes (`--workers`): the master
-//! (`master.rs`) and what a worker does differently (`worker.rs`).
+//! run the loop, or (`--workers`) a master of worker processes
+//! ([`Supervisor`]). Everything else lives in the library.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use echo_reactor::{Config, Inheritance, Report, Server};
+use echo_reactor::{Config, Ending, Report, Server, Supervisor, WorkerSpec};
 
 mod cli;
-mod master;
-mod metrics;
-mod worker;
 use cli::Args;
 
 /// Exit code when a second signal cut the graceful shutdown short
@@ -50,17 +46,17 @@ fn main() -> ExitCode {
             .error(clap::error::ErrorKind::ArgumentConflict, msg)
             .exit();
     }
-    let role = match (args.worker, args.inherit.take()) {
-        (Some(slot), Some(inherited)) => Role::Worker { slot, inherited },
-        _ if args.workers > 1 => Role::Master {
+    let role = match args.worker.take() {
+        Some(spec) => Role::Worker(spec),
+        None if args.workers > 1 => Role::Master {
             workers: args.workers,
         },
-        _ => Role::Alone,
+        None => Role::Alone,
     };
     let logs = env_logger::Env::default().default_filter_or("info");
     let mut logger = env_logger::Builder::from_env(logs);
-    if let Role::Worker { slot, .. } = role {
-        worker::name_log_lines(&mut logger, slot);
+    if let Role::Worker(spec) = &role {
+        name_log_lines(&mut logger, spec.slot());
     }
     logger.init();
     give_freed_memory_back();
@@ -68,8 +64,11 @@ fn main() -> ExitCode {
     let config = args.into_config();
     match role {
         Role::Alone => serve_alone(&config),
-        Role::Master { workers } => master::run(config, workers),
-        Role::Worker { slot, inherited } => worker::run(config, slot, &inherited),
+        Role::Master { workers } => supervise(&config, workers),
+        Role::Worker(spec) => exit_code(
+            echo_reactor::run_worker(config, &spec)
+                .map_err(|e| std::io::Error::other(format!("worker {}: {e}", spec.slot()))),
+        ),
     }
 }
 
@@ -80,7 +79,50 @@ enum Role {
     /// The master of `workers` worker processes.
     Master { workers: usize },
     /// One worker, started by a master, on the sockets it inherited.
-    Worker { slot: usize, inherited: Inheritance },
+    Worker(WorkerSpec),
+}
+
+/// Log lines of a worker name it:
+/// `[... INFO echo_reactor::reactor] worker 2: ...`.
+fn name_log_lines(logger: &mut env_logger::Builder, slot: usize) {
+    logger.format(move |buf, record| {
+        writeln!(
+            buf,
+            "[{} {:<5} {}] worker {slot}: {}",
+            buf.timestamp(),
+            record.level(),
+            record.target(),
+            record.args()
+        )
+    });
+}
+
+/// A master: bind every slot, say where, start and watch the workers
+/// (each is this program again, with the same flags).
+fn supervise(config: &Config, workers: usize) -> ExitCode {
+    let args = std::env::args_os().skip(1).collect();
+    let master = match Supervisor::bind(config, workers, args) {
+        Ok(master) => master,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print_listening(
+        master.local_addrs(),
+        master.udp_addrs(),
+        master.daytime_addrs(),
+        master.metrics_addrs(),
+    );
+    match master.run() {
+        Ok(Ending::Drained) => ExitCode::SUCCESS,
+        Ok(Ending::Forced) => ExitCode::from(EXIT_FORCED),
+        Ok(Ending::Failed) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// One process serves everything: bind, say where, run.
@@ -128,11 +170,12 @@ fn print_listening(
 
 /// How a served run ends, as an exit code: 0, 130 after a forced
 /// shutdown, 1 if the loop failed.
-fn exit_code(run: std::io::Result<Report>) -> ExitCode {
+fn exit_code<E: std::fmt::Display>(run: Result<Report, E>) -> ExitCode {
     match run {
         Ok(report) if report.forced => ExitCode::from(EXIT_FORCED),
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
+            log::error!("{e}");
             eprintln!("error: event loop failed: {e}");
             ExitCode::FAILURE
         }

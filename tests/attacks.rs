@@ -345,9 +345,10 @@ on_every_backend! {
         assert_eq!(server_side_timer(plain.addr, &p).0, 0);
     }
 
-    /// SIGHUP (a closed terminal) and SIGUSR1 used to kill the server
-    /// with no drain. Now each is handled and serving goes on (SIGUSR2
-    /// retires the server: `tests/workers.rs`).
+    /// SIGHUP (a closed terminal), SIGUSR1, SIGQUIT and SIGALRM used to
+    /// kill the server with no drain (SIGQUIT with a core dump). Now each
+    /// is handled, SIGWINCH and SIGPIPE stay ignored, and serving goes on
+    /// (SIGUSR2 retires the server: `tests/workers.rs`).
     fn stray_signals_do_not_stop_the_server() {
         let mut server = Server::spawn(&[]);
         let mut s = connect(server.addr);
@@ -355,7 +356,15 @@ on_every_backend! {
         server.signal(libc::SIGHUP);
         server.wait_log("SIGHUP");
         server.signal(libc::SIGUSR1);
-        let log = server.wait_log("stats: accepted=1");
+        server.wait_log("stats: accepted=1");
+        server.signal(libc::SIGQUIT);
+        server.wait_log("status: serving; 1 connections");
+        server.signal(libc::SIGALRM);
+        server.wait_log("SIGALRM");
+        server.signal(libc::SIGWINCH);
+        server.signal(libc::SIGPIPE);
+        assert_echo(&mut s, b"between");
+        let log = server.stderr_text();
         assert!(!log.contains("final stats"), "{log}");
         assert_echo(&mut s, b"after");
         drop(s);

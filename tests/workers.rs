@@ -376,3 +376,390 @@ fn bad_worker_counts_are_refused() {
         assert!(stderr.contains("--workers"), "--workers {bad}: {stderr}");
     }
 }
+
+// ----- the supervisor under stray signals, shared limits, hung workers,
+// ----- a second instance and a deleted binary
+
+/// Ping-pong clients, each on its own connection, echoing until stopped;
+/// every failure is recorded.
+struct PingPong {
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<Result<usize, String>>>,
+}
+
+impl PingPong {
+    fn start(addr: SocketAddr, clients: usize) -> PingPong {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|i| {
+                let stop = Arc::clone(&stop);
+                let mut c = connect(addr);
+                thread::spawn(move || {
+                    let mut rounds = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let data = pattern((i * 1000 + rounds) as u64, 64);
+                        if !echo_once_on(&mut c, &data) {
+                            return Err(format!("client {i} lost its echo after {rounds} rounds"));
+                        }
+                        rounds += 1;
+                    }
+                    Ok(rounds)
+                })
+            })
+            .collect();
+        PingPong { stop, threads }
+    }
+
+    /// Stops; panics unless every client echoed throughout.
+    #[track_caller]
+    fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let rounds = t.join().expect("client thread").expect("echoes throughout");
+            assert!(rounds > 0);
+        }
+    }
+}
+
+/// Every signal an operator or a tool may send to the master of
+/// `--workers 2`, while 20 ping-pong clients run: each is logged or
+/// ignored, no client loses its connection or a byte, and new connections
+/// succeed. SIGUSR1 and SIGUSR2 used to end the whole service.
+#[test]
+fn stray_signals_to_the_master_end_nothing() {
+    let mut server = spawn(2, &[]);
+    wait_serving(&server, 2);
+    let clients = PingPong::start(server.addr, 20);
+    for (signal, says) in [
+        (libc::SIGUSR1, Some("] stats: accepted=")),
+        (libc::SIGUSR2, Some("SIGUSR2 means nothing to the master")),
+        (libc::SIGQUIT, Some("master: status: 2 slots, 2 workers")),
+        (libc::SIGALRM, Some("master: SIGALRM")),
+        (libc::SIGWINCH, None),
+        (libc::SIGPIPE, None),
+    ] {
+        server.signal(signal);
+        if let Some(says) = says {
+            server.wait_log(says);
+        }
+        echo_once(server.addr, b"a new client").expect("new connections succeed");
+    }
+    let log = server.wait_log("master: worker 1 (pid");
+    assert!(log.contains("last heartbeat"), "{log}");
+    clients.finish();
+    // Still the same two workers, and the master still decides.
+    assert_eq!(util::workers_serving(&server.stderr_text()).len(), 2);
+    let (status, log) = util::stop(&mut server);
+    assert!(status.success(), "{log}");
+}
+
+/// The workers' own signals mean what they mean in a single process:
+/// SIGUSR1, SIGQUIT, SIGALRM and SIGHUP to a worker are logged and its
+/// clients go on.
+#[test]
+fn stray_signals_to_a_worker_end_nothing() {
+    let server = spawn(2, &[]);
+    let workers = wait_serving(&server, 2);
+    let clients = PingPong::start(server.addr, 10);
+    for (_, pid) in &workers {
+        for signal in [
+            libc::SIGUSR1,
+            libc::SIGQUIT,
+            libc::SIGALRM,
+            libc::SIGHUP,
+            libc::SIGWINCH,
+        ] {
+            kill(*pid, signal);
+        }
+    }
+    server.wait_log("worker 0: status: serving");
+    server.wait_log("worker 1: status: serving");
+    clients.finish();
+    assert_eq!(util::workers_serving(&server.stderr_text()).len(), 2);
+    assert!(!server.stderr_text().contains("restarting it in"));
+}
+
+/// What one connection from `src` to `addr` is told: true if it is
+/// served (its echo comes back), false if turned away at a limit.
+fn served_from(src: std::net::IpAddr, addr: SocketAddr) -> (bool, std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let mut c = util::connect_from(src, addr);
+    c.set_read_timeout(Some(STEP_TIMEOUT)).expect("timeout");
+    c.write_all(b"hi").expect("write");
+    let mut first = [0u8; 2];
+    c.read_exact(&mut first).expect("an echo or the notice");
+    (&first == b"hi", c)
+}
+
+/// Opens connections from `src` until one is turned away; returns the
+/// served ones.
+fn fill_from(src: std::net::IpAddr, addr: SocketAddr) -> Vec<std::net::TcpStream> {
+    let mut held = Vec::new();
+    loop {
+        let (served, c) = served_from(src, addr);
+        if !served {
+            return held;
+        }
+        held.push(c);
+        assert!(held.len() <= 1000, "no limit at all");
+    }
+}
+
+/// `--max-connections-per-ip 10 --workers 4`: one host holds exactly 10
+/// however the kernel spreads them (it held 10 per worker before);
+/// another host still connects; and when a worker holding some of them
+/// is killed, the host regains exactly those once its slot restarts.
+#[test]
+fn the_per_host_limit_holds_across_workers() {
+    let server = spawn(4, &["--max-connections-per-ip", "10"]);
+    wait_serving(&server, 4);
+    let host: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let mut held = fill_from(host, server.addr);
+    assert_eq!(held.len(), 10);
+    for _ in 0..20 {
+        assert!(
+            !served_from(host, server.addr).0,
+            "an 11th connection was served"
+        );
+    }
+    let (served, elsewhere) = served_from(other, server.addr);
+    assert!(served, "another host is turned away");
+    drop(elsewhere);
+    // The worker holding the most of them dies.
+    let pids: Vec<u32> = wait_serving(&server, 4).iter().map(|&(_, p)| p).collect();
+    let seen = wait_workers(&server, "the 10 connections", |w| {
+        pids.iter().all(|p| w.contains_key(p))
+            && pids.iter().map(|p| get(&w[p], "active")).sum::<u64>() == 10
+    });
+    let victim = *pids
+        .iter()
+        .max_by_key(|p| get(&seen[p], "active"))
+        .expect("a worker");
+    let on_victim = get(&seen[&victim], "active") as usize;
+    assert!(on_victim > 0);
+    kill(victim, libc::SIGKILL);
+    wait_serving(&server, 5);
+    let mut alive = Vec::new();
+    for (i, mut c) in held.drain(..).enumerate() {
+        if echo_once_on(&mut c, &pattern(i as u64, 10)) {
+            alive.push(c);
+        }
+    }
+    assert_eq!(alive.len(), 10 - on_victim);
+    let regained = fill_from(host, server.addr);
+    assert_eq!(regained.len(), on_victim, "{}", server.stderr_text());
+}
+
+/// An HTTP/1.1 GET of `path` on a fresh connection; the whole answer.
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = connect(addr);
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).expect("answer");
+    answer
+}
+
+/// `--workers 2 --metrics`: 32 idle connections and 32 that pipeline
+/// requests and never read used to deny every scrape for a minute and
+/// more (a thread each, at most 32). The master's metrics are served by
+/// an event loop: fresh scrapes are answered, and the master holds no
+/// thread per connection.
+#[test]
+fn the_masters_metrics_outlast_idle_and_unread_connections() {
+    use std::io::Write;
+    let server = spawn(2, &["--metrics", "127.0.0.1:0"]);
+    wait_serving(&server, 2);
+    let metrics = util::listening_addr(&server, "http", "(metrics)");
+    assert!(http_get(metrics, "/metrics").contains("echo_reactor_master_workers_up 2"));
+    let threads = util::proc::threads(server.pid());
+    let idle: Vec<_> = (0..32).map(|_| connect(metrics)).collect();
+    let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(2000);
+    let pushers: Vec<_> = (0..32)
+        .map(|_| {
+            let mut c = connect(metrics);
+            c.set_write_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
+            let _ = c.write_all(&request);
+            c
+        })
+        .collect();
+    for _ in 0..10 {
+        let answer = http_get(metrics, "/metrics");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("echo_reactor_master_workers 2"), "{answer}");
+    }
+    assert_eq!(
+        util::proc::threads(server.pid()),
+        threads,
+        "threads per connection"
+    );
+    drop((idle, pushers));
+}
+
+/// A second `--workers` server on a port in use exits 1 with the message
+/// a single process gives (it used to join the first one's
+/// `SO_REUSEPORT` group and take half its clients).
+#[test]
+fn a_second_master_on_a_port_in_use_is_refused() {
+    let first = spawn(2, &["--udp", "127.0.0.1:0"]);
+    wait_serving(&first, 2);
+    let tcp = first.addr.to_string();
+    let udp = util::listening_addr(&first, "udp", "").to_string();
+    for (what, args) in [
+        ("tcp", vec!["--listen", tcp.as_str()]),
+        (
+            "udp",
+            vec!["--listen", "127.0.0.1:0", "--udp", udp.as_str()],
+        ),
+    ] {
+        let alone = exit_of(&args);
+        let mut master_args = args.clone();
+        master_args.extend(["--workers", "2"]);
+        let master = exit_of(&master_args);
+        assert_eq!(alone.0, Some(1), "{what}: {}", alone.1);
+        assert_eq!(master.0, Some(1), "{what}: {}", master.1);
+        let error = |stderr: &str| {
+            stderr
+                .lines()
+                .find(|l| l.starts_with("error:"))
+                .map(String::from)
+        };
+        assert!(error(&alone.1).is_some(), "{what}: {}", alone.1);
+        assert_eq!(error(&master.1), error(&alone.1), "{what}");
+    }
+    let mut c = connect(first.addr);
+    assert_echo(&mut c, b"the first server keeps its port");
+}
+
+/// Runs the server with `args` and waits for its exit code and stderr; a
+/// server still running after [`STEP_TIMEOUT`] is killed and the test
+/// fails (it started serving instead of refusing).
+fn exit_of(args: &[&str]) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} is still running: it should have refused the address");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut stderr = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut stderr);
+    let status = child.wait().expect("wait");
+    (status.code(), stderr)
+}
+
+/// The state letter of `/proc/PID/stat` (`T`: stopped).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// One of 4 workers SIGSTOPped: the master notices its loop has stopped
+/// turning (the default `--watchdog`, 3 s), kills and replaces it, and
+/// every client that connected meanwhile (queued in the stopped worker's
+/// slot) is then served. It was reported up forever, and a quarter of new
+/// clients hung.
+#[test]
+fn a_stopped_worker_is_killed_and_replaced() {
+    let server = spawn(4, &[]);
+    let workers = wait_serving(&server, 4);
+    let (slot, victim) = workers[1];
+    kill(victim, libc::SIGSTOP);
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while process_state(victim) != Some('T') {
+        assert!(Instant::now() < deadline, "never stopped");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let waiting: Vec<_> = (0..40)
+        .map(|i| {
+            let addr = server.addr;
+            thread::spawn(move || echo_once(addr, &pattern(i, 100)))
+        })
+        .collect();
+    server.wait_log(&format!("(pid {victim}) has not turned its loop"));
+    let replaced = wait_serving(&server, 5);
+    assert_eq!(replaced[4].0, slot);
+    for (i, t) in waiting.into_iter().enumerate() {
+        t.join()
+            .expect("client thread")
+            .unwrap_or_else(|e| panic!("client {i} was never served: {e}"));
+    }
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while process_state(victim).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the stopped worker was not reaped"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A worker restarts, and SIGHUP rolls every slot, after the binary's
+/// file is deleted (a package upgrade does this): workers start from the
+/// program the master runs. After a new file appears at the path, SIGHUP
+/// runs it.
+#[test]
+fn a_deleted_binary_still_restarts_workers_and_sighup_runs_the_new_one() {
+    let dir = std::env::temp_dir().join(format!("echo-reactor-upgrade-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let program = dir.join("echo-reactor");
+    let built = env!("CARGO_BIN_EXE_echo-reactor");
+    std::fs::copy(built, &program).expect("copy the binary");
+    let args = ["--workers", "2", "--stats-interval", "0.05"];
+    let server = Server::spawn_program(&program, &args, MASTER_DEBUG);
+    let workers = wait_serving(&server, 2);
+    std::fs::remove_file(&program).expect("delete the binary");
+    kill(workers[0].1, libc::SIGKILL);
+    let after_kill = wait_serving(&server, 3);
+    let mut c = connect(server.addr);
+    assert_echo(&mut c, b"served by the replacement or its neighbour");
+    let exe = |pid: u32| std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe link");
+    assert!(
+        exe(after_kill[2].1)
+            .to_string_lossy()
+            .ends_with("(deleted)"),
+        "{:?}",
+        exe(after_kill[2].1)
+    );
+    // SIGHUP with the path still gone: every slot rolls on the old program.
+    server.signal(libc::SIGHUP);
+    server.wait_log("cannot open the program again");
+    server.wait_log("master: rolling restart done");
+    assert_eq!(util::workers_serving(&server.stderr_text()).len(), 5);
+    // An upgrade: a new file at the path; SIGHUP runs it.
+    std::fs::copy(built, &program).expect("copy the binary again");
+    server.signal(libc::SIGHUP);
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while server.stderr_text().matches("rolling restart done").count() < 2 {
+        assert!(Instant::now() < deadline, "{}", server.stderr_text());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let newest = util::workers_serving(&server.stderr_text());
+    assert_eq!(newest.len(), 7);
+    for &(_, pid) in &newest[5..] {
+        assert_eq!(exe(pid), program, "worker {pid} runs the new file");
+    }
+    assert_echo(&mut connect(server.addr), b"after the upgrade");
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -119,8 +119,18 @@ impl Server {
         Server::spawn_with(args, Some(limit), "info")
     }
 
+    /// Like [`Server::spawn_logging`], running the server binary from
+    /// `program` (a copy of it, say).
+    pub fn spawn_program(program: &std::path::Path, args: &[&str], rust_log: &str) -> Server {
+        Server::spawn_from(Command::new(program), args, None, rust_log)
+    }
+
     fn spawn_with(args: &[&str], nofile: Option<u64>, rust_log: &str) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_echo-reactor"));
+        let program = Command::new(env!("CARGO_BIN_EXE_echo-reactor"));
+        Server::spawn_from(program, args, nofile, rust_log)
+    }
+
+    fn spawn_from(mut cmd: Command, args: &[&str], nofile: Option<u64>, rust_log: &str) -> Server {
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }

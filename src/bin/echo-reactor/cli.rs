@@ -47,8 +47,8 @@ pub struct Args {
     pub max_connections: Option<usize>,
 
     /// Most connections one host may hold at once (an IPv4 address, or an
-    /// IPv6 /64); more are told "ERR too many connections" and closed.
-    /// Default: no limit.
+    /// IPv6 /64), on the whole server (with --workers too); more are told
+    /// "ERR too many connections" and closed. Default: no limit.
     #[arg(long, value_name = "N", value_parser = parse_positive)]
     pub max_connections_per_ip: Option<usize>,
 
@@ -111,7 +111,8 @@ pub struct Args {
     /// where it listens, restarts a worker that dies, sums their counters,
     /// drains them all on SIGINT/SIGTERM, and on SIGHUP replaces them one
     /// at a time without refusing a connection. --max-connections,
-    /// --max-buffered and the descriptor limit apply to each worker.
+    /// --max-buffered and the descriptor limit apply to each worker;
+    /// --max-connections-per-ip to the whole server.
     #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_workers)]
     pub workers: usize,
 

@@ -16,6 +16,9 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 /// The default `--sndbuf`: what the kernel may hold per connection for a
 /// client that does not read (see docs/limits.md for how it was chosen).
 pub const DEFAULT_SNDBUF: usize = 64 * 1024;
+/// The default `--watchdog`: a master kills a worker whose loop has been
+/// silent this long.
+pub const DEFAULT_WATCHDOG: Duration = Duration::from_secs(3);
 /// The default time granted to connections to flush on shutdown.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -103,7 +106,7 @@ impl Default for Config {
             stats_interval: None,
             handle_signals: false,
             reuse_port: false,
-            watchdog: Some(crate::supervisor::DEFAULT_WATCHDOG),
+            watchdog: Some(DEFAULT_WATCHDOG),
             trace: false,
             read_until_would_block: false,
         }

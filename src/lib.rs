@@ -88,6 +88,9 @@
 //!   and replacing them, rolling restarts, every signal's meaning, the
 //!   per-host counts every worker shares, and the master's metrics page;
 //!   a worker's side is [`run_worker`].
+//! - `seat`: a worker's seat in the memory its master shares with every
+//!   worker: the heartbeat the master watches, and the per-host counts that
+//!   make `--max-connections-per-ip` the whole server's.
 //! - `listener`: socket, `SO_REUSEADDR`, `SO_REUSEPORT`, `SO_OOBINLINE`,
 //!   keepalive, bind, listen(backlog).
 //! - `addr`: `HOST:PORT` parsing and getaddrinfo-style resolution.
@@ -118,6 +121,7 @@ mod per_ip;
 mod poller;
 mod protocol;
 mod reactor;
+mod seat;
 mod service;
 mod shutdown;
 mod signals;
@@ -132,6 +136,7 @@ pub use addr::{AddrError, ListenAddr};
 pub use budget::{DEFAULT_MAX_BUFFERED, MIN_MAX_BUFFERED};
 pub use config::{
     Config, DEFAULT_BACKLOG, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SNDBUF,
+    DEFAULT_WATCHDOG,
 };
 pub use listener::ListenError;
 pub use poller::Backend;
@@ -141,4 +146,4 @@ pub use protocol::{Frame, Line, Mode, Protocol, Refusal, Status, Transform, Verd
 pub use reactor::{Report, Server};
 pub use shutdown::ShutdownHandle;
 pub use stats::{Stats, WAIT_BUCKETS};
-pub use supervisor::{DEFAULT_WATCHDOG, Ending, Supervisor, WorkerSpec, run_worker};
+pub use supervisor::{Ending, Supervisor, WorkerSpec, run_worker};

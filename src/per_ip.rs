@@ -21,13 +21,13 @@
 //!
 //! With `--workers`, one host's connections land on any worker, so a count
 //! per worker would let a host hold N per worker. Workers count in memory
-//! they share with each other instead (`supervisor/shared.rs`): the limit
+//! they share with each other instead (`seat.rs`): the limit
 //! is the server's, exact however the kernel spreads a host's connections.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::supervisor::Seat;
+use crate::seat::Seat;
 
 /// One host: an IPv4 address, or the first 64 bits of an IPv6 address
 /// (tagged, so that the two families never collide).
@@ -70,7 +70,7 @@ enum Counts {
     Local(Table),
     /// A worker of a master (`--workers`): counters every worker shares,
     /// so that the limit holds for the whole server
-    /// (`supervisor/shared.rs`).
+    /// (`seat.rs`).
     Shared(Seat),
 }
 

@@ -74,7 +74,7 @@ pub enum TimerKind {
     /// Try accepting on listener `.0` again after an accept failure paused it.
     AcceptRetry(usize),
     /// A worker proves to its master that its loop turns
-    /// (`supervisor/shared.rs`).
+    /// (`seat.rs`).
     Heartbeat,
     /// Retiring's time is up: shut down what is left (SIGUSR2).
     RetireDeadline,

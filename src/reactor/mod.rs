@@ -59,11 +59,11 @@ use crate::metrics::{LoopHttp, LoopPage, MetricsHttp, Page};
 use crate::per_ip::PerIpLimit;
 use crate::poller::{Event, Interest, Poller, Token};
 use crate::protocol::Handler;
+use crate::seat::{HEARTBEAT_EVERY, Seat};
 use crate::shutdown::{ShutdownHandle, WakePipe};
 use crate::signals::{Request, Signals};
 use crate::sockets::Sockets;
 use crate::stats::Stats;
-use crate::supervisor::{HEARTBEAT_EVERY, Seat};
 use crate::timer::{Stamp, TimerKind, Timers};
 use crate::token::{self, Generations, Named, Target};
 use crate::udp::{self, Turn};
@@ -233,7 +233,7 @@ pub(crate) struct Reactor<P: Poller> {
     /// Metrics (HTTP) connections open: they do not hold a shutdown up.
     http_open: usize,
     /// A worker's seat in its master's shared memory: the heartbeat the
-    /// master watches, and the per-host counts (`supervisor/shared.rs`).
+    /// master watches, and the per-host counts (`seat.rs`).
     seat: Option<Seat>,
 }
 

@@ -12,10 +12,10 @@ use crate::listener::ListenError;
 use crate::metrics::Page;
 use crate::poller::{Backend, Epoll, Poll, Select};
 use crate::protocol::{Handler, Protocol};
+use crate::seat::Seat;
 use crate::shutdown::ShutdownHandle;
 use crate::sockets::Sockets;
 use crate::stats::Stats;
-use crate::supervisor::Seat;
 
 /// The server: a bound event loop on the backend its [`Config`] names.
 ///

@@ -17,7 +17,7 @@
 //!
 //! | event | what happens |
 //! | --- | --- |
-//! | a worker exits while serving | restarted in its slot after a backoff (100 ms, doubling up to 10 s while it keeps dying young); its host counts are given back first (`shared.rs`) |
+//! | a worker exits while serving | restarted in its slot after a backoff (100 ms, doubling up to 10 s while it keeps dying young); its host counts are given back first (`seat.rs`) |
 //! | a worker's loop stops turning (stopped, blocked, spinning) | no heartbeat for `--watchdog` seconds (3 by default; 10 before it first says ready): SIGKILL, then as above. A stopped loop is counted out of `workers_up` after one second of silence |
 //! | a worker fails before it ever served | startup failed (a bad flag value the worker met, say): every worker is stopped and the master exits 1 |
 //! | SIGINT / SIGTERM | SIGTERM to every worker (each drains as a single process would); the master exits 0 once all have exited |
@@ -36,7 +36,7 @@
 //! if the master dies (`PR_SET_PDEATHSIG`), so none is left orphaned.
 //!
 //! Limits: `--max-connections-per-ip` holds for the whole server (workers
-//! count in shared memory, `shared.rs`); `--max-connections`,
+//! count in shared memory, `seat.rs`); `--max-connections`,
 //! `--max-buffered` and the descriptor limit are each worker's.
 //!
 //! Counters: each worker writes its counters to its stdout, a pipe to the
@@ -52,12 +52,9 @@
 
 mod launch;
 mod page;
-mod shared;
 mod worker;
 
 pub use worker::{WorkerSpec, run_worker};
-
-pub(crate) use shared::{HEARTBEAT_EVERY, Region};
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -77,6 +74,7 @@ use crate::config::Config;
 use crate::fdlimit;
 use crate::listener::ListenError;
 use crate::reactor::Server;
+use crate::seat::{self, HEARTBEAT_EVERY, Region};
 use crate::sockets::Sockets;
 use crate::stats::Stats;
 use launch::Program;
@@ -91,9 +89,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A worker that served this long before dying is restarted after
 /// [`MIN_BACKOFF`] again.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
-
-/// The default `--watchdog`: a worker silent this long is killed.
-pub const DEFAULT_WATCHDOG: Duration = Duration::from_secs(3);
 
 /// The watchdog's bound for a worker that has not yet said ready (it may
 /// be starting on a loaded machine).
@@ -165,7 +160,7 @@ struct Worker {
     seat: usize,
     child: Child,
     started: Instant,
-    /// When it started, on the shared clock ([`shared::monotonic_ms`]).
+    /// When it started, on the shared clock ([`seat::monotonic_ms`]).
     started_ms: u64,
     /// Told to drain because a newer worker serves its slot.
     retiring: bool,
@@ -438,7 +433,7 @@ impl Supervisor {
                 seat,
                 child,
                 started: Instant::now(),
-                started_ms: shared::monotonic_ms(),
+                started_ms: seat::monotonic_ms(),
                 retiring: false,
                 hung: false,
                 stats: Stats::default(),
@@ -530,7 +525,7 @@ impl Supervisor {
 
     /// SIGQUIT: every worker, then the totals.
     fn log_status(&self) {
-        let now = shared::monotonic_ms();
+        let now = seat::monotonic_ms();
         let mut workers: Vec<&Worker> = self.workers.values().collect();
         workers.sort_by_key(|w| (w.slot, w.started));
         info!(
@@ -627,7 +622,7 @@ impl Supervisor {
         let Some(bound) = self.watchdog else {
             return;
         };
-        let now = shared::monotonic_ms();
+        let now = seat::monotonic_ms();
         for worker in self.workers.values_mut() {
             if worker.hung {
                 continue;
@@ -760,7 +755,7 @@ impl Supervisor {
         let Some(page) = self.page.as_ref() else {
             return;
         };
-        let now = shared::monotonic_ms();
+        let now = seat::monotonic_ms();
         let late = |w: &Worker| {
             let beat = self.region.last_beat(w.seat).max(w.started_ms);
             Duration::from_millis(now.saturating_sub(beat)) > LATE
@@ -836,20 +831,6 @@ fn forward_signals(notes: Sender<Note>) -> io::Result<()> {
             }
         })?;
     Ok(())
-}
-
-/// A worker's seat in its master's shared memory, as its loop holds it.
-#[derive(Debug, Clone)]
-pub(crate) struct Seat {
-    pub(crate) region: Arc<Region>,
-    pub(crate) index: usize,
-}
-
-impl Seat {
-    /// The loop is turning.
-    pub(crate) fn beat(&self) {
-        self.region.beat(self.index);
-    }
 }
 
 #[cfg(test)]

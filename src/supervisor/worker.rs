@@ -15,7 +15,7 @@
 //! line is shorter than `PIPE_BUF`, so it arrives whole or not at all.
 //!
 //! Its loop also beats in its seat of the master's shared memory, and
-//! counts hosts there (`shared.rs`). Everything else is the single
+//! counts hosts there (`seat.rs`). Everything else is the single
 //! process's behaviour: the same flags, the same signals, the same exit
 //! codes.
 
@@ -28,10 +28,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Region, Seat};
 use crate::config::Config;
 use crate::listener::ListenError;
 use crate::reactor::{Report, Server};
+use crate::seat::{Region, Seat};
 use crate::sockets::{Inheritance, Sockets};
 
 /// How often a worker reports its counters when `--stats-interval` is not

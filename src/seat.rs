@@ -1,5 +1,6 @@
-//! Memory the master and its workers share: what makes one server of
-//! several processes where a promise is about the whole server.
+//! A worker's seat in memory its master shares with every worker: what
+//! makes one server of several processes where a promise is about the
+//! whole server (`--workers`, `supervisor/`).
 //!
 //! The master creates one region (`memfd_create`, sized once, never
 //! resized) before it starts any worker; every worker maps it from the
@@ -42,6 +43,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -63,6 +65,20 @@ const EMPTY: u32 = 0;
 /// The fewest and most host counters a region has.
 const MIN_COUNTERS: usize = 1 << 16;
 const MAX_COUNTERS: usize = 1 << 22;
+
+/// A worker's seat in its master's shared memory, as its loop holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct Seat {
+    pub(crate) region: Arc<Region>,
+    pub(crate) index: usize,
+}
+
+impl Seat {
+    /// The loop is turning.
+    pub(crate) fn beat(&self) {
+        self.region.beat(self.index);
+    }
+}
 
 /// The shared region, mapped.
 #[derive(Debug)]
@@ -358,7 +374,6 @@ fn random_key() -> io::Result<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -113,7 +113,7 @@ impl PerIpLimit {
             Counts::Local(table) => table.try_admit(key, Host::of(ip), self.limit),
             Counts::Shared(seat) => {
                 let limit = u32::try_from(self.limit).unwrap_or(u32::MAX);
-                seat.region.try_admit(seat.index, key, ip, limit)
+                (seat.region).try_admit(seat.index, key, Host::of(ip).key(), limit)
             }
         }
     }
@@ -197,6 +197,39 @@ mod tests {
         assert!(t.try_admit(5, ip("2001:db8:1:3::1")), "another /64");
         assert_ne!(Host::of(ip("0.0.0.1")), Host::of(ip("::1")));
         assert_eq!(Host::of(ip("::ffff:10.0.0.1")), Host::of(ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn shared_counts_hold_for_every_seat_and_count_ipv6_by_slash_64() {
+        use crate::seat::{Region, Seat};
+        use std::sync::Arc;
+        let region = Arc::new(Region::create(2, 16).unwrap());
+        let seat = |index| Seat {
+            region: Arc::clone(&region),
+            index,
+        };
+        let (mut a, mut b) = (
+            PerIpLimit::shared(2, seat(0)),
+            PerIpLimit::shared(2, seat(1)),
+        );
+        assert!(a.try_admit(0, ip("2001:db8:1:2::1")));
+        assert!(
+            b.try_admit(0, ip("2001:db8:1:2::2")),
+            "same /64, another worker"
+        );
+        assert!(
+            !a.try_admit(1, ip("2001:db8:1:2:ffff::9")),
+            "the /64 is full"
+        );
+        assert!(b.try_admit(1, ip("2001:db8:1:3::1")), "another /64");
+        assert!(a.try_admit(2, ip("::ffff:10.0.0.1")));
+        assert!(b.try_admit(2, ip("10.0.0.1")));
+        assert!(
+            !a.try_admit(3, ip("10.0.0.1")),
+            "v4-mapped is the same host"
+        );
+        b.release(0);
+        assert!(a.try_admit(4, ip("2001:db8:1:2::3")));
     }
 
     #[test]

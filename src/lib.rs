@@ -125,10 +125,11 @@ mod udp;
 pub use addr::{AddrError, ListenAddr};
 pub use budget::{DEFAULT_MAX_BUFFERED, MIN_MAX_BUFFERED};
 pub use config::{
-    Config, DEFAULT_BACKLOG, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SNDBUF,
+    Config, DEFAULT_BACKLOG, DEFAULT_LISTEN, DEFAULT_METRICS_IDLE_TIMEOUT,
+    DEFAULT_METRICS_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SNDBUF,
 };
 pub use listener::ListenError;
-pub use metrics::{Exposition, MAX_HEAD, MAX_HEADERS, MetricsHttp, Page};
+pub use metrics::{BUSY_ANSWER, Exposition, MAX_HEAD, MAX_HEADERS, MetricsHttp, Page};
 pub use poller::Backend;
 pub use protocol::frame::DEFAULT_MAX_FRAME;
 pub use protocol::line::DEFAULT_MAX_LINE;

@@ -93,6 +93,9 @@ stats! {
     http_active,
     /// HTTP requests answered on `--metrics` listeners, errors included.
     http_requests,
+    /// Metrics connections turned away (answered `503`) by
+    /// `--metrics-max-connections`; also in `rejected`.
+    http_rejected,
     /// Loop ticks: calls of the poller's `wait`.
     ticks,
     /// Nanoseconds spent inside the poller's `wait` (sleeping, or asking

@@ -1,7 +1,8 @@
 //! Attacks a hostile client can make, each with the fix that defeats it:
 //! UDP datagrams spoofed to start an echo loop, urgent data that strands
-//! the bytes behind it, one host holding every slot, clients that never
-//! finish a lingering close, peers that vanish, and stray signals.
+//! the bytes behind it, one host holding every slot, metrics connections
+//! taking echo slots, clients that never finish a lingering close, peers
+//! that vanish, and stray signals.
 
 mod util;
 
@@ -302,6 +303,102 @@ on_every_backend! {
         drop(quiet);
         let (status, log) = util::stop(&mut server);
         assert!(status.success(), "{log}");
+    }
+}
+
+// ----- metrics connections ----------------------------------------------
+
+/// `GET /healthz` on a keep-alive connection; the status code.
+fn healthz(s: &mut TcpStream) -> u16 {
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        .expect("request");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("a response head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).expect("utf-8 head");
+    let len: usize = (head.lines())
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no length in {head:?}"));
+    read_n(s, len);
+    head[9..12].parse().expect("a status")
+}
+
+on_every_backend! {
+    /// Metrics connections used to take echo slots (idle scrapers locked
+    /// echo clients out) and, past the limit, heard the echo notice
+    /// (curl: "Received HTTP/0.9"). Now they have slots of their own: 50
+    /// idle keep-alive scrapers beside 50 echo clients at
+    /// `--max-connections 50`, a full echo server still serves scrapes,
+    /// and a scraper past `--metrics-max-connections` reads a 503.
+    fn metrics_connections_have_slots_of_their_own_and_hear_http() {
+        let mut server = Server::spawn(&[
+            "--max-connections",
+            "50",
+            "--metrics",
+            "127.0.0.1:0",
+            "--metrics-max-connections",
+            "50",
+            "--stats-interval",
+            "0.05",
+        ]);
+        let metrics = listening_addr(&server, "http", "(metrics)");
+        let mut scrapers: Vec<TcpStream> = (0..50)
+            .map(|_| {
+                let mut s = connect(metrics);
+                assert_eq!(healthz(&mut s), 200);
+                s
+            })
+            .collect();
+        let clients: Vec<TcpStream> = (0..50)
+            .map(|i| {
+                let mut s = connect(server.addr);
+                assert_echo(&mut s, format!("client {i}").as_bytes());
+                s
+            })
+            .collect();
+        // The echo slots are full, and echo clients hear so ...
+        let mut late = connect(server.addr);
+        assert_eq!(read_to_eof(&mut late), b"ERR too many connections\n");
+        // ... the metrics slots too: an HTTP answer.
+        let mut busy = connect(metrics);
+        let answer = String::from_utf8(read_to_eof(&mut busy)).expect("utf-8");
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer:?}");
+        assert!(answer.ends_with("\r\n\r\ntoo many metrics connections\n"), "{answer:?}");
+        // A scraper's slot given back is a scraper's again, echo full or not.
+        drop(scrapers.pop());
+        util::wait_stats(&server, "a scraper gone", |s| get(s, "http_active") == 49);
+        scrapers.push(connect(metrics));
+        for s in &mut scrapers {
+            assert_eq!(healthz(s), 200);
+        }
+        drop((scrapers, clients));
+        let (status, log) = util::stop(&mut server);
+        assert!(status.success(), "{log}");
+        let stats = util::counters(&log, "final stats:");
+        assert!(get(&stats, "http_rejected") >= 1, "{log}");
+        assert_eq!(
+            get(&stats, "rejected"),
+            get(&stats, "http_rejected") + 1,
+            "{log}"
+        );
+    }
+
+    /// An idle keep-alive metrics connection used to hold its slot for
+    /// ever without `--idle-timeout`; now `--metrics-idle-timeout` (on by
+    /// default) closes it.
+    fn an_idle_metrics_connection_is_closed() {
+        let server = Server::spawn(&["--metrics", "127.0.0.1:0", "--metrics-idle-timeout", "0.5"]);
+        let metrics = listening_addr(&server, "http", "(metrics)");
+        let mut s = connect(metrics);
+        assert_eq!(healthz(&mut s), 200);
+        // Closed by the server (read_to_eof would time out and panic if not).
+        assert_eq!(read_to_eof(&mut s), b"");
+        let mut echo = connect(server.addr);
+        assert_echo(&mut echo, b"echo clients are not concerned");
     }
 }
 

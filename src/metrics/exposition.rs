@@ -90,6 +90,12 @@ const FAMILIES: &[Family] = &[
         read: Read::Count(|s| s.http_requests),
     },
     Family {
+        name: "echo_reactor_http_connections_rejected_total",
+        help: "Metrics (HTTP) connections answered 503 and closed on arrival by --metrics-max-connections (also in connections_rejected_total).",
+        kind: Kind::Counter,
+        read: Read::Count(|s| s.http_rejected),
+    },
+    Family {
         name: "echo_reactor_protocol_errors_total",
         help: "Connections closed for breaking their protocol (an over-long line, an over-size frame, a malformed or over-large HTTP request).",
         kind: Kind::Counter,

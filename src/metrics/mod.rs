@@ -21,7 +21,7 @@ mod exposition;
 mod http;
 
 pub use exposition::Exposition;
-pub use http::{MAX_HEAD, MAX_HEADERS, MetricsHttp, Page};
+pub use http::{BUSY_ANSWER, MAX_HEAD, MAX_HEADERS, MetricsHttp, Page};
 
 #[cfg(test)]
 use http::MAX_ANSWER;

@@ -92,7 +92,8 @@ const _: () = assert!(HTTP_READ <= PRESSURE_READ && HTTP_READ <= READ_BUFFER_SIZ
 /// How often a metrics connection is checked for a stalled request: one
 /// that holds half a request head (or an answer its client does not read)
 /// at two checks in a row is closed, so a head has 2 to 4 s to arrive
-/// (slowloris).
+/// (slowloris). The same check closes a keep-alive connection silent for
+/// `--metrics-idle-timeout` (so up to this much later).
 pub(crate) const HTTP_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How the loop ended.
@@ -181,6 +182,8 @@ impl Stop {
 #[derive(Debug)]
 struct Settings {
     idle_timeout: Option<Duration>,
+    /// `--metrics-idle-timeout`, checked by the request checks.
+    http_idle_timeout: Duration,
     evict_after: Option<Duration>,
     shutdown_timeout: Duration,
     stats_interval: Option<Duration>,
@@ -306,10 +309,15 @@ impl<P: Poller> Reactor<P> {
             retry_pause: memory::STARVED_RETRY,
             retried_last: 0,
             evicting: false,
-            admission: Admission::new(max_connections, config.max_connections_per_ip),
+            admission: Admission::new(
+                max_connections,
+                config.metrics_max_connections,
+                config.max_connections_per_ip,
+            ),
             stop,
             settings: Settings {
                 idle_timeout: config.idle_timeout,
+                http_idle_timeout: config.metrics_idle_timeout,
                 evict_after: config.evict_after,
                 shutdown_timeout: config.shutdown_timeout,
                 stats_interval: config.stats_interval,
@@ -644,14 +652,20 @@ impl<P: Poller> Reactor<P> {
 
     /// A metrics connection's request check ([`HTTP_CHECK_INTERVAL`]):
     /// closed if it held bytes (half a head, an unread answer) at this
-    /// check and the one before (`stalled`), else checked again.
+    /// check and the one before (`stalled`), or if it has been silent for
+    /// `--metrics-idle-timeout`, else checked again. Without the second,
+    /// idle keep-alive connections would hold their slots for ever.
     fn check_request(&mut self, token: Token, stalled: bool) {
         let Some((key, conn)) = self.current(token) else {
             return;
         };
         let holds = conn.held() > 0;
+        let idle_since = conn.last_active().to_instant(self.clock.epoch);
         if holds && stalled {
             debug!("{}: request head stalled; closing", Named(token));
+            self.close(key, CloseReason::TimedOut);
+        } else if idle_since + self.settings.http_idle_timeout <= self.clock.now {
+            debug!("{}: idle keep-alive; closing", Named(token));
             self.close(key, CloseReason::TimedOut);
         } else {
             let at = self.clock.now + HTTP_CHECK_INTERVAL;

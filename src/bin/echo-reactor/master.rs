@@ -81,7 +81,14 @@ pub fn run(mut config: Config, workers: usize) -> ExitCode {
     let page = match (first.tcp_addrs(), first.udp_addrs(), first.daytime_addrs()) {
         (Ok(tcp), Ok(udp), Ok(daytime)) => {
             let page = metrics::Shared::default();
-            let metrics = match metrics::serve(&metrics_addrs, page.clone()) {
+            let metrics = match metrics::serve(
+                &metrics_addrs,
+                page.clone(),
+                metrics::Limits {
+                    max_connections: config.metrics_max_connections,
+                    idle_timeout: config.metrics_idle_timeout,
+                },
+            ) {
                 Ok(bound) => bound,
                 Err(e) => {
                     eprintln!("error: --metrics: {e}");

@@ -3,7 +3,8 @@
 //!
 //! The master is no event loop, so this is the plainest server that
 //! does the job: a thread per listener that accepts, and a thread per
-//! connection (at most [`MAX_CONNECTIONS`]) that reads request heads with
+//! connection (at most `--metrics-max-connections`; more are answered
+//! [`BUSY_ANSWER`], a 503, as the loop does) that reads request heads with
 //! a deadline and answers them with the library's HTTP protocol
 //! ([`MetricsHttp`]), the same decoder, statuses and keep-alive rules as
 //! a single process's loop. The page is rendered by the master's
@@ -22,16 +23,22 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echo_reactor::{ListenAddr, MAX_HEAD, MetricsHttp, Page, Protocol, Status, Verdict};
+use echo_reactor::{
+    BUSY_ANSWER, ListenAddr, MAX_HEAD, MetricsHttp, Page, Protocol, Status, Verdict,
+};
 use log::{debug, warn};
 
-/// Metrics connections served at once; more are closed on arrival.
-const MAX_CONNECTIONS: usize = 32;
-
-/// How long a request head may take to arrive (slowloris), and how long
-/// an idle keep-alive connection is kept.
+/// How long a request head may take to arrive (slowloris).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(3);
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `--metrics-max-connections` and `--metrics-idle-timeout`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// How long an idle keep-alive connection is kept.
+    pub idle_timeout: Duration,
+}
 
 /// What the master serves, as its supervising thread last rendered it.
 #[derive(Debug, Clone, Default)]
@@ -62,7 +69,7 @@ impl Page for Snapshot {
 
 /// Binds every address and serves the shared page on each from threads
 /// of its own; returns the addresses as bound.
-pub fn serve(addrs: &[ListenAddr], page: Shared) -> io::Result<Vec<SocketAddr>> {
+pub fn serve(addrs: &[ListenAddr], page: Shared, limits: Limits) -> io::Result<Vec<SocketAddr>> {
     let mut bound = Vec::new();
     let open = Arc::new(AtomicUsize::new(0));
     for addr in addrs {
@@ -71,23 +78,26 @@ pub fn serve(addrs: &[ListenAddr], page: Shared) -> io::Result<Vec<SocketAddr>> 
                 .map_err(|e| io::Error::new(e.kind(), format!("{resolved}: {e}")))?;
             bound.push(listener.local_addr()?);
             let (page, open) = (page.clone(), open.clone());
-            thread::spawn(move || accept(listener, page, open));
+            thread::spawn(move || accept(listener, page, open, limits));
         }
     }
     Ok(bound)
 }
 
-fn accept(listener: TcpListener, page: Shared, open: Arc<AtomicUsize>) {
+fn accept(listener: TcpListener, page: Shared, open: Arc<AtomicUsize>, limits: Limits) {
+    let max = limits.max_connections;
     for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+        let Ok(mut stream) = stream else { continue };
+        if open.fetch_add(1, Ordering::SeqCst) >= max {
             open.fetch_sub(1, Ordering::SeqCst);
-            warn!("master: metrics: {MAX_CONNECTIONS} connections open, closing a new one");
+            warn!("master: metrics: {max} connections open, answering 503 to a new one");
+            // A fresh socket has room for it; if not, the client sees EOF.
+            let _ = stream.write(BUSY_ANSWER);
             continue;
         }
         let (page, open) = (page.clone(), open.clone());
         thread::spawn(move || {
-            if let Err(e) = converse(stream, &page) {
+            if let Err(e) = converse(stream, &page, limits.idle_timeout) {
                 debug!("master: metrics connection: {e}");
             }
             open.fetch_sub(1, Ordering::SeqCst);
@@ -97,7 +107,7 @@ fn accept(listener: TcpListener, page: Shared, open: Arc<AtomicUsize>) {
 
 /// Serves one connection: requests, answered in order, until the client
 /// closes, a verdict closes, a head takes too long, or it idles too long.
-fn converse(mut stream: TcpStream, page: &Shared) -> io::Result<()> {
+fn converse(mut stream: TcpStream, page: &Shared, idle_timeout: Duration) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut http = MetricsHttp::new(Snapshot::default());
     let mut held: Vec<u8> = Vec::new();
@@ -132,7 +142,7 @@ fn converse(mut stream: TcpStream, page: &Shared) -> io::Result<()> {
         // Between requests the connection may idle longer.
         let deadline = match head_started {
             Some(at) => at + HEAD_TIMEOUT,
-            None => Instant::now() + IDLE_TIMEOUT,
+            None => Instant::now() + idle_timeout,
         };
         let n = loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -64,7 +64,9 @@ stats! {
     /// UDP answers dropped because the socket could not send them at once.
     datagrams_dropped,
     /// UDP datagrams left unanswered because answering could start a loop
-    /// (from our own sockets, port 0, or a reflecting service's port).
+    /// (from our own sockets, port 0, or a reflecting service's port) or
+    /// keep one going (a peer sending our recent answers back, past the
+    /// repeat allowance).
     datagrams_refused,
     /// Connections turned away by `--max-connections-per-ip`; also in
     /// `rejected`.

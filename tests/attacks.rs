@@ -6,6 +6,7 @@
 
 mod util;
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
@@ -119,6 +120,72 @@ on_every_backend! {
         assert_eq!(get(&stats, "datagrams_in"), 2, "{log}");
         assert_eq!(get(&stats, "datagrams_refused"), 1, "{log}");
         assert_eq!(get(&stats, "datagrams_out"), 1, "{log}");
+    }
+}
+
+/// Sends one datagram to `to` as if from `from`, each a UDP service of
+/// its own server, and waits until one of the two refuses to answer: the
+/// loop is over then, since it was the only datagram in flight. Returns
+/// both servers' final counters.
+fn ping_pong_between(
+    (a, from): (&mut Server, SocketAddr),
+    (b, to): (&mut Server, SocketAddr),
+) -> Option<[HashMap<String, u64>; 2]> {
+    if !send_spoofed(from, to, b"ping-pong") {
+        eprintln!("skipped: raw sockets need CAP_NET_RAW");
+        return None;
+    }
+    let deadline = Instant::now() + util::STEP_TIMEOUT;
+    loop {
+        let refused: u64 = [&*a, &*b]
+            .iter()
+            .filter_map(|s| util::periodic_stats(&s.stderr_text()).pop())
+            .map(|stats| get(&stats, "datagrams_refused"))
+            .sum();
+        if refused > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the loop never ended:\n{}\n{}",
+            a.stderr_text(),
+            b.stderr_text()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let (_, log_a) = util::stop(a);
+    let (_, log_b) = util::stop(b);
+    Some([
+        util::counters(&log_a, "final stats:"),
+        util::counters(&log_b, "final stats:"),
+    ])
+}
+
+on_every_backend! {
+    /// Two echo services on ordinary ports, here two instances of this
+    /// server, and one datagram spoofed from one to the other: they used
+    /// to play ping-pong for ever (482 CPU ticks in 10 s each). Each now
+    /// stops answering a peer that keeps sending back its own answers.
+    /// The same between an echo and a daytime service.
+    fn two_services_on_ordinary_ports_stop_their_ping_pong() {
+        let args = ["--udp", "127.0.0.1:0", "--daytime", "127.0.0.1:0", "--stats-interval", "0.05"];
+        let (mut a, mut b) = (Server::spawn(&args), Server::spawn(&args));
+        let echo_a = listening_addr(&a, "udp", "");
+        let echo_b = listening_addr(&b, "udp", "");
+        let Some(echo_echo) = ping_pong_between((&mut a, echo_a), (&mut b, echo_b)) else {
+            return;
+        };
+        let (mut a, mut b) = (Server::spawn(&args), Server::spawn(&args));
+        let echo_a = listening_addr(&a, "udp", "");
+        let daytime_b = listening_addr(&b, "udp", "(daytime)");
+        let echo_daytime = ping_pong_between((&mut b, daytime_b), (&mut a, echo_a))
+            .expect("raw sockets worked a moment ago");
+        for (case, stats) in [("echo-echo", echo_echo), ("daytime-echo", echo_daytime)] {
+            let sent: u64 = stats.iter().map(|s| get(s, "datagrams_out")).sum();
+            let refused: u64 = stats.iter().map(|s| get(s, "datagrams_refused")).sum();
+            assert_eq!(refused, 1, "{case}: one datagram in flight, refused once: {stats:?}");
+            assert!(sent < 100, "{case}: {sent} datagrams exchanged: {stats:?}");
+        }
     }
 }
 

@@ -151,7 +151,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "echo_reactor_udp_datagrams_refused_total",
-        help: "UDP datagrams left unanswered because answering could start a loop.",
+        help: "UDP datagrams left unanswered because answering could start a loop or keep one going (a peer sending back our recent answers).",
         kind: Kind::Counter,
         read: Read::Count(|s| s.datagrams_refused),
     },

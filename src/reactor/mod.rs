@@ -512,13 +512,14 @@ impl<P: Poller> Reactor<P> {
         let Some(socket) = slot.socket.as_ref() else {
             return;
         };
-        let guard = &self.sources.udp_guard;
+        let guard = &mut self.sources.udp_guard;
         let turn = udp::serve(
             socket,
             slot.service,
             guard,
             &mut self.lent.read_buf,
             &mut self.stats,
+            self.clock.now,
         );
         if turn == Turn::Requeue && !std::mem::replace(&mut slot.queued, true) {
             self.run_next.push(token::udp(i));

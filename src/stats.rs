@@ -84,6 +84,9 @@ stats! {
     /// Reads that found the memory budget full (and passed through, or
     /// waited).
     budget_full,
+    /// Split messages stalled while others waited for room that gave back
+    /// the unfilled part of their reservation (`reactor/memory.rs`).
+    reservations_released,
     /// Connections closed by `--evict-after`.
     evicted,
     /// Connections closed at once because the backend cannot watch their

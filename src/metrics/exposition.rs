@@ -180,6 +180,12 @@ const FAMILIES: &[Family] = &[
         read: Read::Count(|s| s.budget_full),
     },
     Family {
+        name: "echo_reactor_reservations_released_total",
+        help: "Split messages stalled while others waited for memory that gave back the unfilled part of their reservation.",
+        kind: Kind::Counter,
+        read: Read::Count(|s| s.reservations_released),
+    },
+    Family {
         name: "echo_reactor_loop_wait_seconds_total",
         help: "Time the event loop spent inside the poller's wait (idle, or asking the kernel).",
         kind: Kind::Counter,

@@ -216,6 +216,8 @@ pub(crate) struct Reactor<P: Poller> {
     retrying: Vec<Token>,
     /// A [`TimerKind::BudgetRetry`] is pending.
     retry_armed: bool,
+    /// A [`TimerKind::ReclaimCheck`] is pending.
+    reclaim_armed: bool,
     /// The pause before the next retry, and how many the last one let go
     /// (`reactor/memory.rs`).
     retry_pause: Duration,
@@ -306,6 +308,7 @@ impl<P: Poller> Reactor<P> {
             starved: Vec::new(),
             retrying: Vec::new(),
             retry_armed: false,
+            reclaim_armed: false,
             retry_pause: memory::STARVED_RETRY,
             retried_last: 0,
             evicting: false,
@@ -730,6 +733,7 @@ impl<P: Poller> Reactor<P> {
                     self.release_starved(false);
                 }
                 TimerKind::EvictCheck => self.evict_stalled(),
+                TimerKind::ReclaimCheck => self.reclaim_stalled(),
                 TimerKind::StatsReport => {
                     self.sync_gauges();
                     match self.stats_sink.as_mut() {

@@ -52,7 +52,9 @@ impl<P: Poller> Reactor<P> {
         if !self.conns[key].enqueue() {
             return;
         }
-        if !self.reclaim_armed {
+        // Raw mode splits no message: nothing to reclaim, no timer. (A
+        // metrics request head is bounded by its own check.)
+        if !self.reclaim_armed && self.lent.handler.max_reservation() > 0 {
             let at = self.clock.now + RECLAIM_CHECK;
             self.timers.schedule(at, TimerKind::ReclaimCheck);
             self.reclaim_armed = true;

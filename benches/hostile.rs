@@ -21,6 +21,7 @@
 //! | slow reader | writes 8 KiB, then reads 1 byte a second |
 //! | half-closer | writes 8 KiB, sends its FIN, reads nothing |
 //! | partial | line and frame modes: one message one byte short of `--max-line` / `--max-frame` |
+//! | head only | line and frame modes: the same message, of which only the head is written before the read-back (16 bytes of the line; the frame's 4-byte header): a reservation never filled |
 //! | churn | connects, writes 1 KiB and resets (`SO_LINGER` 0), round after round |
 //!
 //! The heavy kinds (pusher, zero-window, flood) are at most 200 each and
@@ -210,10 +211,12 @@ enum Script {
     EmptyLines { lines: usize },
     /// Frame mode: empty frames (a zero length), echoed whole.
     EmptyFrames { frames: usize },
-    /// A line of `body` bytes whose LF is held back.
-    PartialLine { id: u64, body: usize },
-    /// A frame of `body` bytes whose last byte is held back.
-    PartialFrame { id: u64, body: usize },
+    /// A line of `body` bytes of which the first `hold` are written before
+    /// the read-back (all but the LF, or only its head).
+    PartialLine { id: u64, body: usize, hold: usize },
+    /// A frame of `body` bytes of which the first `hold` are written
+    /// before the read-back (all but its last byte, or only its header).
+    PartialFrame { id: u64, body: usize, hold: usize },
 }
 
 impl Script {
@@ -244,11 +247,11 @@ impl Script {
         }
     }
 
-    /// What is written before the attacker reads: all but the held-back
-    /// byte of a partial message.
+    /// What is written before the attacker reads: a partial message's
+    /// first `hold` bytes.
     fn hold_len(&self) -> usize {
-        match self {
-            Script::PartialLine { .. } | Script::PartialFrame { .. } => self.send_len() - 1,
+        match *self {
+            Script::PartialLine { hold, .. } | Script::PartialFrame { hold, .. } => hold,
             _ => self.send_len(),
         }
     }
@@ -276,14 +279,14 @@ impl Script {
             Script::Frames { id, .. } => frame_byte(id, FRAME_BODY, i),
             Script::EmptyLines { .. } => b'\n',
             Script::EmptyFrames { .. } => 0,
-            Script::PartialLine { id, body } => {
+            Script::PartialLine { id, body, .. } => {
                 if i < body {
                     text_byte(id, i)
                 } else {
                     b'\n'
                 }
             }
-            Script::PartialFrame { id, body } => frame_byte(id, body, i),
+            Script::PartialFrame { id, body, .. } => frame_byte(id, body, i),
         }
     }
 
@@ -301,7 +304,7 @@ impl Script {
                 }
             }
             Script::EmptyLines { .. } => b"hello \n"[j % 7],
-            Script::PartialLine { id, body } => {
+            Script::PartialLine { id, body, .. } => {
                 if j < HELLO.len() {
                     HELLO[j]
                 } else if j < HELLO.len() + body {
@@ -338,6 +341,7 @@ enum Kind {
     SlowReader,
     HalfCloser,
     Partial,
+    HeadOnly,
     Churn,
 }
 
@@ -350,6 +354,7 @@ impl Kind {
             Kind::SlowReader => "slow reader",
             Kind::HalfCloser => "half-closer",
             Kind::Partial => "partial",
+            Kind::HeadOnly => "head only",
             Kind::Churn => "churn",
         }
     }
@@ -362,7 +367,7 @@ impl Kind {
         }
         kinds.extend([Kind::SlowReader, Kind::HalfCloser]);
         if mode != Mode::Raw {
-            kinds.push(Kind::Partial);
+            kinds.extend([Kind::Partial, Kind::HeadOnly]);
         }
         kinds.push(Kind::Churn);
         kinds
@@ -404,10 +409,22 @@ fn script_of(kind: Kind, mode: Mode, id: u64, push: usize) -> Script {
         (Kind::Partial, Mode::Line) => Script::PartialLine {
             id,
             body: MAX_LINE - 1,
+            hold: MAX_LINE - 1,
         },
         (Kind::Partial, _) => Script::PartialFrame {
             id,
             body: MAX_FRAME,
+            hold: MAX_FRAME + 3,
+        },
+        (Kind::HeadOnly, Mode::Line) => Script::PartialLine {
+            id,
+            body: MAX_LINE - 1,
+            hold: 16,
+        },
+        (Kind::HeadOnly, _) => Script::PartialFrame {
+            id,
+            body: MAX_FRAME,
+            hold: 4,
         },
         _ => Script::stream(mode, id, LIGHT_PUSH),
     }

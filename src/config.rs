@@ -21,6 +21,16 @@ pub const DEFAULT_SNDBUF: usize = 64 * 1024;
 pub const DEFAULT_WATCHDOG: Duration = Duration::from_secs(3);
 /// The default time granted to connections to flush on shutdown.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default `--metrics-max-connections`: a scraper or two, a health
+/// checker and someone with curl, with room to spare. Metrics connections
+/// have slots of their own, so that scrapes can never lock echo clients
+/// out, nor echo clients the scrapes.
+pub const DEFAULT_METRICS_MAX_CONNECTIONS: usize = 32;
+/// The default `--metrics-idle-timeout`: a metrics connection silent for
+/// this long between requests is closed (a scraper keeping its connection
+/// alive reconnects for its next scrape at worst). Prometheus scrapes
+/// every 60 s by default, so a default scraper keeps its connection.
+pub const DEFAULT_METRICS_IDLE_TIMEOUT: Duration = Duration::from_secs(65);
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -38,9 +48,16 @@ pub struct Config {
     /// Prometheus metrics over HTTP/1.1 (`GET /metrics`, `GET /healthz`),
     /// served by the loop itself on each of these (`metrics/`).
     pub metrics: Vec<ListenAddr>,
+    /// Most metrics (HTTP) connections served at once, apart from
+    /// `max_connections`; more are answered `503` and closed.
+    pub metrics_max_connections: usize,
+    /// Close a metrics connection silent for this long between requests
+    /// (a request head under way has its own, shorter bound).
+    pub metrics_idle_timeout: Duration,
     /// `listen(2)` backlog for every listener.
     pub backlog: u32,
-    /// Most connections served at once; `None` means "what RLIMIT_NOFILE
+    /// Most echo (and daytime) connections served at once, metrics
+    /// connections not counted; `None` means "what RLIMIT_NOFILE
     /// allows, minus 64 for the server's own descriptors".
     pub max_connections: Option<usize>,
     /// Most connections one host (an IPv4 address, an IPv6 /64) may hold
@@ -94,6 +111,8 @@ impl Default for Config {
             udp: Vec::new(),
             daytime: Vec::new(),
             metrics: Vec::new(),
+            metrics_max_connections: DEFAULT_METRICS_MAX_CONNECTIONS,
+            metrics_idle_timeout: DEFAULT_METRICS_IDLE_TIMEOUT,
             backlog: DEFAULT_BACKLOG,
             max_connections: None,
             max_connections_per_ip: None,

@@ -64,7 +64,9 @@ stats! {
     /// UDP answers dropped because the socket could not send them at once.
     datagrams_dropped,
     /// UDP datagrams left unanswered because answering could start a loop
-    /// (from our own sockets, port 0, or a reflecting service's port).
+    /// (from our own sockets, port 0, or a reflecting service's port) or
+    /// keep one going (a peer sending our recent answers back, past the
+    /// repeat allowance).
     datagrams_refused,
     /// Connections turned away by `--max-connections-per-ip`; also in
     /// `rejected`.
@@ -82,6 +84,9 @@ stats! {
     /// Reads that found the memory budget full (and passed through, or
     /// waited).
     budget_full,
+    /// Split messages stalled while others waited for room that gave back
+    /// the unfilled part of their reservation (`reactor/memory.rs`).
+    reservations_released,
     /// Connections closed by `--evict-after`.
     evicted,
     /// Connections closed at once because the backend cannot watch their
@@ -93,6 +98,9 @@ stats! {
     http_active,
     /// HTTP requests answered on `--metrics` listeners, errors included.
     http_requests,
+    /// Metrics connections turned away (answered `503`) by
+    /// `--metrics-max-connections`; also in `rejected`.
+    http_rejected,
     /// Loop ticks: calls of the poller's `wait`.
     ticks,
     /// Nanoseconds spent inside the poller's `wait` (sleeping, or asking

@@ -69,6 +69,9 @@ pub enum TimerKind {
     /// `--evict-after`: look for stalled connections while the budget is
     /// full.
     EvictCheck,
+    /// Take back the unfilled reservations of stalled split messages while
+    /// connections wait for room (`reactor/memory.rs`).
+    ReclaimCheck,
     /// Log the counters (`--stats-interval`).
     StatsReport,
     /// Try accepting on listener `.0` again after an accept failure paused it.

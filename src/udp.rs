@@ -34,10 +34,26 @@
 //!   chargen 19, time 37): a client never sends from those, and answering
 //!   them starts a loop with a host that runs the service.
 //!
-//! Refused datagrams are counted (`datagrams_refused`). What is left: two
-//! echo services on arbitrary ports can still be made to play ping-pong by
-//! one datagram spoofed from one to the other, since nothing in a single
-//! datagram tells such a peer from a client.
+//! Two echo services on *arbitrary* ports (two instances of this server,
+//! or this one and any echo or daytime service) pass all of that: one
+//! datagram spoofed from one to the other starts them playing ping-pong.
+//! Nothing in a single datagram tells such a peer from a client, but the
+//! loop shows in what it sends: it sends back exactly what we answered it
+//! a moment ago. So the guard also remembers, for recently answered peers
+//! ([`PEER_SLOTS`] of them), a fingerprint of the last [`RECENT_ANSWERS`]
+//! answers to each, and a datagram that repeats one of them is a *repeat*.
+//! Repeats are answered at most [`REPEAT_BURST`] in a row and
+//! [`REPEATS_PER_SEC`] a second after that, per peer; past it they are not
+//! answered, and the loop, which has nothing else in flight, dies there:
+//! a few dozen datagrams instead of a core for ever. A client that sends
+//! the same payload again and again (a health check, say) is a repeater
+//! too, and is served up to that rate; a client whose datagrams differ
+//! (echo-bench numbers its own) never touches it. Two loops need two
+//! spoofed datagrams, and up to [`RECENT_ANSWERS`] of them between the
+//! same two services are caught the same way; a reflector that changes
+//! what it answers (a counter, say) is not.
+//!
+//! Refused datagrams are counted (`datagrams_refused`).
 //!
 //! # Readiness
 //!
@@ -52,7 +68,8 @@
 //! echo sends it straight back from there.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use log::debug;
 use mio::net::UdpSocket;
@@ -69,17 +86,138 @@ pub const DATAGRAM_BUDGET: usize = 64;
 /// to one of them comes back, and a loop starts.
 pub const REFLECTING_PORTS: [u16; 6] = [7, 11, 13, 17, 19, 37];
 
+/// Peers whose recent answers the guard remembers: a direct-mapped table
+/// (a peer's slot is a hash of its address; a newcomer takes the slot of
+/// whoever had it), so that no datagram allocates and a scan of many
+/// sources pins no memory. 256 slots of 120 bytes: 30 KiB.
+pub const PEER_SLOTS: usize = 256;
+
+/// Answers remembered per peer: a loop of up to this many datagrams in
+/// flight between two services is caught.
+pub const RECENT_ANSWERS: usize = 8;
+
+/// Repeats of a recent answer from one peer answered in a row before the
+/// rate below applies. A one-datagram loop between two servers dies after
+/// about twice this many exchanges.
+pub const REPEAT_BURST: u32 = 8;
+
+/// Repeats of a recent answer answered per second and peer once the burst
+/// is spent: a client sending the same payload this often or less is
+/// served in full.
+pub const REPEATS_PER_SEC: u32 = 10;
+
+/// One remembered peer.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    /// Whose slot it is now; `None` while unused.
+    addr: Option<SocketAddr>,
+    /// Fingerprints of the last answers sent to it (0: none), a ring.
+    answers: [u64; RECENT_ANSWERS],
+    /// Where the next answer's fingerprint goes.
+    next: usize,
+    /// The repeat allowance as a "theoretical arrival time" (GCRA): each
+    /// repeat answered pushes it one interval on; a repeat that would push
+    /// it more than the burst past now is refused.
+    repeats_at: Option<Instant>,
+}
+
+const EMPTY_PEER: Peer = Peer {
+    addr: None,
+    answers: [0; RECENT_ANSWERS],
+    next: 0,
+    repeats_at: None,
+};
+
 /// Decides which datagrams must not be answered (see the module docs).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LoopGuard {
     /// Every UDP socket of this server, as bound.
     own: Vec<SocketAddr>,
+    /// Recently answered peers ([`PEER_SLOTS`]).
+    peers: Box<[Peer]>,
+}
+
+impl Default for LoopGuard {
+    fn default() -> LoopGuard {
+        LoopGuard::new(Vec::new())
+    }
+}
+
+/// The time one repeat takes from the allowance.
+const REPEAT_INTERVAL: Duration = Duration::from_nanos(1_000_000_000 / REPEATS_PER_SEC as u64);
+
+/// A cheap fingerprint of a datagram: its length, its first and its last
+/// 64 bytes (all of it up to 128), eight bytes at a time. Two different
+/// datagrams of one client differ there in practice (a sequence number, a
+/// timestamp); a wrong match costs one unanswered repeat at worst.
+pub fn fingerprint(data: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = (data.len() as u64 ^ 0x51_7CC1_B727_220A).wrapping_mul(K);
+    let head = &data[..data.len().min(64)];
+    let tail = &data[data.len().saturating_sub(64).max(head.len())..];
+    for part in [head, tail] {
+        for chunk in part.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            h = (h ^ u64::from_le_bytes(word))
+                .wrapping_mul(K)
+                .rotate_left(29);
+        }
+    }
+    // Never 0, which marks an empty entry.
+    h | 1
+}
+
+/// The slot of `peer` in the table.
+fn slot_of(peer: SocketAddr) -> usize {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let ip = match peer.ip() {
+        IpAddr::V4(ip) => u64::from(u32::from(ip)),
+        IpAddr::V6(ip) => {
+            let bits = u128::from(ip);
+            (bits as u64) ^ ((bits >> 64) as u64).rotate_left(17)
+        }
+    };
+    let h = (ip << 16 | u64::from(peer.port())).wrapping_mul(K);
+    (h >> 56) as usize % PEER_SLOTS
 }
 
 impl LoopGuard {
     /// A guard for a server whose UDP sockets are bound to `own`.
     pub fn new(own: Vec<SocketAddr>) -> LoopGuard {
-        LoopGuard { own }
+        LoopGuard {
+            own,
+            peers: vec![EMPTY_PEER; PEER_SLOTS].into_boxed_slice(),
+        }
+    }
+
+    /// Whether a datagram from `peer` with fingerprint `print`, arriving
+    /// at `now`, repeats a recent answer to that peer past the allowance
+    /// (and must go unanswered: a loop, most likely).
+    #[inline]
+    pub fn repeats_too_often(&mut self, peer: SocketAddr, print: u64, now: Instant) -> bool {
+        let slot = &mut self.peers[slot_of(peer)];
+        if slot.addr != Some(peer) || !slot.answers.contains(&print) {
+            return false;
+        }
+        let at = slot.repeats_at.map_or(now, |at| at.max(now)) + REPEAT_INTERVAL;
+        if at.saturating_duration_since(now) > REPEAT_INTERVAL * REPEAT_BURST {
+            return true;
+        }
+        slot.repeats_at = Some(at);
+        false
+    }
+
+    /// Remembers that `peer` was sent an answer with fingerprint `print`.
+    #[inline]
+    pub fn answered(&mut self, peer: SocketAddr, print: u64) {
+        let slot = &mut self.peers[slot_of(peer)];
+        if slot.addr != Some(peer) {
+            *slot = EMPTY_PEER;
+            slot.addr = Some(peer);
+        }
+        slot.answers[slot.next] = print;
+        slot.next = (slot.next + 1) % RECENT_ANSWERS;
     }
 
     /// Whether a datagram from `peer` must go unanswered.
@@ -121,13 +259,15 @@ pub enum Turn {
     Requeue,
 }
 
-/// Answers the datagrams waiting on `socket`, up to the budget.
+/// Answers the datagrams waiting on `socket`, up to the budget; `now` is
+/// the loop's time for this tick.
 pub fn serve(
     socket: &UdpSocket,
     service: Service,
-    guard: &LoopGuard,
+    guard: &mut LoopGuard,
     buf: &mut [u8],
     stats: &mut Stats,
+    now: Instant,
 ) -> Turn {
     for _ in 0..DATAGRAM_BUDGET {
         let (n, peer) = match socket.recv_from(buf) {
@@ -148,10 +288,24 @@ pub fn serve(
             debug!("udp: not answering {peer} (could start a loop)");
             continue;
         }
+        let print = fingerprint(&buf[..n]);
+        if guard.repeats_too_often(peer, print, now) {
+            stats.datagrams_refused += 1;
+            debug!("udp: not answering {peer}: it keeps sending back our answers (a loop?)");
+            continue;
+        }
         let mut time = String::new();
         let reply = service.answer(&buf[..n], &mut time);
         match socket.send_to(reply, peer) {
-            Ok(_) => stats.datagrams_out += 1,
+            Ok(_) => {
+                stats.datagrams_out += 1;
+                // An echo's answer is its datagram: one fingerprint.
+                let answer = match service {
+                    Service::Echo => print,
+                    _ => fingerprint(reply),
+                };
+                guard.answered(peer, answer);
+            }
             Err(e) => {
                 // WouldBlock included: see the module docs.
                 stats.datagrams_dropped += 1;
@@ -184,5 +338,73 @@ mod tests {
         );
         assert!(!guard.refuses(addr("127.0.0.1:40000")), "a client");
         assert!(!guard.refuses(addr("[::1]:9013")), "other family");
+    }
+
+    #[test]
+    fn repeats_of_recent_answers_are_answered_up_to_the_allowance() {
+        let mut guard = LoopGuard::default();
+        let (peer, other) = (addr("10.0.0.1:5000"), addr("10.0.0.2:5000"));
+        let now = Instant::now();
+        let ping = fingerprint(b"ping");
+        assert!(!guard.repeats_too_often(peer, ping, now), "never answered");
+        guard.answered(peer, ping);
+        for i in 0..REPEAT_BURST {
+            assert!(!guard.repeats_too_often(peer, ping, now), "repeat {i}");
+            guard.answered(peer, ping);
+        }
+        assert!(guard.repeats_too_often(peer, ping, now), "past the burst");
+        // Something new from the same peer, and the same from another peer.
+        assert!(!guard.repeats_too_often(peer, fingerprint(b"pong"), now));
+        assert!(!guard.repeats_too_often(other, ping, now));
+        // The allowance comes back with time: one repeat per interval.
+        let later = now + REPEAT_INTERVAL;
+        assert!(!guard.repeats_too_often(peer, ping, later));
+        assert!(guard.repeats_too_often(peer, ping, later));
+        let much_later = now + REPEAT_INTERVAL * (2 * REPEAT_BURST);
+        for _ in 0..REPEAT_BURST {
+            assert!(!guard.repeats_too_often(peer, ping, much_later));
+        }
+    }
+
+    #[test]
+    fn every_recent_answer_counts_and_older_ones_are_forgotten() {
+        let mut guard = LoopGuard::default();
+        let peer = addr("10.0.0.1:5000");
+        let now = Instant::now();
+        let prints: Vec<u64> = (0..=RECENT_ANSWERS as u64)
+            .map(|i| fingerprint(&i.to_le_bytes()))
+            .collect();
+        for &p in &prints {
+            guard.answered(peer, p);
+        }
+        // The first was pushed out of the ring; the others are repeats.
+        let repeats = |guard: &mut LoopGuard, p| {
+            (0..=REPEAT_BURST).any(|_| guard.repeats_too_often(peer, p, now))
+        };
+        assert!(!repeats(&mut guard, prints[0]));
+        assert!(repeats(&mut guard, prints[RECENT_ANSWERS]));
+    }
+
+    #[test]
+    fn fingerprints_see_length_head_and_tail() {
+        let base = vec![7u8; 1000];
+        let mut head = base.clone();
+        head[3] = 8;
+        let mut tail = base.clone();
+        tail[999] = 8;
+        let prints = [
+            fingerprint(&base),
+            fingerprint(&head),
+            fingerprint(&tail),
+            fingerprint(&base[..999]),
+            fingerprint(b""),
+        ];
+        for (i, a) in prints.iter().enumerate() {
+            assert_ne!(*a, 0);
+            for b in &prints[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(fingerprint(b"same"), fingerprint(b"same"));
     }
 }

@@ -1,10 +1,12 @@
 //! Attacks a hostile client can make, each with the fix that defeats it:
 //! UDP datagrams spoofed to start an echo loop, urgent data that strands
-//! the bytes behind it, one host holding every slot, clients that never
-//! finish a lingering close, peers that vanish, and stray signals.
+//! the bytes behind it, one host holding every slot, metrics connections
+//! taking echo slots, clients that never finish a lingering close, peers
+//! that vanish, and stray signals.
 
 mod util;
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
@@ -118,6 +120,72 @@ on_every_backend! {
         assert_eq!(get(&stats, "datagrams_in"), 2, "{log}");
         assert_eq!(get(&stats, "datagrams_refused"), 1, "{log}");
         assert_eq!(get(&stats, "datagrams_out"), 1, "{log}");
+    }
+}
+
+/// Sends one datagram to `to` as if from `from`, each a UDP service of
+/// its own server, and waits until one of the two refuses to answer: the
+/// loop is over then, since it was the only datagram in flight. Returns
+/// both servers' final counters.
+fn ping_pong_between(
+    (a, from): (&mut Server, SocketAddr),
+    (b, to): (&mut Server, SocketAddr),
+) -> Option<[HashMap<String, u64>; 2]> {
+    if !send_spoofed(from, to, b"ping-pong") {
+        eprintln!("skipped: raw sockets need CAP_NET_RAW");
+        return None;
+    }
+    let deadline = Instant::now() + util::STEP_TIMEOUT;
+    loop {
+        let refused: u64 = [&*a, &*b]
+            .iter()
+            .filter_map(|s| util::periodic_stats(&s.stderr_text()).pop())
+            .map(|stats| get(&stats, "datagrams_refused"))
+            .sum();
+        if refused > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the loop never ended:\n{}\n{}",
+            a.stderr_text(),
+            b.stderr_text()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let (_, log_a) = util::stop(a);
+    let (_, log_b) = util::stop(b);
+    Some([
+        util::counters(&log_a, "final stats:"),
+        util::counters(&log_b, "final stats:"),
+    ])
+}
+
+on_every_backend! {
+    /// Two echo services on ordinary ports, here two instances of this
+    /// server, and one datagram spoofed from one to the other: they used
+    /// to play ping-pong for ever (482 CPU ticks in 10 s each). Each now
+    /// stops answering a peer that keeps sending back its own answers.
+    /// The same between an echo and a daytime service.
+    fn two_services_on_ordinary_ports_stop_their_ping_pong() {
+        let args = ["--udp", "127.0.0.1:0", "--daytime", "127.0.0.1:0", "--stats-interval", "0.05"];
+        let (mut a, mut b) = (Server::spawn(&args), Server::spawn(&args));
+        let echo_a = listening_addr(&a, "udp", "");
+        let echo_b = listening_addr(&b, "udp", "");
+        let Some(echo_echo) = ping_pong_between((&mut a, echo_a), (&mut b, echo_b)) else {
+            return;
+        };
+        let (mut a, mut b) = (Server::spawn(&args), Server::spawn(&args));
+        let echo_a = listening_addr(&a, "udp", "");
+        let daytime_b = listening_addr(&b, "udp", "(daytime)");
+        let echo_daytime = ping_pong_between((&mut b, daytime_b), (&mut a, echo_a))
+            .expect("raw sockets worked a moment ago");
+        for (case, stats) in [("echo-echo", echo_echo), ("daytime-echo", echo_daytime)] {
+            let sent: u64 = stats.iter().map(|s| get(s, "datagrams_out")).sum();
+            let refused: u64 = stats.iter().map(|s| get(s, "datagrams_refused")).sum();
+            assert_eq!(refused, 1, "{case}: one datagram in flight, refused once: {stats:?}");
+            assert!(sent < 100, "{case}: {sent} datagrams exchanged: {stats:?}");
+        }
     }
 }
 
@@ -302,6 +370,102 @@ on_every_backend! {
         drop(quiet);
         let (status, log) = util::stop(&mut server);
         assert!(status.success(), "{log}");
+    }
+}
+
+// ----- metrics connections ----------------------------------------------
+
+/// `GET /healthz` on a keep-alive connection; the status code.
+fn healthz(s: &mut TcpStream) -> u16 {
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        .expect("request");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("a response head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).expect("utf-8 head");
+    let len: usize = (head.lines())
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no length in {head:?}"));
+    read_n(s, len);
+    head[9..12].parse().expect("a status")
+}
+
+on_every_backend! {
+    /// Metrics connections used to take echo slots (idle scrapers locked
+    /// echo clients out) and, past the limit, heard the echo notice
+    /// (curl: "Received HTTP/0.9"). Now they have slots of their own: 50
+    /// idle keep-alive scrapers beside 50 echo clients at
+    /// `--max-connections 50`, a full echo server still serves scrapes,
+    /// and a scraper past `--metrics-max-connections` reads a 503.
+    fn metrics_connections_have_slots_of_their_own_and_hear_http() {
+        let mut server = Server::spawn(&[
+            "--max-connections",
+            "50",
+            "--metrics",
+            "127.0.0.1:0",
+            "--metrics-max-connections",
+            "50",
+            "--stats-interval",
+            "0.05",
+        ]);
+        let metrics = listening_addr(&server, "http", "(metrics)");
+        let mut scrapers: Vec<TcpStream> = (0..50)
+            .map(|_| {
+                let mut s = connect(metrics);
+                assert_eq!(healthz(&mut s), 200);
+                s
+            })
+            .collect();
+        let clients: Vec<TcpStream> = (0..50)
+            .map(|i| {
+                let mut s = connect(server.addr);
+                assert_echo(&mut s, format!("client {i}").as_bytes());
+                s
+            })
+            .collect();
+        // The echo slots are full, and echo clients hear so ...
+        let mut late = connect(server.addr);
+        assert_eq!(read_to_eof(&mut late), b"ERR too many connections\n");
+        // ... the metrics slots too: an HTTP answer.
+        let mut busy = connect(metrics);
+        let answer = String::from_utf8(read_to_eof(&mut busy)).expect("utf-8");
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer:?}");
+        assert!(answer.ends_with("\r\n\r\ntoo many metrics connections\n"), "{answer:?}");
+        // A scraper's slot given back is a scraper's again, echo full or not.
+        drop(scrapers.pop());
+        util::wait_stats(&server, "a scraper gone", |s| get(s, "http_active") == 49);
+        scrapers.push(connect(metrics));
+        for s in &mut scrapers {
+            assert_eq!(healthz(s), 200);
+        }
+        drop((scrapers, clients));
+        let (status, log) = util::stop(&mut server);
+        assert!(status.success(), "{log}");
+        let stats = util::counters(&log, "final stats:");
+        assert!(get(&stats, "http_rejected") >= 1, "{log}");
+        assert_eq!(
+            get(&stats, "rejected"),
+            get(&stats, "http_rejected") + 1,
+            "{log}"
+        );
+    }
+
+    /// An idle keep-alive metrics connection used to hold its slot for
+    /// ever without `--idle-timeout`; now `--metrics-idle-timeout` (on by
+    /// default) closes it.
+    fn an_idle_metrics_connection_is_closed() {
+        let server = Server::spawn(&["--metrics", "127.0.0.1:0", "--metrics-idle-timeout", "0.5"]);
+        let metrics = listening_addr(&server, "http", "(metrics)");
+        let mut s = connect(metrics);
+        assert_eq!(healthz(&mut s), 200);
+        // Closed by the server (read_to_eof would time out and panic if not).
+        assert_eq!(read_to_eof(&mut s), b"");
+        let mut echo = connect(server.addr);
+        assert_echo(&mut echo, b"echo clients are not concerned");
     }
 }
 

@@ -415,6 +415,18 @@ impl Connection {
         self.out.capacity() + self.partial.charge()
     }
 
+    /// Gives back the unfilled part of a split message's charge
+    /// ([`Partial::release_unfilled`]); the bytes the connection's charge
+    /// went down by.
+    pub(crate) fn release_unfilled(&mut self) -> usize {
+        let before = self.held();
+        if self.partial.release_unfilled() {
+            before - self.held()
+        } else {
+            0
+        }
+    }
+
     /// Lets a connection parked for budget ([`Outcome::Starved`]) try
     /// again: its next turn asks for read interest again.
     pub(crate) fn unstarve(&mut self) {
@@ -628,6 +640,13 @@ impl Connection {
             };
             if allowed == 0 {
                 cx.budget.note_full();
+                if self.partial.is_released() {
+                    // It gave its reservation back while stalled: it must
+                    // win it back with a read that has room for it, and
+                    // waits in the kernel until then.
+                    self.starved = true;
+                    return Ok(Outcome::Starved { retry: false });
+                }
                 if !self.partial.is_empty() {
                     // Its reservation pays for the rest of its message.
                     return self.finish_message(cx);

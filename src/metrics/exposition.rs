@@ -90,6 +90,12 @@ const FAMILIES: &[Family] = &[
         read: Read::Count(|s| s.http_requests),
     },
     Family {
+        name: "echo_reactor_http_connections_rejected_total",
+        help: "Metrics (HTTP) connections answered 503 and closed on arrival by --metrics-max-connections (also in connections_rejected_total).",
+        kind: Kind::Counter,
+        read: Read::Count(|s| s.http_rejected),
+    },
+    Family {
         name: "echo_reactor_protocol_errors_total",
         help: "Connections closed for breaking their protocol (an over-long line, an over-size frame, a malformed or over-large HTTP request).",
         kind: Kind::Counter,
@@ -145,7 +151,7 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "echo_reactor_udp_datagrams_refused_total",
-        help: "UDP datagrams left unanswered because answering could start a loop.",
+        help: "UDP datagrams left unanswered because answering could start a loop or keep one going (a peer sending back our recent answers).",
         kind: Kind::Counter,
         read: Read::Count(|s| s.datagrams_refused),
     },
@@ -172,6 +178,12 @@ const FAMILIES: &[Family] = &[
         help: "Reads that found the memory budget full (and passed input through, or waited).",
         kind: Kind::Counter,
         read: Read::Count(|s| s.budget_full),
+    },
+    Family {
+        name: "echo_reactor_reservations_released_total",
+        help: "Split messages stalled while others waited for memory that gave back the unfilled part of their reservation.",
+        kind: Kind::Counter,
+        read: Read::Count(|s| s.reservations_released),
     },
     Family {
         name: "echo_reactor_loop_wait_seconds_total",

@@ -31,6 +31,18 @@ pub const MAX_HEAD: usize = 8 * 1024;
 /// The most header lines a request may carry.
 pub const MAX_HEADERS: usize = 64;
 
+/// What a metrics client turned away at the connection limit reads
+/// (`--metrics-max-connections`) before the server closes: a whole HTTP
+/// answer, so that an HTTP client reports a busy server rather than a
+/// protocol error. Short enough for one write to a fresh socket.
+pub const BUSY_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Content-Length: 29\r\n\
+Connection: close\r\n\
+Retry-After: 1\r\n\
+\r\n\
+too many metrics connections\n";
+
 /// The longest answer the loop's own page may take; the memory budget
 /// reserves this much per request (a unit test checks the page with
 /// every counter at its largest).
@@ -353,6 +365,18 @@ mod tests {
         }
         many.extend_from_slice(b"\r\n");
         assert_eq!(statuses(&split_invariant(&many).0), ["431"]);
+    }
+
+    #[test]
+    fn the_busy_answer_is_a_whole_503_with_its_length() {
+        let text = std::str::from_utf8(BUSY_ANSWER).expect("utf-8");
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+        assert!(head.contains("Connection: close\r\n"), "{head}");
+        assert!(
+            head.contains(&format!("Content-Length: {}\r\n", body.len())),
+            "{head}"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ mod exposition;
 mod http;
 
 pub(crate) use exposition::Exposition;
-pub(crate) use http::{MAX_ANSWER, MetricsHttp, Page};
+pub(crate) use http::{BUSY_ANSWER, MAX_ANSWER, MAX_HEAD, MetricsHttp, Page};
 
 use std::sync::Arc;
 

@@ -263,6 +263,32 @@ impl Partial {
             .map_or(0, |held| held.bytes.capacity().max(held.reserved))
     }
 
+    /// Gives back the part of a split message's charge that it does not
+    /// hold, when it holds less than half of it (a frame header that
+    /// declared 1 MiB and brought nothing more): the loop does so for a
+    /// message stalled while others wait for room (`reactor/memory.rs`).
+    /// Its next read charges it whole again, as a new message would be
+    /// (which the read's allowance has room for), and until the budget
+    /// has that room it waits in the kernel. True if it gave any back.
+    pub fn release_unfilled(&mut self) -> bool {
+        match self.0.as_mut() {
+            Some(held) if !held.bytes.is_empty() && held.bytes.capacity() < held.reserved / 2 => {
+                held.reserved = 0;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the split message gave its reservation back
+    /// ([`Partial::release_unfilled`]) and has not won it back yet.
+    #[inline]
+    pub fn is_released(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|held| !held.bytes.is_empty() && held.reserved == 0)
+    }
+
     /// Drops the split message, if any (a session stays).
     pub fn clear(&mut self) {
         if let Some(held) = self.0.as_mut() {

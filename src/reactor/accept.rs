@@ -6,8 +6,13 @@
 //! notice and at once (so it neither waits in the backlog nor disturbs
 //! anyone), when:
 //!
-//! - the server holds `--max-connections` already;
+//! - the server holds `--max-connections` echo connections already;
 //! - its host holds `--max-connections-per-ip` already (`per_ip.rs`);
+//! - it came to a `--metrics` listener, and `--metrics-max-connections`
+//!   are open already: it reads an HTTP `503` ([`BUSY_ANSWER`]), not the
+//!   echo notice. Metrics connections have slots of their own, counted
+//!   apart from the echo ones both ways: idle scrapers cannot lock echo
+//!   clients out, nor a full echo server its scrapers.
 //! - its descriptor is one the backend cannot watch (select: at or above
 //!   `FD_SETSIZE`), counted as `unwatchable` and logged once.
 //!
@@ -16,7 +21,7 @@
 //! from a timer. Repeated warnings are logged at most once per
 //! [`WARN_INTERVAL`].
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -27,6 +32,7 @@ use mio::net::TcpStream;
 use super::Reactor;
 use crate::connection::Connection;
 use crate::fdlimit::{self, SpareFd};
+use crate::metrics::{BUSY_ANSWER, MAX_HEAD};
 use crate::per_ip::PerIpLimit;
 use crate::poller::{self, Interest, Poller};
 use crate::service::Service;
@@ -47,8 +53,10 @@ pub(crate) const REJECT_NOTICE: &[u8] = b"ERR too many connections\n";
 /// Who may come in: the limits, and what accepting needs to keep them.
 #[derive(Debug)]
 pub(super) struct Admission {
-    /// The effective `--max-connections`.
+    /// The effective `--max-connections` (echo connections).
     pub(super) max_connections: usize,
+    /// `--metrics-max-connections`.
+    pub(super) max_http: usize,
     /// `--max-connections-per-ip`, when set.
     pub(super) per_ip: Option<PerIpLimit>,
     /// One descriptor held back for `EMFILE`.
@@ -60,9 +68,10 @@ pub(super) struct Admission {
 }
 
 impl Admission {
-    pub(super) fn new(max_connections: usize, per_ip: Option<usize>) -> Admission {
+    pub(super) fn new(max_connections: usize, max_http: usize, per_ip: Option<usize>) -> Admission {
         Admission {
             max_connections,
+            max_http,
             per_ip: per_ip.map(PerIpLimit::new),
             spare: SpareFd::open(),
             unwatchable_logged: false,
@@ -90,6 +99,8 @@ enum Limit {
     Connections,
     /// `--max-connections-per-ip`.
     PerIp,
+    /// `--metrics-max-connections`.
+    Metrics,
 }
 
 /// What [`Reactor::shed_one`] managed.
@@ -228,18 +239,29 @@ impl<P: Poller> Reactor<P> {
         self.accept_from(i);
     }
 
-    /// The limit a new client from `peer` would break, if any.
+    /// The limit a new client from `peer` of `service` would break, if
+    /// any.
     ///
-    /// A client within every limit is counted against its host's
+    /// An echo client within every limit is counted against its host's
     /// (`--max-connections-per-ip`) at the slab's next key.
-    fn limit_broken(&mut self, stream: &TcpStream, peer: SocketAddr) -> Option<Limit> {
+    fn limit_broken(
+        &mut self,
+        stream: &TcpStream,
+        peer: SocketAddr,
+        service: Service,
+    ) -> Option<Limit> {
         if !P::watchable(stream.as_raw_fd()) {
             // select: FD_SETSIZE. Registering would set a bit outside the
             // fd_set, undefined behaviour; the client is turned away with
             // the notice of a full server, which is what it is.
             return Some(Limit::Unwatchable);
         }
-        if self.conns.len() >= self.admission.max_connections {
+        if service == Service::Metrics {
+            // Neither the echo limits nor the per-host count: a host's
+            // scraper does not use up its echo slots.
+            return (self.http_open >= self.admission.max_http).then_some(Limit::Metrics);
+        }
+        if self.conns.len() - self.http_open >= self.admission.max_connections {
             return Some(Limit::Connections);
         }
         // Checked and counted in one step, last, at the key the connection
@@ -276,6 +298,17 @@ impl<P: Poller> Reactor<P> {
                     format_args!("connection limit ({max}) reached, turning clients away"),
                 );
             }
+            Limit::Metrics => {
+                self.stats.http_rejected += 1;
+                let max = admission.max_http;
+                admission.warn_rate_limited(
+                    now,
+                    format_args!(
+                        "metrics connection limit ({max}, --metrics-max-connections) \
+                         reached, answering 503"
+                    ),
+                );
+            }
             Limit::PerIp => {
                 self.stats.rejected_per_ip += 1;
                 let max = admission.per_ip.as_ref().map_or(0, PerIpLimit::limit);
@@ -300,8 +333,11 @@ impl<P: Poller> Reactor<P> {
 
     /// Takes in an accepted connection, or turns it away at a limit.
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, service: Service) {
-        if let Some(limit) = self.limit_broken(&stream, peer) {
-            turn_away(&stream, &mut self.stats);
+        if let Some(limit) = self.limit_broken(&stream, peer, service) {
+            match service {
+                Service::Metrics => turn_away_http(&stream, &mut self.stats),
+                _ => turn_away(&stream, REJECT_NOTICE, &mut self.stats),
+            }
             self.note_refusal(limit, stream.as_raw_fd(), peer);
             return;
         }
@@ -352,10 +388,28 @@ impl<P: Poller> Reactor<P> {
     }
 }
 
-/// Tells a client the server will not serve it, then closes it (on drop).
-/// Best effort, one syscall: the socket is fresh, so its send buffer has
-/// room; if not, the client just sees EOF.
-fn turn_away(stream: &TcpStream, stats: &mut Stats) {
+/// Tells a client the server will not serve it (`notice`), then closes it
+/// (on drop). Best effort, one syscall: the socket is fresh, so its send
+/// buffer has room; if not, the client just sees EOF.
+fn turn_away(stream: &TcpStream, notice: &[u8], stats: &mut Stats) {
     stats.rejected += 1;
-    let _ = (&*stream).write(REJECT_NOTICE);
+    let _ = (&*stream).write(notice);
+}
+
+/// [`turn_away`] for a metrics client: the 503, then what it sent so far
+/// read and dropped. An HTTP client writes its request as soon as it is
+/// connected, usually before we accept; closing a socket with unread
+/// input sends a reset instead of a FIN, and the client's kernel may then
+/// throw the 503 away unread ("connection reset by peer" instead of a
+/// status). A request head fits in [`MAX_HEAD`], so a few reads drain it;
+/// whatever comes later still meets the reset, as it would anywhere.
+fn turn_away_http(stream: &TcpStream, stats: &mut Stats) {
+    turn_away(stream, BUSY_ANSWER, stats);
+    let mut sink = [0u8; 4096];
+    for _ in 0..MAX_HEAD.div_ceil(sink.len()) + 1 {
+        match (&*stream).read(&mut sink) {
+            Ok(n) if n == sink.len() => {}
+            _ => break,
+        }
+    }
 }

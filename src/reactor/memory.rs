@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use log::warn;
+use log::{info, warn};
 
 use super::Reactor;
 use crate::connection::CloseReason;
@@ -32,6 +32,14 @@ pub(super) const STARVED_RETRY: Duration = Duration::from_millis(10);
 /// waiting for their send queues.
 pub(super) const STARVED_RETRY_MAX: Duration = Duration::from_millis(320);
 
+/// How long a split message must have been silent before its unfilled
+/// reservation is taken back (while others wait for room).
+pub(super) const RESERVATION_STALL: Duration = Duration::from_secs(1);
+
+/// How often stalled reservations are looked for while connections wait
+/// for room.
+pub(super) const RECLAIM_CHECK: Duration = Duration::from_secs(1);
+
 /// How often `--evict-after` looks for stalled connections.
 pub(super) const EVICT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -43,6 +51,13 @@ impl<P: Poller> Reactor<P> {
     pub(super) fn park(&mut self, key: usize, token: Token, retry: bool) {
         if !self.conns[key].enqueue() {
             return;
+        }
+        // Raw mode splits no message: nothing to reclaim, no timer. (A
+        // metrics request head is bounded by its own check.)
+        if !self.reclaim_armed && self.lent.handler.max_reservation() > 0 {
+            let at = self.clock.now + RECLAIM_CHECK;
+            self.timers.schedule(at, TimerKind::ReclaimCheck);
+            self.reclaim_armed = true;
         }
         if !retry {
             self.starved.push(token);
@@ -82,6 +97,42 @@ impl<P: Poller> Reactor<P> {
                 self.run_next.push(token);
             }
         }
+    }
+
+    /// Takes back the unfilled part of the reservations of split messages
+    /// silent for [`RESERVATION_STALL`], while connections wait for room
+    /// (see "Reservations that are not filled" in docs/memory.md): a
+    /// reservation must cost its holder something to keep, or 60 frame
+    /// headers declaring 1 MiB each hold a 64 MiB budget with 240 bytes.
+    /// Checked again every [`RECLAIM_CHECK`] while anyone waits.
+    pub(super) fn reclaim_stalled(&mut self) {
+        self.reclaim_armed = false;
+        if self.starved.is_empty() && self.retrying.is_empty() {
+            return;
+        }
+        let (epoch, now) = (self.clock.epoch, self.clock.now);
+        let (mut released, mut freed) = (0u64, 0usize);
+        for (_, conn) in self.conns.iter_mut() {
+            if conn.last_active().to_instant(epoch) + RESERVATION_STALL > now {
+                continue;
+            }
+            let gave = conn.release_unfilled();
+            if gave > 0 {
+                self.budget.settle(gave, 0);
+                released += 1;
+                freed += gave;
+            }
+        }
+        if released > 0 {
+            self.stats.reservations_released += released;
+            info!(
+                "budget: {released} split messages stalled for {RESERVATION_STALL:?} or \
+                 more gave back {freed} reserved bytes they did not hold"
+            );
+        }
+        let at = now + RECLAIM_CHECK;
+        self.timers.schedule(at, TimerKind::ReclaimCheck);
+        self.reclaim_armed = true;
     }
 
     /// `--evict-after`: while the budget is full, closes the connections

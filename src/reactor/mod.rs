@@ -95,7 +95,8 @@ const _: () = assert!(HTTP_READ <= PRESSURE_READ && HTTP_READ <= READ_BUFFER_SIZ
 /// How often a metrics connection is checked for a stalled request: one
 /// that holds half a request head (or an answer its client does not read)
 /// at two checks in a row is closed, so a head has 2 to 4 s to arrive
-/// (slowloris).
+/// (slowloris). The same check closes a keep-alive connection silent for
+/// `--metrics-idle-timeout` (so up to this much later).
 pub(crate) const HTTP_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How the loop ended.
@@ -184,6 +185,8 @@ impl Stop {
 #[derive(Debug)]
 struct Settings {
     idle_timeout: Option<Duration>,
+    /// `--metrics-idle-timeout`, checked by the request checks.
+    http_idle_timeout: Duration,
     evict_after: Option<Duration>,
     shutdown_timeout: Duration,
     stats_interval: Option<Duration>,
@@ -216,6 +219,8 @@ pub(crate) struct Reactor<P: Poller> {
     retrying: Vec<Token>,
     /// A [`TimerKind::BudgetRetry`] is pending.
     retry_armed: bool,
+    /// A [`TimerKind::ReclaimCheck`] is pending.
+    reclaim_armed: bool,
     /// The pause before the next retry, and how many the last one let go
     /// (`reactor/memory.rs`).
     retry_pause: Duration,
@@ -309,13 +314,19 @@ impl<P: Poller> Reactor<P> {
             starved: Vec::new(),
             retrying: Vec::new(),
             retry_armed: false,
+            reclaim_armed: false,
             retry_pause: memory::STARVED_RETRY,
             retried_last: 0,
             evicting: false,
-            admission: Admission::new(max_connections, config.max_connections_per_ip),
+            admission: Admission::new(
+                max_connections,
+                config.metrics_max_connections,
+                config.max_connections_per_ip,
+            ),
             stop,
             settings: Settings {
                 idle_timeout: config.idle_timeout,
+                http_idle_timeout: config.metrics_idle_timeout,
                 evict_after: config.evict_after,
                 shutdown_timeout: config.shutdown_timeout,
                 stats_interval: config.stats_interval,
@@ -539,13 +550,14 @@ impl<P: Poller> Reactor<P> {
         let Some(socket) = slot.socket.as_ref() else {
             return;
         };
-        let guard = &self.sources.udp_guard;
+        let guard = &mut self.sources.udp_guard;
         let turn = udp::serve(
             socket,
             slot.service,
             guard,
             &mut self.lent.read_buf,
             &mut self.stats,
+            self.clock.now,
         );
         if turn == Turn::Requeue && !std::mem::replace(&mut slot.queued, true) {
             self.run_next.push(token::udp(i));
@@ -677,14 +689,20 @@ impl<P: Poller> Reactor<P> {
 
     /// A metrics connection's request check ([`HTTP_CHECK_INTERVAL`]):
     /// closed if it held bytes (half a head, an unread answer) at this
-    /// check and the one before (`stalled`), else checked again.
+    /// check and the one before (`stalled`), or if it has been silent for
+    /// `--metrics-idle-timeout`, else checked again. Without the second,
+    /// idle keep-alive connections would hold their slots for ever.
     fn check_request(&mut self, token: Token, stalled: bool) {
         let Some((key, conn)) = self.current(token) else {
             return;
         };
         let holds = conn.held() > 0;
+        let idle_since = conn.last_active().to_instant(self.clock.epoch);
         if holds && stalled {
             debug!("{}: request head stalled; closing", Named(token));
+            self.close(key, CloseReason::TimedOut);
+        } else if idle_since + self.settings.http_idle_timeout <= self.clock.now {
+            debug!("{}: idle keep-alive; closing", Named(token));
             self.close(key, CloseReason::TimedOut);
         } else {
             let at = self.clock.now + HTTP_CHECK_INTERVAL;
@@ -748,6 +766,7 @@ impl<P: Poller> Reactor<P> {
                     self.release_starved(false);
                 }
                 TimerKind::EvictCheck => self.evict_stalled(),
+                TimerKind::ReclaimCheck => self.reclaim_stalled(),
                 TimerKind::StatsReport => {
                     self.sync_gauges();
                     match self.stats_sink.as_mut() {

@@ -202,6 +202,7 @@ impl std::fmt::Display for Timer {
             TimerKind::RequestCheck(t, _) => write!(f, "request check of {}", Named(t)),
             TimerKind::BudgetRetry => f.write_str("budget retry"),
             TimerKind::EvictCheck => f.write_str("eviction check"),
+            TimerKind::ReclaimCheck => f.write_str("reservation check"),
             TimerKind::StatsReport => f.write_str("stats report"),
             TimerKind::AcceptRetry(i) => write!(f, "accept retry of listener {i}"),
             TimerKind::Heartbeat => f.write_str("heartbeat to the master"),

@@ -97,9 +97,6 @@ const STARTUP_GRACE: Duration = Duration::from_secs(10);
 /// A worker silent this long is no longer counted up (four heartbeats).
 const LATE: Duration = Duration::from_secs(1);
 
-/// How long the master's metrics connections may idle between requests.
-const METRICS_IDLE: Duration = Duration::from_secs(60);
-
 /// How a master's run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
@@ -213,7 +210,6 @@ impl Supervisor {
             handle_signals: false,
             reuse_port: false,
             stats_interval: None,
-            idle_timeout: Some(METRICS_IDLE),
             trace: false,
             ..config.clone()
         };

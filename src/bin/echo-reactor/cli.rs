@@ -7,8 +7,9 @@ use clap::{Parser, ValueEnum};
 
 use echo_reactor::{
     Backend, Config, DEFAULT_BACKLOG, DEFAULT_LISTEN, DEFAULT_MAX_BUFFERED, DEFAULT_MAX_FRAME,
-    DEFAULT_MAX_LINE, DEFAULT_SNDBUF, DEFAULT_WATCHDOG, Frame, Line, ListenAddr, MIN_MAX_BUFFERED,
-    Mode, Transform, WorkerSpec,
+    DEFAULT_MAX_LINE, DEFAULT_METRICS_IDLE_TIMEOUT, DEFAULT_METRICS_MAX_CONNECTIONS,
+    DEFAULT_SNDBUF, DEFAULT_WATCHDOG, Frame, Line, ListenAddr, MIN_MAX_BUFFERED, Mode, Transform,
+    WorkerSpec,
 };
 
 /// A single-threaded, readiness-based TCP echo server (RFC 862) on mio.
@@ -40,8 +41,8 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
     pub backlog: u32,
 
-    /// Most connections served at once (by each worker, with --workers);
-    /// more are told "ERR too many connections" and closed. Default: the
+    /// Most echo connections served at once (by each worker, with
+    /// --workers; metrics connections not counted); more are told "ERR too many connections" and closed. Default: the
     /// descriptor limit (RLIMIT_NOFILE, raised to its hard limit) minus 64.
     #[arg(long, value_name = "N", value_parser = parse_positive)]
     pub max_connections: Option<usize>,
@@ -180,7 +181,25 @@ pub struct Args {
     /// `--workers`, the master serves every worker's counters.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Vec<ListenAddr>,
+
+    /// Most metrics (HTTP) connections served at once, in slots of their
+    /// own: they never take --max-connections' echo slots. More are
+    /// answered "503 Service Unavailable" and closed.
+    #[arg(long, value_name = "N", value_parser = parse_positive,
+          default_value_t = DEFAULT_METRICS_MAX_CONNECTIONS)]
+    pub metrics_max_connections: usize,
+
+    /// Close a metrics connection after SECS seconds without a request
+    /// (decimals allowed); a request head under way must complete within
+    /// 2 to 4 s regardless.
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_secs,
+          default_value = DEFAULT_METRICS_IDLE_TIMEOUT_TEXT)]
+    pub metrics_idle_timeout: Duration,
 }
+
+/// [`DEFAULT_METRICS_IDLE_TIMEOUT`] as clap's default text.
+const DEFAULT_METRICS_IDLE_TIMEOUT_TEXT: &str = "65";
+const _: () = assert!(DEFAULT_METRICS_IDLE_TIMEOUT.as_secs() == 65);
 
 /// [`DEFAULT_SNDBUF`] as clap's default text.
 const DEFAULT_SNDBUF_TEXT: &str = "65536";
@@ -287,6 +306,8 @@ impl Args {
             udp: self.udp,
             daytime: self.daytime,
             metrics: self.metrics,
+            metrics_max_connections: self.metrics_max_connections,
+            metrics_idle_timeout: self.metrics_idle_timeout,
             backlog: self.backlog,
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,

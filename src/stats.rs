@@ -101,6 +101,9 @@ stats! {
     /// Metrics connections turned away (answered `503`) by
     /// `--metrics-max-connections`; also in `rejected`.
     http_rejected,
+    /// Idle keep-alive metrics connections closed to make room for a new
+    /// one at `--metrics-max-connections`.
+    http_reclaimed,
     /// Loop ticks: calls of the poller's `wait`.
     ticks,
     /// Nanoseconds spent inside the poller's `wait` (sleeping, or asking

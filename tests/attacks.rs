@@ -399,8 +399,10 @@ on_every_backend! {
     /// echo clients out) and, past the limit, heard the echo notice
     /// (curl: "Received HTTP/0.9"). Now they have slots of their own: 50
     /// idle keep-alive scrapers beside 50 echo clients at
-    /// `--max-connections 50`, a full echo server still serves scrapes,
-    /// and a scraper past `--metrics-max-connections` reads a 503.
+    /// `--max-connections 50`, a full echo server still serves scrapes, a
+    /// new scraper takes the slot of the one idle longest, and one past
+    /// `--metrics-max-connections` while every slot has a request under
+    /// way reads a 503.
     fn metrics_connections_have_slots_of_their_own_and_hear_http() {
         let mut server = Server::spawn(&[
             "--max-connections",
@@ -430,7 +432,23 @@ on_every_backend! {
         // The echo slots are full, and echo clients hear so ...
         let mut late = connect(server.addr);
         assert_eq!(read_to_eof(&mut late), b"ERR too many connections\n");
-        // ... the metrics slots too: an HTTP answer.
+        // ... while the metrics slots make room: the scraper idle longest
+        // is closed for a new one, so idle connections cannot deny a
+        // scrape.
+        let mut newcomer = connect(metrics);
+        assert_eq!(healthz(&mut newcomer), 200);
+        assert_eq!(read_to_eof(&mut scrapers[0]), b"", "the longest idle one is closed");
+        scrapers[0] = newcomer;
+        util::wait_stats(&server, "one reclaimed", |s| get(s, "http_reclaimed") == 1);
+        // Slots with a request under way are not taken: a new scraper then
+        // reads an HTTP answer, a 503.
+        let head = b"GET /healthz HTTP/1.1\r\n";
+        for s in &mut scrapers {
+            s.write_all(head).expect("half a request");
+        }
+        util::wait_stats(&server, "every half request held", |s| {
+            get(s, "buffered") >= (50 * head.len()) as u64
+        });
         let mut busy = connect(metrics);
         let answer = String::from_utf8(read_to_eof(&mut busy)).expect("utf-8");
         assert!(answer.starts_with("HTTP/1.1 503 "), "{answer:?}");
@@ -438,10 +456,9 @@ on_every_backend! {
         // A scraper's slot given back is a scraper's again, echo full or not.
         drop(scrapers.pop());
         util::wait_stats(&server, "a scraper gone", |s| get(s, "http_active") == 49);
-        scrapers.push(connect(metrics));
-        for s in &mut scrapers {
-            assert_eq!(healthz(s), 200);
-        }
+        let mut again = connect(metrics);
+        assert_eq!(healthz(&mut again), 200);
+        scrapers.push(again);
         drop((scrapers, clients));
         let (status, log) = util::stop(&mut server);
         assert!(status.success(), "{log}");

@@ -392,6 +392,12 @@ impl Connection {
         self.last_active
     }
 
+    /// Whether it reads and answers as usual (no backpressure, no close
+    /// under way).
+    pub(crate) fn is_open(&self) -> bool {
+        self.phase == Phase::Open
+    }
+
     /// Whether our FIN is sent and the client's is awaited.
     pub(crate) fn is_lingering(&self) -> bool {
         self.phase == Phase::Lingering

@@ -96,6 +96,12 @@ const FAMILIES: &[Family] = &[
         read: Read::Count(|s| s.http_rejected),
     },
     Family {
+        name: "echo_reactor_http_connections_reclaimed_total",
+        help: "Idle keep-alive metrics connections closed to make room for a new one at --metrics-max-connections.",
+        kind: Kind::Counter,
+        read: Read::Count(|s| s.http_reclaimed),
+    },
+    Family {
         name: "echo_reactor_protocol_errors_total",
         help: "Connections closed for breaking their protocol (an over-long line, an over-size frame, a malformed or over-large HTTP request).",
         kind: Kind::Counter,

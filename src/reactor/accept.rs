@@ -30,7 +30,7 @@ use log::{debug, warn};
 use mio::net::TcpStream;
 
 use super::Reactor;
-use crate::connection::Connection;
+use crate::connection::{CloseReason, Connection};
 use crate::fdlimit::{self, SpareFd};
 use crate::metrics::{BUSY_ANSWER, MAX_HEAD};
 use crate::per_ip::PerIpLimit;
@@ -258,8 +258,14 @@ impl<P: Poller> Reactor<P> {
         }
         if service == Service::Metrics {
             // Neither the echo limits nor the per-host count: a host's
-            // scraper does not use up its echo slots.
-            return (self.http_open >= self.admission.max_http).then_some(Limit::Metrics);
+            // scraper does not use up its echo slots. At the limit, an
+            // idle keep-alive connection makes room (HTTP lets a server
+            // close one between requests; its client opens another), so
+            // idle connections cannot deny a scrape: only connections
+            // with a request under way can, and those are closed within
+            // seconds if it stalls (`check_request`).
+            let full = self.http_open >= self.admission.max_http;
+            return (full && !self.reclaim_idle_http()).then_some(Limit::Metrics);
         }
         if self.conns.len() - self.http_open >= self.admission.max_connections {
             return Some(Limit::Connections);
@@ -273,6 +279,25 @@ impl<P: Poller> Reactor<P> {
         per_ip
             .is_some_and(|per_ip| !per_ip.try_admit(key, peer.ip()))
             .then_some(Limit::PerIp)
+    }
+
+    /// Closes the metrics connection that has been idle longest between
+    /// requests (nothing held, nothing owed), if there is one.
+    fn reclaim_idle_http(&mut self) -> bool {
+        let idle = (self.conns.iter())
+            .filter(|(_, c)| token::is_http(c.generation()) && c.held() == 0 && c.is_open())
+            .min_by_key(|(_, c)| c.last_active())
+            .map(|(key, _)| key);
+        let Some(key) = idle else {
+            return false;
+        };
+        debug!(
+            "{}: idle keep-alive closed for a new metrics connection",
+            Named(token::connection(key, self.conns[key].generation()))
+        );
+        self.close(key, CloseReason::TimedOut);
+        self.stats.http_reclaimed += 1;
+        true
     }
 
     /// Counts and logs a client turned away at `limit`.

@@ -93,6 +93,9 @@ stats! {
     http_active,
     /// HTTP requests answered on `--metrics` listeners, errors included.
     http_requests,
+    /// Log lines dropped because the log sink did not keep up (process
+    /// wide; see `log_queue.rs`).
+    log_dropped,
     /// Loop ticks: calls of the poller's `wait`.
     ticks,
     /// Nanoseconds spent inside the poller's `wait` (sleeping, or asking

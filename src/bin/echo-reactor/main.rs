@@ -1,14 +1,16 @@
-//! `echo-reactor`: parse flags, start logging, bind, print where we listen,
-//! run the loop. Everything else lives in the library, except what makes
+//! `echo-reactor`: parse flags, start logging (through a queue that never
+//! blocks the loop, `log_queue.rs` in the library), bind, print where we
+//! listen, run the loop. Everything else lives in the library, except what makes
 //! one server out of several processes (`--workers`): the master
 //! (`master.rs`) and what a worker does differently (`worker.rs`).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use echo_reactor::{Config, Inheritance, Report, Server};
+use echo_reactor::{Config, Inheritance, LogQueue, Report, Server};
 
 mod cli;
 mod master;
@@ -19,6 +21,12 @@ use cli::Args;
 /// Exit code when a second signal cut the graceful shutdown short
 /// (128 + SIGINT, the shell's convention for "interrupted").
 const EXIT_FORCED: u8 = 130;
+
+/// How long the log queue may take to drain at exit. Long enough for any
+/// sink that reads; a sink that does not must not hold the exit either
+/// (`--shutdown-timeout` + 1 s is the promise), so what is still queued
+/// then is lost.
+const LOG_DRAIN_AT_EXIT: Duration = Duration::from_millis(500);
 
 /// Blocks this large or larger are mapped on their own, and unmapped (given
 /// back to the system) when freed.
@@ -57,20 +65,44 @@ fn main() -> ExitCode {
         },
         _ => Role::Alone,
     };
-    let logs = env_logger::Env::default().default_filter_or("info");
-    let mut logger = env_logger::Builder::from_env(logs);
-    if let Role::Worker { slot, .. } = role {
-        worker::name_log_lines(&mut logger, slot);
-    }
-    logger.init();
+    let logs = match start_logging(&role) {
+        Ok(logs) => logs,
+        Err(e) => {
+            eprintln!("error: cannot start the log writer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     give_freed_memory_back();
 
     let config = args.into_config();
-    match role {
+    let code = match role {
         Role::Alone => serve_alone(&config),
         Role::Master { workers } => master::run(config, workers),
         Role::Worker { slot, inherited } => worker::run(config, slot, &inherited),
+    };
+    logs.drain(LOG_DRAIN_AT_EXIT);
+    code
+}
+
+/// Installs the logger: `RUST_LOG` filters (info by default), records are
+/// formatted as `env_logger` does, and the lines go to stderr through a
+/// [`LogQueue`], so that no log line can block the loop. Returns the
+/// queue, to drain at exit.
+fn start_logging(role: &Role) -> std::io::Result<LogQueue> {
+    let logs = env_logger::Env::default().default_filter_or("info");
+    let mut logger = env_logger::Builder::from_env(logs);
+    if let Role::Worker { slot, .. } = role {
+        worker::name_log_lines(&mut logger, *slot);
     }
+    // The logger cannot see that the queue ends at a terminal: colours
+    // as it would choose them writing to stderr itself.
+    if std::env::var_os("RUST_LOG_STYLE").is_none() && std::io::stderr().is_terminal() {
+        logger.write_style(env_logger::WriteStyle::Always);
+    }
+    let queue = LogQueue::start(std::io::stderr())?;
+    logger.target(env_logger::Target::Pipe(Box::new(queue.clone())));
+    logger.init();
+    Ok(queue)
 }
 
 /// What this process is.

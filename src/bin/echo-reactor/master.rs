@@ -512,12 +512,15 @@ impl Master {
         }
     }
 
-    /// Every worker's counters, summed, the exited ones included.
+    /// Every worker's counters, summed, the exited ones included; and the
+    /// log lines the master itself dropped.
     fn totals(&self) -> Stats {
         let mut total = Stats::default();
         for slot in self.slot_totals() {
             total.add(&slot);
         }
+        // The master logs too, through a queue of its own.
+        total.log_dropped += echo_reactor::dropped_lines();
         total
     }
 
@@ -561,6 +564,12 @@ impl Master {
             "Workers restarted after exiting while serving.",
             "counter",
             &[("", self.restarts as f64)],
+        );
+        text.family(
+            "echo_reactor_master_log_lines_dropped_total",
+            "Log lines the master dropped because the log sink (stderr) did not keep up.",
+            "counter",
+            &[("", echo_reactor::dropped_lines() as f64)],
         );
         let serving = self.stops == 0 && !self.failed;
         text.family(

@@ -41,7 +41,9 @@ struct StuckLog {
 }
 
 impl StuckLog {
-    fn spawn() -> StuckLog {
+    /// Starts a server with `args` besides a listener, a metrics listener
+    /// and [`SHUTDOWN_TIMEOUT`].
+    fn spawn(args: &[&str]) -> StuckLog {
         let shutdown = SHUTDOWN_TIMEOUT.to_string();
         let mut child = Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
             .args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
@@ -139,17 +141,20 @@ impl Drop for StuckLog {
     }
 }
 
-/// `echo_reactor_log_lines_dropped_total` of one scrape.
+/// `echo_reactor_log_lines_dropped_total` of one scrape, every worker's
+/// summed when a master answers.
 fn dropped_in_scrape(metrics: SocketAddr) -> Option<u64> {
     let mut s = connect(metrics);
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
         .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("echo_reactor_log_lines_dropped_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("echo_reactor_log_lines_dropped_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() as u64)
 }
 
 /// The numbers of every `N log lines dropped` line of `log`, summed.
@@ -164,7 +169,7 @@ fn summarised(log: &str) -> u64 {
 
 on_every_backend! {
     fn a_log_sink_that_never_reads_stops_neither_serving_nor_shutdown() {
-        let mut server = StuckLog::spawn();
+        let mut server = StuckLog::spawn(&[]);
         server.serve_every_connection();
         server.wait_dropped();
         // Serving goes on while the sink stays stuck.
@@ -190,8 +195,21 @@ on_every_backend! {
 }
 
 #[test]
+fn a_log_sink_that_never_reads_stops_neither_a_master_nor_its_workers() {
+    // The workers inherit the master's stderr: one stuck pipe for all.
+    let mut server = StuckLog::spawn(&["--workers", "2"]);
+    server.serve_every_connection();
+    server.wait_dropped();
+    let mut late = connect(server.addr);
+    assert_echo(&mut late, &pattern(7, 1000));
+    drop(late);
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
 fn once_the_sink_reads_again_one_line_says_how_many_were_dropped() {
-    let mut server = StuckLog::spawn();
+    let mut server = StuckLog::spawn(&[]);
     server.serve_every_connection();
     let seen = server.wait_dropped();
     // Now read the pipe.

@@ -88,9 +88,9 @@
 //! - `addr`: `HOST:PORT` parsing and getaddrinfo-style resolution.
 //! - `fdlimit`: `RLIMIT_NOFILE` and the spare descriptor for `EMFILE`.
 //! - `stats`: the counters the loop keeps and logs.
-//! - `log_queue`: logging that cannot block the loop: a bounded queue of
-//!   lines, written by a thread of its own, dropped and counted when the
-//!   sink does not keep up ([`LogQueue`]).
+//! - `log_sink`: logging that cannot block the loop: stderr written
+//!   without waiting, on a description of its own; lines dropped and
+//!   counted when it is full ([`LogSink`]).
 //! - `metrics`: `--metrics`, the counters for Prometheus over HTTP/1.1,
 //!   served by the loop as one more service and protocol.
 //! - `config`: what to run ([`Config`]); the command line that says it is
@@ -110,7 +110,7 @@ mod connection;
 mod daytime;
 mod fdlimit;
 mod listener;
-mod log_queue;
+mod log_sink;
 mod metrics;
 mod outbuf;
 mod per_ip;
@@ -132,7 +132,7 @@ pub use config::{
     Config, DEFAULT_BACKLOG, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SNDBUF,
 };
 pub use listener::ListenError;
-pub use log_queue::{LogQueue, QUEUE_BYTES, dropped_lines};
+pub use log_sink::{LogSink, dropped_lines};
 pub use metrics::{Exposition, MAX_HEAD, MAX_HEADERS, MetricsHttp, Page};
 pub use poller::Backend;
 pub use protocol::frame::DEFAULT_MAX_FRAME;

@@ -94,7 +94,7 @@ stats! {
     /// HTTP requests answered on `--metrics` listeners, errors included.
     http_requests,
     /// Log lines dropped because the log sink did not keep up (process
-    /// wide; see `log_queue.rs`).
+    /// wide; see `log_sink.rs`).
     log_dropped,
     /// Loop ticks: calls of the poller's `wait`.
     ticks,

@@ -1,13 +1,13 @@
 //! Logging never blocks the loop. With stderr a pipe nobody reads (a stuck
 //! supervisor, `2> >(sleep 3600)`), a server logging every connection
 //! (`RUST_LOG=debug`) goes on serving, acts on SIGTERM, and counts the
-//! lines it could not write; once the sink reads again, one line says how
-//! many were lost (`src/log_queue.rs`, docs/limits.md).
+//! lines it could not write; once the sink reads again, the next line
+//! logged comes after one that says how many were lost
+//! (`src/log_sink.rs`, docs/limits.md).
 //!
-//! 2,000 connections log about 390 KB at debug level: more than the pipe
-//! (64 KiB), the queue and the batch the log writer is stuck on can hold
-//! together (3 x 64 KiB). Before the queue, the loop blocked in `write(2)`
-//! on stderr after about 640 connections.
+//! 2,000 connections log about 390 KB at debug level, six times what the
+//! pipe holds (64 KiB). Before, the loop blocked in `write(2)` on stderr
+//! after about 640 connections.
 
 mod util;
 
@@ -53,6 +53,7 @@ impl StuckLog {
                 "--shutdown-timeout",
                 &shutdown,
             ])
+            .args(args)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -208,7 +209,7 @@ fn a_log_sink_that_never_reads_stops_neither_a_master_nor_its_workers() {
 }
 
 #[test]
-fn once_the_sink_reads_again_one_line_says_how_many_were_dropped() {
+fn once_the_sink_reads_again_the_next_line_comes_after_one_that_says_how_many_were_dropped() {
     let mut server = StuckLog::spawn(&[]);
     server.serve_every_connection();
     let seen = server.wait_dropped();
@@ -227,11 +228,15 @@ fn once_the_sink_reads_again_one_line_says_how_many_were_dropped() {
                 .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
+    // The next line logged (a connection, at debug level) finds room.
+    let mut client = connect(server.addr);
+    assert_echo(&mut client, &pattern(9, 100));
     let start = Instant::now();
     while !log.lock().expect("log").contains(" log lines dropped") {
         assert!(start.elapsed() < STEP_TIMEOUT, "no summary line");
         thread::sleep(Duration::from_millis(20));
     }
+    drop(client);
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
     reader.join().expect("reader");

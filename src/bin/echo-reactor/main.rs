@@ -1,5 +1,5 @@
-//! `echo-reactor`: parse flags, start logging (through a queue that never
-//! blocks the loop, `log_queue.rs` in the library), bind, print where we
+//! `echo-reactor`: parse flags, start logging (through a sink that never
+//! blocks the loop, `log_sink.rs` in the library), bind, print where we
 //! listen, run the loop. Everything else lives in the library, except what makes
 //! one server out of several processes (`--workers`): the master
 //! (`master.rs`) and what a worker does differently (`worker.rs`).
@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use echo_reactor::{Config, Inheritance, LogQueue, Report, Server};
+use echo_reactor::{Config, Inheritance, LogSink, Report, Server};
 
 mod cli;
 mod master;
@@ -22,10 +22,10 @@ use cli::Args;
 /// (128 + SIGINT, the shell's convention for "interrupted").
 const EXIT_FORCED: u8 = 130;
 
-/// How long the log queue may take to drain at exit. Long enough for any
-/// sink that reads; a sink that does not must not hold the exit either
-/// (`--shutdown-timeout` + 1 s is the promise), so what is still queued
-/// then is lost.
+/// How long the log sink may take at exit to finish a line it took part
+/// of and to say how many lines it dropped. Long enough for any sink that
+/// reads; one that does not must not hold the exit either
+/// (`--shutdown-timeout` + 1 s is the promise).
 const LOG_DRAIN_AT_EXIT: Duration = Duration::from_millis(500);
 
 /// Blocks this large or larger are mapped on their own, and unmapped (given
@@ -68,7 +68,7 @@ fn main() -> ExitCode {
     let logs = match start_logging(&role) {
         Ok(logs) => logs,
         Err(e) => {
-            eprintln!("error: cannot start the log writer: {e}");
+            eprintln!("error: cannot open stderr for logging: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -85,24 +85,25 @@ fn main() -> ExitCode {
 }
 
 /// Installs the logger: `RUST_LOG` filters (info by default), records are
-/// formatted as `env_logger` does, and the lines go to stderr through a
-/// [`LogQueue`], so that no log line can block the loop. Returns the
-/// queue, to drain at exit.
-fn start_logging(role: &Role) -> std::io::Result<LogQueue> {
+/// formatted as `env_logger` does, and each line goes to stderr through a
+/// [`LogSink`], which drops and counts it rather than wait for a full
+/// stderr. Returns the sink, to drain at exit.
+fn start_logging(role: &Role) -> std::io::Result<LogSink> {
     let logs = env_logger::Env::default().default_filter_or("info");
     let mut logger = env_logger::Builder::from_env(logs);
-    if let Role::Worker { slot, .. } = role {
-        worker::name_log_lines(&mut logger, *slot);
-    }
-    // The logger cannot see that the queue ends at a terminal: colours
-    // as it would choose them writing to stderr itself.
+    let prefix = match role {
+        Role::Worker { slot, .. } => worker::name_log_lines(&mut logger, *slot),
+        _ => String::new(),
+    };
+    // The logger cannot see that the sink is a terminal: colours as it
+    // would choose them writing to stderr itself.
     if std::env::var_os("RUST_LOG_STYLE").is_none() && std::io::stderr().is_terminal() {
         logger.write_style(env_logger::WriteStyle::Always);
     }
-    let queue = LogQueue::start(std::io::stderr())?;
-    logger.target(env_logger::Target::Pipe(Box::new(queue.clone())));
+    let sink = LogSink::stderr(&prefix)?;
+    logger.target(env_logger::Target::Pipe(Box::new(sink.clone())));
     logger.init();
-    Ok(queue)
+    Ok(sink)
 }
 
 /// What this process is.

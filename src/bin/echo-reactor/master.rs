@@ -519,7 +519,7 @@ impl Master {
         for slot in self.slot_totals() {
             total.add(&slot);
         }
-        // The master logs too, through a queue of its own.
+        // The master logs too, through a sink of its own.
         total.log_dropped += echo_reactor::dropped_lines();
         total
     }

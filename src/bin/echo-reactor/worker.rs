@@ -62,7 +62,9 @@ fn tell_master(line: &str) {
 }
 
 /// Log lines name the worker: `[... INFO echo_reactor::reactor] worker 2: ...`.
-pub fn name_log_lines(logger: &mut env_logger::Builder, slot: usize) {
+/// Returns what goes before each message (`worker 2: `), for the lines
+/// the log sink writes itself.
+pub fn name_log_lines(logger: &mut env_logger::Builder, slot: usize) -> String {
     logger.format(move |buf, record| {
         writeln!(
             buf,
@@ -73,4 +75,5 @@ pub fn name_log_lines(logger: &mut env_logger::Builder, slot: usize) {
             record.args()
         )
     });
+    format!("worker {slot}: ")
 }

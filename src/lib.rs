@@ -96,6 +96,9 @@
 //! - `addr`: `HOST:PORT` parsing and getaddrinfo-style resolution.
 //! - `fdlimit`: `RLIMIT_NOFILE` and the spare descriptor for `EMFILE`.
 //! - `stats`: the counters the loop keeps and logs.
+//! - `log_sink`: logging that cannot block the loop: stderr written
+//!   without waiting, on a description of its own; lines dropped and
+//!   counted when it is full ([`LogSink`]).
 //! - `metrics`: `--metrics`, the counters for Prometheus over HTTP/1.1,
 //!   served by the loop as one more service and protocol.
 //! - `config`: what to run ([`Config`]); the command line that says it is
@@ -115,6 +118,7 @@ mod connection;
 mod daytime;
 mod fdlimit;
 mod listener;
+mod log_sink;
 mod metrics;
 mod outbuf;
 mod per_ip;
@@ -139,6 +143,7 @@ pub use config::{
     DEFAULT_METRICS_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SNDBUF, DEFAULT_WATCHDOG,
 };
 pub use listener::ListenError;
+pub use log_sink::{LogSink, dropped_lines};
 pub use poller::Backend;
 pub use protocol::frame::DEFAULT_MAX_FRAME;
 pub use protocol::line::DEFAULT_MAX_LINE;

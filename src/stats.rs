@@ -104,6 +104,9 @@ stats! {
     /// Idle keep-alive metrics connections closed to make room for a new
     /// one at `--metrics-max-connections`.
     http_reclaimed,
+    /// Log lines dropped because the log sink did not keep up (process
+    /// wide; see `log_sink.rs`).
+    log_dropped,
     /// Loop ticks: calls of the poller's `wait`.
     ticks,
     /// Nanoseconds spent inside the poller's `wait` (sleeping, or asking

@@ -163,18 +163,23 @@ fn scrape_until(
     }
 }
 
-/// `promtool check metrics` on `text`, if promtool is installed; true if
-/// it ran.
-fn promtool_check(text: &str) -> bool {
-    let Ok(mut child) = Command::new("promtool")
+/// `promtool check metrics` on `text`, if promtool is installed (see
+/// [`util::have_program`]); true if it ran.
+#[track_caller]
+fn promtool_check(text: &str, test: &str) -> bool {
+    if !util::have_program(
+        "promtool",
+        &format!("the promtool check in tests/metrics.rs {test}"),
+    ) {
+        return false;
+    }
+    let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-    else {
-        return false;
-    };
+        .expect("start promtool");
     child
         .stdin
         .take()
@@ -224,7 +229,7 @@ on_every_backend! {
         let metrics = metrics_addr(&server);
         let response = get(metrics, "/metrics");
         let first = parse(&response.body);
-        promtool_check(&response.body);
+        promtool_check(&response.body, "a_scrape_is_valid_exposition_and_counters_move");
         assert_eq!(first["echo_reactor_connections_open"], 0.0);
         assert_eq!(first["echo_reactor_http_connections_open"], 1.0);
         let mut clients: Vec<TcpStream> = (0..3).map(|_| connect(server.addr)).collect();
@@ -391,7 +396,10 @@ fn a_master_scrape_sums_every_worker_and_keeps_the_dead_ones_counts() {
     let held = scrape_until(metrics, "40 open", |s| {
         sum(s, "echo_reactor_connections_open") == 40.0
     });
-    let promtool_ran = promtool_check(&get(metrics, "/metrics").body);
+    promtool_check(
+        &get(metrics, "/metrics").body,
+        "a_master_scrape_sums_every_worker_and_keeps_the_dead_ones_counts",
+    );
     let labelled = held
         .keys()
         .filter(|k| k.starts_with("echo_reactor_connections_open{worker="))
@@ -417,38 +425,25 @@ fn a_master_scrape_sums_every_worker_and_keeps_the_dead_ones_counts() {
         "totals went down: {after:?}"
     );
     drop(clients);
-    let _ = promtool_ran;
 }
 
 /// A real Prometheus server scrapes a running echo-reactor; its HTTP API
 /// then says the target is up and has the counters the clients caused.
-/// `.ci/run` installs Debian's `prometheus` when it is missing; only if it
-/// could not does it set `ECHO_REACTOR_NO_PROMETHEUS`, and then this test
-/// says so loudly instead of failing.
+/// Without `prometheus` on PATH it is skipped, loudly
+/// ([`util::have_program`]); `.ci/run` installs it, and makes a skip a
+/// failure.
 #[test]
 fn prometheus_scrapes_a_running_server() {
-    if Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        if let Ok(why) = std::env::var("ECHO_REACTOR_NO_PROMETHEUS") {
-            eprintln!(
-                "\n\n*** SKIPPED: prometheus is not installed and could not be: {why} ***\n\n"
-            );
-            return;
-        }
-        panic!(
-            "prometheus is not installed (apt-get install prometheus; .ci/run does it), \
-             and ECHO_REACTOR_NO_PROMETHEUS does not say why"
-        );
+    const TEST: &str = "tests/metrics.rs prometheus_scrapes_a_running_server";
+    if !util::have_program("prometheus", TEST) || !util::have_program("promtool", TEST) {
+        return;
     }
     let server = Server::spawn(&["--metrics", "127.0.0.1:0"]);
     let metrics = metrics_addr(&server);
     let mut client = connect(server.addr);
     assert_echo(&mut client, &pattern(7, 5000));
     assert!(
-        promtool_check(&get(metrics, "/metrics").body),
+        promtool_check(&get(metrics, "/metrics").body, TEST),
         "promtool missing"
     );
 

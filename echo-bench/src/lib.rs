@@ -81,7 +81,7 @@ pub enum BenchError {
     Config(ConfigError),
     /// The machine cannot hold the run (descriptors, source addresses).
     Limits(String),
-    /// Not one connection could be opened.
+    /// Not one connection could be opened, or none was ever answered.
     Unreachable {
         /// The address that was tried.
         addr: SocketAddr,
@@ -165,11 +165,14 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Not one connection served: unreachable, unless the server did
-    /// answer, with a corrupted echo (that is a mismatch, for the report).
+    /// Not one connection served and not one answer: unreachable (exit 2).
+    /// A server that did answer, with a corrupted echo (`mismatch`) or
+    /// with something that is no echo at all (`rejected`), was reached:
+    /// its run is reported, and fails ([`Report::served_none`]).
     pub fn check_reached(&self, addr: SocketAddr) -> Result<(), BenchError> {
         let total = &self.stats;
-        if total.established == 0 && total.failed > 0 && total.errors_of(ErrorKind::Mismatch) == 0 {
+        let answered = total.errors_of(ErrorKind::Mismatch) + total.errors_of(ErrorKind::Rejected);
+        if total.established == 0 && total.failed > 0 && answered == 0 {
             return Err(BenchError::Unreachable {
                 addr,
                 cause: self

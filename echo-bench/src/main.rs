@@ -117,6 +117,13 @@ fn print_report(report: &Report, json: bool) -> ExitCode {
     } else {
         print!("{}", report.to_table());
     }
+    if report.served_none() {
+        eprintln!(
+            "echo-bench: {} answered, but not with the echo: none of {} connections was served \
+             (see the errors)",
+            report.addr, report.connections_failed
+        );
+    }
     if report.passed() {
         ExitCode::SUCCESS
     } else {

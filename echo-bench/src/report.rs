@@ -194,9 +194,19 @@ impl Report {
         self.errors.iter().map(|(_, n)| n).sum()
     }
 
-    /// A clean run: no mismatch ever, and errors within `--max-errors`.
+    /// A clean run: no mismatch ever, errors within `--max-errors`, and
+    /// at least one connection served.
     pub fn passed(&self) -> bool {
-        self.error_count(ErrorKind::Mismatch) == 0 && self.total_errors() <= self.max_errors
+        self.error_count(ErrorKind::Mismatch) == 0
+            && self.total_errors() <= self.max_errors
+            && !self.served_none()
+    }
+
+    /// Connections were tried and not one was served, although the server
+    /// answered (a server that never answers makes no report: it cannot
+    /// be reached): every first reply was something else than the echo.
+    pub fn served_none(&self) -> bool {
+        self.connections_established == 0 && self.connections_failed > 0
     }
 
     /// The report as one JSON object.

@@ -349,6 +349,41 @@ fn a_wrong_first_echo_is_a_mismatch_not_an_unreachable_server() {
 }
 
 #[test]
+fn a_server_that_answers_with_no_byte_right_was_reached_and_fails_the_run() {
+    // Every message comes back as many bytes, every one wrong: the server
+    // was reached and answered, so this is no "cannot reach" (exit 2,
+    // which docs/stress.md keeps for an address that does not answer);
+    // it is a run that served nothing (exit 1), whatever --max-errors
+    // says, with a line that says what happened.
+    let srv = tcp_server(Behaviour::Garble);
+    let addr = srv.addr.to_string();
+    for max_errors in ["0", "100"] {
+        let run = bench(&[
+            "-c",
+            "2",
+            "-n",
+            "100",
+            "--max-errors",
+            max_errors,
+            "--json",
+            &addr,
+        ]);
+        assert_eq!(run.code, Some(1), "stderr:\n{}", run.stderr);
+        assert!(!run.stderr.contains("cannot reach"), "{}", run.stderr);
+        assert!(
+            run.stderr.contains("answered, but not with the echo"),
+            "stderr:\n{}",
+            run.stderr
+        );
+        let v = run.json();
+        assert_eq!(v["connections"]["established"], 0, "{v:#}");
+        assert_eq!(v["connections"]["failed"], 2, "{v:#}");
+        assert_eq!(v["errors"]["rejected"], 2, "{v:#}");
+        assert_eq!(v["passed"], false, "{v:#}");
+    }
+}
+
+#[test]
 fn a_wrong_first_udp_echo_is_a_mismatch_not_an_unreachable_server() {
     let addr = udp_echo_flipping_last_byte().to_string();
     let run = bench(&["--udp", "-c", "2", "-n", "100", "--json", &addr]);

@@ -192,6 +192,12 @@ const FAMILIES: &[Family] = &[
         read: Read::Count(|s| s.reservations_released),
     },
     Family {
+        name: "echo_reactor_log_lines_dropped_total",
+        help: "Log lines dropped because the log sink (stderr) did not keep up.",
+        kind: Kind::Counter,
+        read: Read::Count(|s| s.log_dropped),
+    },
+    Family {
         name: "echo_reactor_loop_wait_seconds_total",
         help: "Time the event loop spent inside the poller's wait (idle, or asking the kernel).",
         kind: Kind::Counter,

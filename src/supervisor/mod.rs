@@ -73,6 +73,7 @@ use signal_hook::consts::{SIGALRM, SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SI
 use crate::config::Config;
 use crate::fdlimit;
 use crate::listener::ListenError;
+use crate::log_sink;
 use crate::reactor::Server;
 use crate::seat::{self, HEARTBEAT_EVERY, Region};
 use crate::sockets::Sockets;
@@ -726,12 +727,15 @@ impl Supervisor {
         }
     }
 
-    /// Every worker's counters, summed, the exited ones included.
+    /// Every worker's counters, summed, the exited ones included; and the
+    /// log lines the master itself dropped (it logs through a sink of its
+    /// own, `log_sink.rs`).
     fn totals(&self) -> Stats {
         let mut total = Stats::default();
         for slot in self.slot_totals() {
             total.add(&slot);
         }
+        total.log_dropped += log_sink::dropped_lines();
         total
     }
 
@@ -770,6 +774,7 @@ impl Supervisor {
             workers_hung: hung,
             restarts: self.restarts,
             hangs: self.hangs,
+            log_dropped: log_sink::dropped_lines(),
             serving: self.stops == 0 && !self.failed,
         });
     }

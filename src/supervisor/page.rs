@@ -31,6 +31,8 @@ pub(crate) struct Figures {
     pub(crate) workers_hung: usize,
     pub(crate) restarts: u64,
     pub(crate) hangs: u64,
+    /// Log lines the master itself dropped.
+    pub(crate) log_dropped: u64,
     /// False once the master is stopping: `/healthz` answers 503.
     pub(crate) serving: bool,
 }
@@ -104,6 +106,12 @@ impl Page for MasterPage {
             &[("", figures.hangs as f64)],
         );
         text.family(
+            "echo_reactor_master_log_lines_dropped_total",
+            "Log lines the master dropped because the log sink (stderr) did not keep up.",
+            "counter",
+            &[("", figures.log_dropped as f64)],
+        );
+        text.family(
             "echo_reactor_draining",
             "1 while the server shuts down (no new echo connections), else 0.",
             "gauge",
@@ -143,6 +151,7 @@ mod tests {
             workers_hung: 1,
             restarts: 4,
             hangs: 1,
+            log_dropped: 3,
             serving: false,
         });
         let mut out = String::new();

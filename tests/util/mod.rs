@@ -47,6 +47,39 @@ thread_local! {
     pub static BACKEND: std::cell::Cell<&'static str> = const { std::cell::Cell::new("epoll") };
 }
 
+/// Set (to anything) by `.ci/run`: a test that needs an outside program
+/// fails when the program is missing, instead of skipping.
+pub const REQUIRE_EXTERNAL: &str = "ECHO_REACTOR_REQUIRE_EXTERNAL";
+
+/// Whether the outside program `program` runs here (`program --version`
+/// starts). A plain `cargo test` needs nothing but Rust, so when it does
+/// not run, `what` is skipped: one loud line on the terminal (written to
+/// the real stderr, past the test harness's capture) says what and how to
+/// get it run, and this returns false. With [`REQUIRE_EXTERNAL`] set, a
+/// missing program fails the test instead: CI never passes on a skip.
+#[track_caller]
+pub fn have_program(program: &str, what: &str) -> bool {
+    let runs = Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if runs {
+        return true;
+    }
+    let why = format!(
+        "`{program}` is not on PATH (Debian: apt-get install prometheus, which has \
+         prometheus and promtool; then run cargo test again)"
+    );
+    if std::env::var_os(REQUIRE_EXTERNAL).is_some() {
+        panic!("{what} cannot run: {why}; {REQUIRE_EXTERNAL} is set, so that is a failure");
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "*** SKIPPED {what}: {why} ***");
+    false
+}
+
 /// The backends every behaviour test runs on.
 pub const BACKENDS: [&str; 3] = ["epoll", "poll", "select"];
 

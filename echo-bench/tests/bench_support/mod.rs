@@ -26,6 +26,9 @@ pub enum Behaviour {
     Echo,
     /// Echo, but flip the lowest bit of the byte at this stream offset.
     FlipByteAt(u64),
+    /// Answer every byte with its complement: as many bytes as an echo,
+    /// none of them right.
+    Garble,
     /// Echo this many bytes, then close.
     CloseAfter(u64),
     /// Echo this many bytes, then reset the connection (RST, not FIN).
@@ -150,6 +153,7 @@ fn serve(
                 break;
             }
             Behaviour::Echo | Behaviour::EchoInBatchesAfter(..) | Behaviour::ResetAfter(_) => {}
+            Behaviour::Garble => chunk.iter_mut().for_each(|b| *b = !*b),
             Behaviour::CloseAfter(limit) => {
                 let keep = limit.saturating_sub(offset).min(n as u64) as usize;
                 let _ = s.write_all(&chunk[..keep]);

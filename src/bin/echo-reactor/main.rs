@@ -1,13 +1,15 @@
-//! `echo-reactor`: parse flags, start logging, bind, print where we listen,
-//! run the loop, or (`--workers`) a master of worker processes
+//! `echo-reactor`: parse flags, start logging (through a sink that never
+//! blocks the loop, `log_sink.rs` in the library), bind, print where we
+//! listen, run the loop, or (`--workers`) a master of worker processes
 //! ([`Supervisor`]). Everything else lives in the library.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use echo_reactor::{Config, Ending, Report, Server, Supervisor, WorkerSpec};
+use echo_reactor::{Config, Ending, LogSink, Report, Server, Supervisor, WorkerSpec};
 
 mod cli;
 use cli::Args;
@@ -15,6 +17,12 @@ use cli::Args;
 /// Exit code when a second signal cut the graceful shutdown short
 /// (128 + SIGINT, the shell's convention for "interrupted").
 const EXIT_FORCED: u8 = 130;
+
+/// How long the log sink may take at exit to finish a line it took part
+/// of and to say how many lines it dropped. Long enough for any sink that
+/// reads; one that does not must not hold the exit either
+/// (`--shutdown-timeout` + 1 s is the promise).
+const LOG_DRAIN_AT_EXIT: Duration = Duration::from_millis(500);
 
 /// Blocks this large or larger are mapped on their own, and unmapped (given
 /// back to the system) when freed.
@@ -53,23 +61,48 @@ fn main() -> ExitCode {
         },
         None => Role::Alone,
     };
-    let logs = env_logger::Env::default().default_filter_or("info");
-    let mut logger = env_logger::Builder::from_env(logs);
-    if let Role::Worker(spec) = &role {
-        name_log_lines(&mut logger, spec.slot());
-    }
-    logger.init();
+    let logs = match start_logging(&role) {
+        Ok(logs) => logs,
+        Err(e) => {
+            eprintln!("error: cannot open stderr for logging: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     give_freed_memory_back();
 
     let config = args.into_config();
-    match role {
+    let code = match role {
         Role::Alone => serve_alone(&config),
         Role::Master { workers } => supervise(&config, workers),
         Role::Worker(spec) => exit_code(
             echo_reactor::run_worker(config, &spec)
                 .map_err(|e| std::io::Error::other(format!("worker {}: {e}", spec.slot()))),
         ),
+    };
+    logs.drain(LOG_DRAIN_AT_EXIT);
+    code
+}
+
+/// Installs the logger: `RUST_LOG` filters (info by default), records are
+/// formatted as `env_logger` does, and each line goes to stderr through a
+/// [`LogSink`], which drops and counts it rather than wait for a full
+/// stderr. Returns the sink, to drain at exit.
+fn start_logging(role: &Role) -> std::io::Result<LogSink> {
+    let logs = env_logger::Env::default().default_filter_or("info");
+    let mut logger = env_logger::Builder::from_env(logs);
+    let prefix = match role {
+        Role::Worker(spec) => name_log_lines(&mut logger, spec.slot()),
+        _ => String::new(),
+    };
+    // The logger cannot see that the sink is a terminal: colours as it
+    // would choose them writing to stderr itself.
+    if std::env::var_os("RUST_LOG_STYLE").is_none() && std::io::stderr().is_terminal() {
+        logger.write_style(env_logger::WriteStyle::Always);
     }
+    let sink = LogSink::stderr(&prefix)?;
+    logger.target(env_logger::Target::Pipe(Box::new(sink.clone())));
+    logger.init();
+    Ok(sink)
 }
 
 /// What this process is.
@@ -83,8 +116,10 @@ enum Role {
 }
 
 /// Log lines of a worker name it:
-/// `[... INFO echo_reactor::reactor] worker 2: ...`.
-fn name_log_lines(logger: &mut env_logger::Builder, slot: usize) {
+/// `[... INFO echo_reactor::reactor] worker 2: ...`. Returns what goes
+/// before each message (`worker 2: `), for the lines the log sink writes
+/// itself.
+fn name_log_lines(logger: &mut env_logger::Builder, slot: usize) -> String {
     logger.format(move |buf, record| {
         writeln!(
             buf,
@@ -95,6 +130,7 @@ fn name_log_lines(logger: &mut env_logger::Builder, slot: usize) {
             record.args()
         )
     });
+    format!("worker {slot}: ")
 }
 
 /// A master: bind every slot, say where, start and watch the workers
@@ -175,7 +211,6 @@ fn exit_code<E: std::fmt::Display>(run: Result<Report, E>) -> ExitCode {
         Ok(report) if report.forced => ExitCode::from(EXIT_FORCED),
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
             eprintln!("error: event loop failed: {e}");
             ExitCode::FAILURE
         }

@@ -1,9 +1,10 @@
 //! The sockets a server serves, bound before any event loop exists.
 //!
 //! One process binds them and serves them itself ([`Server::bind`]). With
-//! `--workers N` the master binds them once per worker *slot*, the first
-//! time as asked and then [`Sockets::bind_again`] on the very addresses the
-//! first got (port 0 became a port), each with `SO_REUSEPORT`: the kernel
+//! `--workers N` the master binds them once per worker *slot*
+//! ([`Sockets::bind_slots`]): once without `SO_REUSEPORT` to learn the
+//! addresses are free (port 0 becomes a port), then once per slot on those
+//! very addresses, each with `SO_REUSEPORT`: the kernel
 //! spreads new connections over the slots by a hash of their addresses.
 //! A worker inherits its slot's descriptors across `exec` and adopts them
 //! ([`Sockets::adopt`]), as nginx's workers inherit their listeners.

@@ -149,6 +149,7 @@ pub use protocol::frame::DEFAULT_MAX_FRAME;
 pub use protocol::line::DEFAULT_MAX_LINE;
 pub use protocol::{Frame, Line, Mode, Protocol, Refusal, Status, Transform, Verdict};
 pub use reactor::{Report, Server};
+pub use service::{Endpoint, Service, Transport};
 pub use shutdown::ShutdownHandle;
 pub use stats::{Stats, WAIT_BUCKETS};
 pub use supervisor::{Ending, Supervisor, WorkerSpec, run_worker};

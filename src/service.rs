@@ -15,13 +15,16 @@
 //!   of the server's `--mode` (`Reactor::with_connection`).
 
 use std::borrow::Cow;
+use std::net::SocketAddr;
 
+use crate::addr::ListenAddr;
+use crate::config::Config;
 use crate::daytime;
 use crate::protocol::Handler;
 
 /// What a listening socket (TCP or UDP) serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Service {
+pub enum Service {
     /// Echo (RFC 862), in the server's `--mode` for TCP.
     Echo,
     /// The current time as a line (RFC 867), then close.
@@ -29,6 +32,129 @@ pub(crate) enum Service {
     /// Prometheus metrics over HTTP/1.1 (`--metrics`), whatever `--mode`
     /// says (`metrics/`). TCP only.
     Metrics,
+}
+
+/// How a socket carries a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A listening TCP socket.
+    Tcp,
+    /// A UDP socket.
+    Udp,
+}
+
+/// One socket a server serves on: what, how, and where it is bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// What it serves.
+    pub service: Service,
+    /// TCP or UDP.
+    pub transport: Transport,
+    /// Where it is bound (port 0 asked for is the kernel's port here).
+    pub addr: SocketAddr,
+}
+
+/// One flag's worth of addresses: a service, the transports it is
+/// offered on at each address (several share the address's port), and
+/// the addresses.
+#[derive(Debug)]
+pub(crate) struct Offer<'a> {
+    pub(crate) service: Service,
+    pub(crate) transports: &'static [Transport],
+    pub(crate) addrs: &'a [ListenAddr],
+}
+
+/// **The list of services**, from a [`Config`]: the one place that says
+/// which flag offers which service on which transports, in the order the
+/// sockets are bound, registered and printed. Adding a service is a
+/// variant of [`Service`], its behaviour below (greeting, datagram
+/// answer, the class of its connections), its flag in [`Config`], and a
+/// line here.
+pub(crate) fn offers(config: &Config) -> [Offer<'_>; 4] {
+    use Transport::{Tcp, Udp};
+    [
+        Offer {
+            service: Service::Echo,
+            transports: &[Tcp],
+            addrs: &config.listen,
+        },
+        Offer {
+            service: Service::Echo,
+            transports: &[Udp],
+            addrs: &config.udp,
+        },
+        Offer {
+            service: Service::Daytime,
+            transports: &[Tcp, Udp],
+            addrs: &config.daytime,
+        },
+        Offer {
+            service: Service::Metrics,
+            transports: &[Tcp],
+            addrs: &config.metrics,
+        },
+    ]
+}
+
+impl Service {
+    /// Its name in a worker's inheritance (`sockets.rs`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Service::Echo => "echo",
+            Service::Daytime => "daytime",
+            Service::Metrics => "metrics",
+        }
+    }
+
+    pub(crate) fn from_name(name: &str) -> Option<Service> {
+        [Service::Echo, Service::Daytime, Service::Metrics]
+            .into_iter()
+            .find(|s| s.name() == name)
+    }
+}
+
+impl Transport {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+
+    pub(crate) fn from_name(name: &str) -> Option<Transport> {
+        [Transport::Tcp, Transport::Udp]
+            .into_iter()
+            .find(|t| t.name() == name)
+    }
+}
+
+impl Endpoint {
+    /// How the binary announces it: `tcp://127.0.0.1:7007`,
+    /// `udp://[::1]:7 (daytime)`, `http://127.0.0.1:9090 (metrics)`.
+    pub fn url(&self) -> String {
+        let scheme = match (self.service, self.transport) {
+            (Service::Metrics, _) => "http",
+            (_, Transport::Tcp) => "tcp",
+            (_, Transport::Udp) => "udp",
+        };
+        match self.service {
+            Service::Echo => format!("{scheme}://{}", self.addr),
+            Service::Daytime => format!("{scheme}://{} (daytime)", self.addr),
+            Service::Metrics => format!("{scheme}://{} (metrics)", self.addr),
+        }
+    }
+}
+
+/// The addresses of `service` on `transport` among `endpoints`, in order.
+pub(crate) fn addrs_of(
+    endpoints: &[Endpoint],
+    service: Service,
+    transport: Transport,
+) -> Vec<SocketAddr> {
+    (endpoints.iter())
+        .filter(|e| e.service == service && e.transport == transport)
+        .map(|e| e.addr)
+        .collect()
 }
 
 /// What a new TCP connection is sent before it says anything.

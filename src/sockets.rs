@@ -1,5 +1,10 @@
 //! The sockets a server serves, bound before any event loop exists.
 //!
+//! One list ([`service::offers`]) says which service is offered on which
+//! transports at which addresses; binding walks it, and what comes out is
+//! one list too: each socket with the service it serves. Nothing below
+//! knows one service from another.
+//!
 //! One process binds them and serves them itself ([`Server::bind`]). With
 //! `--workers N` the master binds them once per worker *slot*
 //! ([`Sockets::bind_slots`]): once without `SO_REUSEPORT` to learn the
@@ -17,6 +22,7 @@
 //! successor accepts them.
 //!
 //! [`Server::bind`]: crate::Server::bind
+//! [`service::offers`]: crate::service::offers
 
 use std::fmt;
 use std::io;
@@ -26,62 +32,83 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use crate::addr::ListenAddr;
 use crate::config::Config;
 use crate::listener::{self, ListenError, ListenOptions};
+use crate::service::{self, Endpoint, Service, Transport};
 use crate::udp;
 
-/// Every socket one server (or one worker slot) serves: TCP echo
-/// listeners, UDP echo sockets, daytime services (a TCP listener and a UDP
-/// socket on one port each), metrics listeners, bound, listening and
-/// non-blocking.
+/// Every socket one server (or one worker slot) serves, bound, listening
+/// and non-blocking, each with its service, in the order of
+/// [`service::offers`].
 #[derive(Debug)]
-pub struct Sockets {
-    pub(crate) tcp: Vec<TcpListener>,
-    pub(crate) udp: Vec<UdpSocket>,
-    pub(crate) daytime: Vec<(TcpListener, UdpSocket)>,
-    /// `--metrics` listeners. Never bound again for another slot: with
-    /// `--workers` the master serves metrics itself.
-    pub(crate) metrics: Vec<TcpListener>,
+pub(crate) struct Sockets {
+    pub(crate) bound: Vec<Bound>,
+}
+
+/// One socket and what it serves.
+#[derive(Debug)]
+pub(crate) struct Bound {
+    pub(crate) service: Service,
+    pub(crate) socket: Socket,
+}
+
+/// A listening TCP socket or a UDP socket.
+#[derive(Debug)]
+pub(crate) enum Socket {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+impl Socket {
+    fn transport(&self) -> Transport {
+        match self {
+            Socket::Tcp(_) => Transport::Tcp,
+            Socket::Udp(_) => Transport::Udp,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Socket::Tcp(s) => s.local_addr(),
+            Socket::Udp(s) => s.local_addr(),
+        }
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            Socket::Tcp(s) => s.as_raw_fd(),
+            Socket::Udp(s) => s.as_raw_fd(),
+        }
+    }
+
+    /// A socket of `transport` bound at `addr` with `options`.
+    fn open(transport: Transport, addr: SocketAddr, options: ListenOptions) -> io::Result<Socket> {
+        Ok(match transport {
+            Transport::Tcp => Socket::Tcp(listener::open(addr, options)?),
+            Transport::Udp => Socket::Udp(udp::open(addr, options.reuse_port)?),
+        })
+    }
 }
 
 impl Sockets {
-    /// Resolves and binds everything `config` asks for, with
+    /// Resolves and binds everything `config` offers, with
     /// `SO_REUSEPORT` if `config.reuse_port` says so.
-    pub fn bind(config: &Config) -> Result<Sockets, ListenError> {
+    pub(crate) fn bind(config: &Config) -> Result<Sockets, ListenError> {
         let options = options(config);
-        let mut tcp = Vec::new();
-        for addr in resolve_all(&config.listen)? {
-            let listener = listener::open(addr, options)
-                .map_err(|source| ListenError::Bind { addr, source })?;
-            tcp.push(listener);
+        let mut bound = Vec::new();
+        for offer in service::offers(config) {
+            for addr in resolve_all(offer.addrs)? {
+                let sockets = bind_on_one_port(offer.transports, addr, options)
+                    .map_err(|source| ListenError::Bind { addr, source })?;
+                bound.extend(sockets.into_iter().map(|socket| Bound {
+                    service: offer.service,
+                    socket,
+                }));
+            }
         }
-        let mut udp = Vec::new();
-        for addr in resolve_all(&config.udp)? {
-            let socket = udp::open(addr, config.reuse_port)
-                .map_err(|source| ListenError::Bind { addr, source })?;
-            udp.push(socket);
-        }
-        let mut daytime = Vec::new();
-        for addr in resolve_all(&config.daytime)? {
-            let pair =
-                open_daytime(addr, options).map_err(|source| ListenError::Bind { addr, source })?;
-            daytime.push(pair);
-        }
-        let mut metrics = Vec::new();
-        for addr in resolve_all(&config.metrics)? {
-            let listener = listener::open(addr, options)
-                .map_err(|source| ListenError::Bind { addr, source })?;
-            metrics.push(listener);
-        }
-        Ok(Sockets {
-            tcp,
-            udp,
-            daytime,
-            metrics,
-        })
+        Ok(Sockets { bound })
     }
 
-    /// `slots` sets of every socket `config` asks for but metrics, one
-    /// per worker slot of a master, sharing each address with
-    /// `SO_REUSEPORT`.
+    /// `slots` sets of every socket `config` offers but metrics, one per
+    /// worker slot of a master, sharing each address with `SO_REUSEPORT`.
     ///
     /// `SO_REUSEPORT` would also let this set join the sockets of another
     /// server of the same user on the same port, and take half its
@@ -99,94 +126,64 @@ impl Sockets {
             ..config.clone()
         };
         let probe = Sockets::bind(&probe_config)?;
-        let addrs = Addresses {
-            tcp: probe.tcp_addrs().map_err(ListenError::Setup)?,
-            udp: probe.udp_addrs().map_err(ListenError::Setup)?,
-            daytime: probe.daytime_addrs().map_err(ListenError::Setup)?,
-        };
+        let endpoints = probe.endpoints().map_err(ListenError::Setup)?;
         drop(probe);
-        let shared = Config {
+        let options = ListenOptions {
             reuse_port: true,
-            ..probe_config
+            ..options(&probe_config)
         };
         (0..slots)
-            .map(|_| Sockets::bind_at(&addrs, &shared))
+            .map(|_| Sockets::bind_at(&endpoints, options))
             .collect()
     }
 
-    /// New sockets on exactly `addrs` (`config.reuse_port` set, for
-    /// another worker slot).
-    fn bind_at(addrs: &Addresses, config: &Config) -> Result<Sockets, ListenError> {
-        let options = options(config);
-        let bind = |addr: SocketAddr, e: io::Error| ListenError::Bind { addr, source: e };
-        let mut again = Sockets {
-            tcp: Vec::new(),
-            udp: Vec::new(),
-            daytime: Vec::new(),
-            metrics: Vec::new(),
-        };
-        for &addr in &addrs.tcp {
-            again
-                .tcp
-                .push(listener::open(addr, options).map_err(|e| bind(addr, e))?);
-        }
-        for &addr in &addrs.udp {
-            let socket = udp::open(addr, config.reuse_port).map_err(|e| bind(addr, e))?;
-            again.udp.push(socket);
-        }
-        for &addr in &addrs.daytime {
-            let tcp = listener::open(addr, options).map_err(|e| bind(addr, e))?;
-            let datagrams = udp::open(addr, config.reuse_port).map_err(|e| bind(addr, e))?;
-            again.daytime.push((tcp, datagrams));
-        }
-        Ok(again)
+    /// New sockets on exactly `endpoints`.
+    fn bind_at(endpoints: &[Endpoint], options: ListenOptions) -> Result<Sockets, ListenError> {
+        let bound = (endpoints.iter())
+            .map(|e| {
+                let socket = Socket::open(e.transport, e.addr, options).map_err(|source| {
+                    ListenError::Bind {
+                        addr: e.addr,
+                        source,
+                    }
+                })?;
+                Ok(Bound {
+                    service: e.service,
+                    socket,
+                })
+            })
+            .collect::<Result<_, ListenError>>()?;
+        Ok(Sockets { bound })
     }
 
-    /// The TCP echo listeners' addresses, in order.
-    pub fn tcp_addrs(&self) -> io::Result<Vec<SocketAddr>> {
-        self.tcp.iter().map(TcpListener::local_addr).collect()
-    }
-
-    /// The UDP echo sockets' addresses, in order.
-    pub fn udp_addrs(&self) -> io::Result<Vec<SocketAddr>> {
-        self.udp.iter().map(UdpSocket::local_addr).collect()
-    }
-
-    /// The daytime services' addresses (TCP and UDP share each), in order.
-    pub fn daytime_addrs(&self) -> io::Result<Vec<SocketAddr>> {
-        self.daytime
-            .iter()
-            .map(|(tcp, _)| tcp.local_addr())
+    /// Every socket's service, transport and address, in order.
+    pub(crate) fn endpoints(&self) -> io::Result<Vec<Endpoint>> {
+        (self.bound.iter())
+            .map(|b| {
+                Ok(Endpoint {
+                    service: b.service,
+                    transport: b.socket.transport(),
+                    addr: b.socket.local_addr()?,
+                })
+            })
             .collect()
-    }
-
-    /// The metrics listeners' addresses, in order.
-    pub fn metrics_addrs(&self) -> io::Result<Vec<SocketAddr>> {
-        self.metrics.iter().map(TcpListener::local_addr).collect()
     }
 
     /// Every descriptor, for a parent that must keep them open across
     /// `exec` in a child (they are close-on-exec, like every descriptor
     /// Rust opens).
-    pub fn raw_fds(&self) -> Vec<RawFd> {
-        let tcp = self.tcp.iter().map(AsRawFd::as_raw_fd);
-        let udp = self.udp.iter().map(AsRawFd::as_raw_fd);
-        let daytime = (self.daytime.iter()).flat_map(|(t, u)| [t.as_raw_fd(), u.as_raw_fd()]);
-        let metrics = self.metrics.iter().map(AsRawFd::as_raw_fd);
-        tcp.chain(udp).chain(daytime).chain(metrics).collect()
+    pub(crate) fn raw_fds(&self) -> Vec<RawFd> {
+        self.bound.iter().map(|b| b.socket.raw_fd()).collect()
     }
 
     /// What a child process that inherits these descriptors needs to adopt
     /// them ([`Sockets::adopt`]): which descriptor is which.
-    pub fn inheritance(&self) -> Inheritance {
-        Inheritance {
-            tcp: self.tcp.iter().map(AsRawFd::as_raw_fd).collect(),
-            udp: self.udp.iter().map(AsRawFd::as_raw_fd).collect(),
-            daytime: (self.daytime.iter())
-                .map(|(t, u)| (t.as_raw_fd(), u.as_raw_fd()))
+    pub(crate) fn inheritance(&self) -> Inheritance {
+        Inheritance(
+            (self.bound.iter())
+                .map(|b| (b.service, b.socket.transport(), b.socket.raw_fd()))
                 .collect(),
-            metrics: self.metrics.iter().map(AsRawFd::as_raw_fd).collect(),
-        }
+        )
     }
 
     /// Takes ownership of inherited descriptors.
@@ -197,37 +194,23 @@ impl Sockets {
     /// a socket of the kind it is listed as (a listening TCP socket, a
     /// bound UDP socket), and be owned by nothing else in this process:
     /// the returned sockets close them when dropped.
-    pub unsafe fn adopt(inherited: &Inheritance) -> io::Result<Sockets> {
-        let tcp_listener = |fd: RawFd| {
-            // SAFETY: the caller promises each descriptor is an open
-            // listening TCP socket that nothing else owns.
-            unsafe { TcpListener::from_raw_fd(fd) }
-        };
-        let udp_socket = |fd: RawFd| {
-            // SAFETY: the caller promises each descriptor is an open UDP
-            // socket that nothing else owns.
-            unsafe { UdpSocket::from_raw_fd(fd) }
-        };
-        let sockets = Sockets {
-            tcp: inherited.tcp.iter().map(|&fd| tcp_listener(fd)).collect(),
-            udp: inherited.udp.iter().map(|&fd| udp_socket(fd)).collect(),
-            daytime: (inherited.daytime.iter())
-                .map(|&(t, u)| (tcp_listener(t), udp_socket(u)))
-                .collect(),
-            metrics: inherited
-                .metrics
-                .iter()
-                .map(|&fd| tcp_listener(fd))
-                .collect(),
-        };
+    pub(crate) unsafe fn adopt(inherited: &Inheritance) -> io::Result<Sockets> {
+        let bound: Vec<Bound> = (inherited.0.iter())
+            .map(|&(service, transport, fd)| Bound {
+                service,
+                socket: match transport {
+                    // SAFETY: the caller promises each descriptor is an
+                    // open socket of this kind that nothing else owns.
+                    Transport::Tcp => Socket::Tcp(unsafe { TcpListener::from_raw_fd(fd) }),
+                    // SAFETY: as above.
+                    Transport::Udp => Socket::Udp(unsafe { UdpSocket::from_raw_fd(fd) }),
+                },
+            })
+            .collect();
+        let sockets = Sockets { bound };
         // Check what was promised, as far as the kernel can tell: each is
         // a bound socket (a stray number fails here, not in the loop).
-        let bound = sockets
-            .tcp_addrs()
-            .and(sockets.udp_addrs())
-            .and(sockets.daytime_addrs())
-            .and(sockets.metrics_addrs());
-        if let Err(e) = bound {
+        if let Err(e) = sockets.endpoints() {
             // Nothing is closed on this path: the numbers may not be ours.
             std::mem::forget(sockets);
             return Err(io::Error::new(
@@ -235,59 +218,63 @@ impl Sockets {
                 format!("inherited sockets {inherited}: {e}"),
             ));
         }
-        for socket in sockets.tcp.iter().chain(&sockets.metrics) {
-            socket.set_nonblocking(true)?;
-        }
-        for socket in &sockets.udp {
-            socket.set_nonblocking(true)?;
-        }
-        for (tcp, datagrams) in &sockets.daytime {
-            tcp.set_nonblocking(true)?;
-            datagrams.set_nonblocking(true)?;
+        for b in &sockets.bound {
+            match &b.socket {
+                Socket::Tcp(s) => s.set_nonblocking(true)?,
+                Socket::Udp(s) => s.set_nonblocking(true)?,
+            }
         }
         Ok(sockets)
     }
 }
 
-/// The addresses a set of sockets got, to bind another set on.
-struct Addresses {
-    tcp: Vec<SocketAddr>,
-    udp: Vec<SocketAddr>,
-    daytime: Vec<SocketAddr>,
+/// Binds one socket per transport on `addr`, all on one port: the first
+/// where asked, the others on the address it got. With port 0, a later
+/// transport may find the kernel's pick taken; then all are tried again.
+fn bind_on_one_port(
+    transports: &[Transport],
+    addr: SocketAddr,
+    options: ListenOptions,
+) -> io::Result<Vec<Socket>> {
+    const ATTEMPTS: usize = 8;
+    let mut last_error = None;
+    'attempt: for _ in 0..ATTEMPTS {
+        let mut sockets: Vec<Socket> = Vec::new();
+        let mut at = addr;
+        for &transport in transports {
+            match Socket::open(transport, at, options) {
+                Ok(socket) => {
+                    at = socket.local_addr()?;
+                    sockets.push(socket);
+                }
+                Err(e)
+                    if addr.port() == 0
+                        && !sockets.is_empty()
+                        && e.kind() == io::ErrorKind::AddrInUse =>
+                {
+                    last_error = Some(e);
+                    continue 'attempt;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        return Ok(sockets);
+    }
+    Err(last_error.unwrap_or_else(|| io::ErrorKind::AddrInUse.into()))
 }
 
 /// Which inherited descriptor is which socket: written by the parent
 /// ([`Sockets::inheritance`], then `Display`), read by the child (`parse`),
-/// as `tcp=3,4 udp=5 daytime=6/7 metrics=8`.
+/// as `echo/tcp=3 echo/udp=4 daytime/tcp=5 daytime/udp=6`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Inheritance {
-    tcp: Vec<RawFd>,
-    udp: Vec<RawFd>,
-    daytime: Vec<(RawFd, RawFd)>,
-    metrics: Vec<RawFd>,
-}
+pub(crate) struct Inheritance(Vec<(Service, Transport, RawFd)>);
 
 impl fmt::Display for Inheritance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list = |fds: &[RawFd]| {
-            fds.iter()
-                .map(|fd| fd.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let pairs: Vec<String> = self
-            .daytime
-            .iter()
-            .map(|(t, u)| format!("{t}/{u}"))
+        let words: Vec<String> = (self.0.iter())
+            .map(|(service, transport, fd)| format!("{}/{}={fd}", service.name(), transport.name()))
             .collect();
-        write!(
-            f,
-            "tcp={} udp={} daytime={} metrics={}",
-            list(&self.tcp),
-            list(&self.udp),
-            pairs.join(","),
-            list(&self.metrics)
-        )
+        f.write_str(&words.join(" "))
     }
 }
 
@@ -295,34 +282,21 @@ impl std::str::FromStr for Inheritance {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Inheritance, String> {
-        let fd = |s: &str| {
-            s.parse::<RawFd>()
-                .ok()
+        let entry = |word: &str| -> Result<(Service, Transport, RawFd), String> {
+            let bad = || format!("expected SERVICE/TRANSPORT=FD, got {word:?}");
+            let (kind, fd) = word.split_once('=').ok_or_else(bad)?;
+            let (service, transport) = kind.split_once('/').ok_or_else(bad)?;
+            let service = Service::from_name(service).ok_or_else(bad)?;
+            let transport = Transport::from_name(transport).ok_or_else(bad)?;
+            let fd = (fd.parse::<RawFd>().ok())
                 .filter(|&fd| fd > 2)
-                .ok_or_else(|| format!("not a descriptor number: {s:?}"))
+                .ok_or_else(|| format!("not a descriptor number: {fd:?}"))?;
+            Ok((service, transport, fd))
         };
-        let mut inherited = Inheritance::default();
-        for part in text.split_whitespace() {
-            let (kind, list) = part
-                .split_once('=')
-                .ok_or_else(|| format!("expected KIND=LIST, got {part:?}"))?;
-            let items = list.split(',').filter(|s| !s.is_empty());
-            match kind {
-                "tcp" => inherited.tcp = items.map(fd).collect::<Result<_, _>>()?,
-                "udp" => inherited.udp = items.map(fd).collect::<Result<_, _>>()?,
-                "metrics" => inherited.metrics = items.map(fd).collect::<Result<_, _>>()?,
-                "daytime" => {
-                    for item in items {
-                        let (t, u) = item
-                            .split_once('/')
-                            .ok_or_else(|| format!("expected TCP/UDP, got {item:?}"))?;
-                        inherited.daytime.push((fd(t)?, fd(u)?));
-                    }
-                }
-                _ => return Err(format!("unknown socket kind {kind:?}")),
-            }
-        }
-        Ok(inherited)
+        text.split_whitespace()
+            .map(entry)
+            .collect::<Result<_, _>>()
+            .map(Inheritance)
     }
 }
 
@@ -348,49 +322,36 @@ fn resolve_all(addrs: &[ListenAddr]) -> Result<Vec<SocketAddr>, ListenError> {
     Ok(all)
 }
 
-/// Binds a daytime service: a TCP listener on `addr`, then a UDP socket on
-/// the port it got (seed 1: TCP and UDP may share a port number). With
-/// port 0 the kernel picks a TCP port that may be taken for UDP; then try
-/// another.
-fn open_daytime(addr: SocketAddr, options: ListenOptions) -> io::Result<(TcpListener, UdpSocket)> {
-    const ATTEMPTS: usize = 8;
-    let mut last_error = None;
-    for _ in 0..ATTEMPTS {
-        let tcp = listener::open(addr, options)?;
-        let bound = tcp.local_addr()?;
-        match udp::open(bound, options.reuse_port) {
-            Ok(datagrams) => return Ok((tcp, datagrams)),
-            Err(e) if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse => {
-                last_error = Some(e);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| io::ErrorKind::AddrInUse.into()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn an_inheritance_reads_back_as_written() {
-        let written = Inheritance {
-            tcp: vec![3, 4],
-            udp: vec![],
-            daytime: vec![(6, 7)],
-            metrics: vec![8],
-        };
+        let written = Inheritance(vec![
+            (Service::Echo, Transport::Tcp, 3),
+            (Service::Echo, Transport::Tcp, 4),
+            (Service::Daytime, Transport::Tcp, 6),
+            (Service::Daytime, Transport::Udp, 7),
+            (Service::Metrics, Transport::Tcp, 8),
+        ]);
         let text = written.to_string();
-        assert_eq!(text, "tcp=3,4 udp= daytime=6/7 metrics=8");
-        assert_eq!(text.parse::<Inheritance>(), Ok(written));
-        assert!(
-            "tcp=1".parse::<Inheritance>().is_err(),
-            "stdout is no socket"
+        assert_eq!(
+            text,
+            "echo/tcp=3 echo/tcp=4 daytime/tcp=6 daytime/udp=7 metrics/tcp=8"
         );
-        assert!("tcp=x".parse::<Inheritance>().is_err());
-        assert!("pipe=5".parse::<Inheritance>().is_err());
-        assert!("daytime=5".parse::<Inheritance>().is_err());
+        assert_eq!(text.parse::<Inheritance>(), Ok(written));
+        assert_eq!("".parse::<Inheritance>(), Ok(Inheritance::default()));
+        for bad in [
+            "echo/tcp=1",
+            "echo/tcp=x",
+            "pipe/tcp=5",
+            "echo/sctp=5",
+            "echo=5",
+            "echo/tcp",
+        ] {
+            assert!(bad.parse::<Inheritance>().is_err(), "{bad:?}");
+        }
     }
 
     fn config() -> Config {
@@ -403,40 +364,54 @@ mod tests {
     }
 
     #[test]
+    fn every_offer_is_bound_in_order_and_daytime_shares_one_port() {
+        let sockets = Sockets::bind(&config()).expect("bind");
+        let endpoints = sockets.endpoints().expect("endpoints");
+        let kinds: Vec<(Service, Transport)> =
+            endpoints.iter().map(|e| (e.service, e.transport)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (Service::Echo, Transport::Tcp),
+                (Service::Echo, Transport::Udp),
+                (Service::Daytime, Transport::Tcp),
+                (Service::Daytime, Transport::Udp),
+            ]
+        );
+        assert_eq!(endpoints[2].addr, endpoints[3].addr);
+        assert_ne!(endpoints[0].addr.port(), 0);
+    }
+
+    #[test]
     fn slots_share_every_address() {
         let slots = Sockets::bind_slots(&config(), 3).expect("bind");
         assert_eq!(slots.len(), 3);
+        let first = slots[0].endpoints().expect("endpoints");
+        assert_eq!(first.len(), 4);
         for slot in &slots[1..] {
-            assert_eq!(slot.tcp_addrs().ok(), slots[0].tcp_addrs().ok());
-            assert_eq!(slot.udp_addrs().ok(), slots[0].udp_addrs().ok());
-            assert_eq!(slot.daytime_addrs().ok(), slots[0].daytime_addrs().ok());
+            assert_eq!(slot.endpoints().expect("endpoints"), first);
         }
-        assert_ne!(slots[0].tcp_addrs().expect("addr")[0].port(), 0);
     }
 
     #[test]
     fn slots_on_a_port_other_slots_hold_are_refused() {
         let first = Sockets::bind_slots(&config(), 2).expect("bind");
-        for (kind, taken) in [
-            ("tcp", first[0].tcp_addrs().expect("addr")),
-            ("udp", first[0].udp_addrs().expect("addr")),
-        ] {
+        for taken in first[0].endpoints().expect("endpoints") {
+            let addr: ListenAddr = taken.addr.to_string().parse().expect("address");
             let mut again = Config {
                 listen: vec![],
-                udp: vec![],
-                daytime: vec![],
                 ..Config::default()
             };
-            let addr: ListenAddr = taken[0].to_string().parse().expect("address");
-            if kind == "tcp" {
-                again.listen.push(addr);
-            } else {
-                again.udp.push(addr);
+            match (taken.service, taken.transport) {
+                (Service::Echo, Transport::Tcp) => again.listen.push(addr),
+                (Service::Echo, Transport::Udp) => again.udp.push(addr),
+                (Service::Daytime, _) => again.daytime.push(addr),
+                (Service::Metrics, _) => again.metrics.push(addr),
             }
-            let err = Sockets::bind_slots(&again, 2).expect_err(kind);
+            let err = Sockets::bind_slots(&again, 2).expect_err("a port in use");
             assert!(
-                matches!(&err, ListenError::Bind { addr, .. } if *addr == taken[0]),
-                "{kind}: {err}"
+                matches!(&err, ListenError::Bind { addr, .. } if *addr == taken.addr),
+                "{taken:?}: {err}"
             );
         }
     }

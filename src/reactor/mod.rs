@@ -43,7 +43,6 @@ mod trace;
 pub use server::Server;
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,6 +59,7 @@ use crate::per_ip::PerIpLimit;
 use crate::poller::{Event, Interest, Poller, Token};
 use crate::protocol::Handler;
 use crate::seat::{HEARTBEAT_EVERY, Seat};
+use crate::service::Endpoint;
 use crate::shutdown::{ShutdownHandle, WakePipe};
 use crate::signals::{Request, Signals};
 use crate::sockets::Sockets;
@@ -372,24 +372,10 @@ impl<P: Poller> Reactor<P> {
         self.stats_sink = Some(StatsSink(sink));
     }
 
-    /// The echo listeners' addresses as bound (the kernel's port for 0).
-    pub(crate) fn local_addrs(&self) -> &[SocketAddr] {
-        &self.sources.tcp_addrs
-    }
-
-    /// The UDP echo sockets' addresses as bound.
-    pub(crate) fn udp_addrs(&self) -> &[SocketAddr] {
-        &self.sources.udp_addrs
-    }
-
-    /// The daytime services' addresses as bound (TCP and UDP share each).
-    pub(crate) fn daytime_addrs(&self) -> &[SocketAddr] {
-        &self.sources.daytime_addrs
-    }
-
-    /// The metrics listeners' addresses as bound.
-    pub(crate) fn metrics_addrs(&self) -> &[SocketAddr] {
-        &self.sources.metrics_addrs
+    /// Every socket's service, transport and address as bound (the
+    /// kernel's port where port 0 was asked for).
+    pub(crate) fn endpoints(&self) -> &[Endpoint] {
+        &self.sources.endpoints
     }
 
     /// A handle that stops this reactor from any thread.

@@ -13,6 +13,7 @@ use crate::metrics::Page;
 use crate::poller::{Backend, Epoll, Poll, Select};
 use crate::protocol::{Handler, Protocol};
 use crate::seat::Seat;
+use crate::service::{self, Endpoint, Service, Transport};
 use crate::shutdown::ShutdownHandle;
 use crate::sockets::Sockets;
 use crate::stats::Stats;
@@ -102,24 +103,23 @@ impl Server {
         each_backend!(&mut self.0, r => r.serve_page(page))
     }
 
-    /// The echo listeners' addresses as bound (the kernel's port for 0).
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        each_backend!(&self.0, r => r.local_addrs())
+    /// Every socket it serves on: which service, TCP or UDP, and the
+    /// address as bound (the kernel's port where port 0 was asked for),
+    /// in the order of the flags.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        each_backend!(&self.0, r => r.endpoints())
     }
 
-    /// The UDP echo sockets' addresses as bound.
-    pub fn udp_addrs(&self) -> &[SocketAddr] {
-        each_backend!(&self.0, r => r.udp_addrs())
+    /// The addresses of one service on one transport, as bound:
+    /// `addrs(Service::Daytime, Transport::Udp)`.
+    pub fn addrs(&self, service: Service, transport: Transport) -> Vec<SocketAddr> {
+        service::addrs_of(self.endpoints(), service, transport)
     }
 
-    /// The daytime services' addresses as bound (TCP and UDP share each).
-    pub fn daytime_addrs(&self) -> &[SocketAddr] {
-        each_backend!(&self.0, r => r.daytime_addrs())
-    }
-
-    /// The metrics listeners' addresses as bound (`--metrics`).
-    pub fn metrics_addrs(&self) -> &[SocketAddr] {
-        each_backend!(&self.0, r => r.metrics_addrs())
+    /// The TCP echo listeners' addresses as bound: `addrs(Service::Echo,
+    /// Transport::Tcp)`, the one most callers want.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs(Service::Echo, Transport::Tcp)
     }
 
     /// A handle that stops this server from any thread: the first call

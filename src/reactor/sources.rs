@@ -1,8 +1,6 @@
-//! The sockets the loop serves (bound by `sockets.rs`): TCP listeners, UDP
-//! sockets, the daytime services that are both, and metrics listeners.
-//!
-//! Echo listeners come first, then daytime listeners, then metrics ones; UDP echo sockets
-//! first, then daytime ones. Both vectors keep their length for the life
+//! The sockets the loop serves (bound by `sockets.rs`): TCP listeners and
+//! UDP sockets, each with the service it serves, in the order of the list
+//! of services (`service::offers`). Both vectors keep their length for the life
 //! of the loop (a closed socket leaves an empty slot), so a listener's or
 //! UDP socket's token is its index (`token.rs`) and needs no generation.
 
@@ -14,8 +12,8 @@ use mio::net::{TcpListener, UdpSocket};
 
 use crate::listener::ListenError;
 use crate::poller::{Interest, Poller};
-use crate::service::Service;
-use crate::sockets::Sockets;
+use crate::service::{Endpoint, Service, Transport};
+use crate::sockets::{Socket, Sockets};
 use crate::token;
 use crate::udp::LoopGuard;
 
@@ -49,14 +47,8 @@ pub(super) struct Sources {
     pub(super) udp: Vec<UdpSlot>,
     /// Which datagrams go unanswered because answering could loop.
     pub(super) udp_guard: LoopGuard,
-    /// The echo listeners' addresses as bound.
-    pub(super) tcp_addrs: Vec<SocketAddr>,
-    /// The UDP echo sockets' addresses as bound.
-    pub(super) udp_addrs: Vec<SocketAddr>,
-    /// The daytime services' addresses as bound (TCP and UDP share each).
-    pub(super) daytime_addrs: Vec<SocketAddr>,
-    /// The metrics listeners' addresses as bound.
-    pub(super) metrics_addrs: Vec<SocketAddr>,
+    /// Every socket's service, transport and address as bound.
+    pub(super) endpoints: Vec<Endpoint>,
 }
 
 impl Sources {
@@ -64,45 +56,33 @@ impl Sources {
     /// process.
     pub(super) fn adopt(sockets: Sockets) -> Result<Sources, ListenError> {
         let setup = ListenError::Setup;
-        let mut sources = Sources {
-            listeners: Vec::new(),
-            udp: Vec::new(),
-            udp_guard: LoopGuard::default(),
-            tcp_addrs: sockets.tcp_addrs().map_err(setup)?,
-            udp_addrs: sockets.udp_addrs().map_err(setup)?,
-            daytime_addrs: sockets.daytime_addrs().map_err(setup)?,
-            metrics_addrs: sockets.metrics_addrs().map_err(setup)?,
-        };
-        for socket in sockets.tcp {
-            let socket = TcpListener::from_std(socket);
-            sources
-                .listeners
-                .push(ListenerSlot::new(socket, Service::Echo));
+        let endpoints = sockets.endpoints().map_err(setup)?;
+        let (mut listeners, mut udp) = (Vec::new(), Vec::new());
+        for bound in sockets.bound {
+            match bound.socket {
+                Socket::Tcp(socket) => {
+                    let socket = TcpListener::from_std(socket);
+                    listeners.push(ListenerSlot::new(socket, bound.service));
+                }
+                Socket::Udp(socket) => {
+                    let socket = UdpSocket::from_std(socket);
+                    udp.push(UdpSlot::new(socket, bound.service));
+                }
+            }
         }
-        for socket in sockets.udp {
-            let socket = UdpSocket::from_std(socket);
-            sources.udp.push(UdpSlot::new(socket, Service::Echo));
-        }
-        for (tcp, datagrams) in sockets.daytime {
-            let tcp = TcpListener::from_std(tcp);
-            sources
-                .listeners
-                .push(ListenerSlot::new(tcp, Service::Daytime));
-            let datagrams = UdpSocket::from_std(datagrams);
-            sources.udp.push(UdpSlot::new(datagrams, Service::Daytime));
-        }
-        for socket in sockets.metrics {
-            let socket = TcpListener::from_std(socket);
-            sources
-                .listeners
-                .push(ListenerSlot::new(socket, Service::Metrics));
-        }
-        if sources.listeners.len() > token::MAX_LISTENERS {
+        if listeners.len() > token::MAX_LISTENERS {
             return Err(setup(io::Error::other("too many listeners")));
         }
-        let own = sources.udp_addrs.iter().chain(&sources.daytime_addrs);
-        sources.udp_guard = LoopGuard::new(own.copied().collect());
-        Ok(sources)
+        let own: Vec<SocketAddr> = (endpoints.iter())
+            .filter(|e| e.transport == Transport::Udp)
+            .map(|e| e.addr)
+            .collect();
+        Ok(Sources {
+            listeners,
+            udp,
+            udp_guard: LoopGuard::new(own),
+            endpoints,
+        })
     }
 
     /// Registers every socket for `READABLE`. Called before any connection

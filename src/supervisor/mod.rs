@@ -59,7 +59,6 @@ pub use worker::{WorkerSpec, run_worker};
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader};
-use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -76,6 +75,7 @@ use crate::listener::ListenError;
 use crate::log_sink;
 use crate::reactor::Server;
 use crate::seat::{self, HEARTBEAT_EVERY, Region};
+use crate::service::Endpoint;
 use crate::sockets::Sockets;
 use crate::stats::Stats;
 use launch::Program;
@@ -124,7 +124,7 @@ pub struct Supervisor {
     retired: Vec<Stats>,
     metrics: Option<(Server, Arc<MasterPage>)>,
     page: Option<Arc<MasterPage>>,
-    addrs: [Vec<SocketAddr>; 4],
+    endpoints: Vec<Endpoint>,
     restarts: u64,
     hangs: u64,
     /// SIGINT/SIGTERM received.
@@ -222,13 +222,10 @@ impl Supervisor {
             server.serve_page(page.clone());
             Some((server, page))
         };
-        let first = &slots[0];
-        let addrs = [
-            first.tcp_addrs().map_err(setup)?,
-            first.udp_addrs().map_err(setup)?,
-            first.daytime_addrs().map_err(setup)?,
-            (metrics.as_ref()).map_or_else(Vec::new, |(s, _)| s.metrics_addrs().to_vec()),
-        ];
+        let mut endpoints = slots[0].endpoints().map_err(setup)?;
+        if let Some((server, _)) = &metrics {
+            endpoints.extend_from_slice(server.endpoints());
+        }
         // A slot's old and new worker hold a seat each during a rolling
         // restart, and old ones may still be retiring when the next
         // SIGHUP comes.
@@ -248,7 +245,7 @@ impl Supervisor {
             retired: vec![Stats::default(); workers],
             page: metrics.as_ref().map(|(_, page)| page.clone()),
             metrics,
-            addrs,
+            endpoints,
             restarts: 0,
             hangs: 0,
             stops: 0,
@@ -259,24 +256,10 @@ impl Supervisor {
         })
     }
 
-    /// The echo listeners' addresses as bound (every slot's are the same).
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.addrs[0]
-    }
-
-    /// The UDP echo sockets' addresses as bound.
-    pub fn udp_addrs(&self) -> &[SocketAddr] {
-        &self.addrs[1]
-    }
-
-    /// The daytime services' addresses as bound.
-    pub fn daytime_addrs(&self) -> &[SocketAddr] {
-        &self.addrs[2]
-    }
-
-    /// The master's metrics listeners' addresses as bound.
-    pub fn metrics_addrs(&self) -> &[SocketAddr] {
-        &self.addrs[3]
+    /// Every socket the server serves on (every slot's are the same; the
+    /// metrics listeners are the master's own).
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
     }
 
     /// Starts the workers and supervises them until they have all exited

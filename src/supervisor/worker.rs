@@ -42,7 +42,7 @@ const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// shared memory and the descriptor of that memory, and which inherited
 /// descriptor is which socket. Written by the master (`Display`) after
 /// the worker flag, read by the worker (`parse`), as
-/// `slot=1 seat=3 shared=9 tcp=3,4 udp= daytime=6/7 metrics=`.
+/// `slot=1 seat=3 shared=9 echo/tcp=3 echo/tcp=4 daytime/tcp=6 daytime/udp=7`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerSpec {
     slot: usize,
@@ -183,21 +183,23 @@ mod tests {
 
     #[test]
     fn a_spec_reads_back_as_written() {
-        let sockets: Inheritance = "tcp=3,4 udp=5 daytime=6/7 metrics=".parse().unwrap();
+        let sockets: Inheritance = "echo/tcp=3 echo/udp=5 daytime/tcp=6 daytime/udp=7"
+            .parse()
+            .unwrap();
         let spec = WorkerSpec::new(2, 5, 9, sockets);
         let text = spec.to_string();
         assert_eq!(
             text,
-            "slot=2 seat=5 shared=9 tcp=3,4 udp=5 daytime=6/7 metrics="
+            "slot=2 seat=5 shared=9 echo/tcp=3 echo/udp=5 daytime/tcp=6 daytime/udp=7"
         );
         assert_eq!(text.parse::<WorkerSpec>(), Ok(spec));
         for bad in [
             "",
             "slot=1",
-            "seat=1 slot=2 shared=9 tcp=3",
-            "slot=1 seat=2 shared=1 tcp=3",
-            "slot=1 seat=2 shared=9 pipe=3",
-            "slot=x seat=2 shared=9 tcp=3",
+            "seat=1 slot=2 shared=9 echo/tcp=3",
+            "slot=1 seat=2 shared=1 echo/tcp=3",
+            "slot=1 seat=2 shared=9 pipe/tcp=3",
+            "slot=x seat=2 shared=9 echo/tcp=3",
         ] {
             assert!(bad.parse::<WorkerSpec>().is_err(), "{bad:?}");
         }

@@ -4,12 +4,11 @@
 //! ([`Supervisor`]). Everything else lives in the library.
 
 use std::io::{IsTerminal, Write};
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use echo_reactor::{Config, Ending, LogSink, Report, Server, Supervisor, WorkerSpec};
+use echo_reactor::{Config, Ending, Endpoint, LogSink, Report, Server, Supervisor, WorkerSpec};
 
 mod cli;
 use cli::Args;
@@ -144,12 +143,7 @@ fn supervise(config: &Config, workers: usize) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    print_listening(
-        master.local_addrs(),
-        master.udp_addrs(),
-        master.daytime_addrs(),
-        master.metrics_addrs(),
-    );
+    print_listening(master.endpoints());
     match master.run() {
         Ok(Ending::Drained) => ExitCode::SUCCESS,
         Ok(Ending::Forced) => ExitCode::from(EXIT_FORCED),
@@ -170,36 +164,16 @@ fn serve_alone(config: &Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    print_listening(
-        reactor.local_addrs(),
-        reactor.udp_addrs(),
-        reactor.daytime_addrs(),
-        reactor.metrics_addrs(),
-    );
+    print_listening(reactor.endpoints());
     exit_code(reactor.run())
 }
 
-/// One line per listener on stdout, flushed, before serving: scripts and
+/// One line per socket on stdout, flushed, before serving: scripts and
 /// tests read the port from here when they asked for port 0.
-fn print_listening(
-    tcp: &[SocketAddr],
-    udp: &[SocketAddr],
-    daytime: &[SocketAddr],
-    metrics: &[SocketAddr],
-) {
+fn print_listening(endpoints: &[Endpoint]) {
     let mut stdout = std::io::stdout().lock();
-    for addr in tcp {
-        let _ = writeln!(stdout, "listening on tcp://{addr}");
-    }
-    for addr in udp {
-        let _ = writeln!(stdout, "listening on udp://{addr}");
-    }
-    for addr in daytime {
-        let _ = writeln!(stdout, "listening on tcp://{addr} (daytime)");
-        let _ = writeln!(stdout, "listening on udp://{addr} (daytime)");
-    }
-    for addr in metrics {
-        let _ = writeln!(stdout, "listening on http://{addr} (metrics)");
+    for endpoint in endpoints {
+        let _ = writeln!(stdout, "listening on {}", endpoint.url());
     }
     let _ = stdout.flush();
 }

@@ -116,16 +116,11 @@ pub fn generation_of(token: Token) -> u32 {
     (token.0 >> CONNECTION_SHIFT) as u32
 }
 
-/// The generation bit that marks a metrics (HTTP) connection: the loop
-/// picks the connection's protocol from its token, with no field in the
-/// connection and no look-up. Generations proper stay below it.
-pub const HTTP: u32 = 1 << 31;
-
-/// Whether a connection of `generation` speaks HTTP (`--metrics`).
-#[inline(always)]
-pub fn is_http(generation: u32) -> bool {
-    generation & HTTP != 0
-}
+/// The generation bit that carries a connection's class (set: a metrics
+/// connection; `reactor/class.rs`): the loop picks what drives the
+/// connection from its token, with no field in the connection and no
+/// look-up. Generations proper stay below it.
+pub const CLASS_BIT: u32 = 1 << 31;
 
 /// A token as log lines name what it stands for, the same way in every
 /// line: `conn 12/3` (slab key 12, generation 3), `listener 0`, `udp 1`,
@@ -136,8 +131,8 @@ pub struct Named(pub Token);
 impl std::fmt::Display for Named {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match decode(self.0) {
-            Target::Connection { key, generation } if is_http(generation) => {
-                write!(f, "http {key}/{}", generation & !HTTP)
+            Target::Connection { key, generation } if generation & CLASS_BIT != 0 => {
+                write!(f, "http {key}/{}", generation & !CLASS_BIT)
             }
             Target::Connection { key, generation } => write!(f, "conn {key}/{generation}"),
             Target::Listener(i) => write!(f, "listener {i}"),
@@ -149,7 +144,7 @@ impl std::fmt::Display for Named {
     }
 }
 
-/// Hands out connection generations: 1, 2, ... wrapping before [`HTTP`]
+/// Hands out connection generations: 1, 2, ... wrapping before [`CLASS_BIT`]
 /// (2^31) back to 1. A collision would need two billion connections to be opened
 /// between an event's arrival and its handling, which cannot happen within
 /// one tick.
@@ -161,7 +156,7 @@ pub struct Generations {
 impl Generations {
     /// The next generation; never 0.
     pub fn next_generation(&mut self) -> u32 {
-        self.last = if self.last + 1 >= HTTP {
+        self.last = if self.last + 1 >= CLASS_BIT {
             1
         } else {
             self.last + 1
@@ -209,10 +204,11 @@ mod tests {
 
     #[test]
     fn generations_skip_zero_on_wrap() {
-        let mut g = Generations { last: HTTP - 2 };
-        assert_eq!(g.next_generation(), HTTP - 1);
+        let mut g = Generations {
+            last: CLASS_BIT - 2,
+        };
+        assert_eq!(g.next_generation(), CLASS_BIT - 1);
         assert_eq!(g.next_generation(), 1);
-        assert!(!is_http(HTTP - 1) && is_http(HTTP | 1));
-        assert_eq!(Named(connection(3, HTTP | 7)).to_string(), "http 3/7");
+        assert_eq!(Named(connection(3, CLASS_BIT | 7)).to_string(), "http 3/7");
     }
 }

@@ -77,6 +77,9 @@ pub trait Page: Send + 'static {
     fn max_len(&self) -> usize {
         MAX_ANSWER
     }
+
+    /// A request was answered (errors included). Default: nothing.
+    fn answered(&self) {}
 }
 
 /// The metrics protocol: HTTP/1.1 answering from a [`Page`].
@@ -84,14 +87,12 @@ pub trait Page: Send + 'static {
 pub struct MetricsHttp<P> {
     /// What it answers from; its owner refreshes it between requests.
     pub page: P,
-    /// Requests answered, errors included.
-    pub requests: u64,
 }
 
 impl<P: Page> MetricsHttp<P> {
     /// A protocol answering from `page`.
     pub fn new(page: P) -> MetricsHttp<P> {
-        MetricsHttp { page, requests: 0 }
+        MetricsHttp { page }
     }
 
     /// Writes a whole response: status line, headers, body.
@@ -182,7 +183,7 @@ impl<P: Page> Protocol for MetricsHttp<P> {
     }
 
     fn answer(&mut self, _: &mut (), msg: &[u8], out: &mut Vec<u8>) -> Verdict {
-        self.requests += 1;
+        self.page.answered();
         let Some(head) = head(msg) else {
             self.respond(out, "400 Bad Request", "", b"bad request\n", true);
             return Verdict::Refuse;
@@ -222,7 +223,7 @@ impl<P: Page> Protocol for MetricsHttp<P> {
     }
 
     fn refuse(&mut self, why: Refusal, out: &mut Vec<u8>) {
-        self.requests += 1;
+        self.page.answered();
         if why == TOO_LARGE {
             let body = b"request header fields too large\n";
             self.respond(out, "431 Request Header Fields Too Large", "", body, true);

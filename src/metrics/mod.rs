@@ -23,63 +23,101 @@ mod http;
 pub(crate) use exposition::Exposition;
 pub(crate) use http::{BUSY_ANSWER, MAX_ANSWER, MAX_HEAD, MetricsHttp, Page};
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
+use crate::protocol::Handler;
 use crate::stats::Stats;
 
-/// The loop's page: its counters as of the turn being driven, or a page
-/// an embedder serves instead ([`Server::serve_page`]: a master serves
-/// every worker's counters from its own loop this way).
+/// What a loop shares with its metrics connections' protocol: its
+/// counters as of the turn being driven (the loop refreshes them right
+/// before it drives a metrics connection, so echo connections never pay
+/// for it), whether it drains, and how many requests were answered; or a
+/// page an embedder serves instead ([`Server::serve_page`]: a master
+/// serves every worker's counters from its own loop this way).
 ///
 /// [`Server::serve_page`]: crate::Server::serve_page
-#[derive(Default, Clone)]
-pub(crate) struct LoopPage {
-    /// The counters, gauges synced.
-    pub(crate) stats: Stats,
-    /// Shutting down or retiring: `/healthz` answers 503.
-    pub(crate) draining: bool,
-    /// The page served instead of the loop's counters, if any.
-    pub(crate) instead: Option<Arc<dyn Page + Sync>>,
+#[derive(Default)]
+pub(crate) struct PageCell {
+    now: Mutex<(Stats, bool)>,
+    requests: AtomicU64,
+    instead: Option<Arc<dyn Page + Sync>>,
 }
 
-impl std::fmt::Debug for LoopPage {
+impl std::fmt::Debug for PageCell {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoopPage")
-            .field("draining", &self.draining)
+        f.debug_struct("PageCell")
+            .field("requests", &self.requests)
             .field("instead", &self.instead.is_some())
             .finish_non_exhaustive()
     }
 }
 
+impl PageCell {
+    /// The loop's own counters; or, with `instead`, that page.
+    pub(crate) fn new(instead: Option<Arc<dyn Page + Sync>>) -> Arc<PageCell> {
+        Arc::new(PageCell {
+            instead,
+            ..PageCell::default()
+        })
+    }
+
+    /// The counters a request answered now sees (gauges synced), and
+    /// whether the loop drains (`/healthz` answers 503).
+    pub(crate) fn refresh(&self, stats: &Stats, draining: bool) {
+        if let Ok(mut now) = self.now.lock() {
+            *now = (*stats, draining);
+        }
+    }
+
+    /// Requests answered so far, errors included.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn now(&self) -> (Stats, bool) {
+        self.now.lock().map(|now| *now).unwrap_or_default()
+    }
+}
+
+/// The loop's page: the [`PageCell`] it shares with its loop.
+#[derive(Debug, Default)]
+pub(crate) struct LoopPage(pub(crate) Arc<PageCell>);
+
 impl Page for LoopPage {
     fn render(&self, out: &mut String) {
-        if let Some(page) = &self.instead {
+        if let Some(page) = &self.0.instead {
             return page.render(out);
         }
+        let (stats, draining) = self.0.now();
         let mut page = Exposition::new();
-        page.stats(&[("", &self.stats)]);
+        page.stats(&[("", &stats)]);
         page.family(
             "echo_reactor_draining",
             "1 while the server shuts down or retires (no new echo connections), else 0.",
             "gauge",
-            &[("", if self.draining { 1.0 } else { 0.0 })],
+            &[("", if draining { 1.0 } else { 0.0 })],
         );
         out.push_str(&page.finish());
     }
 
     fn serving(&self) -> bool {
-        !self.draining && self.instead.as_ref().is_none_or(|page| page.serving())
+        !self.0.now().1 && self.0.instead.as_ref().is_none_or(|page| page.serving())
     }
 
     fn max_len(&self) -> usize {
-        self.instead
-            .as_ref()
-            .map_or(MAX_ANSWER, |page| page.max_len())
+        (self.0.instead.as_ref()).map_or(MAX_ANSWER, |page| page.max_len())
+    }
+
+    fn answered(&self) {
+        self.0.requests.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// The loop's metrics protocol.
-pub(crate) type LoopHttp = MetricsHttp<LoopPage>;
+/// The protocol of a loop's metrics connections, answering from `cell`.
+pub(crate) fn loop_http(cell: &Arc<PageCell>) -> Handler {
+    Handler::Protocol(Box::new(MetricsHttp::new(LoopPage(Arc::clone(cell)))))
+}
 
 #[cfg(test)]
 mod tests {
@@ -97,11 +135,9 @@ mod tests {
             })
             .collect();
         let stats: Stats = text.parse().expect("counters");
-        let page = LoopPage {
-            stats,
-            draining: true,
-            instead: None,
-        };
+        let cell = PageCell::new(None);
+        cell.refresh(&stats, true);
+        let page = LoopPage(cell);
         let mut out = String::new();
         page.render(&mut out);
         // Head included.

@@ -530,9 +530,6 @@ impl<T: Protocol> Erased for T {
 pub(crate) enum Handler {
     Raw,
     Protocol(Box<dyn Erased>),
-    /// `--metrics` connections' HTTP, concrete so that the loop can
-    /// refresh its page before driving one (`metrics/`).
-    Http(Box<crate::metrics::LoopHttp>),
 }
 
 impl std::fmt::Debug for Handler {
@@ -540,7 +537,6 @@ impl std::fmt::Debug for Handler {
         f.write_str(match self {
             Handler::Raw => "Raw",
             Handler::Protocol(_) => "Protocol",
-            Handler::Http(_) => "Http",
         })
     }
 }
@@ -561,7 +557,6 @@ impl Handler {
         match self {
             Handler::Raw => None,
             Handler::Protocol(p) => Some(p.as_ref()),
-            Handler::Http(p) => Some(p.as_ref()),
         }
     }
 
@@ -570,7 +565,6 @@ impl Handler {
         match self {
             Handler::Raw => None,
             Handler::Protocol(p) => Some(p.as_mut()),
-            Handler::Http(p) => Some(p.as_mut()),
         }
     }
 

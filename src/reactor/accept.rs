@@ -30,6 +30,7 @@ use log::{debug, warn};
 use mio::net::TcpStream;
 
 use super::Reactor;
+use super::class::{Class, HTTP_CHECK_INTERVAL};
 use crate::connection::{CloseReason, Connection};
 use crate::fdlimit::{self, SpareFd};
 use crate::metrics::{BUSY_ANSWER, MAX_HEAD};
@@ -50,14 +51,11 @@ pub(crate) const WARN_INTERVAL: Duration = Duration::from_secs(1);
 /// What a client turned away reads before EOF.
 pub(crate) const REJECT_NOTICE: &[u8] = b"ERR too many connections\n";
 
-/// Who may come in: the limits, and what accepting needs to keep them.
+/// Who may come in: what accepting needs to keep the limits (each class's
+/// own limit is in its state, `class.rs`).
 #[derive(Debug)]
 pub(super) struct Admission {
-    /// The effective `--max-connections` (echo connections).
-    pub(super) max_connections: usize,
-    /// `--metrics-max-connections`.
-    pub(super) max_http: usize,
-    /// `--max-connections-per-ip`, when set.
+    /// `--max-connections-per-ip`, when set (echo connections).
     pub(super) per_ip: Option<PerIpLimit>,
     /// One descriptor held back for `EMFILE`.
     spare: SpareFd,
@@ -68,10 +66,8 @@ pub(super) struct Admission {
 }
 
 impl Admission {
-    pub(super) fn new(max_connections: usize, max_http: usize, per_ip: Option<usize>) -> Admission {
+    pub(super) fn new(per_ip: Option<usize>) -> Admission {
         Admission {
-            max_connections,
-            max_http,
             per_ip: per_ip.map(PerIpLimit::new),
             spare: SpareFd::open(),
             unwatchable_logged: false,
@@ -95,12 +91,11 @@ impl Admission {
 enum Limit {
     /// The backend cannot watch its descriptor.
     Unwatchable,
-    /// `--max-connections`.
-    Connections,
+    /// The class's own limit: `--max-connections` for echo,
+    /// `--metrics-max-connections` for metrics.
+    Full(Class),
     /// `--max-connections-per-ip`.
     PerIp,
-    /// `--metrics-max-connections`.
-    Metrics,
 }
 
 /// What [`Reactor::shed_one`] managed.
@@ -239,8 +234,7 @@ impl<P: Poller> Reactor<P> {
         self.accept_from(i);
     }
 
-    /// The limit a new client from `peer` of `service` would break, if
-    /// any.
+    /// The limit a new client from `peer` of `class` would break, if any.
     ///
     /// An echo client within every limit is counted against its host's
     /// (`--max-connections-per-ip`) at the slab's next key.
@@ -248,7 +242,7 @@ impl<P: Poller> Reactor<P> {
         &mut self,
         stream: &TcpStream,
         peer: SocketAddr,
-        service: Service,
+        class: Class,
     ) -> Option<Limit> {
         if !P::watchable(stream.as_raw_fd()) {
             // select: FD_SETSIZE. Registering would set a bit outside the
@@ -256,19 +250,20 @@ impl<P: Poller> Reactor<P> {
             // the notice of a full server, which is what it is.
             return Some(Limit::Unwatchable);
         }
-        if service == Service::Metrics {
-            // Neither the echo limits nor the per-host count: a host's
-            // scraper does not use up its echo slots. At the limit, an
-            // idle keep-alive connection makes room (HTTP lets a server
-            // close one between requests; its client opens another), so
-            // idle connections cannot deny a scrape: only connections
-            // with a request under way can, and those are closed within
-            // seconds if it stalls (`check_request`).
-            let full = self.http_open >= self.admission.max_http;
-            return (full && !self.reclaim_idle_http()).then_some(Limit::Metrics);
+        // Each class counts apart, both ways: idle scrapers cannot lock
+        // echo clients out, nor a full echo server its scrapers. At the
+        // metrics limit an idle keep-alive connection makes room (HTTP
+        // lets a server close one between requests; its client opens
+        // another), so idle connections cannot deny a scrape: only
+        // connections with a request under way can, and those are closed
+        // within seconds if it stalls (`check_request`).
+        let state = &self.classes[class];
+        if state.open >= state.limit && !(class == Class::Http && self.reclaim_idle_http()) {
+            return Some(Limit::Full(class));
         }
-        if self.conns.len() - self.http_open >= self.admission.max_connections {
-            return Some(Limit::Connections);
+        if class != Class::Echo {
+            // A host's scraper does not use up its echo slots.
+            return None;
         }
         // Checked and counted in one step, last, at the key the connection
         // will have: with `--workers` the count is shared, and a check
@@ -285,7 +280,8 @@ impl<P: Poller> Reactor<P> {
     /// requests (nothing held, nothing owed), if there is one.
     fn reclaim_idle_http(&mut self) -> bool {
         let idle = (self.conns.iter())
-            .filter(|(_, c)| token::is_http(c.generation()) && c.held() == 0 && c.is_open())
+            .filter(|(_, c)| Class::of_generation(c.generation()) == Class::Http)
+            .filter(|(_, c)| c.held() == 0 && c.is_open())
             .min_by_key(|(_, c)| c.last_active())
             .map(|(key, _)| key);
         let Some(key) = idle else {
@@ -316,16 +312,16 @@ impl<P: Poller> Reactor<P> {
                     );
                 }
             }
-            Limit::Connections => {
-                let max = admission.max_connections;
+            Limit::Full(Class::Echo) => {
+                let max = self.classes[Class::Echo].limit;
                 admission.warn_rate_limited(
                     now,
                     format_args!("connection limit ({max}) reached, turning clients away"),
                 );
             }
-            Limit::Metrics => {
+            Limit::Full(Class::Http) => {
                 self.stats.http_rejected += 1;
-                let max = admission.max_http;
+                let max = self.classes[Class::Http].limit;
                 admission.warn_rate_limited(
                     now,
                     format_args!(
@@ -358,10 +354,11 @@ impl<P: Poller> Reactor<P> {
 
     /// Takes in an accepted connection, or turns it away at a limit.
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, service: Service) {
-        if let Some(limit) = self.limit_broken(&stream, peer, service) {
-            match service {
-                Service::Metrics => turn_away_http(&stream, &mut self.stats),
-                _ => turn_away(&stream, REJECT_NOTICE, &mut self.stats),
+        let class = Class::of(service);
+        if let Some(limit) = self.limit_broken(&stream, peer, class) {
+            match class {
+                Class::Echo => turn_away(&stream, REJECT_NOTICE, &mut self.stats),
+                Class::Http => turn_away_http(&stream, &mut self.stats),
             }
             self.note_refusal(limit, stream.as_raw_fd(), peer);
             return;
@@ -375,8 +372,7 @@ impl<P: Poller> Reactor<P> {
             self.forget_host(key);
             return;
         }
-        let http = service == Service::Metrics;
-        let generation = self.generations.next_generation() | if http { token::HTTP } else { 0 };
+        let generation = class.mark(self.generations.next_generation());
         let token = token::connection(key, generation);
         match Connection::register(stream, token, &mut self.poller, self.clock.stamp) {
             Ok(conn) => {
@@ -398,16 +394,20 @@ impl<P: Poller> Reactor<P> {
                 Named(token)
             ));
         }
-        if let Some(idle) = self.settings.idle_timeout {
-            let at = self.clock.now + idle;
-            self.timers.schedule(at, TimerKind::IdleCheck(token));
-        }
-        if http {
-            self.http_open += 1;
-            self.stats.http_active = self.http_open as u64;
-            let at = self.clock.now + super::HTTP_CHECK_INTERVAL;
-            self.timers
-                .schedule(at, TimerKind::RequestCheck(token, false));
+        self.classes[class].open += 1;
+        match class {
+            Class::Echo => {
+                if let Some(idle) = self.settings.idle_timeout {
+                    let at = self.clock.now + idle;
+                    self.timers.schedule(at, TimerKind::IdleCheck(token));
+                }
+            }
+            Class::Http => {
+                self.stats.http_active = self.classes[class].open as u64;
+                let at = self.clock.now + HTTP_CHECK_INTERVAL;
+                self.timers
+                    .schedule(at, TimerKind::RequestCheck(token, false));
+            }
         }
         self.with_connection(key, |conn, cx| Some(conn.greet(service, cx)));
     }

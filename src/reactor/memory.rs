@@ -19,6 +19,7 @@ use std::time::Duration;
 use log::{info, warn};
 
 use super::Reactor;
+use super::class::Class;
 use crate::connection::CloseReason;
 use crate::poller::{Poller, Token};
 use crate::timer::TimerKind;
@@ -54,7 +55,7 @@ impl<P: Poller> Reactor<P> {
         }
         // Raw mode splits no message: nothing to reclaim, no timer. (A
         // metrics request head is bounded by its own check.)
-        if !self.reclaim_armed && self.lent.handler.max_reservation() > 0 {
+        if !self.reclaim_armed && self.classes[Class::Echo].handler.max_reservation() > 0 {
             let at = self.clock.now + RECLAIM_CHECK;
             self.timers.schedule(at, TimerKind::ReclaimCheck);
             self.reclaim_armed = true;

@@ -35,6 +35,7 @@
 //! A second request ends the loop at once.
 
 mod accept;
+mod class;
 mod memory;
 mod server;
 mod sources;
@@ -49,12 +50,12 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use slab::Slab;
 
-use crate::budget::{Budget, Profile};
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::connection::{CloseReason, Connection, Cx, Outcome, PRESSURE_READ, Ready};
 use crate::fdlimit;
 use crate::listener::ListenError;
-use crate::metrics::{LoopHttp, LoopPage, MetricsHttp, Page};
+use crate::metrics::Page;
 use crate::per_ip::PerIpLimit;
 use crate::poller::{Event, Interest, Poller, Token};
 use crate::protocol::Handler;
@@ -68,6 +69,7 @@ use crate::timer::{Stamp, TimerKind, Timers};
 use crate::token::{self, Generations, Named, Target};
 use crate::udp::{self, Turn};
 use accept::Admission;
+use class::{Class, Classes, HTTP_CHECK_INTERVAL, HTTP_READ};
 use memory::EVICT_CHECK_INTERVAL;
 use sources::Sources;
 use trace::Trace;
@@ -84,20 +86,11 @@ pub(crate) const READ_BUFFER_SIZE: usize = 64 * 1024;
 /// docs/benchmarks.md ("What the evidence changed").
 pub(crate) const EVENTS_CAPACITY: usize = 128;
 
-/// The largest read of a metrics (HTTP) connection: a request head takes
-/// one or two, and the budget reserves an answer's worth per request
-/// that fits in it (`metrics/http.rs`). Not above [`PRESSURE_READ`], the
-/// most a connection asks for under memory pressure.
-pub(crate) const HTTP_READ: usize = 4096;
-
 const _: () = assert!(HTTP_READ <= PRESSURE_READ && HTTP_READ <= READ_BUFFER_SIZE);
 
-/// How often a metrics connection is checked for a stalled request: one
-/// that holds half a request head (or an answer its client does not read)
-/// at two checks in a row is closed, so a head has 2 to 4 s to arrive
-/// (slowloris). The same check closes a keep-alive connection silent for
-/// `--metrics-idle-timeout` (so up to this much later).
-pub(crate) const HTTP_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// The classes as the constants `Reactor::with_class` is compiled for.
+const ECHO: usize = Class::Echo.index();
+const HTTP: usize = Class::Http.index();
 
 /// How the loop ended.
 #[derive(Debug, Clone, Copy)]
@@ -115,13 +108,6 @@ struct Lent {
     read_buf: Box<[u8]>,
     /// Scratch space for a protocol's answers; empty between uses.
     answers: Vec<u8>,
-    /// What echo connections speak.
-    handler: Handler,
-    /// What metrics connections speak ([`Handler::Http`]).
-    http: Handler,
-    /// The budget's view of a metrics connection's read (echo reads are
-    /// judged by the budget's own).
-    http_profile: Profile,
 }
 
 /// The loop's sense of time, read once per tick.
@@ -235,8 +221,9 @@ pub(crate) struct Reactor<P: Poller> {
     stats_sink: Option<StatsSink>,
     /// `--trace`: the tick being narrated (`reactor/trace.rs`).
     trace: Option<Box<Trace>>,
-    /// Metrics (HTTP) connections open: they do not hold a shutdown up.
-    http_open: usize,
+    /// What each class of connection speaks, its read size and budget
+    /// profile, and how many are open (`class.rs`).
+    classes: Classes,
     /// A worker's seat in its master's shared memory: the heartbeat the
     /// master watches, and the per-host counts (`seat.rs`).
     seat: Option<Seat>,
@@ -276,8 +263,13 @@ impl<P: Poller> Reactor<P> {
             handler.amplification(),
             handler.max_reservation(),
         );
-        let http = Handler::Http(Box::new(LoopHttp::new(LoopPage::default())));
-        let http_profile = budget.profile(HTTP_READ, http.amplification(), http.max_reservation());
+        let classes = Classes::new(
+            handler,
+            &budget,
+            READ_BUFFER_SIZE,
+            max_connections,
+            config.metrics_max_connections,
+        );
         let mut poller = P::new().map_err(setup)?;
         let sources = Sources::adopt(sockets)?;
         sources.register(&mut poller).map_err(setup)?;
@@ -298,9 +290,6 @@ impl<P: Poller> Reactor<P> {
             lent: Lent {
                 read_buf: vec![0; READ_BUFFER_SIZE].into_boxed_slice(),
                 answers: Vec::new(),
-                handler,
-                http,
-                http_profile,
             },
             run_next: Vec::new(),
             timers,
@@ -318,11 +307,7 @@ impl<P: Poller> Reactor<P> {
             retry_pause: memory::STARVED_RETRY,
             retried_last: 0,
             evicting: false,
-            admission: Admission::new(
-                max_connections,
-                config.metrics_max_connections,
-                config.max_connections_per_ip,
-            ),
+            admission: Admission::new(config.max_connections_per_ip),
             stop,
             settings: Settings {
                 idle_timeout: config.idle_timeout,
@@ -334,7 +319,7 @@ impl<P: Poller> Reactor<P> {
             },
             stats_sink: None,
             trace: config.trace.then(Box::default),
-            http_open: 0,
+            classes,
             seat: None,
         })
     }
@@ -356,15 +341,7 @@ impl<P: Poller> Reactor<P> {
     /// Metrics connections answer from `page` instead of the loop's own
     /// counters.
     pub(crate) fn serve_page(&mut self, page: Arc<dyn Page + Sync>) {
-        let http = MetricsHttp::new(LoopPage {
-            instead: Some(page),
-            ..LoopPage::default()
-        });
-        self.lent.http = Handler::Http(Box::new(http));
-        let http = &self.lent.http;
-        self.lent.http_profile =
-            self.budget
-                .profile(HTTP_READ, http.amplification(), http.max_reservation());
+        self.classes.serve_page(page, &self.budget);
     }
 
     /// Sends the periodic counters to `sink` instead of the log.
@@ -470,18 +447,18 @@ impl<P: Poller> Reactor<P> {
         let stopping = self.stop.shutting_down || self.stop.retiring;
         // Metrics connections do not hold the end up: they are served
         // while others drain (`/healthz` says so), and closed with the loop.
-        self.stop.forced || (stopping && self.conns.len() == self.http_open)
+        self.stop.forced || (stopping && self.conns.len() == self.classes.open_not_holding())
     }
 
     /// Routes one event.
     fn dispatch(&mut self, token: Token, ready: Ready) {
         match token::decode(token) {
-            // Metrics connections are told apart by their token, so that
-            // an echo turn's path has no branch for them.
-            Target::Connection { key, generation } if token::is_http(generation) => {
-                self.drive_http(key, generation, ready)
-            }
-            Target::Connection { key, generation } => self.drive(key, generation, ready),
+            // The class is in the token: an echo turn's path has one bit
+            // test and no other branch for the other classes.
+            Target::Connection { key, generation } => match Class::of_generation(generation) {
+                Class::Echo => self.drive(key, generation, ready),
+                other => self.drive_other(other, key, generation, ready),
+            },
             Target::Listener(i) => self.accept_from(i),
             Target::Udp(i) => self.serve_udp(i),
             Target::Waker => {
@@ -506,10 +483,9 @@ impl<P: Poller> Reactor<P> {
                     _ => return,
                 }
                 // The connection remembers it is ready; no hint needed.
-                if token::is_http(generation) {
-                    self.drive_http(key, generation, Ready::default());
-                } else {
-                    self.drive(key, generation, Ready::default());
+                match Class::of_generation(generation) {
+                    Class::Echo => self.drive(key, generation, Ready::default()),
+                    other => self.drive_other(other, key, generation, Ready::default()),
                 }
             }
             Target::Listener(i) => {
@@ -550,62 +526,92 @@ impl<P: Poller> Reactor<P> {
         }
     }
 
-    /// [`Reactor::drive`] for a metrics connection.
+    /// [`Reactor::drive`] for a connection of another class than echo.
     #[cold]
     #[inline(never)]
-    fn drive_http(&mut self, key: usize, generation: u32, ready: Ready) {
-        self.with_http_connection(key, |conn, cx| turn(conn, cx, generation, ready));
+    fn drive_other(&mut self, class: Class, key: usize, generation: u32, ready: Ready) {
+        let f = |conn: &mut Connection, cx: &mut Cx<'_, P>| turn(conn, cx, generation, ready);
+        match class {
+            Class::Echo => self.with_class::<ECHO>(key, f),
+            Class::Http => self.with_class::<HTTP>(key, f),
+        }
     }
 
     /// Lets one connection do its I/O, then acts on the outcome.
     #[inline(always)]
     fn drive(&mut self, key: usize, generation: u32, ready: Ready) {
-        self.with_echo_connection(key, |conn, cx| turn(conn, cx, generation, ready));
+        self.with_class::<ECHO>(key, |conn, cx| turn(conn, cx, generation, ready));
     }
 
-    /// Lends the connection at `key` what it borrows from the loop (the
-    /// one place a [`Cx`] is built), runs `f` on it, and acts on the
-    /// outcome, if `f` had one. One slab look-up per turn.
+    /// Runs `f` on the connection at `key`, whatever its class, with what
+    /// the loop lends it.
     fn with_connection(
         &mut self,
         key: usize,
         f: impl FnOnce(&mut Connection, &mut Cx<'_, P>) -> Option<Outcome>,
     ) {
-        match self.conns.get(key) {
-            Some(conn) if token::is_http(conn.generation()) => self.with_http_connection(key, f),
-            Some(_) => self.with_echo_connection(key, f),
+        match self
+            .conns
+            .get(key)
+            .map(|c| Class::of_generation(c.generation()))
+        {
+            Some(Class::Echo) => self.with_class::<ECHO>(key, f),
+            Some(Class::Http) => self.with_class::<HTTP>(key, f),
             None => {}
         }
     }
 
-    /// [`Reactor::with_connection`] for an echo connection: no look at
-    /// metrics on the way.
+    /// Lends the connection at `key`, of class `C`, what it borrows from
+    /// the loop (the one place a [`Cx`] is built): its class's handler, a
+    /// read buffer of its class's size, the budget judging reads by its
+    /// class's profile. Runs `f` on it, and acts on the outcome, if `f`
+    /// had one. One slab look-up per turn. `C` is a constant, so the echo
+    /// class's copy of this function has none of the other classes' steps.
     #[inline(always)]
-    fn with_echo_connection(
+    fn with_class<const C: usize>(
         &mut self,
         key: usize,
         f: impl FnOnce(&mut Connection, &mut Cx<'_, P>) -> Option<Outcome>,
     ) {
+        if C == HTTP {
+            // Its page: the counters as of now.
+            self.sync_gauges();
+            let draining = self.stop.shutting_down || self.stop.retiring;
+            self.classes.page.refresh(&self.stats, draining);
+        }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let token = token::connection(key, conn.generation());
+        let class = self.classes.at(C);
+        let echo_profile = (C != ECHO).then(|| self.budget.swap_profile(class.profile));
+        let buf = if C == ECHO {
+            &mut self.lent.read_buf[..]
+        } else {
+            &mut self.lent.read_buf[..class.read_size]
+        };
         let mut cx = Cx {
             token,
             poller: &mut self.poller,
-            buf: &mut self.lent.read_buf,
+            buf,
             stats: &mut self.stats,
             now: self.clock.now,
             stamp: self.clock.stamp,
-            handler: &mut self.lent.handler,
+            handler: &mut class.handler,
             answers: &mut self.lent.answers,
             timers: &mut self.timers,
             budget: &mut self.budget,
-            read_until_would_block: self.settings.read_until_would_block,
+            read_until_would_block: C == ECHO && self.settings.read_until_would_block,
         };
         let traced = self.trace.is_some();
         let before = traced.then(|| (conn.look(), cx.stats.bytes_in, cx.stats.bytes_out));
         let outcome = f(conn, &mut cx);
+        if let Some(profile) = echo_profile {
+            self.budget.swap_profile(profile);
+        }
+        if C == HTTP {
+            self.stats.http_requests = self.classes.page.requests();
+        }
         // No outcome: no turn (an event for a connection whose turn is
         // queued only adds its hints).
         if let (Some((look, bytes_in, bytes_out)), Some(trace), Some(outcome)) =
@@ -616,57 +622,6 @@ impl<P: Poller> Reactor<P> {
                 self.stats.bytes_out - bytes_out,
             );
             trace.turn(token, &look, &conn.look(), moved, outcome);
-        }
-        if let Some(outcome) = outcome {
-            self.settle(key, token, outcome);
-        }
-    }
-
-    /// [`Reactor::with_connection`] for a metrics connection: its page
-    /// refreshed from the counters, the HTTP protocol, a smaller read, and
-    /// the budget judging reads by HTTP's worst case. Echo connections
-    /// never come here: this is all the cost of metrics to them.
-    #[cold]
-    #[inline(never)]
-    fn with_http_connection(
-        &mut self,
-        key: usize,
-        f: impl FnOnce(&mut Connection, &mut Cx<'_, P>) -> Option<Outcome>,
-    ) {
-        self.sync_gauges();
-        let draining = self.stop.shutting_down || self.stop.retiring;
-        if let Handler::Http(http) = &mut self.lent.http {
-            http.page.stats = self.stats;
-            http.page.draining = draining;
-        }
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let token = token::connection(key, conn.generation());
-        let echo = self.budget.swap_profile(self.lent.http_profile);
-        let mut cx = Cx {
-            token,
-            poller: &mut self.poller,
-            buf: &mut self.lent.read_buf[..HTTP_READ],
-            stats: &mut self.stats,
-            now: self.clock.now,
-            stamp: self.clock.stamp,
-            handler: &mut self.lent.http,
-            answers: &mut self.lent.answers,
-            timers: &mut self.timers,
-            budget: &mut self.budget,
-            read_until_would_block: false,
-        };
-        let before = self.trace.is_some().then(|| conn.look());
-        let outcome = f(conn, &mut cx);
-        self.budget.swap_profile(echo);
-        if let Handler::Http(http) = &self.lent.http {
-            self.stats.http_requests = http.requests;
-        }
-        if let (Some(look), Some(trace), Some(outcome)) =
-            (before, self.trace.as_mut(), outcome.as_ref())
-        {
-            trace.turn(token, &look, &conn.look(), (0, 0), outcome);
         }
         if let Some(outcome) = outcome {
             self.settle(key, token, outcome);
@@ -722,9 +677,10 @@ impl<P: Poller> Reactor<P> {
         }
         self.stats.closed += 1;
         self.stats.active = self.conns.len() as u64;
-        if token::is_http(token::generation_of(token)) {
-            self.http_open -= 1;
-            self.stats.http_active = self.http_open as u64;
+        let class = Class::of_generation(token::generation_of(token));
+        self.classes[class].open -= 1;
+        if class == Class::Http {
+            self.stats.http_active = self.classes[class].open as u64;
         }
         self.compact_timers();
         match reason {
@@ -884,7 +840,7 @@ impl<P: Poller> Reactor<P> {
             "status: {phase}; {} connections ({} metrics), {} parked for memory, \
              {} of {} bytes buffered, {} timers, {} queued turns",
             self.conns.len(),
-            self.http_open,
+            self.classes[Class::Http].open,
             self.starved.len() + self.retrying.len(),
             self.budget.used(),
             self.budget.limit(),
@@ -941,7 +897,7 @@ impl<P: Poller> Reactor<P> {
         self.timers.schedule(at, TimerKind::ShutdownDeadline);
         // Metrics connections are served on: `/healthz` answers 503 now.
         let keys: Vec<usize> = (self.conns.iter())
-            .filter(|(_, conn)| !token::is_http(conn.generation()))
+            .filter(|(_, conn)| Class::of_generation(conn.generation()).holds_shutdown())
             .map(|(key, _)| key)
             .collect();
         for key in keys {

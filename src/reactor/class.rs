@@ -1,0 +1,222 @@
+//! Connection classes: what kind of connection a token names, and so what
+//! the loop lends it and how it admits, bounds and ends it.
+//!
+//! A connection's class is decided once, by the service of the listener
+//! that accepted it, and carried in the top bit of its token's generation
+//! (`token.rs`): the loop routes an event to its class with no field in
+//! the connection and no look-up, and the echo class's path is compiled on
+//! its own (a constant class parameter, `Reactor::with_connection`), so
+//! supporting other classes costs an echo turn nothing.
+//!
+//! | | echo (echo and daytime listeners) | http (metrics listeners) |
+//! | --- | --- | --- |
+//! | what it speaks | the server's `--mode`, or an embedder's protocol | HTTP/1.1, answering from the loop's counters (`metrics/`) |
+//! | read size | [`READ_BUFFER_SIZE`] | [`HTTP_READ`] |
+//! | memory budget | the budget's own profile | HTTP's: a whole page may answer a 23-byte request |
+//! | how many | `--max-connections`, and `--max-connections-per-ip` | `--metrics-max-connections`; at the limit the one idle longest makes room |
+//! | turned away with | `ERR too many connections` | `503 Service Unavailable` |
+//! | deadline | `--idle-timeout` | a request check every [`HTTP_CHECK_INTERVAL`]: a stalled head or unread answer, and `--metrics-idle-timeout` |
+//! | holds a shutdown up | yes | no: served on with `Connection: close` while the others drain, so that `/healthz` can say 503 |
+//!
+//! [`READ_BUFFER_SIZE`]: crate::connection::READ_BUFFER_SIZE
+
+use std::ops::{Index, IndexMut};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::budget::{Budget, Profile};
+use crate::metrics::{self, PageCell};
+use crate::protocol::Handler;
+use crate::service::Service;
+use crate::token;
+
+/// The largest read of a metrics (HTTP) connection: a request head takes
+/// one or two, and the budget reserves an answer's worth per request
+/// that fits in it (`metrics/http.rs`). Not above
+/// [`PRESSURE_READ`](crate::connection::PRESSURE_READ), the most a
+/// connection asks for under memory pressure.
+pub(crate) const HTTP_READ: usize = 4096;
+
+/// How often a metrics connection is checked for a stalled request: one
+/// that holds half a request head (or an answer its client does not read)
+/// at two checks in a row is closed, so a head has 2 to 4 s to arrive
+/// (slowloris). The same check closes a keep-alive connection silent for
+/// `--metrics-idle-timeout` (so up to this much later).
+pub(crate) const HTTP_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// What kind of connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// Echo and daytime connections: the server's own.
+    Echo,
+    /// Metrics connections.
+    Http,
+}
+
+impl Class {
+    /// Every class, in index order.
+    pub(crate) const ALL: [Class; 2] = [Class::Echo, Class::Http];
+
+    /// The class of a connection accepted on a listener of `service`.
+    pub(crate) fn of(service: Service) -> Class {
+        match service {
+            Service::Echo | Service::Daytime => Class::Echo,
+            Service::Metrics => Class::Http,
+        }
+    }
+
+    /// The class a connection's generation carries.
+    #[inline(always)]
+    pub(crate) fn of_generation(generation: u32) -> Class {
+        if generation & token::CLASS_BIT == 0 {
+            Class::Echo
+        } else {
+            Class::Http
+        }
+    }
+
+    /// `generation` marked with this class.
+    pub(crate) fn mark(self, generation: u32) -> u32 {
+        match self {
+            Class::Echo => generation,
+            Class::Http => generation | token::CLASS_BIT,
+        }
+    }
+
+    /// Its index in [`Classes`] (and the constant `Reactor::with_connection`
+    /// is compiled for).
+    pub(crate) const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether the loop's end waits for its connections (a graceful
+    /// shutdown drains them).
+    pub(crate) fn holds_shutdown(self) -> bool {
+        self == Class::Echo
+    }
+}
+
+/// What the loop keeps for one class.
+#[derive(Debug)]
+pub(crate) struct ClassState {
+    /// What its connections speak.
+    pub(crate) handler: Handler,
+    /// The budget's view of one read of its connections.
+    pub(crate) profile: Profile,
+    /// How much one read may take.
+    pub(crate) read_size: usize,
+    /// Its connections open now.
+    pub(crate) open: usize,
+    /// The most it may have open.
+    pub(crate) limit: usize,
+}
+
+/// Every class's state, indexed by [`Class`]; and the page the http class
+/// answers from.
+#[derive(Debug)]
+pub(crate) struct Classes {
+    states: [ClassState; 2],
+    /// What metrics connections answer from (refreshed before each of
+    /// their turns).
+    pub(crate) page: Arc<PageCell>,
+}
+
+impl Classes {
+    /// The echo class speaking `handler` with at most `max_echo`
+    /// connections (its budget profile is the budget's own), and the http
+    /// class with at most `max_http`.
+    pub(crate) fn new(
+        handler: Handler,
+        budget: &Budget,
+        read_size: usize,
+        max_echo: usize,
+        max_http: usize,
+    ) -> Classes {
+        let echo = ClassState {
+            profile: budget.profile(
+                read_size,
+                handler.amplification(),
+                handler.max_reservation(),
+            ),
+            handler,
+            read_size,
+            open: 0,
+            limit: max_echo,
+        };
+        let page = PageCell::new(None);
+        let http = http_state(&page, budget, max_http);
+        Classes {
+            states: [echo, http],
+            page,
+        }
+    }
+
+    /// Metrics connections answer from `page` instead of the loop's
+    /// counters.
+    pub(crate) fn serve_page(&mut self, page: Arc<dyn metrics::Page + Sync>, budget: &Budget) {
+        self.page = PageCell::new(Some(page));
+        let limit = self[Class::Http].limit;
+        self.states[Class::Http.index()] = http_state(&self.page, budget, limit);
+    }
+
+    /// Connections open in classes that do not hold a shutdown up.
+    pub(crate) fn open_not_holding(&self) -> usize {
+        (Class::ALL.iter())
+            .filter(|c| !c.holds_shutdown())
+            .map(|&c| self[c].open)
+            .sum()
+    }
+
+    /// The state at index `i` (a constant in the loop's turn).
+    #[inline(always)]
+    pub(crate) fn at(&mut self, i: usize) -> &mut ClassState {
+        &mut self.states[i]
+    }
+}
+
+fn http_state(page: &Arc<PageCell>, budget: &Budget, limit: usize) -> ClassState {
+    let handler = metrics::loop_http(page);
+    ClassState {
+        profile: budget.profile(
+            HTTP_READ,
+            handler.amplification(),
+            handler.max_reservation(),
+        ),
+        handler,
+        read_size: HTTP_READ,
+        open: 0,
+        limit,
+    }
+}
+
+impl Index<Class> for Classes {
+    type Output = ClassState;
+
+    fn index(&self, class: Class) -> &ClassState {
+        &self.states[class.index()]
+    }
+}
+
+impl IndexMut<Class> for Classes {
+    fn index_mut(&mut self, class: Class) -> &mut ClassState {
+        &mut self.states[class.index()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_class_survives_its_generation_and_only_metrics_is_http() {
+        for generation in [1, 2, token::CLASS_BIT - 1] {
+            for class in Class::ALL {
+                assert_eq!(Class::of_generation(class.mark(generation)), class);
+            }
+        }
+        assert_eq!(Class::of(Service::Echo), Class::Echo);
+        assert_eq!(Class::of(Service::Daytime), Class::Echo);
+        assert_eq!(Class::of(Service::Metrics), Class::Http);
+        assert!(Class::Echo.holds_shutdown() && !Class::Http.holds_shutdown());
+    }
+}

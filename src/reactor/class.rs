@@ -18,7 +18,7 @@
 //! | deadline | `--idle-timeout` | a request check every [`HTTP_CHECK_INTERVAL`]: a stalled head or unread answer, and `--metrics-idle-timeout` |
 //! | holds a shutdown up | yes | no: served on with `Connection: close` while the others drain, so that `/healthz` can say 503 |
 //!
-//! [`READ_BUFFER_SIZE`]: crate::connection::READ_BUFFER_SIZE
+//! [`READ_BUFFER_SIZE`]: super::READ_BUFFER_SIZE
 
 use std::ops::{Index, IndexMut};
 use std::sync::Arc;

@@ -36,9 +36,11 @@
 
 mod accept;
 mod class;
+mod deadlines;
 mod memory;
 mod server;
 mod sources;
+mod stop;
 mod trace;
 
 pub use server::Server;
@@ -57,21 +59,21 @@ use crate::fdlimit;
 use crate::listener::ListenError;
 use crate::metrics::Page;
 use crate::per_ip::PerIpLimit;
-use crate::poller::{Event, Interest, Poller, Token};
+use crate::poller::{Event, Poller, Token};
 use crate::protocol::Handler;
 use crate::seat::{HEARTBEAT_EVERY, Seat};
 use crate::service::Endpoint;
-use crate::shutdown::{ShutdownHandle, WakePipe};
-use crate::signals::{Request, Signals};
+use crate::shutdown::ShutdownHandle;
 use crate::sockets::Sockets;
 use crate::stats::Stats;
 use crate::timer::{Stamp, TimerKind, Timers};
 use crate::token::{self, Generations, Named, Target};
 use crate::udp::{self, Turn};
 use accept::Admission;
-use class::{Class, Classes, HTTP_CHECK_INTERVAL, HTTP_READ};
+use class::{Class, Classes, HTTP_READ};
 use memory::EVICT_CHECK_INTERVAL;
 use sources::Sources;
+use stop::Stop;
 use trace::Trace;
 
 /// Size of the loop's one read buffer, shared by all connections.
@@ -121,50 +123,6 @@ struct Clock {
     stamp: Stamp,
     /// When the loop was created: the origin of stamps.
     epoch: Instant,
-}
-
-/// Stop requests: where they come from, and how far shutdown has got.
-#[derive(Debug)]
-struct Stop {
-    handle: ShutdownHandle,
-    /// The read end of the handle's pipe (token `WAKER`).
-    wake: WakePipe,
-    signals: Option<Signals>,
-    /// Stop requests seen so far (signals plus handle).
-    requests: usize,
-    handle_requests_seen: usize,
-    shutting_down: bool,
-    /// Not accepting, serving the open connections until they close
-    /// (SIGUSR2).
-    retiring: bool,
-    forced: bool,
-}
-
-impl Stop {
-    /// The stop sources, registered: the handle's pipe, and the signals'
-    /// when `handle_signals` (the binary sets it; an embedder may prefer
-    /// the handle alone).
-    fn open<P: Poller>(handle_signals: bool, poller: &mut P) -> io::Result<Stop> {
-        let (handle, wake) = ShutdownHandle::new()?;
-        poller.register(wake.fd(), token::WAKER, Interest::READABLE)?;
-        let signals = if handle_signals {
-            let signals = Signals::install()?;
-            poller.register(signals.fd(), token::SIGNALS, Interest::READABLE)?;
-            Some(signals)
-        } else {
-            None
-        };
-        Ok(Stop {
-            handle,
-            wake,
-            signals,
-            requests: 0,
-            handle_requests_seen: 0,
-            shutting_down: false,
-            retiring: false,
-            forced: false,
-        })
-    }
 }
 
 /// What the command line set that the loop consults as it runs.
@@ -461,13 +419,7 @@ impl<P: Poller> Reactor<P> {
             },
             Target::Listener(i) => self.accept_from(i),
             Target::Udp(i) => self.serve_udp(i),
-            Target::Waker => {
-                self.stop.wake.drain();
-                let total = self.stop.handle.requests();
-                let new = total - self.stop.handle_requests_seen;
-                self.stop.handle_requests_seen = total;
-                self.stop_requested(new);
-            }
+            Target::Waker => self.on_wake(),
             Target::Signals => self.on_signals(),
             Target::Unknown => {}
         }
@@ -628,30 +580,6 @@ impl<P: Poller> Reactor<P> {
         }
     }
 
-    /// A metrics connection's request check ([`HTTP_CHECK_INTERVAL`]):
-    /// closed if it held bytes (half a head, an unread answer) at this
-    /// check and the one before (`stalled`), or if it has been silent for
-    /// `--metrics-idle-timeout`, else checked again. Without the second,
-    /// idle keep-alive connections would hold their slots for ever.
-    fn check_request(&mut self, token: Token, stalled: bool) {
-        let Some((key, conn)) = self.current(token) else {
-            return;
-        };
-        let holds = conn.held() > 0;
-        let idle_since = conn.last_active().to_instant(self.clock.epoch);
-        if holds && stalled {
-            debug!("{}: request head stalled; closing", Named(token));
-            self.close(key, CloseReason::TimedOut);
-        } else if idle_since + self.settings.http_idle_timeout <= self.clock.now {
-            debug!("{}: idle keep-alive; closing", Named(token));
-            self.close(key, CloseReason::TimedOut);
-        } else {
-            let at = self.clock.now + HTTP_CHECK_INTERVAL;
-            self.timers
-                .schedule(at, TimerKind::RequestCheck(token, holds));
-        }
-    }
-
     #[inline]
     fn settle(&mut self, key: usize, token: Token, outcome: Outcome) {
         match outcome {
@@ -690,219 +618,6 @@ impl<P: Poller> Reactor<P> {
             _ => {}
         }
         debug!("{}: closed ({reason})", Named(token));
-    }
-
-    // ----- timers ---------------------------------------------------------
-
-    fn fire_timers(&mut self) {
-        while let Some(kind) = self.timers.pop_due(self.clock.now) {
-            if let Some(trace) = self.trace.as_mut() {
-                trace.timer(kind);
-            }
-            match kind {
-                TimerKind::IdleCheck(token) => self.check_idle(token),
-                TimerKind::LingerDeadline(token) => self.end_linger(token),
-                TimerKind::RequestCheck(token, stalled) => self.check_request(token, stalled),
-                TimerKind::BudgetRetry => {
-                    self.retry_armed = false;
-                    self.release_starved(false);
-                }
-                TimerKind::EvictCheck => self.evict_stalled(),
-                TimerKind::ReclaimCheck => self.reclaim_stalled(),
-                TimerKind::StatsReport => {
-                    self.sync_gauges();
-                    match self.stats_sink.as_mut() {
-                        Some(StatsSink(sink)) => sink(&self.stats),
-                        None => info!("stats: {}", self.stats),
-                    }
-                    if let Some(every) = self.settings.stats_interval {
-                        let at = self.clock.now + every;
-                        self.timers.schedule(at, TimerKind::StatsReport);
-                    }
-                }
-                TimerKind::AcceptRetry(i) => self.resume_listener(i),
-                TimerKind::Heartbeat => {
-                    if let Some(seat) = &self.seat {
-                        seat.beat();
-                        let at = self.clock.now + HEARTBEAT_EVERY;
-                        self.timers.schedule(at, TimerKind::Heartbeat);
-                    }
-                }
-                TimerKind::RetireDeadline => {
-                    if !self.stop.shutting_down {
-                        self.begin_shutdown();
-                    }
-                }
-                TimerKind::ShutdownDeadline => {
-                    let left: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-                    if !left.is_empty() {
-                        info!("shutdown deadline: closing {} connections", left.len());
-                    }
-                    for key in left {
-                        self.close(key, CloseReason::ShutdownDeadline);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Drops the timers of closed connections once they outnumber the live
-    /// ones (each live connection has at most an idle check and a linger
-    /// bound), so that the heap follows the open connections (`timer.rs`).
-    fn compact_timers(&mut self) {
-        let live = 2 * self.conns.len() + 16;
-        if self.timers.len() <= 2 * live {
-            return;
-        }
-        let conns = &self.conns;
-        self.timers.retain(|kind| match kind {
-            TimerKind::IdleCheck(token)
-            | TimerKind::LingerDeadline(token)
-            | TimerKind::RequestCheck(token, _) => match token::decode(*token) {
-                Target::Connection { key, generation } => {
-                    conns.get(key).is_some_and(|c| c.generation() == generation)
-                }
-                _ => false,
-            },
-            _ => true,
-        });
-    }
-
-    /// The connection `token` names, if it is still the one that was
-    /// meant (not closed, not a later user of its slab key).
-    fn current(&self, token: Token) -> Option<(usize, &Connection)> {
-        let Target::Connection { key, generation } = token::decode(token) else {
-            return None;
-        };
-        let conn = self.conns.get(key)?;
-        (conn.generation() == generation).then_some((key, conn))
-    }
-
-    /// Closes the connection if it has been idle for the whole timeout, else
-    /// re-arms its check for when it would be (lazy re-arming, `timer.rs`).
-    fn check_idle(&mut self, token: Token) {
-        let (Some((key, conn)), Some(idle)) = (self.current(token), self.settings.idle_timeout)
-        else {
-            return;
-        };
-        let deadline = conn.last_active().to_instant(self.clock.epoch) + idle;
-        if deadline <= self.clock.now {
-            self.close(key, CloseReason::TimedOut);
-        } else {
-            self.timers.schedule(deadline, TimerKind::IdleCheck(token));
-        }
-    }
-
-    /// The linger bound: a connection still waiting for its client's FIN
-    /// this long after ours is closed (`connection::LINGER_TIMEOUT`).
-    fn end_linger(&mut self, token: Token) {
-        if let Some((key, conn)) = self.current(token)
-            && conn.is_lingering()
-        {
-            self.close(key, CloseReason::LingerTimeout);
-        }
-    }
-
-    // ----- shutdown -------------------------------------------------------
-
-    /// Acts on the signals that arrived (`signals.rs`).
-    fn on_signals(&mut self) {
-        let arrived = self.stop.signals.as_mut().map(Signals::take);
-        for (request, count) in arrived.unwrap_or_default() {
-            match request {
-                Request::Stop => self.stop_requested(count),
-                Request::Hangup => {
-                    info!("SIGHUP: nothing to reload in a single process; serving on")
-                }
-                Request::ReportStats => {
-                    self.sync_gauges();
-                    info!("stats: {}", self.stats)
-                }
-                Request::Status => self.log_status(),
-                Request::Alarm => info!("SIGALRM: no timer of ours uses it; ignored"),
-                Request::Retire => self.retire(),
-            }
-        }
-    }
-
-    /// SIGQUIT: what the loop holds and where it stands, then the
-    /// counters; serving goes on.
-    fn log_status(&mut self) {
-        self.sync_gauges();
-        let phase = if self.stop.shutting_down {
-            "shutting down"
-        } else if self.stop.retiring {
-            "retiring"
-        } else {
-            "serving"
-        };
-        info!(
-            "status: {phase}; {} connections ({} metrics), {} parked for memory, \
-             {} of {} bytes buffered, {} timers, {} queued turns",
-            self.conns.len(),
-            self.classes[Class::Http].open,
-            self.starved.len() + self.retrying.len(),
-            self.budget.used(),
-            self.budget.limit(),
-            self.timers.len(),
-            self.run_next.len(),
-        );
-        info!("stats: {}", self.stats);
-    }
-
-    fn stop_requested(&mut self, new: usize) {
-        if new == 0 {
-            return;
-        }
-        self.stop.requests += new;
-        if self.stop.requests >= 2 {
-            warn!("second stop request: exiting now");
-            self.stop.forced = true;
-        } else if !self.stop.shutting_down {
-            self.begin_shutdown();
-        }
-    }
-
-    /// SIGUSR2: stop accepting, and serve the open connections until
-    /// their clients close them; after `--shutdown-timeout`, drain the
-    /// rest as a shutdown does. A master's rolling restart retires the old
-    /// worker this way once the new one serves: a connection the old one
-    /// accepted a moment before is served, not cut off (a plain shutdown
-    /// stops reading at once).
-    fn retire(&mut self) {
-        if self.stop.shutting_down || self.stop.retiring {
-            return;
-        }
-        self.stop.retiring = true;
-        self.sources.close(&mut self.poller);
-        let deadline = self.settings.shutdown_timeout;
-        info!(
-            "SIGUSR2: retiring: listeners closed, serving {} connections until they close \
-             (up to {deadline:?}, then a shutdown)",
-            self.conns.len(),
-        );
-        let at = self.clock.now + deadline;
-        self.timers.schedule(at, TimerKind::RetireDeadline);
-    }
-
-    fn begin_shutdown(&mut self) {
-        self.stop.shutting_down = true;
-        let deadline = self.settings.shutdown_timeout;
-        info!(
-            "shutting down: listeners closed, flushing {} connections (up to {deadline:?})",
-            self.conns.len(),
-        );
-        self.sources.close(&mut self.poller);
-        let at = self.clock.now + deadline;
-        self.timers.schedule(at, TimerKind::ShutdownDeadline);
-        // Metrics connections are served on: `/healthz` answers 503 now.
-        let keys: Vec<usize> = (self.conns.iter())
-            .filter(|(_, conn)| Class::of_generation(conn.generation()).holds_shutdown())
-            .map(|(key, _)| key)
-            .collect();
-        for key in keys {
-            self.with_connection(key, |conn, cx| Some(conn.begin_shutdown(cx)));
-        }
     }
 }
 

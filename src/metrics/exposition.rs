@@ -212,19 +212,9 @@ const FAMILIES: &[Family] = &[
 ];
 
 /// Builds an exposition: families of counters for one or more processes,
-/// then any family of the caller's own.
-///
-/// ```
-/// use echo_reactor::{Exposition, Stats};
-///
-/// let stats = Stats { accepted: 3, ..Stats::default() };
-/// let mut page = Exposition::new();
-/// page.stats(&[("worker=\"0\"", &stats)]);
-/// page.family("up_workers", "Workers serving.", "gauge", &[("", 1.0)]);
-/// let text = page.finish();
-/// assert!(text.contains("echo_reactor_connections_accepted_total{worker=\"0\"} 3\n"));
-/// assert!(text.contains("# TYPE up_workers gauge\nup_workers 1\n"));
-/// ```
+/// then any family of the caller's own (the unit test
+/// `an_exposition_labels_each_process_and_adds_the_callers_families` shows
+/// one).
 #[derive(Debug, Default)]
 pub struct Exposition {
     text: String,
@@ -351,6 +341,20 @@ impl Exposition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exposition_labels_each_process_and_adds_the_callers_families() {
+        let stats = Stats {
+            accepted: 3,
+            ..Stats::default()
+        };
+        let mut page = Exposition::new();
+        page.stats(&[("worker=\"0\"", &stats)]);
+        page.family("up_workers", "Workers serving.", "gauge", &[("", 1.0)]);
+        let text = page.finish();
+        assert!(text.contains("echo_reactor_connections_accepted_total{worker=\"0\"} 3\n"));
+        assert!(text.contains("# TYPE up_workers gauge\nup_workers 1\n"));
+    }
 
     #[test]
     fn every_family_has_help_and_type_before_its_samples() {

@@ -37,7 +37,7 @@ const MONTHS: [&str; 12] = [
 
 /// The daytime line for `now`, CRLF included. A clock set before 1970
 /// reads as the epoch rather than failing.
-pub fn line(now: SystemTime) -> String {
+pub(crate) fn line(now: SystemTime) -> String {
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let days = secs / 86_400;
     let in_day = secs % 86_400;
@@ -54,7 +54,7 @@ pub fn line(now: SystemTime) -> String {
 }
 
 /// The daytime line for the present moment.
-pub fn now_line() -> String {
+pub(crate) fn now_line() -> String {
     line(SystemTime::now())
 }
 

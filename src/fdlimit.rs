@@ -21,12 +21,12 @@ use std::io;
 /// Descriptors kept back from `--max-connections` for the server itself:
 /// stdio, the epoll instance, listeners, the signal pipe, the waker, the
 /// spare, and a margin for the resolver or logging.
-pub const RESERVED_FDS: u64 = 64;
+pub(crate) const RESERVED_FDS: u64 = 64;
 
 /// The default connection limit for a descriptor limit of `nofile`: all but
 /// [`RESERVED_FDS`], or all but half under a tiny limit (a test's `ulimit
 /// -n 32`), so that the server still serves a few clients there.
-pub fn default_max_connections(nofile: u64) -> usize {
+pub(crate) fn default_max_connections(nofile: u64) -> usize {
     let reserve = RESERVED_FDS.min(nofile / 2);
     usize::try_from(nofile - reserve)
         .unwrap_or(usize::MAX)
@@ -35,7 +35,7 @@ pub fn default_max_connections(nofile: u64) -> usize {
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft
 /// limit.
-pub fn raise_nofile_limit() -> io::Result<u64> {
+pub(crate) fn raise_nofile_limit() -> io::Result<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -59,28 +59,28 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
 }
 
 /// Whether an `accept` error means "out of descriptors".
-pub fn is_exhaustion(err: &io::Error) -> bool {
+pub(crate) fn is_exhaustion(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
 /// One descriptor held in reserve (an open `/dev/null`).
 #[derive(Debug)]
-pub struct SpareFd(Option<File>);
+pub(crate) struct SpareFd(Option<File>);
 
 impl SpareFd {
     /// Opens the spare. Failure is not fatal: without it, the loop falls
     /// back to pausing accepts and retrying from a timer.
-    pub fn open() -> SpareFd {
+    pub(crate) fn open() -> SpareFd {
         SpareFd(File::open("/dev/null").ok())
     }
 
     /// Closes the spare, freeing one descriptor; false if there was none.
-    pub fn release(&mut self) -> bool {
+    pub(crate) fn release(&mut self) -> bool {
         self.0.take().is_some()
     }
 
     /// Reopens the spare after [`SpareFd::release`].
-    pub fn restore(&mut self) {
+    pub(crate) fn restore(&mut self) {
         if self.0.is_none() {
             self.0 = File::open("/dev/null").ok();
         }

@@ -105,6 +105,7 @@
 //!   the binary's (`src/bin/echo-reactor/cli.rs`).
 #![deny(
     missing_docs,
+    unreachable_pub,
     missing_debug_implementations,
     rust_2018_idioms,
     unsafe_op_in_unsafe_fn,

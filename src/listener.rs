@@ -85,7 +85,7 @@ impl std::error::Error for ListenError {
 
 /// How every TCP listener is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenOptions {
+pub(crate) struct ListenOptions {
     /// `listen(2)` backlog.
     pub backlog: u32,
     /// TCP keepalive idle time for accepted connections; `None`: off.
@@ -98,10 +98,10 @@ pub struct ListenOptions {
 }
 
 /// Keepalive probes sent before a silent peer is declared dead.
-pub const KEEPALIVE_PROBES: u32 = 3;
+pub(crate) const KEEPALIVE_PROBES: u32 = 3;
 
 /// Opens one non-blocking listener on `addr`.
-pub fn open(addr: SocketAddr, options: ListenOptions) -> io::Result<std::net::TcpListener> {
+pub(crate) fn open(addr: SocketAddr, options: ListenOptions) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if options.reuse_port {

@@ -13,7 +13,7 @@
 
 /// Bytes waiting to be written, in order.
 #[derive(Debug, Default)]
-pub struct OutBuf {
+pub(crate) struct OutBuf {
     /// Storage; `buf[head..]` is still to be written.
     buf: Vec<u8>,
     /// How much of `buf` has already been written. A `u32` keeps the
@@ -24,7 +24,7 @@ pub struct OutBuf {
 
 impl OutBuf {
     /// An empty buffer with no allocation.
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         OutBuf {
             buf: Vec::new(),
             head: 0,
@@ -32,17 +32,17 @@ impl OutBuf {
     }
 
     /// Bytes still to be written.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.buf.len() - self.head as usize
     }
 
     /// Whether nothing is pending.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Appends `data` after what is pending.
-    pub fn push(&mut self, data: &[u8]) {
+    pub(crate) fn push(&mut self, data: &[u8]) {
         // Reclaim the already-written prefix before growing, so the storage
         // stays about as large as what is pending.
         if self.head > 0 && self.buf.len() + data.len() > self.buf.capacity() {
@@ -57,12 +57,12 @@ impl OutBuf {
     }
 
     /// The pending bytes, for `write`.
-    pub fn as_slice(&self) -> &[u8] {
+    pub(crate) fn as_slice(&self) -> &[u8] {
         &self.buf[self.head as usize..]
     }
 
     /// Marks `n` pending bytes as written; frees the storage when empty.
-    pub fn consume(&mut self, n: usize) {
+    pub(crate) fn consume(&mut self, n: usize) {
         debug_assert!(n <= self.len());
         self.head += n as u32;
         if self.head as usize >= self.buf.len() {
@@ -74,7 +74,7 @@ impl OutBuf {
 
     /// Heap bytes held: what the memory budget counts.
     #[inline]
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.buf.capacity()
     }
 }

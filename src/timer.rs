@@ -38,25 +38,25 @@ use mio::Token;
 /// protocol state and still fit in 64 bytes (`connection/mod.rs`). A `u64` of
 /// nanoseconds lasts 584 years.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Stamp(u64);
+pub(crate) struct Stamp(u64);
 
 impl Stamp {
     /// `at` as a stamp of the loop that started at `epoch` (`at` before
     /// `epoch` counts as the start).
-    pub fn new(epoch: Instant, at: Instant) -> Stamp {
+    pub(crate) fn new(epoch: Instant, at: Instant) -> Stamp {
         let nanos = at.saturating_duration_since(epoch).as_nanos();
         Stamp(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
     /// The `Instant` this stamp stands for.
-    pub fn to_instant(self, epoch: Instant) -> Instant {
+    pub(crate) fn to_instant(self, epoch: Instant) -> Instant {
         epoch + Duration::from_nanos(self.0)
     }
 }
 
 /// What to do when a deadline passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum TimerKind {
+pub(crate) enum TimerKind {
     /// Check whether the connection behind this token has been idle too long.
     IdleCheck(Token),
     /// Close the connection behind this token if it is still lingering.
@@ -87,25 +87,25 @@ pub enum TimerKind {
 
 /// A set of pending deadlines.
 #[derive(Debug, Default)]
-pub struct Timers {
+pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<(Instant, TimerKind)>>,
 }
 
 impl Timers {
     /// An empty set.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Adds a deadline. The same kind may be scheduled more than once; each
     /// entry fires once.
-    pub fn schedule(&mut self, at: Instant, kind: TimerKind) {
+    pub(crate) fn schedule(&mut self, at: Instant, kind: TimerKind) {
         self.heap.push(Reverse((at, kind)));
     }
 
     /// How long `poll` may sleep from `now`: until the nearest deadline, or
     /// forever (`None`) when there is none.
-    pub fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+    pub(crate) fn poll_timeout(&self, now: Instant) -> Option<Duration> {
         self.heap
             .peek()
             .map(|Reverse((at, _))| at.saturating_duration_since(now))
@@ -113,12 +113,12 @@ impl Timers {
 
     /// What the nearest deadline is for (`--trace` says why the loop
     /// slept that long).
-    pub fn next_kind(&self) -> Option<TimerKind> {
+    pub(crate) fn next_kind(&self) -> Option<TimerKind> {
         self.heap.peek().map(|Reverse((_, kind))| *kind)
     }
 
     /// Removes and returns one deadline that is due at `now`, if any.
-    pub fn pop_due(&mut self, now: Instant) -> Option<TimerKind> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<TimerKind> {
         match self.heap.peek() {
             Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse((_, k))| k),
             _ => None,
@@ -126,13 +126,13 @@ impl Timers {
     }
 
     /// Number of pending deadlines.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.heap.len()
     }
 
     /// Keeps only the deadlines `keep` says still matter, and gives back
     /// the memory the others took.
-    pub fn retain(&mut self, mut keep: impl FnMut(&TimerKind) -> bool) {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&TimerKind) -> bool) {
         self.heap.retain(|Reverse((_, kind))| keep(kind));
         if self.heap.capacity() > 2 * self.heap.len() + 64 {
             self.heap.shrink_to_fit();

@@ -37,15 +37,15 @@
 use mio::Token;
 
 /// The wake-up pipe behind [`crate::ShutdownHandle`].
-pub const WAKER: Token = Token(0);
+pub(crate) const WAKER: Token = Token(0);
 /// Every handled signal, delivered through a self-pipe (`signals.rs`).
-pub const SIGNALS: Token = Token(1);
+pub(crate) const SIGNALS: Token = Token(1);
 /// Listener `i` is `Token(LISTENER_BASE + i)`.
 const LISTENER_BASE: usize = 16;
 /// UDP socket `i` is `Token(UDP_BASE + i)`.
 const UDP_BASE: usize = 1 << 16;
 /// Most TCP listeners (echo plus daytime) one loop can tell apart.
-pub const MAX_LISTENERS: usize = UDP_BASE - LISTENER_BASE;
+pub(crate) const MAX_LISTENERS: usize = UDP_BASE - LISTENER_BASE;
 /// Connection tokens start here (generation 1, key 0).
 const CONNECTION_SHIFT: u32 = 32;
 
@@ -54,7 +54,7 @@ const _: () = assert!(usize::BITS >= 64, "echo-reactor needs a 64-bit target");
 
 /// What a token names, decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// The shutdown waker fired.
     Waker,
     /// A signal arrived.
@@ -75,25 +75,25 @@ pub enum Target {
 }
 
 /// The token of listener number `index`.
-pub fn listener(index: usize) -> Token {
+pub(crate) fn listener(index: usize) -> Token {
     debug_assert!(index < MAX_LISTENERS);
     Token(LISTENER_BASE + index)
 }
 
 /// The token of UDP socket number `index`.
-pub fn udp(index: usize) -> Token {
+pub(crate) fn udp(index: usize) -> Token {
     debug_assert!(index < (1 << CONNECTION_SHIFT) - UDP_BASE);
     Token(UDP_BASE + index)
 }
 
 /// The token of the connection at slab `key` with `generation` (> 0).
-pub fn connection(key: usize, generation: u32) -> Token {
+pub(crate) fn connection(key: usize, generation: u32) -> Token {
     debug_assert!(generation != 0 && key <= u32::MAX as usize);
     Token(((generation as usize) << CONNECTION_SHIFT) | key)
 }
 
 /// Decodes a token made by this module.
-pub fn decode(token: Token) -> Target {
+pub(crate) fn decode(token: Token) -> Target {
     let raw = token.0;
     let generation = (raw >> CONNECTION_SHIFT) as u32;
     if generation != 0 {
@@ -112,7 +112,7 @@ pub fn decode(token: Token) -> Target {
 }
 
 /// The generation a connection token carries (0 for other tokens).
-pub fn generation_of(token: Token) -> u32 {
+pub(crate) fn generation_of(token: Token) -> u32 {
     (token.0 >> CONNECTION_SHIFT) as u32
 }
 
@@ -120,13 +120,13 @@ pub fn generation_of(token: Token) -> u32 {
 /// connection; `reactor/class.rs`): the loop picks what drives the
 /// connection from its token, with no field in the connection and no
 /// look-up. Generations proper stay below it.
-pub const CLASS_BIT: u32 = 1 << 31;
+pub(crate) const CLASS_BIT: u32 = 1 << 31;
 
 /// A token as log lines name what it stands for, the same way in every
 /// line: `conn 12/3` (slab key 12, generation 3), `listener 0`, `udp 1`,
 /// `waker`, `signals`.
 #[derive(Debug, Clone, Copy)]
-pub struct Named(pub Token);
+pub(crate) struct Named(pub Token);
 
 impl std::fmt::Display for Named {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -149,13 +149,13 @@ impl std::fmt::Display for Named {
 /// between an event's arrival and its handling, which cannot happen within
 /// one tick.
 #[derive(Debug, Default)]
-pub struct Generations {
+pub(crate) struct Generations {
     last: u32,
 }
 
 impl Generations {
     /// The next generation; never 0.
-    pub fn next_generation(&mut self) -> u32 {
+    pub(crate) fn next_generation(&mut self) -> u32 {
         self.last = if self.last + 1 >= CLASS_BIT {
             1
         } else {

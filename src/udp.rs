@@ -79,32 +79,32 @@ use crate::service::Service;
 use crate::stats::Stats;
 
 /// Datagrams per UDP socket per loop tick before the others get a turn.
-pub const DATAGRAM_BUDGET: usize = 64;
+pub(crate) const DATAGRAM_BUDGET: usize = 64;
 
 /// Source ports of services that answer any datagram unprompted: echo (7),
 /// systat (11), daytime (13), qotd (17), chargen (19), time (37). A reply
 /// to one of them comes back, and a loop starts.
-pub const REFLECTING_PORTS: [u16; 6] = [7, 11, 13, 17, 19, 37];
+pub(crate) const REFLECTING_PORTS: [u16; 6] = [7, 11, 13, 17, 19, 37];
 
 /// Peers whose recent answers the guard remembers: a direct-mapped table
 /// (a peer's slot is a hash of its address; a newcomer takes the slot of
 /// whoever had it), so that no datagram allocates and a scan of many
 /// sources pins no memory. 256 slots of 120 bytes: 30 KiB.
-pub const PEER_SLOTS: usize = 256;
+pub(crate) const PEER_SLOTS: usize = 256;
 
 /// Answers remembered per peer: a loop of up to this many datagrams in
 /// flight between two services is caught.
-pub const RECENT_ANSWERS: usize = 8;
+pub(crate) const RECENT_ANSWERS: usize = 8;
 
 /// Repeats of a recent answer from one peer answered in a row before the
 /// rate below applies. A one-datagram loop between two servers dies after
 /// about twice this many exchanges.
-pub const REPEAT_BURST: u32 = 8;
+pub(crate) const REPEAT_BURST: u32 = 8;
 
 /// Repeats of a recent answer answered per second and peer once the burst
 /// is spent: a client sending the same payload this often or less is
 /// served in full.
-pub const REPEATS_PER_SEC: u32 = 10;
+pub(crate) const REPEATS_PER_SEC: u32 = 10;
 
 /// One remembered peer.
 #[derive(Debug, Clone, Copy)]
@@ -130,7 +130,7 @@ const EMPTY_PEER: Peer = Peer {
 
 /// Decides which datagrams must not be answered (see the module docs).
 #[derive(Debug, Clone)]
-pub struct LoopGuard {
+pub(crate) struct LoopGuard {
     /// Every UDP socket of this server, as bound.
     own: Vec<SocketAddr>,
     /// Recently answered peers ([`PEER_SLOTS`]).
@@ -150,7 +150,7 @@ const REPEAT_INTERVAL: Duration = Duration::from_nanos(1_000_000_000 / REPEATS_P
 /// 64 bytes (all of it up to 128), eight bytes at a time. Two different
 /// datagrams of one client differ there in practice (a sequence number, a
 /// timestamp); a wrong match costs one unanswered repeat at worst.
-pub fn fingerprint(data: &[u8]) -> u64 {
+pub(crate) fn fingerprint(data: &[u8]) -> u64 {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut h = (data.len() as u64 ^ 0x51_7CC1_B727_220A).wrapping_mul(K);
     let head = &data[..data.len().min(64)];
@@ -184,7 +184,7 @@ fn slot_of(peer: SocketAddr) -> usize {
 
 impl LoopGuard {
     /// A guard for a server whose UDP sockets are bound to `own`.
-    pub fn new(own: Vec<SocketAddr>) -> LoopGuard {
+    pub(crate) fn new(own: Vec<SocketAddr>) -> LoopGuard {
         LoopGuard {
             own,
             peers: vec![EMPTY_PEER; PEER_SLOTS].into_boxed_slice(),
@@ -195,7 +195,7 @@ impl LoopGuard {
     /// at `now`, repeats a recent answer to that peer past the allowance
     /// (and must go unanswered: a loop, most likely).
     #[inline]
-    pub fn repeats_too_often(&mut self, peer: SocketAddr, print: u64, now: Instant) -> bool {
+    pub(crate) fn repeats_too_often(&mut self, peer: SocketAddr, print: u64, now: Instant) -> bool {
         let slot = &mut self.peers[slot_of(peer)];
         if slot.addr != Some(peer) || !slot.answers.contains(&print) {
             return false;
@@ -210,7 +210,7 @@ impl LoopGuard {
 
     /// Remembers that `peer` was sent an answer with fingerprint `print`.
     #[inline]
-    pub fn answered(&mut self, peer: SocketAddr, print: u64) {
+    pub(crate) fn answered(&mut self, peer: SocketAddr, print: u64) {
         let slot = &mut self.peers[slot_of(peer)];
         if slot.addr != Some(peer) {
             *slot = EMPTY_PEER;
@@ -221,7 +221,7 @@ impl LoopGuard {
     }
 
     /// Whether a datagram from `peer` must go unanswered.
-    pub fn refuses(&self, peer: SocketAddr) -> bool {
+    pub(crate) fn refuses(&self, peer: SocketAddr) -> bool {
         let port = peer.port();
         port == 0
             || REFLECTING_PORTS.contains(&port)
@@ -236,7 +236,7 @@ impl LoopGuard {
 /// Opens one non-blocking UDP socket bound to `addr` (IPv6 sockets are
 /// IPv6-only, as for TCP listeners, so both families can share a port),
 /// with `SO_REUSEPORT` when several worker processes share it.
-pub fn open(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::UdpSocket> {
+pub(crate) fn open(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -251,7 +251,7 @@ pub fn open(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::UdpSocke
 
 /// What one turn of a UDP socket ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Turn {
+pub(crate) enum Turn {
     /// Drained: nothing more until the next event.
     Drained,
     /// Budget spent with datagrams maybe still queued: drive again next
@@ -261,7 +261,7 @@ pub enum Turn {
 
 /// Answers the datagrams waiting on `socket`, up to the budget; `now` is
 /// the loop's time for this tick.
-pub fn serve(
+pub(crate) fn serve(
     socket: &UdpSocket,
     service: Service,
     guard: &mut LoopGuard,

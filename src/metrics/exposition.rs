@@ -216,20 +216,20 @@ const FAMILIES: &[Family] = &[
 /// `an_exposition_labels_each_process_and_adds_the_callers_families` shows
 /// one).
 #[derive(Debug, Default)]
-pub struct Exposition {
+pub(crate) struct Exposition {
     text: String,
 }
 
 impl Exposition {
     /// An empty page.
-    pub fn new() -> Exposition {
+    pub(crate) fn new() -> Exposition {
         Exposition::default()
     }
 
     /// Every counter family, one sample per `(labels, stats)` pair;
     /// `labels` is written inside the braces as given (`worker="2"`, or
     /// empty for none).
-    pub fn stats(&mut self, samples: &[(&str, &Stats)]) {
+    pub(crate) fn stats(&mut self, samples: &[(&str, &Stats)]) {
         for family in FAMILIES {
             self.head(family.name, family.help, family.kind.name());
             for &(labels, stats) in samples {
@@ -294,7 +294,7 @@ impl Exposition {
 
     /// A family of the caller's own: `kind` is `counter` or `gauge`, one
     /// sample per `(labels, value)`.
-    pub fn family(&mut self, name: &str, help: &str, kind: &str, samples: &[(&str, f64)]) {
+    pub(crate) fn family(&mut self, name: &str, help: &str, kind: &str, samples: &[(&str, f64)]) {
         self.head(name, help, kind);
         for &(labels, value) in samples {
             self.sample_f64(name, labels, "", value);
@@ -302,7 +302,7 @@ impl Exposition {
     }
 
     /// The text, ready to serve as `text/plain; version=0.0.4`.
-    pub fn finish(self) -> String {
+    pub(crate) fn finish(self) -> String {
         self.text
     }
 

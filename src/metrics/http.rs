@@ -26,16 +26,16 @@ use crate::protocol::{Protocol, Refusal, Status, Verdict};
 
 /// The longest request head accepted, request line and headers, blank
 /// line included.
-pub const MAX_HEAD: usize = 8 * 1024;
+pub(crate) const MAX_HEAD: usize = 8 * 1024;
 
 /// The most header lines a request may carry.
-pub const MAX_HEADERS: usize = 64;
+pub(super) const MAX_HEADERS: usize = 64;
 
 /// What a metrics client turned away at the connection limit reads
 /// (`--metrics-max-connections`) before the server closes: a whole HTTP
 /// answer, so that an HTTP client reports a busy server rather than a
 /// protocol error. Short enough for one write to a fresh socket.
-pub const BUSY_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+pub(crate) const BUSY_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 Content-Type: text/plain; charset=utf-8\r\n\
 Content-Length: 29\r\n\
 Connection: close\r\n\
@@ -63,7 +63,7 @@ const TOO_LARGE: Refusal = Refusal::Other("request head too large");
 
 /// What `/metrics` and `/healthz` report: the page, and whether the server
 /// is serving (or draining).
-pub trait Page: Send + 'static {
+pub(crate) trait Page: Send + 'static {
     /// Appends the exposition text to `out`.
     fn render(&self, out: &mut String);
 
@@ -84,14 +84,14 @@ pub trait Page: Send + 'static {
 
 /// The metrics protocol: HTTP/1.1 answering from a [`Page`].
 #[derive(Debug, Default)]
-pub struct MetricsHttp<P> {
+pub(crate) struct MetricsHttp<P> {
     /// What it answers from; its owner refreshes it between requests.
     pub page: P,
 }
 
 impl<P: Page> MetricsHttp<P> {
     /// A protocol answering from `page`.
-    pub fn new(page: P) -> MetricsHttp<P> {
+    pub(crate) fn new(page: P) -> MetricsHttp<P> {
         MetricsHttp { page }
     }
 

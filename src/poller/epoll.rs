@@ -39,7 +39,7 @@ fn with_priority(interest: Interest) -> Interest {
 
 /// mio's `Poll` (epoll on Linux).
 #[derive(Debug)]
-pub struct Epoll {
+pub(crate) struct Epoll {
     poll: mio::Poll,
 }
 

@@ -61,22 +61,22 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-pub use mio::{Interest, Token};
+pub(crate) use mio::{Interest, Token};
 
 #[cfg(test)]
 mod contract;
-pub mod epoll;
-pub mod poll;
-pub mod select;
+pub(crate) mod epoll;
+pub(crate) mod poll;
+pub(crate) mod select;
 
-pub use epoll::Epoll;
-pub use poll::Poll;
-pub use select::Select;
+pub(crate) use epoll::Epoll;
+pub(crate) use poll::Poll;
+pub(crate) use select::Select;
 
 /// What one event says about its source. All of it is a hint (see the
 /// module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Event {
+pub(crate) struct Event {
     /// The token the source was registered with.
     pub token: Token,
     /// Input (or EOF) may be waiting.
@@ -98,7 +98,7 @@ pub struct Event {
 }
 
 /// A readiness multiplexer: one of the backends above.
-pub trait Poller: Sized {
+pub(crate) trait Poller: Sized {
     /// Where [`Poller::wait`] puts its events.
     type Events;
 
@@ -145,14 +145,14 @@ pub enum Backend {
 /// The event buffer of the poll and select backends: the events of one
 /// `wait`, collected by scanning the backend's own table.
 #[derive(Debug)]
-pub struct EventList {
+pub(crate) struct EventList {
     list: Vec<Event>,
     capacity: usize,
 }
 
 impl EventList {
     /// Room for `capacity` events, allocated once.
-    pub fn with_capacity(capacity: usize) -> EventList {
+    pub(crate) fn with_capacity(capacity: usize) -> EventList {
         EventList {
             list: Vec::with_capacity(capacity),
             capacity: capacity.max(1),
@@ -172,13 +172,13 @@ impl EventList {
     }
 
     /// The events of the last `wait`.
-    pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Event> + '_ {
         self.list.iter().copied()
     }
 }
 
 /// select's limit, here for the CLI help and the logs.
-pub const FD_SETSIZE: usize = libc::FD_SETSIZE;
+pub(crate) const FD_SETSIZE: usize = libc::FD_SETSIZE;
 
 /// A timeout in whole milliseconds for poll(2), rounded *up*, so that a
 /// 0.5 ms timer deadline is not turned into a zero timeout and a busy loop

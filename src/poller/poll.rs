@@ -34,7 +34,7 @@ const NONE: u32 = u32::MAX;
 
 /// The poll(2) backend.
 #[derive(Debug, Default)]
-pub struct Poll {
+pub(crate) struct Poll {
     fds: Vec<libc::pollfd>,
     tokens: Vec<Token>,
     /// Index into `fds` for each descriptor number, or [`NONE`].

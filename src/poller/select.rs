@@ -34,7 +34,7 @@ use std::time::Duration;
 use super::{Event, EventList, FD_SETSIZE, Interest, Poller, Token};
 
 /// The select(2) backend.
-pub struct Select {
+pub(crate) struct Select {
     /// The interest sets, kept here and copied for each call because
     /// select(2) overwrites what it is given with the result.
     read: libc::fd_set,

@@ -18,7 +18,7 @@
 use super::{Protocol, Refusal, Status, Verdict};
 
 /// Bytes in a frame header.
-pub const HEADER_LEN: usize = 4;
+pub(crate) const HEADER_LEN: usize = 4;
 
 /// The default `--max-frame`: 1 MiB.
 pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;
@@ -40,13 +40,13 @@ impl Default for Frame {
 
 /// The header for a body of `len` bytes (for clients and tests).
 #[cfg(test)]
-pub fn header(len: u32) -> [u8; HEADER_LEN] {
+pub(crate) fn header(len: u32) -> [u8; HEADER_LEN] {
     len.to_be_bytes()
 }
 
 /// `body` with its header in front.
 #[cfg(test)]
-pub fn encode(body: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn encode(body: &[u8]) -> Option<Vec<u8>> {
     let len = u32::try_from(body.len()).ok()?;
     let mut frame = Vec::with_capacity(HEADER_LEN + body.len());
     frame.extend_from_slice(&header(len));

@@ -22,7 +22,7 @@ use super::{Protocol, Refusal, Status, Verdict};
 pub const DEFAULT_MAX_LINE: usize = 8 * 1024;
 
 /// What an over-long line is answered with before the connection closes.
-pub const LINE_TOO_LONG: &[u8] = b"ERR line too long\n";
+pub(crate) const LINE_TOO_LONG: &[u8] = b"ERR line too long\n";
 
 /// What `--line-transform hello` puts before each line.
 const HELLO: &[u8] = b"hello ";

@@ -48,8 +48,8 @@
 
 use std::any::Any;
 
-pub mod frame;
-pub mod line;
+pub(crate) mod frame;
+pub(crate) mod line;
 
 pub use frame::Frame;
 pub use line::{Line, Transform};
@@ -208,7 +208,7 @@ pub trait Protocol: Send + 'static {
 /// lives, and keeps this field at 8 bytes in every connection: that is
 /// what keeps `Connection` within 64 bytes.
 #[derive(Debug, Default)]
-pub struct Partial(Option<Box<Held>>);
+pub(crate) struct Partial(Option<Box<Held>>);
 
 /// What a [`Partial`] points to.
 #[derive(Default)]
@@ -233,23 +233,23 @@ impl std::fmt::Debug for Held {
 
 impl Partial {
     /// No held bytes and no allocation.
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Partial(None)
     }
 
     /// Bytes held.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.bytes().len()
     }
 
     /// Whether no message is split (a session may still live).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.bytes().is_empty()
     }
 
     /// The bytes held (empty when none are).
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         self.0.as_ref().map_or(&[], |held| &held.bytes)
     }
 
@@ -257,7 +257,7 @@ impl Partial {
     /// holds, or what it may still grow to with its answer, whichever is
     /// larger (see [`Protocol::reservation`]).
     #[inline]
-    pub fn charge(&self) -> usize {
+    pub(crate) fn charge(&self) -> usize {
         self.0
             .as_ref()
             .map_or(0, |held| held.bytes.capacity().max(held.reserved))
@@ -270,7 +270,7 @@ impl Partial {
     /// Its next read charges it whole again, as a new message would be
     /// (which the read's allowance has room for), and until the budget
     /// has that room it waits in the kernel. True if it gave any back.
-    pub fn release_unfilled(&mut self) -> bool {
+    pub(crate) fn release_unfilled(&mut self) -> bool {
         match self.0.as_mut() {
             Some(held) if !held.bytes.is_empty() && held.bytes.capacity() < held.reserved / 2 => {
                 held.reserved = 0;
@@ -283,14 +283,14 @@ impl Partial {
     /// Whether the split message gave its reservation back
     /// ([`Partial::release_unfilled`]) and has not won it back yet.
     #[inline]
-    pub fn is_released(&self) -> bool {
+    pub(crate) fn is_released(&self) -> bool {
         self.0
             .as_ref()
             .is_some_and(|held| !held.bytes.is_empty() && held.reserved == 0)
     }
 
     /// Drops the split message, if any (a session stays).
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         if let Some(held) = self.0.as_mut() {
             held.bytes = Vec::new();
             held.reserved = 0;
@@ -310,7 +310,7 @@ const KEEP_SPARE: usize = 4096;
 /// the incomplete tail in `partial`. After any verdict but
 /// [`Verdict::Continue`], later input is ignored and the split message
 /// dropped.
-pub fn feed<T: Protocol>(
+pub(crate) fn feed<T: Protocol>(
     protocol: &mut T,
     partial: &mut Partial,
     input: &[u8],
@@ -354,7 +354,11 @@ pub fn feed<T: Protocol>(
 }
 
 /// The peer sent FIN: answers what `partial` still holds, if anything.
-pub fn finish<T: Protocol>(protocol: &mut T, partial: &mut Partial, out: &mut Vec<u8>) -> Verdict {
+pub(crate) fn finish<T: Protocol>(
+    protocol: &mut T,
+    partial: &mut Partial,
+    out: &mut Vec<u8>,
+) -> Verdict {
     if partial.is_empty() {
         return Verdict::Continue;
     }
@@ -372,7 +376,7 @@ pub fn finish<T: Protocol>(protocol: &mut T, partial: &mut Partial, out: &mut Ve
 /// held back because its answer did not fit. Nothing is held, so the
 /// caller can take exactly those bytes (a connection passing input through
 /// a full budget).
-pub fn answer_whole<T: Protocol>(
+pub(crate) fn answer_whole<T: Protocol>(
     protocol: &mut T,
     partial: &mut Partial,
     input: &[u8],
@@ -653,13 +657,13 @@ pub(crate) mod testing {
     /// What a whole conversation produced: every answer byte, and the
     /// first verdict that was not `Continue` (or `Continue`).
     #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct Transcript {
+    pub(crate) struct Transcript {
         pub out: Vec<u8>,
         pub verdict: Verdict,
     }
 
     /// Feeds `input` cut at `cuts` (sorted offsets), then EOF when `eof`.
-    pub fn run(mode: &Mode, input: &[u8], cuts: &[usize], eof: bool) -> Transcript {
+    pub(crate) fn run(mode: &Mode, input: &[u8], cuts: &[usize], eof: bool) -> Transcript {
         let mut handler = Handler::from(mode.clone());
         let mut partial = Partial::new();
         let mut out = handler.greeting().to_vec();
@@ -685,7 +689,7 @@ pub(crate) mod testing {
     /// Asserts that every single split point, and byte-at-a-time feeding,
     /// give the same transcript as feeding `input` whole.
     #[track_caller]
-    pub fn assert_split_invariant(mode: &Mode, input: &[u8], eof: bool) -> Transcript {
+    pub(crate) fn assert_split_invariant(mode: &Mode, input: &[u8], eof: bool) -> Transcript {
         let whole = run(mode, input, &[], eof);
         for cut in 0..=input.len() {
             assert_eq!(run(mode, input, &[cut], eof), whole, "split at {cut}");
@@ -701,7 +705,7 @@ pub(crate) mod testing {
     /// piece at a time, and what the connection then holds (the message so
     /// far, or its answer) never exceeds the charge it started with.
     #[track_caller]
-    pub fn assert_reservation_covers(mode: &Mode, input: &[u8]) {
+    pub(crate) fn assert_reservation_covers(mode: &Mode, input: &[u8]) {
         let mut mode = Handler::from(mode.clone());
         for cut in 0..input.len() {
             let mut partial = Partial::new();
@@ -732,7 +736,7 @@ pub(crate) mod testing {
     /// Asserts that every proper prefix of `input` (without EOF) answers a
     /// prefix of what the whole input answers, and never closes earlier.
     #[track_caller]
-    pub fn assert_prefixes_consistent(mode: &Mode, input: &[u8]) {
+    pub(crate) fn assert_prefixes_consistent(mode: &Mode, input: &[u8]) {
         let whole = run(mode, input, &[], false);
         for end in 0..input.len() {
             let part = run(mode, &input[..end], &[], false);

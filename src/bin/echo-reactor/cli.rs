@@ -19,7 +19,7 @@ use echo_reactor::{
 /// controlled by RUST_LOG (default: info).
 #[derive(Debug, Parser)]
 #[command(name = "echo-reactor", version)]
-pub struct Args {
+pub(crate) struct Args {
     /// Address to listen on: IPv4 (127.0.0.1:7007), IPv6 ([::1]:7007) or
     /// HOST:PORT (every address the name resolves to is bound). Repeat for
     /// more listeners. Port 0 picks a free port.
@@ -207,11 +207,11 @@ const _: () = assert!(DEFAULT_SNDBUF == 65_536);
 
 /// `--sndbuf`: a size, or the kernel's choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sndbuf(pub Option<usize>);
+pub(crate) struct Sndbuf(pub Option<usize>);
 
 /// `--backend` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackendName {
+pub(crate) enum BackendName {
     /// epoll(7), through mio.
     Epoll,
     /// poll(2).
@@ -222,7 +222,7 @@ pub enum BackendName {
 
 /// `--mode` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ModeName {
+pub(crate) enum ModeName {
     /// Byte-for-byte echo (RFC 862).
     Raw,
     /// A reply per line.
@@ -233,7 +233,7 @@ pub enum ModeName {
 
 /// `--line-transform` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TransformName {
+pub(crate) enum TransformName {
     /// Echo the line.
     None,
     /// Upper-case it.
@@ -244,7 +244,7 @@ pub enum TransformName {
 
 impl Args {
     /// Rejects flags that the chosen `--mode` would silently ignore.
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         let line_only = [
             (
                 "--line-transform",
@@ -280,7 +280,7 @@ impl Args {
     }
 
     /// The server configuration these arguments ask for.
-    pub fn into_config(self) -> Config {
+    pub(crate) fn into_config(self) -> Config {
         let mode = match self.mode {
             ModeName::Raw => Mode::Raw,
             ModeName::Line => {
@@ -378,7 +378,7 @@ fn parse_keepalive(s: &str) -> Result<Duration, String> {
 
 /// The largest line or frame one connection may make the server hold: a
 /// bound on what any single client can pin, whatever the flags say.
-pub const MAX_MESSAGE_LIMIT: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_MESSAGE_LIMIT: usize = 64 * 1024 * 1024;
 
 fn parse_max_line(s: &str) -> Result<usize, String> {
     let n = parse_positive(s)?;

@@ -3,6 +3,8 @@
 //! listen, run the loop, or (`--workers`) a master of worker processes
 //! ([`Supervisor`]). Everything else lives in the library.
 
+#![deny(unreachable_pub)]
+
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;

@@ -174,6 +174,14 @@ impl InProcess {
         self.wait_for(what, |all| all.iter().find(|s| pred(s)).copied())
     }
 
+    /// Waits for the next periodic counters (those after the latest now)
+    /// and returns them: a clock for a test that watches several servers.
+    #[track_caller]
+    pub fn next_stats(&self) -> Stats {
+        let have = self.seen.0.lock().unwrap().all.len();
+        self.wait_for("new counters", |all| all.get(have).copied())
+    }
+
     /// Waits on the condition variable until `pick` finds counters in
     /// those seen so far, or panics after [`STEP_TIMEOUT`] quoting the
     /// latest.

@@ -41,7 +41,12 @@ pub fn loopback() -> ListenAddr {
 
 /// The backend this thread's tests run on ([`super::on_every_backend!`]).
 pub fn backend() -> Backend {
-    match super::backend() {
+    backend_named(super::backend())
+}
+
+/// The backend `--backend NAME` names (one of [`super::BACKENDS`]).
+pub fn backend_named(name: &str) -> Backend {
+    match name {
         "epoll" => Backend::Epoll,
         "poll" => Backend::Poll,
         "select" => Backend::Select,

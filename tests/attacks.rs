@@ -23,11 +23,6 @@ use util::{
     read_to_eof, udp_client,
 };
 
-/// A server with `config`'s settings, in-process.
-fn start(config: Config) -> InProcess {
-    InProcess::start(config)
-}
-
 /// A TCP echo server that also serves UDP echo and daytime.
 fn udp_and_daytime() -> Config {
     Config {
@@ -121,7 +116,7 @@ on_every_backend! {
     /// A datagram from chargen's port (19): answering it would start a
     /// loop with any host running chargen.
     fn a_datagram_from_a_reflecting_service_port_is_not_answered() {
-        let server = start(Config {
+        let server = InProcess::start(Config {
             udp: vec![loopback()],
             ..inprocess::config()
         });
@@ -185,12 +180,12 @@ on_every_backend! {
     /// stops answering a peer that keeps sending back its own answers.
     /// The same between an echo and a daytime service.
     fn two_services_on_ordinary_ports_stop_their_ping_pong() {
-        let (a, b) = (start(udp_and_daytime()), start(udp_and_daytime()));
+        let (a, b) = (InProcess::start(udp_and_daytime()), InProcess::start(udp_and_daytime()));
         let (echo_a, echo_b) = (a.udp[0], b.udp[0]);
         let Some(echo_echo) = ping_pong_between((a, echo_a), (b, echo_b)) else {
             return;
         };
-        let (a, b) = (start(udp_and_daytime()), start(udp_and_daytime()));
+        let (a, b) = (InProcess::start(udp_and_daytime()), InProcess::start(udp_and_daytime()));
         let (echo_a, daytime_b) = (a.udp[0], b.daytime[0]);
         let echo_daytime = ping_pong_between((b, daytime_b), (a, echo_a))
             .expect("raw sockets worked a moment ago");
@@ -248,7 +243,7 @@ on_every_backend! {
     /// The urgent byte stays in the stream (inline) and the bytes behind
     /// it come back without the client sending anything more.
     fn urgent_data_is_echoed_inline_and_strands_nothing_behind_it() {
-        let server = start(inprocess::config());
+        let server = InProcess::start(inprocess::config());
         // Twice: on a fresh connection, and on one that has echoed before.
         for _ in 0..2 {
             let mut s = impatient(server.addr, 3);
@@ -261,7 +256,7 @@ on_every_backend! {
     }
 
     fn a_frame_with_an_urgent_byte_inside_is_echoed_whole() {
-        let server = start(Config {
+        let server = InProcess::start(Config {
             mode: Mode::Frame(Frame::default()),
             ..inprocess::config()
         });
@@ -334,7 +329,7 @@ fn served(addr: SocketAddr, from: IpAddr) -> TcpStream {
 on_every_backend! {
     fn one_host_gets_its_share_of_slots_and_others_still_connect() {
         const LIMIT: usize = 20;
-        let server = start(Config {
+        let server = InProcess::start(Config {
             max_connections_per_ip: Some(LIMIT),
             ..inprocess::config()
         });
@@ -363,7 +358,7 @@ on_every_backend! {
     /// bound (5 s), with no option set.
     fn clients_that_never_finish_a_lingering_close_lose_their_slot() {
         const CLIENTS: u64 = 10;
-        let server = start(Config {
+        let server = InProcess::start(Config {
             mode: Mode::Line(Default::default()),
             ..inprocess::config()
         });
@@ -416,7 +411,7 @@ on_every_backend! {
     /// `--metrics-max-connections` while every slot has a request under
     /// way reads a 503.
     fn metrics_connections_have_slots_of_their_own_and_hear_http() {
-        let server = start(Config {
+        let server = InProcess::start(Config {
             max_connections: Some(50),
             metrics: vec![loopback()],
             metrics_max_connections: 50,
@@ -477,7 +472,7 @@ on_every_backend! {
     /// ever without `--idle-timeout`; now `--metrics-idle-timeout` (on by
     /// default) closes it.
     fn an_idle_metrics_connection_is_closed() {
-        let server = start(Config {
+        let server = InProcess::start(Config {
             metrics: vec![loopback()],
             metrics_idle_timeout: Duration::from_millis(500),
             ..inprocess::config()
@@ -517,7 +512,7 @@ on_every_backend! {
     /// (inherited from the listener), due within 7 s; without the flag no
     /// timer runs on an idle connection.
     fn keepalive_arms_a_probe_timer_on_every_connection() {
-        let server = start(Config {
+        let server = InProcess::start(Config {
             keepalive: Some(Duration::from_secs(7)),
             ..inprocess::config()
         });
@@ -528,7 +523,7 @@ on_every_backend! {
         assert_eq!(kind, 2, "no keepalive timer");
         assert!(due > 0.0 && due <= 7.0, "keepalive due in {due} s");
 
-        let plain = start(inprocess::config());
+        let plain = InProcess::start(inprocess::config());
         let mut p = connect(plain.addr);
         assert_echo(&mut p, b"x");
         thread::sleep(Duration::from_millis(100));

@@ -3,20 +3,34 @@
 //! the bytes behind it, one host holding every slot, metrics connections
 //! taking echo slots, clients that never finish a lingering close, peers
 //! that vanish, and stray signals.
+//!
+//! The servers run in-process (`util::inprocess`), but for two tests on the
+//! binary: one watches the server process's CPU time, one sends it
+//! signals.
 
 mod util;
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use echo_reactor::{Config, Frame, Mode};
+use util::inprocess::{self, InProcess, loopback};
 use util::{
     CpuWatch, Server, assert_echo, connect, connect_from, frame, get, listening_addr, read_n,
     read_to_eof, udp_client,
 };
+
+/// A TCP echo server that also serves UDP echo and daytime.
+fn udp_and_daytime() -> Config {
+    Config {
+        udp: vec![loopback()],
+        daytime: vec![loopback()],
+        ..inprocess::config()
+    }
+}
 
 // ----- UDP loops ------------------------------------------------------------
 
@@ -102,8 +116,11 @@ on_every_backend! {
     /// A datagram from chargen's port (19): answering it would start a
     /// loop with any host running chargen.
     fn a_datagram_from_a_reflecting_service_port_is_not_answered() {
-        let mut server = Server::spawn(&["--udp", "127.0.0.1:0"]);
-        let echo = listening_addr(&server, "udp", "");
+        let server = InProcess::start(Config {
+            udp: vec![loopback()],
+            ..inprocess::config()
+        });
+        let echo = server.udp[0];
         let chargen: SocketAddr = "127.0.0.9:19".parse().unwrap();
         if !send_spoofed(chargen, echo, b"x") {
             eprintln!("skipped: raw sockets need CAP_NET_RAW");
@@ -115,11 +132,10 @@ on_every_backend! {
         let mut buf = [0u8; 16];
         let n = client.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"after");
-        let (_, log) = util::stop(&mut server);
-        let stats = util::counters(&log, "final stats:");
-        assert_eq!(get(&stats, "datagrams_in"), 2, "{log}");
-        assert_eq!(get(&stats, "datagrams_refused"), 1, "{log}");
-        assert_eq!(get(&stats, "datagrams_out"), 1, "{log}");
+        let stats = server.stop().stats;
+        assert_eq!(stats.datagrams_in, 2, "{stats:?}");
+        assert_eq!(stats.datagrams_refused, 1, "{stats:?}");
+        assert_eq!(stats.datagrams_out, 1, "{stats:?}");
     }
 }
 
@@ -128,37 +144,33 @@ on_every_backend! {
 /// loop is over then, since it was the only datagram in flight. Returns
 /// both servers' final counters.
 fn ping_pong_between(
-    (a, from): (&mut Server, SocketAddr),
-    (b, to): (&mut Server, SocketAddr),
-) -> Option<[HashMap<String, u64>; 2]> {
+    (a, from): (InProcess, SocketAddr),
+    (b, to): (InProcess, SocketAddr),
+) -> Option<[echo_reactor::Stats; 2]> {
     if !send_spoofed(from, to, b"ping-pong") {
         eprintln!("skipped: raw sockets need CAP_NET_RAW");
         return None;
     }
     let deadline = Instant::now() + util::STEP_TIMEOUT;
     loop {
-        let refused: u64 = [&*a, &*b]
+        // `a`'s counters arrive every few milliseconds: the clock here.
+        a.next_stats();
+        let refused: u64 = [&a, &b]
             .iter()
-            .filter_map(|s| util::periodic_stats(&s.stderr_text()).pop())
-            .map(|stats| get(&stats, "datagrams_refused"))
+            .filter_map(|s| s.latest())
+            .map(|stats| stats.datagrams_refused)
             .sum();
         if refused > 0 {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the loop never ended:\n{}\n{}",
-            a.stderr_text(),
-            b.stderr_text()
+            "the loop never ended: {:?}, {:?}",
+            a.latest(),
+            b.latest()
         );
-        thread::sleep(Duration::from_millis(20));
     }
-    let (_, log_a) = util::stop(a);
-    let (_, log_b) = util::stop(b);
-    Some([
-        util::counters(&log_a, "final stats:"),
-        util::counters(&log_b, "final stats:"),
-    ])
+    Some([a.stop().stats, b.stop().stats])
 }
 
 on_every_backend! {
@@ -168,21 +180,18 @@ on_every_backend! {
     /// stops answering a peer that keeps sending back its own answers.
     /// The same between an echo and a daytime service.
     fn two_services_on_ordinary_ports_stop_their_ping_pong() {
-        let args = ["--udp", "127.0.0.1:0", "--daytime", "127.0.0.1:0", "--stats-interval", "0.05"];
-        let (mut a, mut b) = (Server::spawn(&args), Server::spawn(&args));
-        let echo_a = listening_addr(&a, "udp", "");
-        let echo_b = listening_addr(&b, "udp", "");
-        let Some(echo_echo) = ping_pong_between((&mut a, echo_a), (&mut b, echo_b)) else {
+        let (a, b) = (InProcess::start(udp_and_daytime()), InProcess::start(udp_and_daytime()));
+        let (echo_a, echo_b) = (a.udp[0], b.udp[0]);
+        let Some(echo_echo) = ping_pong_between((a, echo_a), (b, echo_b)) else {
             return;
         };
-        let (mut a, mut b) = (Server::spawn(&args), Server::spawn(&args));
-        let echo_a = listening_addr(&a, "udp", "");
-        let daytime_b = listening_addr(&b, "udp", "(daytime)");
-        let echo_daytime = ping_pong_between((&mut b, daytime_b), (&mut a, echo_a))
+        let (a, b) = (InProcess::start(udp_and_daytime()), InProcess::start(udp_and_daytime()));
+        let (echo_a, daytime_b) = (a.udp[0], b.daytime[0]);
+        let echo_daytime = ping_pong_between((b, daytime_b), (a, echo_a))
             .expect("raw sockets worked a moment ago");
         for (case, stats) in [("echo-echo", echo_echo), ("daytime-echo", echo_daytime)] {
-            let sent: u64 = stats.iter().map(|s| get(s, "datagrams_out")).sum();
-            let refused: u64 = stats.iter().map(|s| get(s, "datagrams_refused")).sum();
+            let sent: u64 = stats.iter().map(|s| s.datagrams_out).sum();
+            let refused: u64 = stats.iter().map(|s| s.datagrams_refused).sum();
             assert_eq!(refused, 1, "{case}: one datagram in flight, refused once: {stats:?}");
             assert!(sent < 100, "{case}: {sent} datagrams exchanged: {stats:?}");
         }
@@ -234,7 +243,7 @@ on_every_backend! {
     /// The urgent byte stays in the stream (inline) and the bytes behind
     /// it come back without the client sending anything more.
     fn urgent_data_is_echoed_inline_and_strands_nothing_behind_it() {
-        let server = Server::spawn(&[]);
+        let server = InProcess::start(inprocess::config());
         // Twice: on a fresh connection, and on one that has echoed before.
         for _ in 0..2 {
             let mut s = impatient(server.addr, 3);
@@ -247,7 +256,10 @@ on_every_backend! {
     }
 
     fn a_frame_with_an_urgent_byte_inside_is_echoed_whole() {
-        let server = Server::spawn(&["--mode", "frame"]);
+        let server = InProcess::start(Config {
+            mode: Mode::Frame(Frame::default()),
+            ..inprocess::config()
+        });
         let mut s = impatient(server.addr, 5);
         let whole = frame(b"abc!def\n");
         let (head, tail) = whole.split_at(4 + 3);
@@ -317,7 +329,10 @@ fn served(addr: SocketAddr, from: IpAddr) -> TcpStream {
 on_every_backend! {
     fn one_host_gets_its_share_of_slots_and_others_still_connect() {
         const LIMIT: usize = 20;
-        let mut server = Server::spawn(&["--max-connections-per-ip", "20"]);
+        let server = InProcess::start(Config {
+            max_connections_per_ip: Some(LIMIT),
+            ..inprocess::config()
+        });
         let greedy = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
         let mut kept: Vec<TcpStream> = (0..LIMIT).map(|_| served(server.addr, greedy)).collect();
         for _ in 0..30 {
@@ -326,26 +341,16 @@ on_every_backend! {
         }
         let mut other = served(server.addr, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
         assert_echo(&mut other, b"another host is served");
-        // A slot the host gives back is its own again.
+        // A slot the host gives back is its own again, once the server
+        // has seen it closed.
         drop(kept.pop());
-        let deadline = Instant::now() + util::STEP_TIMEOUT;
-        loop {
-            let mut s = connect_from(greedy, server.addr);
-            s.write_all(b"again").unwrap();
-            let mut buf = [0u8; 32];
-            let n = s.read(&mut buf).unwrap();
-            if &buf[..n] == b"again" {
-                break;
-            }
-            assert_eq!(&buf[..n], b"ERR too many connections\n"[..n].as_ref());
-            assert!(Instant::now() < deadline, "the freed slot never came back");
-            thread::sleep(Duration::from_millis(20));
-        }
-        drop((kept, other));
-        let (_, log) = util::stop(&mut server);
-        let stats = util::counters(&log, "final stats:");
-        assert!(get(&stats, "rejected_per_ip") >= 30, "{log}");
-        assert_eq!(get(&stats, "rejected"), get(&stats, "rejected_per_ip"), "{log}");
+        server.wait_stats("the slot given back", |s| s.closed == 1);
+        let mut again = connect_from(greedy, server.addr);
+        assert_echo(&mut again, b"again");
+        drop((kept, other, again));
+        let stats = server.stop().stats;
+        assert_eq!(stats.rejected_per_ip, 30, "{stats:?}");
+        assert_eq!(stats.rejected, stats.rejected_per_ip, "{stats:?}");
     }
 
     /// Clients that say `exit` and then neither read nor close: the server
@@ -353,7 +358,10 @@ on_every_backend! {
     /// bound (5 s), with no option set.
     fn clients_that_never_finish_a_lingering_close_lose_their_slot() {
         const CLIENTS: u64 = 10;
-        let mut server = Server::spawn(&["--mode", "line", "--stats-interval", "0.1"]);
+        let server = InProcess::start(Config {
+            mode: Mode::Line(Default::default()),
+            ..inprocess::config()
+        });
         let quiet: Vec<TcpStream> = (0..CLIENTS)
             .map(|_| {
                 let s = connect(server.addr);
@@ -361,15 +369,14 @@ on_every_backend! {
                 s
             })
             .collect();
-        util::wait_stats(&server, "the clients connected", |s| get(s, "accepted") == CLIENTS);
+        server.wait_stats("the clients connected", |s| s.accepted == CLIENTS);
         thread::sleep(Duration::from_secs(1));
-        let lingering = util::wait_stats(&server, "a fresh line", |_| true);
-        assert_eq!(get(&lingering, "active"), CLIENTS, "closed before the bound");
-        let freed = util::wait_stats(&server, "the slots freed", |s| get(s, "active") == 0);
-        assert_eq!(get(&freed, "linger_timeouts"), CLIENTS);
+        let lingering = server.next_stats();
+        assert_eq!(lingering.active, CLIENTS, "closed before the bound");
+        let freed = server.wait_stats("the slots freed", |s| s.active == 0);
+        assert_eq!(freed.linger_timeouts, CLIENTS);
         drop(quiet);
-        let (status, log) = util::stop(&mut server);
-        assert!(status.success(), "{log}");
+        server.stop();
     }
 }
 
@@ -404,17 +411,13 @@ on_every_backend! {
     /// `--metrics-max-connections` while every slot has a request under
     /// way reads a 503.
     fn metrics_connections_have_slots_of_their_own_and_hear_http() {
-        let mut server = Server::spawn(&[
-            "--max-connections",
-            "50",
-            "--metrics",
-            "127.0.0.1:0",
-            "--metrics-max-connections",
-            "50",
-            "--stats-interval",
-            "0.05",
-        ]);
-        let metrics = listening_addr(&server, "http", "(metrics)");
+        let server = InProcess::start(Config {
+            max_connections: Some(50),
+            metrics: vec![loopback()],
+            metrics_max_connections: 50,
+            ..inprocess::config()
+        });
+        let metrics = server.metrics[0];
         let mut scrapers: Vec<TcpStream> = (0..50)
             .map(|_| {
                 let mut s = connect(metrics);
@@ -439,15 +442,15 @@ on_every_backend! {
         assert_eq!(healthz(&mut newcomer), 200);
         assert_eq!(read_to_eof(&mut scrapers[0]), b"", "the longest idle one is closed");
         scrapers[0] = newcomer;
-        util::wait_stats(&server, "one reclaimed", |s| get(s, "http_reclaimed") == 1);
+        server.wait_stats("one reclaimed", |s| s.http_reclaimed == 1);
         // Slots with a request under way are not taken: a new scraper then
         // reads an HTTP answer, a 503.
         let head = b"GET /healthz HTTP/1.1\r\n";
         for s in &mut scrapers {
             s.write_all(head).expect("half a request");
         }
-        util::wait_stats(&server, "every half request held", |s| {
-            get(s, "buffered") >= (50 * head.len()) as u64
+        server.wait_stats("every half request held", |s| {
+            s.buffered >= (50 * head.len()) as u64
         });
         let mut busy = connect(metrics);
         let answer = String::from_utf8(read_to_eof(&mut busy)).expect("utf-8");
@@ -455,28 +458,26 @@ on_every_backend! {
         assert!(answer.ends_with("\r\n\r\ntoo many metrics connections\n"), "{answer:?}");
         // A scraper's slot given back is a scraper's again, echo full or not.
         drop(scrapers.pop());
-        util::wait_stats(&server, "a scraper gone", |s| get(s, "http_active") == 49);
+        server.wait_stats("a scraper gone", |s| s.http_active == 49);
         let mut again = connect(metrics);
         assert_eq!(healthz(&mut again), 200);
         scrapers.push(again);
-        drop((scrapers, clients));
-        let (status, log) = util::stop(&mut server);
-        assert!(status.success(), "{log}");
-        let stats = util::counters(&log, "final stats:");
-        assert!(get(&stats, "http_rejected") >= 1, "{log}");
-        assert_eq!(
-            get(&stats, "rejected"),
-            get(&stats, "http_rejected") + 1,
-            "{log}"
-        );
+        drop((scrapers, clients, late, busy));
+        let stats = server.stop().stats;
+        assert!(stats.http_rejected >= 1, "{stats:?}");
+        assert_eq!(stats.rejected, stats.http_rejected + 1, "{stats:?}");
     }
 
     /// An idle keep-alive metrics connection used to hold its slot for
     /// ever without `--idle-timeout`; now `--metrics-idle-timeout` (on by
     /// default) closes it.
     fn an_idle_metrics_connection_is_closed() {
-        let server = Server::spawn(&["--metrics", "127.0.0.1:0", "--metrics-idle-timeout", "0.5"]);
-        let metrics = listening_addr(&server, "http", "(metrics)");
+        let server = InProcess::start(Config {
+            metrics: vec![loopback()],
+            metrics_idle_timeout: Duration::from_millis(500),
+            ..inprocess::config()
+        });
+        let metrics = server.metrics[0];
         let mut s = connect(metrics);
         assert_eq!(healthz(&mut s), 200);
         // Closed by the server (read_to_eof would time out and panic if not).
@@ -511,7 +512,10 @@ on_every_backend! {
     /// (inherited from the listener), due within 7 s; without the flag no
     /// timer runs on an idle connection.
     fn keepalive_arms_a_probe_timer_on_every_connection() {
-        let server = Server::spawn(&["--keepalive", "7"]);
+        let server = InProcess::start(Config {
+            keepalive: Some(Duration::from_secs(7)),
+            ..inprocess::config()
+        });
         let mut s = connect(server.addr);
         assert_echo(&mut s, b"x");
         thread::sleep(Duration::from_millis(100));
@@ -519,7 +523,7 @@ on_every_backend! {
         assert_eq!(kind, 2, "no keepalive timer");
         assert!(due > 0.0 && due <= 7.0, "keepalive due in {due} s");
 
-        let plain = Server::spawn(&[]);
+        let plain = InProcess::start(inprocess::config());
         let mut p = connect(plain.addr);
         assert_echo(&mut p, b"x");
         thread::sleep(Duration::from_millis(100));

@@ -1,6 +1,7 @@
 //! Echo behaviour a client sees: byte-for-byte integrity (binary data,
 //! NUL bytes, many connections, long streams), half-close, and a reset on
-//! one connection leaving the others alone.
+//! one connection leaving the others alone. The server runs in-process
+//! (`util::inprocess`).
 
 mod util;
 
@@ -8,9 +9,14 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::thread;
-use std::time::{Duration, Instant};
 
-use util::{Server, assert_echo, connect, pattern, read_n};
+use util::inprocess::{self, InProcess};
+use util::{assert_echo, connect, pattern, read_n};
+
+/// A plain echo server on this thread's backend.
+fn start() -> InProcess {
+    InProcess::start(inprocess::config())
+}
 
 /// Writes `data` on a clone of `s` from a thread while this thread reads
 /// the echo back, in order; asserts every byte. Closes the write half
@@ -49,22 +55,25 @@ fn read_until_fin(s: &mut TcpStream, expected: usize) -> Vec<u8> {
     }
 }
 
-/// Writes `data` without reading until the writes make no progress for a
-/// while (every buffer on the way is full and the server has paused
-/// reading); returns how much was sent. Panics if everything fit.
+/// Writes `data` without reading until the server has paused reading
+/// (its counters show a new backpressure pause) and the client's socket
+/// takes no more: every buffer on the way is full. Returns how much was
+/// sent. Panics if everything fit.
 #[track_caller]
-fn write_until_stalled(s: &mut TcpStream, data: &[u8]) -> usize {
+fn write_until_stalled(server: &InProcess, s: &mut TcpStream, data: &[u8]) -> usize {
+    let pauses = server.latest().map_or(0, |s| s.backpressure_pauses);
     s.set_nonblocking(true).unwrap();
-    let mut sent = 0;
-    let mut progress_at = Instant::now();
-    while sent < data.len() && progress_at.elapsed() < Duration::from_millis(500) {
+    let (mut sent, mut paused) = (0, false);
+    while sent < data.len() {
         match s.write(&data[sent..]) {
-            Ok(n) => {
-                sent += n;
-                progress_at = Instant::now();
-            }
+            Ok(n) => sent += n,
+            // Full, and the server no longer reads: nothing more will fit.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && paused => break,
+            // Full for now: the server may still be reading. Wait for it
+            // to pause, then fill what it read meanwhile.
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                thread::sleep(Duration::from_millis(10));
+                server.wait_stats_ever("a backpressure pause", |s| s.backpressure_pauses > pauses);
+                paused = true;
             }
             Err(e) => panic!("write: {e}"),
         }
@@ -82,7 +91,7 @@ fn write_until_stalled(s: &mut TcpStream, data: &[u8]) -> usize {
 
 on_every_backend! {
     fn echoes_binary_bytes_including_nul_exactly() {
-        let server = Server::spawn(&[]);
+        let server = start();
         let mut s = connect(server.addr);
         assert_echo(&mut s, b"\0");
         assert_echo(&mut s, b"a\0b\r\n\xff\xfe\0\0\x80");
@@ -93,7 +102,7 @@ on_every_backend! {
     fn fifty_concurrent_connections_each_get_their_own_data_back() {
         const CLIENTS: usize = 50;
         const LEN: usize = 256 * 1024;
-        let server = Server::spawn(&[]);
+        let server = start();
         let addr = server.addr;
         // Everyone connects first, then all stream at the same time.
         let barrier = Arc::new(Barrier::new(CLIENTS));
@@ -113,7 +122,7 @@ on_every_backend! {
     }
 
     fn sixteen_mib_stream_arrives_in_order() {
-        let server = Server::spawn(&[]);
+        let server = start();
         let mut s = connect(server.addr);
         stream_and_verify(&mut s, Arc::new(pattern(16, 16 << 20)), false);
         // The connection is still usable afterwards.
@@ -123,7 +132,7 @@ on_every_backend! {
     // --- Half-close -----------------------------------------------------------
 
     fn half_close_echoes_everything_then_fin() {
-        let server = Server::spawn(&[]);
+        let server = start();
         let mut s = connect(server.addr);
         let data = Arc::new(pattern(7, 1 << 20));
         // Writer shuts its half down right after the last byte; the reader must
@@ -134,7 +143,7 @@ on_every_backend! {
     }
 
     fn half_close_after_small_write_returns_data_then_eof() {
-        let server = Server::spawn(&[]);
+        let server = start();
         let mut s = connect(server.addr);
         s.write_all(b"last words\0").unwrap();
         s.shutdown(Shutdown::Write).unwrap();
@@ -142,19 +151,19 @@ on_every_backend! {
     }
 
     fn half_close_without_data_gets_fin() {
-        let server = Server::spawn(&[]);
+        let server = start();
         let mut s = connect(server.addr);
         s.shutdown(Shutdown::Write).unwrap();
         assert_eq!(read_until_fin(&mut s, 0), b"");
     }
 
     fn half_close_while_backpressured_echoes_everything_then_fin() {
-        let server = Server::spawn(&[]);
+        let server = start();
         let mut s = connect(server.addr);
         // Fill every buffer without reading (the server pauses reading), then
         // half-close: the FIN queues up behind data the server has not read.
         let data = pattern(8, 32 << 20);
-        let sent = write_until_stalled(&mut s, &data);
+        let sent = write_until_stalled(&server, &mut s, &data);
         s.shutdown(Shutdown::Write).unwrap();
         let got = read_until_fin(&mut s, sent);
         assert_eq!(got.len(), sent, "echoed length differs from sent length");
@@ -164,7 +173,7 @@ on_every_backend! {
     // --- Resets ---------------------------------------------------------------
 
     fn reset_mid_stream_closes_only_that_connection() {
-        let server = Server::spawn(&["--stats-interval", "0.1"]);
+        let server = start();
         let mut keep = connect(server.addr);
         assert_echo(&mut keep, b"before");
 
@@ -175,7 +184,7 @@ on_every_backend! {
         // Write without reading until every buffer is full, so the server is
         // paused with output pending when the reset comes.
         let big = pattern(3, 32 << 20);
-        write_until_stalled(&mut victim, &big);
+        write_until_stalled(&server, &mut victim, &big);
         // The stream was being echoed; then reset.
         let first = read_n(&mut victim, 1024);
         assert!(first == big[..1024], "echo differs");
@@ -183,17 +192,17 @@ on_every_backend! {
         drop(victim);
 
         // The server noticed and closed the reset connection...
-        util::wait_stats(&server, "closed=1", |s| util::get(s, "closed") == 1);
+        server.wait_stats("closed=1", |s| s.closed == 1);
         // ...and the other one keeps echoing, as do new ones.
         for i in 0..100u64 {
             assert_echo(&mut keep, &pattern(i, 1000));
         }
         let mut fresh = connect(server.addr);
         assert_echo(&mut fresh, b"after");
-        let last = util::wait_stats(&server, "active=2", |s| util::get(s, "active") == 2);
-        assert_eq!(util::get(&last, "closed"), 1, "{last:?}");
+        let last = server.wait_stats("active=2", |s| s.active == 2);
+        assert_eq!(last.closed, 1, "{last:?}");
         assert!(
-            util::get(&last, "backpressure_pauses") >= 1,
+            last.backpressure_pauses >= 1,
             "test precondition: the victim was reset while paused: {last:?}"
         );
     }

@@ -5,13 +5,17 @@
 //! 16-byte read. `--read once` echoes the first and strands the second
 //! (checked with a bounded wait); `--read drain` echoes both; so does
 //! `echo-reactor`, on every backend, also when the pair is larger than its
-//! own 64 KiB read. Loopback only; every wait is bounded.
+//! own 64 KiB read (run in-process: the library's loop is what is shown).
+//! Loopback only; every wait is bounded.
 
 #[path = "util/example.rs"]
 mod example;
 
 use example::Example;
 mod util;
+
+use echo_reactor::Config;
+use util::inprocess::{self, InProcess};
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -114,9 +118,12 @@ fn read_drain_echoes_both_messages() {
 fn echo_reactor_echoes_both_messages_on_every_backend() {
     let big_first: Vec<u8> = (0..128 * 1024).map(|i| (i % 251) as u8).collect();
     let big_second: Vec<u8> = (0..128 * 1024).map(|i| (i % 241) as u8).collect();
-    for backend in ["epoll", "poll", "select"] {
-        let bin = Path::new(env!("CARGO_BIN_EXE_echo-reactor"));
-        let server = Example::start(bin, &["--backend", backend]);
+    for backend in util::BACKENDS {
+        // In-process: the library's loop is what is shown, not a program.
+        let server = InProcess::start(Config {
+            backend: inprocess::backend_named(backend),
+            ..inprocess::config()
+        });
         let got = echo_pair(server.addr, FIRST, SECOND);
         assert_eq!(text(&got), text(&[FIRST, SECOND].concat()), "{backend}");
         let got = echo_pair(server.addr, &big_first, &big_second);

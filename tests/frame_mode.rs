@@ -1,17 +1,28 @@
 //! `--mode frame` over real sockets: whole frames back whatever the
 //! chunking (the "sticky packets" cure), zero-length and large frames, and
-//! the frame limit.
+//! the frame limit. The server runs in-process (`util::inprocess`).
 
 mod util;
 
 use std::io::Write;
 use std::net::Shutdown;
 
-use util::{Server, connect, frame, pattern, read_n, read_to_eof};
+use echo_reactor::{Config, DEFAULT_MAX_FRAME, Frame, Mode};
+use util::inprocess::{self, InProcess};
+use util::{connect, frame, pattern, read_n, read_to_eof};
+
+/// A frame-mode server taking bodies of up to `max_frame` bytes
+/// (`--max-frame`).
+fn start(max_frame: u32) -> InProcess {
+    InProcess::start(Config {
+        mode: Mode::Frame(Frame { max_frame }),
+        ..inprocess::config()
+    })
+}
 
 on_every_backend! {
     fn frames_sent_in_one_write_come_back_as_the_same_frames() {
-        let server = Server::spawn(&["--mode", "frame"]);
+        let server = start(DEFAULT_MAX_FRAME);
         let mut s = connect(server.addr);
         let input = [frame(b"sticky"), frame(b""), frame(b"packets")].concat();
         s.write_all(&input).unwrap();
@@ -19,7 +30,7 @@ on_every_backend! {
     }
 
     fn a_frame_dribbled_in_byte_by_byte_comes_back_whole() {
-        let server = Server::spawn(&["--mode", "frame"]);
+        let server = start(DEFAULT_MAX_FRAME);
         let mut s = connect(server.addr);
         s.set_nodelay(true).unwrap();
         let input = frame(&pattern(1, 300));
@@ -30,7 +41,7 @@ on_every_backend! {
     }
 
     fn a_frame_of_max_frame_bytes_echoes_intact() {
-        let server = Server::spawn(&["--mode", "frame"]);
+        let server = start(DEFAULT_MAX_FRAME);
         let mut s = connect(server.addr);
         // The default limit, 1 MiB: the server holds it whole before echoing,
         // so the client can write it all before reading.
@@ -40,7 +51,7 @@ on_every_backend! {
     }
 
     fn an_oversize_frame_closes_the_connection_after_earlier_frames_and_is_counted() {
-        let mut server = Server::spawn(&["--mode", "frame", "--max-frame", "1024"]);
+        let server = start(1024);
         let mut s = connect(server.addr);
         let ok = frame(b"ok");
         let mut input = ok.clone();
@@ -52,17 +63,13 @@ on_every_backend! {
         let mut other = connect(server.addr);
         other.write_all(&frame(b"alive")).unwrap();
         assert_eq!(read_n(&mut other, 9), frame(b"alive"));
-        drop(other);
-        let (status, log) = util::stop(&mut server);
-        assert!(status.success());
-        assert_eq!(
-            util::get(&util::counters(&log, "final stats:"), "protocol_errors"),
-            1
-        );
+        // Closed by both ends, so the shutdown waits for no one.
+        drop((s, other));
+        assert_eq!(server.stop().stats.protocol_errors, 1);
     }
 
     fn a_frame_cut_off_by_eof_is_not_echoed_in_part() {
-        let server = Server::spawn(&["--mode", "frame"]);
+        let server = start(DEFAULT_MAX_FRAME);
         let mut s = connect(server.addr);
         let whole = frame(b"whole");
         let mut input = whole.clone();

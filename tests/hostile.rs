@@ -10,6 +10,10 @@
 //! share of each connection (the server's send queue) is small and the
 //! bytes pile up where the budget counts them. The budget is read from the
 //! server's own counters: a `stats:` line every 50 ms.
+//!
+//! These servers are processes: the tests watch their CPU time, memory and
+//! descriptors. The tests of unfilled reservations need none of that and
+//! run the server in-process (`util::inprocess`).
 
 mod util;
 
@@ -20,6 +24,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use echo_reactor::{Config, Frame, Line, Mode, Transform};
+use util::inprocess::{self, InProcess};
 use util::{STEP_TIMEOUT, Server, connect, frame, get, pattern, periodic_stats};
 
 /// The smallest `--max-buffered`.
@@ -605,14 +611,12 @@ const CHURN_RSS_SLACK_KIB: u64 = 256;
 /// (`reactor/memory.rs`). `args` starts the server, `head` is what each
 /// holder sends, `message` what the well-behaved client sends, 5 times.
 fn unfilled_reservations_give_way(
-    args: &[&str],
+    config: Config,
     holders: usize,
     head: &[u8],
     message: &dyn Fn(u64) -> Vec<u8>,
 ) {
-    let mut all = vec!["--stats-interval", "0.05"];
-    all.extend_from_slice(args);
-    let mut server = Server::spawn(&all);
+    let server = InProcess::start(config);
     let held: Vec<TcpStream> = (0..holders)
         .map(|_| {
             let mut s = connect(server.addr);
@@ -622,8 +626,8 @@ fn unfilled_reservations_give_way(
         .collect();
     // The holders' charges take the budget (all of it that new split
     // messages may use).
-    let full = util::wait_stats(&server, "the holders' charges", |s| {
-        get(s, "budget_full") > 0 || get(s, "buffered") * 8 >= get(s, "buffered_limit") * 7
+    let full = server.wait_stats("the holders' charges", |s| {
+        s.budget_full > 0 || s.buffered * 8 >= s.buffered_limit * 7
     });
     let mut client = connect(server.addr);
     for i in 0..5 {
@@ -634,18 +638,16 @@ fn unfilled_reservations_give_way(
         let mut back = vec![0u8; m.len()];
         client.read_exact(&mut back).unwrap_or_else(|e| {
             panic!(
-                "message {i} ({} bytes) not echoed: {e}; at the start: {full:?}; log:\n{}",
+                "message {i} ({} bytes) not echoed: {e}; at the start: {full:?}; latest: {:?}",
                 m.len(),
-                server.stderr_text()
+                server.latest()
             )
         });
         assert!(back == m, "message {i} came back wrong");
     }
     drop((client, held));
-    let (status, log) = util::stop(&mut server);
-    assert!(status.success(), "{log}");
-    let stats = util::counters(&log, "final stats:");
-    assert!(get(&stats, "reservations_released") >= 1, "{log}");
+    let stats = server.stop().stats;
+    assert!(stats.reservations_released >= 1, "{stats:?}");
 }
 
 on_every_backend! {
@@ -653,7 +655,11 @@ on_every_backend! {
     /// `--max-frame`: 100 KiB frames from another client are echoed.
     fn frame_headers_that_are_never_filled_do_not_keep_frames_out() {
         let head = (1u32 << 20).to_be_bytes();
-        unfilled_reservations_give_way(&["--mode", "frame"], 60, &head, &|i| {
+        let config = Config {
+            mode: Mode::Frame(Frame::default()),
+            ..inprocess::config()
+        };
+        unfilled_reservations_give_way(config, 60, &head, &|i| {
             frame(&pattern(i, 100 * 1024))
         });
     }
@@ -662,10 +668,12 @@ on_every_backend! {
     /// `--max-line` a quarter of the smallest budget, and 100 KiB lines
     /// from another client.
     fn line_heads_that_are_never_finished_do_not_keep_lines_out() {
-        let max_line = MAX_MESSAGE.to_string();
-        let budget = BUDGET.to_string();
-        let args = ["--mode", "line", "--max-line", &max_line, "--max-buffered", &budget];
-        unfilled_reservations_give_way(&args, 8, b"abc", &|i| {
+        let config = Config {
+            mode: Mode::Line(Line::new(Transform::None, None, MAX_MESSAGE)),
+            max_buffered: BUDGET as usize,
+            ..inprocess::config()
+        };
+        unfilled_reservations_give_way(config, 8, b"abc", &|i| {
             let mut line = line_body(i, 100 * 1024);
             line.push(b'\n');
             line

@@ -1,5 +1,10 @@
 //! Limits: `--max-connections`, running out of descriptors (EMFILE),
 //! `--idle-timeout`, and no descriptor leak over many connections.
+//!
+//! The tests of connection limits and timeouts run the server in-process
+//! (`util::inprocess`). Those of descriptors stay on the binary: its
+//! `RLIMIT_NOFILE` and its descriptor table are a process's own, and the
+//! select test checks a log line.
 
 mod util;
 
@@ -10,6 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use echo_reactor::Config;
+use util::inprocess::{self, InProcess};
 use util::{STEP_TIMEOUT, Server, assert_echo, connect, read_to_eof};
 
 /// What a new connection got from the server.
@@ -56,7 +63,10 @@ fn try_new_connection(addr: SocketAddr) -> Fate {
 
 on_every_backend! {
     fn connection_over_max_gets_error_line_and_others_are_unaffected() {
-        let mut server = Server::spawn(&["--max-connections", "2"]);
+        let server = InProcess::start(Config {
+            max_connections: Some(2),
+            ..inprocess::config()
+        });
         let mut a = connect(server.addr);
         assert_echo(&mut a, b"a");
         let mut b = connect(server.addr);
@@ -67,28 +77,18 @@ on_every_backend! {
             String::from_utf8_lossy(&read_to_eof(&mut c)),
             "ERR too many connections\n"
         );
-        let mut rejected_seen = 1;
 
         // The two admitted clients carry on.
         assert_echo(&mut a, &util::pattern(1, 100_000));
         assert_echo(&mut b, &util::pattern(2, 100_000));
 
-        // Free a slot: a new connection is served again (once the server has
-        // seen the close).
+        // Free a slot: once the server has seen the close, a new connection
+        // is served again.
         drop(a);
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        let mut d = loop {
-            match try_new_connection(server.addr) {
-                Fate::Served(s) => break s,
-                fate => {
-                    rejected_seen += 1;
-                    assert!(
-                        Instant::now() < deadline,
-                        "no connection served after a slot was freed; last: {fate:?}"
-                    );
-                    thread::sleep(Duration::from_millis(20));
-                }
-            }
+        server.wait_stats("the first client closed", |s| s.closed == 1);
+        let mut d = match try_new_connection(server.addr) {
+            Fate::Served(s) => s,
+            fate => panic!("no connection served after a slot was freed: {fate:?}"),
         };
         assert_echo(&mut d, b"d");
         assert_echo(&mut b, b"b again");
@@ -99,14 +99,11 @@ on_every_backend! {
             String::from_utf8_lossy(&read_to_eof(&mut e)),
             "ERR too many connections\n"
         );
-        rejected_seen += 1;
 
-        drop((b, d));
-        let (status, log) = util::stop(&mut server);
-        assert!(status.success(), "exit status {status}; log:\n{log}");
-        let stats = util::counters(&log, "final stats:");
-        assert_eq!(util::get(&stats, "rejected"), rejected_seen, "{stats:?}");
-        assert_eq!(util::get(&stats, "accept_errors"), 0, "{stats:?}");
+        drop((b, c, d, e));
+        let stats = server.stop().stats;
+        assert_eq!(stats.rejected, 2, "{stats:?}");
+        assert_eq!(stats.accept_errors, 0, "{stats:?}");
     }
 
     // --- Descriptor exhaustion --------------------------------------------------
@@ -307,7 +304,10 @@ on_every_backend! {
     // --- --idle-timeout ---------------------------------------------------------
 
     fn idle_timeout_closes_idle_connection_but_not_active_one() {
-        let mut server = Server::spawn(&["--idle-timeout", "1.5"]);
+        let server = InProcess::start(Config {
+            idle_timeout: Some(Duration::from_millis(1500)),
+            ..inprocess::config()
+        });
         let mut idle = connect(server.addr);
         assert_echo(&mut idle, b"then silence");
 
@@ -335,15 +335,13 @@ on_every_backend! {
         let mut active = talker.join().expect("active client was cut off");
         assert_echo(&mut active, b"still open");
 
-        drop(active);
-        let (status, log) = util::stop(&mut server);
-        assert!(status.success(), "exit status {status}; log:\n{log}");
-        let stats = util::counters(&log, "final stats:");
-        assert_eq!(util::get(&stats, "timed_out"), 1, "{stats:?}");
+        drop((idle, active));
+        let stats = server.stop().stats;
+        assert_eq!(stats.timed_out, 1, "{stats:?}");
     }
 
     fn without_idle_timeout_silent_connection_stays_open() {
-        let server = Server::spawn(&[]);
+        let server = InProcess::start(inprocess::config());
         let mut s = connect(server.addr);
         assert_echo(&mut s, b"x");
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();

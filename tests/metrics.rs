@@ -5,6 +5,10 @@
 //! closed, `/healthz` says 503 while draining; with `--workers`, the
 //! master's one scrape covers every worker. And a real Prometheus server
 //! scraping a running echo-reactor (`prometheus_scrapes_a_running_server`).
+//!
+//! The servers run in-process (`util::inprocess`), but where the binary
+//! is the point: draining on SIGTERM, `--workers`, and a real Prometheus
+//! scraping the program.
 
 mod util;
 
@@ -15,7 +19,18 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use echo_reactor::Config;
+use util::inprocess::{self, InProcess, loopback};
 use util::{STEP_TIMEOUT, Server, assert_echo, connect, pattern};
+
+/// An echo server with a metrics listener, in-process; its metrics
+/// address is `metrics[0]`.
+fn with_metrics() -> InProcess {
+    InProcess::start(Config {
+        metrics: vec![loopback()],
+        ..inprocess::config()
+    })
+}
 
 /// The metrics address a server printed (`listening on http://ADDR (metrics)`).
 fn metrics_addr(server: &Server) -> SocketAddr {
@@ -225,8 +240,8 @@ fn echo_client(addr: SocketAddr, stop: std::sync::Arc<std::sync::atomic::AtomicB
 
 on_every_backend! {
     fn a_scrape_is_valid_exposition_and_counters_move() {
-        let server = Server::spawn(&["--metrics", "127.0.0.1:0"]);
-        let metrics = metrics_addr(&server);
+        let server = with_metrics();
+        let metrics = server.metrics[0];
         let response = get(metrics, "/metrics");
         let first = parse(&response.body);
         promtool_check(&response.body, "a_scrape_is_valid_exposition_and_counters_move");
@@ -236,9 +251,10 @@ on_every_backend! {
         for (i, c) in clients.iter_mut().enumerate() {
             assert_echo(c, &pattern(i as u64, 1000));
         }
-        let during = scrape_until(metrics, "3 open", |s| {
-            s["echo_reactor_connections_open"] == 3.0
-        });
+        // Echo connections open: all open ones but the metrics ones.
+        server.wait_stats("3 open", |s| s.active - s.http_active == 3);
+        let during = scrape(metrics);
+        assert_eq!(during["echo_reactor_connections_open"], 3.0, "{during:?}");
         assert!(during["echo_reactor_received_bytes_total"] >= 3000.0, "{during:?}");
         assert!(during["echo_reactor_sent_bytes_total"] >= 3000.0, "{during:?}");
         assert!(during["echo_reactor_connections_accepted_total"] >= 5.0, "{during:?}");
@@ -247,17 +263,17 @@ on_every_backend! {
         assert!(during["echo_reactor_loop_busy_seconds_total"] > 0.0, "{during:?}");
         assert_eq!(during["echo_reactor_buffered_limit_bytes"], 64.0 * 1024.0 * 1024.0);
         drop(clients);
-        let after = scrape_until(metrics, "3 closed", |s| {
-            s["echo_reactor_connections_open"] == 0.0
-        });
+        server.wait_stats("3 closed", |s| s.closed >= 3 && s.active == s.http_active);
+        let after = scrape(metrics);
+        assert_eq!(after["echo_reactor_connections_open"], 0.0, "{after:?}");
         let closed = sum(&after, "echo_reactor_connections_closed_total");
         assert!(closed >= 3.0, "{after:?}");
         assert_eq!(after["echo_reactor_connections_closed_total{reason=\"other\"}"], closed);
     }
 
     fn bad_requests_get_their_status_and_echo_clients_notice_nothing() {
-        let server = Server::spawn(&["--metrics", "127.0.0.1:0"]);
-        let metrics = metrics_addr(&server);
+        let server = with_metrics();
+        let metrics = server.metrics[0];
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let pinger = {
             let (addr, stop) = (server.addr, stop.clone());
@@ -298,8 +314,8 @@ on_every_backend! {
     }
 
     fn a_stalled_request_head_is_closed_within_seconds() {
-        let server = Server::spawn(&["--metrics", "127.0.0.1:0"]);
-        let metrics = metrics_addr(&server);
+        let server = with_metrics();
+        let metrics = server.metrics[0];
         let mut s = connect(metrics);
         let start = Instant::now();
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: slow").expect("half a head");
@@ -327,8 +343,8 @@ on_every_backend! {
     }
 
     fn a_scrape_during_a_flood_changes_no_echo() {
-        let server = Server::spawn(&["--metrics", "127.0.0.1:0"]);
-        let metrics = metrics_addr(&server);
+        let server = with_metrics();
+        let metrics = server.metrics[0];
         let floods: Vec<_> = (0..4u64)
             .map(|i| {
                 let addr = server.addr;

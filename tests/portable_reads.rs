@@ -6,6 +6,9 @@
 //! The state change itself (a short read keeps the readiness, the next
 //! turn reads `WouldBlock`) is checked where it happens, by the unit test
 //! `connection::tests::portable_reads_read_again_after_a_short_read_until_would_block`.
+//!
+//! The echo runs in-process (`util::inprocess`); the cost is counted by
+//! strace attached to the binary, a process of its own.
 
 mod util;
 
@@ -15,6 +18,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::thread;
 
+use echo_reactor::Config;
+use util::inprocess::{self, InProcess};
 use util::{Server, assert_echo, connect, pattern, read_to_eof};
 
 on_every_backend! {
@@ -22,7 +27,10 @@ on_every_backend! {
     /// than every buffer on the way (full reads, then the short one at the
     /// end of each burst), and a half-close (the FIN behind the last bytes).
     fn portable_reads_echo_everything_and_close_after_the_fin() {
-        let server = Server::spawn(&["--portable-reads"]);
+        let server = InProcess::start(Config {
+            read_until_would_block: true,
+            ..inprocess::config()
+        });
         let mut s = connect(server.addr);
         for i in 0..200u64 {
             assert_echo(&mut s, &pattern(i, 1 + (i as usize * 37) % 1500));

@@ -1,16 +1,19 @@
-//! Counters: the `final stats:` line at exit and the periodic `stats:`
-//! lines of `--stats-interval` agree with what clients saw.
+//! Counters: the [`echo_reactor::Report`] at the end and the periodic
+//! counters agree with what clients saw; the binary logs them as a
+//! `final stats:` line at exit and, with `--stats-interval`, as periodic
+//! `stats:` lines.
 
 mod util;
 
 use std::thread;
 use std::time::Duration;
 
+use util::inprocess::{self, InProcess};
 use util::{Server, assert_echo, connect, pattern};
 
 on_every_backend! {
     fn final_stats_match_what_clients_saw() {
-        let mut server = Server::spawn(&[]);
+        let server = InProcess::start(inprocess::config());
         let mut total = 0u64;
         for i in 0..5u64 {
             let data = pattern(i, 1000 * (i as usize + 1));
@@ -20,20 +23,17 @@ on_every_backend! {
             drop(s);
             total += data.len() as u64;
         }
-        let (status, log) = util::stop(&mut server);
-        assert!(status.success(), "log:\n{log}");
-        let stats = util::counters(&log, "final stats:");
-        for key in util::STATS_KEYS {
-            util::get(&stats, key);
-        }
-        assert_eq!(util::get(&stats, "accepted"), 5, "{stats:?}");
-        assert_eq!(util::get(&stats, "closed"), 5, "{stats:?}");
-        assert_eq!(util::get(&stats, "active"), 0, "{stats:?}");
-        assert_eq!(util::get(&stats, "bytes_in"), total, "{stats:?}");
-        assert_eq!(util::get(&stats, "bytes_out"), total, "{stats:?}");
-        assert_eq!(util::get(&stats, "rejected"), 0, "{stats:?}");
-        assert_eq!(util::get(&stats, "timed_out"), 0, "{stats:?}");
-        assert_eq!(util::get(&stats, "accept_errors"), 0, "{stats:?}");
+        let report = server.stop();
+        let stats = report.stats;
+        assert!(!report.forced, "{report:?}");
+        assert_eq!(stats.accepted, 5, "{stats:?}");
+        assert_eq!(stats.closed, 5, "{stats:?}");
+        assert_eq!(stats.active, 0, "{stats:?}");
+        assert_eq!(stats.bytes_in, total, "{stats:?}");
+        assert_eq!(stats.bytes_out, total, "{stats:?}");
+        assert_eq!(stats.rejected, 0, "{stats:?}");
+        assert_eq!(stats.timed_out, 0, "{stats:?}");
+        assert_eq!(stats.accept_errors, 0, "{stats:?}");
     }
 
     fn stats_interval_prints_periodic_lines_with_live_counters() {
@@ -64,8 +64,12 @@ on_every_backend! {
             }
         }
         drop(b);
-        let (status, _) = util::stop(&mut server);
-        assert!(status.success());
+        let (status, log) = util::stop(&mut server);
+        assert!(status.success(), "{log}");
+        let last = util::counters(&log, "final stats:");
+        for key in util::STATS_KEYS {
+            util::get(&last, key);
+        }
     }
 
     fn no_periodic_stats_without_stats_interval() {

@@ -1,10 +1,29 @@
 //! UDP on the reactor's loop: echo (RFC 862 over UDP) up to the largest
 //! IPv4 datagram, daytime (RFC 867) over UDP and TCP on one port, and TCP
-//! echo still served alongside.
+//! echo still served alongside. The server runs in-process
+//! (`util::inprocess`).
 
 mod util;
 
-use util::{Server, assert_echo, connect, listening_addr, pattern, read_to_eof, udp_client};
+use echo_reactor::Config;
+use util::inprocess::{self, InProcess, loopback};
+use util::{assert_echo, connect, pattern, read_to_eof, udp_client};
+
+/// A TCP echo server that also serves UDP echo.
+fn with_udp() -> InProcess {
+    InProcess::start(Config {
+        udp: vec![loopback()],
+        ..inprocess::config()
+    })
+}
+
+/// A TCP echo server that also serves daytime over TCP and UDP.
+fn with_daytime() -> InProcess {
+    InProcess::start(Config {
+        daytime: vec![loopback()],
+        ..inprocess::config()
+    })
+}
 
 /// The largest UDP payload over IPv4: 65,535 − 20 (IP) − 8 (UDP).
 const MAX_DATAGRAM: usize = 65_507;
@@ -25,8 +44,8 @@ fn assert_daytime_line(bytes: &[u8]) {
 
 on_every_backend! {
     fn udp_datagrams_echo_intact_up_to_65507_bytes() {
-        let mut server = Server::spawn(&["--udp", "127.0.0.1:0"]);
-        let addr = listening_addr(&server, "udp", "");
+        let server = with_udp();
+        let addr = server.udp[0];
         let client = udp_client();
         let mut buf = vec![0u8; 70_000];
         let sizes = [0, 1, 1000, 9000, MAX_DATAGRAM];
@@ -44,16 +63,14 @@ on_every_backend! {
         let mut s = connect(server.addr);
         assert_echo(&mut s, b"tcp too");
         drop(s);
-        let (status, log) = util::stop(&mut server);
-        assert!(status.success(), "{log}");
-        let stats = util::counters(&log, "final stats:");
-        assert_eq!(util::get(&stats, "datagrams_in"), sizes.len() as u64);
-        assert_eq!(util::get(&stats, "datagrams_out"), sizes.len() as u64);
+        let stats = server.stop().stats;
+        assert_eq!(stats.datagrams_in, sizes.len() as u64, "{stats:?}");
+        assert_eq!(stats.datagrams_out, sizes.len() as u64, "{stats:?}");
     }
 
     fn udp_echo_answers_each_peer_separately() {
-        let server = Server::spawn(&["--udp", "127.0.0.1:0"]);
-        let addr = listening_addr(&server, "udp", "");
+        let server = with_udp();
+        let addr = server.udp[0];
         let (a, b) = (udp_client(), udp_client());
         a.send_to(b"from a", addr).unwrap();
         b.send_to(b"from b", addr).unwrap();
@@ -65,10 +82,9 @@ on_every_backend! {
     }
 
     fn daytime_answers_over_tcp_and_udp_on_the_same_port() {
-        let mut server = Server::spawn(&["--daytime", "127.0.0.1:0"]);
-        let tcp = listening_addr(&server, "tcp", "(daytime)");
-        let udp = listening_addr(&server, "udp", "(daytime)");
-        assert_eq!(tcp, udp, "TCP and UDP share the port number");
+        let server = with_daytime();
+        // One address: TCP and UDP share the port number.
+        let (tcp, udp) = (server.daytime[0], server.daytime[0]);
 
         // TCP: the line, then the server closes.
         let mut s = connect(tcp);
@@ -85,15 +101,14 @@ on_every_backend! {
         // The echo listener is still plain echo.
         let mut e = connect(server.addr);
         assert_echo(&mut e, b"echo");
-        drop(e);
-        let (status, log) = util::stop(&mut server);
-        assert!(status.success(), "{log}");
+        drop((s, e));
+        server.stop();
     }
 
     fn daytime_tcp_client_that_sends_data_still_gets_the_line_and_a_clean_close() {
         use std::io::Write;
-        let server = Server::spawn(&["--daytime", "127.0.0.1:0"]);
-        let tcp = listening_addr(&server, "tcp", "(daytime)");
+        let server = with_daytime();
+        let tcp = server.daytime[0];
         let mut s = connect(tcp);
         // Input the server never reads: a plain close would turn into a reset.
         s.write_all(&[b'z'; 10_000]).unwrap();

@@ -670,8 +670,7 @@ fn exit_of(args: &[&str]) -> (Option<i32>, String) {
 
 /// The state letter of `/proc/PID/stat` (`T`: stopped).
 fn process_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")?.1.chars().next()
+    util::proc::stat(pid).map(|s| s.state)
 }
 
 /// One of 4 workers SIGSTOPped: the master notices its loop has stopped

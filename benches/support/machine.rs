@@ -2,7 +2,8 @@
 //! memory (`/proc/meminfo`, `/proc/net/sockstat`, `/proc/slabinfo`), the
 //! busy share of all CPUs (`/proc/stat`), and about single processes what
 //! `support::proc` does not read: their socket descriptors, their
-//! descriptor limit, their children.
+//! descriptor limit, their children. `/proc/PID/stat` is read by
+//! `support::proc` alone (`proc::stat`), the parser the tests use too.
 //!
 //! Kernel figures are machine-wide: whatever else runs on the machine
 //! (other people's compilers on a shared VM) moves them too, which is why
@@ -13,6 +14,8 @@
 #![allow(dead_code)] // the scale bench uses part of it
 
 use std::collections::HashMap;
+
+use crate::support::proc;
 
 /// One slab cache of `/proc/slabinfo`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -284,37 +287,19 @@ pub fn status_field(pid: u32, key: &str) -> Option<u64> {
 
 /// User + system CPU ticks of `pid` so far (0 once it is gone).
 pub fn cpu_ticks(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let rest = s.get(s.rfind(')')? + 1..)?.to_string();
-            let mut f = rest.split_whitespace().skip(11);
-            let user: u64 = f.next()?.parse().ok()?;
-            let system: u64 = f.next()?.parse().ok()?;
-            Some(user + system)
-        })
-        .unwrap_or(0)
+    proc::stat(pid).map_or(0, |s| s.cpu.total())
 }
 
 /// The state letter (`R`, `S`, `Z`, ...) and process group of `pid`;
 /// `None` once it is gone (reaped).
 pub fn state_and_group(pid: u32) -> Option<(char, i32)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = s.get(s.rfind(')')? + 1..)?;
-    let mut f = rest.split_whitespace();
-    let state = f.next()?.chars().next()?;
-    let _ppid = f.next()?;
-    let pgrp = f.next()?.parse().ok()?;
-    Some((state, pgrp))
+    proc::stat(pid).map(|s| (s.state, s.pgrp))
 }
 
-/// When `pid` started, in clock ticks after boot (`/proc/PID/stat` field
-/// 22): with the pid, it names one process for good.
+/// When `pid` started, in clock ticks after boot: with the pid, it names
+/// one process for good.
 pub fn start_time(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = s.get(s.rfind(')')? + 1..)?;
-    // Fields from the state (3rd) on: the start time is the 22nd.
-    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+    proc::stat(pid).map(|s| s.start_time)
 }
 
 /// The children of every thread of `pid` (`/proc/PID/task/*/children`).

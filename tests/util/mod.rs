@@ -1,6 +1,10 @@
-//! Shared helpers for the black-box tests: start the real `echo-reactor`
-//! binary on `127.0.0.1:0`, learn its address from its first stdout line,
-//! and read what the kernel says about the process. The reading of
+//! Shared helpers for the black-box tests. A test that needs a server runs
+//! one in its own process ([`inprocess::InProcess`]: the library on a
+//! thread, its counters read from the library). A test of what only a
+//! process has (the CLI, the log, exit status, `--workers`, signals, what
+//! `/proc` says about the server) starts the real `echo-reactor` binary on
+//! `127.0.0.1:0` ([`Server`]), learns its address from its first stdout
+//! line, and reads what the kernel says about the process. The reading of
 //! `/proc`, of the `listening on` lines and the flooding client live in
 //! [`proc`], which the benches compile too (`benches/support/mod.rs`).
 //!
@@ -9,9 +13,10 @@
 //! A test of the server's behaviour is written once, inside
 //! [`on_every_backend!`], which stamps it out as one `#[test]` per backend:
 //! `half_close_echoes_everything_then_fin::{epoll, poll, select}`. Each
-//! stamped test names its backend for its own thread ([`BACKEND`]), and
-//! [`Server::spawn`] passes it on as `--backend`, so the test body is the
-//! same code for all three. Filter with the backend's name:
+//! stamped test names its backend for its own thread ([`BACKEND`]);
+//! [`inprocess::config`] puts it in `Config::backend`, and [`Server::spawn`]
+//! passes it on as `--backend`, so the test body is the same code for all
+//! three. Filter with the backend's name:
 //! `cargo test -- ::select`. Tests that never start a serving loop (usage
 //! errors) stay plain `#[test]`s; the stress client's tests against stand-ins
 //! live in `echo-bench/tests/`.
@@ -29,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod inprocess;
 pub mod proc;
 
 // The names the tests used before `proc` existed; like the rest of this

@@ -48,19 +48,53 @@ impl CpuTicks {
 
 /// The CPU time `pid` has used so far.
 pub fn cpu_ticks(pid: u32) -> CpuTicks {
-    let stat = read(&format!("/proc/{pid}/stat"));
-    parse_stat_cpu(&stat).unwrap_or_else(|| panic!("no utime/stime in /proc/{pid}/stat: {stat:?}"))
+    stat(pid)
+        .unwrap_or_else(|| panic!("no /proc/{pid}/stat to read CPU time from"))
+        .cpu
 }
 
-/// utime and stime of a `/proc/PID/stat` line. The command name (field 2)
-/// may hold spaces and parentheses, so fields are counted from its last
-/// `)`: utime and stime are the 12th and 13th after it.
-fn parse_stat_cpu(stat: &str) -> Option<CpuTicks> {
+/// What `/proc/PID/stat` says about a process, the fields the tests and
+/// benches read. This is the one reader of that file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// The state letter (field 3): `R` running, `S` sleeping, `T`
+    /// stopped, `Z` a zombie (exited, not yet reaped), ...
+    pub state: char,
+    /// The parent's pid (field 4).
+    pub ppid: u32,
+    /// The process group (field 5).
+    pub pgrp: i32,
+    /// CPU time used (fields 14 and 15).
+    pub cpu: CpuTicks,
+    /// When the process started, in clock ticks after boot (field 22):
+    /// with the pid, it names one process for good.
+    pub start_time: u64,
+}
+
+/// `/proc/PID/stat` of `pid`; `None` when there is no such process (or it
+/// has been reaped).
+pub fn stat(pid: u32) -> Option<Stat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Parses a `/proc/PID/stat` line. The command name (field 2) may hold
+/// spaces and parentheses, so fields are counted from its last `)`: the
+/// state (field 3) is the first after it.
+fn parse_stat(stat: &str) -> Option<Stat> {
     let rest = stat.get(stat.rfind(')')? + 1..)?;
-    let mut fields = rest.split_whitespace().skip(11);
-    let user = fields.next()?.parse().ok()?;
-    let system = fields.next()?.parse().ok()?;
-    Some(CpuTicks { user, system })
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Field n of the line is fields[n - 3].
+    let field = |n: usize| fields.get(n - 3).copied();
+    Some(Stat {
+        state: field(3)?.chars().next()?,
+        ppid: field(4)?.parse().ok()?,
+        pgrp: field(5)?.parse().ok()?,
+        cpu: CpuTicks {
+            user: field(14)?.parse().ok()?,
+            system: field(15)?.parse().ok()?,
+        },
+        start_time: field(22)?.parse().ok()?,
+    })
 }
 
 /// `sysconf(_SC_CLK_TCK)`, the unit of `/proc/PID/stat` times.

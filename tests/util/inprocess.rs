@@ -26,7 +26,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echo_reactor::{Backend, Config, ListenAddr, Protocol, Report, Server, ShutdownHandle, Stats};
+use echo_reactor::{
+    Backend, Config, ListenAddr, Protocol, Report, Server, Service, ShutdownHandle, Stats,
+    Transport,
+};
 
 use super::STEP_TIMEOUT;
 
@@ -125,15 +128,15 @@ impl InProcess {
         });
         // A server of only UDP or daytime services has no echo listener;
         // `addr` then names nothing that accepts.
-        let addrs = server.local_addrs().to_vec();
+        let addrs = server.local_addrs();
         let addr = addrs
             .first()
             .copied()
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         let (udp, daytime, metrics) = (
-            server.udp_addrs().to_vec(),
-            server.daytime_addrs().to_vec(),
-            server.metrics_addrs().to_vec(),
+            server.addrs(Service::Echo, Transport::Udp),
+            server.addrs(Service::Daytime, Transport::Tcp),
+            server.addrs(Service::Metrics, Transport::Tcp),
         );
         let handle = server.shutdown_handle();
         let (tx, rx) = mpsc::channel();

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //!   0, 1             waker, signals
-//!   16 .. 2^16       TCP listener i = token - 16 (echo and daytime alike:
+//!   16 .. 2^16       TCP listener i = token - 16 (every service alike:
 //!                    accepting is the same, the slot says what to serve)
 //!   2^16 .. 2^32     UDP socket i = token - 2^16 (echo and daytime)
 //!   2^32 ..          connections, below
@@ -27,11 +27,14 @@
 //! be delivered to it. So a connection token is
 //!
 //! ```text
-//!   bits 63..32: generation (never 0)   bits 31..0: slab key
+//!   bit 63: class (0 echo, 1 metrics: reactor/class.rs)
+//!   bits 62..32: generation (never 0)   bits 31..0: slab key
 //! ```
 //!
 //! and the loop acts on an event only when the connection stored under the
-//! key has the same generation. Control and listener tokens are below
+//! key has the same generation (the class bit included: it is part of
+//! what the connection stores). The class bit routes an event to its
+//! class's turn with no look-up. Control and listener tokens are below
 //! 2^32, which no connection token can be, because generations start at 1.
 
 use mio::Token;

@@ -5,6 +5,7 @@
 
 use crate::config::{Config, DEFAULT_MAX_CONNECTING, StopAt, Transport};
 use crate::procs::ChildOf;
+use crate::{limits, units};
 use clap::Parser;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -27,17 +28,17 @@ pub struct Args {
     #[arg(default_value = "127.0.0.1:7007")]
     pub addr: String,
 
-    /// Connections to open (all threads together).
-    #[arg(short = 'c', long, default_value_t = 50)]
+    /// Connections to open (all threads together); `50k` = 50,000.
+    #[arg(short = 'c', long, default_value_t = 50, value_parser = count::<usize>)]
     pub connections: usize,
 
     /// New connections per second (default: as fast as the connect window allows).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = count::<u32>)]
     pub connect_rate: Option<u32>,
 
     /// At most this many connections opening at once (not yet answered by
     /// their first echo); keeps the server's listen backlog from overflowing.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTING)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTING, value_parser = count::<usize>)]
     pub max_connecting: usize,
 
     /// Loopback source addresses to use (127.0.0.1, 127.0.0.2, ...), exactly
@@ -46,47 +47,49 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub source_ips: Option<u8>,
 
-    /// Message size in bytes.
-    #[arg(short = 's', long, default_value_t = 64)]
+    /// Message size in bytes (`4KiB` = 4,096, `4KB` = 4,000).
+    #[arg(short = 's', long, default_value_t = 64, value_parser = size)]
     pub size: usize,
 
     /// Messages in flight per connection (1 = ping-pong).
-    #[arg(short = 'd', long, default_value_t = 1)]
+    #[arg(short = 'd', long, default_value_t = 1, value_parser = count::<usize>)]
     pub depth: usize,
 
-    /// Seconds to measure (after the warmup).
+    /// Seconds to measure (after the warmup); `500ms`, `10s`, `2m` too.
     #[arg(
         short = 't',
         long,
         value_name = "SECS",
         default_value_t = 10.0,
-        conflicts_with = "requests"
+        conflicts_with = "requests",
+        value_parser = secs
     )]
     pub duration: f64,
 
     /// Measure this many messages instead of a duration.
-    #[arg(short = 'n', long, value_name = "N")]
+    #[arg(short = 'n', long, value_name = "N", value_parser = count::<u64>)]
     pub requests: Option<u64>,
 
     /// Seconds of traffic before measuring, not counted.
-    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = secs)]
     pub warmup: f64,
 
     /// Open-loop mode: N messages per second in total on a fixed schedule;
     /// latency counts from each message's intended send time.
-    #[arg(short = 'r', long, value_name = "N")]
+    #[arg(short = 'r', long, value_name = "N", value_parser = count::<u64>)]
     pub rate: Option<u64>,
 
     /// Threads, each with its own poll loop and share of the connections
     /// (per process, with --procs).
-    #[arg(short = 'T', long, default_value_t = 1)]
+    #[arg(short = 'T', long, default_value_t = 1, value_parser = count::<usize>)]
     pub threads: usize,
 
     /// Client processes, each with its own descriptor limit and its share
     /// of the connections, source addresses, -n and rates; one report.
-    /// Refused if some process would get no connection.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_procs)]
-    pub procs: usize,
+    /// Refused if some process would get no connection. `auto`: as few as
+    /// the descriptor limit allows.
+    #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_procs)]
+    pub procs: Procs,
 
     /// Internal: run as client process INDEX of PROCS for a parent
     /// started with --procs (the parent passes it).
@@ -102,23 +105,23 @@ pub struct Args {
     pub json: bool,
 
     /// After the run, keep all connections open and idle for SECS.
-    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = secs)]
     pub hold: f64,
 
     /// Once every connection is open and proven, keep them all open and
     /// silent for SECS before the warmup and the window; with -n N (depth
     /// 1) the window then echoes once on each of N connections.
-    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = secs)]
     pub idle: f64,
 
     /// Seconds a connect may take, or an echo may be overdue (also after
     /// the window, while the last echoes are awaited), before the
     /// connection counts as timed out and is closed.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = secs)]
     pub timeout: f64,
 
     /// Errors tolerated before the exit code says failure (mismatches never are).
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = count::<u64>)]
     pub max_errors: u64,
 }
 
@@ -159,13 +162,60 @@ impl Args {
     }
 }
 
-/// `--procs`: a whole number, at least 1.
-fn parse_procs(s: &str) -> Result<usize, String> {
+/// How many client processes `--procs` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Procs {
+    /// Exactly this many (at least 1).
+    Exactly(usize),
+    /// As few as hold the connections within the descriptor limit
+    /// ([`crate::limits::procs_needed`]).
+    Auto,
+}
+
+impl Procs {
+    /// The number of processes for `connections`: `auto` resolved against
+    /// this machine's hard `RLIMIT_NOFILE`.
+    pub fn count(self, connections: usize) -> usize {
+        match self {
+            Procs::Exactly(n) => n,
+            Procs::Auto => match limits::nofile_hard_limit() {
+                Ok(limit) => limits::procs_needed(connections, limit),
+                Err(e) => {
+                    log::warn!("cannot read RLIMIT_NOFILE for --procs auto: {e}");
+                    1
+                }
+            },
+        }
+    }
+}
+
+/// `--procs`: `auto`, or a whole number, at least 1.
+fn parse_procs(s: &str) -> Result<Procs, String> {
+    if s == "auto" {
+        return Ok(Procs::Auto);
+    }
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err("not a whole number of processes".into()),
+        Ok(n) => Ok(Procs::Exactly(n)),
+        Err(_) => Err("not a whole number of processes, nor auto".into()),
     }
+}
+
+/// A count with an optional `k` or `m` ([`units::parse_count`]).
+fn count<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
+    let n = units::parse_count(s)?;
+    T::try_from(n).map_err(|_| format!("{s:?} is too large"))
+}
+
+/// A byte size with an optional unit ([`units::parse_size`]).
+fn size(s: &str) -> Result<usize, String> {
+    let n = units::parse_size(s)?;
+    usize::try_from(n).map_err(|_| format!("{s:?} is too large"))
+}
+
+/// Seconds, or a time with its unit ([`units::parse_secs`]).
+fn secs(s: &str) -> Result<f64, String> {
+    units::parse_secs(s)
 }
 
 /// `HOST:PORT` to the first address it resolves to.

@@ -22,6 +22,7 @@
 //! | [`live`] | the few numbers shared while running (progress line, stop flag) |
 //! | [`report`] | the report as data, rendered as a table or one JSON object |
 //! | [`procs`] | `--procs N`: the run split over N re-executed processes, their results merged |
+//! | [`units`] | numbers with units on the command line: `10s`, `50k`, `4KiB` |
 //!
 //! # Threads
 //!
@@ -58,6 +59,7 @@ pub mod stats;
 mod tcp;
 pub mod timer;
 mod udp;
+pub mod units;
 
 pub use config::{Config, ConfigError, SourceRange, StopAt, Transport};
 pub use limits::raise_nofile_limit;
@@ -321,10 +323,9 @@ fn plan_limits(cfg: &Config) -> Result<usize, BenchError> {
     let need = cfg.connections as u64 + limits::FD_SLACK;
     match limits::raise_nofile_limit() {
         Ok(have) if have < need => {
-            return Err(BenchError::Limits(format!(
-                "{} connections need about {need} file descriptors, but RLIMIT_NOFILE is {have} \
-                 (raise the hard limit, e.g. `ulimit -Hn`)",
-                cfg.connections
+            return Err(BenchError::Limits(too_few_descriptors(
+                cfg.connections,
+                have,
             )));
         }
         Ok(_) => {}
@@ -334,6 +335,21 @@ fn plan_limits(cfg: &Config) -> Result<usize, BenchError> {
         info!("spreading connections over {sources} loopback source addresses");
     }
     Ok(sources)
+}
+
+/// The refusal of `connections` in one process whose descriptor limit is
+/// `have`: with the `--procs` that would hold them, each process having a
+/// limit of its own.
+pub fn too_few_descriptors(connections: usize, have: u64) -> String {
+    let need = connections as u64 + limits::FD_SLACK;
+    let limit = limits::nofile_hard_limit().unwrap_or(have).max(have);
+    format!(
+        "{connections} connections need about {need} file descriptors, but RLIMIT_NOFILE is \
+         {have}: give --procs {} (or --procs auto) to spread them over processes of up to {} \
+         connections each, or raise the hard limit (`ulimit -Hn`)",
+        limits::procs_needed(connections, limit),
+        limits::connections_per_process(limit)
+    )
 }
 
 /// How many source addresses the run uses. `--source-ips N` is used

@@ -8,8 +8,9 @@
 //! ```
 
 use clap::Parser;
+use echo_bench::cli::{Args, Procs};
 use echo_bench::procs::{self, ChildOf, ProcsError};
-use echo_bench::{Config, Live, Report, cli::Args};
+use echo_bench::{Config, Live, Report};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::ffi::OsString;
 use std::io::{BufReader, IsTerminal, Write};
@@ -47,8 +48,11 @@ fn main() -> ExitCode {
     init_logging(args.child);
     let result = match args.child {
         Some(who) => return run_child(&args, who),
-        None if args.procs > 1 => run_procs(&args),
-        None => run(&args),
+        None => match procs_of(&args) {
+            Ok(1) => run(&args),
+            Ok(n) => run_procs(&args, n),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(code) => code,
@@ -57,6 +61,16 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// How many client processes the run takes (`--procs auto` resolved).
+fn procs_of(args: &Args) -> Result<usize, String> {
+    let cfg = args.config()?;
+    let n = args.procs.count(cfg.connections);
+    if args.procs == Procs::Auto && n > 1 {
+        eprintln!("echo-bench: --procs auto: {n} client processes");
+    }
+    Ok(n)
 }
 
 /// Logs to stderr, warnings and worse unless `RUST_LOG` says otherwise; a
@@ -128,9 +142,9 @@ fn print_report(report: &Report, json: bool) -> ExitCode {
 /// summed progress, prints their merged report. The first Ctrl+C tells
 /// them to end the measurement (they also get it themselves from the
 /// terminal); a second one kills them all and exits.
-fn run_procs(args: &Args) -> Result<ExitCode, String> {
+fn run_procs(args: &Args, n: usize) -> Result<ExitCode, String> {
     let cfg = args.config()?;
-    let plan = procs::plan(&cfg, args.procs).map_err(|e| e.to_string())?;
+    let plan = procs::plan(&cfg, n).map_err(|e| e.to_string())?;
     let exe = std::env::current_exe()
         .map_err(|e| format!("cannot find this binary to start --procs: {e}"))?;
     let forwarded: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -185,11 +199,10 @@ fn run_procs(args: &Args) -> Result<ExitCode, String> {
 fn run_child(args: &Args, who: ChildOf) -> ExitCode {
     let mut out = std::io::stdout().lock();
     let part = args.config().and_then(|total| {
-        if args.procs != who.procs {
-            return Err(format!(
-                "--child {who} does not match --procs {}",
-                args.procs
-            ));
+        if let Procs::Exactly(n) = args.procs
+            && n != who.procs
+        {
+            return Err(format!("--child {who} does not match --procs {n}"));
         }
         let plan = procs::plan(&total, who.procs).map_err(|e| e.to_string())?;
         Ok(plan.parts[who.index].clone())

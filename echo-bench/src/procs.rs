@@ -126,6 +126,20 @@ pub fn plan(total: &Config, procs: usize) -> Result<Plan, BenchError> {
             .collect())
     };
     let conns = split(c as u64, "--connections", "connection(s)")?;
+    if let Ok(limit) = limits::nofile_hard_limit()
+        && conns[0] > limits::connections_per_process(limit)
+    {
+        return refuse(
+            "--procs",
+            format!(
+                "{n} process(es) of up to {} connections each need about {} file descriptors \
+                 each, but RLIMIT_NOFILE's hard limit is {limit}: give --procs {} (or --procs auto)",
+                conns[0],
+                conns[0] + limits::FD_SLACK,
+                limits::procs_needed(c, limit)
+            ),
+        );
+    }
     let smallest = conns[n - 1] as usize;
     if total.threads > smallest {
         return refuse(

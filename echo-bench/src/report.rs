@@ -5,7 +5,7 @@
 //! are a few tens of them), throughput in messages per second and in
 //! MB/s (10^6 bytes per second) of payload echoed back, one direction.
 
-use crate::config::{Config, Transport};
+use crate::config::{Config, StopAt, Transport};
 use crate::stats::{ErrorKind, Stats};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
@@ -74,6 +74,9 @@ pub struct Report {
     pub depth: usize,
     /// Open-loop target rate, if any.
     pub rate: Option<u64>,
+    /// `-n`: the messages asked for, when the run measured a count rather
+    /// than a time.
+    pub requests: Option<u64>,
     /// Loopback source addresses the connections were spread over.
     pub source_ips: usize,
     /// Connections asked for.
@@ -156,6 +159,10 @@ impl Report {
             size: cfg.size,
             depth: cfg.depth,
             rate: cfg.rate,
+            requests: match cfg.stop {
+                StopAt::Requests(n) => Some(n),
+                StopAt::Duration(_) => None,
+            },
             source_ips: sources.max(s.sources_used),
             connections_requested: cfg.connections as u64,
             connections_established: s.established,
@@ -194,6 +201,43 @@ impl Report {
         self.errors.iter().map(|(_, n)| n).sum()
     }
 
+    /// The share of the run (opening plus window) spent opening the
+    /// connections, 0 to 1.
+    pub fn open_share(&self) -> f64 {
+        let whole = self.open_secs + self.duration_secs;
+        if whole > 0.0 {
+            self.open_secs / whole
+        } else {
+            0.0
+        }
+    }
+
+    /// What a reader of the figures must know before trusting them; each
+    /// one a sentence. Today one: a closed-loop window shorter than one
+    /// round over all connections, where fewer echoes were measured than
+    /// there are connections. Then most connections waited longer than
+    /// the window for their turn, so req/s counts only the few measured
+    /// (far below what the live line showed) and the latency is their
+    /// age at the window's end.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        let closed_timed = self.rate.is_none() && self.requests.is_none();
+        if closed_timed
+            && self.transport == Transport::Tcp
+            && self.connections_established > 0
+            && self.messages < self.connections_established
+        {
+            w.push(format!(
+                "the {:.2} s window is shorter than one round over all {} connections (only {} \
+                 echoes were measured in it): most connections waited longer than the window for \
+                 their turn, so req/s counts only those few and latency is mostly their age at \
+                 the end; measure longer (-t) or use fewer connections",
+                self.duration_secs, self.connections_established, self.messages
+            ));
+        }
+        w
+    }
+
     /// A clean run: no mismatch ever, and errors within `--max-errors`.
     pub fn passed(&self) -> bool {
         self.error_count(ErrorKind::Mismatch) == 0 && self.total_errors() <= self.max_errors
@@ -219,6 +263,7 @@ impl Report {
                 "established": self.connections_established,
                 "failed": self.connections_failed,
                 "open_s": self.open_secs,
+                "open_share": self.open_share(),
                 "idle_s": self.idle_secs,
             },
             "messages": self.messages,
@@ -233,6 +278,7 @@ impl Report {
             "errors": errors,
             "errors_total": self.total_errors(),
             "passed": self.passed(),
+            "warnings": self.warnings(),
         });
         if let (Some(rate), Some(lag)) = (self.rate, &self.schedule_lag_us) {
             v["schedule"] = json!({
@@ -297,11 +343,13 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "connections  requested {}  established {}  failed {}  (opened in {:.2} s)",
+            "connections  requested {}  established {}  failed {}  (opened in {:.2} s, {:.0}% of \
+             opening and window)",
             self.connections_requested,
             self.connections_established,
             self.connections_failed,
-            self.open_secs
+            self.open_secs,
+            self.open_share() * 100.0
         );
         let _ = writeln!(
             o,
@@ -326,6 +374,9 @@ impl Report {
             let _ = writeln!(o, "udp          sent {sent}  lost {lost}  late {late}");
         }
         let _ = writeln!(o, "errors       {}", self.errors_line());
+        for w in self.warnings() {
+            let _ = writeln!(o, "warning      {w}");
+        }
         o
     }
 

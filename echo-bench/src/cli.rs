@@ -5,6 +5,7 @@
 
 use crate::config::{Config, DEFAULT_MAX_CONNECTING, StopAt, Transport};
 use crate::procs::ChildOf;
+use crate::protocol::{Protocol, Transform};
 use crate::{limits, units};
 use clap::Parser;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -96,6 +97,22 @@ pub struct Args {
     #[arg(long = "child", value_name = "INDEX/PROCS", hide = true)]
     pub child: Option<ChildOf>,
 
+    /// The server's mode to speak: `raw` echo, `line` (each message a line
+    /// of SIZE bytes with its LF) or `frame` (a 4-byte big-endian length
+    /// and SIZE - 4 bytes of body). Every answer is checked byte for byte.
+    #[arg(long, value_enum, default_value_t = Mode::Raw)]
+    pub mode: Mode,
+
+    /// Line mode: the server's --line-transform, whose answers are expected
+    /// (`upper`: ASCII letters upper-cased; `hello`: each line after `hello `).
+    #[arg(long, value_enum, default_value_t = LineTransform::None)]
+    pub line_transform: LineTransform,
+
+    /// Line mode: the server greets each connection with a line (its
+    /// --banner), which is skipped.
+    #[arg(long)]
+    pub banner: bool,
+
     /// Datagram mode against a UDP echo service (loss is counted, not fatal).
     #[arg(long)]
     pub udp: bool,
@@ -148,6 +165,26 @@ impl Args {
         cfg.warmup = secs("--warmup", self.warmup)?;
         cfg.rate = self.rate;
         cfg.threads = self.threads;
+        if self.mode != Mode::Line {
+            if self.line_transform != LineTransform::None {
+                return Err("bad option --line-transform: needs --mode line".into());
+            }
+            if self.banner {
+                return Err("bad option --banner: needs --mode line".into());
+            }
+        }
+        cfg.protocol = match self.mode {
+            Mode::Raw => Protocol::Raw,
+            Mode::Frame => Protocol::Frame,
+            Mode::Line => Protocol::Line {
+                transform: match self.line_transform {
+                    LineTransform::None => Transform::None,
+                    LineTransform::Upper => Transform::Upper,
+                    LineTransform::Hello => Transform::Hello,
+                },
+                banner: self.banner,
+            },
+        };
         cfg.transport = if self.udp {
             Transport::Udp
         } else {
@@ -160,6 +197,28 @@ impl Args {
         cfg.validate().map_err(|e| format!("bad option {e}"))?;
         Ok(cfg)
     }
+}
+
+/// `--mode`: the server's modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Byte-stream echo.
+    Raw,
+    /// Lines ending in LF.
+    Line,
+    /// 4-byte big-endian length, then the body.
+    Frame,
+}
+
+/// `--line-transform`: how the server answers a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LineTransform {
+    /// The line itself.
+    None,
+    /// ASCII letters upper-cased.
+    Upper,
+    /// `hello ` and the line.
+    Hello,
 }
 
 /// How many client processes `--procs` asks for.

@@ -5,6 +5,7 @@
 //! never meet an impossible setting (a zero size, more threads than there
 //! is work for, a UDP datagram larger than UDP can carry).
 
+use crate::protocol::Protocol;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -80,6 +81,8 @@ pub struct Config {
     pub threads: usize,
     /// TCP or UDP.
     pub transport: Transport,
+    /// The server's mode this run speaks: raw echo, lines or frames (TCP).
+    pub protocol: Protocol,
     /// After the run, keep every connection open and idle this long.
     pub hold: Duration,
     /// Before the warmup and the window, once every connection is open and
@@ -139,6 +142,7 @@ impl Config {
             rate: None,
             threads: 1,
             transport: Transport::Tcp,
+            protocol: Protocol::Raw,
             hold: Duration::ZERO,
             idle: Duration::ZERO,
             max_errors: 0,
@@ -175,6 +179,16 @@ impl Config {
         }
         if self.depth == 0 {
             return bad("--depth", "must be at least 1");
+        }
+        if self.size < self.protocol.min_size() {
+            return bad(
+                "--size",
+                format!(
+                    "a {} message is at least {} bytes",
+                    self.protocol,
+                    self.protocol.min_size()
+                ),
+            );
         }
         Ok(())
     }
@@ -236,6 +250,9 @@ impl Config {
         }
         if self.rate.is_some() {
             return bad("--rate", "open-loop mode is TCP only for now");
+        }
+        if self.protocol != Protocol::Raw {
+            return bad("--mode", "line and frame modes are TCP only");
         }
         Ok(())
     }

@@ -520,6 +520,7 @@ mod tests {
         let sh = Arc::new(Shared {
             cfg,
             pattern: Pattern::new(),
+            answers: None,
             sources: 1,
             source_first: None,
             extra_first: 1,

@@ -12,6 +12,7 @@
 //! | [`cli`] | the command line as data, and the [`Config`] it asks for |
 //! | [`config`] | validate a whole request up front, one error line per problem |
 //! | [`pattern`] | a deterministic byte stream per connection: zero-copy sends, `memcmp` checks |
+//! | [`protocol`] | the server's modes (raw, line, frame) as requests and the answers they must get |
 //! | [`limits`] | descriptor and ephemeral-port limits of a client with 19,000 sockets |
 //! | `engine.rs` | one run skeleton for both transports: a thread's phases (opening, settling, idle, running, draining, holding), its poll loop, the window |
 //! | `tcp/` | the client-side event loop: non-blocking connects (`open.rs`), edge-triggered reads and writes (`mod.rs`), the echo check (`conn.rs`), open-loop sending (`open_loop.rs`) |
@@ -53,6 +54,7 @@ pub mod limits;
 pub mod live;
 pub mod pattern;
 pub mod procs;
+pub mod protocol;
 pub mod report;
 pub mod schedule;
 pub mod stats;
@@ -118,7 +120,11 @@ impl From<ConfigError> for BenchError {
 /// What every thread of one run reads: the request, the pattern, the plan.
 pub(crate) struct Shared {
     pub cfg: Config,
+    /// What connections send.
     pub pattern: Pattern,
+    /// What must come back, when it differs from what was sent (a line
+    /// transform); `None`: the echo is the request.
+    pub answers: Option<Pattern>,
     /// Source addresses the connections are spread over (1 = kernel's
     /// choice, unless `source_first` is set).
     pub sources: usize,
@@ -131,6 +137,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The pattern echoes are checked against.
+    pub fn echo(&self) -> &Pattern {
+        self.answers.as_ref().unwrap_or(&self.pattern)
+    }
+
     /// The source address of connection `id`; `None` = the kernel's choice.
     pub fn source_for(&self, id: usize) -> Option<std::net::IpAddr> {
         let c = self.cfg.connections;
@@ -200,9 +211,11 @@ impl Outcome {
 pub fn run_counts(cfg: &Config, live: Arc<Live>) -> Result<Outcome, BenchError> {
     cfg.validate()?;
     let sources = plan_limits(cfg)?;
+    let (pattern, answers) = cfg.protocol.patterns(cfg.size);
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
-        pattern: Pattern::new(),
+        pattern,
+        answers,
         sources,
         source_first: cfg.source_range.map(|r| r.first),
         extra_first: cfg.source_range.map_or(sources, |r| r.extra_first),

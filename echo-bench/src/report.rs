@@ -66,6 +66,8 @@ pub struct Report {
     pub addr: String,
     /// TCP or UDP.
     pub transport: Transport,
+    /// The server's mode spoken (`raw`, `line upper`, `frame`, ...).
+    pub protocol: String,
     /// Engine threads.
     pub threads: usize,
     /// Bytes per message.
@@ -134,10 +136,11 @@ pub struct ProcPart {
 }
 
 /// The keys of a process's part in `--json` that are the whole run's.
-const RUN_KEYS: [&str; 7] = [
+const RUN_KEYS: [&str; 8] = [
     "addr",
     "transport",
     "mode",
+    "protocol",
     "threads",
     "size",
     "depth",
@@ -155,6 +158,7 @@ impl Report {
         Report {
             addr: cfg.addr.to_string(),
             transport: cfg.transport,
+            protocol: cfg.protocol.to_string(),
             threads: cfg.threads,
             size: cfg.size,
             depth: cfg.depth,
@@ -254,6 +258,7 @@ impl Report {
             "addr": self.addr,
             "transport": match self.transport { Transport::Tcp => "tcp", Transport::Udp => "udp" },
             "mode": if self.rate.is_some() { "open-loop" } else { "closed-loop" },
+            "protocol": self.protocol,
             "threads": self.threads,
             "size": self.size,
             "depth": self.depth,
@@ -328,6 +333,9 @@ impl Report {
             Some(r) => format!("open loop at {r} msg/s"),
             None => "closed loop".to_string(),
         };
+        if self.protocol != "raw" {
+            mode = format!("{}, {mode}", self.protocol);
+        }
         if self.idle_secs > 0.0 {
             let _ = write!(mode, " after {} s idle", self.idle_secs);
         }

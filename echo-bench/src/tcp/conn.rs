@@ -35,6 +35,11 @@ pub(super) struct Conn {
     pub id: usize,
     /// Where this connection's stream starts in the pattern cycle.
     pub start: usize,
+    /// Where the answers it must get start in theirs (the same as `start`
+    /// when answers are echoes).
+    pub rstart: usize,
+    /// The server's greeting line has yet to be skipped (`--banner`).
+    pub banner: bool,
     pub state: ConnState,
     /// When `connect` was called, for the connect timeout.
     pub opened_at: Instant,
@@ -46,7 +51,8 @@ pub(super) struct Conn {
     /// Bytes written to the socket; `sent < want` means a write is pending
     /// and waits for the next writable event.
     pub sent: u64,
-    /// Bytes echoed back and checked.
+    /// Bytes of answers read back and checked (the same as echoed bytes,
+    /// except under a transform that lengthens each line).
     pub recvd: u64,
     /// Closed loop: when each in-flight message was issued, indexed by
     /// message number modulo `depth`. At most `depth` messages are in
@@ -59,12 +65,23 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    /// A connection whose `connect` was just started, at `now`.
-    pub fn new(stream: TcpStream, id: usize, depth: usize, now: Instant) -> Conn {
+    /// A connection whose `connect` was just started, at `now`; its
+    /// requests and answers start at `starts`, and it first skips a
+    /// greeting line if `banner`.
+    pub fn new(
+        stream: TcpStream,
+        id: usize,
+        starts: (usize, usize),
+        banner: bool,
+        depth: usize,
+        now: Instant,
+    ) -> Conn {
         Conn {
             stream,
             id,
-            start: Pattern::start_of(id),
+            start: starts.0,
+            rstart: starts.1,
+            banner,
             state: ConnState::Connecting,
             opened_at: now,
             last_progress: now,
@@ -77,9 +94,35 @@ impl Conn {
         }
     }
 
-    /// Messages issued whose echo is not complete yet.
-    pub fn in_flight(&self, size: u64) -> u64 {
-        self.want / size - self.recvd / size
+    /// Messages issued whose echo is not complete yet (`size` bytes each,
+    /// answered with `reply` bytes each).
+    pub fn in_flight(&self, size: u64, reply: u64) -> u64 {
+        self.want / size - self.recvd / reply
+    }
+
+    /// Answer bytes due for what has been written: an echo may come back
+    /// in any pieces, but a transformed answer only for a whole message.
+    fn due(&self, size: u64, reply: u64) -> u64 {
+        if size == reply {
+            self.sent - self.recvd
+        } else {
+            self.sent / size * reply - self.recvd
+        }
+    }
+
+    /// Drops the server's greeting line from the front of `got`, if it is
+    /// still to be skipped, and returns the rest.
+    pub fn skip_banner<'a>(&mut self, got: &'a [u8]) -> &'a [u8] {
+        if !self.banner {
+            return got;
+        }
+        match got.iter().position(|&b| b == b'\n') {
+            Some(lf) => {
+                self.banner = false;
+                &got[lf + 1..]
+            }
+            None => &[],
+        }
     }
 
     /// When run message `m` (1, 2, ...) counts as sent: in open loop its
@@ -102,17 +145,22 @@ impl Conn {
 /// server declining to serve it (a "too many connections" line, say),
 /// which is [`ErrorKind::Rejected`]. A first reply most of whose bytes are
 /// right, though, is an echo that came back corrupted: a mismatch.
-pub(super) fn check_echo(pattern: &Pattern, conn: &Conn, got: &[u8]) -> Option<ErrorKind> {
-    let due = (conn.sent - conn.recvd) as usize;
+pub(super) fn check_echo(
+    pattern: &Pattern,
+    conn: &Conn,
+    got: &[u8],
+    (size, reply): (u64, u64),
+) -> Option<ErrorKind> {
+    let due = conn.due(size, reply) as usize;
     // An echo can never be ahead of what was written.
     let i = if got.len() > due {
         due
     } else {
-        pattern.check(conn.start, conn.recvd, got)?
+        pattern.check(conn.rstart, conn.recvd, got)?
     };
     let echoed = &got[..got.len().min(due)];
     // The bytes of this reply checked before `got` were all right.
-    let right = conn.recvd + pattern.agreeing(conn.start, conn.recvd, echoed) as u64;
+    let right = conn.recvd + pattern.agreeing(conn.rstart, conn.recvd, echoed) as u64;
     if conn.state != ConnState::Ready && right * 2 <= conn.recvd + echoed.len() as u64 {
         debug!(
             "connection {}: first reply is not an echo: {:?}",

@@ -106,7 +106,10 @@ impl Worker {
             Token(entry.key()),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        entry.insert(Conn::new(stream, id, cfg.depth, now));
+        let sh = &self.core.sh;
+        let starts = (sh.pattern.start(id), sh.echo().start(id));
+        let banner = cfg.protocol.banner();
+        entry.insert(Conn::new(stream, id, starts, banner, cfg.depth, now));
         Ok(())
     }
 

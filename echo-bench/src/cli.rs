@@ -117,9 +117,20 @@ pub struct Args {
     #[arg(long)]
     pub udp: bool,
 
-    /// Print one JSON object on stdout instead of the table.
+    /// Print one JSON object on stdout instead of the table (also when the
+    /// run cannot happen: then with `error`).
     #[arg(long)]
     pub json: bool,
+
+    /// Latency percentiles to report, comma-separated (default
+    /// 50,90,99,99.9).
+    #[arg(long, value_name = "P,P,...", value_delimiter = ',', value_parser = percentile)]
+    pub percentiles: Vec<f64>,
+
+    /// Write the latency, connect and first-echo histograms of the window
+    /// to FILE as an HdrHistogram interval log (nanoseconds).
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<std::path::PathBuf>,
 
     /// After the run, keep all connections open and idle for SECS.
     #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = secs)]
@@ -193,6 +204,9 @@ impl Args {
         cfg.hold = secs("--hold", self.hold)?;
         cfg.idle = secs("--idle", self.idle)?;
         cfg.max_errors = self.max_errors;
+        if !self.percentiles.is_empty() {
+            cfg.percentiles = self.percentiles.clone();
+        }
         cfg.timeout = secs("--timeout", self.timeout)?;
         cfg.validate().map_err(|e| format!("bad option {e}"))?;
         Ok(cfg)
@@ -270,6 +284,14 @@ fn count<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
 fn size(s: &str) -> Result<usize, String> {
     let n = units::parse_size(s)?;
     usize::try_from(n).map_err(|_| format!("{s:?} is too large"))
+}
+
+/// A percentile: above 0, at most 100.
+fn percentile(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+        _ => Err(format!("{s:?} is not a percentile (above 0, at most 100)")),
+    }
 }
 
 /// Seconds, or a time with its unit ([`units::parse_secs`]).

@@ -83,6 +83,8 @@ pub struct Config {
     pub transport: Transport,
     /// The server's mode this run speaks: raw echo, lines or frames (TCP).
     pub protocol: Protocol,
+    /// Latency percentiles to report, each above 0 and at most 100.
+    pub percentiles: Vec<f64>,
     /// After the run, keep every connection open and idle this long.
     pub hold: Duration,
     /// Before the warmup and the window, once every connection is open and
@@ -143,6 +145,7 @@ impl Config {
             threads: 1,
             transport: Transport::Tcp,
             protocol: Protocol::Raw,
+            percentiles: crate::histogram::DEFAULT_PERCENTILES.to_vec(),
             hold: Duration::ZERO,
             idle: Duration::ZERO,
             max_errors: 0,
@@ -220,6 +223,19 @@ impl Config {
         }
         if self.rate == Some(0) {
             return bad("--rate", "must be at least 1 message per second");
+        }
+        if self.percentiles.is_empty() {
+            return bad("--percentiles", "name at least one");
+        }
+        if let Some(p) = self
+            .percentiles
+            .iter()
+            .find(|p| !(**p > 0.0 && **p <= 100.0))
+        {
+            return bad(
+                "--percentiles",
+                format!("{p} is not a percentile (above 0, at most 100)"),
+            );
         }
         if self.timeout.is_zero() {
             return bad("--timeout", "must be more than 0 seconds");

@@ -20,8 +20,10 @@
 //! | [`schedule`] | open loop: a fixed timetable, latency from the due time |
 //! | [`timer`] | a `timerfd` in the poll set: wake-ups finer than epoll's milliseconds |
 //! | [`stats`] | per-thread counts with no sharing on the hot path, merged at the end |
+//! | [`histogram`] | percentiles of the user's choice; histograms in HdrHistogram's own forms (base64 V2, interval log) |
 //! | [`live`] | the few numbers shared while running (progress line, stop flag) |
 //! | [`report`] | the report as data, rendered as a table or one JSON object |
+//! | [`run_info`] | what a saved result says about its run: format version, start, command line |
 //! | [`procs`] | `--procs N`: the run split over N re-executed processes, their results merged |
 //! | [`units`] | numbers with units on the command line: `10s`, `50k`, `4KiB` |
 //!
@@ -50,12 +52,14 @@
 pub mod cli;
 pub mod config;
 mod engine;
+pub mod histogram;
 pub mod limits;
 pub mod live;
 pub mod pattern;
 pub mod procs;
 pub mod protocol;
 pub mod report;
+pub mod run_info;
 pub mod schedule;
 pub mod stats;
 mod tcp;

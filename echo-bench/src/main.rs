@@ -10,6 +10,7 @@
 use clap::Parser;
 use echo_bench::cli::{Args, Procs};
 use echo_bench::procs::{self, ChildOf, ProcsError};
+use echo_bench::run_info::RunInfo;
 use echo_bench::{Config, Live, Report};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::ffi::OsString;
@@ -28,6 +29,7 @@ const PROGRESS_REDRAW: Duration = Duration::from_millis(250);
 const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
+    let info = RunInfo::now();
     let args = match Args::try_parse() {
         Ok(a) => a,
         // --help and --version arrive as "errors" that print and exit 0.
@@ -48,9 +50,9 @@ fn main() -> ExitCode {
     init_logging(args.child);
     let result = match args.child {
         Some(who) => return run_child(&args, who),
-        None => match procs_of(&args) {
-            Ok(1) => run(&args),
-            Ok(n) => run_procs(&args, n),
+        None => match procs_of(&args).and_then(|n| check_hdr_log(&args).map(|()| n)) {
+            Ok(1) => run(&args, &info),
+            Ok(n) => run_procs(&args, n, &info),
             Err(e) => Err(e),
         },
     };
@@ -58,8 +60,29 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("echo-bench: {msg}");
+            print_failure(&args, &info, &msg);
             ExitCode::from(2)
         }
+    }
+}
+
+/// With `--json`, a run that could not happen (or ended with no report)
+/// still prints one JSON object: its circumstances and the error.
+fn print_failure(args: &Args, info: &RunInfo, msg: &str) {
+    if args.json {
+        let v = info.around(serde_json::json!({ "error": msg, "passed": false }));
+        println!("{v}");
+    }
+}
+
+/// `--hdr-log FILE` is created before the run, so that a path that cannot
+/// be written is refused before the run, not after it.
+fn check_hdr_log(args: &Args) -> Result<(), String> {
+    match &args.hdr_log {
+        Some(path) => std::fs::File::create(path)
+            .map(drop)
+            .map_err(|e| format!("bad option --hdr-log: cannot write {}: {e}", path.display())),
+        None => Ok(()),
     }
 }
 
@@ -94,7 +117,7 @@ fn init_logging(child: Option<ChildOf>) {
 /// Exit code after a second Ctrl+C (128 + SIGINT, as shells report it).
 const EXIT_INTERRUPTED: i32 = 130;
 
-fn run(args: &Args) -> Result<ExitCode, String> {
+fn run(args: &Args, info: &RunInfo) -> Result<ExitCode, String> {
     let cfg = args.config()?;
     let live = Arc::new(Live::new());
     let done = Arc::new(AtomicBool::new(false));
@@ -121,28 +144,36 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         let _ = h.join();
     }
     let report = result.map_err(|e| e.to_string())?;
-    Ok(print_report(&report, args.json))
+    print_report(&report, args, info)
 }
 
-/// Prints the report as asked; the exit code it calls for.
-fn print_report(report: &Report, json: bool) -> ExitCode {
-    if json {
-        println!("{}", report.to_json());
+/// Prints the report as asked, writes the `--hdr-log`; the exit code the
+/// report calls for.
+fn print_report(report: &Report, args: &Args, info: &RunInfo) -> Result<ExitCode, String> {
+    if args.json {
+        println!("{}", info.around(report.to_json()));
     } else {
         print!("{}", report.to_table());
     }
-    if report.passed() {
+    if let Some(path) = &args.hdr_log
+        && let Err(e) = report.write_hdr_log(path, info)
+    {
+        // The report is out already; a second JSON object would spoil it.
+        eprintln!("echo-bench: cannot write --hdr-log {}: {e}", path.display());
+        return Ok(ExitCode::from(2));
+    }
+    Ok(if report.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
+    })
 }
 
 /// `--procs N`: starts N client processes (this binary again), shows their
 /// summed progress, prints their merged report. The first Ctrl+C tells
 /// them to end the measurement (they also get it themselves from the
 /// terminal); a second one kills them all and exits.
-fn run_procs(args: &Args, n: usize) -> Result<ExitCode, String> {
+fn run_procs(args: &Args, n: usize, info: &RunInfo) -> Result<ExitCode, String> {
     let cfg = args.config()?;
     let plan = procs::plan(&cfg, n).map_err(|e| e.to_string())?;
     let exe = std::env::current_exe()
@@ -179,14 +210,16 @@ fn run_procs(args: &Args, n: usize) -> Result<ExitCode, String> {
         let _ = h.join();
     }
     match result {
-        Ok(report) => Ok(print_report(&report, args.json)),
+        Ok(report) => print_report(&report, args, info),
         Err(ProcsError::Refused(m)) => Err(m),
         Err(e @ ProcsError::ChildFailed(_)) => {
             eprintln!("echo-bench: {e}");
+            print_failure(args, info, &e.to_string());
             Ok(ExitCode::FAILURE)
         }
         Err(e @ ProcsError::Interrupted) => {
             eprintln!("echo-bench: {e}");
+            print_failure(args, info, &e.to_string());
             Ok(ExitCode::from(EXIT_INTERRUPTED as u8))
         }
     }

@@ -9,55 +9,14 @@ use crate::config::{Config, StopAt, Transport};
 use crate::stats::{ErrorKind, Stats};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
+
+pub use crate::histogram::Percentiles;
+use crate::histogram::{Interval, write_interval_log};
+use crate::run_info::RunInfo;
 use std::fmt::Write;
-
-/// Percentiles of a latency histogram, in microseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Percentiles {
-    /// Number of samples.
-    pub count: u64,
-    /// Smallest sample.
-    pub min: f64,
-    /// Arithmetic mean.
-    pub mean: f64,
-    /// Median.
-    pub p50: f64,
-    /// 90th percentile.
-    pub p90: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// 99.9th percentile.
-    pub p999: f64,
-    /// Largest sample.
-    pub max: f64,
-}
-
-impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Percentiles {
-        if h.is_empty() {
-            return Percentiles::default();
-        }
-        let us = |ns: u64| ns as f64 / 1000.0;
-        Percentiles {
-            count: h.len(),
-            min: us(h.min()),
-            mean: h.mean() / 1000.0,
-            p50: us(h.value_at_quantile(0.50)),
-            p90: us(h.value_at_quantile(0.90)),
-            p99: us(h.value_at_quantile(0.99)),
-            p999: us(h.value_at_quantile(0.999)),
-            max: us(h.max()),
-        }
-    }
-
-    fn json(&self) -> Value {
-        json!({
-            "count": self.count,
-            "min": self.min, "mean": self.mean, "p50": self.p50, "p90": self.p90,
-            "p99": self.p99, "p99_9": self.p999, "max": self.max,
-        })
-    }
-}
+use std::io;
+use std::path::Path;
+use std::time::Duration;
 
 /// Everything a run found out.
 #[derive(Debug, Clone)]
@@ -92,6 +51,8 @@ pub struct Report {
     /// `--idle`: seconds every connection sat open and silent before the
     /// window (0 for none).
     pub idle_secs: f64,
+    /// `--warmup`: seconds of traffic before the window, not counted.
+    pub warmup_secs: f64,
     /// Messages echoed inside the measured window.
     pub messages: u64,
     /// Length of the measured window (longest thread), seconds.
@@ -111,6 +72,17 @@ pub struct Report {
     pub errors: Vec<(ErrorKind, u64)>,
     /// Errors tolerated (`--max-errors`).
     pub max_errors: u64,
+    /// The latency histogram itself, in nanoseconds (for `--json` and
+    /// `--hdr-log`).
+    pub latency_hist: Histogram<u64>,
+    /// TCP: from `connect` to established, microseconds.
+    pub connect_us: Percentiles,
+    /// TCP: from `connect` to the first echo, microseconds.
+    pub first_echo_us: Percentiles,
+    /// Their histograms, in nanoseconds.
+    pub connect_hist: Histogram<u64>,
+    /// See `connect_hist`.
+    pub first_echo_hist: Histogram<u64>,
     /// Open loop: lateness of sends against the schedule, microseconds.
     pub schedule_lag_us: Option<Percentiles>,
     /// Open loop: messages due in the window that never left.
@@ -173,11 +145,17 @@ impl Report {
             connections_failed: s.failed,
             open_secs: s.open_secs,
             idle_secs: cfg.idle.as_secs_f64(),
+            warmup_secs: cfg.warmup.as_secs_f64(),
             messages: s.messages,
             duration_secs: s.window_secs,
             req_per_sec,
             mb_per_sec: bytes_per_sec / 1e6,
-            latency_us: Percentiles::of(&s.latency),
+            latency_us: Percentiles::of(&s.latency, &cfg.percentiles),
+            latency_hist: s.latency.clone(),
+            connect_us: Percentiles::of(&s.connect, &cfg.percentiles),
+            first_echo_us: Percentiles::of(&s.first_echo, &cfg.percentiles),
+            connect_hist: s.connect.clone(),
+            first_echo_hist: s.first_echo.clone(),
             outstanding: s.outstanding,
             outstanding_oldest_ms: s.outstanding_oldest_ns as f64 / 1e6,
             errors: ErrorKind::ALL
@@ -185,11 +163,46 @@ impl Report {
                 .map(|&k| (k, s.errors_of(k)))
                 .collect(),
             max_errors: cfg.max_errors,
-            schedule_lag_us: cfg.rate.map(|_| Percentiles::of(&s.lag)),
+            schedule_lag_us: cfg.rate.map(|_| Percentiles::of(&s.lag, &cfg.percentiles)),
             unsent: s.unsent,
             udp: (cfg.transport == Transport::Udp).then_some((s.udp_sent, s.udp_lost, s.udp_late)),
             procs: Vec::new(),
         }
+    }
+
+    /// Writes the window's histograms to `path` as an HdrHistogram
+    /// interval log: one interval each for `latency`, `connect` and
+    /// `first_echo` (TCP), in nanoseconds, timed from the run's start
+    /// (the window begins after opening, idling and warming up).
+    pub fn write_hdr_log(&self, path: &Path, info: &RunInfo) -> io::Result<()> {
+        let secs = |s: f64| Duration::try_from_secs_f64(s).unwrap_or_default();
+        let opening = secs(self.open_secs);
+        let before_window = secs(self.open_secs + self.idle_secs + self.warmup_secs);
+        let mut intervals = vec![Interval {
+            tag: "latency",
+            offset: before_window,
+            length: secs(self.duration_secs),
+            histogram: &self.latency_hist,
+        }];
+        if self.transport == Transport::Tcp {
+            for (tag, histogram) in [
+                ("connect", &self.connect_hist),
+                ("first_echo", &self.first_echo_hist),
+            ] {
+                intervals.push(Interval {
+                    tag,
+                    offset: Duration::ZERO,
+                    length: opening,
+                    histogram,
+                });
+            }
+        }
+        let comment = format!(
+            "echo-bench {}: {}",
+            env!("CARGO_PKG_VERSION"),
+            info.command.join(" ")
+        );
+        write_interval_log(path, &comment, info.started, &intervals)
     }
 
     /// The count of one error kind.
@@ -275,7 +288,7 @@ impl Report {
             "duration_s": self.duration_secs,
             "req_per_s": self.req_per_sec,
             "mb_per_s": self.mb_per_sec,
-            "latency_us": self.latency_us.json(),
+            "latency_us": with_histogram(self.latency_us.json(), &self.latency_hist),
             "outstanding": {
                 "count": self.outstanding,
                 "oldest_ms": self.outstanding_oldest_ms,
@@ -285,6 +298,10 @@ impl Report {
             "passed": self.passed(),
             "warnings": self.warnings(),
         });
+        if self.transport == Transport::Tcp {
+            v["connect_us"] = with_histogram(self.connect_us.json(), &self.connect_hist);
+            v["first_echo_us"] = with_histogram(self.first_echo_us.json(), &self.first_echo_hist);
+        }
         if let (Some(rate), Some(lag)) = (self.rate, &self.schedule_lag_us) {
             v["schedule"] = json!({
                 "rate": rate,
@@ -367,9 +384,25 @@ impl Report {
         let l = &self.latency_us;
         let _ = writeln!(
             o,
-            "latency us   min {:.1}  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
-            l.min, l.p50, l.p90, l.p99, l.p999, l.max
+            "latency us   min {:.1}  {}  max {:.1}",
+            l.min,
+            l.chosen_text(),
+            l.max
         );
+        if self.transport == Transport::Tcp && self.connect_us.count > 0 {
+            for (name, p) in [
+                ("connect", &self.connect_us),
+                ("first echo", &self.first_echo_us),
+            ] {
+                let _ = writeln!(
+                    o,
+                    "{name:<10} us  min {:.1}  {}  max {:.1}",
+                    p.min,
+                    p.chosen_text(),
+                    p.max
+                );
+            }
+        }
         let _ = writeln!(o, "outstanding  {}", self.outstanding_line());
         if let Some(lag) = &self.schedule_lag_us {
             let _ = writeln!(
@@ -407,6 +440,13 @@ impl Report {
             if self.passed() { "" } else { "   FAILED" }
         )
     }
+}
+
+/// Percentiles' JSON with the whole histogram beside them, as
+/// HdrHistogram's compressed V2 encoding in base64 (nanoseconds).
+fn with_histogram(mut v: Value, h: &Histogram<u64>) -> Value {
+    v["histogram"] = json!(crate::histogram::to_base64(h));
+    v
 }
 
 impl ProcPart {

@@ -353,6 +353,8 @@ impl Worker {
             if m == 0 {
                 // The proving message: the server serves this connection.
                 conn.state = ConnState::Ready;
+                let took = now.saturating_duration_since(conn.opened_at).as_nanos() as u64;
+                self.core.stats.first_echo.saturating_record(took.max(1));
                 self.core.unproven -= 1;
                 self.core.stats.established += 1;
                 continue;

@@ -155,6 +155,8 @@ impl Worker {
             return;
         }
         conn.state = ConnState::Proving;
+        let took = now.saturating_duration_since(conn.opened_at).as_nanos() as u64;
+        self.core.stats.connect.saturating_record(took.max(1));
         // Message 0 proves the connection; it is never measured.
         conn.times[0] = now;
         conn.want = self.size;

@@ -1,0 +1,139 @@
+//! Results that can be kept: percentiles of the user's choice, connect
+//! and first-echo histograms, the whole histogram in `--json` and in an
+//! HdrHistogram interval log (read back here with the hdrhistogram
+//! crate's own log reader), and the run's circumstances in every JSON
+//! result, a failed one too.
+
+mod bench_support;
+
+use base64::Engine as _;
+use bench_support::{Behaviour, assert_clean, bench, dead_addr, tcp_server};
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::Deserializer;
+use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+use serde_json::Value;
+
+/// A histogram in HdrHistogram's base64 form, read back.
+fn decode(b64: &str) -> Histogram<u64> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64");
+    Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .expect("an HdrHistogram encoding")
+}
+
+#[test]
+fn percentiles_are_the_ones_asked_for() {
+    let srv = tcp_server(Behaviour::Echo);
+    let addr = srv.addr.to_string();
+    let run = bench(&[
+        "-c",
+        "2",
+        "-n",
+        "500",
+        "--percentiles",
+        "50,99.99",
+        "--json",
+        &addr,
+    ]);
+    let v = assert_clean(&run, 2);
+    let chosen = v["latency_us"]["percentiles"]
+        .as_object()
+        .expect("percentiles");
+    let names: Vec<&str> = chosen.keys().map(String::as_str).collect();
+    assert_eq!(names, ["50", "99.99"], "{v:#}");
+    let run = bench(&["-c", "2", "-n", "500", "--percentiles", "75,99.999", &addr]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stdout.contains(" p75 "), "{}", run.stdout);
+    assert!(run.stdout.contains(" p99.999 "), "{}", run.stdout);
+    assert!(!run.stdout.contains(" p90 "), "{}", run.stdout);
+    for bad in ["0", "101", "fifty"] {
+        let run = bench(&["--percentiles", bad, &addr]);
+        assert_eq!(run.code, Some(2), "{bad}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn json_carries_the_histograms_and_the_runs_circumstances() {
+    let srv = tcp_server(Behaviour::Echo);
+    let addr = srv.addr.to_string();
+    let args = ["-c", "3", "-n", "600", "--json", addr.as_str()];
+    let run = bench(&args);
+    let v = assert_clean(&run, 3);
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["tool"], "echo-bench");
+    assert_eq!(v["tool_version"], env!("CARGO_PKG_VERSION"));
+    let command: Vec<&str> = v["command"]
+        .as_array()
+        .expect("command")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(&command[1..], &args[..], "{v:#}");
+    assert!(v["cores"].as_u64().unwrap() >= 1);
+    let started = v["started_at"].as_str().expect("started_at");
+    assert_eq!(started.len(), "2026-12-07T13:29:04.123Z".len(), "{started}");
+    assert!(started.ends_with('Z') && started.as_bytes()[10] == b'T');
+    let latency = decode(v["latency_us"]["histogram"].as_str().expect("histogram"));
+    assert_eq!(latency.len(), v["latency_us"]["count"].as_u64().unwrap());
+    assert_eq!(latency.len(), 600);
+    // Connect and first-echo times: one each per established connection.
+    for key in ["connect_us", "first_echo_us"] {
+        assert_eq!(v[key]["count"], 3, "{key}: {v:#}");
+        assert_eq!(decode(v[key]["histogram"].as_str().unwrap()).len(), 3);
+    }
+    assert!(
+        v["first_echo_us"]["min"].as_f64() >= v["connect_us"]["min"].as_f64(),
+        "{v:#}"
+    );
+}
+
+#[test]
+fn a_run_that_cannot_happen_still_prints_its_json() {
+    let addr = dead_addr().to_string();
+    let run = bench(&["-c", "2", "--json", &addr]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    let v = run.json();
+    assert_eq!(v["passed"], false);
+    assert_eq!(v["schema_version"], 1);
+    assert!(
+        v["error"].as_str().unwrap().contains("cannot reach"),
+        "{v:#}"
+    );
+}
+
+#[test]
+fn the_hdr_log_opens_in_hdrhistograms_log_reader() {
+    let srv = tcp_server(Behaviour::Echo);
+    let addr = srv.addr.to_string();
+    let dir = std::env::temp_dir().join(format!("echo-bench-hdr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("run.hlog");
+    let p = path.to_str().expect("utf-8 path");
+    let run = bench(&["-c", "4", "-n", "800", "--hdr-log", p, "--json", &addr]);
+    let v = assert_clean(&run, 4);
+    let log = std::fs::read(&path).expect("the log");
+    let mut seen = Vec::new();
+    for entry in IntervalLogIterator::new(&log) {
+        if let LogEntry::Interval(i) = entry.expect("a well-formed log") {
+            let tag = i.tag().expect("a tag").as_str().to_string();
+            let h = decode(i.encoded_histogram());
+            seen.push((tag, h.len()));
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            ("latency".to_string(), 800),
+            ("connect".to_string(), 4),
+            ("first_echo".to_string(), 4)
+        ],
+        "{v:#}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    // A path that cannot be written is refused before the run.
+    let run = bench(&["--hdr-log", "/nonexistent-dir/x.hlog", &addr]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("--hdr-log"), "{}", run.stderr);
+}

@@ -4,6 +4,7 @@
 //! flags.
 
 use crate::config::{Config, DEFAULT_MAX_CONNECTING, StopAt, Transport};
+use crate::payload::{FirstMessage, Payload, Template, check_body};
 use crate::procs::ChildOf;
 use crate::protocol::{Protocol, Transform};
 use crate::{limits, units};
@@ -113,6 +114,26 @@ pub struct Args {
     #[arg(long)]
     pub banner: bool,
 
+    /// Every message is TEXT (a line gets its LF, a frame its header);
+    /// the message size is then its length.
+    #[arg(long, value_name = "TEXT", conflicts_with_all = ["size", "message_file", "template"])]
+    pub message: Option<String>,
+
+    /// Every message is the contents of FILE (as --message).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["size", "template"])]
+    pub message_file: Option<std::path::PathBuf>,
+
+    /// Sent once on each connection before any other message (a line gets
+    /// its LF, a frame its header); its answer is checked, not timed.
+    #[arg(long, value_name = "TEXT")]
+    pub first_message: Option<String>,
+
+    /// Messages rendered from TEXT: {conn} becomes the connection's number
+    /// (8 digits), {seq} the message's (12 digits), so each answer names
+    /// its request; {{ and }} are braces.
+    #[arg(long, value_name = "TEXT", conflicts_with = "size")]
+    pub template: Option<String>,
+
     /// Datagram mode against a UDP echo service (loss is counted, not fatal).
     #[arg(long)]
     pub udp: bool,
@@ -154,6 +175,45 @@ pub struct Args {
 }
 
 impl Args {
+    /// `--message`, `--message-file` or `--template` into `cfg` (after its
+    /// protocol), with the message size they imply.
+    fn payload(&self, cfg: &mut Config) -> Result<(), String> {
+        let body = match (&self.message, &self.message_file) {
+            (Some(text), _) => Some(text.clone().into_bytes()),
+            (None, Some(path)) => Some(std::fs::read(path).map_err(|e| {
+                format!(
+                    "bad option --message-file: cannot read {}: {e}",
+                    path.display()
+                )
+            })?),
+            (None, None) => None,
+        };
+        if let Some(mut body) = body {
+            if matches!(cfg.protocol, Protocol::Line { .. }) && body.last() == Some(&b'\n') {
+                // The line's own LF, from a file or `$'...\n'`: added anyway.
+                body.pop();
+            }
+            check_body(&body, cfg.protocol).map_err(|e| format!("bad option --message: {e}"))?;
+            if body.is_empty() && cfg.protocol == Protocol::Raw {
+                return Err("bad option --message: an empty message is never echoed".into());
+            }
+            cfg.size = cfg.protocol.wrap(&body).len();
+            cfg.payload = Payload::Message(body);
+        }
+        if let Some(text) = &self.first_message {
+            let first = FirstMessage::new(text.clone().into_bytes(), cfg.protocol)
+                .map_err(|e| format!("bad option --first-message: {e}"))?;
+            cfg.first = Some(first);
+        }
+        if let Some(text) = &self.template {
+            let t = Template::parse(text, cfg.protocol)
+                .map_err(|e| format!("bad option --template: {e}"))?;
+            cfg.size = t.size();
+            cfg.payload = Payload::Template(t);
+        }
+        Ok(())
+    }
+
     /// The run these flags ask for, checked ([`Config::validate`]). The
     /// error is one line that names the flag or the address at fault.
     pub fn config(&self) -> Result<Config, String> {
@@ -196,6 +256,7 @@ impl Args {
                 banner: self.banner,
             },
         };
+        self.payload(&mut cfg)?;
         cfg.transport = if self.udp {
             Transport::Udp
         } else {

@@ -5,6 +5,7 @@
 //! never meet an impossible setting (a zero size, more threads than there
 //! is work for, a UDP datagram larger than UDP can carry).
 
+use crate::payload::Payload;
 use crate::protocol::Protocol;
 use std::fmt;
 use std::net::SocketAddr;
@@ -83,6 +84,12 @@ pub struct Config {
     pub transport: Transport,
     /// The server's mode this run speaks: raw echo, lines or frames (TCP).
     pub protocol: Protocol,
+    /// What the messages say: the generated pattern, one fixed message, or
+    /// a template (then `size` is the length of one rendered message).
+    pub payload: Payload,
+    /// Sent once on each connection before anything else, its answer
+    /// checked (`--first-message`).
+    pub first: Option<crate::payload::FirstMessage>,
     /// Latency percentiles to report, each above 0 and at most 100.
     pub percentiles: Vec<f64>,
     /// After the run, keep every connection open and idle this long.
@@ -145,6 +152,8 @@ impl Config {
             threads: 1,
             transport: Transport::Tcp,
             protocol: Protocol::Raw,
+            payload: Payload::Pattern,
+            first: None,
             percentiles: crate::histogram::DEFAULT_PERCENTILES.to_vec(),
             hold: Duration::ZERO,
             idle: Duration::ZERO,
@@ -269,6 +278,12 @@ impl Config {
         }
         if self.protocol != Protocol::Raw {
             return bad("--mode", "line and frame modes are TCP only");
+        }
+        if self.payload != Payload::Pattern || self.first.is_some() {
+            return bad(
+                "--message",
+                "UDP datagrams carry the generated pattern only",
+            );
         }
         Ok(())
     }

@@ -521,6 +521,7 @@ mod tests {
             cfg,
             pattern: Pattern::new(),
             answers: None,
+            template: None,
             sources: 1,
             source_first: None,
             extra_first: 1,

@@ -12,6 +12,7 @@
 //! | [`cli`] | the command line as data, and the [`Config`] it asks for |
 //! | [`config`] | validate a whole request up front, one error line per problem |
 //! | [`pattern`] | a deterministic byte stream per connection: zero-copy sends, `memcmp` checks |
+//! | [`payload`] | messages of the user's choice: one given, or a template with `{conn}` and `{seq}` |
 //! | [`protocol`] | the server's modes (raw, line, frame) as requests and the answers they must get |
 //! | [`limits`] | descriptor and ephemeral-port limits of a client with 19,000 sockets |
 //! | `engine.rs` | one run skeleton for both transports: a thread's phases (opening, settling, idle, running, draining, holding), its poll loop, the window |
@@ -56,6 +57,7 @@ pub mod histogram;
 pub mod limits;
 pub mod live;
 pub mod pattern;
+pub mod payload;
 pub mod procs;
 pub mod protocol;
 pub mod report;
@@ -129,6 +131,9 @@ pub(crate) struct Shared {
     /// What must come back, when it differs from what was sent (a line
     /// transform); `None`: the echo is the request.
     pub answers: Option<Pattern>,
+    /// `--template`: messages are rendered from it instead of taken from
+    /// the patterns.
+    pub template: Option<payload::Template>,
     /// Source addresses the connections are spread over (1 = kernel's
     /// choice, unless `source_first` is set).
     pub sources: usize,
@@ -215,11 +220,19 @@ impl Outcome {
 pub fn run_counts(cfg: &Config, live: Arc<Live>) -> Result<Outcome, BenchError> {
     cfg.validate()?;
     let sources = plan_limits(cfg)?;
-    let (pattern, answers) = cfg.protocol.patterns(cfg.size);
+    let (pattern, answers) = match &cfg.payload {
+        payload::Payload::Message(body) => cfg.protocol.patterns_of(body),
+        _ => cfg.protocol.patterns(cfg.size),
+    };
+    let template = match &cfg.payload {
+        payload::Payload::Template(t) => Some(t.clone()),
+        _ => None,
+    };
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         pattern,
         answers,
+        template,
         sources,
         source_first: cfg.source_range.map(|r| r.first),
         extra_first: cfg.source_range.map_or(sources, |r| r.extra_first),

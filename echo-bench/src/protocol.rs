@@ -107,49 +107,60 @@ impl Protocol {
         matches!(self, Protocol::Line { banner: true, .. })
     }
 
+    /// `body` as one message of this mode: a line gets its LF, a frame its
+    /// length header; raw bytes stay as they are.
+    pub fn wrap(self, body: &[u8]) -> Vec<u8> {
+        match self {
+            Protocol::Raw => body.to_vec(),
+            Protocol::Line { .. } => [body, b"\n"].concat(),
+            Protocol::Frame => {
+                // Bodies are checked to fit (payload::check_body, and
+                // MAX_MESSAGE_SIZE for generated ones).
+                let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+                [&len.to_be_bytes()[..], body].concat()
+            }
+        }
+    }
+
+    /// The answer the server gives to `request` (one whole message).
+    pub fn answer(self, request: &[u8]) -> Vec<u8> {
+        match self {
+            Protocol::Line {
+                transform: Transform::Upper,
+                ..
+            } => request.to_ascii_uppercase(),
+            Protocol::Line {
+                transform: Transform::Hello,
+                ..
+            } => [HELLO, request].concat(),
+            _ => request.to_vec(),
+        }
+    }
+
+    /// The requests and answers of a run whose every message is `body`
+    /// (`--message`): a cycle of one message.
+    pub fn patterns_of(self, body: &[u8]) -> (Pattern, Option<Pattern>) {
+        let request = self.wrap(body);
+        let answer = self.answer(&request);
+        let answers = (answer != request).then(|| Pattern::of_messages(&[answer]));
+        (Pattern::of_messages(&[request]), answers)
+    }
+
     /// The requests of a run with `size`-byte messages, and the answers
     /// they must get when those differ from the requests (`None`: the
     /// answer is the request).
     pub fn patterns(self, size: usize) -> (Pattern, Option<Pattern>) {
-        let (transform, framed) = match self {
-            Protocol::Raw => return (Pattern::new(), None),
-            Protocol::Line { transform, .. } => (transform, false),
-            Protocol::Frame => (Transform::None, true),
-        };
-        let bodies = bodies(size - self.min_size(), framed);
-        let requests: Vec<Vec<u8>> = bodies
+        if self == Protocol::Raw {
+            return (Pattern::new(), None);
+        }
+        let framed = self == Protocol::Frame;
+        let requests: Vec<Vec<u8>> = bodies(size - self.min_size(), framed)
             .iter()
-            .map(|body| {
-                if framed {
-                    let mut m = (body.len() as u32).to_be_bytes().to_vec();
-                    m.extend_from_slice(body);
-                    m
-                } else {
-                    let mut m = body.clone();
-                    m.push(b'\n');
-                    m
-                }
-            })
+            .map(|body| self.wrap(body))
             .collect();
-        let answers = match transform {
-            Transform::None => None,
-            Transform::Upper => Some(
-                requests
-                    .iter()
-                    .map(|m| m.to_ascii_uppercase())
-                    .collect::<Vec<_>>(),
-            ),
-            Transform::Hello => Some(
-                requests
-                    .iter()
-                    .map(|m| [HELLO, m].concat())
-                    .collect::<Vec<_>>(),
-            ),
-        };
-        (
-            Pattern::of_messages(&requests),
-            answers.map(|a| Pattern::of_messages(&a)),
-        )
+        let answers: Vec<Vec<u8>> = requests.iter().map(|m| self.answer(m)).collect();
+        let answers = (answers != requests).then(|| Pattern::of_messages(&answers));
+        (Pattern::of_messages(&requests), answers)
     }
 }
 

@@ -270,7 +270,10 @@ fn a_process_that_dies_before_reporting_fails_the_run_by_name() {
     assert_eq!(v["passed"], false, "{v:#}");
     assert!(v["messages"].is_null(), "no report: {v:#}");
     assert!(
-        v["error"].as_str().unwrap().contains("was killed by signal 9"),
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("was killed by signal 9"),
         "{v:#}"
     );
     assert!(

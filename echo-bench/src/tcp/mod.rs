@@ -50,6 +50,9 @@ struct Worker {
     /// its contents are checked and dropped at once (echo bytes need no
     /// keeping), so no connection owns a receive buffer.
     buf: Box<[u8]>,
+    /// Where `--template` messages are rendered, to be sent or to check
+    /// answers against (unused otherwise).
+    scratch: Vec<u8>,
     size: u64,
     /// Bytes of the answer to one message: `size`, but for a transform
     /// that lengthens each line.
@@ -80,6 +83,7 @@ pub(crate) fn run_thread(sh: Arc<Shared>, share: Share) -> ThreadResult {
         conns: Slab::with_capacity(share.ids.len()),
         core: Core::new(sh, share)?,
         buf: vec![0u8; MAX_SPAN].into_boxed_slice(),
+        scratch: Vec::new(),
         size,
         reply: sh_reply,
         depth,
@@ -317,7 +321,22 @@ impl Worker {
                 }
             };
             let got = conn.skip_banner(&self.buf[..n]);
-            if let Some(kind) = check_echo(self.core.sh.echo(), conn, got, (size, reply)) {
+            let sh = &self.core.sh;
+            let got = match &sh.cfg.first {
+                None => got,
+                Some(first) => match conn.check_first(got, &first.answer) {
+                    Ok(rest) => rest,
+                    Err(kind) => {
+                        failure = Some(kind);
+                        break;
+                    }
+                },
+            };
+            let want = match &sh.template {
+                None => sh.echo().slice(conn.rstart, conn.recvd, got.len()),
+                Some(t) => t.answers(conn.id, conn.recvd, got.len(), &mut self.scratch),
+            };
+            if let Some(kind) = check_echo(conn, got, want, (size, reply)) {
                 failure = Some(kind);
                 break;
             }
@@ -419,7 +438,11 @@ impl Worker {
         let mut failure = None;
         while conn.sent < conn.want {
             let len = ((conn.want - conn.sent) as usize).min(MAX_SPAN);
-            let data = self.core.sh.pattern.slice(conn.start, conn.sent, len);
+            let sh = &self.core.sh;
+            let data = match &sh.template {
+                None => sh.pattern.slice(conn.start, conn.sent, len),
+                Some(t) => t.requests(conn.id, conn.sent, len, &mut self.scratch),
+            };
             match conn.stream.write(data) {
                 Ok(n) => {
                     conn.sent += n as u64;

@@ -4,6 +4,7 @@
 //! flags.
 
 use crate::config::{Config, DEFAULT_MAX_CONNECTING, StopAt, Transport};
+use crate::gate::Gate;
 use crate::payload::{FirstMessage, Payload, Template, check_body};
 use crate::procs::ChildOf;
 use crate::protocol::{Protocol, Transform};
@@ -20,10 +21,12 @@ use std::time::Duration;
     version,
     after_help = "Latencies are in microseconds, MB/s is payload echoed back (10^6 bytes/s).\n\
                   Exit status: 0 clean run; 1 a mismatch (a corrupted first echo too), more\n\
-                  errors than --max-errors, or a --procs client process that died before it\n\
-                  reported; 2 bad flags, unreachable address or too few descriptors; 130\n\
-                  second Ctrl+C.\n\
-                  The first Ctrl+C ends the measurement early and prints the report."
+                  errors than --max-errors, a threshold broken (--max-p99, --min-rps, ...), or a\n\
+                  --procs client process that died before it reported; 2 bad flags, unreachable\n\
+                  address or too few descriptors; 130 second Ctrl+C.\n\
+                  The first Ctrl+C ends the measurement early and prints the report.\n\
+                  Saved results: `echo-bench compare A.json B.json` puts two side by side;\n\
+                  `echo-bench merge A.json B.json ...` makes runs of several machines one."
 )]
 pub struct Args {
     /// Address of the echo service (host:port).
@@ -148,6 +151,30 @@ pub struct Args {
     #[arg(long, value_name = "P,P,...", value_delimiter = ',', value_parser = percentile)]
     pub percentiles: Vec<f64>,
 
+    /// Fail (exit 1) if the median latency is above TIME (`500us`, `2ms`).
+    #[arg(long, value_name = "TIME", value_parser = secs)]
+    pub max_p50: Option<f64>,
+
+    /// Fail (exit 1) if the 90th percentile latency is above TIME.
+    #[arg(long, value_name = "TIME", value_parser = secs)]
+    pub max_p90: Option<f64>,
+
+    /// Fail (exit 1) if the 99th percentile latency is above TIME.
+    #[arg(long, value_name = "TIME", value_parser = secs)]
+    pub max_p99: Option<f64>,
+
+    /// Fail (exit 1) if the 99.9th percentile latency is above TIME.
+    #[arg(long, value_name = "TIME", value_parser = secs)]
+    pub max_p999: Option<f64>,
+
+    /// Fail (exit 1) if any latency is above TIME.
+    #[arg(long, value_name = "TIME", value_parser = secs)]
+    pub max_latency: Option<f64>,
+
+    /// Fail (exit 1) below N messages per second (`50k`).
+    #[arg(long, value_name = "N", value_parser = count::<u64>)]
+    pub min_rps: Option<u64>,
+
     /// Write the latency, connect and first-echo histograms of the window
     /// to FILE as an HdrHistogram interval log (nanoseconds).
     #[arg(long, value_name = "FILE")]
@@ -175,6 +202,30 @@ pub struct Args {
 }
 
 impl Args {
+    /// The thresholds asked for, in flag order.
+    fn gates(&self) -> Vec<Gate> {
+        let mut gates: Vec<Gate> = [
+            ("--max-p50", Some(50.0), self.max_p50),
+            ("--max-p90", Some(90.0), self.max_p90),
+            ("--max-p99", Some(99.0), self.max_p99),
+            ("--max-p999", Some(99.9), self.max_p999),
+            ("--max-latency", None, self.max_latency),
+        ]
+        .into_iter()
+        .filter_map(|(flag, percentile, secs)| {
+            secs.map(|s| Gate::MaxLatency {
+                flag,
+                percentile,
+                limit_us: s * 1e6,
+            })
+        })
+        .collect();
+        if let Some(n) = self.min_rps {
+            gates.push(Gate::MinRps(n as f64));
+        }
+        gates
+    }
+
     /// `--message`, `--message-file` or `--template` into `cfg` (after its
     /// protocol), with the message size they imply.
     fn payload(&self, cfg: &mut Config) -> Result<(), String> {
@@ -265,6 +316,7 @@ impl Args {
         cfg.hold = secs("--hold", self.hold)?;
         cfg.idle = secs("--idle", self.idle)?;
         cfg.max_errors = self.max_errors;
+        cfg.gates = self.gates();
         if !self.percentiles.is_empty() {
             cfg.percentiles = self.percentiles.clone();
         }

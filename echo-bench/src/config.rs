@@ -90,6 +90,8 @@ pub struct Config {
     /// Sent once on each connection before anything else, its answer
     /// checked (`--first-message`).
     pub first: Option<crate::payload::FirstMessage>,
+    /// Thresholds the run must meet, or fail (exit 1).
+    pub gates: Vec<crate::gate::Gate>,
     /// Latency percentiles to report, each above 0 and at most 100.
     pub percentiles: Vec<f64>,
     /// After the run, keep every connection open and idle this long.
@@ -154,6 +156,7 @@ impl Config {
             protocol: Protocol::Raw,
             payload: Payload::Pattern,
             first: None,
+            gates: Vec::new(),
             percentiles: crate::histogram::DEFAULT_PERCENTILES.to_vec(),
             hold: Duration::ZERO,
             idle: Duration::ZERO,

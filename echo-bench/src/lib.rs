@@ -10,6 +10,7 @@
 //! | file | what it teaches |
 //! | --- | --- |
 //! | [`cli`] | the command line as data, and the [`Config`] it asks for |
+//! | [`compare`] | saved results side by side, differences beyond noise; results of several machines merged |
 //! | [`config`] | validate a whole request up front, one error line per problem |
 //! | [`pattern`] | a deterministic byte stream per connection: zero-copy sends, `memcmp` checks |
 //! | [`payload`] | messages of the user's choice: one given, or a template with `{conn}` and `{seq}` |
@@ -21,6 +22,7 @@
 //! | [`schedule`] | open loop: a fixed timetable, latency from the due time |
 //! | [`timer`] | a `timerfd` in the poll set: wake-ups finer than epoll's milliseconds |
 //! | [`stats`] | per-thread counts with no sharing on the hot path, merged at the end |
+//! | [`gate`] | thresholds (`--max-p99`, `--min-rps`) that fail a run, by name |
 //! | [`histogram`] | percentiles of the user's choice; histograms in HdrHistogram's own forms (base64 V2, interval log) |
 //! | [`live`] | the few numbers shared while running (progress line, stop flag) |
 //! | [`report`] | the report as data, rendered as a table or one JSON object |
@@ -51,8 +53,10 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod cli;
+pub mod compare;
 pub mod config;
 mod engine;
+pub mod gate;
 pub mod histogram;
 pub mod limits;
 pub mod live;

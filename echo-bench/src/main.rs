@@ -29,6 +29,9 @@ const PROGRESS_REDRAW: Duration = Duration::from_millis(250);
 const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
+    if let Some(code) = results_subcommand() {
+        return code;
+    }
     let info = RunInfo::now();
     let args = match Args::try_parse() {
         Ok(a) => a,
@@ -64,6 +67,78 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Compare two saved results.
+#[derive(clap::Parser, Debug)]
+#[command(name = "echo-bench compare")]
+struct CompareArgs {
+    /// The first result (`--json` output), A.
+    a: std::path::PathBuf,
+    /// The second, B: changes are from A to B.
+    b: std::path::PathBuf,
+}
+
+/// Merge the results of runs made at the same time (several machines
+/// against one server) into one, printed as JSON.
+#[derive(clap::Parser, Debug)]
+#[command(name = "echo-bench merge")]
+struct MergeArgs {
+    /// The results (`--json` output) to merge.
+    #[arg(required = true)]
+    files: Vec<std::path::PathBuf>,
+}
+
+/// `echo-bench compare A.json B.json` and `echo-bench merge FILE...`: the
+/// exit code if the command line is one of them.
+fn results_subcommand() -> Option<ExitCode> {
+    let mut argv: Vec<OsString> = std::env::args_os().collect();
+    let which = argv.get(1)?.to_str()?.to_string();
+    if which != "compare" && which != "merge" {
+        return None;
+    }
+    argv.remove(0);
+    let read = |p: &std::path::Path| -> Result<serde_json::Value, String> {
+        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: not a result: {e}", p.display()))
+    };
+    let done = |r: Result<String, String>| match r {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("echo-bench {which}: {e}");
+            ExitCode::from(2)
+        }
+    };
+    let parsed = |e: clap::Error| {
+        let _ = e.print();
+        ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+    };
+    Some(if which == "compare" {
+        match CompareArgs::try_parse_from(argv) {
+            Err(e) => parsed(e),
+            Ok(c) => done((|| {
+                let (a, b) = (read(&c.a)?, read(&c.b)?);
+                let names = (c.a.display().to_string(), c.b.display().to_string());
+                Ok(echo_bench::compare::compare(&a, &b, (&names.0, &names.1)))
+            })()),
+        }
+    } else {
+        match MergeArgs::try_parse_from(argv) {
+            Err(e) => parsed(e),
+            Ok(m) => done((|| {
+                let all = m
+                    .files
+                    .iter()
+                    .map(|p| read(p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let merged = echo_bench::compare::merge(&all)?;
+                Ok(format!("{merged}\n"))
+            })()),
+        }
+    })
 }
 
 /// With `--json`, a run that could not happen (or ended with no report)

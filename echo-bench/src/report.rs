@@ -72,6 +72,9 @@ pub struct Report {
     pub errors: Vec<(ErrorKind, u64)>,
     /// Errors tolerated (`--max-errors`).
     pub max_errors: u64,
+    /// Thresholds broken (`--max-p99`, `--min-rps`, ...), each a sentence
+    /// that names it; any fails the run.
+    pub broken: Vec<String>,
     /// The latency histogram itself, in nanoseconds (for `--json` and
     /// `--hdr-log`).
     pub latency_hist: Histogram<u64>,
@@ -163,6 +166,11 @@ impl Report {
                 .map(|&k| (k, s.errors_of(k)))
                 .collect(),
             max_errors: cfg.max_errors,
+            broken: cfg
+                .gates
+                .iter()
+                .filter_map(|g| g.check(&s.latency, req_per_sec))
+                .collect(),
             schedule_lag_us: cfg.rate.map(|_| Percentiles::of(&s.lag, &cfg.percentiles)),
             unsent: s.unsent,
             udp: (cfg.transport == Transport::Udp).then_some((s.udp_sent, s.udp_lost, s.udp_late)),
@@ -257,7 +265,9 @@ impl Report {
 
     /// A clean run: no mismatch ever, and errors within `--max-errors`.
     pub fn passed(&self) -> bool {
-        self.error_count(ErrorKind::Mismatch) == 0 && self.total_errors() <= self.max_errors
+        self.error_count(ErrorKind::Mismatch) == 0
+            && self.total_errors() <= self.max_errors
+            && self.broken.is_empty()
     }
 
     /// The report as one JSON object.
@@ -296,6 +306,7 @@ impl Report {
             "errors": errors,
             "errors_total": self.total_errors(),
             "passed": self.passed(),
+            "thresholds_broken": self.broken,
             "warnings": self.warnings(),
         });
         if self.transport == Transport::Tcp {
@@ -415,6 +426,9 @@ impl Report {
             let _ = writeln!(o, "udp          sent {sent}  lost {lost}  late {late}");
         }
         let _ = writeln!(o, "errors       {}", self.errors_line());
+        for b in &self.broken {
+            let _ = writeln!(o, "threshold    {b}   FAILED");
+        }
         for w in self.warnings() {
             let _ = writeln!(o, "warning      {w}");
         }
@@ -437,7 +451,12 @@ impl Report {
             } else {
                 errs.join("  ")
             },
-            if self.passed() { "" } else { "   FAILED" }
+            if self.error_count(ErrorKind::Mismatch) == 0 && self.total_errors() <= self.max_errors
+            {
+                ""
+            } else {
+                "   FAILED"
+            }
         )
     }
 }

@@ -151,6 +151,11 @@ pub struct Args {
     #[arg(long, value_name = "P,P,...", value_delimiter = ',', value_parser = percentile)]
     pub percentiles: Vec<f64>,
 
+    /// Report every SECS of the window while it runs (a line each; with
+    /// --json, a JSON object each, before the report). Not with --procs.
+    #[arg(long, value_name = "SECS", value_parser = secs)]
+    pub interval: Option<f64>,
+
     /// Fail (exit 1) if the median latency is above TIME (`500us`, `2ms`).
     #[arg(long, value_name = "TIME", value_parser = secs)]
     pub max_p50: Option<f64>,
@@ -317,6 +322,7 @@ impl Args {
         cfg.idle = secs("--idle", self.idle)?;
         cfg.max_errors = self.max_errors;
         cfg.gates = self.gates();
+        cfg.interval = self.interval.map(|s| secs("--interval", s)).transpose()?;
         if !self.percentiles.is_empty() {
             cfg.percentiles = self.percentiles.clone();
         }

@@ -90,6 +90,8 @@ pub struct Config {
     /// Sent once on each connection before anything else, its answer
     /// checked (`--first-message`).
     pub first: Option<crate::payload::FirstMessage>,
+    /// `--interval`: report every this long of the window.
+    pub interval: Option<Duration>,
     /// Thresholds the run must meet, or fail (exit 1).
     pub gates: Vec<crate::gate::Gate>,
     /// Latency percentiles to report, each above 0 and at most 100.
@@ -157,6 +159,7 @@ impl Config {
             payload: Payload::Pattern,
             first: None,
             gates: Vec::new(),
+            interval: None,
             percentiles: crate::histogram::DEFAULT_PERCENTILES.to_vec(),
             hold: Duration::ZERO,
             idle: Duration::ZERO,
@@ -248,6 +251,9 @@ impl Config {
                 "--percentiles",
                 format!("{p} is not a percentile (above 0, at most 100)"),
             );
+        }
+        if self.interval.is_some_and(|i| i < Duration::from_millis(10)) {
+            return bad("--interval", "must be at least 10 ms");
         }
         if self.timeout.is_zero() {
             return bad("--timeout", "must be more than 0 seconds");

@@ -132,6 +132,9 @@ pub(crate) struct Core {
     pub first_error: Option<String>,
     /// Run messages echoed so far (warmup and drain included), for [`Live`].
     pub completed_any: u64,
+    /// `--interval`: this thread's clock of intervals, once the window is
+    /// open.
+    pub interval: Option<crate::interval::Clock>,
     published: Published,
 }
 
@@ -155,6 +158,7 @@ impl Core {
             unproven: 0,
             first_error: None,
             completed_any: 0,
+            interval: None,
             published: Published::default(),
         })
     }
@@ -340,6 +344,7 @@ fn advance<E: Engine>(e: &mut E, now: Instant) {
                 close_window(e, now);
             } else {
                 e.run_turn(now);
+                interval_tick(e.core(), now, false);
             }
         }
         Phase::Draining { until } => {
@@ -401,8 +406,24 @@ fn open_window<E: Engine>(e: &mut E, now: Instant) {
         StopAt::Duration(d) => Some(c.window.start + d),
         StopAt::Requests(_) => None,
     };
+    if let Some(every) = c.sh.cfg.interval {
+        c.interval = Some(crate::interval::Clock::new(
+            every,
+            c.window.start,
+            &mut c.stats,
+        ));
+    }
     c.set_phase(Phase::Running);
     e.start(now);
+}
+
+/// `--interval`: hands in the intervals that ended by `now` (and the last,
+/// short one, when `closing`).
+fn interval_tick(c: &mut Core, now: Instant, closing: bool) {
+    if let Some(clock) = &mut c.interval {
+        let threads = c.sh.cfg.threads;
+        clock.tick(now, closing, &mut c.stats, (&c.sh.live.intervals, threads));
+    }
 }
 
 /// Whether the window ends now: its time is up, the count is met and
@@ -419,6 +440,7 @@ fn close_window<E: Engine>(e: &mut E, now: Instant) {
     let c = e.core();
     c.stats.window_secs = now.saturating_duration_since(c.window.start).as_secs_f64();
     e.close_window(now);
+    interval_tick(e.core(), now, true);
     let outstanding = e.outstanding();
     let c = e.core();
     debug!(
@@ -448,7 +470,12 @@ fn timeout<E: Engine>(e: &mut E, now: Instant) -> Duration {
     let t = match c.phase {
         Phase::Opening => E::TICK,
         Phase::Settling => SETTLE_POLL,
-        Phase::Running => c.window.end.map_or(E::TICK, until),
+        Phase::Running => {
+            let end = c.window.end.map_or(E::TICK, until);
+            c.interval
+                .as_ref()
+                .map_or(end, |i| end.min(until(i.next_at())))
+        }
         Phase::Idle { until: end }
         | Phase::Draining { until: end }
         | Phase::Holding { until: end } => until(end),

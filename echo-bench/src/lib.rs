@@ -24,6 +24,7 @@
 //! | [`stats`] | per-thread counts with no sharing on the hot path, merged at the end |
 //! | [`gate`] | thresholds (`--max-p99`, `--min-rps`) that fail a run, by name |
 //! | [`histogram`] | percentiles of the user's choice; histograms in HdrHistogram's own forms (base64 V2, interval log) |
+//! | [`interval`] | `--interval`: a report every SECS of the window, one lock per thread per interval |
 //! | [`live`] | the few numbers shared while running (progress line, stop flag) |
 //! | [`report`] | the report as data, rendered as a table or one JSON object |
 //! | [`run_info`] | what a saved result says about its run: format version, start, command line |
@@ -58,6 +59,7 @@ pub mod config;
 mod engine;
 pub mod gate;
 pub mod histogram;
+pub mod interval;
 pub mod limits;
 pub mod live;
 pub mod pattern;

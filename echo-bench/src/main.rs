@@ -212,12 +212,14 @@ fn run(args: &Args, info: &RunInfo) -> Result<ExitCode, String> {
         Arc::clone(&live),
         Arc::clone(&done),
         Arc::clone(&interrupted),
+        args.json,
     );
-    let result = echo_bench::run(&cfg, live);
+    let result = echo_bench::run(&cfg, Arc::clone(&live));
     done.store(true, Ordering::Relaxed);
     if let Some(h) = progress {
         let _ = h.join();
     }
+    print_intervals(&live, &cfg.percentiles, args.json);
     let report = result.map_err(|e| e.to_string())?;
     print_report(&report, args, info)
 }
@@ -250,6 +252,9 @@ fn print_report(report: &Report, args: &Args, info: &RunInfo) -> Result<ExitCode
 /// terminal); a second one kills them all and exits.
 fn run_procs(args: &Args, n: usize, info: &RunInfo) -> Result<ExitCode, String> {
     let cfg = args.config()?;
+    if cfg.interval.is_some() {
+        return Err("bad option --interval: not with --procs yet (one process only)".into());
+    }
     let plan = procs::plan(&cfg, n).map_err(|e| e.to_string())?;
     let exe = std::env::current_exe()
         .map_err(|e| format!("cannot find this binary to start --procs: {e}"))?;
@@ -278,6 +283,7 @@ fn run_procs(args: &Args, n: usize, info: &RunInfo) -> Result<ExitCode, String> 
         Arc::clone(&live),
         Arc::clone(&done),
         Arc::clone(&interrupted),
+        args.json,
     );
     let result = procs::run_parent(&exe, &forwarded, &cfg, &plan, &live, &abort);
     done.store(true, Ordering::Relaxed);
@@ -342,8 +348,11 @@ fn spawn_progress(
     live: Arc<Live>,
     done: Arc<AtomicBool>,
     interrupted: Arc<AtomicBool>,
+    json: bool,
 ) -> Option<thread::JoinHandle<()>> {
     let requested = cfg.connections;
+    let intervals = cfg.interval.map(|_| json);
+    let percentiles = cfg.percentiles.clone();
     let bar = std::io::stderr().is_terminal().then(spinner);
     thread::Builder::new()
         .name("progress".into())
@@ -359,6 +368,9 @@ fn spawn_progress(
                 let now = Instant::now();
                 let rate = (msgs - last_msgs) as f64 / (now - last_t).as_secs_f64().max(1e-9);
                 (last_msgs, last_t) = (msgs, now);
+                if let Some(json) = intervals {
+                    print_intervals(&live, &percentiles, json);
+                }
                 let line = progress_line(&live, requested, rate);
                 match &bar {
                     Some(bar) => {
@@ -377,6 +389,20 @@ fn spawn_progress(
             }
         })
         .ok()
+}
+
+/// `--interval`: prints the intervals completed since the last call, on
+/// stdout (a line each, or a JSON object each).
+fn print_intervals(live: &Live, percentiles: &[f64], json: bool) {
+    let mut out = std::io::stdout().lock();
+    for i in live.intervals.take_ready() {
+        let _ = if json {
+            writeln!(out, "{}", i.json(percentiles))
+        } else {
+            writeln!(out, "{}", i.text(percentiles))
+        };
+    }
+    let _ = out.flush();
 }
 
 /// The spinner the progress line is drawn with on a terminal.

@@ -123,6 +123,9 @@ pub struct Stats {
     pub lag: Histogram<u64>,
     /// Open loop: messages due inside the window that were never sent.
     pub unsent: u64,
+    /// `--interval`: the latencies of the current interval, in ns
+    /// ([`crate::interval`]); `None` when not reporting intervals.
+    pub interval: Option<Histogram<u64>>,
     /// TCP: from each `connect` call to the connection being established,
     /// in ns (every connection that got there, not only the window's).
     pub connect: Histogram<u64>,
@@ -173,6 +176,7 @@ impl Stats {
             latency: hist(),
             lag: hist(),
             unsent: 0,
+            interval: None,
             connect: hist(),
             first_echo: hist(),
             outstanding: 0,
@@ -207,6 +211,9 @@ impl Stats {
     #[inline]
     pub fn record_latency(&mut self, ns: u64) {
         self.latency.saturating_record(ns.max(1));
+        if let Some(h) = &mut self.interval {
+            h.saturating_record(ns.max(1));
+        }
     }
 
     /// Counts one echo still due as the window closes, `ns` after it was

@@ -109,6 +109,7 @@ fn merge_adds_counts_and_histograms() {
     );
     assert_eq!(v["merged_from"].as_array().map(Vec::len), Some(2));
     assert_eq!(v["passed"], true);
+    assert_eq!(v["errors"]["mismatch"], 0, "errors by kind: {v:#}");
     // The merge of one result with itself is what compare reads, too.
     let m = d.join("m.json");
     std::fs::write(&m, &run.stdout).expect("save");

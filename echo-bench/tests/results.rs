@@ -137,3 +137,70 @@ fn the_hdr_log_opens_in_hdrhistograms_log_reader() {
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert!(run.stderr.contains("--hdr-log"), "{}", run.stderr);
 }
+
+#[test]
+fn intervals_add_up_to_the_run() {
+    let srv = tcp_server(Behaviour::Echo);
+    let addr = srv.addr.to_string();
+    let run = bench(&[
+        "-c",
+        "4",
+        "-T",
+        "2",
+        "-n",
+        "3000",
+        "--interval",
+        "20ms",
+        "--json",
+        &addr,
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let lines: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let (report, intervals) = lines.split_last().expect("the report last");
+    assert!(!intervals.is_empty(), "{}", run.stdout);
+    let mut sum = 0;
+    for (i, v) in intervals.iter().enumerate() {
+        assert_eq!(v["interval"], i as u64, "in order: {v}");
+        assert_eq!(v["messages"], v["latency_us"]["count"], "{v}");
+        sum += v["messages"].as_u64().unwrap();
+    }
+    assert_eq!(sum, 3000);
+    assert_eq!(report["messages"], 3000);
+    // As text, a line each before the table.
+    let run = bench(&["-c", "2", "-n", "500", "--interval", "20ms", &addr]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stdout.starts_with("interval   0 "), "{}", run.stdout);
+    // Not over several processes (yet).
+    let run = bench(&["-c", "2", "--procs", "2", "--interval", "1s", &addr]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+}
+
+#[test]
+fn intervals_are_reported_while_the_run_goes_on() {
+    use std::io::BufRead;
+    let srv = tcp_server(Behaviour::Echo);
+    let addr = srv.addr.to_string();
+    let args = ["-c", "2", "-t", "50s", "--interval", "20ms", addr.as_str()];
+    let mut child = bench_support::spawn_bench(&args);
+    let stdout = child.stdout.take().expect("stdout");
+    let mut out = std::io::BufReader::new(stdout);
+    let mut first = String::new();
+    out.read_line(&mut first).expect("read");
+    assert!(first.starts_with("interval   0 "), "{first}");
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "the first interval came only as the run ended"
+    );
+    bench_support::signal(child.id(), "INT");
+    // Read on to the end, or the client's next line would meet a closed
+    // pipe.
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("read");
+    let run = bench_support::wait_run(child, &args);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(rest.contains("errors       none"), "{rest}");
+}

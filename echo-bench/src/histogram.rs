@@ -43,7 +43,7 @@ pub fn from_base64(s: &str) -> Result<Histogram<u64>, String> {
 /// One interval of an interval log: a histogram of what was recorded from
 /// `offset` after the log's start for `length`, with its tag.
 #[derive(Debug)]
-pub struct Interval<'a> {
+pub struct Interval {
     /// `latency`, `connect`, ...: a log may interleave several series.
     pub tag: &'static str,
     /// From the log's start time.
@@ -51,16 +51,18 @@ pub struct Interval<'a> {
     /// How long the interval lasted.
     pub length: Duration,
     /// What it recorded, in nanoseconds.
-    pub histogram: &'a Histogram<u64>,
+    pub histogram: Histogram<u64>,
 }
 
 /// Writes an HdrHistogram interval log to `path`: a comment naming the
-/// run, the start time (`started`), then one line per interval.
+/// run, the start time (`started`), then one line per interval, taken
+/// from `intervals` one at a time (a long run's many need not all be in
+/// memory at once).
 pub fn write_interval_log(
     path: &Path,
     comment: &str,
     started: SystemTime,
-    intervals: &[Interval<'_>],
+    intervals: impl IntoIterator<Item = Interval>,
 ) -> io::Result<()> {
     let mut out = io::BufWriter::new(std::fs::File::create(path)?);
     let mut serializer = V2DeflateSerializer::new();
@@ -71,7 +73,7 @@ pub fn write_interval_log(
         .with_max_value_divisor(NS_PER_MS)
         .begin_log_with(&mut out, &mut serializer)?;
     for i in intervals {
-        log.write_histogram(i.histogram, i.offset, i.length, Tag::new(i.tag))
+        log.write_histogram(&i.histogram, i.offset, i.length, Tag::new(i.tag))
             .map_err(|e| io::Error::other(format!("cannot write a histogram: {e:?}")))?;
     }
     drop(log);

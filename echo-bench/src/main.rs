@@ -9,6 +9,7 @@
 
 use clap::Parser;
 use echo_bench::cli::{Args, Procs};
+use echo_bench::histogram::to_base64;
 use echo_bench::procs::{self, ChildOf, ProcsError};
 use echo_bench::run_info::RunInfo;
 use echo_bench::{Config, Live, Report};
@@ -213,27 +214,41 @@ fn run(args: &Args, info: &RunInfo) -> Result<ExitCode, String> {
         Arc::clone(&done),
         Arc::clone(&interrupted),
         args.json,
+        args.hdr_log.is_some(),
     );
     let result = echo_bench::run(&cfg, Arc::clone(&live));
     done.store(true, Ordering::Relaxed);
-    if let Some(h) = progress {
-        let _ = h.join();
-    }
-    print_intervals(&live, &cfg.percentiles, args.json);
+    let mut intervals = progress.and_then(|h| h.join().ok()).unwrap_or_default();
+    intervals.extend(print_intervals(
+        &live,
+        &cfg.percentiles,
+        args.json,
+        args.hdr_log.is_some(),
+    ));
     let report = result.map_err(|e| e.to_string())?;
-    print_report(&report, args, info)
+    print_report(&report, args, info, &intervals)
 }
+
+/// An interval as the `--hdr-log` keeps it until the end: from and to (in
+/// seconds of the window), and its histogram in base64 (a few hundred
+/// bytes, where the histogram itself takes hundreds of kilobytes).
+type LoggedInterval = (f64, f64, String);
 
 /// Prints the report as asked, writes the `--hdr-log`; the exit code the
 /// report calls for.
-fn print_report(report: &Report, args: &Args, info: &RunInfo) -> Result<ExitCode, String> {
+fn print_report(
+    report: &Report,
+    args: &Args,
+    info: &RunInfo,
+    intervals: &[LoggedInterval],
+) -> Result<ExitCode, String> {
     if args.json {
         println!("{}", info.around(report.to_json()));
     } else {
         print!("{}", report.to_table());
     }
     if let Some(path) = &args.hdr_log
-        && let Err(e) = report.write_hdr_log(path, info)
+        && let Err(e) = report.write_hdr_log(path, info, intervals)
     {
         // The report is out already; a second JSON object would spoil it.
         eprintln!("echo-bench: cannot write --hdr-log {}: {e}", path.display());
@@ -284,6 +299,7 @@ fn run_procs(args: &Args, n: usize, info: &RunInfo) -> Result<ExitCode, String> 
         Arc::clone(&done),
         Arc::clone(&interrupted),
         args.json,
+        args.hdr_log.is_some(),
     );
     let result = procs::run_parent(&exe, &forwarded, &cfg, &plan, &live, &abort);
     done.store(true, Ordering::Relaxed);
@@ -291,7 +307,7 @@ fn run_procs(args: &Args, n: usize, info: &RunInfo) -> Result<ExitCode, String> 
         let _ = h.join();
     }
     match result {
-        Ok(report) => print_report(&report, args, info),
+        Ok(report) => print_report(&report, args, info, &[]),
         Err(ProcsError::Refused(m)) => Err(m),
         Err(e @ ProcsError::ChildFailed(_)) => {
             eprintln!("echo-bench: {e}");
@@ -349,7 +365,8 @@ fn spawn_progress(
     done: Arc<AtomicBool>,
     interrupted: Arc<AtomicBool>,
     json: bool,
-) -> Option<thread::JoinHandle<()>> {
+    keep: bool,
+) -> Option<thread::JoinHandle<Vec<LoggedInterval>>> {
     let requested = cfg.connections;
     let intervals = cfg.interval.map(|_| json);
     let percentiles = cfg.percentiles.clone();
@@ -359,6 +376,7 @@ fn spawn_progress(
         .spawn(move || {
             let started = Instant::now();
             let (mut last_msgs, mut last_t, mut last_plain) = (0u64, started, started);
+            let mut kept = Vec::new();
             while !done.load(Ordering::Relaxed) {
                 thread::sleep(PROGRESS_REDRAW);
                 if interrupted.load(Ordering::Relaxed) && !live.stop_requested() {
@@ -369,7 +387,7 @@ fn spawn_progress(
                 let rate = (msgs - last_msgs) as f64 / (now - last_t).as_secs_f64().max(1e-9);
                 (last_msgs, last_t) = (msgs, now);
                 if let Some(json) = intervals {
-                    print_intervals(&live, &percentiles, json);
+                    kept.extend(print_intervals(&live, &percentiles, json, keep));
                 }
                 let line = progress_line(&live, requested, rate);
                 match &bar {
@@ -387,22 +405,34 @@ fn spawn_progress(
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
+            kept
         })
         .ok()
 }
 
 /// `--interval`: prints the intervals completed since the last call, on
-/// stdout (a line each, or a JSON object each).
-fn print_intervals(live: &Live, percentiles: &[f64], json: bool) {
+/// stdout (a line each, or a JSON object each); returns them for the
+/// `--hdr-log` if `keep`.
+fn print_intervals(
+    live: &Live,
+    percentiles: &[f64],
+    json: bool,
+    keep: bool,
+) -> Vec<LoggedInterval> {
     let mut out = std::io::stdout().lock();
+    let mut kept = Vec::new();
     for i in live.intervals.take_ready() {
         let _ = if json {
             writeln!(out, "{}", i.json(percentiles))
         } else {
             writeln!(out, "{}", i.text(percentiles))
         };
+        if keep {
+            kept.push((i.from_s, i.to_s, to_base64(&i.latency)));
+        }
     }
     let _ = out.flush();
+    kept
 }
 
 /// The spinner the progress line is drawn with on a terminal.

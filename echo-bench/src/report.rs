@@ -179,38 +179,56 @@ impl Report {
     }
 
     /// Writes the window's histograms to `path` as an HdrHistogram
-    /// interval log: one interval each for `latency`, `connect` and
-    /// `first_echo` (TCP), in nanoseconds, timed from the run's start
-    /// (the window begins after opening, idling and warming up).
-    pub fn write_hdr_log(&self, path: &Path, info: &RunInfo) -> io::Result<()> {
+    /// interval log, in nanoseconds, timed from the run's start (the window
+    /// begins after opening, idling and warming up): `connect` and
+    /// `first_echo` (TCP) over the opening, then `latency`, one line for
+    /// the whole window or, with `--interval`, one per interval
+    /// (`intervals`: from and to, in seconds of the window, and the
+    /// histogram in base64, as [`crate::histogram::to_base64`] writes it).
+    pub fn write_hdr_log(
+        &self,
+        path: &Path,
+        info: &RunInfo,
+        intervals: &[(f64, f64, String)],
+    ) -> io::Result<()> {
         let secs = |s: f64| Duration::try_from_secs_f64(s).unwrap_or_default();
         let opening = secs(self.open_secs);
-        let before_window = secs(self.open_secs + self.idle_secs + self.warmup_secs);
-        let mut intervals = vec![Interval {
-            tag: "latency",
-            offset: before_window,
-            length: secs(self.duration_secs),
-            histogram: &self.latency_hist,
-        }];
+        let before_window = self.open_secs + self.idle_secs + self.warmup_secs;
+        let mut fixed = Vec::new();
         if self.transport == Transport::Tcp {
             for (tag, histogram) in [
                 ("connect", &self.connect_hist),
                 ("first_echo", &self.first_echo_hist),
             ] {
-                intervals.push(Interval {
+                fixed.push(Interval {
                     tag,
                     offset: Duration::ZERO,
                     length: opening,
-                    histogram,
+                    histogram: histogram.clone(),
                 });
             }
         }
+        let whole = intervals.is_empty().then(|| Interval {
+            tag: "latency",
+            offset: secs(before_window),
+            length: secs(self.duration_secs),
+            histogram: self.latency_hist.clone(),
+        });
+        let each = intervals.iter().filter_map(|(from, to, b64)| {
+            Some(Interval {
+                tag: "latency",
+                offset: secs(before_window + from),
+                length: secs(to - from),
+                histogram: crate::histogram::from_base64(b64).ok()?,
+            })
+        });
+        let intervals = fixed.into_iter().chain(whole).chain(each);
         let comment = format!(
             "echo-bench {}: {}",
             env!("CARGO_PKG_VERSION"),
             info.command.join(" ")
         );
-        write_interval_log(path, &comment, info.started, &intervals)
+        write_interval_log(path, &comment, info.started, intervals)
     }
 
     /// The count of one error kind.

@@ -125,9 +125,9 @@ fn the_hdr_log_opens_in_hdrhistograms_log_reader() {
     assert_eq!(
         seen,
         [
-            ("latency".to_string(), 800),
             ("connect".to_string(), 4),
-            ("first_echo".to_string(), 4)
+            ("first_echo".to_string(), 4),
+            ("latency".to_string(), 800),
         ],
         "{v:#}"
     );
@@ -213,4 +213,46 @@ fn intervals_are_reported_while_the_run_goes_on() {
     let report: Value = serde_json::from_str(rest.lines().last().expect("report")).expect("json");
     assert!(report["duration_s"].as_f64().unwrap() < 50.0, "{report:#}");
     assert_eq!(report["errors_total"], 0);
+}
+
+#[test]
+fn with_intervals_the_hdr_log_has_one_latency_line_each() {
+    let srv = tcp_server(Behaviour::Echo);
+    let addr = srv.addr.to_string();
+    let dir = std::env::temp_dir().join(format!("echo-bench-hdri-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("run.hlog");
+    let p = path.to_str().expect("utf-8 path");
+    let run = bench(&[
+        "-c",
+        "2",
+        "-n",
+        "2000",
+        "--interval",
+        "10ms",
+        "--hdr-log",
+        p,
+        "--json",
+        &addr,
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let printed: Vec<u64> = run
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| !v["interval"].is_null())
+        .map(|v| v["messages"].as_u64().unwrap())
+        .collect();
+    let log = std::fs::read(&path).expect("the log");
+    let logged: Vec<u64> = IntervalLogIterator::new(&log)
+        .filter_map(|e| match e.expect("a well-formed log") {
+            LogEntry::Interval(i) if i.tag().map(|t| t.as_str()) == Some("latency") => {
+                Some(decode(i.encoded_histogram()).len())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(logged, printed, "one latency line per interval printed");
+    assert_eq!(logged.iter().sum::<u64>(), 2000);
+    let _ = std::fs::remove_dir_all(&dir);
 }

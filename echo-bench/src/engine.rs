@@ -344,7 +344,7 @@ fn advance<E: Engine>(e: &mut E, now: Instant) {
                 close_window(e, now);
             } else {
                 e.run_turn(now);
-                interval_tick(e.core(), now, false);
+                crate::interval::tick(e.core(), now, false);
             }
         }
         Phase::Draining { until } => {
@@ -406,24 +406,9 @@ fn open_window<E: Engine>(e: &mut E, now: Instant) {
         StopAt::Duration(d) => Some(c.window.start + d),
         StopAt::Requests(_) => None,
     };
-    if let Some(every) = c.sh.cfg.interval {
-        c.interval = Some(crate::interval::Clock::new(
-            every,
-            c.window.start,
-            &mut c.stats,
-        ));
-    }
+    crate::interval::start(c);
     c.set_phase(Phase::Running);
     e.start(now);
-}
-
-/// `--interval`: hands in the intervals that ended by `now` (and the last,
-/// short one, when `closing`).
-fn interval_tick(c: &mut Core, now: Instant, closing: bool) {
-    if let Some(clock) = &mut c.interval {
-        let threads = c.sh.cfg.threads;
-        clock.tick(now, closing, &mut c.stats, (&c.sh.live.intervals, threads));
-    }
 }
 
 /// Whether the window ends now: its time is up, the count is met and
@@ -440,7 +425,7 @@ fn close_window<E: Engine>(e: &mut E, now: Instant) {
     let c = e.core();
     c.stats.window_secs = now.saturating_duration_since(c.window.start).as_secs_f64();
     e.close_window(now);
-    interval_tick(e.core(), now, true);
+    crate::interval::tick(e.core(), now, true);
     let outstanding = e.outstanding();
     let c = e.core();
     debug!(

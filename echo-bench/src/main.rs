@@ -48,6 +48,12 @@ fn main() -> ExitCode {
             let first = text.lines().next().unwrap_or("invalid arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
             eprintln!("echo-bench: {first} (see --help)");
+            // Flags that do not parse still owe a script that asked for
+            // --json its one object.
+            if std::env::args_os().any(|a| a == "--json") {
+                let v = info.around(serde_json::json!({ "error": first, "passed": false }));
+                println!("{v}");
+            }
             return ExitCode::from(2);
         }
     };

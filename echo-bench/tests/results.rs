@@ -101,6 +101,17 @@ fn a_run_that_cannot_happen_still_prints_its_json() {
         v["error"].as_str().unwrap().contains("cannot reach"),
         "{v:#}"
     );
+    // Bad flags too.
+    for args in [
+        &["-c", "lots", "--json"][..],
+        &["--size", "0", "--json"][..],
+    ] {
+        let run = bench(args);
+        assert_eq!(run.code, Some(2), "{args:?}: {}", run.stderr);
+        let v = run.json();
+        assert_eq!(v["passed"], false, "{v:#}");
+        assert!(v["error"].is_string(), "{v:#}");
+    }
 }
 
 #[test]

@@ -152,7 +152,7 @@ pub struct Args {
     pub percentiles: Vec<f64>,
 
     /// Report every SECS of the window while it runs (a line each; with
-    /// --json, a JSON object each, before the report). Not with --procs.
+    /// --json, a JSON object each, before the report).
     #[arg(long, value_name = "SECS", value_parser = secs)]
     pub interval: Option<f64>,
 

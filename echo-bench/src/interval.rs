@@ -73,6 +73,37 @@ impl IntervalReport {
     }
 }
 
+/// Over `--procs`, a client process's complete intervals go to the parent
+/// as `interval` events (one line each, the histogram in base64), and the
+/// parent hands each in as one part of its own [`Intervals`], one part per
+/// process.
+impl IntervalReport {
+    /// This interval as a child's event line.
+    pub fn to_event(&self) -> Value {
+        json!({
+            "event": "interval",
+            "index": self.index,
+            "from_s": self.from_s,
+            "to_s": self.to_s,
+            "messages": self.messages,
+            "latency": crate::histogram::to_base64(&self.latency),
+        })
+    }
+
+    /// An interval a child sent ([`IntervalReport::to_event`]).
+    pub fn from_event(v: &Value) -> Result<IntervalReport, String> {
+        let int = |k: &str| v[k].as_u64().ok_or_else(|| format!("interval without {k}"));
+        let float = |k: &str| v[k].as_f64().ok_or_else(|| format!("interval without {k}"));
+        Ok(IntervalReport {
+            index: int("index")?,
+            from_s: float("from_s")?,
+            to_s: float("to_s")?,
+            messages: int("messages")?,
+            latency: crate::histogram::from_base64(v["latency"].as_str().unwrap_or(""))?,
+        })
+    }
+}
+
 /// What the threads have handed in, and the complete intervals not yet
 /// taken.
 #[derive(Debug, Default)]

@@ -273,9 +273,6 @@ fn print_report(
 /// terminal); a second one kills them all and exits.
 fn run_procs(args: &Args, n: usize, info: &RunInfo) -> Result<ExitCode, String> {
     let cfg = args.config()?;
-    if cfg.interval.is_some() {
-        return Err("bad option --interval: not with --procs yet (one process only)".into());
-    }
     let plan = procs::plan(&cfg, n).map_err(|e| e.to_string())?;
     let exe = std::env::current_exe()
         .map_err(|e| format!("cannot find this binary to start --procs: {e}"))?;
@@ -309,11 +306,15 @@ fn run_procs(args: &Args, n: usize, info: &RunInfo) -> Result<ExitCode, String> 
     );
     let result = procs::run_parent(&exe, &forwarded, &cfg, &plan, &live, &abort);
     done.store(true, Ordering::Relaxed);
-    if let Some(h) = progress {
-        let _ = h.join();
-    }
+    let mut intervals = progress.and_then(|h| h.join().ok()).unwrap_or_default();
+    intervals.extend(print_intervals(
+        &live,
+        &cfg.percentiles,
+        args.json,
+        args.hdr_log.is_some(),
+    ));
     match result {
-        Ok(report) => print_report(&report, args, info, &[]),
+        Ok(report) => print_report(&report, args, info, &intervals),
         Err(ProcsError::Refused(m)) => Err(m),
         Err(e @ ProcsError::ChildFailed(_)) => {
             eprintln!("echo-bench: {e}");

@@ -185,9 +185,39 @@ fn intervals_add_up_to_the_run() {
     let run = bench(&["-c", "2", "-n", "500", "--interval", "20ms", &addr]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(run.stdout.starts_with("interval   0 "), "{}", run.stdout);
-    // Not over several processes (yet).
-    let run = bench(&["-c", "2", "--procs", "2", "--interval", "1s", &addr]);
-    assert_eq!(run.code, Some(2), "{}", run.stderr);
+}
+
+#[test]
+fn intervals_of_several_processes_add_up_to_the_run() {
+    let srv = tcp_server(Behaviour::Echo);
+    let addr = srv.addr.to_string();
+    let run = bench(&[
+        "-c",
+        "6",
+        "--procs",
+        "3",
+        "-n",
+        "3000",
+        "--interval",
+        "20ms",
+        "--json",
+        &addr,
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let lines: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let (report, intervals) = lines.split_last().expect("the report last");
+    assert!(!intervals.is_empty(), "{}", run.stdout);
+    let sum: u64 = intervals
+        .iter()
+        .map(|v| v["messages"].as_u64().unwrap())
+        .sum();
+    assert_eq!(sum, 3000);
+    assert_eq!(report["messages"], 3000);
+    assert_eq!(report["procs"].as_array().map(Vec::len), Some(3));
 }
 
 #[test]

@@ -47,16 +47,19 @@ impl IntervalReport {
 
     /// One line for people.
     pub fn text(&self, percentiles: &[f64]) -> String {
-        let p = Percentiles::of(&self.latency, percentiles);
+        let latency = if self.latency.is_empty() {
+            "-".to_string()
+        } else {
+            let p = Percentiles::of(&self.latency, percentiles);
+            format!("{}  max {:.1}", p.chosen_text(), p.max)
+        };
         format!(
-            "interval {:>3}  {:>7.2}-{:<7.2} s  {:>8} msgs  {:>9.0} req/s  latency us  {}  max {:.1}",
+            "interval {:>3}  {:>7.2}-{:<7.2} s  {:>8} msgs  {:>9.0} req/s  latency us  {latency}",
             self.index,
             self.from_s,
             self.to_s,
             self.messages,
             self.req_per_s(),
-            p.chosen_text(),
-            p.max
         )
     }
 

@@ -119,3 +119,56 @@ on_every_backend! {
         assert_eq!(v["errors_total"], 3, "{v:#}");
     }
 }
+
+// ----- the reactor's line and frame modes ----------------------------------
+
+#[test]
+fn line_mode_transforms_and_banner_against_the_reactor() {
+    for (server, client) in [
+        (
+            &["--mode", "line", "--line-transform", "upper"][..],
+            &["--mode", "line", "--line-transform", "upper"][..],
+        ),
+        (
+            &[
+                "--mode",
+                "line",
+                "--line-transform",
+                "hello",
+                "--banner",
+                "welcome",
+            ][..],
+            &["--mode", "line", "--line-transform", "hello", "--banner"][..],
+        ),
+    ] {
+        let srv = Server::spawn(server);
+        let addr = srv.addr.to_string();
+        let mut args = client.to_vec();
+        args.extend(["-c", "50", "-d", "4", "-n", "20000", "--json", &addr]);
+        let v = assert_clean(&bench(&args), 50);
+        assert_eq!(v["messages"], 20000, "{server:?}");
+        // Every line numbered by its connection and sequence number.
+        let mut args = client.to_vec();
+        args.extend([
+            "-c",
+            "5",
+            "-n",
+            "500",
+            "--template",
+            "c{conn} s{seq}",
+            &addr,
+        ]);
+        assert_clean(&bench(&args), 5);
+    }
+}
+
+#[test]
+fn frame_mode_against_the_reactor() {
+    let srv = Server::spawn(&["--mode", "frame"]);
+    let addr = srv.addr.to_string();
+    let run = bench(&[
+        "--mode", "frame", "-c", "50", "-d", "4", "-s", "4KiB", "-n", "20000", "--json", &addr,
+    ]);
+    let v = assert_clean(&run, 50);
+    assert_eq!(v["messages"], 20000);
+}

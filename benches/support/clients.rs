@@ -106,7 +106,8 @@ impl Clients {
             Args::try_parse_from(std::iter::once("echo-bench".to_string()).chain(args.clone()))
                 .map_err(|e| format!("echo-bench flags {args:?}: {e}"))?;
         let total = parsed.config()?;
-        let plan = procs::plan(&total, parsed.procs).map_err(|e| e.to_string())?;
+        let plan = procs::plan(&total, parsed.procs.count(total.connections))
+            .map_err(|e| e.to_string())?;
         let live = Arc::new(Live::new());
         let abort = Arc::new(AtomicBool::new(false));
         let forwarded: Vec<OsString> = args.iter().map(OsString::from).collect();

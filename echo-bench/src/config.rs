@@ -5,6 +5,8 @@
 //! never meet an impossible setting (a zero size, more threads than there
 //! is work for, a UDP datagram larger than UDP can carry).
 
+use crate::payload::Payload;
+use crate::protocol::Protocol;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -80,6 +82,20 @@ pub struct Config {
     pub threads: usize,
     /// TCP or UDP.
     pub transport: Transport,
+    /// The server's mode this run speaks: raw echo, lines or frames (TCP).
+    pub protocol: Protocol,
+    /// What the messages say: the generated pattern, one fixed message, or
+    /// a template (then `size` is the length of one rendered message).
+    pub payload: Payload,
+    /// Sent once on each connection before anything else, its answer
+    /// checked (`--first-message`).
+    pub first: Option<crate::payload::FirstMessage>,
+    /// `--interval`: report every this long of the window.
+    pub interval: Option<Duration>,
+    /// Thresholds the run must meet, or fail (exit 1).
+    pub gates: Vec<crate::gate::Gate>,
+    /// Latency percentiles to report, each above 0 and at most 100.
+    pub percentiles: Vec<f64>,
     /// After the run, keep every connection open and idle this long.
     pub hold: Duration,
     /// Before the warmup and the window, once every connection is open and
@@ -139,6 +155,12 @@ impl Config {
             rate: None,
             threads: 1,
             transport: Transport::Tcp,
+            protocol: Protocol::Raw,
+            payload: Payload::Pattern,
+            first: None,
+            gates: Vec::new(),
+            interval: None,
+            percentiles: crate::histogram::DEFAULT_PERCENTILES.to_vec(),
             hold: Duration::ZERO,
             idle: Duration::ZERO,
             max_errors: 0,
@@ -176,6 +198,16 @@ impl Config {
         if self.depth == 0 {
             return bad("--depth", "must be at least 1");
         }
+        if self.size < self.protocol.min_size() {
+            return bad(
+                "--size",
+                format!(
+                    "a {} message is at least {} bytes",
+                    self.protocol,
+                    self.protocol.min_size()
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -207,6 +239,22 @@ impl Config {
         if self.rate == Some(0) {
             return bad("--rate", "must be at least 1 message per second");
         }
+        if self.percentiles.is_empty() {
+            return bad("--percentiles", "name at least one");
+        }
+        if let Some(p) = self
+            .percentiles
+            .iter()
+            .find(|p| !(**p > 0.0 && **p <= 100.0))
+        {
+            return bad(
+                "--percentiles",
+                format!("{p} is not a percentile (above 0, at most 100)"),
+            );
+        }
+        if self.interval.is_some_and(|i| i < Duration::from_millis(10)) {
+            return bad("--interval", "must be at least 10 ms");
+        }
         if self.timeout.is_zero() {
             return bad("--timeout", "must be more than 0 seconds");
         }
@@ -236,6 +284,15 @@ impl Config {
         }
         if self.rate.is_some() {
             return bad("--rate", "open-loop mode is TCP only for now");
+        }
+        if self.protocol != Protocol::Raw {
+            return bad("--mode", "line and frame modes are TCP only");
+        }
+        if self.payload != Payload::Pattern || self.first.is_some() {
+            return bad(
+                "--message",
+                "UDP datagrams carry the generated pattern only",
+            );
         }
         Ok(())
     }

@@ -132,6 +132,9 @@ pub(crate) struct Core {
     pub first_error: Option<String>,
     /// Run messages echoed so far (warmup and drain included), for [`Live`].
     pub completed_any: u64,
+    /// `--interval`: this thread's clock of intervals, once the window is
+    /// open.
+    pub interval: Option<crate::interval::Clock>,
     published: Published,
 }
 
@@ -155,6 +158,7 @@ impl Core {
             unproven: 0,
             first_error: None,
             completed_any: 0,
+            interval: None,
             published: Published::default(),
         })
     }
@@ -340,6 +344,7 @@ fn advance<E: Engine>(e: &mut E, now: Instant) {
                 close_window(e, now);
             } else {
                 e.run_turn(now);
+                crate::interval::tick(e.core(), now, false);
             }
         }
         Phase::Draining { until } => {
@@ -401,6 +406,7 @@ fn open_window<E: Engine>(e: &mut E, now: Instant) {
         StopAt::Duration(d) => Some(c.window.start + d),
         StopAt::Requests(_) => None,
     };
+    crate::interval::start(c);
     c.set_phase(Phase::Running);
     e.start(now);
 }
@@ -419,6 +425,7 @@ fn close_window<E: Engine>(e: &mut E, now: Instant) {
     let c = e.core();
     c.stats.window_secs = now.saturating_duration_since(c.window.start).as_secs_f64();
     e.close_window(now);
+    crate::interval::tick(e.core(), now, true);
     let outstanding = e.outstanding();
     let c = e.core();
     debug!(
@@ -448,7 +455,12 @@ fn timeout<E: Engine>(e: &mut E, now: Instant) -> Duration {
     let t = match c.phase {
         Phase::Opening => E::TICK,
         Phase::Settling => SETTLE_POLL,
-        Phase::Running => c.window.end.map_or(E::TICK, until),
+        Phase::Running => {
+            let end = c.window.end.map_or(E::TICK, until);
+            c.interval
+                .as_ref()
+                .map_or(end, |i| end.min(until(i.next_at())))
+        }
         Phase::Idle { until: end }
         | Phase::Draining { until: end }
         | Phase::Holding { until: end } => until(end),
@@ -520,6 +532,8 @@ mod tests {
         let sh = Arc::new(Shared {
             cfg,
             pattern: Pattern::new(),
+            answers: None,
+            template: None,
             sources: 1,
             source_first: None,
             extra_first: 1,

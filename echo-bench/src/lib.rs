@@ -10,8 +10,11 @@
 //! | file | what it teaches |
 //! | --- | --- |
 //! | [`cli`] | the command line as data, and the [`Config`] it asks for |
+//! | [`compare`] | saved results side by side, differences beyond noise; results of several machines merged |
 //! | [`config`] | validate a whole request up front, one error line per problem |
 //! | [`pattern`] | a deterministic byte stream per connection: zero-copy sends, `memcmp` checks |
+//! | [`payload`] | messages of the user's choice: one given, or a template with `{conn}` and `{seq}` |
+//! | [`protocol`] | the server's modes (raw, line, frame) as requests and the answers they must get |
 //! | [`limits`] | descriptor and ephemeral-port limits of a client with 19,000 sockets |
 //! | `engine.rs` | one run skeleton for both transports: a thread's phases (opening, settling, idle, running, draining, holding), its poll loop, the window |
 //! | `tcp/` | the client-side event loop: non-blocking connects (`open.rs`), edge-triggered reads and writes (`mod.rs`), the echo check (`conn.rs`), open-loop sending (`open_loop.rs`) |
@@ -19,9 +22,14 @@
 //! | [`schedule`] | open loop: a fixed timetable, latency from the due time |
 //! | [`timer`] | a `timerfd` in the poll set: wake-ups finer than epoll's milliseconds |
 //! | [`stats`] | per-thread counts with no sharing on the hot path, merged at the end |
+//! | [`gate`] | thresholds (`--max-p99`, `--min-rps`) that fail a run, by name |
+//! | [`histogram`] | percentiles of the user's choice; histograms in HdrHistogram's own forms (base64 V2, interval log) |
+//! | [`interval`] | `--interval`: a report every SECS of the window, one lock per thread per interval |
 //! | [`live`] | the few numbers shared while running (progress line, stop flag) |
 //! | [`report`] | the report as data, rendered as a table or one JSON object |
+//! | [`run_info`] | what a saved result says about its run: format version, start, command line |
 //! | [`procs`] | `--procs N`: the run split over N re-executed processes, their results merged |
+//! | [`units`] | numbers with units on the command line: `10s`, `50k`, `4KiB` |
 //!
 //! # Threads
 //!
@@ -46,18 +54,26 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod cli;
+pub mod compare;
 pub mod config;
 mod engine;
+pub mod gate;
+pub mod histogram;
+pub mod interval;
 pub mod limits;
 pub mod live;
 pub mod pattern;
+pub mod payload;
 pub mod procs;
+pub mod protocol;
 pub mod report;
+pub mod run_info;
 pub mod schedule;
 pub mod stats;
 mod tcp;
 pub mod timer;
 mod udp;
+pub mod units;
 
 pub use config::{Config, ConfigError, SourceRange, StopAt, Transport};
 pub use limits::raise_nofile_limit;
@@ -116,7 +132,14 @@ impl From<ConfigError> for BenchError {
 /// What every thread of one run reads: the request, the pattern, the plan.
 pub(crate) struct Shared {
     pub cfg: Config,
+    /// What connections send.
     pub pattern: Pattern,
+    /// What must come back, when it differs from what was sent (a line
+    /// transform); `None`: the echo is the request.
+    pub answers: Option<Pattern>,
+    /// `--template`: messages are rendered from it instead of taken from
+    /// the patterns.
+    pub template: Option<payload::Template>,
     /// Source addresses the connections are spread over (1 = kernel's
     /// choice, unless `source_first` is set).
     pub sources: usize,
@@ -129,6 +152,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The pattern echoes are checked against.
+    pub fn echo(&self) -> &Pattern {
+        self.answers.as_ref().unwrap_or(&self.pattern)
+    }
+
     /// The source address of connection `id`; `None` = the kernel's choice.
     pub fn source_for(&self, id: usize) -> Option<std::net::IpAddr> {
         let c = self.cfg.connections;
@@ -201,9 +229,19 @@ impl Outcome {
 pub fn run_counts(cfg: &Config, live: Arc<Live>) -> Result<Outcome, BenchError> {
     cfg.validate()?;
     let sources = plan_limits(cfg)?;
+    let (pattern, answers) = match &cfg.payload {
+        payload::Payload::Message(body) => cfg.protocol.patterns_of(body),
+        _ => cfg.protocol.patterns(cfg.size),
+    };
+    let template = match &cfg.payload {
+        payload::Payload::Template(t) => Some(t.clone()),
+        _ => None,
+    };
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
-        pattern: Pattern::new(),
+        pattern,
+        answers,
+        template,
         sources,
         source_first: cfg.source_range.map(|r| r.first),
         extra_first: cfg.source_range.map_or(sources, |r| r.extra_first),
@@ -324,10 +362,9 @@ fn plan_limits(cfg: &Config) -> Result<usize, BenchError> {
     let need = cfg.connections as u64 + limits::FD_SLACK;
     match limits::raise_nofile_limit() {
         Ok(have) if have < need => {
-            return Err(BenchError::Limits(format!(
-                "{} connections need about {need} file descriptors, but RLIMIT_NOFILE is {have} \
-                 (raise the hard limit, e.g. `ulimit -Hn`)",
-                cfg.connections
+            return Err(BenchError::Limits(too_few_descriptors(
+                cfg.connections,
+                have,
             )));
         }
         Ok(_) => {}
@@ -337,6 +374,21 @@ fn plan_limits(cfg: &Config) -> Result<usize, BenchError> {
         info!("spreading connections over {sources} loopback source addresses");
     }
     Ok(sources)
+}
+
+/// The refusal of `connections` in one process whose descriptor limit is
+/// `have`: with the `--procs` that would hold them, each process having a
+/// limit of its own.
+pub fn too_few_descriptors(connections: usize, have: u64) -> String {
+    let need = connections as u64 + limits::FD_SLACK;
+    let limit = limits::nofile_hard_limit().unwrap_or(have).max(have);
+    format!(
+        "{connections} connections need about {need} file descriptors, but RLIMIT_NOFILE is \
+         {have}: give --procs {} (or --procs auto) to spread them over processes of up to {} \
+         connections each, or raise the hard limit (`ulimit -Hn`)",
+        limits::procs_needed(connections, limit),
+        limits::connections_per_process(limit)
+    )
 }
 
 /// How many source addresses the run uses. `--source-ips N` is used

@@ -44,6 +44,25 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     rlimit::increase_nofile_limit(u64::MAX)
 }
 
+/// This process's hard `RLIMIT_NOFILE`: as far as it may raise its own
+/// soft limit, and what each client process of `--procs` gets.
+pub fn nofile_hard_limit() -> io::Result<u64> {
+    rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(_, hard)| hard)
+}
+
+/// How many connections one process can hold under a descriptor limit of
+/// `limit` (what is left after [`FD_SLACK`]).
+pub fn connections_per_process(limit: u64) -> u64 {
+    limit.saturating_sub(FD_SLACK).max(1)
+}
+
+/// The fewest client processes (`--procs`) that hold `connections` when
+/// each may open `limit` descriptors.
+pub fn procs_needed(connections: usize, limit: u64) -> usize {
+    let per = connections_per_process(limit);
+    (connections as u64).div_ceil(per).max(1) as usize
+}
+
 /// How many connections one source address should carry to `target`: a
 /// quarter of the port range on IPv4 loopback (see
 /// [`LOOPBACK_RANGE_SHARE`]), the whole range less [`PORT_MARGIN`]
@@ -111,6 +130,15 @@ mod tests {
         let soft = raise_nofile_limit().expect("raise RLIMIT_NOFILE");
         let (now, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).expect("getrlimit");
         assert_eq!((soft, now), (hard, hard));
+    }
+
+    #[test]
+    fn procs_needed_fills_each_process_to_its_limit() {
+        // 50,000 connections under a limit of 20,000 (19,936 each).
+        assert_eq!(procs_needed(50_000, 20_000), 3);
+        assert_eq!(procs_needed(19_936, 20_000), 1);
+        assert_eq!(procs_needed(19_937, 20_000), 2);
+        assert_eq!(procs_needed(10, 20_000), 1);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct Live {
     /// client process of `--procs` waits for its parent's word, so that
     /// every process measures the same load.
     gated: AtomicBool,
+    /// `--interval`: the intervals the threads hand in, and those complete.
+    pub intervals: crate::interval::Intervals,
 }
 
 impl Live {

@@ -8,8 +8,11 @@
 //! ```
 
 use clap::Parser;
+use echo_bench::cli::{Args, Procs};
+use echo_bench::histogram::to_base64;
 use echo_bench::procs::{self, ChildOf, ProcsError};
-use echo_bench::{Config, Live, Report, cli::Args};
+use echo_bench::run_info::RunInfo;
+use echo_bench::{Config, Live, Report};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::ffi::OsString;
 use std::io::{BufReader, IsTerminal, Write};
@@ -27,6 +30,10 @@ const PROGRESS_REDRAW: Duration = Duration::from_millis(250);
 const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
+    if let Some(code) = results_subcommand() {
+        return code;
+    }
+    let info = RunInfo::now();
     let args = match Args::try_parse() {
         Ok(a) => a,
         // --help and --version arrive as "errors" that print and exit 0.
@@ -41,22 +48,134 @@ fn main() -> ExitCode {
             let first = text.lines().next().unwrap_or("invalid arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
             eprintln!("echo-bench: {first} (see --help)");
+            // Flags that do not parse still owe a script that asked for
+            // --json its one object.
+            if std::env::args_os().any(|a| a == "--json") {
+                let v = info.around(serde_json::json!({ "error": first, "passed": false }));
+                println!("{v}");
+            }
             return ExitCode::from(2);
         }
     };
     init_logging(args.child);
     let result = match args.child {
         Some(who) => return run_child(&args, who),
-        None if args.procs > 1 => run_procs(&args),
-        None => run(&args),
+        None => match procs_of(&args).and_then(|n| check_hdr_log(&args).map(|()| n)) {
+            Ok(1) => run(&args, &info),
+            Ok(n) => run_procs(&args, n, &info),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("echo-bench: {msg}");
+            print_failure(&args, &info, &msg);
             ExitCode::from(2)
         }
     }
+}
+
+/// Compare two saved results.
+#[derive(clap::Parser, Debug)]
+#[command(name = "echo-bench compare")]
+struct CompareArgs {
+    /// The first result (`--json` output), A.
+    a: std::path::PathBuf,
+    /// The second, B: changes are from A to B.
+    b: std::path::PathBuf,
+}
+
+/// Merge the results of runs made at the same time (several machines
+/// against one server) into one, printed as JSON.
+#[derive(clap::Parser, Debug)]
+#[command(name = "echo-bench merge")]
+struct MergeArgs {
+    /// The results (`--json` output) to merge.
+    #[arg(required = true)]
+    files: Vec<std::path::PathBuf>,
+}
+
+/// `echo-bench compare A.json B.json` and `echo-bench merge FILE...`: the
+/// exit code if the command line is one of them.
+fn results_subcommand() -> Option<ExitCode> {
+    let mut argv: Vec<OsString> = std::env::args_os().collect();
+    let which = argv.get(1)?.to_str()?.to_string();
+    if which != "compare" && which != "merge" {
+        return None;
+    }
+    argv.remove(0);
+    let read = |p: &std::path::Path| -> Result<serde_json::Value, String> {
+        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: not a result: {e}", p.display()))
+    };
+    let done = |r: Result<String, String>| match r {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("echo-bench {which}: {e}");
+            ExitCode::from(2)
+        }
+    };
+    let parsed = |e: clap::Error| {
+        let _ = e.print();
+        ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+    };
+    Some(if which == "compare" {
+        match CompareArgs::try_parse_from(argv) {
+            Err(e) => parsed(e),
+            Ok(c) => done((|| {
+                let (a, b) = (read(&c.a)?, read(&c.b)?);
+                let names = (c.a.display().to_string(), c.b.display().to_string());
+                Ok(echo_bench::compare::compare(&a, &b, (&names.0, &names.1)))
+            })()),
+        }
+    } else {
+        match MergeArgs::try_parse_from(argv) {
+            Err(e) => parsed(e),
+            Ok(m) => done((|| {
+                let all = m
+                    .files
+                    .iter()
+                    .map(|p| read(p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let merged = echo_bench::compare::merge(&all)?;
+                Ok(format!("{merged}\n"))
+            })()),
+        }
+    })
+}
+
+/// With `--json`, a run that could not happen (or ended with no report)
+/// still prints one JSON object: its circumstances and the error.
+fn print_failure(args: &Args, info: &RunInfo, msg: &str) {
+    if args.json {
+        let v = info.around(serde_json::json!({ "error": msg, "passed": false }));
+        println!("{v}");
+    }
+}
+
+/// `--hdr-log FILE` is created before the run, so that a path that cannot
+/// be written is refused before the run, not after it.
+fn check_hdr_log(args: &Args) -> Result<(), String> {
+    match &args.hdr_log {
+        Some(path) => std::fs::File::create(path)
+            .map(drop)
+            .map_err(|e| format!("bad option --hdr-log: cannot write {}: {e}", path.display())),
+        None => Ok(()),
+    }
+}
+
+/// How many client processes the run takes (`--procs auto` resolved).
+fn procs_of(args: &Args) -> Result<usize, String> {
+    let cfg = args.config()?;
+    let n = args.procs.count(cfg.connections);
+    if args.procs == Procs::Auto && n > 1 {
+        eprintln!("echo-bench: --procs auto: {n} client processes");
+    }
+    Ok(n)
 }
 
 /// Logs to stderr, warnings and worse unless `RUST_LOG` says otherwise; a
@@ -80,7 +199,7 @@ fn init_logging(child: Option<ChildOf>) {
 /// Exit code after a second Ctrl+C (128 + SIGINT, as shells report it).
 const EXIT_INTERRUPTED: i32 = 130;
 
-fn run(args: &Args) -> Result<ExitCode, String> {
+fn run(args: &Args, info: &RunInfo) -> Result<ExitCode, String> {
     let cfg = args.config()?;
     let live = Arc::new(Live::new());
     let done = Arc::new(AtomicBool::new(false));
@@ -100,20 +219,37 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         Arc::clone(&live),
         Arc::clone(&done),
         Arc::clone(&interrupted),
+        args.json,
+        args.hdr_log.is_some(),
     );
-    let result = echo_bench::run(&cfg, live);
+    let result = echo_bench::run(&cfg, Arc::clone(&live));
     done.store(true, Ordering::Relaxed);
-    if let Some(h) = progress {
-        let _ = h.join();
-    }
+    let mut intervals = progress.and_then(|h| h.join().ok()).unwrap_or_default();
+    intervals.extend(print_intervals(
+        &live,
+        &cfg.percentiles,
+        args.json,
+        args.hdr_log.is_some(),
+    ));
     let report = result.map_err(|e| e.to_string())?;
-    Ok(print_report(&report, args.json))
+    print_report(&report, args, info, &intervals)
 }
 
-/// Prints the report as asked; the exit code it calls for.
-fn print_report(report: &Report, json: bool) -> ExitCode {
-    if json {
-        println!("{}", report.to_json());
+/// An interval as the `--hdr-log` keeps it until the end: from and to (in
+/// seconds of the window), and its histogram in base64 (a few hundred
+/// bytes, where the histogram itself takes hundreds of kilobytes).
+type LoggedInterval = (f64, f64, String);
+
+/// Prints the report as asked, writes the `--hdr-log`; the exit code the
+/// report calls for.
+fn print_report(
+    report: &Report,
+    args: &Args,
+    info: &RunInfo,
+    intervals: &[LoggedInterval],
+) -> Result<ExitCode, String> {
+    if args.json {
+        println!("{}", info.around(report.to_json()));
     } else {
         print!("{}", report.to_table());
     }
@@ -124,20 +260,27 @@ fn print_report(report: &Report, json: bool) -> ExitCode {
             report.addr, report.connections_failed
         );
     }
-    if report.passed() {
+    if let Some(path) = &args.hdr_log
+        && let Err(e) = report.write_hdr_log(path, info, intervals)
+    {
+        // The report is out already; a second JSON object would spoil it.
+        eprintln!("echo-bench: cannot write --hdr-log {}: {e}", path.display());
+        return Ok(ExitCode::from(2));
+    }
+    Ok(if report.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
+    })
 }
 
 /// `--procs N`: starts N client processes (this binary again), shows their
 /// summed progress, prints their merged report. The first Ctrl+C tells
 /// them to end the measurement (they also get it themselves from the
 /// terminal); a second one kills them all and exits.
-fn run_procs(args: &Args) -> Result<ExitCode, String> {
+fn run_procs(args: &Args, n: usize, info: &RunInfo) -> Result<ExitCode, String> {
     let cfg = args.config()?;
-    let plan = procs::plan(&cfg, args.procs).map_err(|e| e.to_string())?;
+    let plan = procs::plan(&cfg, n).map_err(|e| e.to_string())?;
     let exe = std::env::current_exe()
         .map_err(|e| format!("cannot find this binary to start --procs: {e}"))?;
     let forwarded: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -165,21 +308,29 @@ fn run_procs(args: &Args) -> Result<ExitCode, String> {
         Arc::clone(&live),
         Arc::clone(&done),
         Arc::clone(&interrupted),
+        args.json,
+        args.hdr_log.is_some(),
     );
     let result = procs::run_parent(&exe, &forwarded, &cfg, &plan, &live, &abort);
     done.store(true, Ordering::Relaxed);
-    if let Some(h) = progress {
-        let _ = h.join();
-    }
+    let mut intervals = progress.and_then(|h| h.join().ok()).unwrap_or_default();
+    intervals.extend(print_intervals(
+        &live,
+        &cfg.percentiles,
+        args.json,
+        args.hdr_log.is_some(),
+    ));
     match result {
-        Ok(report) => Ok(print_report(&report, args.json)),
+        Ok(report) => print_report(&report, args, info, &intervals),
         Err(ProcsError::Refused(m)) => Err(m),
         Err(e @ ProcsError::ChildFailed(_)) => {
             eprintln!("echo-bench: {e}");
+            print_failure(args, info, &e.to_string());
             Ok(ExitCode::FAILURE)
         }
         Err(e @ ProcsError::Interrupted) => {
             eprintln!("echo-bench: {e}");
+            print_failure(args, info, &e.to_string());
             Ok(ExitCode::from(EXIT_INTERRUPTED as u8))
         }
     }
@@ -192,11 +343,10 @@ fn run_procs(args: &Args) -> Result<ExitCode, String> {
 fn run_child(args: &Args, who: ChildOf) -> ExitCode {
     let mut out = std::io::stdout().lock();
     let part = args.config().and_then(|total| {
-        if args.procs != who.procs {
-            return Err(format!(
-                "--child {who} does not match --procs {}",
-                args.procs
-            ));
+        if let Procs::Exactly(n) = args.procs
+            && n != who.procs
+        {
+            return Err(format!("--child {who} does not match --procs {n}"));
         }
         let plan = procs::plan(&total, who.procs).map_err(|e| e.to_string())?;
         Ok(plan.parts[who.index].clone())
@@ -228,14 +378,19 @@ fn spawn_progress(
     live: Arc<Live>,
     done: Arc<AtomicBool>,
     interrupted: Arc<AtomicBool>,
-) -> Option<thread::JoinHandle<()>> {
+    json: bool,
+    keep: bool,
+) -> Option<thread::JoinHandle<Vec<LoggedInterval>>> {
     let requested = cfg.connections;
+    let intervals = cfg.interval.map(|_| json);
+    let percentiles = cfg.percentiles.clone();
     let bar = std::io::stderr().is_terminal().then(spinner);
     thread::Builder::new()
         .name("progress".into())
         .spawn(move || {
             let started = Instant::now();
             let (mut last_msgs, mut last_t, mut last_plain) = (0u64, started, started);
+            let mut kept = Vec::new();
             while !done.load(Ordering::Relaxed) {
                 thread::sleep(PROGRESS_REDRAW);
                 if interrupted.load(Ordering::Relaxed) && !live.stop_requested() {
@@ -245,6 +400,9 @@ fn spawn_progress(
                 let now = Instant::now();
                 let rate = (msgs - last_msgs) as f64 / (now - last_t).as_secs_f64().max(1e-9);
                 (last_msgs, last_t) = (msgs, now);
+                if let Some(json) = intervals {
+                    kept.extend(print_intervals(&live, &percentiles, json, keep));
+                }
                 let line = progress_line(&live, requested, rate);
                 match &bar {
                     Some(bar) => {
@@ -261,8 +419,34 @@ fn spawn_progress(
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
+            kept
         })
         .ok()
+}
+
+/// `--interval`: prints the intervals completed since the last call, on
+/// stdout (a line each, or a JSON object each); returns them for the
+/// `--hdr-log` if `keep`.
+fn print_intervals(
+    live: &Live,
+    percentiles: &[f64],
+    json: bool,
+    keep: bool,
+) -> Vec<LoggedInterval> {
+    let mut out = std::io::stdout().lock();
+    let mut kept = Vec::new();
+    for i in live.intervals.take_ready() {
+        let _ = if json {
+            writeln!(out, "{}", i.json(percentiles))
+        } else {
+            writeln!(out, "{}", i.text(percentiles))
+        };
+        if keep {
+            kept.push((i.from_s, i.to_s, to_base64(&i.latency)));
+        }
+    }
+    let _ = out.flush();
+    kept
 }
 
 /// The spinner the progress line is drawn with on a terminal.

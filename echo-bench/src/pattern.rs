@@ -8,9 +8,16 @@
 //! * sending copies nothing: a write takes a slice of the table directly;
 //! * checking is one `memcmp` of the received bytes against a table slice.
 //!
-//! The table is `PERIOD + MAX_SPAN` bytes long, the first `MAX_SPAN` bytes
+//! The table is `period + MAX_SPAN` bytes long, its first `MAX_SPAN` bytes
 //! repeated at the end, so any span of up to `MAX_SPAN` bytes starting at any
-//! offset below `PERIOD` is contiguous: no wrap-around case in the hot path.
+//! offset below the period is contiguous: no wrap-around case in the hot path.
+//!
+//! A raw echo's table is a cycle of [`PERIOD`] bytes. The server's line and
+//! frame modes need messages with a shape (a line ends in LF, a frame
+//! starts with its length), so their table is a cycle of whole messages
+//! ([`Pattern::of_messages`], built by [`crate::protocol`]) and every
+//! connection starts on a message boundary; the same spans and `memcmp`s
+//! serve them.
 
 /// Length of one cycle of the pattern. A prime, so that no power-of-two
 /// message size or buffer size lines up with the cycle: data echoed at the
@@ -30,6 +37,11 @@ const START_STRIDE: usize = 7_919;
 /// The shared pattern table. Cheap to share by reference across threads.
 pub struct Pattern {
     table: Box<[u8]>,
+    /// Length of one cycle: [`PERIOD`], or a whole number of messages.
+    period: usize,
+    /// Length of one message of a cycle of messages; 1 for a raw stream
+    /// (any offset is a start).
+    unit: usize,
 }
 
 impl std::fmt::Debug for Pattern {
@@ -37,6 +49,7 @@ impl std::fmt::Debug for Pattern {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pattern")
             .field("table_len", &self.table.len())
+            .field("unit", &self.unit)
             .finish()
     }
 }
@@ -59,12 +72,43 @@ impl Pattern {
             x ^= x << 17;
             table.push((x >> 24) as u8);
         }
+        Pattern::cycle(table, 1)
+    }
+
+    /// A cycle of whole messages, all of the same length, one after the
+    /// other. Connections start on a message boundary ([`Pattern::start`]),
+    /// so a connection's stream is these messages, from one of them on.
+    pub fn of_messages(messages: &[Vec<u8>]) -> Pattern {
+        let unit = messages.first().map_or(1, Vec::len).max(1);
+        debug_assert!(messages.iter().all(|m| m.len() == unit));
+        Pattern::cycle(messages.concat(), unit)
+    }
+
+    /// `bytes` as one cycle, with the first `MAX_SPAN` bytes of the
+    /// cycle (repeated as often as needed) after it.
+    fn cycle(mut table: Vec<u8>, unit: usize) -> Pattern {
+        let period = table.len();
+        table.reserve(MAX_SPAN);
         for i in 0..MAX_SPAN {
-            table.push(table[i % PERIOD]);
+            table.push(table[i % period]);
         }
         Pattern {
             table: table.into_boxed_slice(),
+            period,
+            unit,
         }
+    }
+
+    /// Where connection `id` starts in this pattern's cycle: as
+    /// [`Pattern::start_of`] for a raw stream; at the start of one of the
+    /// messages otherwise, neighbours on different ones.
+    pub fn start(&self, id: usize) -> usize {
+        if self.unit == 1 {
+            return Pattern::start_of(id);
+        }
+        let messages = self.period / self.unit;
+        let stride = (START_STRIDE % messages).max(1);
+        (id % messages) * stride % messages * self.unit
     }
 
     /// Where connection `id` (numbered across all threads) starts in the cycle.
@@ -78,7 +122,7 @@ impl Pattern {
     #[inline]
     pub fn slice(&self, start: usize, offset: u64, len: usize) -> &[u8] {
         debug_assert!(len <= MAX_SPAN);
-        let at = ((start as u64 + offset) % PERIOD as u64) as usize;
+        let at = ((start as u64 + offset) % self.period as u64) as usize;
         &self.table[at..at + len]
     }
 

@@ -32,6 +32,7 @@
 //! child's part in [`Report::procs`].
 
 use crate::config::{Config, ConfigError, SourceRange, StopAt};
+use crate::interval::IntervalReport;
 use crate::live::Live;
 use crate::report::{ProcPart, Report};
 use crate::stats::Stats;
@@ -126,6 +127,20 @@ pub fn plan(total: &Config, procs: usize) -> Result<Plan, BenchError> {
             .collect())
     };
     let conns = split(c as u64, "--connections", "connection(s)")?;
+    if let Ok(limit) = limits::nofile_hard_limit()
+        && conns[0] > limits::connections_per_process(limit)
+    {
+        return refuse(
+            "--procs",
+            format!(
+                "{n} process(es) of up to {} connections each need about {} file descriptors \
+                 each, but RLIMIT_NOFILE's hard limit is {limit}: give --procs {} (or --procs auto)",
+                conns[0],
+                conns[0] + limits::FD_SLACK,
+                limits::procs_needed(c, limit)
+            ),
+        );
+    }
     let smallest = conns[n - 1] as usize;
     if total.threads > smallest {
         return refuse(
@@ -314,8 +329,14 @@ pub fn child_session<R, W>(
             live.open_gate();
         }
     };
+    let send_intervals = |out: &mut W| {
+        for i in live.intervals.take_ready() {
+            send(out, &i.to_event());
+        }
+    };
     while !engine.is_finished() {
         thread::sleep(TICK);
+        send_intervals(out);
         if interrupted.load(Ordering::Relaxed) && !live.stop_requested() {
             live.request_stop();
             live.open_gate();
@@ -338,7 +359,9 @@ pub fn child_session<R, W>(
             );
         }
     }
-    let v = match engine.join() {
+    let joined = engine.join();
+    send_intervals(out);
+    let v = match joined {
         Ok(Ok(outcome)) => json!({
             "event": "result",
             "pid": std::process::id(),
@@ -420,6 +443,8 @@ enum Said {
     Ready,
     Progress([u64; 4]),
     Result(u32, Box<Outcome>),
+    /// One of its complete `--interval`s.
+    Interval(Box<IntervalReport>),
     Error(String),
     /// A line that is none of the above.
     Garbled(String),
@@ -437,6 +462,8 @@ struct Proc {
     result: Option<(u32, Outcome)>,
     error: Option<String>,
     garbled: Option<String>,
+    /// `--interval`: how many intervals it has sent.
+    intervals: u64,
 }
 
 impl Proc {
@@ -522,6 +549,7 @@ pub fn run_parent(
             result: None,
             error: None,
             garbled: None,
+            intervals: 0,
         });
     }
     drop(tx);
@@ -533,7 +561,7 @@ pub fn run_parent(
             return Err(ProcsError::Interrupted);
         }
         match rx.recv_timeout(TICK) {
-            Ok((i, said)) => hear(&mut procs.0[i], said, live),
+            Ok((i, said)) => hear(&mut procs.0[i], said, live, n),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             // Every reader is done, so every stdout has ended.
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -589,13 +617,17 @@ fn parse_said(line: &str) -> Said {
             Ok(o) => Said::Result(count("pid") as u32, Box::new(o)),
             Err(e) => Said::Garbled(format!("unreadable result: {e}")),
         },
+        Some("interval") => match IntervalReport::from_event(&v) {
+            Ok(i) => Said::Interval(Box::new(i)),
+            Err(e) => Said::Garbled(format!("unreadable interval: {e}")),
+        },
         Some("error") => Said::Error(v["message"].as_str().unwrap_or("(no message)").into()),
         _ => garbled(),
     }
 }
 
-/// Takes in what a child said.
-fn hear(p: &mut Proc, said: Said, live: &Live) {
+/// Takes in what a child said (one of `n`).
+fn hear(p: &mut Proc, said: Said, live: &Live, n: usize) {
     match said {
         Said::Ready => p.ready = true,
         Said::Progress(now) => {
@@ -610,7 +642,15 @@ fn hear(p: &mut Proc, said: Said, live: &Live) {
             }
             p.progress = now;
         }
-        Said::Result(pid, o) => p.result = Some((pid, *o)),
+        Said::Interval(i) => {
+            p.intervals = p.intervals.max(i.index + 1);
+            live.intervals.hand_in(*i, n);
+        }
+        Said::Result(pid, o) => {
+            // Its intervals all came before: the parent waits for no more.
+            live.intervals.close(p.intervals, n);
+            p.result = Some((pid, *o));
+        }
         Said::Error(m) => p.error = Some(m),
         Said::Garbled(m) => {
             warn!("client process {}: {m}", p.child.id());

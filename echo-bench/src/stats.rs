@@ -123,6 +123,15 @@ pub struct Stats {
     pub lag: Histogram<u64>,
     /// Open loop: messages due inside the window that were never sent.
     pub unsent: u64,
+    /// `--interval`: the latencies of the current interval, in ns
+    /// ([`crate::interval`]); `None` when not reporting intervals.
+    pub interval: Option<Histogram<u64>>,
+    /// TCP: from each `connect` call to the connection being established,
+    /// in ns (every connection that got there, not only the window's).
+    pub connect: Histogram<u64>,
+    /// TCP: from each `connect` call to the connection's first echo (the
+    /// one that proves it), in ns.
+    pub first_echo: Histogram<u64>,
     /// Echoes still due when the window closed (TCP: messages; UDP:
     /// datagrams). Those sent inside the window are also in `latency`,
     /// at their age so far.
@@ -167,6 +176,9 @@ impl Stats {
             latency: hist(),
             lag: hist(),
             unsent: 0,
+            interval: None,
+            connect: hist(),
+            first_echo: hist(),
             outstanding: 0,
             outstanding_oldest_ns: 0,
             errors: [0; ErrorKind::ALL.len()],
@@ -199,6 +211,9 @@ impl Stats {
     #[inline]
     pub fn record_latency(&mut self, ns: u64) {
         self.latency.saturating_record(ns.max(1));
+        if let Some(h) = &mut self.interval {
+            h.saturating_record(ns.max(1));
+        }
     }
 
     /// Counts one echo still due as the window closes, `ns` after it was
@@ -232,6 +247,8 @@ impl Stats {
         // did, the counts above still hold.
         let _ = self.latency.add(&other.latency);
         let _ = self.lag.add(&other.lag);
+        let _ = self.connect.add(&other.connect);
+        let _ = self.first_echo.add(&other.first_echo);
         self.unsent += other.unsent;
         self.outstanding += other.outstanding;
         self.outstanding_oldest_ns = self.outstanding_oldest_ns.max(other.outstanding_oldest_ns);
@@ -265,6 +282,8 @@ impl Stats {
             "bytes": self.bytes,
             "latency": hist_to_hex(&self.latency),
             "lag": hist_to_hex(&self.lag),
+            "connect": hist_to_hex(&self.connect),
+            "first_echo": hist_to_hex(&self.first_echo),
             "unsent": self.unsent,
             "outstanding": self.outstanding,
             "outstanding_oldest_ns": self.outstanding_oldest_ns,
@@ -302,6 +321,8 @@ impl Stats {
         s.bytes = int("bytes")?;
         s.latency = hist("latency")?;
         s.lag = hist("lag")?;
+        s.connect = hist("connect")?;
+        s.first_echo = hist("first_echo")?;
         s.unsent = int("unsent")?;
         s.outstanding = int("outstanding")?;
         s.outstanding_oldest_ns = int("outstanding_oldest_ns")?;

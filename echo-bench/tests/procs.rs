@@ -265,7 +265,17 @@ fn a_process_that_dies_before_reporting_fails_the_run_by_name() {
     signal(victim, "KILL");
     let run = wait_run(parent, &args);
     assert_eq!(run.code, Some(1), "stderr:\n{}", run.stderr);
-    assert!(run.stdout.is_empty(), "no report: {}", run.stdout);
+    // No report: --json prints the error alone, with no counts.
+    let v = run.json();
+    assert_eq!(v["passed"], false, "{v:#}");
+    assert!(v["messages"].is_null(), "no report: {v:#}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("was killed by signal 9"),
+        "{v:#}"
+    );
     assert!(
         run.stderr
             .contains(&format!("(pid {victim}) was killed by signal 9")),

@@ -7,7 +7,6 @@
 //! per-message bookkeeping except one send time per in-flight message.
 
 use super::open_loop::Slot;
-use crate::pattern::Pattern;
 use crate::schedule::Schedule;
 use crate::stats::ErrorKind;
 use log::{debug, warn};
@@ -35,6 +34,14 @@ pub(super) struct Conn {
     pub id: usize,
     /// Where this connection's stream starts in the pattern cycle.
     pub start: usize,
+    /// Where the answers it must get start in theirs (the same as `start`
+    /// when answers are echoes).
+    pub rstart: usize,
+    /// The server's greeting line has yet to be skipped (`--banner`).
+    pub banner: bool,
+    /// Bytes of the answer to `--first-message` still to be read and
+    /// checked.
+    pub first_left: u32,
     pub state: ConnState,
     /// When `connect` was called, for the connect timeout.
     pub opened_at: Instant,
@@ -46,7 +53,8 @@ pub(super) struct Conn {
     /// Bytes written to the socket; `sent < want` means a write is pending
     /// and waits for the next writable event.
     pub sent: u64,
-    /// Bytes echoed back and checked.
+    /// Bytes of answers read back and checked (the same as echoed bytes,
+    /// except under a transform that lengthens each line).
     pub recvd: u64,
     /// Closed loop: when each in-flight message was issued, indexed by
     /// message number modulo `depth`. At most `depth` messages are in
@@ -59,12 +67,24 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    /// A connection whose `connect` was just started, at `now`.
-    pub fn new(stream: TcpStream, id: usize, depth: usize, now: Instant) -> Conn {
+    /// A connection whose `connect` was just started, at `now`; its
+    /// requests and answers start at `starts`, and it first skips a
+    /// greeting line if `banner`.
+    pub fn new(
+        stream: TcpStream,
+        id: usize,
+        starts: (usize, usize),
+        banner: bool,
+        depth: usize,
+        now: Instant,
+    ) -> Conn {
         Conn {
             stream,
             id,
-            start: Pattern::start_of(id),
+            start: starts.0,
+            rstart: starts.1,
+            banner,
+            first_left: 0,
             state: ConnState::Connecting,
             opened_at: now,
             last_progress: now,
@@ -77,9 +97,63 @@ impl Conn {
         }
     }
 
-    /// Messages issued whose echo is not complete yet.
-    pub fn in_flight(&self, size: u64) -> u64 {
-        self.want / size - self.recvd / size
+    /// Messages issued whose echo is not complete yet (`size` bytes each,
+    /// answered with `reply` bytes each).
+    pub fn in_flight(&self, size: u64, reply: u64) -> u64 {
+        self.want / size - self.recvd / reply
+    }
+
+    /// Answer bytes due for what has been written: an echo may come back
+    /// in any pieces, but a transformed answer only for a whole message.
+    fn due(&self, size: u64, reply: u64) -> u64 {
+        if size == reply {
+            self.sent - self.recvd
+        } else {
+            self.sent / size * reply - self.recvd
+        }
+    }
+
+    /// Drops the server's greeting line from the front of `got`, if it is
+    /// still to be skipped, and returns the rest.
+    pub fn skip_banner<'a>(&mut self, got: &'a [u8]) -> &'a [u8] {
+        if !self.banner {
+            return got;
+        }
+        match got.iter().position(|&b| b == b'\n') {
+            Some(lf) => {
+                self.banner = false;
+                &got[lf + 1..]
+            }
+            None => &[],
+        }
+    }
+
+    /// Checks the front of `got` against what is left of the answer to the
+    /// first message (`answer`), and returns the rest; or the error if it
+    /// is wrong (an answer that is mostly wrong is no answer at all: the
+    /// server declined the connection).
+    pub fn check_first<'a>(&mut self, got: &'a [u8], answer: &[u8]) -> Result<&'a [u8], ErrorKind> {
+        if self.first_left == 0 {
+            return Ok(got);
+        }
+        let take = (self.first_left as usize).min(got.len());
+        let at = answer.len() - self.first_left as usize;
+        let want = &answer[at..at + take];
+        if want != &got[..take] {
+            let right = want.iter().zip(got).filter(|(a, b)| a == b).count();
+            warn!(
+                "connection {}: the answer to the first message is wrong at byte {}",
+                self.id,
+                at + want.iter().zip(got).position(|(a, b)| a != b).unwrap_or(0)
+            );
+            return Err(if right * 2 <= take {
+                ErrorKind::Rejected
+            } else {
+                ErrorKind::Mismatch
+            });
+        }
+        self.first_left -= take as u32;
+        Ok(&got[take..])
     }
 
     /// When run message `m` (1, 2, ...) counts as sent: in open loop its
@@ -102,17 +176,29 @@ impl Conn {
 /// server declining to serve it (a "too many connections" line, say),
 /// which is [`ErrorKind::Rejected`]. A first reply most of whose bytes are
 /// right, though, is an echo that came back corrupted: a mismatch.
-pub(super) fn check_echo(pattern: &Pattern, conn: &Conn, got: &[u8]) -> Option<ErrorKind> {
-    let due = (conn.sent - conn.recvd) as usize;
+///
+/// `want` is what `got` must be: as many bytes of the answers due from
+/// `conn.recvd` on.
+pub(super) fn check_echo(
+    conn: &Conn,
+    got: &[u8],
+    want: &[u8],
+    (size, reply): (u64, u64),
+) -> Option<ErrorKind> {
+    let due = conn.due(size, reply) as usize;
     // An echo can never be ahead of what was written.
     let i = if got.len() > due {
         due
+    } else if want == got {
+        // The common case: one memcmp.
+        return None;
     } else {
-        pattern.check(conn.start, conn.recvd, got)?
+        want.iter().zip(got).position(|(a, b)| a != b).unwrap_or(0)
     };
     let echoed = &got[..got.len().min(due)];
     // The bytes of this reply checked before `got` were all right.
-    let right = conn.recvd + pattern.agreeing(conn.start, conn.recvd, echoed) as u64;
+    let agreeing = want.iter().zip(echoed).filter(|(a, b)| a == b).count();
+    let right = conn.recvd + agreeing as u64;
     if conn.state != ConnState::Ready && right * 2 <= conn.recvd + echoed.len() as u64 {
         debug!(
             "connection {}: first reply is not an echo: {:?}",

@@ -50,7 +50,13 @@ struct Worker {
     /// its contents are checked and dropped at once (echo bytes need no
     /// keeping), so no connection owns a receive buffer.
     buf: Box<[u8]>,
+    /// Where `--template` messages are rendered, to be sent or to check
+    /// answers against (unused otherwise).
+    scratch: Vec<u8>,
     size: u64,
+    /// Bytes of the answer to one message: `size`, but for a transform
+    /// that lengthens each line.
+    reply: u64,
     depth: u64,
     /// Connections started so far (`share.ids[..opened]`).
     opened: usize,
@@ -72,11 +78,14 @@ struct Worker {
 /// Runs one thread's share of a TCP run to the end and returns its counts.
 pub(crate) fn run_thread(sh: Arc<Shared>, share: Share) -> ThreadResult {
     let (size, depth) = (sh.cfg.size as u64, sh.cfg.depth as u64);
+    let sh_reply = sh.cfg.protocol.reply_size(sh.cfg.size) as u64;
     let mut w = Worker {
         conns: Slab::with_capacity(share.ids.len()),
         core: Core::new(sh, share)?,
         buf: vec![0u8; MAX_SPAN].into_boxed_slice(),
+        scratch: Vec::new(),
         size,
+        reply: sh_reply,
         depth,
         opened: 0,
         extra_sources: 0,
@@ -209,10 +218,11 @@ impl Worker {
     /// far (see [`crate::stats::Stats::record_outstanding`]).
     fn record_outstanding(&mut self, now: Instant) {
         let (size, depth, start) = (self.size, self.depth, self.core.window.start);
+        let reply = self.reply;
         let schedule = self.open_loop.as_ref().map(|ol| &ol.schedule);
         for (_, conn) in self.conns.iter().filter(|(_, c)| !c.dead) {
             // Message 0 proved the connection before the run; it is done.
-            for m in (conn.recvd / size).max(1)..conn.want / size {
+            for m in (conn.recvd / reply).max(1)..conn.want / size {
                 let sent_at = conn.sent_at(schedule, m, depth);
                 let age = now.saturating_duration_since(sent_at).as_nanos() as u64;
                 self.core.stats.record_outstanding(age, sent_at >= start);
@@ -223,11 +233,13 @@ impl Worker {
     /// Closes connections whose echo is overdue by `--timeout`: without
     /// this, a server that stops answering would hang a `-n` run forever.
     fn sweep_stalls(&mut self, now: Instant) {
-        let (size, timeout) = (self.size, self.core.sh.cfg.timeout);
+        let (size, reply, timeout) = (self.size, self.reply, self.core.sh.cfg.timeout);
         let stalled: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| !c.dead && c.in_flight(size) > 0 && now >= c.last_progress + timeout)
+            .filter(|(_, c)| {
+                !c.dead && c.in_flight(size, reply) > 0 && now >= c.last_progress + timeout
+            })
             .map(|(k, _)| k)
             .collect();
         for key in stalled {
@@ -239,11 +251,11 @@ impl Worker {
 
     /// Whatever is still due after the drain: one timeout per connection.
     fn give_up_outstanding(&mut self) {
-        let size = self.size;
+        let (size, reply) = (self.size, self.reply);
         let late: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.in_flight(size) > 0 && !c.dead)
+            .filter(|(_, c)| c.in_flight(size, reply) > 0 && !c.dead)
             .map(|(k, _)| k)
             .collect();
         for key in late {
@@ -289,7 +301,7 @@ impl Worker {
     /// Reads everything the socket holds, checks it, completes messages and
     /// issues the next ones.
     fn on_readable(&mut self, key: usize, closing: bool) {
-        let size = self.size;
+        let (size, reply) = (self.size, self.reply);
         let conn = &mut self.conns[key];
         let before = conn.recvd;
         let mut failure = None;
@@ -308,11 +320,27 @@ impl Worker {
                     break;
                 }
             };
-            if let Some(kind) = check_echo(&self.core.sh.pattern, conn, &self.buf[..n]) {
+            let got = conn.skip_banner(&self.buf[..n]);
+            let sh = &self.core.sh;
+            let got = match &sh.cfg.first {
+                None => got,
+                Some(first) => match conn.check_first(got, &first.answer) {
+                    Ok(rest) => rest,
+                    Err(kind) => {
+                        failure = Some(kind);
+                        break;
+                    }
+                },
+            };
+            let want = match &sh.template {
+                None => sh.echo().slice(conn.rstart, conn.recvd, got.len()),
+                Some(t) => t.answers(conn.id, conn.recvd, got.len(), &mut self.scratch),
+            };
+            if let Some(kind) = check_echo(conn, got, want, (size, reply)) {
                 failure = Some(kind);
                 break;
             }
-            conn.recvd += n as u64;
+            conn.recvd += got.len() as u64;
             // A short read on a stream socket means the receive queue was
             // empty at that moment, and under edge-triggered epoll any data
             // (or FIN) arriving later raises a new edge. So the read that
@@ -323,7 +351,7 @@ impl Worker {
                 break;
             }
         }
-        let (first, last) = (before / size, conn.recvd / size);
+        let (first, last) = (before / reply, conn.recvd / reply);
         if last > first {
             self.complete(key, first, last);
         }
@@ -344,6 +372,8 @@ impl Worker {
             if m == 0 {
                 // The proving message: the server serves this connection.
                 conn.state = ConnState::Ready;
+                let took = now.saturating_duration_since(conn.opened_at).as_nanos() as u64;
+                self.core.stats.first_echo.saturating_record(took.max(1));
                 self.core.unproven -= 1;
                 self.core.stats.established += 1;
                 continue;
@@ -379,7 +409,7 @@ impl Worker {
                 break;
             }
             let conn = &mut self.conns[key];
-            if conn.in_flight(self.size) == 0 {
+            if conn.in_flight(self.size, self.reply) == 0 {
                 conn.last_progress = now;
             }
             let m = conn.want / self.size;
@@ -408,7 +438,11 @@ impl Worker {
         let mut failure = None;
         while conn.sent < conn.want {
             let len = ((conn.want - conn.sent) as usize).min(MAX_SPAN);
-            let data = self.core.sh.pattern.slice(conn.start, conn.sent, len);
+            let sh = &self.core.sh;
+            let data = match &sh.template {
+                None => sh.pattern.slice(conn.start, conn.sent, len),
+                Some(t) => t.requests(conn.id, conn.sent, len, &mut self.scratch),
+            };
             match conn.stream.write(data) {
                 Ok(n) => {
                     conn.sent += n as u64;
@@ -450,13 +484,13 @@ impl Worker {
 
     /// A proven connection failed: count it and close it after the batch.
     fn fail(&mut self, key: usize, kind: ErrorKind) {
-        let size = self.size;
+        let (size, reply) = (self.size, self.reply);
         let conn = &mut self.conns[key];
         if conn.dead {
             return;
         }
         conn.dead = true;
-        let lost = conn.in_flight(size);
+        let lost = conn.in_flight(size, reply);
         debug!("connection {}: {}", conn.id, kind.name());
         self.outstanding = self.outstanding.saturating_sub(lost);
         if let Some(ol) = &mut self.open_loop {

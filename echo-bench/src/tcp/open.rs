@@ -11,7 +11,7 @@ use log::debug;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use std::io;
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -106,7 +106,11 @@ impl Worker {
             Token(entry.key()),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        entry.insert(Conn::new(stream, id, cfg.depth, now));
+        let sh = &self.core.sh;
+        let starts = (sh.pattern.start(id), sh.echo().start(id));
+        let banner = cfg.protocol.banner();
+        let conn = entry.insert(Conn::new(stream, id, starts, banner, cfg.depth, now));
+        conn.first_left = cfg.first.as_ref().map_or(0, |f| f.answer.len() as u32);
         Ok(())
     }
 
@@ -151,7 +155,22 @@ impl Worker {
             self.connect_fail_key(key, &e);
             return;
         }
+        if let Some(first) = &self.core.sh.cfg.first {
+            // At most MAX_FIRST_MESSAGE bytes into an empty send buffer:
+            // one write takes it all, or the connection is broken.
+            let e = match conn.stream.write(&first.request) {
+                Ok(n) if n == first.request.len() => None,
+                Ok(_) => Some(io::Error::other("the first message did not fit one write")),
+                Err(e) => Some(e),
+            };
+            if let Some(e) = e {
+                self.connect_fail_key(key, &e);
+                return;
+            }
+        }
         conn.state = ConnState::Proving;
+        let took = now.saturating_duration_since(conn.opened_at).as_nanos() as u64;
+        self.core.stats.connect.saturating_record(took.max(1));
         // Message 0 proves the connection; it is never measured.
         conn.times[0] = now;
         conn.want = self.size;

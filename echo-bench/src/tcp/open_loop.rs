@@ -216,12 +216,13 @@ impl Worker {
         if conn.dead {
             return;
         }
-        if conn.in_flight(self.size) == 0 {
+        if conn.in_flight(self.size, self.reply) == 0 {
             conn.last_progress = now;
         }
         let measuring = self.core.measuring();
         let mut issued = 0;
-        while conn.slot.issued < conn.slot.due && conn.in_flight(self.size) < self.depth {
+        while conn.slot.issued < conn.slot.due && conn.in_flight(self.size, self.reply) < self.depth
+        {
             let due_at = ol
                 .schedule
                 .due_at_on_slot(conn.slot.index, conn.slot.issued);

@@ -140,7 +140,7 @@ pub(crate) struct Core {
 
 impl Core {
     /// A thread about to open its `share` of the run.
-    pub fn new(sh: Arc<Shared>, share: Share) -> io::Result<Core> {
+    pub(crate) fn new(sh: Arc<Shared>, share: Share) -> io::Result<Core> {
         let now = Instant::now();
         Ok(Core {
             sh,
@@ -164,13 +164,13 @@ impl Core {
     }
 
     /// The phase the thread is in.
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         self.phase
     }
 
     /// Whether echoes now count: inside [`Phase::Running`] (and then only
     /// those of messages sent after the warmup).
-    pub fn measuring(&self) -> bool {
+    pub(crate) fn measuring(&self) -> bool {
         self.phase == Phase::Running
     }
 
@@ -183,7 +183,7 @@ impl Core {
     /// Whether a new message may be issued now: only while running, and
     /// with `-n` only until `counted` (this engine's count of the window's
     /// messages) reaches this thread's share. The warmup is not counted.
-    pub fn may_issue(&self, now: Instant, counted: u64) -> bool {
+    pub(crate) fn may_issue(&self, now: Instant, counted: u64) -> bool {
         self.measuring()
             && self
                 .share
@@ -193,7 +193,7 @@ impl Core {
 
     /// Counts a connection that failed before it was proven, of `kind`,
     /// and keeps `why` if it is the first such failure.
-    pub fn count_failed(&mut self, kind: ErrorKind, why: &dyn fmt::Display) {
+    pub(crate) fn count_failed(&mut self, kind: ErrorKind, why: &dyn fmt::Display) {
         self.stats.failed += 1;
         self.stats.error(kind);
         if self.first_error.is_none() {
@@ -220,7 +220,7 @@ impl Core {
     }
 
     /// What the thread hands back: its counts and its first connect error.
-    pub fn into_result(self) -> (Stats, Option<String>) {
+    pub(crate) fn into_result(self) -> (Stats, Option<String>) {
         (self.stats, self.first_error)
     }
 }

@@ -214,7 +214,7 @@ pub(crate) struct Clock {
 impl Clock {
     /// Intervals of `every`, from the window's start; starts recording
     /// into `stats.interval`.
-    pub fn new(every: Duration, window_start: Instant, stats: &mut Stats) -> Clock {
+    pub(crate) fn new(every: Duration, window_start: Instant, stats: &mut Stats) -> Clock {
         let mut h = stats.latency.clone();
         h.reset();
         stats.interval = Some(h);
@@ -227,13 +227,13 @@ impl Clock {
     }
 
     /// When the current interval ends.
-    pub fn next_at(&self) -> Instant {
+    pub(crate) fn next_at(&self) -> Instant {
         self.window_start + self.every * (self.index as u32 + 1)
     }
 
     /// Hands in every interval that has ended by `now` (all of them, the
     /// current one too, if `closing`).
-    pub fn tick(
+    pub(crate) fn tick(
         &mut self,
         now: Instant,
         closing: bool,

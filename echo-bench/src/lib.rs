@@ -46,6 +46,7 @@
 //! lets them open their windows together and adds up their counts
 //! ([`procs`]).
 #![deny(
+    unreachable_pub,
     missing_docs,
     missing_debug_implementations,
     rust_2018_idioms,
@@ -153,12 +154,12 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// The pattern echoes are checked against.
-    pub fn echo(&self) -> &Pattern {
+    pub(crate) fn echo(&self) -> &Pattern {
         self.answers.as_ref().unwrap_or(&self.pattern)
     }
 
     /// The source address of connection `id`; `None` = the kernel's choice.
-    pub fn source_for(&self, id: usize) -> Option<std::net::IpAddr> {
+    pub(crate) fn source_for(&self, id: usize) -> Option<std::net::IpAddr> {
         let c = self.cfg.connections;
         match self.source_first {
             None => limits::source_for(id, c, self.sources),

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 /// An echo later than this is counted as lost. Loopback round trips are
 /// microseconds; a quarter second is only reached when a queue overflowed.
-pub const LOSS_TIMEOUT: Duration = Duration::from_millis(250);
+pub(crate) const LOSS_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// One ping-pong lane of a socket: the datagram it last sent.
 struct Lane {

@@ -25,7 +25,7 @@ pub(super) enum ConnState {
 }
 
 /// One TCP connection. Its buffers are not its own: it writes straight
-/// from the shared [`Pattern`] and reads into the thread's buffer, so an
+/// from the shared [`Pattern`](crate::pattern::Pattern) and reads into the thread's buffer, so an
 /// idle connection costs its socket and this struct only.
 pub(super) struct Conn {
     pub stream: TcpStream,
@@ -70,7 +70,7 @@ impl Conn {
     /// A connection whose `connect` was just started, at `now`; its
     /// requests and answers start at `starts`, and it first skips a
     /// greeting line if `banner`.
-    pub fn new(
+    pub(super) fn new(
         stream: TcpStream,
         id: usize,
         starts: (usize, usize),
@@ -99,7 +99,7 @@ impl Conn {
 
     /// Messages issued whose echo is not complete yet (`size` bytes each,
     /// answered with `reply` bytes each).
-    pub fn in_flight(&self, size: u64, reply: u64) -> u64 {
+    pub(super) fn in_flight(&self, size: u64, reply: u64) -> u64 {
         self.want / size - self.recvd / reply
     }
 
@@ -115,7 +115,7 @@ impl Conn {
 
     /// Drops the server's greeting line from the front of `got`, if it is
     /// still to be skipped, and returns the rest.
-    pub fn skip_banner<'a>(&mut self, got: &'a [u8]) -> &'a [u8] {
+    pub(super) fn skip_banner<'a>(&mut self, got: &'a [u8]) -> &'a [u8] {
         if !self.banner {
             return got;
         }
@@ -132,7 +132,11 @@ impl Conn {
     /// first message (`answer`), and returns the rest; or the error if it
     /// is wrong (an answer that is mostly wrong is no answer at all: the
     /// server declined the connection).
-    pub fn check_first<'a>(&mut self, got: &'a [u8], answer: &[u8]) -> Result<&'a [u8], ErrorKind> {
+    pub(super) fn check_first<'a>(
+        &mut self,
+        got: &'a [u8],
+        answer: &[u8],
+    ) -> Result<&'a [u8], ErrorKind> {
         if self.first_left == 0 {
             return Ok(got);
         }
@@ -160,7 +164,7 @@ impl Conn {
     /// due time, not the moment it left (so a stall is charged to every
     /// message that should have left during it); in closed loop the moment
     /// it was issued.
-    pub fn sent_at(&self, schedule: Option<&Schedule>, m: u64, depth: u64) -> Instant {
+    pub(super) fn sent_at(&self, schedule: Option<&Schedule>, m: u64, depth: u64) -> Instant {
         match schedule {
             Some(s) => s.due_at_on_slot(self.slot.index, m - 1),
             None => self.times[(m % depth) as usize],

@@ -130,7 +130,7 @@ impl OpenLoop {
     }
 
     /// The timer's readable event.
-    pub fn timer_fired(&mut self) {
+    pub(super) fn timer_fired(&mut self) {
         if let Some(t) = &mut self.timer {
             t.fired();
         }
@@ -138,13 +138,13 @@ impl OpenLoop {
 
     /// `-n`: every message of the count released and sent (those released
     /// to a connection that died are counted as unsent, not waited for).
-    pub fn all_sent(&self) -> bool {
+    pub(super) fn all_sent(&self) -> bool {
         self.release_limit.is_some_and(|l| self.released >= l) && self.backlog == 0
     }
 
     /// Window messages that never left: still held back by `depth` on a
     /// live connection, or handed to one that had died.
-    pub fn unsent(&self, conns: &Slab<Conn>) -> u64 {
+    pub(super) fn unsent(&self, conns: &Slab<Conn>) -> u64 {
         let behind: u64 = self
             .ring
             .iter()
@@ -158,7 +158,7 @@ impl OpenLoop {
     /// message, in whole milliseconds (mio rounds up): messages then leave
     /// in 1 ms batches. Their latency still counts from their own due
     /// time, so it shows.
-    pub fn fallback_wake(&self, now: Instant) -> Option<Duration> {
+    pub(super) fn fallback_wake(&self, now: Instant) -> Option<Duration> {
         let more = self.release_limit.is_none_or(|l| self.released < l);
         (self.timer.is_none() && more).then(|| {
             self.schedule

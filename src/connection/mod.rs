@@ -601,7 +601,7 @@ impl<S: Stream> Connection<S> {
     /// judged as the read it stands for: a short one saw the whole receive
     /// queue (what the caller then leaves queued, it says so itself, see
     /// `pass_through.rs`).
-    #[inline(always)]
+    #[inline]
     fn read_once(&mut self, buf: &mut [u8], how: Take) -> io::Result<Input> {
         loop {
             let got = match how {

@@ -7,10 +7,10 @@
 //! the generation, all of it would name the *next* connection at that key.
 //! These tests close a connection, let a new one take its key, and deliver
 //! the old one's late timer and late event: the new connection must not
-//! notice. Remove the generation check in `Reactor::current` (the first
-//! test fails: the new connection is closed by the old one's linger bound)
-//! or in `turn` (the second fails: the new connection takes a turn on the
-//! old one's event).
+//! notice. Remove the generation check in `Reactor::current`
+//! (`deadlines.rs`; the first test fails: the new connection is closed by
+//! the old one's linger bound) or in `turn` (`mod.rs`; the second fails:
+//! the new connection takes a turn on the old one's event).
 //!
 //! The loop is driven by hand, with its clock set by the test: no sleeping,
 //! no timing.
@@ -53,6 +53,7 @@ fn connect(r: &mut Reactor<Epoll>) -> (std::net::TcpStream, usize, Token) {
     let stream = TcpStream::from_std(server);
     let conn = Connection::register(stream, token, &mut r.poller, r.clock.stamp).expect("register");
     assert_eq!(r.conns.insert(conn), key);
+    r.classes[Class::Echo].open += 1;
     (client, key, token)
 }
 

@@ -77,7 +77,7 @@
 //! # Footprint
 //!
 //! An idle connection is this struct in the slab (64 bytes on x86_64 in
-//! release builds, see the size test in `tests.rs`) plus, with `--idle-timeout`,
+//! release builds, see the size test in `tests/turns.rs`) plus, with `--idle-timeout`,
 //! one timer-heap entry (32 bytes). The output buffer owns no heap memory
 //! while empty; under backpressure it holds at most `HIGH_WATERMARK` plus
 //! the answers to one read (in raw and frame mode: one read; in line mode

@@ -58,7 +58,9 @@
 //!   the loop's side of the memory budget (`reactor/memory.rs`).
 //! - `connection`: one client. The readiness rules (drain or remember,
 //!   budgets, write interest only while output is pending, backpressure),
-//!   each coded once, and the connection's phases up to a lingering close.
+//!   each coded once, and the connection's phases up to a lingering close;
+//!   over a `Stream` trait (`connection/stream.rs`), so that its tests
+//!   drive every phase against a scripted stream instead of a socket.
 //! - `outbuf`: pending output, only after a partial write.
 //! - `budget`: `--max-buffered`, one budget for every byte held for
 //!   clients, and what happens near and at its limit (with

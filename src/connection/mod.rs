@@ -77,7 +77,7 @@
 //! # Footprint
 //!
 //! An idle connection is this struct in the slab (64 bytes on x86_64 in
-//! release builds, see the size test below) plus, with `--idle-timeout`,
+//! release builds, see the size test in `tests/turns.rs`) plus, with `--idle-timeout`,
 //! one timer-heap entry (32 bytes). The output buffer owns no heap memory
 //! while empty; under backpressure it holds at most `HIGH_WATERMARK` plus
 //! the answers to one read (in raw and frame mode: one read; in line mode
@@ -87,14 +87,20 @@
 //! boundary.
 
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::io;
 use std::time::{Duration, Instant};
 
+mod interest;
 mod pass_through;
+#[cfg(test)]
+mod scripted;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use stream::Stream;
 
 use log::trace;
-use std::os::fd::AsRawFd;
 
 use mio::net::TcpStream;
 
@@ -290,10 +296,11 @@ pub(crate) struct Look {
     pub(crate) pending: usize,
 }
 
-/// One client.
+/// One client, on a socket (`S`: mio's `TcpStream` in the server, a
+/// scripted stream in tests; see `stream.rs`).
 #[derive(Debug)]
-pub(crate) struct Connection {
-    stream: TcpStream,
+pub(crate) struct Connection<S = TcpStream> {
+    stream: S,
     /// Distinguishes this connection from earlier users of its slab key
     /// (see `token.rs`).
     generation: u32,
@@ -352,18 +359,28 @@ enum Input {
     Eof,
 }
 
-impl Connection {
+/// Whether [`Connection::read_once`] takes the bytes or only looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// `read`: the bytes leave the kernel.
+    Read,
+    /// `recv(MSG_PEEK)`: the bytes are copied and stay queued (while the
+    /// budget is full, `pass_through.rs`).
+    Peek,
+}
+
+impl<S: Stream> Connection<S> {
     /// Registers `stream` for `READABLE` under `token` (a connection token,
     /// `token.rs`) and wraps it.
     ///
     /// No read is attempted now: registering reports the current state, so
     /// input that arrived with the handshake shows up as a first event.
     pub(crate) fn register<P: Poller>(
-        stream: TcpStream,
+        stream: S,
         token: Token,
         poller: &mut P,
         now: Stamp,
-    ) -> io::Result<Connection> {
+    ) -> io::Result<Connection<S>> {
         poller.register(stream.as_raw_fd(), token, Interest::READABLE)?;
         Ok(Connection {
             stream,
@@ -475,17 +492,6 @@ impl Connection {
         }
     }
 
-    /// Removes the socket from the poller before the connection is dropped.
-    pub(crate) fn deregister<P: Poller>(&mut self, poller: &mut P) {
-        // Closing the descriptor would also remove it from epoll, but the
-        // poll and select backends keep their own tables, which would go on
-        // watching the number (and whatever socket reuses it next). An
-        // error here changes nothing: the socket closes next.
-        if self.interest.is_some() {
-            let _ = poller.deregister(self.stream.as_raw_fd());
-        }
-    }
-
     /// One turn: all the I/O the connection is ready for and its budget
     /// allows, then the interest its new state calls for.
     pub(crate) fn drive<P: Poller>(&mut self, ready: Ready, cx: &mut Cx<'_, P>) -> Outcome {
@@ -563,7 +569,7 @@ impl Connection {
                 Phase::Closing => return Ok(Outcome::Close(CloseReason::PeerClosed)),
                 Phase::Draining => {
                     // Everything we owe is written: FIN goes after it.
-                    self.stream.shutdown(Shutdown::Write)?;
+                    self.stream.shutdown_write()?;
                     // phase: Draining -> Lingering (everything written, our FIN sent)
                     self.set_phase(cx.token, Phase::Lingering);
                     let at = cx.now + LINGER_TIMEOUT;
@@ -579,12 +585,20 @@ impl Connection {
         Ok(outcome)
     }
 
-    /// One `read` into the loop's buffer, under rule 1: the only place the
-    /// connection reads, so the rule and its exceptions are coded once.
+    /// One `read` (or, with [`Take::Peek`], one `recv(MSG_PEEK)`) into
+    /// the loop's buffer, under rule 1: the only place the connection
+    /// reads, so the rule and its exceptions are coded once. A peek is
+    /// judged as the read it stands for: a short one saw the whole receive
+    /// queue (what the caller then leaves queued, it says so itself, see
+    /// `pass_through.rs`).
     #[inline]
-    fn read_once(&mut self, buf: &mut [u8]) -> io::Result<Input> {
+    fn read_once(&mut self, buf: &mut [u8], how: Take) -> io::Result<Input> {
         loop {
-            return match self.stream.read(buf) {
+            let got = match how {
+                Take::Read => self.stream.read(buf),
+                Take::Peek => self.stream.peek(buf),
+            };
+            return match got {
                 Ok(0) => {
                     self.read_ready = false;
                     Ok(Input::Eof)
@@ -612,7 +626,7 @@ impl Connection {
     /// progress"). A socket that takes nothing of non-empty data without
     /// saying `WouldBlock` is broken: `WriteZero`, as `write_all` says.
     #[inline]
-    fn write_once(stream: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
+    fn write_once(stream: &mut S, data: &[u8]) -> io::Result<usize> {
         loop {
             return match stream.write(data) {
                 Ok(0) if !data.is_empty() => Err(io::ErrorKind::WriteZero.into()),
@@ -675,7 +689,7 @@ impl Connection {
     /// when the turn's reading is over (nothing more, or EOF).
     #[inline]
     fn read_and_answer<P>(&mut self, len: usize, cx: &mut Cx<'_, P>) -> io::Result<bool> {
-        let n = match self.read_once(&mut cx.buf[..len])? {
+        let n = match self.read_once(&mut cx.buf[..len], Take::Read)? {
             Input::Data(n) => n,
             Input::Empty => return Ok(false),
             Input::Eof => {
@@ -837,7 +851,7 @@ impl Connection {
             if !self.read_ready {
                 return Ok(Outcome::Keep);
             }
-            if let Input::Eof = self.read_once(cx.buf)? {
+            if let Input::Eof = self.read_once(cx.buf, Take::Read)? {
                 return Ok(Outcome::Close(CloseReason::Lingered));
             }
         }
@@ -848,449 +862,9 @@ impl Connection {
         })
     }
 
-    /// The interest the current state calls for (rules 3 and 4).
-    fn wanted_interest(&self) -> Option<Interest> {
-        // While passed-through input waits for room in the socket
-        // (`write_blocked`), reading waits too.
-        let read = matches!(self.phase, Phase::Open | Phase::Lingering)
-            && !self.starved
-            && !self.write_blocked;
-        let write = !self.out.is_empty() || self.write_blocked;
-        match (read, write) {
-            (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
-            (true, false) => Some(Interest::READABLE),
-            (false, true) => Some(Interest::WRITABLE),
-            // Only reachable on the way to being closed.
-            (false, false) => None,
-        }
-    }
-
-    /// Re-registers only when the wanted interest differs from the
-    /// registered one: no `epoll_ctl` on the per-message path.
-    #[inline(always)]
-    fn sync_interest<P: Poller>(&mut self, token: Token, poller: &mut P) -> io::Result<()> {
-        let want = self.wanted_interest();
-        if want == self.interest {
-            return Ok(());
-        }
-        self.change_interest(want, token, poller)
-    }
-
-    /// The rare path of [`Connection::sync_interest`]: one `epoll_ctl`.
-    #[cold]
-    fn change_interest<P: Poller>(
-        &mut self,
-        want: Option<Interest>,
-        token: Token,
-        poller: &mut P,
-    ) -> io::Result<()> {
-        let fd = self.stream.as_raw_fd();
-        match (self.interest, want) {
-            (Some(_), Some(want)) => poller.reregister(fd, token, want)?,
-            (None, Some(want)) => poller.register(fd, token, want)?,
-            (Some(_), None) => {
-                // Closing, or parked with nothing to send.
-                if matches!(self.phase, Phase::Closing | Phase::Draining) {
-                    return Ok(());
-                }
-                poller.deregister(fd)?
-            }
-            (None, None) => {}
-        }
-        self.interest = want;
-        Ok(())
-    }
-
     /// Every phase change goes through here, and is logged as one line.
     fn set_phase(&mut self, token: Token, next: Phase) {
         trace!("{}: {:?} => {:?}", Named(token), self.phase, next);
         self.phase = next;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::poller::epoll::Epoll;
-
-    /// The token the test connection is registered under.
-    const TOKEN: Token = Token((1 << 32) | 7);
-
-    /// A loopback pair with small kernel buffers: the client's blocking
-    /// socket and the server side wrapped as a connection.
-    fn pair(poller: &mut Epoll, epoch: Instant) -> (std::net::TcpStream, Connection) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let client =
-            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let (server, _) = listener.accept().expect("accept");
-        socket2::SockRef::from(&server)
-            .set_send_buffer_size(4096)
-            .expect("SO_SNDBUF");
-        socket2::SockRef::from(&client)
-            .set_recv_buffer_size(4096)
-            .expect("SO_RCVBUF");
-        server.set_nonblocking(true).expect("nonblocking");
-        let stream = TcpStream::from_std(server);
-        let conn = Connection::register(stream, TOKEN, poller, Stamp::new(epoch, epoch))
-            .expect("register");
-        (client, conn)
-    }
-
-    /// What the loop lends a connection, kept across turns.
-    struct Rig {
-        poller: Epoll,
-        stats: Stats,
-        timers: Timers,
-        buf: Vec<u8>,
-        answers: Vec<u8>,
-        budget: Budget,
-        handler: Handler,
-        /// `--portable-reads`.
-        portable: bool,
-    }
-
-    impl Rig {
-        fn new() -> Rig {
-            Rig {
-                poller: Epoll::new().expect("poller"),
-                stats: Stats::default(),
-                timers: Timers::new(),
-                buf: vec![0u8; crate::reactor::READ_BUFFER_SIZE],
-                answers: Vec::new(),
-                budget: Budget::new(usize::MAX, crate::reactor::READ_BUFFER_SIZE, 1, 0),
-                handler: Handler::Raw,
-                portable: false,
-            }
-        }
-
-        fn with_cx<T>(&mut self, f: impl FnOnce(&mut Cx<'_, Epoll>) -> T) -> T {
-            let now = Instant::now();
-            let mut cx = Cx {
-                token: TOKEN,
-                poller: &mut self.poller,
-                buf: &mut self.buf,
-                stats: &mut self.stats,
-                now,
-                stamp: Stamp::new(now, now),
-                handler: &mut self.handler,
-                answers: &mut self.answers,
-                timers: &mut self.timers,
-                budget: &mut self.budget,
-                read_until_would_block: self.portable,
-            };
-            f(&mut cx)
-        }
-
-        /// One turn with every hint set, as after a fresh event.
-        fn turn(&mut self, conn: &mut Connection) -> Outcome {
-            let all = Ready {
-                readable: true,
-                writable: true,
-                read_closed: false,
-                urgent: false,
-            };
-            self.with_cx(|cx| conn.drive(all, cx))
-        }
-    }
-
-    /// Lets the loopback deliver what was just written.
-    fn settle() {
-        std::thread::sleep(std::time::Duration::from_millis(30));
-    }
-
-    /// Reads whatever the client has waiting, up to `max` bytes.
-    fn client_reads(client: &mut std::net::TcpStream, max: usize) -> usize {
-        client.set_nonblocking(true).expect("nonblocking");
-        let mut buf = vec![0u8; max];
-        let mut got = 0;
-        while got < max {
-            match client.read(&mut buf[got..]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got += n,
-            }
-        }
-        client.set_nonblocking(false).expect("blocking");
-        got
-    }
-
-    #[test]
-    fn hints_held_while_queued_are_acted_on_in_the_queued_turn() {
-        let mut rig = Rig::new();
-        let (mut client, mut conn) = pair(&mut rig.poller, Instant::now());
-        let readable = Ready {
-            readable: true,
-            ..Ready::default()
-        };
-
-        // More than one read's worth: the budget stops the first turn.
-        let sent = vec![0x5a_u8; 100 * 1024];
-        client.write_all(&sent).expect("send");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let first = rig.with_cx(|cx| conn.drive(readable, cx));
-        assert!(matches!(first, Outcome::Requeue), "{first:?}");
-        assert!(conn.enqueue());
-        let read_before = rig.stats.bytes_in;
-        assert_eq!(
-            read_before as usize,
-            READ_BUDGET * crate::reactor::READ_BUFFER_SIZE
-        );
-
-        // The client reads nothing, so most of the echo is pending output.
-        assert!(!conn.out.is_empty());
-
-        // An event while queued: hints are kept, no I/O happens now.
-        conn.hold(Ready {
-            readable: true,
-            writable: true,
-            read_closed: false,
-            urgent: false,
-        });
-        assert_eq!(rig.stats.bytes_in, read_before);
-
-        // The client reads what was echoed so far, making room.
-        let mut back = vec![0u8; 8 * 1024];
-        client.read_exact(&mut back).expect("read some echo");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let written_before = rig.stats.bytes_out;
-
-        // The queued turn, with no hints of its own, uses the held ones:
-        // it flushes (the writable hint) and reads on (the readable one).
-        conn.dequeue();
-        rig.with_cx(|cx| conn.drive(Ready::default(), cx));
-        assert!(
-            rig.stats.bytes_out > written_before,
-            "the held writable hint was lost"
-        );
-        assert!(
-            rig.stats.bytes_in > read_before,
-            "the held readable hint was lost"
-        );
-    }
-
-    // ----- phases: every transition, driven as the loop drives it ---------
-
-    #[test]
-    fn open_pauses_above_the_high_watermark_and_resumes_below_the_low() {
-        let mut rig = Rig::new();
-        let (mut client, mut conn) = pair(&mut rig.poller, Instant::now());
-        client.set_nonblocking(true).expect("nonblocking");
-        let chunk = vec![7u8; 16 * 1024];
-        // Push without reading until the connection stops reading.
-        for _ in 0..200 {
-            let _ = client.write(&chunk);
-            settle();
-            rig.turn(&mut conn);
-            if conn.phase == Phase::Paused {
-                break;
-            }
-        }
-        assert_eq!(conn.phase, Phase::Paused, "never paused");
-        assert!(conn.out.len() > HIGH_WATERMARK);
-        assert_eq!(
-            conn.interest,
-            Some(Interest::WRITABLE),
-            "still asking to read"
-        );
-        assert_eq!(rig.stats.backpressure_pauses, 1);
-        // The client reads; the connection flushes below the low mark and
-        // reads again.
-        for _ in 0..200 {
-            client_reads(&mut client, 1 << 20);
-            settle();
-            rig.turn(&mut conn);
-            if conn.phase == Phase::Open {
-                break;
-            }
-        }
-        assert_eq!(conn.phase, Phase::Open, "never resumed");
-        assert!(conn.out.len() < LOW_WATERMARK);
-        assert!(conn.interest.is_some_and(|i| i.is_readable()));
-    }
-
-    #[test]
-    fn closing_flushes_everything_then_closes() {
-        let mut rig = Rig::new();
-        let (mut client, mut conn) = pair(&mut rig.poller, Instant::now());
-        // More than the small buffers hold, then FIN.
-        let sent = vec![3u8; 48 * 1024];
-        client.write_all(&sent).expect("send");
-        client.shutdown(Shutdown::Write).expect("FIN");
-        let mut echoed = 0;
-        for _ in 0..500 {
-            settle();
-            match rig.turn(&mut conn) {
-                Outcome::Close(CloseReason::PeerClosed) => break,
-                Outcome::Close(other) => panic!("closed early: {other}"),
-                _ => {}
-            }
-            if conn.phase == Phase::Closing {
-                assert!(
-                    !conn.interest.is_some_and(|i| i.is_readable()),
-                    "reading after EOF"
-                );
-            }
-            echoed += client_reads(&mut client, 1 << 20);
-        }
-        echoed += client_reads(&mut client, 1 << 20);
-        assert_eq!(echoed, sent.len(), "closed before everything was echoed");
-    }
-
-    #[test]
-    fn draining_sends_fin_then_lingers_until_the_peer_closes() {
-        let mut rig = Rig::new();
-        let (mut client, mut conn) = pair(&mut rig.poller, Instant::now());
-        client.write_all(b"late input").expect("send");
-        settle();
-        let outcome = rig.with_cx(|cx| conn.begin_shutdown(cx));
-        assert!(matches!(outcome, Outcome::Keep), "{outcome:?}");
-        // Nothing was pending: FIN went out at once, and the connection
-        // lingers, with its bound armed; the input it never echoed is read
-        // and dropped rather than left to turn the close into a reset.
-        assert_eq!(conn.phase, Phase::Lingering);
-        let deadline = rig.timers.pop_due(Instant::now() + LINGER_TIMEOUT);
-        assert_eq!(deadline, Some(TimerKind::LingerDeadline(TOKEN)));
-        let mut rest = Vec::new();
-        client.read_to_end(&mut rest).expect("EOF from the server");
-        assert!(rest.is_empty(), "{rest:?}");
-        drop(client);
-        settle();
-        let outcome = rig.turn(&mut conn);
-        assert!(
-            matches!(outcome, Outcome::Close(CloseReason::Lingered)),
-            "{outcome:?}"
-        );
-    }
-
-    // ----- the memory budget ------------------------------------------------
-
-    /// Drives `conn` as the loop does: a turn per event the poller reports,
-    /// and another at once while it asks to be requeued; no turn otherwise.
-    /// Returns how it ended, or `None` if it went quiet for 2 s.
-    fn run_like_the_loop(
-        rig: &mut Rig,
-        conn: &mut Connection,
-        client: &mut std::net::TcpStream,
-        echoed: &mut Vec<u8>,
-    ) -> Option<CloseReason> {
-        use crate::poller::Poller;
-        let mut events = Epoll::events(8);
-        let mut quiet_since = Instant::now();
-        let mut requeued = false;
-        while quiet_since.elapsed() < std::time::Duration::from_secs(2) {
-            let timeout = std::time::Duration::from_millis(if requeued { 0 } else { 20 });
-            rig.poller.wait(&mut events, Some(timeout)).expect("wait");
-            let mut ready: Option<Ready> = requeued.then(Ready::default);
-            for e in Epoll::iter(&events) {
-                ready = Some(Ready {
-                    readable: e.readable || e.error,
-                    writable: e.writable || e.write_closed || e.error,
-                    read_closed: e.read_closed,
-                    urgent: e.priority,
-                });
-            }
-            let got = client_reads(client, 1 << 20);
-            let at = echoed.len();
-            echoed.resize(at + got, 0);
-            if got > 0 {
-                quiet_since = Instant::now();
-            }
-            let Some(ready) = ready else { continue };
-            match rig.with_cx(|cx| conn.drive(ready, cx)) {
-                Outcome::Close(reason) => return Some(reason),
-                Outcome::Requeue => requeued = true,
-                Outcome::Keep | Outcome::Starved { .. } => requeued = false,
-            }
-        }
-        None
-    }
-
-    #[test]
-    fn a_full_budget_passes_input_through_holds_nothing_and_sees_the_fin() {
-        let mut rig = Rig::new();
-        rig.budget = Budget::new(0, crate::reactor::READ_BUFFER_SIZE, 1, 0);
-        rig.budget.settle(0, crate::budget::MIN_MAX_BUFFERED);
-        assert!(rig.budget.is_full());
-        let (mut client, mut conn) = pair(&mut rig.poller, Instant::now());
-        // Buffers that take everything at once, so that no writable edge
-        // or interest change gives the connection an extra turn: only rule
-        // 2 can bring it back for the rest of a window's worth, and for
-        // the FIN behind it.
-        socket2::SockRef::from(&client)
-            .set_recv_buffer_size(1 << 20)
-            .expect("SO_RCVBUF");
-        socket2::SockRef::from(&conn.stream)
-            .set_send_buffer_size(1 << 20)
-            .expect("SO_SNDBUF");
-        let sent: Vec<u8> = (0..100 * 1024).map(|i| (i % 251) as u8).collect();
-        client.write_all(&sent).expect("send");
-        client.shutdown(Shutdown::Write).expect("FIN");
-        let mut echoed = Vec::new();
-        let end = run_like_the_loop(&mut rig, &mut conn, &mut client, &mut echoed);
-        echoed.resize(echoed.len() + client_reads(&mut client, 1 << 20), 0);
-        assert!(
-            matches!(end, Some(CloseReason::PeerClosed)),
-            "{end:?} after {} of {} bytes",
-            echoed.len(),
-            sent.len()
-        );
-        assert_eq!(echoed.len(), sent.len());
-        assert_eq!(conn.held(), 0, "held bytes with the budget full");
-        assert!(rig.budget.times_full() > 0, "never passed through");
-    }
-
-    #[test]
-    fn an_idle_connection_is_small() {
-        // The footprint the module docs promise. mio's socket is a bare
-        // descriptor in release builds; debug builds add a selector check
-        // to it, so there we measure our own fields around it.
-        let size = std::mem::size_of::<Connection>();
-        if cfg!(debug_assertions) {
-            let ours = size - std::mem::size_of::<TcpStream>();
-            assert!(ours <= 64, "{ours} bytes besides the socket");
-        } else {
-            assert!(size <= 64, "{size} bytes");
-        }
-    }
-
-    // ----- --portable-reads -------------------------------------------------
-
-    /// Rule 1 against the portable way: after a short read the default
-    /// stops (the queue was empty), while `--portable-reads` keeps the
-    /// readiness, asks for another turn, and that turn's read finds
-    /// `WouldBlock`; and it stays that way after the `WouldBlock` (rounds
-    /// 2 and 3).
-    #[test]
-    fn portable_reads_read_again_after_a_short_read_until_would_block() {
-        for portable in [false, true] {
-            let mut rig = Rig::new();
-            rig.portable = portable;
-            let (mut client, mut conn) = pair(&mut rig.poller, Instant::now());
-            for round in 1..=3u64 {
-                client.write_all(b"ping").expect("send");
-                settle();
-                let first = rig.turn(&mut conn);
-                assert_eq!(rig.stats.bytes_in, 4 * round, "one short read");
-                if portable {
-                    assert!(
-                        matches!(first, Outcome::Requeue),
-                        "round {round}: {first:?}: a short read ended the turn's reading"
-                    );
-                    assert!(conn.read_ready, "round {round}: readiness dropped");
-                    // The requeued turn (no event): one more read, which
-                    // finds nothing (`WouldBlock` is the only way a read
-                    // that took no bytes clears the memo before EOF).
-                    let second = rig.with_cx(|cx| conn.drive(Ready::default(), cx));
-                    assert!(matches!(second, Outcome::Keep), "{second:?}");
-                    assert_eq!(rig.stats.bytes_in, 4 * round);
-                    assert!(!conn.read_ready, "round {round}: no WouldBlock read");
-                } else {
-                    assert!(matches!(first, Outcome::Keep), "{first:?}");
-                    assert!(!conn.read_ready, "round {round}: short read kept readiness");
-                }
-                let mut echo = [0u8; 4];
-                client.read_exact(&mut echo).expect("echo");
-                assert_eq!(&echo, b"ping");
-            }
-        }
     }
 }

@@ -31,10 +31,9 @@
 //!   ([`Connection::finish_message`]): it peeks, asks the protocol where
 //!   the message ends, and takes exactly that much.
 
-use std::io::{self, Read};
-use std::os::fd::AsRawFd;
+use std::io;
 
-use super::{Connection, Cx, Input, Outcome, Phase};
+use super::{Connection, Cx, Input, Outcome, Phase, Stream, Take};
 use crate::protocol::{Handler, Verdict};
 
 /// The largest answer written through while the budget is full: an empty
@@ -42,7 +41,7 @@ use crate::protocol::{Handler, Verdict};
 /// socket holds more).
 pub(crate) const ANSWER_MAX: usize = 16 * 1024;
 
-impl Connection {
+impl<S: Stream> Connection<S> {
     /// A turn's reading while the budget is full (see the module docs).
     pub(super) fn pass_through<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
         if !self.out.is_empty() {
@@ -58,11 +57,10 @@ impl Connection {
             self.partial.is_empty(),
             "a split message is finished, not passed"
         );
-        let n = match self.peek(cx.buf)? {
+        let n = match self.read_once(cx.buf, Take::Peek)? {
             Input::Data(n) => n,
             Input::Empty => return Ok(Outcome::Keep),
             Input::Eof => {
-                self.read_ready = false;
                 // phase: Open -> Closing (the peer's FIN, peeked with the budget full)
                 self.set_phase(cx.token, Phase::Closing);
                 return Ok(Outcome::Keep);
@@ -92,20 +90,16 @@ impl Connection {
     /// room (see the module docs).
     pub(super) fn finish_message<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
         let window = cx.handler.still_wanted(&self.partial).min(cx.buf.len());
-        let n = match self.peek(&mut cx.buf[..window])? {
+        let n = match self.read_once(&mut cx.buf[..window], Take::Peek)? {
             Input::Data(n) => n,
             Input::Empty => return Ok(Outcome::Keep),
             Input::Eof => {
-                self.read_ready = false;
                 self.end_of_input(cx)?;
                 return Ok(Outcome::Keep);
             }
         };
         let take = cx.handler.rest_of_message(&self.partial, &cx.buf[..n]);
-        self.consume(take, cx)?;
-        if take == n {
-            self.peeked_all(n, window);
-        }
+        self.consume(take, n, cx)?;
         self.answer(take, cx)?;
         // Rule 2: what follows the message (or a FIN) raises no new edge.
         if self.read_ready && self.phase == Phase::Open && !self.write_blocked {
@@ -117,14 +111,12 @@ impl Connection {
     /// Raw mode: write the peeked bytes, consume what went out.
     fn echo_through<P>(&mut self, n: usize, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
         let written = Self::write_once(&mut self.stream, &cx.buf[..n])?;
-        self.consume(written, cx)?;
+        self.consume(written, n, cx)?;
         cx.stats.bytes_out += written as u64;
         if written < n {
             // The socket is full: the rest stays in the kernel until it
             // has room.
             self.write_blocked = true;
-        } else {
-            self.peeked_all(n, cx.buf.len());
         }
         Ok(Outcome::Keep)
     }
@@ -143,8 +135,7 @@ impl Connection {
         if verdict == Verdict::Continue && complete == 0 {
             if n < cx.buf.len() && !held_back {
                 // Only an incomplete message: its next segment raises an
-                // edge.
-                self.peeked_all(n, cx.buf.len());
+                // edge (rule 1 judged the peek as it would a read).
                 return Ok(Outcome::Keep);
             }
             // A message larger than the window, or with an answer larger
@@ -155,10 +146,7 @@ impl Connection {
             cx.answers.clear();
             return Ok(self.starve(false));
         }
-        self.consume(complete, cx)?;
-        if complete == n {
-            self.peeked_all(n, cx.buf.len());
-        }
+        self.consume(complete, n, cx)?;
         self.send_answers(verdict, cx)?;
         Ok(Outcome::Keep)
     }
@@ -168,47 +156,29 @@ impl Connection {
     /// [`Outcome::Starved`]).
     fn starve(&mut self, retry: bool) -> Outcome {
         self.starved = true;
+        // What was peeked is still queued.
+        self.read_ready = true;
         Outcome::Starved { retry }
     }
 
-    /// Rule 1 for a peek that took everything it was shown: a short peek
-    /// saw the whole receive queue.
-    fn peeked_all(&mut self, n: usize, window: usize) {
-        if n < window && !self.short_reads_prove_nothing {
-            self.read_ready = false;
-        }
-    }
-
-    /// One `recv(MSG_PEEK)`: the bytes are copied, not taken.
-    fn peek(&mut self, buf: &mut [u8]) -> io::Result<Input> {
-        loop {
-            return match self.stream.peek(buf) {
-                Ok(0) => Ok(Input::Eof),
-                Ok(n) => Ok(Input::Data(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.read_ready = false;
-                    Ok(Input::Empty)
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => Err(e),
-            };
-        }
-    }
-
-    /// Takes from the kernel the `n` bytes that were peeked into the
+    /// Takes from the kernel the first `n` of the `peeked` bytes in the
     /// loop's buffer (they land where the peek put them).
-    fn consume<P>(&mut self, n: usize, cx: &mut Cx<'_, P>) -> io::Result<()> {
+    ///
+    /// The peek already applied rule 1 to what it saw; these reads take
+    /// bytes known to be there, so they leave the readiness as the peek
+    /// judged it, except that bytes left behind are still queued.
+    fn consume<P>(&mut self, n: usize, peeked: usize, cx: &mut Cx<'_, P>) -> io::Result<()> {
+        let judged = self.read_ready;
         let mut done = 0;
         while done < n {
-            // They were peeked, so they are there; a read may still stop
-            // short at an urgent mark, hence the loop.
-            match self.stream.read(&mut cx.buf[done..n]) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(got) => done += got,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+            // A read may still stop short at an urgent mark, hence the loop.
+            match self.read_once(&mut cx.buf[done..n], Take::Read)? {
+                Input::Data(got) => done += got,
+                Input::Eof => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Input::Empty => return Err(io::ErrorKind::WouldBlock.into()),
             }
         }
+        self.read_ready = judged || n < peeked;
         if n > 0 {
             cx.stats.bytes_in += n as u64;
             self.last_active = cx.stamp;
@@ -216,16 +186,8 @@ impl Connection {
         Ok(())
     }
 
-    /// Bytes in the socket's send queue, not yet acknowledged by the peer
-    /// (`TIOCOUTQ`, which Linux also calls `SIOCOUTQ` for sockets).
+    /// Bytes in the socket's send queue, not yet acknowledged by the peer.
     fn send_queue(&self) -> io::Result<usize> {
-        let mut queued: libc::c_int = 0;
-        // SAFETY: TIOCOUTQ on a socket descriptor we own writes one c_int
-        // to the pointer, which points to a live local.
-        let rc = unsafe { libc::ioctl(self.stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(usize::try_from(queued).unwrap_or(0))
+        self.stream.send_queue()
     }
 }

@@ -40,6 +40,8 @@ mod deadlines;
 mod memory;
 mod server;
 mod sources;
+#[cfg(test)]
+mod stale_tokens;
 mod stop;
 mod trace;
 

@@ -591,7 +591,10 @@ impl<S: Stream> Connection<S> {
     /// judged as the read it stands for: a short one saw the whole receive
     /// queue (what the caller then leaves queued, it says so itself, see
     /// `pass_through.rs`).
-    #[inline]
+    // Always inlined: over the stream trait, the compiler's own choice
+    // left three to five more instructions per echo on the two calls
+    // (callgrind, 100 x 64 B: 326.5 -> 321.7).
+    #[inline(always)]
     fn read_once(&mut self, buf: &mut [u8], how: Take) -> io::Result<Input> {
         loop {
             let got = match how {
@@ -625,7 +628,7 @@ impl<S: Stream> Connection<S> {
     /// the socket took, 0 when it is full (`WouldBlock`, rule 3's "no
     /// progress"). A socket that takes nothing of non-empty data without
     /// saying `WouldBlock` is broken: `WriteZero`, as `write_all` says.
-    #[inline]
+    #[inline(always)]
     fn write_once(stream: &mut S, data: &[u8]) -> io::Result<usize> {
         loop {
             return match stream.write(data) {

@@ -25,7 +25,7 @@ impl<P: Poller> Reactor<P> {
                 TimerKind::LingerDeadline(token) => self.end_linger(token),
                 TimerKind::RequestCheck(token, stalled) => self.check_request(token, stalled),
                 TimerKind::BudgetRetry => {
-                    self.retry_armed = false;
+                    self.parking.retry_armed = false;
                     self.release_starved(false);
                 }
                 TimerKind::EvictCheck => self.evict_stalled(),

@@ -44,6 +44,48 @@ pub(super) const RECLAIM_CHECK: Duration = Duration::from_secs(1);
 /// How often `--evict-after` looks for stalled connections.
 pub(super) const EVICT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Connections parked because the budget had no room for their input
+/// (marked queued, so events for them only add hints meanwhile), and the
+/// state of the timers that let them go.
+#[derive(Debug)]
+pub(super) struct Parking {
+    /// Parked until the budget has room ...
+    pub(super) starved: Vec<Token>,
+    /// ... or until [`TimerKind::BudgetRetry`].
+    pub(super) retrying: Vec<Token>,
+    /// A [`TimerKind::BudgetRetry`] is pending.
+    pub(super) retry_armed: bool,
+    /// A [`TimerKind::ReclaimCheck`] is pending.
+    pub(super) reclaim_armed: bool,
+    /// The pause before the next retry, and how many the last one let go.
+    pub(super) retry_pause: Duration,
+    pub(super) retried_last: usize,
+    /// `--evict-after` found the budget full and has not yet brought it
+    /// below half.
+    pub(super) evicting: bool,
+}
+
+impl Default for Parking {
+    fn default() -> Parking {
+        Parking {
+            starved: Vec::new(),
+            retrying: Vec::new(),
+            retry_armed: false,
+            reclaim_armed: false,
+            retry_pause: STARVED_RETRY,
+            retried_last: 0,
+            evicting: false,
+        }
+    }
+}
+
+impl Parking {
+    /// Anyone parked.
+    pub(super) fn any(&self) -> bool {
+        !self.starved.is_empty() || !self.retrying.is_empty()
+    }
+}
+
 impl<P: Poller> Reactor<P> {
     /// Parks a connection the budget has no room for: marked queued (so
     /// events for it only add hints), let go when the budget has room, or
@@ -55,21 +97,21 @@ impl<P: Poller> Reactor<P> {
         }
         // Raw mode splits no message: nothing to reclaim, no timer. (A
         // metrics request head is bounded by its own check.)
-        if !self.reclaim_armed && self.classes[Class::Echo].handler.max_reservation() > 0 {
+        if !self.parking.reclaim_armed && self.classes[Class::Echo].handler.max_reservation() > 0 {
             let at = self.clock.now + RECLAIM_CHECK;
             self.timers.schedule(at, TimerKind::ReclaimCheck);
-            self.reclaim_armed = true;
+            self.parking.reclaim_armed = true;
         }
         if !retry {
-            self.starved.push(token);
+            self.parking.starved.push(token);
             return;
         }
-        if !self.retry_armed {
-            let at = self.clock.now + self.retry_pause;
+        if !self.parking.retry_armed {
+            let at = self.clock.now + self.parking.retry_pause;
             self.timers.schedule(at, TimerKind::BudgetRetry);
-            self.retry_armed = true;
+            self.parking.retry_armed = true;
         }
-        self.retrying.push(token);
+        self.parking.retrying.push(token);
     }
 
     /// Gives parked connections their turn again, next tick: all of them
@@ -77,16 +119,16 @@ impl<P: Poller> Reactor<P> {
     /// queue ([`TimerKind::BudgetRetry`]); retrying those that hold half a
     /// message before there is room would only cost CPU.
     pub(super) fn release_starved(&mut self, all: bool) {
-        let mut tokens = std::mem::take(&mut self.retrying);
+        let mut tokens = std::mem::take(&mut self.parking.retrying);
         // Back off while the same connections keep coming back.
-        self.retry_pause = if !all && tokens.len() >= self.retried_last {
-            (self.retry_pause * 2).min(STARVED_RETRY_MAX)
+        self.parking.retry_pause = if !all && tokens.len() >= self.parking.retried_last {
+            (self.parking.retry_pause * 2).min(STARVED_RETRY_MAX)
         } else {
             STARVED_RETRY
         };
-        self.retried_last = tokens.len();
+        self.parking.retried_last = tokens.len();
         if all {
-            tokens.append(&mut self.starved);
+            tokens.append(&mut self.parking.starved);
         }
         for token in tokens {
             if let Target::Connection { key, generation } = token::decode(token)
@@ -107,8 +149,8 @@ impl<P: Poller> Reactor<P> {
     /// headers declaring 1 MiB each hold a 64 MiB budget with 240 bytes.
     /// Checked again every [`RECLAIM_CHECK`] while anyone waits.
     pub(super) fn reclaim_stalled(&mut self) {
-        self.reclaim_armed = false;
-        if self.starved.is_empty() && self.retrying.is_empty() {
+        self.parking.reclaim_armed = false;
+        if self.parking.starved.is_empty() && self.parking.retrying.is_empty() {
             return;
         }
         let (epoch, now) = (self.clock.epoch, self.clock.now);
@@ -133,7 +175,7 @@ impl<P: Poller> Reactor<P> {
         }
         let at = now + RECLAIM_CHECK;
         self.timers.schedule(at, TimerKind::ReclaimCheck);
-        self.reclaim_armed = true;
+        self.parking.reclaim_armed = true;
     }
 
     /// `--evict-after`: while the budget is full, closes the connections
@@ -149,12 +191,12 @@ impl<P: Poller> Reactor<P> {
         // Eviction starts when the budget is nearly full and goes on, pass
         // after pass, until it is below half: a budget that frees a little
         // would otherwise stop it short of relief.
-        self.evicting = if self.budget.is_nearly_full() {
+        self.parking.evicting = if self.budget.is_nearly_full() {
             true
         } else {
-            self.evicting && self.budget.under_pressure()
+            self.parking.evicting && self.budget.under_pressure()
         };
-        if !self.evicting {
+        if !self.parking.evicting {
             return;
         }
         let epoch = self.clock.epoch;
@@ -169,7 +211,7 @@ impl<P: Poller> Reactor<P> {
         let (mut closed, mut freed) = (0, 0);
         for (held, key) in stalled {
             if !self.budget.under_pressure() {
-                self.evicting = false;
+                self.parking.evicting = false;
                 break;
             }
             self.close(key, CloseReason::Evicted);

@@ -73,7 +73,7 @@ use crate::token::{self, Generations, Named, Target};
 use crate::udp::{self, Turn};
 use accept::Admission;
 use class::{Class, Classes, HTTP_READ};
-use memory::EVICT_CHECK_INTERVAL;
+use memory::{EVICT_CHECK_INTERVAL, Parking};
 use sources::Sources;
 use stop::Stop;
 use trace::Trace;
@@ -157,23 +157,9 @@ pub(crate) struct Reactor<P: Poller> {
     stats: Stats,
     /// Every byte held for clients, against `--max-buffered`.
     budget: Budget,
-    /// Connections parked because the budget had no room for their input
-    /// (marked queued, so events for them only add hints meanwhile), until
-    /// it has room ...
-    starved: Vec<Token>,
-    /// ... or until [`TimerKind::BudgetRetry`] (`reactor/memory.rs`).
-    retrying: Vec<Token>,
-    /// A [`TimerKind::BudgetRetry`] is pending.
-    retry_armed: bool,
-    /// A [`TimerKind::ReclaimCheck`] is pending.
-    reclaim_armed: bool,
-    /// The pause before the next retry, and how many the last one let go
+    /// Connections waiting for the budget, and its timers' state
     /// (`reactor/memory.rs`).
-    retry_pause: Duration,
-    retried_last: usize,
-    /// `--evict-after` found the budget full and has not yet brought it
-    /// below half.
-    evicting: bool,
+    parking: Parking,
     admission: Admission,
     stop: Stop,
     settings: Settings,
@@ -260,13 +246,7 @@ impl<P: Poller> Reactor<P> {
             },
             stats: Stats::default(),
             budget,
-            starved: Vec::new(),
-            retrying: Vec::new(),
-            retry_armed: false,
-            reclaim_armed: false,
-            retry_pause: memory::STARVED_RETRY,
-            retried_last: 0,
-            evicting: false,
+            parking: Parking::default(),
             admission: Admission::new(config.max_connections_per_ip),
             stop,
             settings: Settings {
@@ -385,7 +365,7 @@ impl<P: Poller> Reactor<P> {
                 self.dispatch_queued(token);
             }
             self.fire_timers();
-            let parked = !self.starved.is_empty() || !self.retrying.is_empty();
+            let parked = self.parking.any();
             if parked && !self.budget.is_full() {
                 self.release_starved(true);
             }

@@ -107,7 +107,7 @@ impl<P: Poller> Reactor<P> {
              {} of {} bytes buffered, {} timers, {} queued turns",
             self.conns.len(),
             self.classes[Class::Http].open,
-            self.starved.len() + self.retrying.len(),
+            self.parking.starved.len() + self.parking.retrying.len(),
             self.budget.used(),
             self.budget.limit(),
             self.timers.len(),

@@ -306,31 +306,12 @@ fn summary_line(prefix: &str, dropped: u64, now: SystemTime) -> String {
 
 /// `now` in UTC as `YYYY-MM-DDTHH:MM:SSZ`.
 fn rfc3339_seconds(now: SystemTime) -> String {
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60
-    )
-}
-
-/// Year, month, day of `days` since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`: proleptic Gregorian, eras of 400 years counted from
-/// March, so that the leap day is the last of its year).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let at = i64::try_from(secs)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    format!("{at:.0}")
 }
 
 #[cfg(test)]
@@ -340,9 +321,9 @@ mod tests {
 
     #[test]
     fn dates_are_the_calendars() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(20_794), (2026, 12, 7));
+        assert_eq!(rfc3339_seconds(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let leap = UNIX_EPOCH + Duration::from_millis(11_016 * 86_400_000 + 999);
+        assert_eq!(rfc3339_seconds(leap), "2000-02-29T00:00:00Z");
         let t = UNIX_EPOCH + Duration::from_secs(20_794 * 86_400 + 13 * 3600 + 9 * 60 + 38);
         assert_eq!(rfc3339_seconds(t), "2026-12-07T13:09:38Z");
         assert_eq!(

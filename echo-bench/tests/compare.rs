@@ -4,9 +4,7 @@
 
 mod bench_support;
 
-use bench_support::{Behaviour, Run, assert_clean, bench, tcp_server};
-use hdrhistogram::Histogram;
-use hdrhistogram::serialization::Deserializer;
+use bench_support::{Behaviour, Run, assert_clean, bench, decode_histogram, tcp_server};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -28,16 +26,6 @@ fn tool(args: &[&str]) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-}
-
-fn decode(b64: &str) -> Histogram<u64> {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .expect("base64");
-    Deserializer::new()
-        .deserialize(&mut bytes.as_slice())
-        .expect("histogram")
 }
 
 /// Two saved runs: 2 connections, then 6 with 400 messages each.
@@ -101,10 +89,10 @@ fn merge_adds_counts_and_histograms() {
     assert_eq!(v["messages"], 800);
     assert_eq!(v["connections"]["established"], 8);
     assert_eq!(v["latency_us"]["count"], 800);
-    let h = decode(v["latency_us"]["histogram"].as_str().expect("histogram"));
+    let h = decode_histogram(v["latency_us"]["histogram"].as_str().expect("histogram"));
     assert_eq!(h.len(), 800);
     assert_eq!(
-        decode(v["connect_us"]["histogram"].as_str().unwrap()).len(),
+        decode_histogram(v["connect_us"]["histogram"].as_str().unwrap()).len(),
         8
     );
     assert_eq!(v["merged_from"].as_array().map(Vec::len), Some(2));

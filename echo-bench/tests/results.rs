@@ -6,22 +6,11 @@
 
 mod bench_support;
 
-use base64::Engine as _;
-use bench_support::{Behaviour, assert_clean, bench, dead_addr, tcp_server};
-use hdrhistogram::Histogram;
-use hdrhistogram::serialization::Deserializer;
+use bench_support::{
+    Behaviour, assert_clean, bench, dead_addr, decode_histogram, report_and_intervals, tcp_server,
+};
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use serde_json::Value;
-
-/// A histogram in HdrHistogram's base64 form, read back.
-fn decode(b64: &str) -> Histogram<u64> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .expect("base64");
-    Deserializer::new()
-        .deserialize(&mut bytes.as_slice())
-        .expect("an HdrHistogram encoding")
-}
 
 #[test]
 fn percentiles_are_the_ones_asked_for() {
@@ -75,13 +64,16 @@ fn json_carries_the_histograms_and_the_runs_circumstances() {
     let started = v["started_at"].as_str().expect("started_at");
     assert_eq!(started.len(), "2026-12-07T13:29:04.123Z".len(), "{started}");
     assert!(started.ends_with('Z') && started.as_bytes()[10] == b'T');
-    let latency = decode(v["latency_us"]["histogram"].as_str().expect("histogram"));
+    let latency = decode_histogram(v["latency_us"]["histogram"].as_str().expect("histogram"));
     assert_eq!(latency.len(), v["latency_us"]["count"].as_u64().unwrap());
     assert_eq!(latency.len(), 600);
     // Connect and first-echo times: one each per established connection.
     for key in ["connect_us", "first_echo_us"] {
         assert_eq!(v[key]["count"], 3, "{key}: {v:#}");
-        assert_eq!(decode(v[key]["histogram"].as_str().unwrap()).len(), 3);
+        assert_eq!(
+            decode_histogram(v[key]["histogram"].as_str().unwrap()).len(),
+            3
+        );
     }
     assert!(
         v["first_echo_us"]["min"].as_f64() >= v["connect_us"]["min"].as_f64(),
@@ -129,7 +121,7 @@ fn the_hdr_log_opens_in_hdrhistograms_log_reader() {
     for entry in IntervalLogIterator::new(&log) {
         if let LogEntry::Interval(i) = entry.expect("a well-formed log") {
             let tag = i.tag().expect("a tag").as_str().to_string();
-            let h = decode(i.encoded_histogram());
+            let h = decode_histogram(i.encoded_histogram());
             seen.push((tag, h.len()));
         }
     }
@@ -166,12 +158,7 @@ fn intervals_add_up_to_the_run() {
         &addr,
     ]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let lines: Vec<Value> = run
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect();
-    let (report, intervals) = lines.split_last().expect("the report last");
+    let (report, intervals) = report_and_intervals(&run.stdout);
     assert!(!intervals.is_empty(), "{}", run.stdout);
     let mut sum = 0;
     for (i, v) in intervals.iter().enumerate() {
@@ -204,12 +191,7 @@ fn intervals_of_several_processes_add_up_to_the_run() {
         &addr,
     ]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let lines: Vec<Value> = run
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect();
-    let (report, intervals) = lines.split_last().expect("the report last");
+    let (report, intervals) = report_and_intervals(&run.stdout);
     assert!(!intervals.is_empty(), "{}", run.stdout);
     let sum: u64 = intervals
         .iter()
@@ -288,7 +270,7 @@ fn with_intervals_the_hdr_log_has_one_latency_line_each() {
     let logged: Vec<u64> = IntervalLogIterator::new(&log)
         .filter_map(|e| match e.expect("a well-formed log") {
             LogEntry::Interval(i) if i.tag().map(|t| t.as_str()) == Some("latency") => {
-                Some(decode(i.encoded_histogram()).len())
+                Some(decode_histogram(i.encoded_histogram()).len())
             }
             _ => None,
         })

@@ -455,3 +455,25 @@ pub fn assert_clean(run: &Run, connections: u64) -> Value {
     assert_eq!(v["passed"], true, "{v:#}");
     v
 }
+
+/// A histogram in HdrHistogram's base64 form (`--json`), read back.
+pub fn decode_histogram(b64: &str) -> hdrhistogram::Histogram<u64> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64");
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .expect("an HdrHistogram encoding")
+}
+
+/// `--interval` with `--json`: one JSON object a line, the report last;
+/// the report and the intervals before it.
+pub fn report_and_intervals(stdout: &str) -> (Value, Vec<Value>) {
+    let mut lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let report = lines.pop().expect("the report last");
+    (report, lines)
+}

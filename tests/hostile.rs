@@ -450,6 +450,43 @@ fn line_body(seed: u64, n: usize) -> Vec<u8> {
 }
 
 on_every_backend! {
+    /// A client with half a frame waiting while the budget is full used to
+    /// spin the loop on poll and select (494 CPU ticks in 5 s): the frame
+    /// was peeked, found incomplete and left queued with read interest,
+    /// and a level-triggered backend reports a socket with queued bytes on
+    /// every wait. It is parked now; the loop rests, and once the rest of
+    /// the frame comes it is answered, the budget still full.
+    fn half_a_frame_waiting_on_a_full_budget_does_not_spin_the_loop() {
+        let max_frame = MAX_MESSAGE.to_string();
+        let server = spawn(&["--mode", "frame", "--max-frame", &max_frame]);
+        // Pushers send whole frames and never read: their answers fill
+        // the budget.
+        let pushers: Vec<TcpStream> = (0..ATTACKERS)
+            .map(|i| {
+                let c = connect(server.addr);
+                c.set_nonblocking(true).expect("non-blocking");
+                let one = frame(&pattern(i as u64, MAX_MESSAGE - 4));
+                for _ in 0..3 {
+                    let _ = (&c).write(&one);
+                }
+                c
+            })
+            .collect();
+        wait_full(&server);
+        let body = pattern(7, 1000);
+        let whole = frame(&body);
+        let mut half = connect(server.addr);
+        half.write_all(&whole[..100]).expect("half a frame");
+        let watch = util::CpuWatch::start(server.pid());
+        thread::sleep(Duration::from_secs(2));
+        watch.assert_under_half_a_core("with half a frame waiting on a full budget");
+        half.write_all(&whole[100..]).expect("the rest");
+        let mut back = vec![0; whole.len()];
+        half.read_exact(&mut back).expect("the frame's answer");
+        assert_eq!(back, whole);
+        drop(pushers);
+    }
+
     /// Pushers that never read fill the budget and no more; a client that
     /// reads is served beside them; then each pusher reads and gets all
     /// its bytes back, in order.

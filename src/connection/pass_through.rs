@@ -134,9 +134,16 @@ impl<S: Stream> Connection<S> {
             (cx.handler).answer_whole(&mut self.partial, &cx.buf[..n], cx.answers, ANSWER_MAX);
         if verdict == Verdict::Continue && complete == 0 {
             if n < cx.buf.len() && !held_back {
-                // Only an incomplete message: its next segment raises an
-                // edge (rule 1 judged the peek as it would a read).
-                return Ok(Outcome::Keep);
+                // Only an incomplete message, left queued in the kernel.
+                // On epoll its next segment would raise an edge; on poll
+                // and select the socket stays readable, and waiting with
+                // read interest would report it on every wait and spin
+                // the loop (494 CPU ticks in 5 s). So it is parked like
+                // any connection that waits for room, without read
+                // interest: let go when the budget frees, and retried
+                // meanwhile on the backing-off timer, which finds the
+                // message whole once its rest has come.
+                return Ok(self.starve(true));
             }
             // A message larger than the window, or with an answer larger
             // than one write: it cannot pass through.

@@ -34,8 +34,8 @@
 //! (its connections are closed by then), [`Region::reclaim`] lowers each
 //! one and clears the ledger before the seat is given to anyone else. A
 //! worker killed in the one instruction between raising a counter and
-//! writing its ledger entry leaves that one count behind (the host then
-//! holds one slot less until the master restarts); the other order would
+//! writing its ledger entry leaves that one count behind for good (its
+//! host can then hold one connection fewer); the other order would
 //! instead give back a count never taken, letting a host past its limit.
 //!
 //! **Time** is `CLOCK_MONOTONIC` in milliseconds, one clock for every

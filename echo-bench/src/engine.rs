@@ -139,6 +139,28 @@ pub(crate) struct Core {
 }
 
 impl Core {
+    /// `--interval`: starts the thread's clock as its window opens.
+    fn start_intervals(&mut self) {
+        if let Some(every) = self.sh.cfg.interval {
+            let clock = crate::interval::Clock::new(every, self.window.start, &mut self.stats);
+            self.interval = Some(clock);
+        }
+    }
+
+    /// `--interval`: hands in the thread's intervals that ended by `now`
+    /// (and the last, short one, when `closing`).
+    fn tick_intervals(&mut self, now: Instant, closing: bool) {
+        if let Some(clock) = &mut self.interval {
+            let threads = self.sh.cfg.threads;
+            clock.tick(
+                now,
+                closing,
+                &mut self.stats,
+                (&self.sh.live.intervals, threads),
+            );
+        }
+    }
+
     /// A thread about to open its `share` of the run.
     pub(crate) fn new(sh: Arc<Shared>, share: Share) -> io::Result<Core> {
         let now = Instant::now();
@@ -344,7 +366,7 @@ fn advance<E: Engine>(e: &mut E, now: Instant) {
                 close_window(e, now);
             } else {
                 e.run_turn(now);
-                crate::interval::tick(e.core(), now, false);
+                e.core().tick_intervals(now, false);
             }
         }
         Phase::Draining { until } => {
@@ -406,7 +428,7 @@ fn open_window<E: Engine>(e: &mut E, now: Instant) {
         StopAt::Duration(d) => Some(c.window.start + d),
         StopAt::Requests(_) => None,
     };
-    crate::interval::start(c);
+    c.start_intervals();
     c.set_phase(Phase::Running);
     e.start(now);
 }
@@ -425,7 +447,7 @@ fn close_window<E: Engine>(e: &mut E, now: Instant) {
     let c = e.core();
     c.stats.window_secs = now.saturating_duration_since(c.window.start).as_secs_f64();
     e.close_window(now);
-    crate::interval::tick(e.core(), now, true);
+    e.core().tick_intervals(now, true);
     let outstanding = e.outstanding();
     let c = e.core();
     debug!(

@@ -10,7 +10,6 @@
 //! Interval boundaries are each thread's own window start plus `i * SECS`;
 //! the threads open their windows together, so they line up.
 
-use crate::engine::Core;
 use crate::histogram::Percentiles;
 use crate::stats::Stats;
 use hdrhistogram::Histogram;
@@ -182,22 +181,6 @@ impl Intervals {
             }
             Err(_) => Vec::new(),
         }
-    }
-}
-
-/// `--interval`: starts the thread's clock as its window opens.
-pub(crate) fn start(c: &mut Core) {
-    if let Some(every) = c.sh.cfg.interval {
-        c.interval = Some(Clock::new(every, c.window.start, &mut c.stats));
-    }
-}
-
-/// `--interval`: hands in the thread's intervals that ended by `now` (and
-/// the last, short one, when `closing`).
-pub(crate) fn tick(c: &mut Core, now: Instant, closing: bool) {
-    if let Some(clock) = &mut c.interval {
-        let threads = c.sh.cfg.threads;
-        clock.tick(now, closing, &mut c.stats, (&c.sh.live.intervals, threads));
     }
 }
 

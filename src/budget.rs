@@ -306,4 +306,46 @@ mod tests {
         );
         assert!(b.is_full());
     }
+
+    #[test]
+    fn nearly_full_is_three_quarters_and_no_less() {
+        // `--evict-after` starts here: an honest slow reader below three
+        // quarters must be left alone.
+        let limit = 4 * MIN_MAX_BUFFERED;
+        let mut b = Budget::new(limit, 65_536, 1, 0);
+        assert!(!b.is_nearly_full(), "an empty budget");
+        b.settle(0, limit / 4 * 3 - 1);
+        assert!(!b.is_nearly_full(), "a byte short of three quarters");
+        b.settle(0, 1);
+        assert!(b.is_nearly_full(), "three quarters");
+    }
+
+    #[test]
+    fn every_read_that_found_no_room_is_counted() {
+        let mut b = Budget::new(MIN_MAX_BUFFERED, 65_536, 1, 0);
+        assert_eq!(b.times_full(), 0);
+        for _ in 0..3 {
+            b.note_full();
+        }
+        assert_eq!(b.times_full(), 3);
+    }
+
+    #[test]
+    fn calm_ends_where_a_whole_read_and_its_charges_no_longer_fit() {
+        // calm_below = general - (SLACK + max_read * amplification + split),
+        // at most half the limit.
+        let limit = MIN_MAX_BUFFERED;
+        let general = limit - limit / Budget::RESERVE_SHARE;
+        let (max_read, amplification, split) = (65_536, 7, 100_000);
+        let b = Budget::new(limit, max_read, amplification, split);
+        let calm_below = general - (SLACK + max_read * amplification + split);
+        assert!(calm_below < limit / 2, "the test needs the first bound");
+        let profile = b.profile(max_read, amplification, split);
+        assert_eq!(profile.calm_below, calm_below);
+        let mut b = b;
+        b.settle(0, calm_below - 1);
+        assert!(b.is_calm(), "a byte below the line");
+        b.settle(0, 1);
+        assert!(!b.is_calm(), "on the line");
+    }
 }

@@ -294,24 +294,28 @@ impl Region {
     /// Uncounts the connection at slab `key` of seat `seat`, if it was
     /// counted.
     pub(crate) fn release(&self, seat: usize, key: usize) {
-        let Some(entry) = self.ledger(seat).get(key) else {
-            return;
-        };
+        if let Some(entry) = self.ledger(seat).get(key) {
+            self.give_back(entry);
+        }
+    }
+
+    /// Clears a ledger entry and lowers the counter it names, if any;
+    /// whether it named one.
+    fn give_back(&self, entry: &AtomicU32) -> bool {
         let held = entry.swap(EMPTY, Ordering::AcqRel);
-        if let Some(bucket) = (held as usize).checked_sub(1) {
+        let bucket = (held as usize).checked_sub(1);
+        if let Some(bucket) = bucket {
             decrement(&self.counts()[bucket]);
         }
+        bucket.is_some()
     }
 
     /// Gives back every count seat `seat` holds (its worker has exited);
     /// returns how many.
     pub(crate) fn reclaim(&self, seat: usize) -> usize {
         let mut given_back = 0;
-        for key in 0..self.ledger_len {
-            if self.ledger(seat)[key].load(Ordering::Acquire) != EMPTY {
-                self.release(seat, key);
-                given_back += 1;
-            }
+        for entry in self.ledger(seat) {
+            given_back += usize::from(self.give_back(entry));
         }
         given_back
     }

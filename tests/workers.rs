@@ -618,54 +618,23 @@ fn a_second_master_on_a_port_in_use_is_refused() {
             vec!["--listen", "127.0.0.1:0", "--udp", udp.as_str()],
         ),
     ] {
-        let alone = exit_of(&args);
+        let (alone, _, alone_err) = util::run_to_exit(&args);
         let mut master_args = args.clone();
         master_args.extend(["--workers", "2"]);
-        let master = exit_of(&master_args);
-        assert_eq!(alone.0, Some(1), "{what}: {}", alone.1);
-        assert_eq!(master.0, Some(1), "{what}: {}", master.1);
+        let (master, _, master_err) = util::run_to_exit(&master_args);
+        assert_eq!(alone.code(), Some(1), "{what}: {alone_err}");
+        assert_eq!(master.code(), Some(1), "{what}: {master_err}");
         let error = |stderr: &str| {
             stderr
                 .lines()
                 .find(|l| l.starts_with("error:"))
                 .map(String::from)
         };
-        assert!(error(&alone.1).is_some(), "{what}: {}", alone.1);
-        assert_eq!(error(&master.1), error(&alone.1), "{what}");
+        assert!(error(&alone_err).is_some(), "{what}: {alone_err}");
+        assert_eq!(error(&master_err), error(&alone_err), "{what}");
     }
     let mut c = connect(first.addr);
     assert_echo(&mut c, b"the first server keeps its port");
-}
-
-/// Runs the server with `args` and waits for its exit code and stderr; a
-/// server still running after [`STEP_TIMEOUT`] is killed and the test
-/// fails (it started serving instead of refusing).
-fn exit_of(args: &[&str]) -> (Option<i32>, String) {
-    use std::io::Read;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{args:?} is still running: it should have refused the address");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    let mut stderr = String::new();
-    let _ = child
-        .stderr
-        .take()
-        .expect("piped")
-        .read_to_string(&mut stderr);
-    let status = child.wait().expect("wait");
-    (status.code(), stderr)
 }
 
 /// The state letter of `/proc/PID/stat` (`T`: stopped).

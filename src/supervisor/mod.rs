@@ -122,7 +122,8 @@ pub struct Supervisor {
     next_id: u64,
     /// The last counters of the workers that have exited, per slot.
     retired: Vec<Stats>,
-    metrics: Option<(Server, Arc<MasterPage>)>,
+    /// The master's metrics loop, bound, until `run` starts it.
+    metrics: Option<Server>,
     page: Option<Arc<MasterPage>>,
     endpoints: Vec<Endpoint>,
     restarts: u64,
@@ -214,16 +215,16 @@ impl Supervisor {
             trace: false,
             ..config.clone()
         };
-        let metrics = if config.metrics.is_empty() {
-            None
+        let (metrics, page) = if config.metrics.is_empty() {
+            (None, None)
         } else {
             let mut server = Server::bind(&metrics_config)?;
             let page = MasterPage::new(workers);
             server.serve_page(page.clone());
-            Some((server, page))
+            (Some(server), Some(page))
         };
         let mut endpoints = slots[0].endpoints().map_err(setup)?;
-        if let Some((server, _)) = &metrics {
+        if let Some(server) = &metrics {
             endpoints.extend_from_slice(server.endpoints());
         }
         // A slot's old and new worker hold a seat each during a rolling
@@ -243,7 +244,7 @@ impl Supervisor {
             workers: HashMap::new(),
             next_id: 0,
             retired: vec![Stats::default(); workers],
-            page: metrics.as_ref().map(|(_, page)| page.clone()),
+            page,
             metrics,
             endpoints,
             restarts: 0,
@@ -267,7 +268,7 @@ impl Supervisor {
     pub fn run(mut self) -> io::Result<Ending> {
         let (notes, inbox) = mpsc::channel();
         forward_signals(notes.clone())?;
-        if let Some((server, _)) = self.metrics.take() {
+        if let Some(server) = self.metrics.take() {
             thread::Builder::new()
                 .name("metrics".into())
                 .spawn(move || {

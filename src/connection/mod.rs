@@ -88,7 +88,7 @@
 
 use std::fmt;
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod interest;
 mod pass_through;
@@ -110,7 +110,7 @@ use crate::poller::{Interest, Poller, Token};
 use crate::protocol::{Handler, Partial, Verdict};
 use crate::service::Service;
 use crate::stats::Stats;
-use crate::timer::{Stamp, TimerKind, Timers};
+use crate::timer::{Clock, Stamp, TimerKind, Timers};
 use crate::token::{self, Named};
 
 /// Reads per connection per turn (one turn per loop tick) before it yields
@@ -267,10 +267,9 @@ pub(crate) struct Cx<'a, P> {
     pub(crate) buf: &'a mut [u8],
     /// Counters.
     pub(crate) stats: &'a mut Stats,
-    /// The time of this loop tick.
-    pub(crate) now: Instant,
-    /// The same time, as the stamp connections record.
-    pub(crate) stamp: Stamp,
+    /// The time of this loop tick (and the same time as the stamp
+    /// connections record).
+    pub(crate) clock: &'a Clock,
     /// What the connections speak.
     pub(crate) handler: &'a mut Handler,
     /// The loop's shared scratch space for a protocol's answers (empty
@@ -572,7 +571,7 @@ impl<S: Stream> Connection<S> {
                     self.stream.shutdown_write()?;
                     // phase: Draining -> Lingering (everything written, our FIN sent)
                     self.set_phase(cx.token, Phase::Lingering);
-                    let at = cx.now + LINGER_TIMEOUT;
+                    let at = cx.clock.now + LINGER_TIMEOUT;
                     cx.timers.schedule(at, TimerKind::LingerDeadline(cx.token));
                     // The peer's FIN may already be queued, announced by an
                     // edge we ignored while draining: look now.
@@ -701,7 +700,7 @@ impl<S: Stream> Connection<S> {
             }
         };
         cx.stats.bytes_in += n as u64;
-        self.last_active = cx.stamp;
+        self.last_active = cx.clock.stamp;
         if let Handler::Raw = cx.handler {
             // The hot path: echo from the loop's buffer, no copy.
             self.send(&cx.buf[..n], cx.token, cx.stats, cx.budget)?;
@@ -838,7 +837,7 @@ impl<S: Stream> Connection<S> {
             let short = n < self.out.len();
             self.out.consume(n);
             cx.stats.bytes_out += n as u64;
-            self.last_active = cx.stamp;
+            self.last_active = cx.clock.stamp;
             if short {
                 // The send buffer is full; it raises a new writable edge
                 // when it has room again.

@@ -188,7 +188,7 @@ impl<S: Stream> Connection<S> {
         self.read_ready = judged || n < peeked;
         if n > 0 {
             cx.stats.bytes_in += n as u64;
-            self.last_active = cx.stamp;
+            self.last_active = cx.clock.stamp;
         }
         Ok(())
     }

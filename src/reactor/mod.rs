@@ -68,7 +68,7 @@ use crate::service::Endpoint;
 use crate::shutdown::ShutdownHandle;
 use crate::sockets::Sockets;
 use crate::stats::Stats;
-use crate::timer::{Stamp, TimerKind, Timers};
+use crate::timer::{Clock, TimerKind, Timers};
 use crate::token::{self, Generations, Named, Target};
 use crate::udp::{self, Turn};
 use accept::Admission;
@@ -112,19 +112,6 @@ struct Lent {
     read_buf: Box<[u8]>,
     /// Scratch space for a protocol's answers; empty between uses.
     answers: Vec<u8>,
-}
-
-/// The loop's sense of time, read once per tick.
-#[derive(Debug)]
-struct Clock {
-    /// The time of the current tick, read once after each `wait`.
-    now: Instant,
-    /// `now` as a connection [`Stamp`], computed once per tick rather than
-    /// once per connection driven (subtracting two timespecs costs about
-    /// as much as the rest of an echo's own code).
-    stamp: Stamp,
-    /// When the loop was created: the origin of stamps.
-    epoch: Instant,
 }
 
 /// What the command line set that the loop consults as it runs.
@@ -239,11 +226,7 @@ impl<P: Poller> Reactor<P> {
             },
             run_next: Vec::new(),
             timers,
-            clock: Clock {
-                now,
-                stamp: Stamp::default(),
-                epoch: now,
-            },
+            clock: Clock::new(now),
             stats: Stats::default(),
             budget,
             parking: Parking::default(),
@@ -340,8 +323,7 @@ impl<P: Poller> Reactor<P> {
             let busy = before_wait.saturating_duration_since(self.clock.now);
             self.stats.busy_ns += busy.as_nanos() as u64;
             self.stats.wait_ns += woke.saturating_duration_since(before_wait).as_nanos() as u64;
-            self.clock.now = woke;
-            self.clock.stamp = Stamp::new(self.clock.epoch, self.clock.now);
+            self.clock.tick(woke);
             std::mem::swap(&mut batch, &mut self.run_next);
             if let Some(trace) = self.trace.as_mut() {
                 let n = P::iter(&events).count();
@@ -529,8 +511,7 @@ impl<P: Poller> Reactor<P> {
             poller: &mut self.poller,
             buf,
             stats: &mut self.stats,
-            now: self.clock.now,
-            stamp: self.clock.stamp,
+            clock: &self.clock,
             handler: &mut class.handler,
             answers: &mut self.lent.answers,
             timers: &mut self.timers,

@@ -15,6 +15,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::time::Instant;
 
 use super::scripted::{Call, FD, Recording, Scripted, Step};
 use super::*;
@@ -104,14 +105,13 @@ impl<P: Poller> Rig<P> {
     }
 
     fn with_cx<T>(&mut self, f: impl FnOnce(&mut Cx<'_, P>) -> T) -> T {
-        let now = Instant::now();
+        let clock = Clock::new(Instant::now());
         let mut cx = Cx {
             token: TOKEN,
             poller: &mut self.poller,
             buf: &mut self.buf,
             stats: &mut self.stats,
-            now,
-            stamp: Stamp::new(now, now),
+            clock: &clock,
             handler: &mut self.handler,
             answers: &mut self.answers,
             timers: &mut self.timers,

@@ -6,10 +6,11 @@
 //! reading.
 //!
 //! Tests and benches are separate crates, so each compiles this file:
-//! `tests/util/mod.rs` declares it as `util::proc`, and
+//! `tests/util/mod.rs` declares it as `util::proc`,
 //! `benches/support/mod.rs` includes it as `support::proc` with
-//! `#[path = "../../tests/util/proc.rs"]`. It needs only std, libc and
-//! socket2, which both have.
+//! `#[path = "../../tests/util/proc.rs"]`, and echo-bench's tests as
+//! `bench_support::proc`. It needs only std, libc and socket2, which all
+//! three have.
 //!
 //! Everything panics with a message on failure: a test or bench that cannot
 //! read `/proc` or reach the server has nothing to report.

@@ -6,6 +6,11 @@
 //! exits; the runner kills `echo-bench` if it outlives [`RUN_TIMEOUT`].
 #![allow(dead_code)]
 
+/// `/proc` as the server's tests and benches read it: one parser of
+/// `/proc/PID/stat` for the whole workspace.
+#[path = "../../../tests/util/proc.rs"]
+pub mod proc;
+
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -392,28 +397,13 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&p| {
-            // pid (comm) state ppid ...: comm may hold spaces, so read
-            // after its closing parenthesis.
-            std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .ok()
-                .and_then(|s| {
-                    let rest = &s[s.rfind(')')? + 1..];
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(pid)
-        })
+        .filter(|&p| proc::stat(p).is_some_and(|s| s.ppid == pid))
         .collect()
 }
 
 /// Whether process `pid` still exists (a zombie counts as gone).
 pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        let state = s
-            .rfind(')')
-            .and_then(|i| s[i + 1..].split_whitespace().next());
-        state != Some("Z")
-    })
+    proc::stat(pid).is_some_and(|s| s.state != 'Z')
 }
 
 /// Sends `signal` (e.g. "INT") to process `pid` with kill(1).

@@ -486,6 +486,7 @@ fn parse_positive(s: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
     fn parse(args: &[&str]) -> Result<Args, clap::Error> {
         Args::try_parse_from(std::iter::once("echo-reactor").chain(args.iter().copied()))
@@ -500,6 +501,43 @@ mod tests {
         assert_eq!(cfg.idle_timeout, None);
         assert_eq!(cfg.backend, Backend::Epoll);
         assert!(!cfg.read_until_would_block);
+    }
+
+    /// Every flag can come from `ECHO_REACTOR_` and its long name in upper
+    /// snake case; the internal `--worker` from nothing but the master.
+    #[test]
+    fn every_flag_has_its_variable_and_the_internal_one_none() {
+        let command = Args::command();
+        let mut flags = 0;
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else {
+                continue;
+            };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            let env = arg.get_env().and_then(|e| e.to_str());
+            if arg.is_hide_set() {
+                assert_eq!(env, None, "--{long} is internal");
+            } else {
+                let want = format!("ECHO_REACTOR_{}", long.to_uppercase().replace('-', "_"));
+                assert_eq!(env, Some(want.as_str()), "--{long}");
+                flags += 1;
+            }
+        }
+        assert!(flags >= 25, "{flags} flags");
+    }
+
+    #[test]
+    fn drain_delay_takes_seconds_and_defaults_to_none() {
+        assert_eq!(
+            parse(&[]).unwrap().into_config().drain_delay,
+            Duration::ZERO
+        );
+        let cfg = parse(&["--drain-delay", "2.5"]).unwrap().into_config();
+        assert_eq!(cfg.drain_delay, Duration::from_millis(2500));
+        assert!(cfg.service_manager);
+        assert!(parse(&["--drain-delay", "-1"]).is_err());
     }
 
     #[test]

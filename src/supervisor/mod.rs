@@ -20,7 +20,7 @@
 //! | a worker exits while serving | restarted in its slot after a backoff (100 ms, doubling up to 10 s while it keeps dying young); its host counts are given back first (`seat.rs`) |
 //! | a worker's loop stops turning (stopped, blocked, spinning) | no heartbeat for `--watchdog` seconds (3 by default; 10 before it first says ready): SIGKILL, then as above. A stopped loop is counted out of `workers_up` after one second of silence |
 //! | a worker fails before it ever served | startup failed (a bad flag value the worker met, say): every worker is stopped and the master exits 1 |
-//! | SIGINT / SIGTERM | SIGTERM to every worker (each drains as a single process would); the master exits 0 once all have exited |
+//! | SIGINT / SIGTERM | the master's `/healthz` turns 503 and SIGTERM goes to every worker (each drains as a single process would, after `--drain-delay` if given); the master exits 0 once all have exited |
 //! | a second SIGINT / SIGTERM | SIGTERM again: each worker ends at once; the master exits 130 |
 //! | SIGHUP | the program file is opened again at its path (an upgrade's new binary runs from now on; if the path is gone, the running program does); then a rolling restart: slot by slot, a new worker starts on the slot's sockets, and once it is serving the old one retires (SIGUSR2: it stops accepting and serves its open connections until they close, at most `--shutdown-timeout`) |
 //! | SIGUSR1 | the summed counters are logged |

@@ -286,15 +286,36 @@ fn notify_ready_once_every_worker_serves_on_an_abstract_socket() {
 fn workers_share_the_passed_sockets_and_never_see_the_variables() {
     let tcp = TcpListener::bind("127.0.0.1:0").expect("tcp");
     let addr = tcp.local_addr().unwrap();
+    let manager = Manager::at_path("share");
     let server = Server::spawn_command(activated(
         &[tcp.as_raw_fd()],
-        &[],
+        &[("NOTIFY_SOCKET", manager.name.as_str())],
         "$$",
         &["--workers", "2"],
     ));
     drop(tcp);
     assert_eq!(server.addr, addr);
-    server.wait_log("worker 1 (pid");
+    manager.wait_for("READY=1");
+    let log = server.wait_log("worker 1 (pid");
+    for (slot, pid) in util::workers_serving(&log) {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+        let names: Vec<String> = (environ.split(|&b| b == 0))
+            .filter_map(|kv| {
+                Some(String::from_utf8_lossy(kv.split(|&b| b == b'=').next()?).into_owned())
+            })
+            .collect();
+        for variable in [
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "LISTEN_FDNAMES",
+            "NOTIFY_SOCKET",
+        ] {
+            assert!(
+                !names.iter().any(|n| n == variable),
+                "worker {slot} has {variable}"
+            );
+        }
+    }
     let mut clients: Vec<TcpStream> = (0..20).map(|_| connect(addr)).collect();
     for (i, c) in clients.iter_mut().enumerate() {
         assert_echo(c, &pattern(i as u64, 100));
@@ -406,4 +427,27 @@ fn connect_when_listening(addr: SocketAddr) -> TcpStream {
             Err(e) => panic!("{addr} never listened: {e}"),
         }
     }
+}
+
+/// A master's SIGHUP (workers replaced one slot at a time): RELOADING=1,
+/// then READY=1 once every slot is served by a new worker.
+#[test]
+fn sighup_says_reloading_then_ready_again() {
+    let manager = Manager::at_path("reload");
+    let notify = [("NOTIFY_SOCKET", manager.name.as_str())];
+    let tcp = TcpListener::bind("127.0.0.1:0").expect("tcp");
+    let server = Server::spawn_command(activated(
+        &[tcp.as_raw_fd()],
+        &notify,
+        "$$",
+        &["--workers", "2"],
+    ));
+    drop(tcp);
+    manager.wait_for("READY=1");
+    server.signal(libc::SIGHUP);
+    let reloading = manager.wait_for("RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    manager.wait_for("READY=1");
+    server.wait_log("rolling restart done");
+    assert_echo(&mut connect(server.addr), b"after the reload");
 }

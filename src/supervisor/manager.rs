@@ -24,6 +24,22 @@ pub(super) enum Told {
     Stopping,
 }
 
+impl Told {
+    /// What the manager is to be told: stopping, reloading, or ready once
+    /// every slot has had a worker say `ready`.
+    fn now(stopping: bool, rolling: bool, mut slots_ready: impl Iterator<Item = bool>) -> Told {
+        if stopping {
+            Told::Stopping
+        } else if rolling {
+            Told::Reloading
+        } else if slots_ready.all(|ready| ready) {
+            Told::Ready
+        } else {
+            Told::Starting
+        }
+    }
+}
+
 impl Supervisor {
     /// Tells the service manager, if there is one, what changed since it
     /// was last told.
@@ -31,15 +47,11 @@ impl Supervisor {
         let Some(notifier) = self.notifier.as_ref() else {
             return;
         };
-        let now = if self.stops > 0 || self.failed {
-            Told::Stopping
-        } else if self.rolling.is_some() {
-            Told::Reloading
-        } else if self.slots.iter().all(|slot| slot.ever_ready) {
-            Told::Ready
-        } else {
-            Told::Starting
-        };
+        let now = Told::now(
+            self.stops > 0 || self.failed,
+            self.rolling.is_some(),
+            self.slots.iter().map(|slot| slot.ever_ready),
+        );
         if now == self.told {
             return;
         }
@@ -56,5 +68,21 @@ impl Supervisor {
             )),
         }
         self.told = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_waits_for_every_slot_and_stopping_comes_first() {
+        let now =
+            |stopping, rolling, slots: &[bool]| Told::now(stopping, rolling, slots.iter().copied());
+        assert_eq!(now(false, false, &[true, false]), Told::Starting);
+        assert_eq!(now(false, false, &[false, true]), Told::Starting);
+        assert_eq!(now(false, false, &[true, true]), Told::Ready);
+        assert_eq!(now(false, true, &[true, true]), Told::Reloading);
+        assert_eq!(now(true, true, &[true, false]), Told::Stopping);
     }
 }

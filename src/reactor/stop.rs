@@ -47,8 +47,9 @@ pub(super) struct Stop {
     pub(super) delaying: bool,
     /// `--drain-delay`.
     pub(super) drain_delay: Duration,
-    /// The service manager to tell (`NOTIFY_SOCKET`), if any.
-    pub(super) notifier: Option<Notifier>,
+    /// The service manager to tell (`NOTIFY_SOCKET`), if any; boxed, so
+    /// that the loop's own state stays as compact as it was without it.
+    pub(super) notifier: Option<Box<Notifier>>,
     /// Not accepting, serving the open connections until they close
     /// (SIGUSR2).
     pub(super) retiring: bool,
@@ -80,7 +81,10 @@ impl Stop {
             shutting_down: false,
             delaying: false,
             drain_delay: config.drain_delay,
-            notifier: config.service_manager.then(Notifier::from_env).flatten(),
+            notifier: (config.service_manager)
+                .then(Notifier::from_env)
+                .flatten()
+                .map(Box::new),
             retiring: false,
             forced: false,
         })

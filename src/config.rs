@@ -100,6 +100,17 @@ pub struct Config {
     /// docs/short-reads.md): one more `read` per message. For study and
     /// comparison; off by default.
     pub read_until_would_block: bool,
+    /// Run by a service manager (systemd): serve on the sockets it passed
+    /// (`LISTEN_FDS`, socket activation) in place of those services'
+    /// address flags, and tell it when serving, reloading and stopping
+    /// (`NOTIFY_SOCKET`). Without those variables this changes nothing.
+    /// The binary sets it; off by default.
+    pub service_manager: bool,
+    /// On the first stop request, keep accepting and serving this long
+    /// with `/healthz` answering 503 (so that a load balancer stops
+    /// sending new clients), then shut down gracefully. Zero: shut down at
+    /// once.
+    pub drain_delay: Duration,
 }
 
 impl Default for Config {
@@ -128,6 +139,8 @@ impl Default for Config {
             watchdog: Some(DEFAULT_WATCHDOG),
             trace: false,
             read_until_would_block: false,
+            service_manager: false,
+            drain_delay: Duration::ZERO,
         }
     }
 }

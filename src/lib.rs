@@ -103,6 +103,9 @@
 //!   counted when it is full ([`LogSink`]).
 //! - `metrics`: `--metrics`, the counters for Prometheus over HTTP/1.1,
 //!   served by the loop as one more service and protocol.
+//! - `activation`: socket activation, serving on sockets a service
+//!   manager (systemd) passed (`LISTEN_FDS`); `notify`: telling it when
+//!   the server is ready, reloading and stopping (`NOTIFY_SOCKET`).
 //! - `config`: what to run ([`Config`]); the command line that says it is
 //!   the binary's (`src/bin/echo-reactor/cli.rs`).
 #![deny(
@@ -114,6 +117,7 @@
     clippy::undocumented_unsafe_blocks
 )]
 
+mod activation;
 mod addr;
 mod budget;
 mod config;
@@ -123,6 +127,7 @@ mod fdlimit;
 mod listener;
 mod log_sink;
 mod metrics;
+mod notify;
 mod outbuf;
 mod per_ip;
 mod poller;

@@ -3,7 +3,7 @@
 //!
 //! | signal | default action | here |
 //! | --- | --- | --- |
-//! | SIGINT, SIGTERM | terminate | graceful shutdown; a second one ends at once |
+//! | SIGINT, SIGTERM | terminate | graceful shutdown (after `--drain-delay`, if given: `reactor/stop.rs`); a second one ends at once |
 //! | SIGHUP | terminate (a closed terminal sends it) | logged; nothing to reload in one process, so serving goes on |
 //! | SIGUSR1 | terminate | the counters are logged now |
 //! | SIGUSR2 | terminate | retire: stop accepting, serve the open connections until they close (at most `--shutdown-timeout`), then shut down; a master's rolling restart (`--workers`) sends it |

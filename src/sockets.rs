@@ -29,6 +29,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
+use crate::activation::Passed;
 use crate::addr::ListenAddr;
 use crate::config::Config;
 use crate::listener::{self, ListenError, ListenOptions};
@@ -58,14 +59,14 @@ pub(crate) enum Socket {
 }
 
 impl Socket {
-    fn transport(&self) -> Transport {
+    pub(crate) fn transport(&self) -> Transport {
         match self {
             Socket::Tcp(_) => Transport::Tcp,
             Socket::Udp(_) => Transport::Udp,
         }
     }
 
-    fn local_addr(&self) -> io::Result<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         match self {
             Socket::Tcp(s) => s.local_addr(),
             Socket::Udp(s) => s.local_addr(),
@@ -79,6 +80,14 @@ impl Socket {
         }
     }
 
+    /// A descriptor of its own for the same socket (`dup`).
+    fn try_clone(&self) -> io::Result<Socket> {
+        Ok(match self {
+            Socket::Tcp(s) => Socket::Tcp(s.try_clone()?),
+            Socket::Udp(s) => Socket::Udp(s.try_clone()?),
+        })
+    }
+
     /// A socket of `transport` bound at `addr` with `options`.
     fn open(transport: Transport, addr: SocketAddr, options: ListenOptions) -> io::Result<Socket> {
         Ok(match transport {
@@ -88,10 +97,53 @@ impl Socket {
     }
 }
 
+impl Bound {
+    /// The same socket on a descriptor of its own.
+    pub(crate) fn try_clone(&self) -> io::Result<Bound> {
+        Ok(Bound {
+            service: self.service,
+            socket: self.socket.try_clone()?,
+        })
+    }
+
+    /// Where it goes in [`service::offers`]' order.
+    fn rank(&self) -> u8 {
+        match (self.service, self.socket.transport()) {
+            (Service::Echo, Transport::Tcp) => 0,
+            (Service::Echo, Transport::Udp) => 1,
+            (Service::Metrics, _) => 3,
+            _ => 2,
+        }
+    }
+}
+
 impl Sockets {
     /// Resolves and binds everything `config` offers, with
-    /// `SO_REUSEPORT` if `config.reuse_port` says so.
+    /// `SO_REUSEPORT` if `config.reuse_port` says so; with
+    /// `config.service_manager`, the sockets a service manager passed
+    /// serve their services instead (`activation.rs`).
     pub(crate) fn bind(config: &Config) -> Result<Sockets, ListenError> {
+        let passed = if config.service_manager {
+            Passed::from_env()?
+        } else {
+            Passed::default()
+        };
+        let mut sockets = Sockets::bind_flags(&passed.unbound(config))?;
+        sockets.add(passed.into_bound());
+        Ok(sockets)
+    }
+
+    /// Adds `more` sockets, each among those of its service.
+    pub(crate) fn add(&mut self, more: Vec<Bound>) {
+        if more.is_empty() {
+            return;
+        }
+        self.bound.extend(more);
+        self.bound.sort_by_key(Bound::rank);
+    }
+
+    /// Binds what the address flags of `config` offer.
+    fn bind_flags(config: &Config) -> Result<Sockets, ListenError> {
         let options = options(config);
         let mut bound = Vec::new();
         for offer in service::offers(config) {
@@ -122,6 +174,7 @@ impl Sockets {
     pub(crate) fn bind_slots(config: &Config, slots: usize) -> Result<Vec<Sockets>, ListenError> {
         let probe_config = Config {
             reuse_port: false,
+            service_manager: false,
             metrics: Vec::new(),
             ..config.clone()
         };

@@ -115,6 +115,8 @@ pub(crate) enum TimerKind {
     RetireDeadline,
     /// Graceful shutdown's time is up: close whatever is left.
     ShutdownDeadline,
+    /// `--drain-delay` is over: begin the graceful shutdown.
+    DrainDelay,
 }
 
 /// A set of pending deadlines.

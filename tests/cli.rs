@@ -198,3 +198,81 @@ on_every_backend! {
         assert_eq!(status.code(), Some(0), "log:\n{log}");
     }
 }
+
+// --- Flags from the environment ----------------------------------------------
+
+/// The binary with `env` set and `args`, serving until dropped.
+fn spawn_with_env(env: &[(&str, &str)], args: &[&str]) -> Server {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_echo-reactor"));
+    cmd.args(args).envs(env.iter().copied());
+    Server::spawn_command(cmd)
+}
+
+/// The first line a line-mode server sends (its banner).
+fn banner_at(addr: std::net::SocketAddr) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(connect(addr))
+        .read_line(&mut line)
+        .expect("a banner");
+    line
+}
+
+#[test]
+fn every_flag_can_come_from_an_echo_reactor_variable() {
+    let server = spawn_with_env(
+        &[
+            ("ECHO_REACTOR_LISTEN", "127.0.0.1:0,127.0.0.1:0"),
+            ("ECHO_REACTOR_MODE", "line"),
+            ("ECHO_REACTOR_BANNER", "from the environment"),
+            ("ECHO_REACTOR_METRICS", "127.0.0.1:0"),
+            ("ECHO_REACTOR_TRACE", "false"),
+        ],
+        &[],
+    );
+    let tcp: Vec<&String> = (server.listening.iter())
+        .filter(|l| l.starts_with("listening on tcp://"))
+        .collect();
+    assert_eq!(tcp.len(), 2, "{:?}", server.listening);
+    assert!(
+        server.listening.iter().any(|l| l.ends_with("(metrics)")),
+        "{:?}",
+        server.listening
+    );
+    assert_eq!(banner_at(server.addr), "from the environment\n");
+}
+
+#[test]
+fn the_command_line_wins_over_a_variable() {
+    let server = spawn_with_env(
+        &[
+            ("ECHO_REACTOR_LISTEN", "127.0.0.1:1"),
+            ("ECHO_REACTOR_MODE", "line"),
+            ("ECHO_REACTOR_BANNER", "from the environment"),
+        ],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--banner",
+            "from the command line",
+        ],
+    );
+    assert_ne!(server.addr.port(), 1);
+    assert_eq!(banner_at(server.addr), "from the command line\n");
+}
+
+#[test]
+fn a_bad_variable_is_a_usage_error_naming_it() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_echo-reactor"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("ECHO_REACTOR_BACKLOG", "lots")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let status = child.wait().expect("exit");
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("lots") && err.contains("--backlog"), "{err}");
+}

@@ -178,6 +178,33 @@ fn scrape_until(
     }
 }
 
+/// The `process_*` series and the build's version, as Prometheus' own
+/// clients write them: present, and sensible for a running process.
+#[track_caller]
+fn assert_process_series(page: &HashMap<String, f64>) {
+    for name in [
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(page.get(name).is_some_and(|&v| v > 0.0), "{name}: {page:?}");
+    }
+    assert!(page["process_cpu_seconds_total"] >= 0.0);
+    assert!(page["process_open_fds"] <= page["process_max_fds"]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    assert!(page["process_start_time_seconds"] <= now + 1.0, "{page:?}");
+    let version = format!(
+        "echo_reactor_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(page.get(&version), Some(&1.0), "{page:?}");
+}
+
 /// `promtool check metrics` on `text`, if promtool is installed (see
 /// [`util::have_program`]); true if it ran.
 #[track_caller]
@@ -247,6 +274,7 @@ on_every_backend! {
         promtool_check(&response.body, "a_scrape_is_valid_exposition_and_counters_move");
         assert_eq!(first["echo_reactor_connections_open"], 0.0);
         assert_eq!(first["echo_reactor_http_connections_open"], 1.0);
+        assert_process_series(&first);
         let mut clients: Vec<TcpStream> = (0..3).map(|_| connect(server.addr)).collect();
         for (i, c) in clients.iter_mut().enumerate() {
             assert_echo(c, &pattern(i as u64, 1000));
@@ -422,6 +450,9 @@ fn a_master_scrape_sums_every_worker_and_keeps_the_dead_ones_counts() {
         .count();
     assert_eq!(labelled, 4, "{held:?}");
     assert_eq!(held["echo_reactor_master_workers_up"], 4.0);
+    // The master's own process, which holds every slot's sockets.
+    assert_process_series(&held);
+    assert!(held["process_open_fds"] >= 4.0, "{held:?}");
     let accepted = sum(&held, "echo_reactor_connections_accepted_total");
     assert!(accepted >= 40.0, "{held:?}");
     // A worker dies: its counters stay in the totals, and its slot's.

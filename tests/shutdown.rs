@@ -218,3 +218,51 @@ on_every_backend! {
         flooder.join().unwrap();
     }
 }
+
+/// The status code of `GET /healthz` at `metrics`, on a fresh connection.
+fn healthz(metrics: SocketAddr) -> u16 {
+    use std::io::Read;
+    let mut c = connect(metrics);
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).expect("answer");
+    (answer.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
+}
+
+/// Waits until `/healthz` at `metrics` answers `status`.
+#[track_caller]
+fn wait_healthz(metrics: SocketAddr, status: u16) {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while healthz(metrics) != status {
+        assert!(Instant::now() < deadline, "/healthz never said {status}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `--drain-delay`: the first SIGTERM turns `/healthz` to 503 while the
+/// listener still accepts and echoes new clients; after the delay the
+/// usual shutdown closes it and the server exits 0. (A server without a
+/// drain delay closes the listener as `/healthz` turns: the connection
+/// made after the 503 is refused.)
+#[test]
+fn drain_delay_says_503_and_keeps_accepting_then_shuts_down() {
+    let mut server = Server::spawn(&["--metrics", "127.0.0.1:0", "--drain-delay", "3"]);
+    let metrics = util::listening_addr(&server, "http", "(metrics)");
+    assert_eq!(healthz(metrics), 200);
+    let mut before = connect(server.addr);
+    assert_echo(&mut before, b"before the signal");
+    server.signal(libc::SIGTERM);
+    wait_healthz(metrics, 503);
+    // Still accepting after /healthz turned 503, and serving everyone.
+    let mut after = connect(server.addr);
+    assert_echo(&mut after, b"accepted after /healthz said 503");
+    assert_echo(&mut before, b"still served");
+    drop((before, after));
+    server.wait_log("shutting down: listeners closed");
+    wait_refused(server.addr);
+    let status = server.wait_exit(STEP_TIMEOUT).expect("exits");
+    assert!(status.success(), "{status}");
+}

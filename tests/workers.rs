@@ -731,3 +731,31 @@ fn a_deleted_binary_still_restarts_workers_and_sighup_runs_the_new_one() {
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--drain-delay` with workers: the master's `/healthz` says 503 at once
+/// on SIGTERM while every worker keeps accepting; then they drain and the
+/// master exits 0.
+#[test]
+fn drain_delay_says_503_on_the_masters_page_while_workers_accept() {
+    let mut server = spawn(2, &["--metrics", "127.0.0.1:0", "--drain-delay", "3"]);
+    wait_serving(&server, 2);
+    let metrics = util::listening_addr(&server, "http", "(metrics)");
+    assert!(http_get(metrics, "/healthz").starts_with("HTTP/1.1 200"));
+    server.signal(libc::SIGTERM);
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while !http_get(metrics, "/healthz").starts_with("HTTP/1.1 503") {
+        assert!(Instant::now() < deadline, "/healthz never said 503");
+        thread::sleep(Duration::from_millis(10));
+    }
+    // Still accepting after the master's page turned 503: enough clients
+    // that both workers' sockets are tried.
+    let mut clients = open_echoed(server.addr, 10);
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_echo(c, &pattern(i as u64, 100));
+    }
+    drop(clients);
+    let status = server
+        .wait_exit(STEP_TIMEOUT)
+        .expect("exits after the delay");
+    assert_eq!(status.code(), Some(0), "{}", server.stderr_text());
+}

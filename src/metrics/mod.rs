@@ -13,15 +13,18 @@
 //! that the loop refreshes right before it drives a metrics connection
 //! (`Reactor::with_connection`), so echo connections never pay for it.
 //! The text itself is written by [`Exposition`] (`exposition.rs`), which a
-//! master (`--workers`) also uses for every worker's counters at once.
+//! master (`--workers`) also uses for every worker's counters at once;
+//! `process.rs` adds the `process_*` series and the build's version.
 //!
 //! docs/metrics.md lists every metric.
 
 mod exposition;
 mod http;
+mod process;
 
 pub(crate) use exposition::Exposition;
 pub(crate) use http::{BUSY_ANSWER, MAX_ANSWER, MAX_HEAD, MetricsHttp, Page};
+pub(crate) use process::{Process, write_build_info};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -98,6 +101,8 @@ impl Page for LoopPage {
             "gauge",
             &[("", if draining { 1.0 } else { 0.0 })],
         );
+        Process::read().write(&mut page);
+        write_build_info(&mut page);
         out.push_str(&page.finish());
     }
 

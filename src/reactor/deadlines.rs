@@ -49,6 +49,11 @@ impl<P: Poller> Reactor<P> {
                         self.timers.schedule(at, TimerKind::Heartbeat);
                     }
                 }
+                TimerKind::DrainDelay => {
+                    if !self.stop.shutting_down {
+                        self.begin_shutdown();
+                    }
+                }
                 TimerKind::RetireDeadline => {
                     if !self.stop.shutting_down {
                         self.begin_shutdown();

@@ -206,7 +206,7 @@ impl<P: Poller> Reactor<P> {
         let mut poller = P::new().map_err(setup)?;
         let sources = Sources::adopt(sockets)?;
         sources.register(&mut poller).map_err(setup)?;
-        let stop = Stop::open(config.handle_signals, &mut poller).map_err(setup)?;
+        let stop = Stop::open(config, &mut poller).map_err(setup)?;
         let now = Instant::now();
         let mut timers = Timers::new();
         if let Some(every) = config.stats_interval {
@@ -299,6 +299,7 @@ impl<P: Poller> Reactor<P> {
         // The run-next entries being processed this tick; swapped with
         // `run_next` so both vectors keep their capacity.
         let mut batch: Vec<Token> = Vec::new();
+        self.notify_ready();
         while !self.finished() {
             // The clock read the timeout needs anyway also ends the busy
             // part of the tick (loop utilization, in the counters): no
@@ -492,7 +493,7 @@ impl<P: Poller> Reactor<P> {
         if C == HTTP {
             // Its page: the counters as of now.
             self.sync_gauges();
-            let draining = self.stop.shutting_down || self.stop.retiring;
+            let draining = self.draining();
             self.classes.page.refresh(&self.stats, draining);
         }
         let Some(conn) = self.conns.get_mut(key) else {

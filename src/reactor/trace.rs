@@ -208,6 +208,7 @@ impl std::fmt::Display for Timer {
             TimerKind::Heartbeat => f.write_str("heartbeat to the master"),
             TimerKind::RetireDeadline => f.write_str("retire deadline"),
             TimerKind::ShutdownDeadline => f.write_str("shutdown deadline"),
+            TimerKind::DrainDelay => f.write_str("end of the drain delay"),
         }
     }
 }

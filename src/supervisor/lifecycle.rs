@@ -18,6 +18,7 @@ use super::{
 };
 use crate::seat;
 use crate::stats::Stats;
+use crate::{activation, notify};
 
 impl Supervisor {
     /// Starts a worker in `slot`; it serves the slot at once when
@@ -39,6 +40,14 @@ impl Supervisor {
         fds.push(self.region.fd());
         let spec = WorkerSpec::new(slot, seat, self.region.fd(), sockets.inheritance());
         let mut command = self.program.command(&self.worker_args);
+        // The service manager's variables are the master's: a worker
+        // neither takes sockets nor notifies (`activation.rs`, `notify.rs`).
+        for name in activation::VARIABLES
+            .into_iter()
+            .chain([notify::NOTIFY_SOCKET])
+        {
+            command.env_remove(name);
+        }
         command
             .arg("--worker")
             .arg(spec.to_string())

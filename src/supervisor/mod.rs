@@ -20,7 +20,7 @@
 //! | a worker exits while serving | restarted in its slot after a backoff (100 ms, doubling up to 10 s while it keeps dying young); its host counts are given back first (`seat.rs`) |
 //! | a worker's loop stops turning (stopped, blocked, spinning) | no heartbeat for `--watchdog` seconds (3 by default; 10 before it first says ready): SIGKILL, then as above. A stopped loop is counted out of `workers_up` after one second of silence |
 //! | a worker fails before it ever served | startup failed (a bad flag value the worker met, say): every worker is stopped and the master exits 1 |
-//! | SIGINT / SIGTERM | SIGTERM to every worker (each drains as a single process would); the master exits 0 once all have exited |
+//! | SIGINT / SIGTERM | the master's `/healthz` turns 503 and SIGTERM goes to every worker (each drains as a single process would, after `--drain-delay` if given); the master exits 0 once all have exited |
 //! | a second SIGINT / SIGTERM | SIGTERM again: each worker ends at once; the master exits 130 |
 //! | SIGHUP | the program file is opened again at its path (an upgrade's new binary runs from now on; if the path is gone, the running program does); then a rolling restart: slot by slot, a new worker starts on the slot's sockets, and once it is serving the old one retires (SIGUSR2: it stops accepting and serves its open connections until they close, at most `--shutdown-timeout`) |
 //! | SIGUSR1 | the summed counters are logged |
@@ -52,6 +52,7 @@
 
 mod launch;
 mod lifecycle;
+mod manager;
 mod page;
 mod worker;
 
@@ -69,16 +70,19 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 use signal_hook::consts::{SIGALRM, SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 
+use crate::activation::Passed;
 use crate::config::Config;
 use crate::fdlimit;
 use crate::listener::ListenError;
 use crate::log_sink;
+use crate::notify::Notifier;
 use crate::reactor::Server;
 use crate::seat::{self, HEARTBEAT_EVERY, Region};
-use crate::service::Endpoint;
+use crate::service::{Endpoint, Service};
 use crate::sockets::Sockets;
 use crate::stats::Stats;
 use launch::Program;
+use manager::Told;
 use page::{Figures, MasterPage};
 
 /// The first pause before restarting a worker that died.
@@ -135,6 +139,10 @@ pub struct Supervisor {
     rolling: Option<Rolling>,
     stats_interval: Option<Duration>,
     watchdog: Option<Duration>,
+    /// The service manager (`NOTIFY_SOCKET`), and what it was last told
+    /// (`manager.rs`).
+    notifier: Option<Notifier>,
+    told: Told,
 }
 
 /// One worker slot: its sockets, and who serves them.
@@ -204,7 +212,22 @@ impl Supervisor {
         worker_args: Vec<OsString>,
     ) -> Result<Supervisor, ListenError> {
         let setup = ListenError::Setup;
-        let slots = Sockets::bind_slots(config, workers)?;
+        let mut passed = if config.service_manager {
+            Passed::from_env()?
+        } else {
+            Passed::default()
+        };
+        let passed_metrics = passed.split_off(Service::Metrics);
+        let flags = Config {
+            service_manager: false,
+            ..passed.unbound(config)
+        };
+        let mut slots = Sockets::bind_slots(&flags, workers)?;
+        for slot in &mut slots {
+            slot.add(passed.try_clone().map_err(setup)?);
+        }
+        // The slots hold copies; the master's own descriptors close here.
+        drop(passed);
         let metrics_config = Config {
             listen: Vec::new(),
             udp: Vec::new(),
@@ -213,12 +236,16 @@ impl Supervisor {
             reuse_port: false,
             stats_interval: None,
             trace: false,
-            ..config.clone()
+            service_manager: false,
+            drain_delay: Duration::ZERO,
+            ..flags.clone()
         };
-        let (metrics, page) = if config.metrics.is_empty() {
+        let (metrics, page) = if metrics_config.metrics.is_empty() && passed_metrics.is_empty() {
             (None, None)
         } else {
-            let mut server = Server::bind(&metrics_config)?;
+            let mut sockets = Sockets::bind(&metrics_config)?;
+            sockets.add(passed_metrics);
+            let mut server = Server::with_sockets(&metrics_config, sockets)?;
             let page = MasterPage::new(workers);
             server.serve_page(page.clone());
             (Some(server), Some(page))
@@ -254,6 +281,8 @@ impl Supervisor {
             rolling: None,
             stats_interval: config.stats_interval,
             watchdog: config.watchdog,
+            notifier: config.service_manager.then(Notifier::from_env).flatten(),
+            told: Told::default(),
         })
     }
 
@@ -322,6 +351,7 @@ impl Supervisor {
             }
             self.restart_due(now, notes);
             self.publish();
+            self.tell_manager();
             if let (Some(at), Some(every)) = (next_report, self.stats_interval)
                 && now >= at
             {

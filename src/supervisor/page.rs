@@ -13,11 +13,12 @@
 //! Each worker slot's series carry `worker="SLOT"`, and hold every counter
 //! of every worker that has served the slot, the exited ones included, so
 //! that neither a restart nor `sum()` loses a count; the master adds its
-//! own (`echo_reactor_master_*`).
+//! own (`echo_reactor_master_*`). The `process_*` series are the master's
+//! own process (docs/metrics.md says why).
 
 use std::sync::{Arc, Mutex};
 
-use crate::metrics::{Exposition, MAX_ANSWER, Page};
+use crate::metrics::{Exposition, MAX_ANSWER, Page, Process, write_build_info};
 use crate::stats::Stats;
 
 /// What the master knows, as of the latest report.
@@ -117,6 +118,10 @@ impl Page for MasterPage {
             "gauge",
             &[("", if figures.serving { 0.0 } else { 1.0 })],
         );
+        // The master's own process: its workers are processes of their
+        // own, whose memory and descriptors are not summed here.
+        Process::read().write(&mut text);
+        write_build_info(&mut text);
         out.push_str(&text.finish());
     }
 

@@ -123,6 +123,8 @@ pub fn run_worker(mut config: Config, spec: &WorkerSpec) -> Result<Report, Liste
         return Err(setup(io::Error::new(io::ErrorKind::InvalidInput, msg)));
     }
     let reports = Reports::open().map_err(setup)?;
+    // The master speaks to the service manager for the whole server.
+    config.service_manager = false;
     config.stats_interval = config.stats_interval.or(Some(REPORT_INTERVAL));
     let mut server = Server::with_sockets(&config, sockets)?;
     server.join(Seat {

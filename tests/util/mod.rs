@@ -74,9 +74,13 @@ pub fn have_program(program: &str, what: &str) -> bool {
     if runs {
         return true;
     }
+    let package = match program {
+        "systemd-socket-activate" => "systemd",
+        _ => "prometheus, which has prometheus and promtool",
+    };
     let why = format!(
-        "`{program}` is not on PATH (Debian: apt-get install prometheus, which has \
-         prometheus and promtool; then run cargo test again)"
+        "`{program}` is not on PATH (Debian: apt-get install {package}; then run cargo \
+         test again)"
     );
     if std::env::var_os(REQUIRE_EXTERNAL).is_some() {
         panic!("{what} cannot run: {why}; {REQUIRE_EXTERNAL} is set, so that is a failure");
@@ -197,6 +201,19 @@ impl Server {
                 });
             }
         }
+        Server::start(cmd)
+    }
+
+    /// Runs `cmd` as it is (a wrapper that runs the server, say), with
+    /// stdout and stderr piped, and waits for its `listening on` lines.
+    pub fn spawn_command(mut cmd: Command) -> Server {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Server::start(cmd)
+    }
+
+    fn start(mut cmd: Command) -> Server {
         let mut child = cmd.spawn().expect("spawn echo-reactor");
 
         let stderr = Arc::new(Mutex::new(String::new()));

@@ -23,7 +23,8 @@ pub(crate) struct Args {
     /// Address to listen on: IPv4 (127.0.0.1:7007), IPv6 ([::1]:7007) or
     /// HOST:PORT (every address the name resolves to is bound). Repeat for
     /// more listeners. Port 0 picks a free port.
-    #[arg(long = "listen", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    #[arg(long = "listen", value_name = "ADDR", default_value = DEFAULT_LISTEN,
+          env = "ECHO_REACTOR_LISTEN", value_delimiter = ',')]
     pub listen: Vec<ListenAddr>,
 
     /// The multiplexer the event loop runs on: epoll (through mio,
@@ -32,37 +33,43 @@ pub(crate) struct Args {
     /// (level-triggered; grows with the highest descriptor, and cannot
     /// watch descriptors at or above FD_SETSIZE = 1024: such connections
     /// are closed at once, so select serves about 1,000 at most).
-    #[arg(long, value_enum, value_name = "NAME", default_value_t = BackendName::Epoll)]
+    #[arg(long, value_enum, value_name = "NAME", default_value_t = BackendName::Epoll,
+          env = "ECHO_REACTOR_BACKEND")]
     pub backend: BackendName,
 
     /// Length of the kernel's queue of completed connections waiting for
     /// accept (capped by net.core.somaxconn).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BACKLOG,
-          value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
+          value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64),
+          env = "ECHO_REACTOR_BACKLOG")]
     pub backlog: u32,
 
     /// Most echo connections served at once (by each worker, with
     /// --workers; metrics connections not counted); more are told "ERR too many connections" and closed. Default: the
     /// descriptor limit (RLIMIT_NOFILE, raised to its hard limit) minus 64.
-    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    #[arg(long, value_name = "N", value_parser = parse_positive,
+          env = "ECHO_REACTOR_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
     /// Most connections one host may hold at once (an IPv4 address, or an
     /// IPv6 /64), on the whole server (with --workers too); more are told
     /// "ERR too many connections" and closed. Default: no limit.
-    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    #[arg(long, value_name = "N", value_parser = parse_positive,
+          env = "ECHO_REACTOR_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
 
     /// Close a connection after SECS seconds without traffic (decimals
     /// allowed). Default: never. A client that sends a byte now and then
     /// is not idle: see --keepalive and docs/limits.md.
-    #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_secs,
+          env = "ECHO_REACTOR_IDLE_TIMEOUT")]
     pub idle_timeout: Option<Duration>,
 
     /// TCP keepalive: after SECS seconds of silence probe the peer (every
     /// SECS/3, 1 to 75 s, 3 probes), so a peer that vanished without
     /// closing frees its slot. Default: off.
-    #[arg(long, value_name = "SECS", value_parser = parse_keepalive)]
+    #[arg(long, value_name = "SECS", value_parser = parse_keepalive,
+          env = "ECHO_REACTOR_KEEPALIVE")]
     pub keepalive: Option<Duration>,
 
     /// Most bytes held for all clients together (pending output, partial
@@ -70,31 +77,43 @@ pub(crate) struct Args {
     /// read less; at it, input that cannot be echoed at once stays in the
     /// kernel. No byte read is ever dropped.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BUFFERED,
-          value_parser = parse_max_buffered)]
+          value_parser = parse_max_buffered, env = "ECHO_REACTOR_MAX_BUFFERED")]
     pub max_buffered: usize,
 
     /// Close a connection that holds buffered bytes and made no progress
     /// for SECS while --max-buffered is nearly full (three quarters or
     /// more), largest first, until it is below half. Default: never (such
     /// clients wait).
-    #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_secs,
+          env = "ECHO_REACTOR_EVICT_AFTER")]
     pub evict_after: Option<Duration>,
 
     /// Kernel send buffer of each connection (SO_SNDBUF; the kernel
     /// doubles it for its bookkeeping), bounding what a client that does
     /// not read makes the kernel hold; "auto" leaves it to the kernel's
     /// autotuning (up to 4 MiB each here).
-    #[arg(long, value_name = "BYTES|auto", default_value = DEFAULT_SNDBUF_TEXT, value_parser = parse_sndbuf)]
+    #[arg(long, value_name = "BYTES|auto", default_value = DEFAULT_SNDBUF_TEXT, value_parser = parse_sndbuf,
+          env = "ECHO_REACTOR_SNDBUF")]
     pub sndbuf: Sndbuf,
 
     /// On SIGINT/SIGTERM, give connections this long to receive their
     /// pending output before closing them. A second signal exits at once.
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs,
+          env = "ECHO_REACTOR_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Duration,
+
+    /// On the first SIGINT/SIGTERM, answer 503 on /healthz at once but
+    /// keep accepting and serving for SECS (so that a load balancer's
+    /// health check takes the server out before it closes its
+    /// listeners), then shut down as --shutdown-timeout says. 0: at once.
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs,
+          env = "ECHO_REACTOR_DRAIN_DELAY")]
+    pub drain_delay: Duration,
 
     /// Log the counters every SECS seconds (at info level; at least 0.01).
     /// SIGUSR1 logs them at any time.
-    #[arg(long, value_name = "SECS", value_parser = parse_stats_interval)]
+    #[arg(long, value_name = "SECS", value_parser = parse_stats_interval,
+          env = "ECHO_REACTOR_STATS_INTERVAL")]
     pub stats_interval: Option<Duration>,
 
     /// Narrate the event loop, one log line per tick (target
@@ -102,7 +121,7 @@ pub(crate) struct Args {
     /// long, the events it woke for, and each connection turn's reads,
     /// writes, interest and phase changes. For learning (docs/tour.md);
     /// off, it costs nothing measurable.
-    #[arg(long)]
+    #[arg(long, env = "ECHO_REACTOR_TRACE")]
     pub trace: bool,
 
     /// Serve from N worker processes, each an ordinary single-threaded
@@ -114,7 +133,8 @@ pub(crate) struct Args {
     /// at a time without refusing a connection. --max-connections,
     /// --max-buffered and the descriptor limit apply to each worker;
     /// --max-connections-per-ip to the whole server.
-    #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_workers)]
+    #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_workers,
+          env = "ECHO_REACTOR_WORKERS")]
     pub workers: usize,
 
     /// Read every connection until the kernel says "would block", as mio
@@ -122,14 +142,14 @@ pub(crate) struct Args {
     /// a read that returned less than asked for (which on Linux proves a
     /// TCP receive queue empty). Costs one more read per message; for
     /// study and comparison (docs/short-reads.md).
-    #[arg(long)]
+    #[arg(long, env = "ECHO_REACTOR_PORTABLE_READS")]
     pub portable_reads: bool,
 
     /// With --workers: kill and replace a worker whose event loop has not
     /// turned for SECS seconds (stopped, blocked or spinning; a loop
     /// proves it turns four times a second). 0 turns the watchdog off.
     /// Default: 3.
-    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, env = "ECHO_REACTOR_WATCHDOG")]
     pub watchdog: Option<Duration>,
 
     /// Internal: run as a worker of a master (`--workers`), on the
@@ -140,60 +160,78 @@ pub(crate) struct Args {
     /// What TCP clients speak: raw (byte-for-byte echo), line (a reply per
     /// line, LF or CRLF) or frame (4-byte big-endian length, then the
     /// bytes; whole frames are echoed).
-    #[arg(long, value_enum, default_value_t = ModeName::Raw)]
+    #[arg(long, value_enum, default_value_t = ModeName::Raw, env = "ECHO_REACTOR_MODE")]
     pub mode: ModeName,
 
     /// Line mode: the reply to a line is the line (none), the line in
     /// upper case (upper), or "hello " and the line (hello).
-    #[arg(long, value_enum, value_name = "HOW", default_value_t = TransformName::None)]
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = TransformName::None,
+          env = "ECHO_REACTOR_LINE_TRANSFORM")]
     pub line_transform: TransformName,
 
     /// Line mode: a line sent to every client on connect.
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, value_name = "TEXT", env = "ECHO_REACTOR_BANNER")]
     pub banner: Option<String>,
 
     /// Line mode: longest line accepted (terminator not counted, at most
     /// 64 MiB); a longer one is answered "ERR line too long" and the
     /// connection is closed.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE,
-          value_parser = parse_max_line)]
+          value_parser = parse_max_line, env = "ECHO_REACTOR_MAX_LINE")]
     pub max_line: usize,
 
     /// Frame mode: largest frame body accepted (at most 64 MiB); a larger
     /// declared length closes the connection (nothing is allocated for it).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME,
-          value_parser = parse_max_frame)]
+          value_parser = parse_max_frame, env = "ECHO_REACTOR_MAX_FRAME")]
     pub max_frame: u32,
 
     /// Also serve UDP echo on ADDR (repeatable); prints
     /// `listening on udp://ADDR`.
-    #[arg(long = "udp", value_name = "ADDR")]
+    #[arg(
+        long = "udp",
+        value_name = "ADDR",
+        env = "ECHO_REACTOR_UDP",
+        value_delimiter = ','
+    )]
     pub udp: Vec<ListenAddr>,
 
     /// Serve daytime (RFC 867) on ADDR over both TCP and UDP, same port
     /// (repeatable): the current time as one line, then close.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "ECHO_REACTOR_DAYTIME",
+        value_delimiter = ','
+    )]
     pub daytime: Vec<ListenAddr>,
 
     /// Serve Prometheus metrics over HTTP/1.1 on ADDR (repeatable):
     /// `GET /metrics`, `GET /healthz`; prints
     /// `listening on http://ADDR (metrics)`. Off by default. With
     /// `--workers`, the master serves every worker's counters.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "ECHO_REACTOR_METRICS",
+        value_delimiter = ','
+    )]
     pub metrics: Vec<ListenAddr>,
 
     /// Most metrics (HTTP) connections served at once, in slots of their
     /// own: they never take --max-connections' echo slots. More are
     /// answered "503 Service Unavailable" and closed.
     #[arg(long, value_name = "N", value_parser = parse_positive,
-          default_value_t = DEFAULT_METRICS_MAX_CONNECTIONS)]
+          default_value_t = DEFAULT_METRICS_MAX_CONNECTIONS,
+          env = "ECHO_REACTOR_METRICS_MAX_CONNECTIONS")]
     pub metrics_max_connections: usize,
 
     /// Close a metrics connection after SECS seconds without a request
     /// (decimals allowed); a request head under way must complete within
     /// 2 to 4 s regardless.
     #[arg(long, value_name = "SECS", value_parser = parse_positive_secs,
-          default_value = DEFAULT_METRICS_IDLE_TIMEOUT_TEXT)]
+          default_value = DEFAULT_METRICS_IDLE_TIMEOUT_TEXT,
+          env = "ECHO_REACTOR_METRICS_IDLE_TIMEOUT")]
     pub metrics_idle_timeout: Duration,
 }
 
@@ -327,6 +365,8 @@ impl Args {
             },
             trace: self.trace,
             read_until_would_block: self.portable_reads,
+            service_manager: true,
+            drain_delay: self.drain_delay,
         }
     }
 }
@@ -446,6 +486,7 @@ fn parse_positive(s: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
     fn parse(args: &[&str]) -> Result<Args, clap::Error> {
         Args::try_parse_from(std::iter::once("echo-reactor").chain(args.iter().copied()))
@@ -460,6 +501,43 @@ mod tests {
         assert_eq!(cfg.idle_timeout, None);
         assert_eq!(cfg.backend, Backend::Epoll);
         assert!(!cfg.read_until_would_block);
+    }
+
+    /// Every flag can come from `ECHO_REACTOR_` and its long name in upper
+    /// snake case; the internal `--worker` from nothing but the master.
+    #[test]
+    fn every_flag_has_its_variable_and_the_internal_one_none() {
+        let command = Args::command();
+        let mut flags = 0;
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else {
+                continue;
+            };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            let env = arg.get_env().and_then(|e| e.to_str());
+            if arg.is_hide_set() {
+                assert_eq!(env, None, "--{long} is internal");
+            } else {
+                let want = format!("ECHO_REACTOR_{}", long.to_uppercase().replace('-', "_"));
+                assert_eq!(env, Some(want.as_str()), "--{long}");
+                flags += 1;
+            }
+        }
+        assert!(flags >= 25, "{flags} flags");
+    }
+
+    #[test]
+    fn drain_delay_takes_seconds_and_defaults_to_none() {
+        assert_eq!(
+            parse(&[]).unwrap().into_config().drain_delay,
+            Duration::ZERO
+        );
+        let cfg = parse(&["--drain-delay", "2.5"]).unwrap().into_config();
+        assert_eq!(cfg.drain_delay, Duration::from_millis(2500));
+        assert!(cfg.service_manager);
+        assert!(parse(&["--drain-delay", "-1"]).is_err());
     }
 
     #[test]

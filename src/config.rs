@@ -100,6 +100,11 @@ pub struct Config {
     /// docs/short-reads.md): one more `read` per message. For study and
     /// comparison; off by default.
     pub read_until_would_block: bool,
+    /// Discard services (RFC 863), each on TCP and UDP at the same port.
+    pub discard: Vec<ListenAddr>,
+    /// Character generator services (RFC 864), each on TCP and UDP at the
+    /// same port.
+    pub chargen: Vec<ListenAddr>,
 }
 
 impl Default for Config {
@@ -128,6 +133,8 @@ impl Default for Config {
             watchdog: Some(DEFAULT_WATCHDOG),
             trace: false,
             read_until_would_block: false,
+            discard: Vec::new(),
+            chargen: Vec::new(),
         }
     }
 }

@@ -65,7 +65,8 @@
 //! - `budget`: `--max-buffered`, one budget for every byte held for
 //!   clients, and what happens near and at its limit (with
 //!   `connection/pass_through.rs`).
-//! - `service`: what a listener serves (echo, daytime): greetings and
+//! - `service`: what a listener serves (echo, daytime, discard, chargen,
+//!   metrics): greetings and
 //!   datagram answers, so that the loop never touches bytes.
 //! - `protocol`: what to answer, without I/O: the [`Mode`] enum, the
 //!   decoder interface and its driver; `protocol/line.rs` (replies per
@@ -73,9 +74,14 @@
 //!   whole frames).
 //! - `poller`: the multiplexer interface and its three backends, epoll
 //!   (mio), poll(2) and select(2): the contract, and the traps of each.
-//! - `udp`: UDP echo and daytime sockets on the same poller, and the loop
+//! - `udp`: UDP echo, daytime, discard and chargen sockets on the same
+//!   poller, and the loop
 //!   guard against spoofed datagrams.
 //! - `daytime`: the current time as an RFC 867 text line.
+//! - `discard`: RFC 863, input read and dropped (the protocol discard and
+//!   chargen connections speak); `chargen`: RFC 864's pattern, sent by a
+//!   TCP connection under the readiness rules and budget
+//!   (`connection/source.rs`), and cut into UDP answers.
 //! - `token`: what a token names, why it carries a generation, and how log
 //!   lines name a connection (`conn KEY/GENERATION`).
 //! - `timer`: the deadline heap that bounds the poll timeout.
@@ -116,9 +122,11 @@
 
 mod addr;
 mod budget;
+mod chargen;
 mod config;
 mod connection;
 mod daytime;
+mod discard;
 mod fdlimit;
 mod listener;
 mod log_sink;

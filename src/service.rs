@@ -10,6 +10,12 @@
 //! - **Daytime** (RFC 867): the current time as one line (`daytime.rs`),
 //!   then the TCP connection is closed (flush, FIN, linger, like any
 //!   close); over UDP, any datagram is answered with the line.
+//! - **Discard** (RFC 863): TCP input is read and dropped, nothing is
+//!   sent (`discard.rs`); UDP datagrams go unanswered.
+//! - **Chargen** (RFC 864): TCP input is dropped, and the pattern is sent
+//!   for as long as the client reads it, under the readiness rules and
+//!   the memory budget (`chargen.rs`); a UDP datagram is answered with 0
+//!   to 512 bytes of the pattern.
 //! - **Metrics**: HTTP/1.1 for Prometheus (`metrics/`), TCP only; no
 //!   greeting. Its connections are driven with the HTTP protocol instead
 //!   of the server's `--mode` (`Reactor::with_connection`).
@@ -18,6 +24,7 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use crate::addr::ListenAddr;
+use crate::chargen;
 use crate::config::Config;
 use crate::daytime;
 use crate::protocol::Handler;
@@ -32,6 +39,10 @@ pub enum Service {
     /// Prometheus metrics over HTTP/1.1 (`--metrics`), whatever `--mode`
     /// says (`metrics/`). TCP only.
     Metrics,
+    /// Every byte read and dropped (RFC 863).
+    Discard,
+    /// RFC 864's character pattern, while the client reads it.
+    Chargen,
 }
 
 /// How a socket carries a service.
@@ -70,7 +81,7 @@ pub(crate) struct Offer<'a> {
 /// variant of [`Service`], its behaviour below (greeting, datagram
 /// answer, the class of its connections), its flag in [`Config`], and a
 /// line here.
-pub(crate) fn offers(config: &Config) -> [Offer<'_>; 4] {
+pub(crate) fn offers(config: &Config) -> [Offer<'_>; 6] {
     use Transport::{Tcp, Udp};
     [
         Offer {
@@ -93,23 +104,41 @@ pub(crate) fn offers(config: &Config) -> [Offer<'_>; 4] {
             transports: &[Tcp],
             addrs: &config.metrics,
         },
+        Offer {
+            service: Service::Discard,
+            transports: &[Tcp, Udp],
+            addrs: &config.discard,
+        },
+        Offer {
+            service: Service::Chargen,
+            transports: &[Tcp, Udp],
+            addrs: &config.chargen,
+        },
     ]
 }
 
 impl Service {
-    /// Its name in a worker's inheritance (`sockets.rs`).
+    /// Its name in a worker's inheritance (`sockets.rs`) and in logs.
     pub(crate) fn name(self) -> &'static str {
         match self {
             Service::Echo => "echo",
             Service::Daytime => "daytime",
             Service::Metrics => "metrics",
+            Service::Discard => "discard",
+            Service::Chargen => "chargen",
         }
     }
 
     pub(crate) fn from_name(name: &str) -> Option<Service> {
-        [Service::Echo, Service::Daytime, Service::Metrics]
-            .into_iter()
-            .find(|s| s.name() == name)
+        [
+            Service::Echo,
+            Service::Daytime,
+            Service::Metrics,
+            Service::Discard,
+            Service::Chargen,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
     }
 }
 
@@ -141,6 +170,8 @@ impl Endpoint {
             Service::Echo => format!("{scheme}://{}", self.addr),
             Service::Daytime => format!("{scheme}://{} (daytime)", self.addr),
             Service::Metrics => format!("{scheme}://{} (metrics)", self.addr),
+            Service::Discard => format!("{scheme}://{} (discard)", self.addr),
+            Service::Chargen => format!("{scheme}://{} (chargen)", self.addr),
         }
     }
 }
@@ -178,22 +209,33 @@ impl Service {
                 bytes: Cow::Owned(daytime::now_line().into_bytes()),
                 then_close: true,
             },
-            Service::Metrics => Greeting {
+            // Chargen's stream starts after the greeting, from the
+            // loop (`connection/source.rs`).
+            Service::Metrics | Service::Discard | Service::Chargen => Greeting {
                 bytes: Cow::Borrowed(&[]),
                 then_close: false,
             },
         }
     }
 
-    /// The answer to `datagram`; `scratch` holds a daytime line.
-    pub(crate) fn answer<'a>(self, datagram: &'a [u8], scratch: &'a mut String) -> &'a [u8] {
+    /// The answer to `datagram`, or `None` when it goes unanswered;
+    /// `scratch` holds a daytime line or a chargen datagram.
+    pub(crate) fn answer<'a>(
+        self,
+        datagram: &'a [u8],
+        scratch: &'a mut String,
+    ) -> Option<&'a [u8]> {
         match self {
-            Service::Echo => datagram,
-            // No UDP socket serves metrics.
-            Service::Metrics => &[],
+            Service::Echo => Some(datagram),
+            // No UDP socket serves metrics; discard answers nothing.
+            Service::Metrics | Service::Discard => None,
             Service::Daytime => {
                 *scratch = daytime::now_line();
-                scratch.as_bytes()
+                Some(scratch.as_bytes())
+            }
+            Service::Chargen => {
+                chargen::random_datagram(scratch);
+                Some(scratch.as_bytes())
             }
         }
     }

@@ -27,8 +27,9 @@
 //! be delivered to it. So a connection token is
 //!
 //! ```text
-//!   bit 63: class (0 echo, 1 metrics: reactor/class.rs)
-//!   bits 62..32: generation (never 0)   bits 31..0: slab key
+//!   bit 63: not echo (0 echo, 1 another class: reactor/class.rs)
+//!   bits 62..61: which other class (metrics, discard, chargen)
+//!   bits 60..32: generation (never 0)   bits 31..0: slab key
 //! ```
 //!
 //! and the loop acts on an event only when the connection stored under the
@@ -119,11 +120,28 @@ pub(crate) fn generation_of(token: Token) -> u32 {
     (token.0 >> CONNECTION_SHIFT) as u32
 }
 
-/// The generation bit that carries a connection's class (set: a metrics
-/// connection; `reactor/class.rs`): the loop picks what drives the
-/// connection from its token, with no field in the connection and no
-/// look-up. Generations proper stay below it.
+/// The generation bit that says a connection is not of the echo class
+/// (`reactor/class.rs`): the loop picks what drives the connection from
+/// its token, with no field in the connection and no look-up. Which other
+/// class it is, the two bits below say ([`OTHER_CLASS_SHIFT`]).
+/// Generations proper stay below those ([`GENERATION_LIMIT`]).
 pub(crate) const CLASS_BIT: u32 = 1 << 31;
+
+/// Where the two bits naming a class other than echo start.
+pub(crate) const OTHER_CLASS_SHIFT: u32 = 29;
+
+/// Generations proper are below this (they wrap to 1 there).
+pub(crate) const GENERATION_LIMIT: u32 = 1 << OTHER_CLASS_SHIFT;
+
+/// The class's name in a log line, for the classes with their own.
+fn class_name(generation: u32) -> &'static str {
+    match generation >> OTHER_CLASS_SHIFT {
+        0b100 => "http",
+        0b101 => "discard",
+        0b110 => "chargen",
+        _ => "conn",
+    }
+}
 
 /// A token as log lines name what it stands for, the same way in every
 /// line: `conn 12/3` (slab key 12, generation 3), `listener 0`, `udp 1`,
@@ -135,7 +153,8 @@ impl std::fmt::Display for Named {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match decode(self.0) {
             Target::Connection { key, generation } if generation & CLASS_BIT != 0 => {
-                write!(f, "http {key}/{}", generation & !CLASS_BIT)
+                let name = class_name(generation);
+                write!(f, "{name} {key}/{}", generation % GENERATION_LIMIT)
             }
             Target::Connection { key, generation } => write!(f, "conn {key}/{generation}"),
             Target::Listener(i) => write!(f, "listener {i}"),
@@ -159,7 +178,7 @@ pub(crate) struct Generations {
 impl Generations {
     /// The next generation; never 0.
     pub(crate) fn next_generation(&mut self) -> u32 {
-        self.last = if self.last + 1 >= CLASS_BIT {
+        self.last = if self.last + 1 >= GENERATION_LIMIT {
             1
         } else {
             self.last + 1
@@ -208,10 +227,14 @@ mod tests {
     #[test]
     fn generations_skip_zero_on_wrap() {
         let mut g = Generations {
-            last: CLASS_BIT - 2,
+            last: GENERATION_LIMIT - 2,
         };
-        assert_eq!(g.next_generation(), CLASS_BIT - 1);
+        assert_eq!(g.next_generation(), GENERATION_LIMIT - 1);
         assert_eq!(g.next_generation(), 1);
         assert_eq!(Named(connection(3, CLASS_BIT | 7)).to_string(), "http 3/7");
+        let discard = CLASS_BIT | 1 << OTHER_CLASS_SHIFT | 7;
+        assert_eq!(Named(connection(3, discard)).to_string(), "discard 3/7");
+        let chargen = CLASS_BIT | 2 << OTHER_CLASS_SHIFT | 7;
+        assert_eq!(Named(connection(3, chargen)).to_string(), "chargen 3/7");
     }
 }

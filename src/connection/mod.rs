@@ -94,6 +94,7 @@ mod interest;
 mod pass_through;
 #[cfg(test)]
 mod scripted;
+mod source;
 mod stream;
 #[cfg(test)]
 mod tests;

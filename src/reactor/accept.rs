@@ -312,8 +312,8 @@ impl<P: Poller> Reactor<P> {
                     );
                 }
             }
-            Limit::Full(Class::Echo) => {
-                let max = self.classes[Class::Echo].limit;
+            Limit::Full(class @ (Class::Echo | Class::Discard | Class::Chargen)) => {
+                let max = self.classes[class].limit;
                 admission.warn_rate_limited(
                     now,
                     format_args!("connection limit ({max}) reached, turning clients away"),
@@ -356,9 +356,10 @@ impl<P: Poller> Reactor<P> {
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, service: Service) {
         let class = Class::of(service);
         if let Some(limit) = self.limit_broken(&stream, peer, class) {
-            match class {
-                Class::Echo => turn_away(&stream, REJECT_NOTICE, &mut self.stats),
-                Class::Http => turn_away_http(&stream, &mut self.stats),
+            if class.is_small_service() {
+                turn_away(&stream, REJECT_NOTICE, &mut self.stats);
+            } else {
+                turn_away_http(&stream, &mut self.stats);
             }
             self.note_refusal(limit, stream.as_raw_fd(), peer);
             return;
@@ -396,7 +397,7 @@ impl<P: Poller> Reactor<P> {
         }
         self.classes[class].open += 1;
         match class {
-            Class::Echo => {
+            Class::Echo | Class::Discard | Class::Chargen => {
                 if let Some(idle) = self.settings.idle_timeout {
                     let at = self.clock.now + idle;
                     self.timers.schedule(at, TimerKind::IdleCheck(token));
@@ -409,7 +410,14 @@ impl<P: Poller> Reactor<P> {
                     .schedule(at, TimerKind::RequestCheck(token, false));
             }
         }
-        self.with_connection(key, |conn, cx| Some(conn.greet(service, cx)));
+        self.with_connection(key, |conn, cx| {
+            let greeted = conn.greet(service, cx);
+            Some(if class == Class::Chargen {
+                super::chargen_pump(conn, greeted, cx)
+            } else {
+                greeted
+            })
+        });
     }
 }
 

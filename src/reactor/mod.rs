@@ -95,6 +95,8 @@ const _: () = assert!(HTTP_READ <= PRESSURE_READ && HTTP_READ <= READ_BUFFER_SIZ
 /// The classes as the constants `Reactor::with_class` is compiled for.
 const ECHO: usize = Class::Echo.index();
 const HTTP: usize = Class::Http.index();
+const DISCARD: usize = Class::Discard.index();
+const CHARGEN: usize = Class::Chargen.index();
 
 /// How the loop ended.
 #[derive(Debug, Clone, Copy)]
@@ -468,6 +470,11 @@ impl<P: Poller> Reactor<P> {
         match class {
             Class::Echo => self.with_class::<ECHO>(key, f),
             Class::Http => self.with_class::<HTTP>(key, f),
+            Class::Discard => self.with_class::<DISCARD>(key, f),
+            Class::Chargen => self.with_class::<CHARGEN>(key, |conn, cx| {
+                let outcome = turn(conn, cx, generation, ready)?;
+                Some(chargen_pump(conn, outcome, cx))
+            }),
         }
     }
 
@@ -491,6 +498,8 @@ impl<P: Poller> Reactor<P> {
         {
             Some(Class::Echo) => self.with_class::<ECHO>(key, f),
             Some(Class::Http) => self.with_class::<HTTP>(key, f),
+            Some(Class::Discard) => self.with_class::<DISCARD>(key, f),
+            Some(Class::Chargen) => self.with_class::<CHARGEN>(key, f),
             None => {}
         }
     }
@@ -624,6 +633,18 @@ fn turn<P: Poller>(
         return None;
     }
     Some(conn.drive(ready, cx))
+}
+
+/// After a chargen connection's turn (its input read and dropped, what
+/// was pending flushed): the pattern, while the socket takes it
+/// (`chargen.rs`, `connection/source.rs`).
+fn chargen_pump<P: Poller>(conn: &mut Connection, outcome: Outcome, cx: &mut Cx<'_, P>) -> Outcome {
+    conn.pump(
+        outcome,
+        &crate::chargen::CYCLE,
+        crate::chargen::CYCLES_PER_TURN,
+        cx,
+    )
 }
 
 /// An event as the connection rules read it. Errors and hang-ups are hints

@@ -195,6 +195,17 @@ pub(crate) struct Args {
     #[arg(long, value_name = "SECS", value_parser = parse_positive_secs,
           default_value = DEFAULT_METRICS_IDLE_TIMEOUT_TEXT)]
     pub metrics_idle_timeout: Duration,
+
+    /// Serve discard (RFC 863) on ADDR over both TCP and UDP, same port
+    /// (repeatable): every byte read and dropped, nothing answered.
+    #[arg(long, value_name = "ADDR")]
+    pub discard: Vec<ListenAddr>,
+
+    /// Serve chargen (RFC 864) on ADDR over both TCP and UDP, same port
+    /// (repeatable): TCP sends the character pattern for as long as the
+    /// client reads; a UDP datagram is answered with 0 to 512 bytes of it.
+    #[arg(long, value_name = "ADDR")]
+    pub chargen: Vec<ListenAddr>,
 }
 
 /// [`DEFAULT_METRICS_IDLE_TIMEOUT`] as clap's default text.
@@ -327,6 +338,8 @@ impl Args {
             },
             trace: self.trace,
             read_until_would_block: self.portable_reads,
+            discard: self.discard,
+            chargen: self.chargen,
         }
     }
 }

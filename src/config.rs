@@ -105,6 +105,17 @@ pub struct Config {
     /// Character generator services (RFC 864), each on TCP and UDP at the
     /// same port.
     pub chargen: Vec<ListenAddr>,
+    /// Hold each echo this long before sending it (`faults.rs`); `None`:
+    /// no delay.
+    pub delay: Option<Duration>,
+    /// Make each delay up to this much shorter or longer, at random.
+    pub delay_jitter: Duration,
+    /// Close an echo connection (FIN) once it has been echoed this many
+    /// bytes.
+    pub close_after: Option<u64>,
+    /// Reset an echo connection (RST) once it has been echoed this many
+    /// bytes.
+    pub reset_after: Option<u64>,
 }
 
 impl Default for Config {
@@ -135,6 +146,10 @@ impl Default for Config {
             read_until_would_block: false,
             discard: Vec::new(),
             chargen: Vec::new(),
+            delay: None,
+            delay_jitter: Duration::ZERO,
+            close_after: None,
+            reset_after: None,
         }
     }
 }

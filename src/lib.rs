@@ -82,6 +82,9 @@
 //!   chargen connections speak); `chargen`: RFC 864's pattern, sent by a
 //!   TCP connection under the readiness rules and budget
 //!   (`connection/source.rs`), and cut into UDP answers.
+//! - `faults`: `--delay`, `--close-after`, `--reset-after`: faults on
+//!   demand, in a connection class of their own (`connection/faults.rs`),
+//!   so that the echo path has no branch for them.
 //! - `token`: what a token names, why it carries a generation, and how log
 //!   lines name a connection (`conn KEY/GENERATION`).
 //! - `timer`: the deadline heap that bounds the poll timeout.
@@ -127,6 +130,7 @@ mod config;
 mod connection;
 mod daytime;
 mod discard;
+mod faults;
 mod fdlimit;
 mod listener;
 mod log_sink;

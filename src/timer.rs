@@ -83,6 +83,8 @@ pub(crate) enum TimerKind {
     RetireDeadline,
     /// Graceful shutdown's time is up: close whatever is left.
     ShutdownDeadline,
+    /// A faults-class connection's delayed echo is due (`faults.rs`).
+    FaultDue(Token),
 }
 
 /// A set of pending deadlines.

@@ -139,6 +139,7 @@ fn class_name(generation: u32) -> &'static str {
         0b100 => "http",
         0b101 => "discard",
         0b110 => "chargen",
+        0b111 => "faults",
         _ => "conn",
     }
 }

@@ -90,6 +90,7 @@ use std::fmt;
 use std::io;
 use std::time::{Duration, Instant};
 
+mod faults;
 mod interest;
 mod pass_through;
 #[cfg(test)]
@@ -204,6 +205,8 @@ pub(crate) enum CloseReason {
     /// Closed by `--evict-after`: it held buffered bytes and made no
     /// progress while the budget was full.
     Evicted,
+    /// Reset on purpose after `--reset-after` bytes (`faults.rs`).
+    Reset,
     /// Reset, broken pipe, or another socket error.
     Error(io::Error),
 }
@@ -218,6 +221,7 @@ impl fmt::Display for CloseReason {
             CloseReason::LingerTimeout => f.write_str("no FIN within the linger bound"),
             CloseReason::BudgetFull => f.write_str("no room in the memory budget"),
             CloseReason::Evicted => f.write_str("evicted: stalled while the budget was full"),
+            CloseReason::Reset => f.write_str("reset after --reset-after bytes"),
             CloseReason::Error(e) => write!(f, "{e}"),
         }
     }

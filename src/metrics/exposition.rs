@@ -209,6 +209,24 @@ const FAMILIES: &[Family] = &[
         kind: Kind::Counter,
         read: Read::Seconds(|s| s.busy_ns),
     },
+    Family {
+        name: "echo_reactor_faults_delayed_reads_total",
+        help: "Reads whose echo was held back by --delay (faults on demand).",
+        kind: Kind::Counter,
+        read: Read::Count(|s| s.faults_delayed),
+    },
+    Family {
+        name: "echo_reactor_faults_closed_total",
+        help: "Echo connections closed (FIN) by --close-after (also in connections_closed_total).",
+        kind: Kind::Counter,
+        read: Read::Count(|s| s.faults_closed),
+    },
+    Family {
+        name: "echo_reactor_faults_reset_total",
+        help: "Echo connections reset (RST) by --reset-after (also in connections_closed_total).",
+        kind: Kind::Counter,
+        read: Read::Count(|s| s.faults_reset),
+    },
 ];
 
 /// Builds an exposition: families of counters for one or more processes,

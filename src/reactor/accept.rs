@@ -312,7 +312,9 @@ impl<P: Poller> Reactor<P> {
                     );
                 }
             }
-            Limit::Full(class @ (Class::Echo | Class::Discard | Class::Chargen)) => {
+            Limit::Full(
+                class @ (Class::Echo | Class::Discard | Class::Chargen | Class::Faults),
+            ) => {
                 let max = self.classes[class].limit;
                 admission.warn_rate_limited(
                     now,
@@ -354,7 +356,11 @@ impl<P: Poller> Reactor<P> {
 
     /// Takes in an accepted connection, or turns it away at a limit.
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, service: Service) {
-        let class = Class::of(service);
+        let class = match Class::of(service) {
+            // Fault flags make every echo connection a faulty one.
+            Class::Echo if service == Service::Echo && self.faults.is_some() => Class::Faults,
+            class => class,
+        };
         if let Some(limit) = self.limit_broken(&stream, peer, class) {
             if class.is_small_service() {
                 turn_away(&stream, REJECT_NOTICE, &mut self.stats);
@@ -397,7 +403,7 @@ impl<P: Poller> Reactor<P> {
         }
         self.classes[class].open += 1;
         match class {
-            Class::Echo | Class::Discard | Class::Chargen => {
+            Class::Echo | Class::Discard | Class::Chargen | Class::Faults => {
                 if let Some(idle) = self.settings.idle_timeout {
                     let at = self.clock.now + idle;
                     self.timers.schedule(at, TimerKind::IdleCheck(token));

@@ -57,11 +57,21 @@ pub(crate) enum Class {
     /// Character generator connections (RFC 864): input dropped, the
     /// pattern sent while the socket takes it.
     Chargen,
+    /// Echo connections with faults on demand (`--delay`,
+    /// `--close-after`, `--reset-after`; `faults.rs`): every echo
+    /// connection when a fault flag is given, none otherwise.
+    Faults,
 }
 
 impl Class {
     /// Every class, in index order.
-    pub(crate) const ALL: [Class; 4] = [Class::Echo, Class::Http, Class::Discard, Class::Chargen];
+    pub(crate) const ALL: [Class; 5] = [
+        Class::Echo,
+        Class::Http,
+        Class::Discard,
+        Class::Chargen,
+        Class::Faults,
+    ];
 
     /// The class of a connection accepted on a listener of `service`.
     pub(crate) fn of(service: Service) -> Class {
@@ -84,7 +94,8 @@ impl Class {
             match (generation >> token::OTHER_CLASS_SHIFT) & 0b11 {
                 0 => Class::Http,
                 1 => Class::Discard,
-                _ => Class::Chargen,
+                2 => Class::Chargen,
+                _ => Class::Faults,
             }
         }
     }
@@ -98,6 +109,7 @@ impl Class {
             Class::Http => other(0),
             Class::Discard => other(1),
             Class::Chargen => other(2),
+            Class::Faults => other(3),
         }
     }
 
@@ -141,7 +153,7 @@ pub(crate) struct ClassState {
 /// answers from.
 #[derive(Debug)]
 pub(crate) struct Classes {
-    states: [ClassState; 4],
+    states: [ClassState; 5],
     /// What metrics connections answer from (refreshed before each of
     /// their turns).
     pub(crate) page: Arc<PageCell>,
@@ -173,8 +185,16 @@ impl Classes {
         let http = http_state(&page, budget, max_http);
         let discard = swallow_state(budget, read_size, max_echo);
         let chargen = swallow_state(budget, read_size, max_echo);
+        // Raw echo only (the server refuses fault flags in other modes).
+        let faults = ClassState {
+            profile: echo.profile,
+            handler: Handler::Raw,
+            read_size,
+            open: 0,
+            limit: max_echo,
+        };
         Classes {
-            states: [echo, http, discard, chargen],
+            states: [echo, http, discard, chargen, faults],
             page,
         }
     }
@@ -266,6 +286,7 @@ mod tests {
         assert_eq!(Class::of(Service::Chargen), Class::Chargen);
         assert!(Class::Echo.holds_shutdown() && !Class::Http.holds_shutdown());
         assert!(Class::Discard.holds_shutdown() && Class::Chargen.holds_shutdown());
+        assert!(Class::Faults.holds_shutdown() && Class::Faults.is_small_service());
         for (i, class) in Class::ALL.into_iter().enumerate() {
             assert_eq!(class.index(), i);
         }

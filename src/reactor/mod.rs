@@ -57,6 +57,7 @@ use slab::Slab;
 use crate::budget::Budget;
 use crate::config::Config;
 use crate::connection::{CloseReason, Connection, Cx, Outcome, PRESSURE_READ, Ready};
+use crate::faults::{FaultTable, Faults};
 use crate::fdlimit;
 use crate::listener::ListenError;
 use crate::metrics::Page;
@@ -97,6 +98,7 @@ const ECHO: usize = Class::Echo.index();
 const HTTP: usize = Class::Http.index();
 const DISCARD: usize = Class::Discard.index();
 const CHARGEN: usize = Class::Chargen.index();
+const FAULTS: usize = Class::Faults.index();
 
 /// How the loop ended.
 #[derive(Debug, Clone, Copy)]
@@ -175,6 +177,9 @@ pub(crate) struct Reactor<P: Poller> {
     /// A worker's seat in its master's shared memory: the heartbeat the
     /// master watches, and the per-host counts (`seat.rs`).
     seat: Option<Seat>,
+    /// Faults on demand, if any flag asked for them (`faults.rs`): then
+    /// every echo connection is of the faults class.
+    faults: Option<Box<FaultTable>>,
 }
 
 /// A receiver of the periodic counters ([`Server::on_stats`]).
@@ -204,6 +209,13 @@ impl<P: Poller> Reactor<P> {
                 "--max-connections {max_connections} exceeds the descriptor limit ({nofile}); \
                  connections past ~{fd_budget} will be shed"
             );
+        }
+        let faults = Faults::from_config(config);
+        if faults.is_some() && !matches!(handler, Handler::Raw) {
+            return Err(setup(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "--delay, --delay-jitter, --close-after and --reset-after work in raw mode only",
+            )));
         }
         let budget = Budget::new(
             config.max_buffered,
@@ -263,6 +275,7 @@ impl<P: Poller> Reactor<P> {
             trace: config.trace.then(Box::default),
             classes,
             seat: None,
+            faults: faults.map(|f| Box::new(FaultTable::new(f))),
         })
     }
 
@@ -475,7 +488,38 @@ impl<P: Poller> Reactor<P> {
                 let outcome = turn(conn, cx, generation, ready)?;
                 Some(chargen_pump(conn, outcome, cx))
             }),
+            Class::Faults => self.drive_faulty(key, generation, ready),
         }
+    }
+
+    /// A faults-class connection's turn (`connection/faults.rs`), with its
+    /// state taken out of the table for it and put back after, unless the
+    /// turn closed it (then what it held is given back here).
+    fn drive_faulty(&mut self, key: usize, generation: u32, ready: Ready) {
+        let Some(mut table) = self.faults.take() else {
+            return;
+        };
+        let mut state = table.take(key);
+        self.with_class::<FAULTS>(key, |conn, cx| {
+            if conn.generation() != generation {
+                return None;
+            }
+            if conn.is_queued() {
+                conn.hold(ready);
+                return None;
+            }
+            Some(conn.fault_turn(ready, &mut table, &mut state, cx))
+        });
+        if self
+            .conns
+            .get(key)
+            .is_some_and(|c| c.generation() == generation)
+        {
+            table.put(key, state);
+        } else {
+            self.budget.settle(state.held, 0);
+        }
+        self.faults = Some(table);
     }
 
     /// Lets one connection do its I/O, then acts on the outcome.
@@ -500,6 +544,7 @@ impl<P: Poller> Reactor<P> {
             Some(Class::Http) => self.with_class::<HTTP>(key, f),
             Some(Class::Discard) => self.with_class::<DISCARD>(key, f),
             Some(Class::Chargen) => self.with_class::<CHARGEN>(key, f),
+            Some(Class::Faults) => self.with_class::<FAULTS>(key, f),
             None => {}
         }
     }
@@ -591,6 +636,9 @@ impl<P: Poller> Reactor<P> {
         conn.deregister(&mut self.poller);
         self.budget.settle(conn.held(), 0);
         drop(conn);
+        if let Some(state) = self.faults.as_mut().and_then(|t| t.remove(key)) {
+            self.budget.settle(state.held, 0);
+        }
         if let Some(per_ip) = self.admission.per_ip.as_mut() {
             per_ip.release(key);
         }

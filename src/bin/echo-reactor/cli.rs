@@ -206,6 +206,26 @@ pub(crate) struct Args {
     /// client reads; a UDP datagram is answered with 0 to 512 bytes of it.
     #[arg(long, value_name = "ADDR")]
     pub chargen: Vec<ListenAddr>,
+
+    /// Fault: hold each echo MS milliseconds before sending it (on the
+    /// loop's timers; bytes keep their order). Raw mode only.
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    pub delay: Option<Duration>,
+
+    /// Fault: make each --delay up to MS milliseconds shorter or longer,
+    /// at random (never before the bytes ahead of it).
+    #[arg(long, value_name = "MS", value_parser = parse_millis, default_value = "0")]
+    pub delay_jitter: Duration,
+
+    /// Fault: close an echo connection (FIN) once BYTES bytes have been
+    /// echoed to it; later input is not echoed. Raw mode only.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub close_after: Option<u64>,
+
+    /// Fault: reset an echo connection (RST, by SO_LINGER 0) once BYTES
+    /// bytes have been echoed to it. Raw mode only.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub reset_after: Option<u64>,
 }
 
 /// [`DEFAULT_METRICS_IDLE_TIMEOUT`] as clap's default text.
@@ -340,6 +360,10 @@ impl Args {
             read_until_would_block: self.portable_reads,
             discard: self.discard,
             chargen: self.chargen,
+            delay: self.delay,
+            delay_jitter: self.delay_jitter,
+            close_after: self.close_after,
+            reset_after: self.reset_after,
         }
     }
 }
@@ -354,6 +378,18 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} must be between 0 and {MAX_SECS} seconds"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Milliseconds, a whole number up to an hour.
+fn parse_millis(s: &str) -> Result<Duration, String> {
+    const MAX_MS: u64 = 3_600_000;
+    let ms: u64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number of milliseconds"))?;
+    if ms > MAX_MS {
+        return Err(format!("{s:?} must be at most {MAX_MS} ms (an hour)"));
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 fn parse_positive_secs(s: &str) -> Result<Duration, String> {

@@ -91,6 +91,8 @@
 //! - `shutdown`: stop requests from another thread; `signals`: every
 //!   signal the server expects, handled on purpose.
 //! - `per_ip`: `--max-connections-per-ip`, connections per host.
+//! - `proxy_protocol`: the PROXY protocol header (v1, v2), parsed by a
+//!   pure function, for `--proxy-protocol`.
 //! - `sockets`: everything a server serves, bound before any loop exists:
 //!   by the server itself, or once per worker slot by a master and
 //!   inherited by its workers.
@@ -139,6 +141,7 @@ mod outbuf;
 mod per_ip;
 mod poller;
 mod protocol;
+mod proxy_protocol;
 mod reactor;
 mod seat;
 mod service;
@@ -163,6 +166,7 @@ pub use poller::Backend;
 pub use protocol::frame::DEFAULT_MAX_FRAME;
 pub use protocol::line::DEFAULT_MAX_LINE;
 pub use protocol::{Frame, Line, Mode, Protocol, Refusal, Status, Transform, Verdict};
+pub use proxy_protocol::ProxyMode;
 pub use reactor::{Report, Server};
 pub use service::{Endpoint, Service, Transport};
 pub use shutdown::ShutdownHandle;

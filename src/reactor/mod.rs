@@ -496,6 +496,14 @@ impl<P: Poller> Reactor<P> {
     /// state taken out of the table for it and put back after, unless the
     /// turn closed it (then what it held is given back here).
     fn drive_faulty(&mut self, key: usize, generation: u32, ready: Ready) {
+        if !self
+            .conns
+            .get(key)
+            .is_some_and(|c| c.generation() == generation)
+        {
+            // A stale event or timer: the state at `key` is another's.
+            return;
+        }
         let Some(mut table) = self.faults.take() else {
             return;
         };

@@ -116,6 +116,10 @@ pub struct Config {
     /// Reset an echo connection (RST) once it has been echoed this many
     /// bytes.
     pub reset_after: Option<u64>,
+    /// Expect a PROXY protocol header (v1, v2, either, or either or none)
+    /// on every connection of the small services; the client it names is
+    /// the one limits and logs use. `None`: off.
+    pub proxy_protocol: Option<crate::ProxyMode>,
 }
 
 impl Default for Config {
@@ -150,6 +154,7 @@ impl Default for Config {
             delay_jitter: Duration::ZERO,
             close_after: None,
             reset_after: None,
+            proxy_protocol: None,
         }
     }
 }

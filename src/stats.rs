@@ -141,6 +141,11 @@ stats! {
     faults_closed,
     /// Connections reset by `--reset-after`.
     faults_reset,
+    /// PROXY headers accepted that named a client (`--proxy-protocol`).
+    proxy_headers,
+    /// Connections refused for their PROXY header: malformed, missing,
+    /// or not whole within the timeout.
+    proxy_refused,
 }
 
 /// The upper bounds of the `waits_*` buckets, in field order: a wait that

@@ -85,6 +85,8 @@ pub(crate) enum TimerKind {
     ShutdownDeadline,
     /// A faults-class connection's delayed echo is due (`faults.rs`).
     FaultDue(Token),
+    /// Handshake slot `.0`'s PROXY header is overdue (`reactor/handshake.rs`).
+    HeaderDeadline(usize),
 }
 
 /// A set of pending deadlines.

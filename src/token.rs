@@ -9,7 +9,9 @@
 //!   0, 1             waker, signals
 //!   16 .. 2^16       TCP listener i = token - 16 (every service alike:
 //!                    accepting is the same, the slot says what to serve)
-//!   2^16 .. 2^32     UDP socket i = token - 2^16 (echo and daytime)
+//!   2^16 .. 2^31     UDP socket i = token - 2^16 (every UDP service)
+//!   2^31 .. 2^32     a connection still sending its PROXY header, slot
+//!                    i = token - 2^31 (`reactor/handshake.rs`)
 //!   2^32 ..          connections, below
 //! ```
 //!
@@ -50,6 +52,11 @@ const LISTENER_BASE: usize = 16;
 const UDP_BASE: usize = 1 << 16;
 /// Most TCP listeners (echo plus daytime) one loop can tell apart.
 pub(crate) const MAX_LISTENERS: usize = UDP_BASE - LISTENER_BASE;
+/// Handshake slot `i` (a PROXY header awaited) is
+/// `Token(HANDSHAKE_BASE + i)`. These carry no generation: a stale event
+/// for a reused slot only makes it look at its socket again, which says
+/// what is there.
+const HANDSHAKE_BASE: usize = 1 << 31;
 /// Connection tokens start here (generation 1, key 0).
 const CONNECTION_SHIFT: u32 = 32;
 
@@ -67,6 +74,8 @@ pub(crate) enum Target {
     Listener(usize),
     /// UDP socket number `.0`.
     Udp(usize),
+    /// Handshake slot number `.0` (a PROXY header awaited).
+    Handshake(usize),
     /// A connection: slab key and generation.
     Connection {
         /// Index in the connection slab.
@@ -86,8 +95,14 @@ pub(crate) fn listener(index: usize) -> Token {
 
 /// The token of UDP socket number `index`.
 pub(crate) fn udp(index: usize) -> Token {
-    debug_assert!(index < (1 << CONNECTION_SHIFT) - UDP_BASE);
+    debug_assert!(index < HANDSHAKE_BASE - UDP_BASE);
     Token(UDP_BASE + index)
+}
+
+/// The token of handshake slot `index`.
+pub(crate) fn handshake(index: usize) -> Token {
+    debug_assert!(index < (1 << CONNECTION_SHIFT) - HANDSHAKE_BASE);
+    Token(HANDSHAKE_BASE + index)
 }
 
 /// The token of the connection at slab `key` with `generation` (> 0).
@@ -109,6 +124,7 @@ pub(crate) fn decode(token: Token) -> Target {
     match raw {
         0 => Target::Waker,
         1 => Target::Signals,
+        n if n >= HANDSHAKE_BASE => Target::Handshake(n - HANDSHAKE_BASE),
         n if n >= UDP_BASE => Target::Udp(n - UDP_BASE),
         n if n >= LISTENER_BASE => Target::Listener(n - LISTENER_BASE),
         _ => Target::Unknown,
@@ -160,6 +176,7 @@ impl std::fmt::Display for Named {
             Target::Connection { key, generation } => write!(f, "conn {key}/{generation}"),
             Target::Listener(i) => write!(f, "listener {i}"),
             Target::Udp(i) => write!(f, "udp {i}"),
+            Target::Handshake(i) => write!(f, "handshake {i}"),
             Target::Waker => f.write_str("waker"),
             Target::Signals => f.write_str("signals"),
             Target::Unknown => write!(f, "token {}", self.0.0),
@@ -203,6 +220,8 @@ mod tests {
         );
         assert_eq!(decode(udp(0)), Target::Udp(0));
         assert_eq!(decode(udp(5)), Target::Udp(5));
+        assert_eq!(decode(handshake(0)), Target::Handshake(0));
+        assert_eq!(decode(handshake(9)), Target::Handshake(9));
         let t = connection(41, 7);
         assert_eq!(
             decode(t),

@@ -227,6 +227,18 @@ const FAMILIES: &[Family] = &[
         kind: Kind::Counter,
         read: Read::Count(|s| s.faults_reset),
     },
+    Family {
+        name: "echo_reactor_proxy_headers_total",
+        help: "PROXY protocol headers accepted that named a client (--proxy-protocol).",
+        kind: Kind::Counter,
+        read: Read::Count(|s| s.proxy_headers),
+    },
+    Family {
+        name: "echo_reactor_proxy_refused_total",
+        help: "Connections refused for their PROXY header: malformed, missing, or not whole within 5 s.",
+        kind: Kind::Counter,
+        read: Read::Count(|s| s.proxy_refused),
+    },
 ];
 
 /// Builds an exposition: families of counters for one or more processes,

@@ -37,7 +37,9 @@
 mod accept;
 mod class;
 mod deadlines;
+mod handshake;
 mod memory;
+mod others;
 mod server;
 mod sources;
 #[cfg(test)]
@@ -74,6 +76,7 @@ use crate::token::{self, Generations, Named, Target};
 use crate::udp::{self, Turn};
 use accept::Admission;
 use class::{Class, Classes, HTTP_READ};
+use handshake::Handshakes;
 use memory::{EVICT_CHECK_INTERVAL, Parking};
 use sources::Sources;
 use stop::Stop;
@@ -180,6 +183,8 @@ pub(crate) struct Reactor<P: Poller> {
     /// Faults on demand, if any flag asked for them (`faults.rs`): then
     /// every echo connection is of the faults class.
     faults: Option<Box<FaultTable>>,
+    /// Sockets waiting for their PROXY header (`--proxy-protocol`).
+    handshakes: Handshakes,
 }
 
 /// A receiver of the periodic counters ([`Server::on_stats`]).
@@ -276,6 +281,7 @@ impl<P: Poller> Reactor<P> {
             classes,
             seat: None,
             faults: faults.map(|f| Box::new(FaultTable::new(f))),
+            handshakes: Handshakes::new(config.proxy_protocol),
         })
     }
 
@@ -416,6 +422,7 @@ impl<P: Poller> Reactor<P> {
             },
             Target::Listener(i) => self.accept_from(i),
             Target::Udp(i) => self.serve_udp(i),
+            Target::Handshake(i) => self.read_header(i),
             Target::Waker => self.on_wake(),
             Target::Signals => self.on_signals(),
             Target::Unknown => {}
@@ -473,61 +480,6 @@ impl<P: Poller> Reactor<P> {
         if turn == Turn::Requeue && !std::mem::replace(&mut slot.queued, true) {
             self.run_next.push(token::udp(i));
         }
-    }
-
-    /// [`Reactor::drive`] for a connection of another class than echo.
-    #[cold]
-    #[inline(never)]
-    fn drive_other(&mut self, class: Class, key: usize, generation: u32, ready: Ready) {
-        let f = |conn: &mut Connection, cx: &mut Cx<'_, P>| turn(conn, cx, generation, ready);
-        match class {
-            Class::Echo => self.with_class::<ECHO>(key, f),
-            Class::Http => self.with_class::<HTTP>(key, f),
-            Class::Discard => self.with_class::<DISCARD>(key, f),
-            Class::Chargen => self.with_class::<CHARGEN>(key, |conn, cx| {
-                let outcome = turn(conn, cx, generation, ready)?;
-                Some(chargen_pump(conn, outcome, cx))
-            }),
-            Class::Faults => self.drive_faulty(key, generation, ready),
-        }
-    }
-
-    /// A faults-class connection's turn (`connection/faults.rs`), with its
-    /// state taken out of the table for it and put back after, unless the
-    /// turn closed it (then what it held is given back here).
-    fn drive_faulty(&mut self, key: usize, generation: u32, ready: Ready) {
-        if !self
-            .conns
-            .get(key)
-            .is_some_and(|c| c.generation() == generation)
-        {
-            // A stale event or timer: the state at `key` is another's.
-            return;
-        }
-        let Some(mut table) = self.faults.take() else {
-            return;
-        };
-        let mut state = table.take(key);
-        self.with_class::<FAULTS>(key, |conn, cx| {
-            if conn.generation() != generation {
-                return None;
-            }
-            if conn.is_queued() {
-                conn.hold(ready);
-                return None;
-            }
-            Some(conn.fault_turn(ready, &mut table, &mut state, cx))
-        });
-        if self
-            .conns
-            .get(key)
-            .is_some_and(|c| c.generation() == generation)
-        {
-            table.put(key, state);
-        } else {
-            self.budget.settle(state.held, 0);
-        }
-        self.faults = Some(table);
     }
 
     /// Lets one connection do its I/O, then acts on the outcome.
@@ -689,18 +641,6 @@ fn turn<P: Poller>(
         return None;
     }
     Some(conn.drive(ready, cx))
-}
-
-/// After a chargen connection's turn (its input read and dropped, what
-/// was pending flushed): the pattern, while the socket takes it
-/// (`chargen.rs`, `connection/source.rs`).
-fn chargen_pump<P: Poller>(conn: &mut Connection, outcome: Outcome, cx: &mut Cx<'_, P>) -> Outcome {
-    conn.pump(
-        outcome,
-        &crate::chargen::CYCLE,
-        crate::chargen::CYCLES_PER_TURN,
-        cx,
-    )
 }
 
 /// An event as the connection rules read it. Errors and hang-ups are hints

@@ -8,8 +8,8 @@ use clap::{Parser, ValueEnum};
 use echo_reactor::{
     Backend, Config, DEFAULT_BACKLOG, DEFAULT_LISTEN, DEFAULT_MAX_BUFFERED, DEFAULT_MAX_FRAME,
     DEFAULT_MAX_LINE, DEFAULT_METRICS_IDLE_TIMEOUT, DEFAULT_METRICS_MAX_CONNECTIONS,
-    DEFAULT_SNDBUF, DEFAULT_WATCHDOG, Frame, Line, ListenAddr, MIN_MAX_BUFFERED, Mode, Transform,
-    WorkerSpec,
+    DEFAULT_SNDBUF, DEFAULT_WATCHDOG, Frame, Line, ListenAddr, MIN_MAX_BUFFERED, Mode, ProxyMode,
+    Transform, WorkerSpec,
 };
 
 /// A single-threaded, readiness-based TCP echo server (RFC 862) on mio.
@@ -226,6 +226,15 @@ pub(crate) struct Args {
     /// bytes have been echoed to it. Raw mode only.
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
     pub reset_after: Option<u64>,
+
+    /// Expect a PROXY protocol header on every echo, daytime, discard and
+    /// chargen connection: `v1`, `v2`, `any` (either) or `optional`
+    /// (either, or none). The client it names is the one
+    /// --max-connections-per-ip counts and the log shows; a malformed
+    /// header, or none within 5 s, closes the connection (counted as
+    /// proxy_refused).
+    #[arg(long, value_name = "v1|v2|any|optional")]
+    pub proxy_protocol: Option<ProxyMode>,
 }
 
 /// [`DEFAULT_METRICS_IDLE_TIMEOUT`] as clap's default text.
@@ -364,6 +373,7 @@ impl Args {
             delay_jitter: self.delay_jitter,
             close_after: self.close_after,
             reset_after: self.reset_after,
+            proxy_protocol: self.proxy_protocol,
         }
     }
 }

@@ -120,6 +120,10 @@ pub struct Config {
     /// on every connection of the small services; the client it names is
     /// the one limits and logs use. `None`: off.
     pub proxy_protocol: Option<crate::ProxyMode>,
+    /// Which worker slot this server is (`--workers`; [`crate::run_worker`]
+    /// sets it): a `--banner` template's `{worker}`. `None`: a single
+    /// process, shown as `0`.
+    pub worker_slot: Option<usize>,
 }
 
 impl Default for Config {
@@ -155,6 +159,7 @@ impl Default for Config {
             close_after: None,
             reset_after: None,
             proxy_protocol: None,
+            worker_slot: None,
         }
     }
 }

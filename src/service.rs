@@ -188,6 +188,62 @@ pub(crate) fn addrs_of(
         .collect()
 }
 
+/// Who answers a connection, for a banner template: the host's name and
+/// the worker slot.
+#[derive(Debug, Clone)]
+pub(crate) struct Who {
+    host: String,
+    worker: usize,
+}
+
+impl Who {
+    /// This host (`gethostname`), as worker `worker` (0 for one process).
+    pub(crate) fn this_host(worker: Option<usize>) -> Who {
+        let mut name = [0u8; 256];
+        // SAFETY: the buffer is valid and writable for its length, which
+        // is passed; the name is NUL-terminated when it fits, and cut at
+        // the first NUL below either way.
+        let rc = unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) };
+        let host = if rc == 0 {
+            let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+            String::from_utf8_lossy(&name[..end]).into_owned()
+        } else {
+            String::from("unknown")
+        };
+        Who {
+            host,
+            worker: worker.unwrap_or(0),
+        }
+    }
+}
+
+/// Line mode's `--banner` rendered for a connection from `peer` (the
+/// client a PROXY header named, with `--proxy-protocol`): `{peer}`,
+/// `{host}` and `{worker}` replaced; `None` when it has none of them
+/// (then the banner is sent as it is, with no copy).
+pub(crate) fn render_banner(template: &[u8], peer: SocketAddr, who: &Who) -> Option<Vec<u8>> {
+    const NAMES: [&[u8]; 3] = [b"{peer}", b"{host}", b"{worker}"];
+    let has = |name: &[u8]| template.windows(name.len()).any(|w| w == name);
+    if !NAMES.iter().any(|n| has(n)) {
+        return None;
+    }
+    let values = [peer.to_string(), who.host.clone(), who.worker.to_string()];
+    let mut out = Vec::with_capacity(template.len() + 64);
+    let mut rest = template;
+    'scan: while !rest.is_empty() {
+        for (name, value) in NAMES.iter().zip(&values) {
+            if rest.starts_with(name) {
+                out.extend_from_slice(value.as_bytes());
+                rest = &rest[name.len()..];
+                continue 'scan;
+            }
+        }
+        out.push(rest[0]);
+        rest = &rest[1..];
+    }
+    Some(out)
+}
+
 /// What a new TCP connection is sent before it says anything.
 #[derive(Debug)]
 pub(crate) struct Greeting<'a> {
@@ -237,6 +293,49 @@ impl Service {
                 chargen::random_datagram(scratch);
                 Some(scratch.as_bytes())
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_banner_template_names_the_peer_the_host_and_the_worker() {
+        let who = Who {
+            host: "box".into(),
+            worker: 3,
+        };
+        let peer: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let got = render_banner(b"hello {peer} from {host} worker {worker}\n", peer, &who);
+        assert_eq!(
+            got.as_deref(),
+            Some(&b"hello 192.0.2.1:4000 from box worker 3\n"[..])
+        );
+        let got = render_banner(b"{host}{host} {nope} {peer", peer, &who);
+        assert_eq!(got.as_deref(), Some(&b"boxbox {nope} {peer"[..]));
+        assert_eq!(render_banner(b"plain {x}\n", peer, &who), None);
+        assert_eq!(render_banner(b"", peer, &who), None);
+    }
+
+    #[test]
+    fn this_host_has_a_name() {
+        let who = Who::this_host(None);
+        assert!(!who.host.is_empty() && who.worker == 0);
+        assert_eq!(Who::this_host(Some(2)).worker, 2);
+    }
+
+    #[test]
+    fn every_service_has_a_name_that_reads_back() {
+        for s in [
+            Service::Echo,
+            Service::Daytime,
+            Service::Metrics,
+            Service::Discard,
+            Service::Chargen,
+        ] {
+            assert_eq!(Service::from_name(s.name()), Some(s));
         }
     }
 }

@@ -130,3 +130,37 @@ fn a_header_that_never_completes_is_refused_after_its_timeout() {
     assert!(closed_unanswered(&mut s));
     server.wait_stats("counted", |s| s.proxy_refused == 1);
 }
+
+#[test]
+fn the_banner_template_greets_the_client_the_header_names() {
+    let server = InProcess::start(Config {
+        proxy_protocol: Some(ProxyMode::V2),
+        mode: echo_reactor::Mode::Line(echo_reactor::Line::new(
+            echo_reactor::Transform::None,
+            Some("hello {peer} worker {worker}"),
+            100,
+        )),
+        ..inprocess::config()
+    });
+    let client: SocketAddr = "203.0.113.5:4242".parse().unwrap();
+    let mut s = through_proxy(&server, &v2(client, server.addr));
+    let want = b"hello 203.0.113.5:4242 worker 0\n";
+    let mut got = vec![0u8; want.len()];
+    s.read_exact(&mut got).expect("banner");
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+    // Without a proxy, the socket's own peer.
+    let plain = InProcess::start(Config {
+        mode: echo_reactor::Mode::Line(echo_reactor::Line::new(
+            echo_reactor::Transform::None,
+            Some("hi {peer}"),
+            100,
+        )),
+        ..inprocess::config()
+    });
+    let mut s = connect(plain.addr);
+    let mine = s.local_addr().expect("local address");
+    let want = format!("hi {mine}\n");
+    let mut got = vec![0u8; want.len()];
+    s.read_exact(&mut got).expect("banner");
+    assert_eq!(String::from_utf8_lossy(&got), want);
+}

@@ -9,7 +9,7 @@
 
 mod util;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{Shutdown, TcpStream};
 
 use echo_reactor::{Config, MIN_MAX_BUFFERED};
@@ -204,4 +204,40 @@ fn the_binary_serves_both_with_their_flags_and_with_workers() {
         d.shutdown(Shutdown::Write).expect("FIN");
         assert!(read_to_eof(&mut d).is_empty(), "--workers {workers}");
     }
+}
+
+#[test]
+fn the_banner_says_which_worker_answered() {
+    let server = util::Server::spawn(&[
+        "--workers",
+        "2",
+        "--mode",
+        "line",
+        "--banner",
+        "worker {worker} on {host}",
+    ]);
+    let addr = util::listening_addr(&server, "tcp", "");
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let s = connect(addr);
+        let mut line = String::new();
+        std::io::BufReader::new(s)
+            .read_line(&mut line)
+            .expect("banner");
+        let worker = line
+            .strip_prefix("worker ")
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_else(|| panic!("{line:?}"))
+            .to_string();
+        assert!(line.contains(" on ") && line.ends_with('\n'), "{line:?}");
+        seen.insert(worker);
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["0", "1"],
+        "both workers answer, each naming its slot"
+    );
 }

@@ -511,10 +511,20 @@ impl<S: Stream> Connection<S> {
     }
 
     /// Sends what `service` greets a new connection with (a banner, a
-    /// daytime line): straight out if the socket takes it, else as pending
-    /// output; then, if the service says so, starts closing.
-    pub(crate) fn greet<P: Poller>(&mut self, service: Service, cx: &mut Cx<'_, P>) -> Outcome {
-        let greeting = service.greeting(cx.handler);
+    /// daytime line; `banner`, if given, instead of the protocol's own: a
+    /// `--banner` template rendered for this connection): straight out if
+    /// the socket takes it, else as pending output; then, if the service
+    /// says so, starts closing.
+    pub(crate) fn greet<P: Poller>(
+        &mut self,
+        service: Service,
+        banner: Option<Vec<u8>>,
+        cx: &mut Cx<'_, P>,
+    ) -> Outcome {
+        let mut greeting = service.greeting(cx.handler);
+        if let Some(banner) = banner {
+            greeting.bytes = banner.into();
+        }
         if !greeting.bytes.is_empty() {
             // Accounted before held: a greeting the socket does not take
             // at once is kept, and must fit.

@@ -36,7 +36,7 @@ use crate::fdlimit::{self, SpareFd};
 use crate::metrics::{BUSY_ANSWER, MAX_HEAD};
 use crate::per_ip::PerIpLimit;
 use crate::poller::{self, Interest, Poller};
-use crate::service::Service;
+use crate::service::{self, Service, Who};
 use crate::stats::Stats;
 use crate::timer::TimerKind;
 use crate::token::{self, Named};
@@ -57,6 +57,8 @@ pub(crate) const REJECT_NOTICE: &[u8] = b"ERR too many connections\n";
 pub(super) struct Admission {
     /// `--max-connections-per-ip`, when set (echo connections).
     pub(super) per_ip: Option<PerIpLimit>,
+    /// Who answers, for a banner template.
+    who: Who,
     /// One descriptor held back for `EMFILE`.
     spare: SpareFd,
     /// Whether the first connection the backend could not watch was
@@ -66,9 +68,10 @@ pub(super) struct Admission {
 }
 
 impl Admission {
-    pub(super) fn new(per_ip: Option<usize>) -> Admission {
+    pub(super) fn new(per_ip: Option<usize>, worker: Option<usize>) -> Admission {
         Admission {
             per_ip: per_ip.map(PerIpLimit::new),
+            who: Who::this_host(worker),
             spare: SpareFd::open(),
             unwatchable_logged: false,
             last_warning: None,
@@ -470,8 +473,13 @@ impl<P: Poller> Reactor<P> {
                     .schedule(at, TimerKind::RequestCheck(token, false));
             }
         }
+        // Line mode's banner, as a template for this client (`{peer}`,
+        // `{host}`, `{worker}`), when it is one.
+        let banner = (service == Service::Echo)
+            .then(|| self.classes[class].handler.greeting())
+            .and_then(|text| service::render_banner(text, peer, &self.admission.who));
         self.with_connection(key, |conn, cx| {
-            let greeted = conn.greet(service, cx);
+            let greeted = conn.greet(service, banner, cx);
             Some(if class == Class::Chargen {
                 super::others::chargen_pump(conn, greeted, cx)
             } else {

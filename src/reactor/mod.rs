@@ -266,7 +266,7 @@ impl<P: Poller> Reactor<P> {
             stats: Stats::default(),
             budget,
             parking: Parking::default(),
-            admission: Admission::new(config.max_connections_per_ip),
+            admission: Admission::new(config.max_connections_per_ip, config.worker_slot),
             stop,
             settings: Settings {
                 idle_timeout: config.idle_timeout,

@@ -29,7 +29,11 @@ impl<P: Poller> Reactor<P> {
     /// state taken out of the table for it and put back after, unless the
     /// turn closed it (then what it held is given back here).
     pub(super) fn drive_faulty(&mut self, key: usize, generation: u32, ready: Ready) {
-        if self.conns.get(key).is_none_or(|c| c.generation() != generation) {
+        if self
+            .conns
+            .get(key)
+            .is_none_or(|c| c.generation() != generation)
+        {
             // A stale event or timer: the state at `key` is another's.
             return;
         }

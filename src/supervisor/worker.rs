@@ -124,6 +124,7 @@ pub fn run_worker(mut config: Config, spec: &WorkerSpec) -> Result<Report, Liste
     }
     let reports = Reports::open().map_err(setup)?;
     config.stats_interval = config.stats_interval.or(Some(REPORT_INTERVAL));
+    config.worker_slot = Some(spec.slot);
     let mut server = Server::with_sockets(&config, sockets)?;
     server.join(Seat {
         region: Arc::new(region),

@@ -148,7 +148,10 @@ pub(crate) struct Args {
     #[arg(long, value_enum, value_name = "HOW", default_value_t = TransformName::None)]
     pub line_transform: TransformName,
 
-    /// Line mode: a line sent to every client on connect.
+    /// Line mode: a line sent to every client on connect. `{peer}` becomes
+    /// the client's address (the PROXY header's, with --proxy-protocol),
+    /// `{host}` this host's name, `{worker}` the worker slot (0 without
+    /// --workers).
     #[arg(long, value_name = "TEXT")]
     pub banner: Option<String>,
 
@@ -374,6 +377,7 @@ impl Args {
             close_after: self.close_after,
             reset_after: self.reset_after,
             proxy_protocol: self.proxy_protocol,
+            worker_slot: None,
         }
     }
 }

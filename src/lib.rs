@@ -53,7 +53,9 @@
 //!
 //! - `reactor`: the event loop (`reactor/mod.rs`: ticks, routing by token,
 //!   the run-next queue, timers, graceful shutdown), accepting and turning
-//!   clients away (`reactor/accept.rs`), opening the sockets
+//!   clients away (`reactor/accept.rs`), PROXY headers awaited before a
+//!   connection exists (`reactor/handshake.rs`), the turns of the classes
+//!   other than echo (`reactor/others.rs`), opening the sockets
 //!   (`reactor/sources.rs`), the backend choice (`reactor/server.rs`), and
 //!   the loop's side of the memory budget (`reactor/memory.rs`).
 //! - `connection`: one client. The readiness rules (drain or remember,

@@ -133,3 +133,14 @@ fn the_flags_are_the_binarys() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_graceful_shutdown_still_sends_the_echoes_waiting_for_their_delay() {
+    let server = faulty(|c| c.delay = Some(Duration::from_millis(300)));
+    let mut s = connect(server.addr);
+    s.write_all(b"owed").expect("write");
+    server.wait_stats("held back", |s| s.faults_delayed == 1);
+    server.shutdown_handle().shutdown().expect("shutdown");
+    // RFC 862: what was received is echoed before our FIN.
+    assert_eq!(read_to_eof(&mut s), b"owed");
+}

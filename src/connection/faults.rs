@@ -41,6 +41,21 @@ impl<S: Stream> Connection<S> {
         }
     }
 
+    /// The server's shutdown: no new input; flush, what waits for its
+    /// delay when due, then FIN and linger (or, past `--reset-after`, RST).
+    pub(crate) fn fault_shutdown<P: Poller>(
+        &mut self,
+        table: &mut FaultTable,
+        state: &mut FaultState,
+        cx: &mut Cx<'_, P>,
+    ) -> Outcome {
+        if matches!(self.phase, Phase::Open | Phase::Paused) {
+            // phase: Open|Paused -> Draining (server shutdown)
+            self.set_phase(cx.token, Phase::Draining);
+        }
+        self.fault_turn(Ready::default(), table, state, cx)
+    }
+
     fn fault_io<P: Poller>(
         &mut self,
         ready: Ready,
@@ -90,11 +105,11 @@ impl<S: Stream> Connection<S> {
             return Ok(outcome);
         }
         match (self.phase, state.cut) {
-            (Phase::Closing, _) => Ok(Outcome::Close(CloseReason::PeerClosed)),
-            (Phase::Draining, Some(Cut::Reset)) => {
+            (Phase::Closing | Phase::Draining, Some(Cut::Reset)) => {
                 linger_zero(self.stream.as_raw_fd())?;
                 Ok(Outcome::Close(CloseReason::Reset))
             }
+            (Phase::Closing, _) => Ok(Outcome::Close(CloseReason::PeerClosed)),
             (Phase::Draining, _) => {
                 self.stream.shutdown_write()?;
                 // phase: Draining -> Lingering (everything written, our FIN sent)
@@ -183,8 +198,8 @@ impl<S: Stream> Connection<S> {
             cx.budget.settle(state.held, 0);
             state.held = 0;
             state.queue.clear();
-            if matches!(self.phase, Phase::Open | Phase::Paused | Phase::Closing) {
-                // phase: Open|Paused|Closing -> Draining (the fault's byte limit reached)
+            if matches!(self.phase, Phase::Open | Phase::Paused) {
+                // phase: Open|Paused -> Draining (the fault's byte limit reached)
                 self.set_phase(cx.token, Phase::Draining);
             }
         }

@@ -18,6 +18,12 @@
 //! | deadline | `--idle-timeout` | a request check every [`HTTP_CHECK_INTERVAL`]: a stalled head or unread answer, and `--metrics-idle-timeout` | as echo |
 //! | holds a shutdown up | yes | no: served on with `Connection: close` while the others drain, so that `/healthz` can say 503 | yes |
 //!
+//! The faults class (`--delay`, `--close-after`, `--reset-after`,
+//! `faults.rs`) is the echo class with a turn of its own
+//! (`connection/faults.rs`) and state beside the connection: with a fault
+//! flag every echo connection is of this class, without one none is, and
+//! the echo class's turn is the same code either way.
+//!
 //! [`READ_BUFFER_SIZE`]: super::READ_BUFFER_SIZE
 
 use std::ops::{Index, IndexMut};

@@ -25,7 +25,7 @@ impl<P: Poller> Reactor<P> {
                 TimerKind::HeaderDeadline(i) => self.header_deadline(i),
                 TimerKind::FaultDue(token) => {
                     if let Target::Connection { key, generation } = token::decode(token) {
-                        self.drive_faulty(key, generation, Ready::default());
+                        self.drive_faulty(key, generation, Some(Ready::default()));
                     }
                 }
                 TimerKind::LingerDeadline(token) => self.end_linger(token),

@@ -21,14 +21,16 @@ impl<P: Poller> Reactor<P> {
                 let outcome = turn(conn, cx, generation, ready)?;
                 Some(chargen_pump(conn, outcome, cx))
             }),
-            Class::Faults => self.drive_faulty(key, generation, ready),
+            Class::Faults => self.drive_faulty(key, generation, Some(ready)),
         }
     }
 
     /// A faults-class connection's turn (`connection/faults.rs`), with its
     /// state taken out of the table for it and put back after, unless the
     /// turn closed it (then what it held is given back here).
-    pub(super) fn drive_faulty(&mut self, key: usize, generation: u32, ready: Ready) {
+    /// `ready` is `None` for the start of a graceful shutdown: no new
+    /// input, and what waits for its delay still goes out, when due.
+    pub(super) fn drive_faulty(&mut self, key: usize, generation: u32, ready: Option<Ready>) {
         if self
             .conns
             .get(key)
@@ -45,6 +47,9 @@ impl<P: Poller> Reactor<P> {
             if conn.generation() != generation {
                 return None;
             }
+            let Some(ready) = ready else {
+                return Some(conn.fault_shutdown(&mut table, &mut state, cx));
+            };
             if conn.is_queued() {
                 conn.hold(ready);
                 return None;

@@ -81,6 +81,24 @@ impl Faults {
     }
 }
 
+impl Faults {
+    /// [`Faults::from_config`], for a server whose connections speak
+    /// `handler`: faults are raw mode's only.
+    pub(crate) fn for_server(
+        config: &Config,
+        handler: &crate::protocol::Handler,
+    ) -> std::io::Result<Option<Faults>> {
+        let faults = Faults::from_config(config);
+        if faults.is_some() && !matches!(handler, crate::protocol::Handler::Raw) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "--delay, --delay-jitter, --close-after and --reset-after work in raw mode only",
+            ));
+        }
+        Ok(faults)
+    }
+}
+
 /// Bytes read and not yet due.
 #[derive(Debug)]
 pub(crate) struct Delayed {

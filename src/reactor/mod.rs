@@ -215,13 +215,7 @@ impl<P: Poller> Reactor<P> {
                  connections past ~{fd_budget} will be shed"
             );
         }
-        let faults = Faults::from_config(config);
-        if faults.is_some() && !matches!(handler, Handler::Raw) {
-            return Err(setup(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "--delay, --delay-jitter, --close-after and --reset-after work in raw mode only",
-            )));
-        }
+        let faults = Faults::for_server(config, &handler).map_err(setup)?;
         let budget = Budget::new(
             config.max_buffered,
             READ_BUFFER_SIZE,

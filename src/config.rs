@@ -111,6 +111,30 @@ pub struct Config {
     /// sending new clients), then shut down gracefully. Zero: shut down at
     /// once.
     pub drain_delay: Duration,
+    /// Discard services (RFC 863), each on TCP and UDP at the same port.
+    pub discard: Vec<ListenAddr>,
+    /// Character generator services (RFC 864), each on TCP and UDP at the
+    /// same port.
+    pub chargen: Vec<ListenAddr>,
+    /// Hold each echo this long before sending it (`faults.rs`); `None`:
+    /// no delay.
+    pub delay: Option<Duration>,
+    /// Make each delay up to this much shorter or longer, at random.
+    pub delay_jitter: Duration,
+    /// Close an echo connection (FIN) once it has been echoed this many
+    /// bytes.
+    pub close_after: Option<u64>,
+    /// Reset an echo connection (RST) once it has been echoed this many
+    /// bytes.
+    pub reset_after: Option<u64>,
+    /// Expect a PROXY protocol header (v1, v2, either, or either or none)
+    /// on every connection of the small services; the client it names is
+    /// the one limits and logs use. `None`: off.
+    pub proxy_protocol: Option<crate::ProxyMode>,
+    /// Which worker slot this server is (`--workers`; [`crate::run_worker`]
+    /// sets it): a `--banner` template's `{worker}`. `None`: a single
+    /// process, shown as `0`.
+    pub worker_slot: Option<usize>,
 }
 
 impl Default for Config {
@@ -141,6 +165,14 @@ impl Default for Config {
             read_until_would_block: false,
             service_manager: false,
             drain_delay: Duration::ZERO,
+            discard: Vec::new(),
+            chargen: Vec::new(),
+            delay: None,
+            delay_jitter: Duration::ZERO,
+            close_after: None,
+            reset_after: None,
+            proxy_protocol: None,
+            worker_slot: None,
         }
     }
 }

@@ -53,7 +53,9 @@
 //!
 //! - `reactor`: the event loop (`reactor/mod.rs`: ticks, routing by token,
 //!   the run-next queue, timers, graceful shutdown), accepting and turning
-//!   clients away (`reactor/accept.rs`), opening the sockets
+//!   clients away (`reactor/accept.rs`), PROXY headers awaited before a
+//!   connection exists (`reactor/handshake.rs`), the turns of the classes
+//!   other than echo (`reactor/others.rs`), opening the sockets
 //!   (`reactor/sources.rs`), the backend choice (`reactor/server.rs`), and
 //!   the loop's side of the memory budget (`reactor/memory.rs`).
 //! - `connection`: one client. The readiness rules (drain or remember,
@@ -65,7 +67,8 @@
 //! - `budget`: `--max-buffered`, one budget for every byte held for
 //!   clients, and what happens near and at its limit (with
 //!   `connection/pass_through.rs`).
-//! - `service`: what a listener serves (echo, daytime): greetings and
+//! - `service`: what a listener serves (echo, daytime, discard, chargen,
+//!   metrics): greetings and
 //!   datagram answers, so that the loop never touches bytes.
 //! - `protocol`: what to answer, without I/O: the [`Mode`] enum, the
 //!   decoder interface and its driver; `protocol/line.rs` (replies per
@@ -73,15 +76,25 @@
 //!   whole frames).
 //! - `poller`: the multiplexer interface and its three backends, epoll
 //!   (mio), poll(2) and select(2): the contract, and the traps of each.
-//! - `udp`: UDP echo and daytime sockets on the same poller, and the loop
+//! - `udp`: UDP echo, daytime, discard and chargen sockets on the same
+//!   poller, and the loop
 //!   guard against spoofed datagrams.
 //! - `daytime`: the current time as an RFC 867 text line.
+//! - `discard`: RFC 863, input read and dropped (the protocol discard and
+//!   chargen connections speak); `chargen`: RFC 864's pattern, sent by a
+//!   TCP connection under the readiness rules and budget
+//!   (`connection/source.rs`), and cut into UDP answers.
+//! - `faults`: `--delay`, `--close-after`, `--reset-after`: faults on
+//!   demand, in a connection class of their own (`connection/faults.rs`),
+//!   so that the echo path has no branch for them.
 //! - `token`: what a token names, why it carries a generation, and how log
 //!   lines name a connection (`conn KEY/GENERATION`).
 //! - `timer`: the deadline heap that bounds the poll timeout.
 //! - `shutdown`: stop requests from another thread; `signals`: every
 //!   signal the server expects, handled on purpose.
 //! - `per_ip`: `--max-connections-per-ip`, connections per host.
+//! - `proxy_protocol`: the PROXY protocol header (v1, v2), parsed by a
+//!   pure function, for `--proxy-protocol`.
 //! - `sockets`: everything a server serves, bound before any loop exists:
 //!   by the server itself, or once per worker slot by a master and
 //!   inherited by its workers.
@@ -120,9 +133,12 @@
 mod activation;
 mod addr;
 mod budget;
+mod chargen;
 mod config;
 mod connection;
 mod daytime;
+mod discard;
+mod faults;
 mod fdlimit;
 mod listener;
 mod log_sink;
@@ -132,6 +148,7 @@ mod outbuf;
 mod per_ip;
 mod poller;
 mod protocol;
+mod proxy_protocol;
 mod reactor;
 mod seat;
 mod service;
@@ -156,6 +173,7 @@ pub use poller::Backend;
 pub use protocol::frame::DEFAULT_MAX_FRAME;
 pub use protocol::line::DEFAULT_MAX_LINE;
 pub use protocol::{Frame, Line, Mode, Protocol, Refusal, Status, Transform, Verdict};
+pub use proxy_protocol::ProxyMode;
 pub use reactor::{Report, Server};
 pub use service::{Endpoint, Service, Transport};
 pub use shutdown::ShutdownHandle;

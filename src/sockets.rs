@@ -460,6 +460,8 @@ mod tests {
                 (Service::Echo, Transport::Udp) => again.udp.push(addr),
                 (Service::Daytime, _) => again.daytime.push(addr),
                 (Service::Metrics, _) => again.metrics.push(addr),
+                (Service::Discard, _) => again.discard.push(addr),
+                (Service::Chargen, _) => again.chargen.push(addr),
             }
             let err = Sockets::bind_slots(&again, 2).expect_err("a port in use");
             assert!(

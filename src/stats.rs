@@ -135,6 +135,17 @@ stats! {
     waits_64,
     /// Waits that reported 65 to 128 events (the most one wait takes).
     waits_128,
+    /// Reads held back by `--delay` before their echo.
+    faults_delayed,
+    /// Connections closed by `--close-after`.
+    faults_closed,
+    /// Connections reset by `--reset-after`.
+    faults_reset,
+    /// PROXY headers accepted that named a client (`--proxy-protocol`).
+    proxy_headers,
+    /// Connections refused for their PROXY header: malformed, missing,
+    /// or not whole within the timeout.
+    proxy_refused,
 }
 
 /// The upper bounds of the `waits_*` buckets, in field order: a wait that

@@ -117,6 +117,10 @@ pub(crate) enum TimerKind {
     ShutdownDeadline,
     /// `--drain-delay` is over: begin the graceful shutdown.
     DrainDelay,
+    /// A faults-class connection's delayed echo is due (`faults.rs`).
+    FaultDue(Token),
+    /// Handshake slot `.0`'s PROXY header is overdue (`reactor/handshake.rs`).
+    HeaderDeadline(usize),
 }
 
 /// A set of pending deadlines.

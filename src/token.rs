@@ -9,7 +9,9 @@
 //!   0, 1             waker, signals
 //!   16 .. 2^16       TCP listener i = token - 16 (every service alike:
 //!                    accepting is the same, the slot says what to serve)
-//!   2^16 .. 2^32     UDP socket i = token - 2^16 (echo and daytime)
+//!   2^16 .. 2^31     UDP socket i = token - 2^16 (every UDP service)
+//!   2^31 .. 2^32     a connection still sending its PROXY header, slot
+//!                    i = token - 2^31 (`reactor/handshake.rs`)
 //!   2^32 ..          connections, below
 //! ```
 //!
@@ -27,8 +29,9 @@
 //! be delivered to it. So a connection token is
 //!
 //! ```text
-//!   bit 63: class (0 echo, 1 metrics: reactor/class.rs)
-//!   bits 62..32: generation (never 0)   bits 31..0: slab key
+//!   bit 63: not echo (0 echo, 1 another class: reactor/class.rs)
+//!   bits 62..61: which other class (metrics, discard, chargen)
+//!   bits 60..32: generation (never 0)   bits 31..0: slab key
 //! ```
 //!
 //! and the loop acts on an event only when the connection stored under the
@@ -49,6 +52,11 @@ const LISTENER_BASE: usize = 16;
 const UDP_BASE: usize = 1 << 16;
 /// Most TCP listeners (echo plus daytime) one loop can tell apart.
 pub(crate) const MAX_LISTENERS: usize = UDP_BASE - LISTENER_BASE;
+/// Handshake slot `i` (a PROXY header awaited) is
+/// `Token(HANDSHAKE_BASE + i)`. These carry no generation: a stale event
+/// for a reused slot only makes it look at its socket again, which says
+/// what is there.
+const HANDSHAKE_BASE: usize = 1 << 31;
 /// Connection tokens start here (generation 1, key 0).
 const CONNECTION_SHIFT: u32 = 32;
 
@@ -66,6 +74,8 @@ pub(crate) enum Target {
     Listener(usize),
     /// UDP socket number `.0`.
     Udp(usize),
+    /// Handshake slot number `.0` (a PROXY header awaited).
+    Handshake(usize),
     /// A connection: slab key and generation.
     Connection {
         /// Index in the connection slab.
@@ -85,8 +95,14 @@ pub(crate) fn listener(index: usize) -> Token {
 
 /// The token of UDP socket number `index`.
 pub(crate) fn udp(index: usize) -> Token {
-    debug_assert!(index < (1 << CONNECTION_SHIFT) - UDP_BASE);
+    debug_assert!(index < HANDSHAKE_BASE - UDP_BASE);
     Token(UDP_BASE + index)
+}
+
+/// The token of handshake slot `index`.
+pub(crate) fn handshake(index: usize) -> Token {
+    debug_assert!(index < (1 << CONNECTION_SHIFT) - HANDSHAKE_BASE);
+    Token(HANDSHAKE_BASE + index)
 }
 
 /// The token of the connection at slab `key` with `generation` (> 0).
@@ -108,6 +124,7 @@ pub(crate) fn decode(token: Token) -> Target {
     match raw {
         0 => Target::Waker,
         1 => Target::Signals,
+        n if n >= HANDSHAKE_BASE => Target::Handshake(n - HANDSHAKE_BASE),
         n if n >= UDP_BASE => Target::Udp(n - UDP_BASE),
         n if n >= LISTENER_BASE => Target::Listener(n - LISTENER_BASE),
         _ => Target::Unknown,
@@ -119,11 +136,29 @@ pub(crate) fn generation_of(token: Token) -> u32 {
     (token.0 >> CONNECTION_SHIFT) as u32
 }
 
-/// The generation bit that carries a connection's class (set: a metrics
-/// connection; `reactor/class.rs`): the loop picks what drives the
-/// connection from its token, with no field in the connection and no
-/// look-up. Generations proper stay below it.
+/// The generation bit that says a connection is not of the echo class
+/// (`reactor/class.rs`): the loop picks what drives the connection from
+/// its token, with no field in the connection and no look-up. Which other
+/// class it is, the two bits below say ([`OTHER_CLASS_SHIFT`]).
+/// Generations proper stay below those ([`GENERATION_LIMIT`]).
 pub(crate) const CLASS_BIT: u32 = 1 << 31;
+
+/// Where the two bits naming a class other than echo start.
+pub(crate) const OTHER_CLASS_SHIFT: u32 = 29;
+
+/// Generations proper are below this (they wrap to 1 there).
+pub(crate) const GENERATION_LIMIT: u32 = 1 << OTHER_CLASS_SHIFT;
+
+/// The class's name in a log line, for the classes with their own.
+fn class_name(generation: u32) -> &'static str {
+    match generation >> OTHER_CLASS_SHIFT {
+        0b100 => "http",
+        0b101 => "discard",
+        0b110 => "chargen",
+        0b111 => "faults",
+        _ => "conn",
+    }
+}
 
 /// A token as log lines name what it stands for, the same way in every
 /// line: `conn 12/3` (slab key 12, generation 3), `listener 0`, `udp 1`,
@@ -135,11 +170,13 @@ impl std::fmt::Display for Named {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match decode(self.0) {
             Target::Connection { key, generation } if generation & CLASS_BIT != 0 => {
-                write!(f, "http {key}/{}", generation & !CLASS_BIT)
+                let name = class_name(generation);
+                write!(f, "{name} {key}/{}", generation % GENERATION_LIMIT)
             }
             Target::Connection { key, generation } => write!(f, "conn {key}/{generation}"),
             Target::Listener(i) => write!(f, "listener {i}"),
             Target::Udp(i) => write!(f, "udp {i}"),
+            Target::Handshake(i) => write!(f, "handshake {i}"),
             Target::Waker => f.write_str("waker"),
             Target::Signals => f.write_str("signals"),
             Target::Unknown => write!(f, "token {}", self.0.0),
@@ -159,7 +196,7 @@ pub(crate) struct Generations {
 impl Generations {
     /// The next generation; never 0.
     pub(crate) fn next_generation(&mut self) -> u32 {
-        self.last = if self.last + 1 >= CLASS_BIT {
+        self.last = if self.last + 1 >= GENERATION_LIMIT {
             1
         } else {
             self.last + 1
@@ -183,6 +220,8 @@ mod tests {
         );
         assert_eq!(decode(udp(0)), Target::Udp(0));
         assert_eq!(decode(udp(5)), Target::Udp(5));
+        assert_eq!(decode(handshake(0)), Target::Handshake(0));
+        assert_eq!(decode(handshake(9)), Target::Handshake(9));
         let t = connection(41, 7);
         assert_eq!(
             decode(t),
@@ -208,10 +247,14 @@ mod tests {
     #[test]
     fn generations_skip_zero_on_wrap() {
         let mut g = Generations {
-            last: CLASS_BIT - 2,
+            last: GENERATION_LIMIT - 2,
         };
-        assert_eq!(g.next_generation(), CLASS_BIT - 1);
+        assert_eq!(g.next_generation(), GENERATION_LIMIT - 1);
         assert_eq!(g.next_generation(), 1);
         assert_eq!(Named(connection(3, CLASS_BIT | 7)).to_string(), "http 3/7");
+        let discard = CLASS_BIT | 1 << OTHER_CLASS_SHIFT | 7;
+        assert_eq!(Named(connection(3, discard)).to_string(), "discard 3/7");
+        let chargen = CLASS_BIT | 2 << OTHER_CLASS_SHIFT | 7;
+        assert_eq!(Named(connection(3, chargen)).to_string(), "chargen 3/7");
     }
 }

@@ -295,7 +295,10 @@ pub(crate) fn serve(
             continue;
         }
         let mut time = String::new();
-        let reply = service.answer(&buf[..n], &mut time);
+        let Some(reply) = service.answer(&buf[..n], &mut time) else {
+            // Discard: read, counted, never answered.
+            continue;
+        };
         match socket.send_to(reply, peer) {
             Ok(_) => {
                 stats.datagrams_out += 1;

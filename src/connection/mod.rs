@@ -90,10 +90,12 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
+mod faults;
 mod interest;
 mod pass_through;
 #[cfg(test)]
 mod scripted;
+mod source;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -203,6 +205,8 @@ pub(crate) enum CloseReason {
     /// Closed by `--evict-after`: it held buffered bytes and made no
     /// progress while the budget was full.
     Evicted,
+    /// Reset on purpose after `--reset-after` bytes (`faults.rs`).
+    Reset,
     /// Reset, broken pipe, or another socket error.
     Error(io::Error),
 }
@@ -217,6 +221,7 @@ impl fmt::Display for CloseReason {
             CloseReason::LingerTimeout => f.write_str("no FIN within the linger bound"),
             CloseReason::BudgetFull => f.write_str("no room in the memory budget"),
             CloseReason::Evicted => f.write_str("evicted: stalled while the budget was full"),
+            CloseReason::Reset => f.write_str("reset after --reset-after bytes"),
             CloseReason::Error(e) => write!(f, "{e}"),
         }
     }
@@ -505,10 +510,20 @@ impl<S: Stream> Connection<S> {
     }
 
     /// Sends what `service` greets a new connection with (a banner, a
-    /// daytime line): straight out if the socket takes it, else as pending
-    /// output; then, if the service says so, starts closing.
-    pub(crate) fn greet<P: Poller>(&mut self, service: Service, cx: &mut Cx<'_, P>) -> Outcome {
-        let greeting = service.greeting(cx.handler);
+    /// daytime line; `banner`, if given, instead of the protocol's own: a
+    /// `--banner` template rendered for this connection): straight out if
+    /// the socket takes it, else as pending output; then, if the service
+    /// says so, starts closing.
+    pub(crate) fn greet<P: Poller>(
+        &mut self,
+        service: Service,
+        banner: Option<Vec<u8>>,
+        cx: &mut Cx<'_, P>,
+    ) -> Outcome {
+        let mut greeting = service.greeting(cx.handler);
+        if let Some(banner) = banner {
+            greeting.bytes = banner.into();
+        }
         if !greeting.bytes.is_empty() {
             // Accounted before held: a greeting the socket does not take
             // at once is kept, and must fit.

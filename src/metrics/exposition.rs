@@ -209,6 +209,36 @@ const FAMILIES: &[Family] = &[
         kind: Kind::Counter,
         read: Read::Seconds(|s| s.busy_ns),
     },
+    Family {
+        name: "echo_reactor_faults_delayed_reads_total",
+        help: "Reads whose echo was held back by --delay (faults on demand).",
+        kind: Kind::Counter,
+        read: Read::Count(|s| s.faults_delayed),
+    },
+    Family {
+        name: "echo_reactor_faults_closed_total",
+        help: "Echo connections closed (FIN) by --close-after (also in connections_closed_total).",
+        kind: Kind::Counter,
+        read: Read::Count(|s| s.faults_closed),
+    },
+    Family {
+        name: "echo_reactor_faults_reset_total",
+        help: "Echo connections reset (RST) by --reset-after (also in connections_closed_total).",
+        kind: Kind::Counter,
+        read: Read::Count(|s| s.faults_reset),
+    },
+    Family {
+        name: "echo_reactor_proxy_headers_total",
+        help: "PROXY protocol headers accepted that named a client (--proxy-protocol).",
+        kind: Kind::Counter,
+        read: Read::Count(|s| s.proxy_headers),
+    },
+    Family {
+        name: "echo_reactor_proxy_refused_total",
+        help: "Connections refused for their PROXY header: malformed, missing, or not whole within 5 s.",
+        kind: Kind::Counter,
+        read: Read::Count(|s| s.proxy_refused),
+    },
 ];
 
 /// Builds an exposition: families of counters for one or more processes,

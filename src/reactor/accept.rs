@@ -36,7 +36,7 @@ use crate::fdlimit::{self, SpareFd};
 use crate::metrics::{BUSY_ANSWER, MAX_HEAD};
 use crate::per_ip::PerIpLimit;
 use crate::poller::{self, Interest, Poller};
-use crate::service::Service;
+use crate::service::{self, Service, Who};
 use crate::stats::Stats;
 use crate::timer::TimerKind;
 use crate::token::{self, Named};
@@ -57,6 +57,8 @@ pub(crate) const REJECT_NOTICE: &[u8] = b"ERR too many connections\n";
 pub(super) struct Admission {
     /// `--max-connections-per-ip`, when set (echo connections).
     pub(super) per_ip: Option<PerIpLimit>,
+    /// Who answers, for a banner template.
+    who: Who,
     /// One descriptor held back for `EMFILE`.
     spare: SpareFd,
     /// Whether the first connection the backend could not watch was
@@ -66,9 +68,10 @@ pub(super) struct Admission {
 }
 
 impl Admission {
-    pub(super) fn new(per_ip: Option<usize>) -> Admission {
+    pub(super) fn new(per_ip: Option<usize>, worker: Option<usize>) -> Admission {
         Admission {
             per_ip: per_ip.map(PerIpLimit::new),
+            who: Who::this_host(worker),
             spare: SpareFd::open(),
             unwatchable_logged: false,
             last_warning: None,
@@ -243,6 +246,7 @@ impl<P: Poller> Reactor<P> {
         stream: &TcpStream,
         peer: SocketAddr,
         class: Class,
+        per_host: bool,
     ) -> Option<Limit> {
         if !P::watchable(stream.as_raw_fd()) {
             // select: FD_SETSIZE. Registering would set a bit outside the
@@ -261,8 +265,9 @@ impl<P: Poller> Reactor<P> {
         if state.open >= state.limit && !(class == Class::Http && self.reclaim_idle_http()) {
             return Some(Limit::Full(class));
         }
-        if class != Class::Echo {
-            // A host's scraper does not use up its echo slots.
+        if !class.is_small_service() || !per_host {
+            // A host's scraper does not use up its echo slots; a proxied
+            // socket's host is known once its header is in.
             return None;
         }
         // Checked and counted in one step, last, at the key the connection
@@ -312,8 +317,10 @@ impl<P: Poller> Reactor<P> {
                     );
                 }
             }
-            Limit::Full(Class::Echo) => {
-                let max = self.classes[Class::Echo].limit;
+            Limit::Full(
+                class @ (Class::Echo | Class::Discard | Class::Chargen | Class::Faults),
+            ) => {
+                let max = self.classes[class].limit;
                 admission.warn_rate_limited(
                     now,
                     format_args!("connection limit ({max}) reached, turning clients away"),
@@ -352,17 +359,71 @@ impl<P: Poller> Reactor<P> {
         }
     }
 
-    /// Takes in an accepted connection, or turns it away at a limit.
+    /// Takes in an accepted connection, or turns it away at a limit; with
+    /// `--proxy-protocol`, a small service's socket first waits for its
+    /// header (`handshake.rs`), and is admitted as the client it names.
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, service: Service) {
-        let class = Class::of(service);
-        if let Some(limit) = self.limit_broken(&stream, peer, class) {
-            match class {
-                Class::Echo => turn_away(&stream, REJECT_NOTICE, &mut self.stats),
-                Class::Http => turn_away_http(&stream, &mut self.stats),
+        let class = self.class_for(service);
+        let proxied = self.handshakes.mode.is_some() && class.is_small_service();
+        let limit = self.limit_broken(&stream, peer, class, !proxied);
+        let limit = limit.or_else(|| {
+            (proxied && self.handshakes.len() >= self.classes[Class::Echo].limit)
+                .then_some(Limit::Full(class))
+        });
+        if let Some(limit) = limit {
+            if class.is_small_service() {
+                turn_away(&stream, REJECT_NOTICE, &mut self.stats);
+            } else {
+                turn_away_http(&stream, &mut self.stats);
             }
             self.note_refusal(limit, stream.as_raw_fd(), peer);
             return;
         }
+        if proxied {
+            self.await_header(stream, peer, service);
+        } else {
+            self.seat(stream, peer, None, class, service);
+        }
+    }
+
+    /// The class of a connection to `service`.
+    fn class_for(&self, service: Service) -> Class {
+        match Class::of(service) {
+            // Fault flags make every echo connection a faulty one.
+            Class::Echo if service == Service::Echo && self.faults.is_some() => Class::Faults,
+            class => class,
+        }
+    }
+
+    /// Admits a socket whose PROXY header named `client` (or its own
+    /// address), reached `via` the proxy: the limits it skipped at accept
+    /// are judged now, for the client.
+    pub(super) fn admit_as(
+        &mut self,
+        stream: TcpStream,
+        client: SocketAddr,
+        via: Option<SocketAddr>,
+        service: Service,
+    ) {
+        let class = self.class_for(service);
+        if let Some(limit) = self.limit_broken(&stream, client, class, true) {
+            turn_away(&stream, REJECT_NOTICE, &mut self.stats);
+            self.note_refusal(limit, stream.as_raw_fd(), client);
+            return;
+        }
+        self.seat(stream, client, via, class, service);
+    }
+
+    /// Registers an admitted socket as a connection of `class` (its host
+    /// counted by `limit_broken` already) and greets it.
+    fn seat(
+        &mut self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        via: Option<SocketAddr>,
+        class: Class,
+        service: Service,
+    ) {
         // The key `limit_broken` counted the host at.
         let key = self.conns.vacant_key();
         // Echo replies are small and latency matters: don't let Nagle hold
@@ -387,7 +448,10 @@ impl<P: Poller> Reactor<P> {
         };
         self.stats.accepted += 1;
         self.stats.active = self.conns.len() as u64;
-        debug!("{}: from {peer} ({service:?})", Named(token));
+        match via {
+            None => debug!("{}: from {peer} ({service:?})", Named(token)),
+            Some(via) => debug!("{}: from {peer} via {via} ({service:?})", Named(token)),
+        }
         if let Some(trace) = self.trace.as_mut() {
             trace.note(format_args!(
                 "accepted {} from {peer}, interest read",
@@ -396,7 +460,7 @@ impl<P: Poller> Reactor<P> {
         }
         self.classes[class].open += 1;
         match class {
-            Class::Echo => {
+            Class::Echo | Class::Discard | Class::Chargen | Class::Faults => {
                 if let Some(idle) = self.settings.idle_timeout {
                     let at = self.clock.now + idle;
                     self.timers.schedule(at, TimerKind::IdleCheck(token));
@@ -409,7 +473,19 @@ impl<P: Poller> Reactor<P> {
                     .schedule(at, TimerKind::RequestCheck(token, false));
             }
         }
-        self.with_connection(key, |conn, cx| Some(conn.greet(service, cx)));
+        // Line mode's banner, as a template for this client (`{peer}`,
+        // `{host}`, `{worker}`), when it is one.
+        let banner = (service == Service::Echo)
+            .then(|| self.classes[class].handler.greeting())
+            .and_then(|text| service::render_banner(text, peer, &self.admission.who));
+        self.with_connection(key, |conn, cx| {
+            let greeted = conn.greet(service, banner, cx);
+            Some(if class == Class::Chargen {
+                super::others::chargen_pump(conn, greeted, cx)
+            } else {
+                greeted
+            })
+        });
     }
 }
 

@@ -8,15 +8,21 @@
 //! its own (a constant class parameter, `Reactor::with_connection`), so
 //! supporting other classes costs an echo turn nothing.
 //!
-//! | | echo (echo and daytime listeners) | http (metrics listeners) |
-//! | --- | --- | --- |
-//! | what it speaks | the server's `--mode`, or an embedder's protocol | HTTP/1.1, answering from the loop's counters (`metrics/`) |
-//! | read size | [`READ_BUFFER_SIZE`] | [`HTTP_READ`] |
-//! | memory budget | the budget's own profile | HTTP's: a whole page may answer a 23-byte request |
-//! | how many | `--max-connections`, and `--max-connections-per-ip` | `--metrics-max-connections`; at the limit the one idle longest makes room |
-//! | turned away with | `ERR too many connections` | `503 Service Unavailable` |
-//! | deadline | `--idle-timeout` | a request check every [`HTTP_CHECK_INTERVAL`]: a stalled head or unread answer, and `--metrics-idle-timeout` |
-//! | holds a shutdown up | yes | no: served on with `Connection: close` while the others drain, so that `/healthz` can say 503 |
+//! | | echo (echo and daytime listeners) | http (metrics listeners) | discard, chargen (their listeners) |
+//! | --- | --- | --- | --- |
+//! | what it speaks | the server's `--mode`, or an embedder's protocol | HTTP/1.1, answering from the loop's counters (`metrics/`) | nothing: input is read and dropped (`discard.rs`); chargen also sends its pattern while the socket takes it (`chargen.rs`) |
+//! | read size | [`READ_BUFFER_SIZE`] | [`HTTP_READ`] | [`READ_BUFFER_SIZE`] |
+//! | memory budget | the budget's own profile | HTTP's: a whole page may answer a 23-byte request | a read holds nothing; chargen holds at most one pattern cycle, charged before it is held |
+//! | how many | `--max-connections`, and `--max-connections-per-ip` | `--metrics-max-connections`; at the limit the one idle longest makes room | as echo (each class its own `--max-connections`) |
+//! | turned away with | `ERR too many connections` | `503 Service Unavailable` | as echo |
+//! | deadline | `--idle-timeout` | a request check every [`HTTP_CHECK_INTERVAL`]: a stalled head or unread answer, and `--metrics-idle-timeout` | as echo |
+//! | holds a shutdown up | yes | no: served on with `Connection: close` while the others drain, so that `/healthz` can say 503 | yes |
+//!
+//! The faults class (`--delay`, `--close-after`, `--reset-after`,
+//! `faults.rs`) is the echo class with a turn of its own
+//! (`connection/faults.rs`) and state beside the connection: with a fault
+//! flag every echo connection is of this class, without one none is, and
+//! the echo class's turn is the same code either way.
 //!
 //! [`READ_BUFFER_SIZE`]: super::READ_BUFFER_SIZE
 
@@ -25,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::budget::{Budget, Profile};
+use crate::discard::Swallow;
 use crate::metrics::{self, PageCell};
 use crate::protocol::Handler;
 use crate::service::Service;
@@ -51,35 +58,64 @@ pub(crate) enum Class {
     Echo,
     /// Metrics connections.
     Http,
+    /// Discard connections (RFC 863): every byte read and dropped.
+    Discard,
+    /// Character generator connections (RFC 864): input dropped, the
+    /// pattern sent while the socket takes it.
+    Chargen,
+    /// Echo connections with faults on demand (`--delay`,
+    /// `--close-after`, `--reset-after`; `faults.rs`): every echo
+    /// connection when a fault flag is given, none otherwise.
+    Faults,
 }
 
 impl Class {
     /// Every class, in index order.
-    pub(crate) const ALL: [Class; 2] = [Class::Echo, Class::Http];
+    pub(crate) const ALL: [Class; 5] = [
+        Class::Echo,
+        Class::Http,
+        Class::Discard,
+        Class::Chargen,
+        Class::Faults,
+    ];
 
     /// The class of a connection accepted on a listener of `service`.
     pub(crate) fn of(service: Service) -> Class {
         match service {
             Service::Echo | Service::Daytime => Class::Echo,
             Service::Metrics => Class::Http,
+            Service::Discard => Class::Discard,
+            Service::Chargen => Class::Chargen,
         }
     }
 
-    /// The class a connection's generation carries.
+    /// The class a connection's generation carries. The echo class is one
+    /// bit test (the loop's common case); the others are named by the two
+    /// bits below it (`token.rs`).
     #[inline(always)]
     pub(crate) fn of_generation(generation: u32) -> Class {
         if generation & token::CLASS_BIT == 0 {
             Class::Echo
         } else {
-            Class::Http
+            match (generation >> token::OTHER_CLASS_SHIFT) & 0b11 {
+                0 => Class::Http,
+                1 => Class::Discard,
+                2 => Class::Chargen,
+                _ => Class::Faults,
+            }
         }
     }
 
-    /// `generation` marked with this class.
+    /// `generation` (below [`token::GENERATION_LIMIT`]) marked with this
+    /// class.
     pub(crate) fn mark(self, generation: u32) -> u32 {
+        let other = |bits: u32| generation | token::CLASS_BIT | bits << token::OTHER_CLASS_SHIFT;
         match self {
             Class::Echo => generation,
-            Class::Http => generation | token::CLASS_BIT,
+            Class::Http => other(0),
+            Class::Discard => other(1),
+            Class::Chargen => other(2),
+            Class::Faults => other(3),
         }
     }
 
@@ -92,7 +128,15 @@ impl Class {
     /// Whether the loop's end waits for its connections (a graceful
     /// shutdown drains them).
     pub(crate) fn holds_shutdown(self) -> bool {
-        self == Class::Echo
+        self != Class::Http
+    }
+
+    /// Whether it is one of the server's own small services (echo,
+    /// daytime, discard, chargen): admitted, bounded and timed alike
+    /// (`--max-connections-per-ip`, `--idle-timeout`, turned away with
+    /// `ERR too many connections`).
+    pub(crate) fn is_small_service(self) -> bool {
+        self != Class::Http
     }
 }
 
@@ -115,7 +159,7 @@ pub(crate) struct ClassState {
 /// answers from.
 #[derive(Debug)]
 pub(crate) struct Classes {
-    states: [ClassState; 2],
+    states: [ClassState; 5],
     /// What metrics connections answer from (refreshed before each of
     /// their turns).
     pub(crate) page: Arc<PageCell>,
@@ -145,8 +189,18 @@ impl Classes {
         };
         let page = PageCell::new(None);
         let http = http_state(&page, budget, max_http);
+        let discard = swallow_state(budget, read_size, max_echo);
+        let chargen = swallow_state(budget, read_size, max_echo);
+        // Raw echo only (the server refuses fault flags in other modes).
+        let faults = ClassState {
+            profile: echo.profile,
+            handler: Handler::Raw,
+            read_size,
+            open: 0,
+            limit: max_echo,
+        };
         Classes {
-            states: [echo, http],
+            states: [echo, http, discard, chargen, faults],
             page,
         }
     }
@@ -189,6 +243,23 @@ fn http_state(page: &Arc<PageCell>, budget: &Budget, limit: usize) -> ClassState
     }
 }
 
+/// Discard and chargen: their input is read and dropped ([`Swallow`]),
+/// so a read holds nothing; what chargen sends it charges itself.
+fn swallow_state(budget: &Budget, read_size: usize, limit: usize) -> ClassState {
+    let handler = Handler::Protocol(Box::new(Swallow));
+    ClassState {
+        profile: budget.profile(
+            read_size,
+            handler.amplification(),
+            handler.max_reservation(),
+        ),
+        handler,
+        read_size,
+        open: 0,
+        limit,
+    }
+}
+
 impl Index<Class> for Classes {
     type Output = ClassState;
 
@@ -209,7 +280,7 @@ mod tests {
 
     #[test]
     fn a_class_survives_its_generation_and_only_metrics_is_http() {
-        for generation in [1, 2, token::CLASS_BIT - 1] {
+        for generation in [1, 2, token::GENERATION_LIMIT - 1] {
             for class in Class::ALL {
                 assert_eq!(Class::of_generation(class.mark(generation)), class);
             }
@@ -217,6 +288,13 @@ mod tests {
         assert_eq!(Class::of(Service::Echo), Class::Echo);
         assert_eq!(Class::of(Service::Daytime), Class::Echo);
         assert_eq!(Class::of(Service::Metrics), Class::Http);
+        assert_eq!(Class::of(Service::Discard), Class::Discard);
+        assert_eq!(Class::of(Service::Chargen), Class::Chargen);
         assert!(Class::Echo.holds_shutdown() && !Class::Http.holds_shutdown());
+        assert!(Class::Discard.holds_shutdown() && Class::Chargen.holds_shutdown());
+        assert!(Class::Faults.holds_shutdown() && Class::Faults.is_small_service());
+        for (i, class) in Class::ALL.into_iter().enumerate() {
+            assert_eq!(class.index(), i);
+        }
     }
 }

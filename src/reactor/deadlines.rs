@@ -8,7 +8,7 @@ use log::{debug, info};
 
 use super::class::HTTP_CHECK_INTERVAL;
 use super::{Reactor, StatsSink};
-use crate::connection::{CloseReason, Connection};
+use crate::connection::{CloseReason, Connection, Ready};
 use crate::poller::{Poller, Token};
 use crate::seat::HEARTBEAT_EVERY;
 use crate::timer::TimerKind;
@@ -22,6 +22,12 @@ impl<P: Poller> Reactor<P> {
             }
             match kind {
                 TimerKind::IdleCheck(token) => self.check_idle(token),
+                TimerKind::HeaderDeadline(i) => self.header_deadline(i),
+                TimerKind::FaultDue(token) => {
+                    if let Target::Connection { key, generation } = token::decode(token) {
+                        self.drive_faulty(key, generation, Some(Ready::default()));
+                    }
+                }
                 TimerKind::LingerDeadline(token) => self.end_linger(token),
                 TimerKind::RequestCheck(token, stalled) => self.check_request(token, stalled),
                 TimerKind::BudgetRetry => {
@@ -84,6 +90,7 @@ impl<P: Poller> Reactor<P> {
         self.timers.retain(|kind| match kind {
             TimerKind::IdleCheck(token)
             | TimerKind::LingerDeadline(token)
+            | TimerKind::FaultDue(token)
             | TimerKind::RequestCheck(token, _) => match token::decode(*token) {
                 Target::Connection { key, generation } => {
                     conns.get(key).is_some_and(|c| c.generation() == generation)

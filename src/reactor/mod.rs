@@ -37,7 +37,9 @@
 mod accept;
 mod class;
 mod deadlines;
+mod handshake;
 mod memory;
+mod others;
 mod server;
 mod sources;
 #[cfg(test)]
@@ -57,6 +59,7 @@ use slab::Slab;
 use crate::budget::Budget;
 use crate::config::Config;
 use crate::connection::{CloseReason, Connection, Cx, Outcome, PRESSURE_READ, Ready};
+use crate::faults::{FaultTable, Faults};
 use crate::fdlimit;
 use crate::listener::ListenError;
 use crate::metrics::Page;
@@ -73,6 +76,7 @@ use crate::token::{self, Generations, Named, Target};
 use crate::udp::{self, Turn};
 use accept::Admission;
 use class::{Class, Classes, HTTP_READ};
+use handshake::Handshakes;
 use memory::{EVICT_CHECK_INTERVAL, Parking};
 use sources::Sources;
 use stop::Stop;
@@ -95,6 +99,9 @@ const _: () = assert!(HTTP_READ <= PRESSURE_READ && HTTP_READ <= READ_BUFFER_SIZ
 /// The classes as the constants `Reactor::with_class` is compiled for.
 const ECHO: usize = Class::Echo.index();
 const HTTP: usize = Class::Http.index();
+const DISCARD: usize = Class::Discard.index();
+const CHARGEN: usize = Class::Chargen.index();
+const FAULTS: usize = Class::Faults.index();
 
 /// How the loop ended.
 #[derive(Debug, Clone, Copy)]
@@ -160,6 +167,11 @@ pub(crate) struct Reactor<P: Poller> {
     /// A worker's seat in its master's shared memory: the heartbeat the
     /// master watches, and the per-host counts (`seat.rs`).
     seat: Option<Seat>,
+    /// Faults on demand, if any flag asked for them (`faults.rs`): then
+    /// every echo connection is of the faults class.
+    faults: Option<Box<FaultTable>>,
+    /// Sockets waiting for their PROXY header (`--proxy-protocol`).
+    handshakes: Handshakes,
 }
 
 /// A receiver of the periodic counters ([`Server::on_stats`]).
@@ -190,6 +202,7 @@ impl<P: Poller> Reactor<P> {
                  connections past ~{fd_budget} will be shed"
             );
         }
+        let faults = Faults::for_server(config, &handler).map_err(setup)?;
         let budget = Budget::new(
             config.max_buffered,
             READ_BUFFER_SIZE,
@@ -230,7 +243,7 @@ impl<P: Poller> Reactor<P> {
             stats: Stats::default(),
             budget,
             parking: Parking::default(),
-            admission: Admission::new(config.max_connections_per_ip),
+            admission: Admission::new(config.max_connections_per_ip, config.worker_slot),
             stop,
             settings: Settings {
                 idle_timeout: config.idle_timeout,
@@ -244,6 +257,8 @@ impl<P: Poller> Reactor<P> {
             trace: config.trace.then(Box::default),
             classes,
             seat: None,
+            faults: faults.map(|f| Box::new(FaultTable::new(f))),
+            handshakes: Handshakes::new(config.proxy_protocol),
         })
     }
 
@@ -384,6 +399,7 @@ impl<P: Poller> Reactor<P> {
             },
             Target::Listener(i) => self.accept_from(i),
             Target::Udp(i) => self.serve_udp(i),
+            Target::Handshake(i) => self.read_header(i),
             Target::Waker => self.on_wake(),
             Target::Signals => self.on_signals(),
             Target::Unknown => {}
@@ -443,17 +459,6 @@ impl<P: Poller> Reactor<P> {
         }
     }
 
-    /// [`Reactor::drive`] for a connection of another class than echo.
-    #[cold]
-    #[inline(never)]
-    fn drive_other(&mut self, class: Class, key: usize, generation: u32, ready: Ready) {
-        let f = |conn: &mut Connection, cx: &mut Cx<'_, P>| turn(conn, cx, generation, ready);
-        match class {
-            Class::Echo => self.with_class::<ECHO>(key, f),
-            Class::Http => self.with_class::<HTTP>(key, f),
-        }
-    }
-
     /// Lets one connection do its I/O, then acts on the outcome.
     #[inline(always)]
     fn drive(&mut self, key: usize, generation: u32, ready: Ready) {
@@ -474,6 +479,9 @@ impl<P: Poller> Reactor<P> {
         {
             Some(Class::Echo) => self.with_class::<ECHO>(key, f),
             Some(Class::Http) => self.with_class::<HTTP>(key, f),
+            Some(Class::Discard) => self.with_class::<DISCARD>(key, f),
+            Some(Class::Chargen) => self.with_class::<CHARGEN>(key, f),
+            Some(Class::Faults) => self.with_class::<FAULTS>(key, f),
             None => {}
         }
     }
@@ -564,6 +572,9 @@ impl<P: Poller> Reactor<P> {
         conn.deregister(&mut self.poller);
         self.budget.settle(conn.held(), 0);
         drop(conn);
+        if let Some(state) = self.faults.as_mut().and_then(|t| t.remove(key)) {
+            self.budget.settle(state.held, 0);
+        }
         if let Some(per_ip) = self.admission.per_ip.as_mut() {
             per_ip.release(key);
         }

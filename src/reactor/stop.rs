@@ -251,7 +251,13 @@ impl<P: Poller> Reactor<P> {
             .map(|(key, _)| key)
             .collect();
         for key in keys {
-            self.with_connection(key, |conn, cx| Some(conn.begin_shutdown(cx)));
+            let generation = self.conns[key].generation();
+            if Class::of_generation(generation) == Class::Faults {
+                // Its delayed echoes still go out, when due (RFC 862).
+                self.drive_faulty(key, generation, None);
+            } else {
+                self.with_connection(key, |conn, cx| Some(conn.begin_shutdown(cx)));
+            }
         }
     }
 }

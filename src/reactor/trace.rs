@@ -200,6 +200,8 @@ impl std::fmt::Display for Timer {
             TimerKind::IdleCheck(t) => write!(f, "idle check of {}", Named(t)),
             TimerKind::LingerDeadline(t) => write!(f, "linger bound of {}", Named(t)),
             TimerKind::RequestCheck(t, _) => write!(f, "request check of {}", Named(t)),
+            TimerKind::FaultDue(t) => write!(f, "delayed echo of {}", Named(t)),
+            TimerKind::HeaderDeadline(i) => write!(f, "PROXY header deadline of handshake {i}"),
             TimerKind::BudgetRetry => f.write_str("budget retry"),
             TimerKind::EvictCheck => f.write_str("eviction check"),
             TimerKind::ReclaimCheck => f.write_str("reservation check"),

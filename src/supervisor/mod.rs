@@ -232,6 +232,8 @@ impl Supervisor {
             listen: Vec::new(),
             udp: Vec::new(),
             daytime: Vec::new(),
+            discard: Vec::new(),
+            chargen: Vec::new(),
             handle_signals: false,
             reuse_port: false,
             stats_interval: None,

@@ -126,6 +126,7 @@ pub fn run_worker(mut config: Config, spec: &WorkerSpec) -> Result<Report, Liste
     // The master speaks to the service manager for the whole server.
     config.service_manager = false;
     config.stats_interval = config.stats_interval.or(Some(REPORT_INTERVAL));
+    config.worker_slot = Some(spec.slot);
     let mut server = Server::with_sockets(&config, sockets)?;
     server.join(Seat {
         region: Arc::new(region),

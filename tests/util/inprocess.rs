@@ -96,6 +96,10 @@ pub struct InProcess {
     pub daytime: Vec<SocketAddr>,
     /// The metrics listeners' addresses.
     pub metrics: Vec<SocketAddr>,
+    /// The discard services' addresses (TCP and UDP share each).
+    pub discard: Vec<SocketAddr>,
+    /// The chargen services' addresses (TCP and UDP share each).
+    pub chargen: Vec<SocketAddr>,
     handle: ShutdownHandle,
     seen: Shared,
     report: Option<Receiver<std::io::Result<Report>>>,
@@ -138,6 +142,10 @@ impl InProcess {
             server.addrs(Service::Daytime, Transport::Tcp),
             server.addrs(Service::Metrics, Transport::Tcp),
         );
+        let (discard, chargen) = (
+            server.addrs(Service::Discard, Transport::Tcp),
+            server.addrs(Service::Chargen, Transport::Tcp),
+        );
         let handle = server.shutdown_handle();
         let (tx, rx) = mpsc::channel();
         thread::Builder::new()
@@ -152,6 +160,8 @@ impl InProcess {
             udp,
             daytime,
             metrics,
+            discard,
+            chargen,
             handle,
             seen,
             report: Some(rx),

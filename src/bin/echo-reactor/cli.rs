@@ -8,8 +8,8 @@ use clap::{Parser, ValueEnum};
 use echo_reactor::{
     Backend, Config, DEFAULT_BACKLOG, DEFAULT_LISTEN, DEFAULT_MAX_BUFFERED, DEFAULT_MAX_FRAME,
     DEFAULT_MAX_LINE, DEFAULT_METRICS_IDLE_TIMEOUT, DEFAULT_METRICS_MAX_CONNECTIONS,
-    DEFAULT_SNDBUF, DEFAULT_WATCHDOG, Frame, Line, ListenAddr, MIN_MAX_BUFFERED, Mode, Transform,
-    WorkerSpec,
+    DEFAULT_SNDBUF, DEFAULT_WATCHDOG, Frame, Line, ListenAddr, MIN_MAX_BUFFERED, Mode, ProxyMode,
+    Transform, WorkerSpec,
 };
 
 /// A single-threaded, readiness-based TCP echo server (RFC 862) on mio.
@@ -169,7 +169,10 @@ pub(crate) struct Args {
           env = "ECHO_REACTOR_LINE_TRANSFORM")]
     pub line_transform: TransformName,
 
-    /// Line mode: a line sent to every client on connect.
+    /// Line mode: a line sent to every client on connect. `{peer}` becomes
+    /// the client's address (the PROXY header's, with --proxy-protocol),
+    /// `{host}` this host's name, `{worker}` the worker slot (0 without
+    /// --workers).
     #[arg(long, value_name = "TEXT", env = "ECHO_REACTOR_BANNER")]
     pub banner: Option<String>,
 
@@ -233,6 +236,63 @@ pub(crate) struct Args {
           default_value = DEFAULT_METRICS_IDLE_TIMEOUT_TEXT,
           env = "ECHO_REACTOR_METRICS_IDLE_TIMEOUT")]
     pub metrics_idle_timeout: Duration,
+
+    /// Serve discard (RFC 863) on ADDR over both TCP and UDP, same port
+    /// (repeatable): every byte read and dropped, nothing answered.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "ECHO_REACTOR_DISCARD",
+        value_delimiter = ','
+    )]
+    pub discard: Vec<ListenAddr>,
+
+    /// Serve chargen (RFC 864) on ADDR over both TCP and UDP, same port
+    /// (repeatable): TCP sends the character pattern for as long as the
+    /// client reads; a UDP datagram is answered with 0 to 512 bytes of it.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "ECHO_REACTOR_CHARGEN",
+        value_delimiter = ','
+    )]
+    pub chargen: Vec<ListenAddr>,
+
+    /// Fault: hold each echo MS milliseconds before sending it (on the
+    /// loop's timers; bytes keep their order). Raw mode only.
+    #[arg(long, value_name = "MS", value_parser = parse_millis, env = "ECHO_REACTOR_DELAY")]
+    pub delay: Option<Duration>,
+
+    /// Fault: make each --delay up to MS milliseconds shorter or longer,
+    /// at random (never before the bytes ahead of it).
+    #[arg(long, value_name = "MS", value_parser = parse_millis, default_value = "0",
+          env = "ECHO_REACTOR_DELAY_JITTER")]
+    pub delay_jitter: Duration,
+
+    /// Fault: close an echo connection (FIN) once BYTES bytes have been
+    /// echoed to it; later input is not echoed. Raw mode only.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..),
+          env = "ECHO_REACTOR_CLOSE_AFTER")]
+    pub close_after: Option<u64>,
+
+    /// Fault: reset an echo connection (RST, by SO_LINGER 0) once BYTES
+    /// bytes have been echoed to it. Raw mode only.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..),
+          env = "ECHO_REACTOR_RESET_AFTER")]
+    pub reset_after: Option<u64>,
+
+    /// Expect a PROXY protocol header on every echo, daytime, discard and
+    /// chargen connection: `v1`, `v2`, `any` (either) or `optional`
+    /// (either, or none). The client it names is the one
+    /// --max-connections-per-ip counts and the log shows; a malformed
+    /// header, or none within 5 s, closes the connection (counted as
+    /// proxy_refused).
+    #[arg(
+        long,
+        value_name = "v1|v2|any|optional",
+        env = "ECHO_REACTOR_PROXY_PROTOCOL"
+    )]
+    pub proxy_protocol: Option<ProxyMode>,
 }
 
 /// [`DEFAULT_METRICS_IDLE_TIMEOUT`] as clap's default text.
@@ -367,6 +427,14 @@ impl Args {
             read_until_would_block: self.portable_reads,
             service_manager: true,
             drain_delay: self.drain_delay,
+            discard: self.discard,
+            chargen: self.chargen,
+            delay: self.delay,
+            delay_jitter: self.delay_jitter,
+            close_after: self.close_after,
+            reset_after: self.reset_after,
+            proxy_protocol: self.proxy_protocol,
+            worker_slot: None,
         }
     }
 }
@@ -381,6 +449,18 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} must be between 0 and {MAX_SECS} seconds"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Milliseconds, a whole number up to an hour.
+fn parse_millis(s: &str) -> Result<Duration, String> {
+    const MAX_MS: u64 = 3_600_000;
+    let ms: u64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number of milliseconds"))?;
+    if ms > MAX_MS {
+        return Err(format!("{s:?} must be at most {MAX_MS} ms (an hour)"));
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 fn parse_positive_secs(s: &str) -> Result<Duration, String> {

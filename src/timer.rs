@@ -121,6 +121,9 @@ pub(crate) enum TimerKind {
     FaultDue(Token),
     /// Handshake slot `.0`'s PROXY header is overdue (`reactor/handshake.rs`).
     HeaderDeadline(usize),
+    /// Handshake slot `.0`'s undecided first bytes are due another look
+    /// (`reactor/handshake.rs`).
+    HeaderLook(usize),
 }
 
 /// A set of pending deadlines.

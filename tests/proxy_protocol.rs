@@ -122,6 +122,33 @@ on_every_backend! {
     }
 }
 
+on_every_backend! {
+    fn an_undecided_optional_prefix_does_not_spin_the_loop() {
+        // "PROX" may yet be a v1 header or a client's own bytes: optional
+        // mode can only wait for more. A level-triggered backend reports
+        // the unread bytes at every wait; the loop must not turn with it.
+        let server = proxied(ProxyMode::Optional, None);
+        let before = server.next_stats().ticks;
+        let mut s = through_proxy(&server, b"PROX");
+        // Ones that decide later, header or not, are served as usual.
+        let mut late = through_proxy(&server, b"PROX");
+        let mut plain = through_proxy(&server, b"\r\n");
+        late.write_all(b"Y TCP4 192.0.2.1 192.0.2.2 5 6\r\n").expect("the rest");
+        assert_echo(&mut late, b"after a late header");
+        plain.write_all(b"not a header after all").expect("the rest");
+        let mut got = [0u8; 24];
+        plain.read_exact(&mut got).expect("echo");
+        assert_eq!(&got, b"\r\nnot a header after all");
+        // Refused at its timeout (5 s), since it never became anything.
+        assert!(closed_unanswered(&mut s));
+        let stats = server.wait_stats("refused at its timeout", |s| s.proxy_refused == 1);
+        // A look every 20 ms is 250 ticks in 5 s; spinning is hundreds
+        // of thousands.
+        let ticks = stats.ticks - before;
+        assert!(ticks < 2_000, "{ticks} loop ticks while one prefix waited");
+    }
+}
+
 #[test]
 fn a_header_that_never_completes_is_refused_after_its_timeout() {
     let server = proxied(ProxyMode::V1, None);

@@ -23,6 +23,7 @@ impl<P: Poller> Reactor<P> {
             match kind {
                 TimerKind::IdleCheck(token) => self.check_idle(token),
                 TimerKind::HeaderDeadline(i) => self.header_deadline(i),
+                TimerKind::HeaderLook(i) => self.header_look(i),
                 TimerKind::FaultDue(token) => {
                     if let Target::Connection { key, generation } = token::decode(token) {
                         self.drive_faulty(key, generation, Some(Ready::default()));

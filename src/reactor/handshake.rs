@@ -22,9 +22,12 @@
 //! (every byte so far is header, the parser says so), so each new byte
 //! raises a new edge on epoll and nothing stays readable on poll(2) and
 //! select(2). The one exception is `optional` mode's first 16 bytes,
-//! which may yet turn out to be the protocol's and are only peeked: on a
-//! level-triggered backend a client that sends a few of them and stops is
-//! looked at again each tick until it sends more or its timeout.
+//! which may yet turn out to be the protocol's and are only peeked: they
+//! stay readable, and a level-triggered backend would report them at
+//! every wait (a spinning loop, for as long as the client likes to send
+//! `PROX` and stop). So an undecided socket is taken off the poller and
+//! looked at again [`UNDECIDED_RETRY`] later, until it has decided or its
+//! timeout has come.
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -49,6 +52,10 @@ pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// begun or there is none.
 const UNDECIDED: usize = 16;
 
+/// How often a socket whose first bytes are still undecided is looked at
+/// (off the poller meanwhile): 250 looks over a whole [`HEADER_TIMEOUT`].
+const UNDECIDED_RETRY: Duration = Duration::from_millis(20);
+
 /// A socket waiting for its header.
 #[derive(Debug)]
 struct Handshake {
@@ -59,6 +66,8 @@ struct Handshake {
     /// The header so far, taken off the socket.
     got: Vec<u8>,
     since: Instant,
+    /// Off the poller until its next look (an undecided prefix).
+    parked: bool,
 }
 
 /// The sockets waiting for their headers, and the mode.
@@ -87,6 +96,8 @@ impl Handshakes {
 enum Step {
     /// Wait for more.
     Wait,
+    /// Wait for more, with bytes left unread (peeked): look again later.
+    Undecided,
     /// Admit it as `client` (the proxy's own address without one).
     Admit(Option<SocketAddr>),
     /// Refuse it, for this reason.
@@ -111,6 +122,7 @@ impl<P: Poller> Reactor<P> {
             service,
             got: Vec::new(),
             since: self.clock.now,
+            parked: false,
         });
         let at = self.clock.now + HEADER_TIMEOUT;
         self.timers.schedule(at, TimerKind::HeaderDeadline(key));
@@ -133,10 +145,18 @@ impl<P: Poller> Reactor<P> {
         };
         match step {
             Step::Wait => {}
+            Step::Undecided => {
+                let _ = self.poller.deregister(h.stream.as_raw_fd());
+                h.parked = true;
+                let at = self.clock.now + UNDECIDED_RETRY;
+                self.timers.schedule(at, TimerKind::HeaderLook(key));
+            }
             Step::Refuse(why) => self.refuse_header(key, why),
             Step::Admit(client) => {
                 let h = self.handshakes.slots.remove(key);
-                let _ = self.poller.deregister(h.stream.as_raw_fd());
+                if !h.parked {
+                    let _ = self.poller.deregister(h.stream.as_raw_fd());
+                }
                 if client.is_some() {
                     self.stats.proxy_headers += 1;
                 }
@@ -144,6 +164,23 @@ impl<P: Poller> Reactor<P> {
                 self.admit_as(h.stream, client, Some(h.peer), h.service);
             }
         }
+    }
+
+    /// Slot `key`'s next look, if its socket is parked (a slot reused
+    /// since is on the poller and has no look due).
+    pub(super) fn header_look(&mut self, key: usize) {
+        let Some(h) = self.handshakes.slots.get_mut(key).filter(|h| h.parked) else {
+            return;
+        };
+        let fd = h.stream.as_raw_fd();
+        if let Err(e) = (self.poller).register(fd, token::handshake(key), Interest::READABLE) {
+            debug!("{}: cannot register connection: {e}", h.peer);
+            h.parked = false;
+            self.refuse_header(key, "cannot be watched");
+            return;
+        }
+        h.parked = false;
+        self.read_header(key);
     }
 
     /// Slot `key`'s timeout, if it is still the socket it was set for.
@@ -157,7 +194,9 @@ impl<P: Poller> Reactor<P> {
 
     fn refuse_header(&mut self, key: usize, why: &str) {
         let h = self.handshakes.slots.remove(key);
-        let _ = self.poller.deregister(h.stream.as_raw_fd());
+        if !h.parked {
+            let _ = self.poller.deregister(h.stream.as_raw_fd());
+        }
         self.stats.proxy_refused += 1;
         debug!("{}: refused: {why}", h.peer);
     }
@@ -192,7 +231,7 @@ fn look(h: &mut Handshake, mode: ProxyMode, buf: &mut [u8]) -> io::Result<Step> 
             }
             Parse::Incomplete => {
                 h.got.truncate(had);
-                return Ok(Step::Wait);
+                return Ok(Step::Undecided);
             }
         }
     }

@@ -202,6 +202,7 @@ impl std::fmt::Display for Timer {
             TimerKind::RequestCheck(t, _) => write!(f, "request check of {}", Named(t)),
             TimerKind::FaultDue(t) => write!(f, "delayed echo of {}", Named(t)),
             TimerKind::HeaderDeadline(i) => write!(f, "PROXY header deadline of handshake {i}"),
+            TimerKind::HeaderLook(i) => write!(f, "another look at handshake {i}"),
             TimerKind::BudgetRetry => f.write_str("budget retry"),
             TimerKind::EvictCheck => f.write_str("eviction check"),
             TimerKind::ReclaimCheck => f.write_str("reservation check"),

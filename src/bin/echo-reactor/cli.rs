@@ -8,7 +8,7 @@ use clap::{Parser, ValueEnum};
 use echo_reactor::{
     Backend, Config, DEFAULT_BACKLOG, DEFAULT_LISTEN, DEFAULT_MAX_BUFFERED, DEFAULT_MAX_FRAME,
     DEFAULT_MAX_LINE, DEFAULT_METRICS_IDLE_TIMEOUT, DEFAULT_METRICS_MAX_CONNECTIONS,
-    DEFAULT_SNDBUF, DEFAULT_WATCHDOG, Frame, Line, ListenAddr, MIN_MAX_BUFFERED, Mode, Transform,
+    DEFAULT_SNDBUF, DEFAULT_UDP_BATCH, DEFAULT_WATCHDOG, Frame, Line, ListenAddr, MIN_MAX_BUFFERED, Mode, Transform,
     WorkerSpec,
 };
 
@@ -170,6 +170,13 @@ pub(crate) struct Args {
     #[arg(long = "udp", value_name = "ADDR")]
     pub udp: Vec<ListenAddr>,
 
+    /// UDP datagrams taken per receive call (recvmmsg) and answered per
+    /// send call (sendmmsg), 1 to 64: at most one batch per socket per
+    /// tick. A lone datagram is still answered at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_UDP_BATCH as u64,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub udp_batch: u64,
+
     /// Serve daytime (RFC 867) on ADDR over both TCP and UDP, same port
     /// (repeatable): the current time as one line, then close.
     #[arg(long, value_name = "ADDR")]
@@ -304,6 +311,7 @@ impl Args {
             },
             mode,
             udp: self.udp,
+            udp_batch: self.udp_batch as usize,
             daytime: self.daytime,
             metrics: self.metrics,
             metrics_max_connections: self.metrics_max_connections,

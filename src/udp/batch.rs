@@ -1,0 +1,332 @@
+//! Many datagrams per system call: a socket's batch of receive slots, and
+//! the calls that fill it and send answers from it.
+//!
+//! On Linux one `recvmmsg(2)` fills up to a batch of slots, each with its
+//! datagram and its sender's address, and one `sendmmsg(2)` sends the
+//! chosen answers from the same slots back to the same addresses (an echo
+//! is its datagram: nothing is copied). Elsewhere the same [`Batch`] is
+//! filled by a `recv_from` per datagram and answered by a `send_to` per
+//! answer ([`portable`]), with the same results and twice the calls.
+//!
+//! # Why the slots are 64 KiB each, and what that costs
+//!
+//! A datagram larger than its slot is cut short by the kernel, and which
+//! datagram comes next is unknown, so every slot holds the largest UDP
+//! payload (65,527 bytes over IPv6). The slots are one allocation made
+//! once per socket, zeroed by the kernel on first touch: a page of memory
+//! is spent only where a datagram landed, so small datagrams cost about a
+//! page per slot (32 slots of 64-byte datagrams: 128 KiB), and a socket that
+//! only ever sees one datagram at a time about one page in all.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+#[cfg(target_os = "linux")]
+use std::os::fd::AsRawFd;
+
+/// The largest batch a socket can be given (`--udp-batch`).
+pub(crate) const MAX_BATCH: usize = 64;
+
+/// Bytes per slot: the largest UDP payload, rounded up.
+pub(crate) const SLOT: usize = 64 * 1024;
+
+/// What a batch is filled from and answered to: a UDP socket, or in tests
+/// a scripted one.
+pub(crate) trait Datagrams {
+    /// Fills `batch` from its first slot with the datagrams waiting, up to
+    /// its size; how many (0: none waiting).
+    fn recv_batch(&self, batch: &mut Batch) -> io::Result<usize>;
+
+    /// Sends the answers in the slots `picks`, in order, each to the
+    /// sender of its slot; how many went out (at least one), or the error
+    /// of the first.
+    fn send_batch(&self, batch: &Batch, picks: &[u8]) -> io::Result<usize>;
+
+    /// Sends one datagram (a queued answer).
+    fn send_one(&self, data: &[u8], peer: SocketAddr) -> io::Result<usize>;
+}
+
+/// A socket's receive slots, allocated once.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    /// `size` slots of [`SLOT`] bytes.
+    bufs: Box<[u8]>,
+    /// Bytes in each slot: its datagram, then its answer.
+    lens: Box<[usize]>,
+    /// Each slot's sender.
+    peers: Box<[SocketAddr]>,
+    /// Each slot's sender as the kernel wrote it, to answer to as is.
+    #[cfg(target_os = "linux")]
+    names: Box<[libc::sockaddr_storage]>,
+    #[cfg(target_os = "linux")]
+    name_lens: Box<[libc::socklen_t]>,
+    /// Slots filled by the last receive.
+    filled: usize,
+}
+
+/// A sender that no datagram has: port 0, which the loop guard refuses.
+const NOBODY: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+
+impl Batch {
+    /// A batch of `size` slots (1 to [`MAX_BATCH`]).
+    pub(crate) fn new(size: usize) -> Batch {
+        let size = size.clamp(1, MAX_BATCH);
+        Batch {
+            bufs: vec![0; size * SLOT].into_boxed_slice(),
+            lens: vec![0; size].into_boxed_slice(),
+            peers: vec![NOBODY; size].into_boxed_slice(),
+            #[cfg(target_os = "linux")]
+            // SAFETY: `sockaddr_storage` is plain old data; all zeroes is
+            // a valid (empty, family 0) value.
+            names: vec![unsafe { std::mem::zeroed() }; size].into_boxed_slice(),
+            #[cfg(target_os = "linux")]
+            name_lens: vec![0; size].into_boxed_slice(),
+            filled: 0,
+        }
+    }
+
+    /// Slots: the most datagrams one receive takes.
+    pub(crate) fn size(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// Datagrams the last receive took.
+    #[cfg(test)]
+    pub(crate) fn filled(&self) -> usize {
+        self.filled
+    }
+
+    /// What slot `i` holds (a datagram, or the answer that replaced it).
+    pub(crate) fn data(&self, i: usize) -> &[u8] {
+        &self.bufs[i * SLOT..][..self.lens[i]]
+    }
+
+    /// Who sent slot `i`'s datagram.
+    pub(crate) fn peer(&self, i: usize) -> SocketAddr {
+        self.peers[i]
+    }
+
+    /// Replaces slot `i`'s datagram with its answer (daytime's line).
+    pub(crate) fn set_answer(&mut self, i: usize, answer: &[u8]) {
+        let n = answer.len().min(SLOT);
+        self.bufs[i * SLOT..][..n].copy_from_slice(&answer[..n]);
+        self.lens[i] = n;
+    }
+
+    /// Scripted receives: puts a datagram from `peer` in the next slot;
+    /// false when the batch is full.
+    #[cfg(test)]
+    pub(crate) fn push(&mut self, data: &[u8], peer: SocketAddr) -> bool {
+        let i = self.filled;
+        if i == self.size() {
+            return false;
+        }
+        self.filled += 1;
+        self.peers[i] = peer;
+        self.set_answer(i, data);
+        true
+    }
+
+    /// Empties the batch before a scripted receive.
+    #[cfg(test)]
+    pub(crate) fn clear(&mut self) {
+        self.filled = 0;
+    }
+}
+
+impl Datagrams for mio::net::UdpSocket {
+    #[cfg(target_os = "linux")]
+    fn recv_batch(&self, batch: &mut Batch) -> io::Result<usize> {
+        linux::recv(self.as_raw_fd(), batch)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn send_batch(&self, batch: &Batch, picks: &[u8]) -> io::Result<usize> {
+        linux::send(self.as_raw_fd(), batch, picks)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn recv_batch(&self, batch: &mut Batch) -> io::Result<usize> {
+        portable::recv(self, batch)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn send_batch(&self, batch: &Batch, picks: &[u8]) -> io::Result<usize> {
+        portable::send(self, batch, picks)
+    }
+
+    fn send_one(&self, data: &[u8], peer: SocketAddr) -> io::Result<usize> {
+        self.send_to(data, peer)
+    }
+}
+
+/// `recvmmsg(2)` and `sendmmsg(2)`.
+#[cfg(target_os = "linux")]
+mod linux {
+    use super::{Batch, MAX_BATCH, NOBODY, SLOT};
+    use std::io;
+    use std::mem::{MaybeUninit, size_of};
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+    use std::os::fd::RawFd;
+
+    /// One message header per slot, built on the stack for one call (a
+    /// header holds pointers into the batch, so keeping them would make
+    /// the loop's state unsendable to its thread), and only as many as
+    /// the call uses.
+    type Headers = [MaybeUninit<libc::mmsghdr>; MAX_BATCH];
+    type Iovecs = [MaybeUninit<libc::iovec>; MAX_BATCH];
+
+    pub(super) fn recv(fd: RawFd, batch: &mut Batch) -> io::Result<usize> {
+        batch.filled = 0;
+        let size = batch.size();
+        let mut hdrs: Headers = [const { MaybeUninit::uninit() }; MAX_BATCH];
+        let mut iovs: Iovecs = [const { MaybeUninit::uninit() }; MAX_BATCH];
+        let bufs = batch.bufs.as_mut_ptr();
+        for i in 0..size {
+            let iov = iovs[i].write(libc::iovec {
+                // SAFETY: slot `i` lies inside `bufs` (`size * SLOT` bytes).
+                iov_base: unsafe { bufs.add(i * SLOT) }.cast(),
+                iov_len: SLOT,
+            });
+            // SAFETY: an all-zero `mmsghdr` is valid (null pointers, no
+            // control data, no flags); the fields that matter are set next.
+            let mut hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            hdr.msg_hdr.msg_name = (&raw mut batch.names[i]).cast();
+            hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdr.msg_hdr.msg_iov = iov;
+            hdr.msg_hdr.msg_iovlen = 1;
+            hdrs[i].write(hdr);
+        }
+        // SAFETY: the first `size` headers are initialized, and each points
+        // at its own slot, its own address storage and its own iovec, all
+        // alive and not otherwise borrowed until the call returns. No
+        // timeout: the socket is non-blocking, so the call takes what is
+        // queued and returns.
+        let got = unsafe {
+            libc::recvmmsg(
+                fd,
+                hdrs.as_mut_ptr().cast(),
+                size as libc::c_uint,
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+        if got < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let got = got as usize;
+        for i in 0..got {
+            // SAFETY: the first `size` >= `got` headers were initialized above.
+            let hdr = unsafe { hdrs[i].assume_init_ref() };
+            batch.lens[i] = (hdr.msg_len as usize).min(SLOT);
+            batch.name_lens[i] = hdr.msg_hdr.msg_namelen;
+            batch.peers[i] = socket_addr(&batch.names[i], hdr.msg_hdr.msg_namelen);
+        }
+        batch.filled = got;
+        Ok(got)
+    }
+
+    pub(super) fn send(fd: RawFd, batch: &Batch, picks: &[u8]) -> io::Result<usize> {
+        let n = picks.len().min(MAX_BATCH);
+        let mut hdrs: Headers = [const { MaybeUninit::uninit() }; MAX_BATCH];
+        let mut iovs: Iovecs = [const { MaybeUninit::uninit() }; MAX_BATCH];
+        for (k, &i) in picks[..n].iter().enumerate() {
+            let i = usize::from(i);
+            let data = batch.data(i);
+            let iov = iovs[k].write(libc::iovec {
+                iov_base: data.as_ptr().cast_mut().cast(),
+                iov_len: data.len(),
+            });
+            // SAFETY: as in `recv`.
+            let mut hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            hdr.msg_hdr.msg_name = (&raw const batch.names[i]).cast_mut().cast();
+            hdr.msg_hdr.msg_namelen = batch.name_lens[i];
+            hdr.msg_hdr.msg_iov = iov;
+            hdr.msg_hdr.msg_iovlen = 1;
+            hdrs[k].write(hdr);
+        }
+        // SAFETY: the first `n` headers are initialized and point at slots
+        // and addresses of `batch`, which the shared borrow keeps alive and
+        // unchanged; the kernel only reads them (and writes `msg_len`
+        // into the headers, which are ours).
+        let sent = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr().cast(), n as libc::c_uint, 0) };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(sent as usize)
+    }
+
+    /// The sender the kernel wrote, as a `SocketAddr` (a family other than
+    /// IPv4 or IPv6 cannot come from a UDP socket; it reads as port 0,
+    /// which the guard refuses).
+    fn socket_addr(name: &libc::sockaddr_storage, len: libc::socklen_t) -> SocketAddr {
+        let len = len as usize;
+        match i32::from(name.ss_family) {
+            libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
+                // SAFETY: the kernel wrote a `sockaddr_in` (family and
+                // length say so) into storage large and aligned enough.
+                let a = unsafe { &*(&raw const *name).cast::<libc::sockaddr_in>() };
+                let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+                SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port)))
+            }
+            libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
+                // SAFETY: as above, for a `sockaddr_in6`.
+                let a = unsafe { &*(&raw const *name).cast::<libc::sockaddr_in6>() };
+                let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+                let port = u16::from_be(a.sin6_port);
+                SocketAddr::V6(SocketAddrV6::new(
+                    ip,
+                    port,
+                    a.sin6_flowinfo,
+                    a.sin6_scope_id,
+                ))
+            }
+            _ => NOBODY,
+        }
+    }
+}
+
+/// The same batch, a datagram per call, where there is no `recvmmsg`.
+#[cfg(any(test, not(target_os = "linux")))]
+pub(crate) mod portable {
+    use super::{Batch, SLOT};
+    use std::io;
+
+    /// Receives datagrams one `recv_from` at a time until the batch is
+    /// full or none is waiting.
+    pub(crate) fn recv(socket: &mio::net::UdpSocket, batch: &mut Batch) -> io::Result<usize> {
+        batch.filled = 0;
+        while batch.filled < batch.size() {
+            let i = batch.filled;
+            match socket.recv_from(&mut batch.bufs[i * SLOT..][..SLOT]) {
+                Ok((n, peer)) => {
+                    batch.lens[i] = n;
+                    batch.peers[i] = peer;
+                    batch.filled += 1;
+                }
+                Err(e) if batch.filled > 0 && e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(batch.filled)
+    }
+
+    /// Sends the answers one `send_to` at a time, up to the first that
+    /// fails.
+    pub(crate) fn send(
+        socket: &mio::net::UdpSocket,
+        batch: &Batch,
+        picks: &[u8],
+    ) -> io::Result<usize> {
+        let mut sent = 0;
+        for &i in picks {
+            let i = usize::from(i);
+            match socket.send_to(batch.data(i), batch.peer(i)) {
+                Ok(_) => sent += 1,
+                Err(e) if sent == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(sent)
+    }
+}

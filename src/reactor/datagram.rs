@@ -59,3 +59,62 @@ impl<P: Poller> Reactor<P> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::poller::Epoll;
+    use crate::protocol::Handler;
+    use crate::service::Transport;
+    use crate::sockets::Sockets;
+
+    /// An echo reactor with one UDP socket taking batches of 4, not
+    /// running; the loop is driven by hand.
+    fn reactor() -> Reactor<Epoll> {
+        let config = Config {
+            listen: Vec::new(),
+            udp: vec!["127.0.0.1:0".parse().expect("address")],
+            udp_batch: 4,
+            ..Config::default()
+        };
+        let sockets = Sockets::bind(&config).expect("bind");
+        Reactor::bind(&config, sockets, Handler::Raw).expect("reactor")
+    }
+
+    /// A socket that filled its batch is queued for the next tick; an event
+    /// for it in that tick does not give it a second batch: its queued turn
+    /// is its one turn. (Remove the check in `on_udp_event` and the event
+    /// takes a second batch.)
+    #[test]
+    fn a_socket_gets_one_batch_per_tick_even_with_an_event() {
+        let mut r = reactor();
+        let to = (r.endpoints().iter())
+            .find(|e| e.transport == Transport::Udp)
+            .expect("a udp socket")
+            .addr;
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        for i in 0..12u8 {
+            client.send_to(&[i; 8], to).expect("send");
+        }
+        // Tick 1: an event; the first batch (loopback delivers a datagram
+        // before its send returns, so all 12 are waiting).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while r.stats.datagrams_in == 0 && Instant::now() < deadline {
+            r.on_udp_event(0);
+        }
+        assert_eq!(r.stats.datagrams_in, 4, "one batch");
+        assert_eq!(r.run_next, vec![token::udp(0)], "queued for the next tick");
+        // Tick 2: a fresh event first, then the queued turn.
+        let queued = std::mem::take(&mut r.run_next);
+        r.on_udp_event(0);
+        assert_eq!(r.stats.datagrams_in, 4, "the event waits for the queued turn");
+        for token in queued {
+            r.dispatch_queued(token);
+        }
+        assert_eq!(r.stats.datagrams_in, 8, "one batch this tick");
+        assert_eq!(r.stats.datagrams_out, 8);
+    }
+}

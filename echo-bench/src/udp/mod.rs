@@ -10,6 +10,12 @@
 //! has not come back within [`LOSS_TIMEOUT`] counts it lost and moves on;
 //! an echo that arrives after that counts as late.
 //!
+//! Datagrams move a batch per call (`batch.rs`): one `recvmmsg` takes
+//! every echo waiting on a socket, up to [`batch::BATCH`], and the next
+//! datagrams those echoes release are staged and sent by one `sendmmsg`
+//! after the batch, so the client spends far fewer calls per datagram
+//! than the server it measures once lanes are many.
+//!
 //! Like TCP, a socket is *proven* by its first echo (sequence 0, resent
 //! after each loss timeout until `--timeout`); a closed
 //! port answers with ICMP, which a connected UDP socket reports as
@@ -17,6 +23,8 @@
 //! The phases of the thread are the shared skeleton's ([`crate::engine`]):
 //! every socket is opened at once, and the drain after the window lasts
 //! one [`LOSS_TIMEOUT`].
+
+mod batch;
 
 use crate::config::UDP_HEADER;
 use crate::engine::{self, Core, Engine, Share};
@@ -27,9 +35,11 @@ use log::{debug, warn};
 use mio::event::Event;
 use mio::net::UdpSocket;
 use mio::{Interest, Token};
+use batch::Slots;
 use slab::Slab;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,11 +74,13 @@ struct Sock {
 struct Worker {
     core: Core,
     socks: Slab<Sock>,
-    /// Receive buffer, one byte longer than a message so an oversized echo
-    /// is seen as such instead of silently truncated.
-    rbuf: Box<[u8]>,
-    /// The outgoing datagram, rebuilt in place for each send.
-    wbuf: Box<[u8]>,
+    /// Receive slots, each one byte longer than a message so an oversized
+    /// echo is seen as such instead of silently truncated.
+    inbox: Slots,
+    /// Datagrams staged to send on socket `outbox_key`, sent by
+    /// [`Worker::flush`].
+    outbox: Slots,
+    outbox_key: usize,
     size: usize,
     depth: u64,
     /// Lanes waiting for an echo, over all live sockets.
@@ -84,8 +96,9 @@ pub(crate) fn run_thread(sh: Arc<Shared>, share: Share) -> ThreadResult {
     let mut w = Worker {
         socks: Slab::with_capacity(share.ids.len()),
         core: Core::new(sh, share)?,
-        rbuf: vec![0u8; size + 1].into_boxed_slice(),
-        wbuf: vec![0u8; size].into_boxed_slice(),
+        inbox: Slots::new(size + 1),
+        outbox: Slots::new(size),
+        outbox_key: 0,
         size,
         depth,
         waiting: 0,
@@ -134,10 +147,12 @@ impl Engine for Worker {
                 self.send_if_allowed(key, lane, seq, now);
             }
         }
+        self.flush();
     }
 
     fn sweep(&mut self, now: Instant) {
         self.sweep_lanes(now);
+        self.flush();
     }
 
     /// Datagrams still awaited are counted with their age so far (see
@@ -188,6 +203,7 @@ impl Worker {
                 }
             }
         }
+        self.flush();
     }
 
     fn open(&mut self, id: usize, now: Instant) -> io::Result<usize> {
@@ -291,13 +307,18 @@ impl Worker {
         }
     }
 
-    /// Sends datagram `seq` on `lane`. A send that fails for lack of
-    /// buffer space counts like a datagram lost on the way.
+    /// Stages datagram `seq` on `lane`, to be sent with the others staged
+    /// for the same socket by [`Worker::flush`].
     fn send(&mut self, key: usize, lane: usize, seq: u64, now: Instant) {
+        if self.outbox.n > 0 && (self.outbox_key != key || self.outbox.is_full()) {
+            self.flush();
+        }
+        self.outbox_key = key;
         let s = &mut self.socks[key];
-        self.wbuf[..UDP_HEADER].copy_from_slice(&seq.to_le_bytes());
         let body = self.size - UDP_HEADER;
-        self.wbuf[UDP_HEADER..].copy_from_slice(self.core.sh.pattern.slice(
+        let out = self.outbox.stage(self.size);
+        out[..UDP_HEADER].copy_from_slice(&seq.to_le_bytes());
+        out[UDP_HEADER..].copy_from_slice(self.core.sh.pattern.slice(
             s.start,
             seq * self.size as u64,
             body,
@@ -307,12 +328,30 @@ impl Worker {
         l.sent_at = now;
         l.waiting = true;
         self.waiting += 1;
-        match s.socket.send(&self.wbuf) {
-            Ok(_) => {}
-            // Dropped before it left; the loss timeout will account for it.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => self.socket_error(key, &e),
+    }
+
+    /// Sends the staged datagrams, as few calls as the socket takes. A
+    /// send that fails for lack of buffer space counts like datagrams lost
+    /// on the way.
+    fn flush(&mut self) {
+        let key = self.outbox_key;
+        let mut next = 0;
+        while next < self.outbox.n {
+            let Some(s) = self.socks.get(key).filter(|s| !s.dead) else {
+                break;
+            };
+            match self.outbox.send(s.socket.as_raw_fd(), next) {
+                Ok(sent) => next += sent.max(1),
+                // Dropped before they left; the loss timeout accounts for them.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.socket_error(key, &e);
+                    break;
+                }
+            }
         }
+        self.outbox.n = 0;
     }
 
     // ----- receiving -----------------------------------------------------
@@ -321,34 +360,43 @@ impl Worker {
         let now = Instant::now();
         loop {
             let Some(s) = self.socks.get_mut(key) else {
-                return;
+                break;
             };
             if s.dead {
-                return;
+                break;
             }
-            // Datagram sockets have no "short read means empty" rule: each
-            // recv returns one datagram, so drain until WouldBlock.
-            let n = match s.socket.recv(&mut self.rbuf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            // A batch shorter than its slots found the queue empty.
+            let got = match self.inbox.recv(s.socket.as_raw_fd()) {
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.socket_error(key, &e);
-                    return;
+                    break;
                 }
             };
-            if !self.on_datagram(key, n, now) {
-                return;
+            for i in 0..got {
+                if !self.on_datagram(key, i, now) {
+                    break;
+                }
+            }
+            if got < batch::BATCH {
+                break;
             }
         }
+        self.flush();
     }
 
-    /// The datagram of `n` bytes just read into `rbuf` on `key`: checked,
+    /// The datagram in receive slot `i` on `key`: checked,
     /// matched to its lane, and answered with the lane's next one. Returns
     /// false if the socket failed on it.
-    fn on_datagram(&mut self, key: usize, n: usize, now: Instant) -> bool {
+    fn on_datagram(&mut self, key: usize, i: usize, now: Instant) -> bool {
         let s = &mut self.socks[key];
-        let got = &self.rbuf[..n];
+        if s.dead {
+            return false;
+        }
+        let got = self.inbox.get(i);
+        let n = got.len();
         let seq = match got.first_chunk::<UDP_HEADER>() {
             Some(header) => u64::from_le_bytes(*header),
             None => u64::MAX,

@@ -1,0 +1,208 @@
+//! Many datagrams per system call on a connected UDP socket: `recvmmsg(2)`
+//! fills a batch of slots, `sendmmsg(2)` sends a batch of staged
+//! datagrams, so that the client spends two calls per [`BATCH`] datagrams
+//! and can saturate a server that batches too. Elsewhere than Linux, a
+//! call per datagram fills and sends the same batches.
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// Datagrams per call.
+pub(crate) const BATCH: usize = 32;
+
+/// `BATCH` slots of `slot` bytes each, and how many bytes each holds.
+pub(crate) struct Slots {
+    buf: Box<[u8]>,
+    slot: usize,
+    lens: [usize; BATCH],
+    /// Slots in use: received, or staged to send.
+    pub(crate) n: usize,
+}
+
+impl Slots {
+    pub(crate) fn new(slot: usize) -> Slots {
+        Slots {
+            buf: vec![0; slot * BATCH].into_boxed_slice(),
+            slot,
+            lens: [0; BATCH],
+            n: 0,
+        }
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.n == BATCH
+    }
+
+    /// Slot `i`'s bytes.
+    pub(crate) fn get(&self, i: usize) -> &[u8] {
+        &self.buf[i * self.slot..][..self.lens[i]]
+    }
+
+    /// Stages one more datagram of `len` bytes; its slot, to fill.
+    pub(crate) fn stage(&mut self, len: usize) -> &mut [u8] {
+        let i = self.n;
+        self.n += 1;
+        self.lens[i] = len;
+        &mut self.buf[i * self.slot..][..len]
+    }
+
+    /// Receives up to a batch into the slots; how many (0: none waiting).
+    pub(crate) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.n = 0;
+        let n = calls::recv(fd, &mut self.buf, self.slot, &mut self.lens)?;
+        self.n = n;
+        Ok(n)
+    }
+
+    /// Sends the staged datagrams from the `from`th on; how many went out
+    /// (at least one), or the error of the first.
+    pub(crate) fn send(&self, fd: RawFd, from: usize) -> io::Result<usize> {
+        calls::send(fd, &self.buf, self.slot, &self.lens[from..self.n], from)
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod calls {
+    use super::BATCH;
+    use std::io;
+    use std::mem::MaybeUninit;
+    use std::os::fd::RawFd;
+
+    pub(super) fn recv(
+        fd: RawFd,
+        buf: &mut [u8],
+        slot: usize,
+        lens: &mut [usize; BATCH],
+    ) -> io::Result<usize> {
+        let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; BATCH];
+        let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; BATCH];
+        let base = buf.as_mut_ptr();
+        for i in 0..BATCH {
+            let iov = iovs[i].write(libc::iovec {
+                // SAFETY: slot `i` lies inside `buf` (`slot * BATCH` bytes).
+                iov_base: unsafe { base.add(i * slot) }.cast(),
+                iov_len: slot,
+            });
+            // SAFETY: an all-zero `mmsghdr` is valid: no address, no
+            // control data (the socket is connected).
+            let mut hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            hdr.msg_hdr.msg_iov = iov;
+            hdr.msg_hdr.msg_iovlen = 1;
+            hdrs[i].write(hdr);
+        }
+        // SAFETY: every header is initialized and points at its own iovec
+        // and slot, alive until the call returns; non-blocking socket, no
+        // timeout.
+        let got = unsafe {
+            libc::recvmmsg(
+                fd,
+                hdrs.as_mut_ptr().cast(),
+                BATCH as libc::c_uint,
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+        if got < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for (i, len) in lens.iter_mut().enumerate().take(got as usize) {
+            // SAFETY: initialized above.
+            *len = unsafe { hdrs[i].assume_init_ref() }.msg_len as usize;
+        }
+        Ok(got as usize)
+    }
+
+    pub(super) fn send(
+        fd: RawFd,
+        buf: &[u8],
+        slot: usize,
+        lens: &[usize],
+        from: usize,
+    ) -> io::Result<usize> {
+        let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; BATCH];
+        let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; BATCH];
+        for (k, &len) in lens.iter().enumerate() {
+            let data = &buf[(from + k) * slot..][..len];
+            let iov = iovs[k].write(libc::iovec {
+                iov_base: data.as_ptr().cast_mut().cast(),
+                iov_len: len,
+            });
+            // SAFETY: as in `recv`.
+            let mut hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            hdr.msg_hdr.msg_iov = iov;
+            hdr.msg_hdr.msg_iovlen = 1;
+            hdrs[k].write(hdr);
+        }
+        // SAFETY: the first `lens.len()` headers are initialized and point
+        // into `buf`, which the kernel only reads.
+        let sent = unsafe {
+            libc::sendmmsg(
+                fd,
+                hdrs.as_mut_ptr().cast(),
+                lens.len() as libc::c_uint,
+                0,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(sent as usize)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod calls {
+    use super::BATCH;
+    use std::io;
+    use std::os::fd::RawFd;
+
+    fn one(r: isize) -> io::Result<usize> {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r as usize)
+        }
+    }
+
+    pub(super) fn recv(
+        fd: RawFd,
+        buf: &mut [u8],
+        slot: usize,
+        lens: &mut [usize; BATCH],
+    ) -> io::Result<usize> {
+        let mut n = 0;
+        while n < BATCH {
+            let at = &mut buf[n * slot..][..slot];
+            // SAFETY: `at` is writable for `slot` bytes.
+            match one(unsafe { libc::recv(fd, at.as_mut_ptr().cast(), slot, 0) }) {
+                Ok(len) => {
+                    lens[n] = len;
+                    n += 1;
+                }
+                Err(e) if n > 0 && e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
+    pub(super) fn send(
+        fd: RawFd,
+        buf: &[u8],
+        slot: usize,
+        lens: &[usize],
+        from: usize,
+    ) -> io::Result<usize> {
+        let mut sent = 0;
+        for (k, &len) in lens.iter().enumerate() {
+            let data = &buf[(from + k) * slot..][..len];
+            // SAFETY: `data` is readable for `len` bytes.
+            match one(unsafe { libc::send(fd, data.as_ptr().cast(), len, 0) }) {
+                Ok(_) => sent += 1,
+                Err(e) if sent == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(sent)
+    }
+}

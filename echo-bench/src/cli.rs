@@ -141,6 +141,13 @@ pub struct Args {
     #[arg(long)]
     pub udp: bool,
 
+    /// With --udp: accept coalesced datagrams (UDP_GRO, Linux 5.0): a run of
+    /// echoes a server sent as one segmented message (UDP GSO) arrives as
+    /// one, and is split here, instead of being cut up by the kernel on the
+    /// server's time.
+    #[arg(long, requires = "udp")]
+    pub udp_gro: bool,
+
     /// Print one JSON object on stdout instead of the table (also when the
     /// run cannot happen: then with `error`).
     #[arg(long)]
@@ -313,6 +320,7 @@ impl Args {
             },
         };
         self.payload(&mut cfg)?;
+        cfg.udp_gro = self.udp_gro;
         cfg.transport = if self.udp {
             Transport::Udp
         } else {

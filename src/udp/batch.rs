@@ -4,7 +4,12 @@
 //! On Linux one `recvmmsg(2)` fills up to a batch of slots, each with its
 //! datagram and its sender's address, and one `sendmmsg(2)` sends the
 //! chosen answers from the same slots back to the same addresses (an echo
-//! is its datagram: nothing is copied). Elsewhere the same [`Batch`] is
+//! is its datagram: nothing is copied). Consecutive answers to the same
+//! peer go as one message cut into datagrams by the kernel (UDP GSO,
+//! `UDP_SEGMENT`): most of a datagram's cost on the way out is routing and
+//! building its packet, and that is then paid once per run of answers to
+//! a peer instead of once per answer. The peer receives the same
+//! datagrams, in the same order. Elsewhere the same [`Batch`] is
 //! filled by a `recv_from` per datagram and answered by a `send_to` per
 //! answer ([`portable`]), with the same results and twice the calls.
 //!
@@ -62,6 +67,10 @@ pub(crate) struct Batch {
     name_lens: Box<[libc::socklen_t]>,
     /// Slots filled by the last receive.
     filled: usize,
+    /// Answers to one peer may go as one message of segments (UDP GSO);
+    /// off for good once the socket's path said it cannot.
+    #[cfg(target_os = "linux")]
+    gso: std::cell::Cell<bool>,
 }
 
 /// A sender that no datagram has: port 0, which the loop guard refuses.
@@ -82,6 +91,8 @@ impl Batch {
             #[cfg(target_os = "linux")]
             name_lens: vec![0; size].into_boxed_slice(),
             filled: 0,
+            #[cfg(target_os = "linux")]
+            gso: std::cell::Cell::new(true),
         }
     }
 
@@ -142,7 +153,21 @@ impl Datagrams for mio::net::UdpSocket {
 
     #[cfg(target_os = "linux")]
     fn send_batch(&self, batch: &Batch, picks: &[u8]) -> io::Result<usize> {
-        linux::send(self.as_raw_fd(), batch, picks)
+        let gso = batch.gso.get();
+        match linux::send(self.as_raw_fd(), batch, picks, gso) {
+            Err(e) if gso && e.kind() != io::ErrorKind::WouldBlock => {
+                // The first message failed, and it may have been one of
+                // segments that the path cannot take (no checksum offload:
+                // EIO; an answer larger than the path's MTU: EINVAL). Sent
+                // one by one, each answer meets its own fate; a device
+                // that cannot segment at all is not asked again.
+                if e.raw_os_error() == Some(libc::EIO) {
+                    batch.gso.set(false);
+                }
+                linux::send(self.as_raw_fd(), batch, picks, false)
+            }
+            done => done,
+        }
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -226,34 +251,112 @@ mod linux {
         Ok(got)
     }
 
-    pub(super) fn send(fd: RawFd, batch: &Batch, picks: &[u8]) -> io::Result<usize> {
+    /// Sends the answers in slots `picks`; how many of them went out.
+    ///
+    /// With `gso`, consecutive answers to one peer go as one message with
+    /// a `UDP_SEGMENT` size (UDP GSO, Linux 4.18): the kernel routes and
+    /// builds one packet and cuts it into datagrams of that size at the
+    /// last moment. A run ends at another peer, at a longer answer, after
+    /// a shorter one (only the last segment may be short), or at the
+    /// limits of one message.
+    pub(super) fn send(fd: RawFd, batch: &Batch, picks: &[u8], gso: bool) -> io::Result<usize> {
         let n = picks.len().min(MAX_BATCH);
         let mut hdrs: Headers = [const { MaybeUninit::uninit() }; MAX_BATCH];
         let mut iovs: Iovecs = [const { MaybeUninit::uninit() }; MAX_BATCH];
-        for (k, &i) in picks[..n].iter().enumerate() {
-            let i = usize::from(i);
-            let data = batch.data(i);
-            let iov = iovs[k].write(libc::iovec {
-                iov_base: data.as_ptr().cast_mut().cast(),
-                iov_len: data.len(),
-            });
+        let mut controls = [Control::default(); MAX_BATCH];
+        // Answers per message.
+        let mut runs = [0usize; MAX_BATCH];
+        let (mut k, mut m) = (0, 0);
+        while k < n {
+            let first = usize::from(picks[k]);
+            let seg = batch.lens[first];
+            let mut run = 1;
+            if gso && seg > 0 {
+                let mut total = seg;
+                while k + run < n && run < GSO_MAX_SEGMENTS {
+                    let i = usize::from(picks[k + run]);
+                    let len = batch.lens[i];
+                    if batch.peers[i] != batch.peers[first]
+                        || len == 0
+                        || len > seg
+                        || total + len > GSO_MAX_BYTES
+                    {
+                        break;
+                    }
+                    run += 1;
+                    total += len;
+                    if len < seg {
+                        break;
+                    }
+                }
+            }
+            for (r, &i) in picks[k..k + run].iter().enumerate() {
+                let data = batch.data(usize::from(i));
+                iovs[k + r].write(libc::iovec {
+                    iov_base: data.as_ptr().cast_mut().cast(),
+                    iov_len: data.len(),
+                });
+            }
             // SAFETY: as in `recv`.
             let mut hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            hdr.msg_hdr.msg_name = (&raw const batch.names[i]).cast_mut().cast();
-            hdr.msg_hdr.msg_namelen = batch.name_lens[i];
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
-            hdrs[k].write(hdr);
+            hdr.msg_hdr.msg_name = (&raw const batch.names[first]).cast_mut().cast();
+            hdr.msg_hdr.msg_namelen = batch.name_lens[first];
+            hdr.msg_hdr.msg_iov = iovs[k].as_mut_ptr();
+            hdr.msg_hdr.msg_iovlen = run as _;
+            if run > 1 {
+                let control = &mut controls[m];
+                control.header.cmsg_len = CONTROL_LEN as _;
+                control.header.cmsg_level = libc::SOL_UDP;
+                control.header.cmsg_type = libc::UDP_SEGMENT;
+                control.segment = seg as u16;
+                hdr.msg_hdr.msg_control = (&raw mut *control).cast();
+                hdr.msg_hdr.msg_controllen = size_of::<Control>() as _;
+            }
+            hdrs[m].write(hdr);
+            runs[m] = run;
+            k += run;
+            m += 1;
         }
-        // SAFETY: the first `n` headers are initialized and point at slots
-        // and addresses of `batch`, which the shared borrow keeps alive and
-        // unchanged; the kernel only reads them (and writes `msg_len`
-        // into the headers, which are ours).
-        let sent = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr().cast(), n as libc::c_uint, 0) };
+        // SAFETY: the first `m` headers are initialized; each points at
+        // `run` initialized iovecs over slots of `batch` (which the shared
+        // borrow keeps alive and unchanged), at an address of `batch`, and
+        // at its own control message or none; the kernel only reads them
+        // (and writes `msg_len` into the headers, which are ours).
+        let sent = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr().cast(), m as libc::c_uint, 0) };
         if sent < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(sent as usize)
+        Ok(runs[..sent as usize].iter().sum())
+    }
+
+    /// The most segments one GSO message may carry (the kernel's
+    /// `UDP_MAX_SEGMENTS`).
+    const GSO_MAX_SEGMENTS: usize = 64;
+
+    /// The most payload one GSO message may carry: one IPv4 datagram's.
+    const GSO_MAX_BYTES: usize = 65_507;
+
+    /// A `UDP_SEGMENT` control message: its header, then the segment size
+    /// (a `u16`), laid out as `CMSG_SPACE(2)`.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Control {
+        header: libc::cmsghdr,
+        segment: u16,
+        _pad: [u8; 6],
+    }
+
+    /// `CMSG_LEN(2)`: the header and the segment size.
+    const CONTROL_LEN: usize = size_of::<libc::cmsghdr>() + 2;
+
+    const _: () = assert!(size_of::<libc::cmsghdr>() % 8 == 0 && size_of::<Control>() == CONTROL_LEN + 6);
+
+    impl Default for Control {
+        fn default() -> Control {
+            // SAFETY: plain old data; all zeroes is a valid (empty) value,
+            // whatever padding fields the C library's `cmsghdr` has.
+            unsafe { std::mem::zeroed() }
+        }
     }
 
     /// The sender the kernel wrote, as a `SocketAddr` (a family other than

@@ -317,6 +317,48 @@ fn the_batch_calls_receive_and_answer_real_datagrams() {
 }
 
 #[test]
+fn runs_of_answers_to_one_peer_arrive_as_the_datagrams_they_were() {
+    // Sizes that end runs every way: shorter (the run's last segment),
+    // longer (a new run), empty (never a segment).
+    let sizes = [100, 100, 40, 100, 300, 300, 300, 0, 7, 7, 65_000, 65_000];
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    server.set_nonblocking(true).unwrap();
+    let server = mio::net::UdpSocket::from_std(server);
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let to = server.local_addr().unwrap();
+    let sent: Vec<Vec<u8>> = (sizes.iter().enumerate())
+        .map(|(i, &n)| (0..n).map(|b| (b * 7 + i) as u8).collect())
+        .collect();
+    for d in &sent {
+        client.send_to(d, to).unwrap();
+    }
+    let mut batch = Batch::new(MAX_BATCH);
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got < sizes.len() && Instant::now() < deadline {
+        match server.recv_batch(&mut batch) {
+            Ok(k) => {
+                let picks: Vec<u8> = (0..k as u8).collect();
+                let mut done = 0;
+                while done < k {
+                    done += server.send_batch(&batch, &picks[done..]).unwrap();
+                }
+                got += k;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let mut buf = vec![0u8; 70_000];
+    for d in &sent {
+        let n = client.recv(&mut buf).expect("the answer");
+        assert_eq!(n, d.len());
+        assert!(buf[..n] == d[..], "a datagram of {} bytes changed", d.len());
+    }
+}
+
+#[test]
 fn the_portable_calls_do_the_same() {
     exchange(10, portable::recv, portable::send, false);
     exchange(10, portable::recv, portable::send, true);

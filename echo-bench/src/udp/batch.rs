@@ -10,11 +10,45 @@ use std::os::fd::RawFd;
 /// Datagrams per call.
 pub(crate) const BATCH: usize = 32;
 
+/// A slot that can hold coalesced datagrams (`--udp-gro`): the most one
+/// message carries.
+pub(crate) const GRO_SLOT: usize = 64 * 1024;
+
+/// Asks the kernel to hand `fd` runs of datagrams from one sender as one
+/// coalesced message (`UDP_GRO`).
+#[cfg(target_os = "linux")]
+pub(crate) fn accept_coalesced(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid option value of its declared size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// No `UDP_GRO` here.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn accept_coalesced(_fd: RawFd) -> io::Result<()> {
+    Err(io::Error::other("UDP_GRO is Linux's"))
+}
+
 /// `BATCH` slots of `slot` bytes each, and how many bytes each holds.
 pub(crate) struct Slots {
     buf: Box<[u8]>,
     slot: usize,
     lens: [usize; BATCH],
+    /// Each received slot's segment size when it holds coalesced datagrams
+    /// (`--udp-gro`), else 0.
+    segs: [usize; BATCH],
     /// Slots in use: received, or staged to send.
     pub(crate) n: usize,
 }
@@ -25,6 +59,7 @@ impl Slots {
             buf: vec![0; slot * BATCH].into_boxed_slice(),
             slot,
             lens: [0; BATCH],
+            segs: [0; BATCH],
             n: 0,
         }
     }
@@ -38,6 +73,16 @@ impl Slots {
         &self.buf[i * self.slot..][..self.lens[i]]
     }
 
+    /// Slot `i`'s length, and the size of the datagrams coalesced in it
+    /// (its length if it holds one).
+    pub(crate) fn shape(&self, i: usize) -> (usize, usize) {
+        let len = self.lens[i];
+        match self.segs[i] {
+            0 => (len, len.max(1)),
+            seg => (len, seg),
+        }
+    }
+
     /// Stages one more datagram of `len` bytes; its slot, to fill.
     pub(crate) fn stage(&mut self, len: usize) -> &mut [u8] {
         let i = self.n;
@@ -49,7 +94,7 @@ impl Slots {
     /// Receives up to a batch into the slots; how many (0: none waiting).
     pub(crate) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         self.n = 0;
-        let n = calls::recv(fd, &mut self.buf, self.slot, &mut self.lens)?;
+        let n = calls::recv(fd, &mut self.buf, self.slot, &mut self.lens, &mut self.segs)?;
         self.n = n;
         Ok(n)
     }
@@ -68,14 +113,19 @@ mod calls {
     use std::mem::MaybeUninit;
     use std::os::fd::RawFd;
 
+    /// Room for one `UDP_GRO` control message (`CMSG_SPACE(4)`), aligned.
+    type Control = [u64; 4];
+
     pub(super) fn recv(
         fd: RawFd,
         buf: &mut [u8],
         slot: usize,
         lens: &mut [usize; BATCH],
+        segs: &mut [usize; BATCH],
     ) -> io::Result<usize> {
         let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; BATCH];
         let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; BATCH];
+        let mut controls: [Control; BATCH] = [[0; 4]; BATCH];
         let base = buf.as_mut_ptr();
         for i in 0..BATCH {
             let iov = iovs[i].write(libc::iovec {
@@ -88,6 +138,8 @@ mod calls {
             let mut hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
             hdr.msg_hdr.msg_iov = iov;
             hdr.msg_hdr.msg_iovlen = 1;
+            hdr.msg_hdr.msg_control = controls[i].as_mut_ptr().cast();
+            hdr.msg_hdr.msg_controllen = std::mem::size_of::<Control>() as _;
             hdrs[i].write(hdr);
         }
         // SAFETY: every header is initialized and points at its own iovec
@@ -105,9 +157,23 @@ mod calls {
         if got < 0 {
             return Err(io::Error::last_os_error());
         }
-        for (i, len) in lens.iter_mut().enumerate().take(got as usize) {
+        for i in 0..got as usize {
             // SAFETY: initialized above.
-            *len = unsafe { hdrs[i].assume_init_ref() }.msg_len as usize;
+            let hdr = unsafe { hdrs[i].assume_init_ref() };
+            lens[i] = hdr.msg_len as usize;
+            segs[i] = 0;
+            // SAFETY: the kernel wrote `msg_controllen` bytes of control
+            // messages into `controls[i]`; the macros walk only those.
+            unsafe {
+                let cmsg = libc::CMSG_FIRSTHDR(&hdr.msg_hdr);
+                if !cmsg.is_null()
+                    && (*cmsg).cmsg_level == libc::SOL_UDP
+                    && (*cmsg).cmsg_type == libc::UDP_GRO
+                {
+                    let seg = libc::CMSG_DATA(cmsg).cast::<libc::c_int>().read_unaligned();
+                    segs[i] = seg.max(0) as usize;
+                }
+            }
         }
         Ok(got as usize)
     }
@@ -169,7 +235,9 @@ mod calls {
         buf: &mut [u8],
         slot: usize,
         lens: &mut [usize; BATCH],
+        segs: &mut [usize; BATCH],
     ) -> io::Result<usize> {
+        segs.fill(0);
         let mut n = 0;
         while n < BATCH {
             let at = &mut buf[n * slot..][..slot];

@@ -93,10 +93,15 @@ struct Worker {
 /// Runs one thread's share of a UDP run.
 pub(crate) fn run_thread(sh: Arc<Shared>, share: Share) -> ThreadResult {
     let (size, depth) = (sh.cfg.size, sh.cfg.depth as u64);
+    let slot = if sh.cfg.udp_gro {
+        batch::GRO_SLOT.max(size + 1)
+    } else {
+        size + 1
+    };
     let mut w = Worker {
         socks: Slab::with_capacity(share.ids.len()),
         core: Core::new(sh, share)?,
-        inbox: Slots::new(size + 1),
+        inbox: Slots::new(slot),
         outbox: Slots::new(size),
         outbox_key: 0,
         size,
@@ -217,6 +222,9 @@ impl Worker {
         // A connected socket only receives from the server, and reports
         // the ICMP "port unreachable" of a closed port as ECONNREFUSED.
         socket.connect(cfg.addr)?;
+        if cfg.udp_gro {
+            batch::accept_coalesced(socket.as_raw_fd())?;
+        }
         let entry = self.socks.vacant_entry();
         // Read interest only: a datagram send either goes out whole or
         // fails at once, so there is never a partial write to resume.
@@ -375,9 +383,20 @@ impl Worker {
                     break;
                 }
             };
-            for i in 0..got {
-                if !self.on_datagram(key, i, now) {
-                    break;
+            'slots: for i in 0..got {
+                // A slot holds one datagram, or with --udp-gro a run of
+                // them from the server, all `seg` bytes but the last.
+                let (len, seg) = self.inbox.shape(i);
+                let mut at = 0;
+                loop {
+                    let n = seg.min(len - at);
+                    if !self.on_datagram(key, i, at, n, now) {
+                        break 'slots;
+                    }
+                    at += n;
+                    if at >= len {
+                        break;
+                    }
                 }
             }
             if got < batch::BATCH {
@@ -387,15 +406,15 @@ impl Worker {
         self.flush();
     }
 
-    /// The datagram in receive slot `i` on `key`: checked,
+    /// The datagram at `at`, `n` bytes, in receive slot `i` on `key`: checked,
     /// matched to its lane, and answered with the lane's next one. Returns
     /// false if the socket failed on it.
-    fn on_datagram(&mut self, key: usize, i: usize, now: Instant) -> bool {
+    fn on_datagram(&mut self, key: usize, i: usize, at: usize, n: usize, now: Instant) -> bool {
         let s = &mut self.socks[key];
         if s.dead {
             return false;
         }
-        let got = self.inbox.get(i);
+        let got = &self.inbox.get(i)[at..at + n];
         let n = got.len();
         let seq = match got.first_chunk::<UDP_HEADER>() {
             Some(header) => u64::from_le_bytes(*header),

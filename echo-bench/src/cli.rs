@@ -141,12 +141,13 @@ pub struct Args {
     #[arg(long)]
     pub udp: bool,
 
-    /// With --udp: accept coalesced datagrams (UDP_GRO, Linux 5.0): a run of
-    /// echoes a server sent as one segmented message (UDP GSO) arrives as
-    /// one, and is split here, instead of being cut up by the kernel on the
-    /// server's time.
+    /// With --udp: send each socket's datagrams of a turn as one segmented
+    /// message (UDP GSO, Linux 4.18), and accept echoes coalesced
+    /// (UDP_GRO, Linux 5.0): a run of echoes a server sent as one message
+    /// arrives as one and is split here. What a QUIC stack does; off, a
+    /// datagram is a datagram all the way.
     #[arg(long, requires = "udp")]
-    pub udp_gro: bool,
+    pub udp_offload: bool,
 
     /// Print one JSON object on stdout instead of the table (also when the
     /// run cannot happen: then with `error`).
@@ -320,7 +321,7 @@ impl Args {
             },
         };
         self.payload(&mut cfg)?;
-        cfg.udp_gro = self.udp_gro;
+        cfg.udp_offload = self.udp_offload;
         cfg.transport = if self.udp {
             Transport::Udp
         } else {

@@ -16,7 +16,7 @@ use crate::service::{Endpoint, Service, Transport};
 use crate::sockets::{Socket, Sockets};
 use crate::token;
 use crate::budget::Budget;
-use crate::udp::{LoopGuard, Port};
+use crate::udp::{self, LoopGuard, Port};
 
 /// A listening socket and its accept state.
 #[derive(Debug)]
@@ -150,6 +150,12 @@ impl ListenerSlot {
 
 impl UdpSlot {
     fn new(socket: UdpSocket, service: Service, batch: usize) -> UdpSlot {
+        // An echo answers each datagram with itself, so a run that came
+        // coalesced goes back as one; daytime's answers are not its
+        // datagrams, and it takes them one by one (`udp/batch.rs`).
+        if service == Service::Echo && batch > 1 {
+            udp::accept_coalesced(&socket);
+        }
         UdpSlot {
             socket: Some(socket),
             service,

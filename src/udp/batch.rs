@@ -9,7 +9,15 @@
 //! `UDP_SEGMENT`): most of a datagram's cost on the way out is routing and
 //! building its packet, and that is then paid once per run of answers to
 //! a peer instead of once per answer. The peer receives the same
-//! datagrams, in the same order. Elsewhere the same [`Batch`] is
+//! datagrams, in the same order.
+//!
+//! The other way too: an echo socket asks for coalesced datagrams
+//! (`UDP_GRO`), so a run of datagrams from one sender that came as one
+//! packet (a client sending with GSO; a network card's GRO) is received as
+//! one, into one slot, with the size of its segments. A slot then holds
+//! several datagrams; each is still a datagram to the loop (counted,
+//! checked by the guard, answered), and a [`Pick`] names one by its slot,
+//! offset and length. Elsewhere the same [`Batch`] is
 //! filled by a `recv_from` per datagram and answered by a `send_to` per
 //! answer ([`portable`]), with the same results and twice the calls.
 //!
@@ -42,10 +50,10 @@ pub(crate) trait Datagrams {
     /// its size; how many (0: none waiting).
     fn recv_batch(&self, batch: &mut Batch) -> io::Result<usize>;
 
-    /// Sends the answers in the slots `picks`, in order, each to the
-    /// sender of its slot; how many went out (at least one), or the error
-    /// of the first.
-    fn send_batch(&self, batch: &Batch, picks: &[u8]) -> io::Result<usize>;
+    /// Sends the answers `picks` names, in order, each to the sender of
+    /// its slot; how many went out (at least one), or the error of the
+    /// first.
+    fn send_batch(&self, batch: &Batch, picks: &[Pick]) -> io::Result<usize>;
 
     /// Sends one datagram (a queued answer).
     fn send_one(&self, data: &[u8], peer: SocketAddr) -> io::Result<usize>;
@@ -56,8 +64,11 @@ pub(crate) trait Datagrams {
 pub(crate) struct Batch {
     /// `size` slots of [`SLOT`] bytes.
     bufs: Box<[u8]>,
-    /// Bytes in each slot: its datagram, then its answer.
+    /// Bytes in each slot: its datagram(s), or its answer.
     lens: Box<[usize]>,
+    /// The size of the datagrams coalesced in each slot (all but the last
+    /// are this long); its length when it holds one.
+    segs: Box<[usize]>,
     /// Each slot's sender.
     peers: Box<[SocketAddr]>,
     /// Each slot's sender as the kernel wrote it, to answer to as is.
@@ -73,6 +84,40 @@ pub(crate) struct Batch {
     gso: std::cell::Cell<bool>,
 }
 
+/// One datagram in a batch: its slot, where it starts there, its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pick {
+    pub(crate) slot: u8,
+    pub(crate) at: u32,
+    pub(crate) len: u32,
+}
+
+/// Asks the kernel to hand runs of datagrams from one sender to `socket`
+/// as one coalesced message (`UDP_GRO`, Linux 5.0); where it cannot, they
+/// come one by one as before.
+pub(crate) fn accept_coalesced(socket: &mio::net::UdpSocket) {
+    #[cfg(target_os = "linux")]
+    {
+        let on: libc::c_int = 1;
+        // SAFETY: a valid option value of its declared size, on a socket
+        // this borrow keeps open.
+        let r = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_GRO,
+                (&raw const on).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            log::debug!("udp: no UDP_GRO: {}", io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+}
+
 /// A sender that no datagram has: port 0, which the loop guard refuses.
 const NOBODY: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
 
@@ -83,6 +128,7 @@ impl Batch {
         Batch {
             bufs: vec![0; size * SLOT].into_boxed_slice(),
             lens: vec![0; size].into_boxed_slice(),
+            segs: vec![0; size].into_boxed_slice(),
             peers: vec![NOBODY; size].into_boxed_slice(),
             #[cfg(target_os = "linux")]
             // SAFETY: `sockaddr_storage` is plain old data; all zeroes is
@@ -107,9 +153,25 @@ impl Batch {
         self.filled
     }
 
-    /// What slot `i` holds (a datagram, or the answer that replaced it).
-    pub(crate) fn data(&self, i: usize) -> &[u8] {
-        &self.bufs[i * SLOT..][..self.lens[i]]
+    /// The datagrams in slot `i`, each as a [`Pick`], in order (none for
+    /// an empty slot only if it holds no datagram at all: an empty
+    /// datagram is one pick of length 0).
+    pub(crate) fn datagrams(&self, i: usize) -> impl Iterator<Item = Pick> + use<> {
+        let (len, seg) = (self.lens[i], self.segs[i].max(1));
+        let count = len.div_ceil(seg).max(1);
+        (0..count).map(move |k| {
+            let at = k * seg;
+            Pick {
+                slot: i as u8,
+                at: at as u32,
+                len: seg.min(len - at) as u32,
+            }
+        })
+    }
+
+    /// The bytes `pick` names.
+    pub(crate) fn bytes(&self, pick: Pick) -> &[u8] {
+        &self.bufs[usize::from(pick.slot) * SLOT + pick.at as usize..][..pick.len as usize]
     }
 
     /// Who sent slot `i`'s datagram.
@@ -117,11 +179,20 @@ impl Batch {
         self.peers[i]
     }
 
-    /// Replaces slot `i`'s datagram with its answer (daytime's line).
-    pub(crate) fn set_answer(&mut self, i: usize, answer: &[u8]) {
+    /// Writes `answer` (daytime's line) over the datagram `pick` names; the
+    /// pick that names the answer. Only for a service whose socket does not
+    /// coalesce, so that the slot holds that one datagram.
+    pub(crate) fn set_answer(&mut self, pick: Pick, answer: &[u8]) -> Pick {
+        let i = usize::from(pick.slot);
         let n = answer.len().min(SLOT);
         self.bufs[i * SLOT..][..n].copy_from_slice(&answer[..n]);
         self.lens[i] = n;
+        self.segs[i] = n;
+        Pick {
+            slot: pick.slot,
+            at: 0,
+            len: n as u32,
+        }
     }
 
     /// Scripted receives: puts a datagram from `peer` in the next slot;
@@ -134,8 +205,21 @@ impl Batch {
         }
         self.filled += 1;
         self.peers[i] = peer;
-        self.set_answer(i, data);
+        self.bufs[i * SLOT..][..data.len()].copy_from_slice(data);
+        self.lens[i] = data.len();
+        self.segs[i] = data.len();
         true
+    }
+
+    /// Scripted coalesced receives: `data` in the next slot, as datagrams
+    /// of `seg` bytes.
+    #[cfg(test)]
+    pub(crate) fn push_coalesced(&mut self, data: &[u8], seg: usize, peer: SocketAddr) -> bool {
+        let pushed = self.push(data, peer);
+        if pushed {
+            self.segs[self.filled - 1] = seg;
+        }
+        pushed
     }
 
     /// Empties the batch before a scripted receive.
@@ -152,7 +236,7 @@ impl Datagrams for mio::net::UdpSocket {
     }
 
     #[cfg(target_os = "linux")]
-    fn send_batch(&self, batch: &Batch, picks: &[u8]) -> io::Result<usize> {
+    fn send_batch(&self, batch: &Batch, picks: &[Pick]) -> io::Result<usize> {
         let gso = batch.gso.get();
         match linux::send(self.as_raw_fd(), batch, picks, gso) {
             Err(e) if gso && e.kind() != io::ErrorKind::WouldBlock => {
@@ -176,7 +260,7 @@ impl Datagrams for mio::net::UdpSocket {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn send_batch(&self, batch: &Batch, picks: &[u8]) -> io::Result<usize> {
+    fn send_batch(&self, batch: &Batch, picks: &[Pick]) -> io::Result<usize> {
         portable::send(self, batch, picks)
     }
 
@@ -188,7 +272,7 @@ impl Datagrams for mio::net::UdpSocket {
 /// `recvmmsg(2)` and `sendmmsg(2)`.
 #[cfg(target_os = "linux")]
 mod linux {
-    use super::{Batch, MAX_BATCH, NOBODY, SLOT};
+    use super::{Batch, MAX_BATCH, NOBODY, Pick, SLOT};
     use std::io;
     use std::mem::{MaybeUninit, size_of};
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -201,11 +285,18 @@ mod linux {
     type Headers = [MaybeUninit<libc::mmsghdr>; MAX_BATCH];
     type Iovecs = [MaybeUninit<libc::iovec>; MAX_BATCH];
 
+    /// Room for one `UDP_GRO` control message (`CMSG_SPACE(4)`), aligned.
+    type GroControl = [u64; 4];
+
+    /// Iovecs one send builds at most (a datagram each): 4 KiB of stack.
+    const SEND_IOVECS: usize = 256;
+
     pub(super) fn recv(fd: RawFd, batch: &mut Batch) -> io::Result<usize> {
         batch.filled = 0;
         let size = batch.size();
         let mut hdrs: Headers = [const { MaybeUninit::uninit() }; MAX_BATCH];
         let mut iovs: Iovecs = [const { MaybeUninit::uninit() }; MAX_BATCH];
+        let mut controls: [GroControl; MAX_BATCH] = [[0; 4]; MAX_BATCH];
         let bufs = batch.bufs.as_mut_ptr();
         for i in 0..size {
             let iov = iovs[i].write(libc::iovec {
@@ -220,10 +311,13 @@ mod linux {
             hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             hdr.msg_hdr.msg_iov = iov;
             hdr.msg_hdr.msg_iovlen = 1;
+            hdr.msg_hdr.msg_control = controls[i].as_mut_ptr().cast();
+            hdr.msg_hdr.msg_controllen = size_of::<GroControl>() as _;
             hdrs[i].write(hdr);
         }
         // SAFETY: the first `size` headers are initialized, and each points
-        // at its own slot, its own address storage and its own iovec, all
+        // at its own slot, its own address storage, its own control buffer
+        // and its own iovec, all
         // alive and not otherwise borrowed until the call returns. No
         // timeout: the socket is non-blocking, so the call takes what is
         // queued and returns.
@@ -243,7 +337,9 @@ mod linux {
         for i in 0..got {
             // SAFETY: the first `size` >= `got` headers were initialized above.
             let hdr = unsafe { hdrs[i].assume_init_ref() };
-            batch.lens[i] = (hdr.msg_len as usize).min(SLOT);
+            let len = (hdr.msg_len as usize).min(SLOT);
+            batch.lens[i] = len;
+            batch.segs[i] = coalesced(&hdr.msg_hdr).unwrap_or(len);
             batch.name_lens[i] = hdr.msg_hdr.msg_namelen;
             batch.peers[i] = socket_addr(&batch.names[i], hdr.msg_hdr.msg_namelen);
         }
@@ -251,7 +347,23 @@ mod linux {
         Ok(got)
     }
 
-    /// Sends the answers in slots `picks`; how many of them went out.
+    /// The segment size of a coalesced message (`UDP_GRO`), if it is one.
+    fn coalesced(msg: &libc::msghdr) -> Option<usize> {
+        // SAFETY: the kernel wrote `msg_controllen` bytes of control
+        // messages into the buffer `msg_control` points at (ours, alive);
+        // the macros walk only those, and the data of a `UDP_GRO` message
+        // is an `int`.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(msg);
+            if cmsg.is_null() || (*cmsg).cmsg_level != libc::SOL_UDP || (*cmsg).cmsg_type != libc::UDP_GRO {
+                return None;
+            }
+            let seg = libc::CMSG_DATA(cmsg).cast::<libc::c_int>().read_unaligned();
+            usize::try_from(seg).ok().filter(|&seg| seg > 0)
+        }
+    }
+
+    /// Sends the answers `picks` names; how many of them went out.
     ///
     /// With `gso`, consecutive answers to one peer go as one message with
     /// a `UDP_SEGMENT` size (UDP GSO, Linux 4.18): the kernel routes and
@@ -259,24 +371,25 @@ mod linux {
     /// last moment. A run ends at another peer, at a longer answer, after
     /// a shorter one (only the last segment may be short), or at the
     /// limits of one message.
-    pub(super) fn send(fd: RawFd, batch: &Batch, picks: &[u8], gso: bool) -> io::Result<usize> {
-        let n = picks.len().min(MAX_BATCH);
+    pub(super) fn send(fd: RawFd, batch: &Batch, picks: &[Pick], gso: bool) -> io::Result<usize> {
         let mut hdrs: Headers = [const { MaybeUninit::uninit() }; MAX_BATCH];
-        let mut iovs: Iovecs = [const { MaybeUninit::uninit() }; MAX_BATCH];
+        let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; SEND_IOVECS];
         let mut controls = [Control::default(); MAX_BATCH];
         // Answers per message.
         let mut runs = [0usize; MAX_BATCH];
+        let n = picks.len().min(SEND_IOVECS);
         let (mut k, mut m) = (0, 0);
-        while k < n {
-            let first = usize::from(picks[k]);
-            let seg = batch.lens[first];
+        while k < n && m < MAX_BATCH {
+            let first = picks[k];
+            let slot = usize::from(first.slot);
+            let seg = first.len as usize;
             let mut run = 1;
             if gso && seg > 0 {
                 let mut total = seg;
                 while k + run < n && run < GSO_MAX_SEGMENTS {
-                    let i = usize::from(picks[k + run]);
-                    let len = batch.lens[i];
-                    if batch.peers[i] != batch.peers[first]
+                    let next = picks[k + run];
+                    let len = next.len as usize;
+                    if batch.peers[usize::from(next.slot)] != batch.peers[slot]
                         || len == 0
                         || len > seg
                         || total + len > GSO_MAX_BYTES
@@ -290,8 +403,8 @@ mod linux {
                     }
                 }
             }
-            for (r, &i) in picks[k..k + run].iter().enumerate() {
-                let data = batch.data(usize::from(i));
+            for (r, &pick) in picks[k..k + run].iter().enumerate() {
+                let data = batch.bytes(pick);
                 iovs[k + r].write(libc::iovec {
                     iov_base: data.as_ptr().cast_mut().cast(),
                     iov_len: data.len(),
@@ -299,8 +412,8 @@ mod linux {
             }
             // SAFETY: as in `recv`.
             let mut hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            hdr.msg_hdr.msg_name = (&raw const batch.names[first]).cast_mut().cast();
-            hdr.msg_hdr.msg_namelen = batch.name_lens[first];
+            hdr.msg_hdr.msg_name = (&raw const batch.names[slot]).cast_mut().cast();
+            hdr.msg_hdr.msg_namelen = batch.name_lens[slot];
             hdr.msg_hdr.msg_iov = iovs[k].as_mut_ptr();
             hdr.msg_hdr.msg_iovlen = run as _;
             if run > 1 {
@@ -392,7 +505,7 @@ mod linux {
 /// The same batch, a datagram per call, where there is no `recvmmsg`.
 #[cfg(any(test, not(target_os = "linux")))]
 pub(crate) mod portable {
-    use super::{Batch, SLOT};
+    use super::{Batch, Pick, SLOT};
     use std::io;
 
     /// Receives datagrams one `recv_from` at a time until the batch is
@@ -404,6 +517,7 @@ pub(crate) mod portable {
             match socket.recv_from(&mut batch.bufs[i * SLOT..][..SLOT]) {
                 Ok((n, peer)) => {
                     batch.lens[i] = n;
+                    batch.segs[i] = n;
                     batch.peers[i] = peer;
                     batch.filled += 1;
                 }
@@ -419,12 +533,11 @@ pub(crate) mod portable {
     pub(crate) fn send(
         socket: &mio::net::UdpSocket,
         batch: &Batch,
-        picks: &[u8],
+        picks: &[Pick],
     ) -> io::Result<usize> {
         let mut sent = 0;
-        for &i in picks {
-            let i = usize::from(i);
-            match socket.send_to(batch.data(i), batch.peer(i)) {
+        for &pick in picks {
+            match socket.send_to(batch.bytes(pick), batch.peer(usize::from(pick.slot))) {
                 Ok(_) => sent += 1,
                 Err(e) if sent == 0 => return Err(e),
                 Err(_) => break,

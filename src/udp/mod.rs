@@ -103,7 +103,12 @@ use crate::budget::Budget;
 use crate::service::Service;
 use crate::stats::Stats;
 
-pub(crate) use batch::{Batch, Datagrams};
+pub(crate) use batch::{Batch, Datagrams, Pick, accept_coalesced};
+
+/// Datagrams one coalesced slot holds at most (the kernel's
+/// `UDP_MAX_SEGMENTS`): the answers of a turn are preallocated for this
+/// many per slot.
+const MAX_SEGMENTS: usize = 64;
 pub(crate) use guard::{LoopGuard, fingerprint};
 pub(crate) use queue::SendQueue;
 
@@ -142,8 +147,8 @@ pub(crate) struct Port {
     /// Registered for write readiness (the queue held something when the
     /// interest was last set).
     writing: bool,
-    /// The slots whose answers go out this turn, in order.
-    picks: Vec<u8>,
+    /// The answers that go out this turn, in order.
+    picks: Vec<Pick>,
 }
 
 /// What the loop lends a UDP socket's turn.
@@ -162,7 +167,7 @@ impl Port {
     pub(crate) fn new(batch: usize) -> Port {
         let batch = Batch::new(batch);
         Port {
-            picks: Vec::with_capacity(batch.size()),
+            picks: Vec::with_capacity(batch.size() * MAX_SEGMENTS),
             batch,
             queue: SendQueue::default(),
             writing: false,
@@ -224,33 +229,34 @@ pub(crate) fn serve<D: Datagrams>(
             }
         }
     };
-    cx.stats.datagrams_in += got as u64;
     port.picks.clear();
     let mut time = String::new();
     for i in 0..got {
         let peer = port.batch.peer(i);
-        if cx.guard.refuses(peer) {
-            cx.stats.datagrams_refused += 1;
-            debug!("udp: not answering {peer} (could start a loop)");
-            continue;
-        }
-        let print = fingerprint(port.batch.data(i));
-        if cx.guard.repeats_too_often(peer, print, cx.now) {
-            cx.stats.datagrams_refused += 1;
-            debug!("udp: not answering {peer}: it keeps sending back our answers (a loop?)");
-            continue;
-        }
-        // An echo's answer is its datagram, in place: one fingerprint.
-        let answer = match service {
-            Service::Echo => print,
-            other => {
-                let line = other.answer(&[], &mut time);
-                port.batch.set_answer(i, line);
-                fingerprint(line)
+        for pick in port.batch.datagrams(i) {
+            cx.stats.datagrams_in += 1;
+            if cx.guard.refuses(peer) {
+                cx.stats.datagrams_refused += 1;
+                debug!("udp: not answering {peer} (could start a loop)");
+                continue;
             }
-        };
-        cx.guard.answered(peer, answer);
-        port.picks.push(i as u8);
+            let print = fingerprint(port.batch.bytes(pick));
+            if cx.guard.repeats_too_often(peer, print, cx.now) {
+                cx.stats.datagrams_refused += 1;
+                debug!("udp: not answering {peer}: it keeps sending back our answers (a loop?)");
+                continue;
+            }
+            // An echo's answer is its datagram, in place: one fingerprint.
+            let (answer, print) = match service {
+                Service::Echo => (pick, print),
+                other => {
+                    let line = other.answer(&[], &mut time);
+                    (port.batch.set_answer(pick, line), fingerprint(line))
+                }
+            };
+            cx.guard.answered(peer, print);
+            port.picks.push(answer);
+        }
     }
     send_answers(socket, port, cx);
     if got == size {
@@ -277,14 +283,15 @@ fn send_answers<D: Datagrams>(socket: &D, port: &mut Port, cx: &mut UdpCx<'_>) {
                 // This one answer is refused (an unreachable peer, say);
                 // the others may still go.
                 cx.stats.datagrams_dropped += 1;
-                debug!("udp sendmmsg to {}: {e}", port.batch.peer(usize::from(port.picks[next])));
+                let peer = port.batch.peer(usize::from(port.picks[next].slot));
+                debug!("udp sendmmsg to {peer}: {e}");
                 next += 1;
             }
         }
     }
-    for &i in &port.picks[next..] {
-        let i = usize::from(i);
-        port.queue.push(port.batch.data(i), port.batch.peer(i), cx.budget, cx.stats);
+    for &pick in &port.picks[next..] {
+        let peer = port.batch.peer(usize::from(pick.slot));
+        port.queue.push(port.batch.bytes(pick), peer, cx.budget, cx.stats);
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::batch::{Batch, Datagrams, MAX_BATCH, portable};
+use super::batch::{Batch, Datagrams, MAX_BATCH, Pick, portable};
 use super::queue::MAX_QUEUED;
 use super::*;
 use crate::budget::{Budget, MIN_MAX_BUFFERED};
@@ -26,6 +26,9 @@ struct Scripted {
     sent: RefCell<Vec<(Vec<u8>, SocketAddr)>>,
     recv_calls: Cell<usize>,
     send_calls: Cell<usize>,
+    /// Arrivals (by their place in `incoming`) that come coalesced, and
+    /// their segment size.
+    coalesced: RefCell<Vec<(usize, usize)>>,
 }
 
 impl Scripted {
@@ -59,10 +62,20 @@ impl Datagrams for Scripted {
         batch.clear();
         let mut incoming = self.incoming.borrow_mut();
         while let Some((data, peer)) = incoming.front() {
-            if !batch.push(data, *peer) {
+            let mut coalesced = self.coalesced.borrow_mut();
+            let pushed = match coalesced.first() {
+                Some(&(0, seg)) => batch.push_coalesced(data, seg, *peer),
+                _ => batch.push(data, *peer),
+            };
+            if !pushed {
                 break;
             }
             incoming.pop_front();
+            coalesced.retain_mut(|(at, _)| {
+                let first = *at == 0;
+                *at = at.saturating_sub(1);
+                !first
+            });
         }
         match batch.filled() {
             0 => Err(std::io::ErrorKind::WouldBlock.into()),
@@ -70,12 +83,11 @@ impl Datagrams for Scripted {
         }
     }
 
-    fn send_batch(&self, batch: &Batch, picks: &[u8]) -> std::io::Result<usize> {
+    fn send_batch(&self, batch: &Batch, picks: &[Pick]) -> std::io::Result<usize> {
         self.send_calls.set(self.send_calls.get() + 1);
         let mut sent = 0;
-        for &i in picks {
-            let i = usize::from(i);
-            match self.take(batch.data(i), batch.peer(i)) {
+        for &pick in picks {
+            match self.take(batch.bytes(pick), batch.peer(usize::from(pick.slot))) {
                 Ok(()) => sent += 1,
                 Err(e) if sent == 0 => return Err(e),
                 Err(_) => break,
@@ -266,7 +278,7 @@ fn the_queue_is_bounded_in_answers_too() {
 fn exchange(
     n: usize,
     recv: impl Fn(&mio::net::UdpSocket, &mut Batch) -> std::io::Result<usize>,
-    send: impl Fn(&mio::net::UdpSocket, &Batch, &[u8]) -> std::io::Result<usize>,
+    send: impl Fn(&mio::net::UdpSocket, &Batch, &[Pick]) -> std::io::Result<usize>,
     v6: bool,
 ) {
     let any = if v6 { "[::1]:0" } else { "127.0.0.1:0" };
@@ -288,11 +300,12 @@ fn exchange(
     while got.len() < n && Instant::now() < deadline {
         match recv(&server, &mut batch) {
             Ok(k) => {
-                for i in 0..k {
-                    assert_eq!(batch.peer(i), client.local_addr().unwrap());
-                    got.push(batch.data(i).to_vec());
+                let picks: Vec<Pick> = (0..k).flat_map(|i| batch.datagrams(i)).collect();
+                for &p in &picks {
+                    let peer = batch.peer(usize::from(p.slot));
+                    assert_eq!(peer, client.local_addr().unwrap());
+                    got.push(batch.bytes(p).to_vec());
                 }
-                let picks: Vec<u8> = (0..k as u8).collect();
                 assert_eq!(send(&server, &batch, &picks).unwrap(), k);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
@@ -311,7 +324,7 @@ fn exchange(
 #[test]
 fn the_batch_calls_receive_and_answer_real_datagrams() {
     let recv = |s: &mio::net::UdpSocket, b: &mut Batch| s.recv_batch(b);
-    let send = |s: &mio::net::UdpSocket, b: &Batch, p: &[u8]| s.send_batch(b, p);
+    let send = |s: &mio::net::UdpSocket, b: &Batch, p: &[Pick]| s.send_batch(b, p);
     exchange(10, recv, send, false);
     exchange(10, recv, send, true);
 }
@@ -339,9 +352,9 @@ fn runs_of_answers_to_one_peer_arrive_as_the_datagrams_they_were() {
     while got < sizes.len() && Instant::now() < deadline {
         match server.recv_batch(&mut batch) {
             Ok(k) => {
-                let picks: Vec<u8> = (0..k as u8).collect();
+                let picks: Vec<Pick> = (0..k).flat_map(|i| batch.datagrams(i)).collect();
                 let mut done = 0;
-                while done < k {
+                while done < picks.len() {
                     done += server.send_batch(&batch, &picks[done..]).unwrap();
                 }
                 got += k;
@@ -362,4 +375,103 @@ fn runs_of_answers_to_one_peer_arrive_as_the_datagrams_they_were() {
 fn the_portable_calls_do_the_same() {
     exchange(10, portable::recv, portable::send, false);
     exchange(10, portable::recv, portable::send, true);
+}
+
+#[test]
+fn every_datagram_of_a_coalesced_slot_is_counted_checked_and_answered() {
+    let (socket, mut port, mut lp) = (Scripted::with_room(100), Port::new(8), Loop::new());
+    // Seven datagrams of 10 bytes and a last of 4, coalesced in one slot.
+    let run: Vec<u8> = (0..74u8).collect();
+    port_push(&socket, &run, 10, addr("127.0.0.1:40000"));
+    // And a run from a reflector's port: refused, every one of it.
+    port_push(&socket, &[1; 30], 10, addr("10.0.0.1:7"));
+    lp.turn(&socket, &mut port);
+    let want: Vec<Vec<u8>> = run.chunks(10).map(<[u8]>::to_vec).collect();
+    assert_eq!(socket.sent(), want);
+    assert_eq!(lp.stats.datagrams_in, 8 + 3);
+    assert_eq!(lp.stats.datagrams_refused, 3);
+    assert_eq!(lp.stats.datagrams_out, 8);
+}
+
+/// Scripted coalesced arrivals go through the same queue as single ones.
+fn port_push(socket: &Scripted, data: &[u8], seg: usize, peer: SocketAddr) {
+    socket.coalesced.borrow_mut().push((socket.incoming.borrow().len(), seg));
+    socket.arrive(data, peer);
+}
+
+/// A run of datagrams sent as one segmented message (UDP GSO) reaches an
+/// echo socket that accepts coalesced datagrams as one slot, is split into
+/// its datagrams, and goes back as the same datagrams.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_coalesced_run_is_split_into_its_datagrams_and_echoed_as_them() {
+    use std::os::fd::AsRawFd;
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    server.set_nonblocking(true).unwrap();
+    let server = mio::net::UdpSocket::from_std(server);
+    accept_coalesced(&server);
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    client.connect(server.local_addr().unwrap()).unwrap();
+    let run: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+    send_segmented(client.as_raw_fd(), &run, 64);
+    let mut batch = Batch::new(8);
+    let mut picks = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while picks.len() < 16 && Instant::now() < deadline {
+        match server.recv_batch(&mut batch) {
+            Ok(k) => {
+                for i in 0..k {
+                    picks.extend(batch.datagrams(i).map(|p| (p, batch.bytes(p).to_vec())));
+                }
+                let these: Vec<Pick> = (0..k).flat_map(|i| batch.datagrams(i)).collect();
+                let mut done = 0;
+                while done < these.len() {
+                    done += server.send_batch(&batch, &these[done..]).unwrap();
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let want: Vec<Vec<u8>> = run.chunks(64).map(<[u8]>::to_vec).collect();
+    let got: Vec<Vec<u8>> = picks.iter().map(|(_, d)| d.clone()).collect();
+    assert_eq!(got, want, "the datagrams of the run, in order");
+    assert!(picks.iter().any(|(p, _)| p.at > 0), "some came coalesced");
+    let mut buf = [0u8; 2048];
+    for w in &want {
+        let n = client.recv(&mut buf).expect("an echo");
+        assert_eq!(&buf[..n], &w[..]);
+    }
+}
+
+/// Sends `data` on connected `fd` as one message cut into datagrams of
+/// `seg` bytes by the kernel (`UDP_SEGMENT`).
+#[cfg(target_os = "linux")]
+fn send_segmented(fd: std::os::fd::RawFd, data: &[u8], seg: u16) {
+    #[repr(C)]
+    struct Control {
+        header: libc::cmsghdr,
+        segment: u16,
+        _pad: [u8; 6],
+    }
+    // SAFETY: plain old data.
+    let mut control: Control = unsafe { std::mem::zeroed() };
+    control.header.cmsg_len = (std::mem::size_of::<libc::cmsghdr>() + 2) as _;
+    control.header.cmsg_level = libc::SOL_UDP;
+    control.header.cmsg_type = libc::UDP_SEGMENT;
+    control.segment = seg;
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: plain old data; the fields that matter are set next.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = (&raw mut control).cast();
+    msg.msg_controllen = std::mem::size_of::<Control>() as _;
+    // SAFETY: `msg` points at live `iov`, `data` and `control`.
+    let sent = unsafe { libc::sendmsg(fd, &msg, 0) };
+    assert_eq!(sent, data.len() as isize, "{}", std::io::Error::last_os_error());
 }

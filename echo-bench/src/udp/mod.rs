@@ -81,6 +81,9 @@ struct Worker {
     /// [`Worker::flush`].
     outbox: Slots,
     outbox_key: usize,
+    /// `--udp-offload`: a socket's staged datagrams go as one segmented
+    /// message.
+    segmented: bool,
     size: usize,
     depth: u64,
     /// Lanes waiting for an echo, over all live sockets.
@@ -93,7 +96,8 @@ struct Worker {
 /// Runs one thread's share of a UDP run.
 pub(crate) fn run_thread(sh: Arc<Shared>, share: Share) -> ThreadResult {
     let (size, depth) = (sh.cfg.size, sh.cfg.depth as u64);
-    let slot = if sh.cfg.udp_gro {
+    let segmented = sh.cfg.udp_offload;
+    let slot = if sh.cfg.udp_offload {
         batch::GRO_SLOT.max(size + 1)
     } else {
         size + 1
@@ -104,6 +108,7 @@ pub(crate) fn run_thread(sh: Arc<Shared>, share: Share) -> ThreadResult {
         inbox: Slots::new(slot),
         outbox: Slots::new(size),
         outbox_key: 0,
+        segmented,
         size,
         depth,
         waiting: 0,
@@ -222,7 +227,7 @@ impl Worker {
         // A connected socket only receives from the server, and reports
         // the ICMP "port unreachable" of a closed port as ECONNREFUSED.
         socket.connect(cfg.addr)?;
-        if cfg.udp_gro {
+        if cfg.udp_offload {
             batch::accept_coalesced(socket.as_raw_fd())?;
         }
         let entry = self.socks.vacant_entry();
@@ -348,11 +353,23 @@ impl Worker {
             let Some(s) = self.socks.get(key).filter(|s| !s.dead) else {
                 break;
             };
-            match self.outbox.send(s.socket.as_raw_fd(), next) {
+            let fd = s.socket.as_raw_fd();
+            let sent = if self.segmented {
+                self.outbox.send_segmented(fd, next)
+            } else {
+                self.outbox.send(fd, next)
+            };
+            match sent {
                 Ok(sent) => next += sent.max(1),
                 // Dropped before they left; the loss timeout accounts for them.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The path cannot segment (no checksum offload): a
+                // datagram per message from now on.
+                Err(e) if self.segmented && e.raw_os_error() == Some(libc::EIO) => {
+                    warn!("udp: no segmentation offload here ({e}); sending datagrams");
+                    self.segmented = false;
+                }
                 Err(e) => {
                     self.socket_error(key, &e);
                     break;
@@ -384,7 +401,7 @@ impl Worker {
                 }
             };
             'slots: for i in 0..got {
-                // A slot holds one datagram, or with --udp-gro a run of
+                // A slot holds one datagram, or with --udp-offload a run of
                 // them from the server, all `seg` bytes but the last.
                 let (len, seg) = self.inbox.shape(i);
                 let mut at = 0;

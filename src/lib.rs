@@ -73,8 +73,12 @@
 //!   whole frames).
 //! - `poller`: the multiplexer interface and its three backends, epoll
 //!   (mio), poll(2) and select(2): the contract, and the traps of each.
-//! - `udp`: UDP echo and daytime sockets on the same poller, and the loop
-//!   guard against spoofed datagrams.
+//! - `udp`: UDP echo and daytime sockets on the same poller: a socket's
+//!   turn, one batch of datagrams (`udp/mod.rs`), the batch calls
+//!   `recvmmsg`/`sendmmsg` with GSO and GRO (`udp/batch.rs`), answers
+//!   waiting for room within the budget (`udp/queue.rs`), and the loop
+//!   guard against spoofed datagrams (`udp/guard.rs`); the loop's side is
+//!   `reactor/datagram.rs`.
 //! - `daytime`: the current time as an RFC 867 text line.
 //! - `token`: what a token names, why it carries a generation, and how log
 //!   lines name a connection (`conn KEY/GENERATION`).

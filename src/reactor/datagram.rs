@@ -110,7 +110,10 @@ mod tests {
         // Tick 2: a fresh event first, then the queued turn.
         let queued = std::mem::take(&mut r.run_next);
         r.on_udp_event(0);
-        assert_eq!(r.stats.datagrams_in, 4, "the event waits for the queued turn");
+        assert_eq!(
+            r.stats.datagrams_in, 4,
+            "the event waits for the queued turn"
+        );
         for token in queued {
             r.dispatch_queued(token);
         }

@@ -9,7 +9,7 @@
 //!    nearest timer deadline, or not at all while the run-next queue holds
 //!    work;
 //! 2. routes each event by its token (`token.rs`) to a listener (accept,
-//!    `accept.rs`), a UDP socket (`udp.rs`), a control pipe (stop,
+//!    `accept.rs`), a UDP socket (`datagram.rs`, `udp/`), a control pipe (stop,
 //!    signals), or a connection, which does its own I/O (`connection/mod.rs`);
 //! 3. drives the connections and listeners that the previous tick left on
 //!    the run-next queue because they spent their budget while still ready;

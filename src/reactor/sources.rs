@@ -10,12 +10,12 @@ use std::os::fd::AsRawFd;
 
 use mio::net::{TcpListener, UdpSocket};
 
+use crate::budget::Budget;
 use crate::listener::ListenError;
 use crate::poller::{Interest, Poller};
 use crate::service::{Endpoint, Service, Transport};
 use crate::sockets::{Socket, Sockets};
 use crate::token;
-use crate::budget::Budget;
 use crate::udp::{self, LoopGuard, Port};
 
 /// A listening socket and its accept state.

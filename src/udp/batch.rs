@@ -19,7 +19,7 @@
 //! checked by the guard, answered), and a [`Pick`] names one by its slot,
 //! offset and length. Elsewhere the same [`Batch`] is
 //! filled by a `recv_from` per datagram and answered by a `send_to` per
-//! answer ([`portable`]), with the same results and twice the calls.
+//! answer (`portable`, below), with the same results and twice the calls.
 //!
 //! # Why the slots are 64 KiB each, and what that costs
 //!
@@ -334,9 +334,9 @@ mod linux {
             return Err(io::Error::last_os_error());
         }
         let got = got as usize;
-        for i in 0..got {
+        for (i, hdr) in hdrs[..got].iter().enumerate() {
             // SAFETY: the first `size` >= `got` headers were initialized above.
-            let hdr = unsafe { hdrs[i].assume_init_ref() };
+            let hdr = unsafe { hdr.assume_init_ref() };
             let len = (hdr.msg_len as usize).min(SLOT);
             batch.lens[i] = len;
             batch.segs[i] = coalesced(&hdr.msg_hdr).unwrap_or(len);
@@ -355,7 +355,10 @@ mod linux {
         // is an `int`.
         unsafe {
             let cmsg = libc::CMSG_FIRSTHDR(msg);
-            if cmsg.is_null() || (*cmsg).cmsg_level != libc::SOL_UDP || (*cmsg).cmsg_type != libc::UDP_GRO {
+            if cmsg.is_null()
+                || (*cmsg).cmsg_level != libc::SOL_UDP
+                || (*cmsg).cmsg_type != libc::UDP_GRO
+            {
                 return None;
             }
             let seg = libc::CMSG_DATA(cmsg).cast::<libc::c_int>().read_unaligned();
@@ -462,7 +465,9 @@ mod linux {
     /// `CMSG_LEN(2)`: the header and the segment size.
     const CONTROL_LEN: usize = size_of::<libc::cmsghdr>() + 2;
 
-    const _: () = assert!(size_of::<libc::cmsghdr>() % 8 == 0 && size_of::<Control>() == CONTROL_LEN + 6);
+    const _: () = assert!(
+        size_of::<libc::cmsghdr>().is_multiple_of(8) && size_of::<Control>() == CONTROL_LEN + 6
+    );
 
     impl Default for Control {
         fn default() -> Control {

@@ -12,15 +12,28 @@
 //!
 //! A UDP socket is served a *batch* at a time: one `recvmmsg(2)` takes up
 //! to `--udp-batch` datagrams (default
-//! [`DEFAULT_UDP_BATCH`](crate::DEFAULT_UDP_BATCH)) into slots
-//! allocated once per socket (`batch.rs`), every one of them goes through
-//! the loop guard below and is counted, and one `sendmmsg(2)` sends all
-//! the answers back from the same slots. Under load that is two calls for
-//! a few dozen datagrams instead of two per datagram. At low load it
-//! changes nothing for latency: a batch is whatever is queued *now* (the
-//! call does not wait for more), so a lone datagram is received alone and
-//! answered in the same tick, by the same two calls, as before. Other
-//! systems get the same batches, filled and sent a call per datagram.
+//! [`DEFAULT_UDP_BATCH`](crate::DEFAULT_UDP_BATCH)) into slots allocated
+//! once per socket (`batch.rs`), every one of them goes through the loop
+//! guard below and is counted, and one `sendmmsg(2)` sends all the answers
+//! back from the same slots. Under load that is two calls for a few dozen
+//! datagrams instead of two per datagram.
+//!
+//! The calls were never the main cost, though: on loopback about nine
+//! tenths of a UDP echo's CPU is the kernel building, routing and
+//! delivering each datagram (`perf`, docs/benchmarks.md). So runs of
+//! answers to one peer go as one message that the kernel cuts into
+//! datagrams at the last moment (UDP GSO), and an echo socket takes runs
+//! of datagrams from one sender coalesced into one slot when they came as
+//! one packet (UDP GRO): a client that sends with GSO (a QUIC stack, or
+//! `echo-bench --udp-offload`) is then answered at a fraction of the cost
+//! per datagram. A coalesced slot is still so many datagrams to the loop:
+//! each is counted, checked by the guard, and answered.
+//!
+//! At low load batching changes nothing for latency: a batch is whatever
+//! is queued *now* (the call does not wait for more), so a lone datagram
+//! is received alone and answered in the same tick, by one receive and
+//! one send, as before. Other systems get the same batches, filled and
+//! sent a call per datagram (`batch.rs`, `portable`).
 //!
 //! # An answer that cannot go out at once
 //!
@@ -49,7 +62,7 @@
 //!   its port alone decides);
 //! - port 0, which no real sender has;
 //! - a well-known port of a service that answers *any* datagram
-//!   ([`REFLECTING_PORTS`]: echo 7, systat 11, daytime 13, qotd 17,
+//!   ([`REFLECTING_PORTS`](guard::REFLECTING_PORTS): echo 7, systat 11, daytime 13, qotd 17,
 //!   chargen 19, time 37): a client never sends from those, and answering
 //!   them starts a loop with a host that runs the service.
 //!
@@ -59,16 +72,16 @@
 //! Nothing in a single datagram tells such a peer from a client, but the
 //! loop shows in what it sends: it sends back exactly what we answered it
 //! a moment ago. So the guard also remembers, for recently answered peers
-//! ([`PEER_SLOTS`] of them), a fingerprint of the last [`RECENT_ANSWERS`]
+//! ([`PEER_SLOTS`](guard::PEER_SLOTS) of them), a fingerprint of the last [`RECENT_ANSWERS`](guard::RECENT_ANSWERS)
 //! answers to each, and a datagram that repeats one of them is a *repeat*.
-//! Repeats are answered at most [`REPEAT_BURST`] in a row and
-//! [`REPEATS_PER_SEC`] a second after that, per peer; past it they are not
+//! Repeats are answered at most [`REPEAT_BURST`](guard::REPEAT_BURST) in a row and
+//! [`REPEATS_PER_SEC`](guard::REPEATS_PER_SEC) a second after that, per peer; past it they are not
 //! answered, and the loop, which has nothing else in flight, dies there:
 //! a few dozen datagrams instead of a core for ever. A client that sends
 //! the same payload again and again (a health check, say) is a repeater
 //! too, and is served up to that rate; a client whose datagrams differ
 //! (echo-bench numbers its own) never touches it. Two loops need two
-//! spoofed datagrams, and up to [`RECENT_ANSWERS`] of them between the
+//! spoofed datagrams, and up to [`RECENT_ANSWERS`](guard::RECENT_ANSWERS) of them between the
 //! same two services are caught the same way; a reflector that changes
 //! what it answers (a counter, say) is not.
 //!
@@ -111,7 +124,6 @@ pub(crate) use batch::{Batch, Datagrams, Pick, accept_coalesced};
 const MAX_SEGMENTS: usize = 64;
 pub(crate) use guard::{LoopGuard, fingerprint};
 pub(crate) use queue::SendQueue;
-
 
 /// Opens one non-blocking UDP socket bound to `addr` (IPv6 sockets are
 /// IPv6-only, as for TCP listeners, so both families can share a port),
@@ -163,7 +175,7 @@ pub(crate) struct UdpCx<'a> {
 
 impl Port {
     /// A socket's state, with batches of `batch` datagrams (1 to
-    /// [`MAX_BATCH`]), allocated here once.
+    /// [`MAX_BATCH`](batch::MAX_BATCH)), allocated here once.
     pub(crate) fn new(batch: usize) -> Port {
         let batch = Batch::new(batch);
         Port {
@@ -291,7 +303,8 @@ fn send_answers<D: Datagrams>(socket: &D, port: &mut Port, cx: &mut UdpCx<'_>) {
     }
     for &pick in &port.picks[next..] {
         let peer = port.batch.peer(usize::from(pick.slot));
-        port.queue.push(port.batch.bytes(pick), peer, cx.budget, cx.stats);
+        port.queue
+            .push(port.batch.bytes(pick), peer, cx.budget, cx.stats);
     }
 }
 

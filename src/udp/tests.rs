@@ -232,7 +232,11 @@ fn answers_that_would_block_wait_in_order_with_write_interest_and_are_charged() 
     lp.turn(&socket, &mut port);
     let want: Vec<Vec<u8>> = (0..6).map(numbered).collect();
     assert_eq!(socket.sent(), want, "in order");
-    assert_eq!(port.interest_change(), Some(false), "write interest dropped");
+    assert_eq!(
+        port.interest_change(),
+        Some(false),
+        "write interest dropped"
+    );
     assert_eq!(lp.budget.used(), 0, "given back");
     assert_eq!(lp.stats.datagrams_out, 6);
 }
@@ -250,7 +254,11 @@ fn past_the_budget_answers_are_dropped_and_counted() {
     lp.turn(&socket, &mut port);
     let kept = port.queued() as u64;
     assert!(kept > 0);
-    assert_eq!(kept + lp.stats.datagrams_dropped, n as u64, "each kept or counted");
+    assert_eq!(
+        kept + lp.stats.datagrams_dropped,
+        n as u64,
+        "each kept or counted"
+    );
     assert!(lp.stats.datagrams_dropped > 0);
     // At most half the budget, and one answer past it.
     assert!(lp.budget.used() <= MIN_MAX_BUFFERED / 2 + big.len() + 64);
@@ -270,7 +278,10 @@ fn the_queue_is_bounded_in_answers_too() {
         lp.turn(&socket, &mut port);
     }
     assert_eq!(port.queued(), MAX_QUEUED);
-    assert_eq!(lp.stats.datagrams_dropped, (turns * MAX_BATCH - MAX_QUEUED) as u64);
+    assert_eq!(
+        lp.stats.datagrams_dropped,
+        (turns * MAX_BATCH - MAX_QUEUED) as u64
+    );
 }
 
 /// Real loopback sockets: `client` sends `n` datagrams to `server`; waits
@@ -289,7 +300,9 @@ fn exchange(
     server.set_nonblocking(true).unwrap();
     let server = mio::net::UdpSocket::from_std(server);
     let client = std::net::UdpSocket::bind(any).unwrap();
-    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let to = server.local_addr().unwrap();
     for i in 0..n {
         client.send_to(&numbered(i), to).unwrap();
@@ -338,7 +351,9 @@ fn runs_of_answers_to_one_peer_arrive_as_the_datagrams_they_were() {
     server.set_nonblocking(true).unwrap();
     let server = mio::net::UdpSocket::from_std(server);
     let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let to = server.local_addr().unwrap();
     let sent: Vec<Vec<u8>> = (sizes.iter().enumerate())
         .map(|(i, &n)| (0..n).map(|b| (b * 7 + i) as u8).collect())
@@ -395,7 +410,10 @@ fn every_datagram_of_a_coalesced_slot_is_counted_checked_and_answered() {
 
 /// Scripted coalesced arrivals go through the same queue as single ones.
 fn port_push(socket: &Scripted, data: &[u8], seg: usize, peer: SocketAddr) {
-    socket.coalesced.borrow_mut().push((socket.incoming.borrow().len(), seg));
+    socket
+        .coalesced
+        .borrow_mut()
+        .push((socket.incoming.borrow().len(), seg));
     socket.arrive(data, peer);
 }
 
@@ -411,7 +429,9 @@ fn a_coalesced_run_is_split_into_its_datagrams_and_echoed_as_them() {
     let server = mio::net::UdpSocket::from_std(server);
     accept_coalesced(&server);
     let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     client.connect(server.local_addr().unwrap()).unwrap();
     let run: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
     send_segmented(client.as_raw_fd(), &run, 64);
@@ -473,5 +493,10 @@ fn send_segmented(fd: std::os::fd::RawFd, data: &[u8], seg: u16) {
     msg.msg_controllen = std::mem::size_of::<Control>() as _;
     // SAFETY: `msg` points at live `iov`, `data` and `control`.
     let sent = unsafe { libc::sendmsg(fd, &msg, 0) };
-    assert_eq!(sent, data.len() as isize, "{}", std::io::Error::last_os_error());
+    assert_eq!(
+        sent,
+        data.len() as isize,
+        "{}",
+        std::io::Error::last_os_error()
+    );
 }

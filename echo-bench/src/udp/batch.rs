@@ -247,14 +247,8 @@ mod calls {
         }
         // SAFETY: the first `lens.len()` headers are initialized and point
         // into `buf`, which the kernel only reads.
-        let sent = unsafe {
-            libc::sendmmsg(
-                fd,
-                hdrs.as_mut_ptr().cast(),
-                lens.len() as libc::c_uint,
-                0,
-            )
-        };
+        let sent =
+            unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr().cast(), lens.len() as libc::c_uint, 0) };
         if sent < 0 {
             return Err(io::Error::last_os_error());
         }

@@ -31,11 +31,11 @@ use crate::engine::{self, Core, Engine, Share};
 use crate::pattern::Pattern;
 use crate::stats::ErrorKind;
 use crate::{Shared, ThreadResult};
+use batch::Slots;
 use log::{debug, warn};
 use mio::event::Event;
 use mio::net::UdpSocket;
 use mio::{Interest, Token};
-use batch::Slots;
 use slab::Slab;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -383,10 +383,7 @@ impl Worker {
 
     fn on_readable(&mut self, key: usize) {
         let now = Instant::now();
-        loop {
-            let Some(s) = self.socks.get_mut(key) else {
-                break;
-            };
+        while let Some(s) = self.socks.get_mut(key) {
             if s.dead {
                 break;
             }

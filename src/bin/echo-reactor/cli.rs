@@ -8,8 +8,8 @@ use clap::{Parser, ValueEnum};
 use echo_reactor::{
     Backend, Config, DEFAULT_BACKLOG, DEFAULT_LISTEN, DEFAULT_MAX_BUFFERED, DEFAULT_MAX_FRAME,
     DEFAULT_MAX_LINE, DEFAULT_METRICS_IDLE_TIMEOUT, DEFAULT_METRICS_MAX_CONNECTIONS,
-    DEFAULT_SNDBUF, DEFAULT_UDP_BATCH, DEFAULT_WATCHDOG, Frame, Line, ListenAddr, MIN_MAX_BUFFERED, Mode, Transform,
-    WorkerSpec,
+    DEFAULT_SNDBUF, DEFAULT_UDP_BATCH, DEFAULT_WATCHDOG, Frame, Line, ListenAddr, MIN_MAX_BUFFERED,
+    Mode, Transform, WorkerSpec,
 };
 
 /// A single-threaded, readiness-based TCP echo server (RFC 862) on mio.

@@ -22,7 +22,9 @@ fn main() {
             .map(|c| c.trim().to_string())
             .collect()
     };
-    let mut lines = text.lines().skip_while(|l| !l.starts_with("| `--udp-batch` |"));
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !l.starts_with("| `--udp-batch` |"));
     let header = lines.next().expect("the batch-size table");
     let x: Vec<f64> = cells(header)[1..]
         .iter()

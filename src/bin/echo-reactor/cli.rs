@@ -506,6 +506,16 @@ mod tests {
     }
 
     #[test]
+    fn udp_batch_reaches_the_config() {
+        assert_eq!(
+            parse(&[]).unwrap().into_config().udp_batch,
+            DEFAULT_UDP_BATCH
+        );
+        let cfg = parse(&["--udp-batch", "8"]).unwrap().into_config();
+        assert_eq!(cfg.udp_batch, 8);
+    }
+
+    #[test]
     fn bad_values_are_rejected() {
         for bad in [
             &["--listen", "nope"][..],
@@ -521,6 +531,9 @@ mod tests {
             &["--mode", "line", "--max-line", "0"],
             &["--mode", "frame", "--max-frame", "-1"],
             &["--udp", "nope"],
+            &["--udp-batch", "0"],
+            &["--udp-batch", "65"],
+            &["--udp-batch", "-1"],
             &["--stats-interval", "1e-9"],
             &["--stats-interval", "0.001"],
             &["--mode", "line", "--max-line", "18446744073709551615"],

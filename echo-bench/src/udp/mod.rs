@@ -66,6 +66,9 @@ struct Sock {
     proven: bool,
     opened_at: Instant,
     lanes: Box<[Lane]>,
+    /// The highest sequence number echoed so far: an echo below it came
+    /// out of order.
+    highest: u64,
     /// Failed; its key waits on the thread's list of deferred frees.
     dead: bool,
 }
@@ -252,6 +255,7 @@ impl Worker {
             proven: false,
             opened_at: now,
             lanes,
+            highest: 0,
             dead: false,
         });
         Ok(key)
@@ -456,6 +460,13 @@ impl Worker {
             self.core.unproven -= 1;
             self.core.stats.established += 1;
             return true;
+        }
+        if seq < s.highest {
+            if self.core.measuring() {
+                self.core.stats.udp_reordered += 1;
+            }
+        } else {
+            s.highest = seq;
         }
         self.core.completed_any += 1;
         if self.core.measuring() && l.sent_at >= self.core.window.start {

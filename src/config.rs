@@ -13,6 +13,10 @@ use crate::protocol::Mode;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7007";
 /// The default `listen(2)` backlog.
 pub const DEFAULT_BACKLOG: u32 = 1024;
+
+/// The default `--udp-batch`: UDP datagrams per receive and send call.
+/// Measured: docs/benchmarks.md ("UDP: batched receive and send").
+pub const DEFAULT_UDP_BATCH: usize = 32;
 /// The default `--sndbuf`: what the kernel may hold per connection for a
 /// client that does not read (see docs/limits.md for how it was chosen).
 pub const DEFAULT_SNDBUF: usize = 64 * 1024;
@@ -43,6 +47,9 @@ pub struct Config {
     pub mode: Mode,
     /// UDP echo services (RFC 862 over UDP).
     pub udp: Vec<ListenAddr>,
+    /// Datagrams a UDP socket takes per receive call, and so per tick (1 to
+    /// 64; 1 receives and answers one datagram per call).
+    pub udp_batch: usize,
     /// Daytime services (RFC 867), each on TCP and UDP at the same port.
     pub daytime: Vec<ListenAddr>,
     /// Prometheus metrics over HTTP/1.1 (`GET /metrics`, `GET /healthz`),
@@ -144,6 +151,7 @@ impl Default for Config {
             backend: Backend::Epoll,
             mode: Mode::Raw,
             udp: Vec::new(),
+            udp_batch: DEFAULT_UDP_BATCH,
             daytime: Vec::new(),
             metrics: Vec::new(),
             metrics_max_connections: DEFAULT_METRICS_MAX_CONNECTIONS,

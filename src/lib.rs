@@ -76,9 +76,12 @@
 //!   whole frames).
 //! - `poller`: the multiplexer interface and its three backends, epoll
 //!   (mio), poll(2) and select(2): the contract, and the traps of each.
-//! - `udp`: UDP echo, daytime, discard and chargen sockets on the same
-//!   poller, and the loop
-//!   guard against spoofed datagrams.
+//! - `udp`: UDP echo, daytime, discard and chargen sockets on the same poller: a socket's
+//!   turn, one batch of datagrams (`udp/mod.rs`), the batch calls
+//!   `recvmmsg`/`sendmmsg` with GSO and GRO (`udp/batch.rs`), answers
+//!   waiting for room within the budget (`udp/queue.rs`), and the loop
+//!   guard against spoofed datagrams (`udp/guard.rs`); the loop's side is
+//!   `reactor/datagram.rs`.
 //! - `daytime`: the current time as an RFC 867 text line.
 //! - `discard`: RFC 863, input read and dropped (the protocol discard and
 //!   chargen connections speak); `chargen`: RFC 864's pattern, sent by a
@@ -165,7 +168,8 @@ pub use addr::{AddrError, ListenAddr};
 pub use budget::{DEFAULT_MAX_BUFFERED, MIN_MAX_BUFFERED};
 pub use config::{
     Config, DEFAULT_BACKLOG, DEFAULT_LISTEN, DEFAULT_METRICS_IDLE_TIMEOUT,
-    DEFAULT_METRICS_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SNDBUF, DEFAULT_WATCHDOG,
+    DEFAULT_METRICS_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SNDBUF, DEFAULT_UDP_BATCH,
+    DEFAULT_WATCHDOG,
 };
 pub use listener::ListenError;
 pub use log_sink::{LogSink, dropped_lines};

@@ -1,6 +1,6 @@
 //! The stress client against the real `echo-reactor`, started as a child on
 //! `127.0.0.1:0`: the runs the issue asks for complete with zero errors and
-//! exact counts. (The reactor has no UDP service yet; UDP runs are covered
+//! exact counts. (UDP runs against the reactor are in `tests/udp.rs`, and
 //! against a stand-in in `echo-bench/tests/bench_standin.rs`.)
 //!
 //! The client runs in this process, through the `echo_bench` library: its

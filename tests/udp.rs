@@ -1,11 +1,17 @@
 //! UDP on the reactor's loop: echo (RFC 862 over UDP) up to the largest
 //! IPv4 datagram, daytime (RFC 867) over UDP and TCP on one port, and TCP
-//! echo still served alongside. The server runs in-process
+//! echo still served alongside, and the stress client's UDP runs, plain and
+//! with segmentation offload, against batched UDP. The server runs in-process
 //! (`util::inprocess`).
 
 mod util;
 
+use clap::Parser;
+use echo_bench::Live;
+use echo_bench::cli::Args;
 use echo_reactor::Config;
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 use util::inprocess::{self, InProcess, loopback};
 use util::{assert_echo, connect, pattern, read_to_eof, udp_client};
 
@@ -23,6 +29,38 @@ fn with_daytime() -> InProcess {
         daytime: vec![loopback()],
         ..inprocess::config()
     })
+}
+
+/// Runs the stress client in this process with `args` (as on its command
+/// line) and returns its report as `--json` prints it; fails the test if
+/// the run cannot happen or outlives a minute.
+#[track_caller]
+fn bench(args: &[&str]) -> serde_json::Value {
+    let argv = std::iter::once("echo-bench").chain(args.iter().copied());
+    let cfg = Args::try_parse_from(argv)
+        .map_err(|e| e.to_string())
+        .and_then(|a| a.config())
+        .unwrap_or_else(|e| panic!("echo-bench {args:?}: {e}"));
+    let live = Arc::new(Live::new());
+    let (tx, rx) = mpsc::channel();
+    let engine_live = Arc::clone(&live);
+    std::thread::spawn(move || {
+        // The receiver is gone only if the test already failed.
+        let _ = tx.send(echo_bench::run(&cfg, engine_live));
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(result) => {
+            let report = result.unwrap_or_else(|e| panic!("echo-bench {args:?}: {e}"));
+            let v = report.to_json();
+            assert!(report.passed(), "{v:#}");
+            assert_eq!(report.total_errors(), 0, "{v:#}");
+            v
+        }
+        Err(_) => {
+            live.request_stop();
+            panic!("echo-bench {args:?} ran longer than a minute");
+        }
+    }
 }
 
 /// The largest UDP payload over IPv4: 65,535 − 20 (IP) − 8 (UDP).
@@ -66,6 +104,38 @@ on_every_backend! {
         let stats = server.stop().stats;
         assert_eq!(stats.datagrams_in, sizes.len() as u64, "{stats:?}");
         assert_eq!(stats.datagrams_out, sizes.len() as u64, "{stats:?}");
+    }
+
+    fn many_datagrams_in_flight_are_all_answered_in_batches() {
+        // 8 sockets x 8 lanes: datagrams arrive many per tick, and every one
+        // is answered, intact (echo-bench checks each), counted once.
+        let server = with_udp();
+        let addr = server.udp[0].to_string();
+        let v = bench(&["--udp", "-c", "8", "-d", "8", "-s", "200", "-n", "20000", "--json", &addr]);
+        assert_eq!(v["messages"], 20000, "{v:#}");
+        assert_eq!(v["udp"]["lost"], 0, "{v:#}");
+        let stats = server.stop().stats;
+        assert_eq!(stats.datagrams_in, stats.datagrams_out, "{stats:?}");
+        assert_eq!(stats.datagrams_dropped, 0, "{stats:?}");
+        assert_eq!(stats.datagrams_refused, 0, "{stats:?}");
+    }
+
+    fn runs_sent_segmented_come_back_as_their_datagrams() {
+        // The client sends each socket's datagrams as one segmented
+        // message (UDP GSO) and takes echoes coalesced (UDP GRO): the
+        // server receives runs coalesced and answers them as runs. Every
+        // datagram is still checked, counted and answered.
+        let server = with_udp();
+        let addr = server.udp[0].to_string();
+        let v = bench(&[
+            "--udp", "--udp-offload", "-c", "4", "-d", "16", "-s", "100", "-n", "20000", "--json", &addr,
+        ]);
+        assert_eq!(v["messages"], 20000, "{v:#}");
+        assert_eq!(v["udp"]["lost"], 0, "{v:#}");
+        let stats = server.stop().stats;
+        assert_eq!(stats.datagrams_in, stats.datagrams_out, "{stats:?}");
+        assert!(stats.datagrams_in >= 20000, "{stats:?}");
+        assert_eq!(stats.datagrams_dropped, 0, "{stats:?}");
     }
 
     fn udp_echo_answers_each_peer_separately() {

@@ -141,6 +141,14 @@ pub struct Args {
     #[arg(long)]
     pub udp: bool,
 
+    /// With --udp: send each socket's datagrams of a turn as one segmented
+    /// message (UDP GSO, Linux 4.18), and accept echoes coalesced
+    /// (UDP_GRO, Linux 5.0): a run of echoes a server sent as one message
+    /// arrives as one and is split here. What a QUIC stack does; off, a
+    /// datagram is a datagram all the way.
+    #[arg(long, requires = "udp")]
+    pub udp_offload: bool,
+
     /// Print one JSON object on stdout instead of the table (also when the
     /// run cannot happen: then with `error`).
     #[arg(long)]
@@ -313,6 +321,7 @@ impl Args {
             },
         };
         self.payload(&mut cfg)?;
+        cfg.udp_offload = self.udp_offload;
         cfg.transport = if self.udp {
             Transport::Udp
         } else {

@@ -82,6 +82,9 @@ pub struct Config {
     pub threads: usize,
     /// TCP or UDP.
     pub transport: Transport,
+    /// `--udp-offload`: UDP sockets send segmented messages and accept
+    /// coalesced datagrams.
+    pub udp_offload: bool,
     /// The server's mode this run speaks: raw echo, lines or frames (TCP).
     pub protocol: Protocol,
     /// What the messages say: the generated pattern, one fixed message, or
@@ -150,6 +153,7 @@ impl Config {
             source_ips: None,
             size: 64,
             depth: 1,
+            udp_offload: false,
             stop: StopAt::Duration(Duration::from_secs(10)),
             warmup: Duration::ZERO,
             rate: None,

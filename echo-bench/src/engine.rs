@@ -142,7 +142,8 @@ impl Core {
     /// `--interval`: starts the thread's clock as its window opens.
     fn start_intervals(&mut self) {
         if let Some(every) = self.sh.cfg.interval {
-            let clock = crate::interval::Clock::new(every, self.window.start, &mut self.stats);
+            let udp = self.sh.cfg.transport == crate::config::Transport::Udp;
+            let clock = crate::interval::Clock::new(every, self.window.start, &mut self.stats, udp);
             self.interval = Some(clock);
         }
     }

@@ -18,6 +18,57 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// UDP: what became of an interval's datagrams (counted when it happened:
+/// a loss when the loss timeout gave a datagram up).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UdpCounts {
+    /// Datagrams given up on.
+    pub lost: u64,
+    /// Echoes that came after their datagram was given up on, or twice.
+    pub late: u64,
+    /// Echoes that came after an echo of a later datagram of the same
+    /// socket.
+    pub reordered: u64,
+}
+
+impl UdpCounts {
+    fn of(stats: &Stats) -> UdpCounts {
+        UdpCounts {
+            lost: stats.udp_lost,
+            late: stats.udp_late,
+            reordered: stats.udp_reordered,
+        }
+    }
+
+    fn since(self, before: UdpCounts) -> UdpCounts {
+        UdpCounts {
+            lost: self.lost - before.lost,
+            late: self.late - before.late,
+            reordered: self.reordered - before.reordered,
+        }
+    }
+
+    fn add(self, other: UdpCounts) -> UdpCounts {
+        UdpCounts {
+            lost: self.lost + other.lost,
+            late: self.late + other.late,
+            reordered: self.reordered + other.reordered,
+        }
+    }
+
+    fn json(self) -> Value {
+        json!({"lost": self.lost, "late": self.late, "reordered": self.reordered})
+    }
+
+    fn from_json(v: &Value) -> Option<UdpCounts> {
+        Some(UdpCounts {
+            lost: v["lost"].as_u64()?,
+            late: v["late"].as_u64()?,
+            reordered: v["reordered"].as_u64()?,
+        })
+    }
+}
+
 /// One complete interval, all threads together.
 #[derive(Debug, Clone)]
 pub struct IntervalReport {
@@ -31,6 +82,8 @@ pub struct IntervalReport {
     pub messages: u64,
     /// Their latencies, in ns.
     pub latency: Histogram<u64>,
+    /// UDP runs: losses, late and reordered echoes in it.
+    pub udp: Option<UdpCounts>,
 }
 
 impl IntervalReport {
@@ -52,8 +105,15 @@ impl IntervalReport {
             let p = Percentiles::of(&self.latency, percentiles);
             format!("{}  max {:.1}", p.chosen_text(), p.max)
         };
+        let udp = match self.udp {
+            Some(u) => format!(
+                "  lost {}  late {}  reordered {}",
+                u.lost, u.late, u.reordered
+            ),
+            None => String::new(),
+        };
         format!(
-            "interval {:>3}  {:>7.2}-{:<7.2} s  {:>8} msgs  {:>9.0} req/s  latency us  {latency}",
+            "interval {:>3}  {:>7.2}-{:<7.2} s  {:>8} msgs  {:>9.0} req/s  latency us  {latency}{udp}",
             self.index,
             self.from_s,
             self.to_s,
@@ -64,14 +124,18 @@ impl IntervalReport {
 
     /// One JSON object (a line of `--json` output).
     pub fn json(&self, percentiles: &[f64]) -> Value {
-        json!({
+        let mut v = json!({
             "interval": self.index,
             "from_s": self.from_s,
             "to_s": self.to_s,
             "messages": self.messages,
             "req_per_s": self.req_per_s(),
             "latency_us": Percentiles::of(&self.latency, percentiles).json(),
-        })
+        });
+        if let Some(u) = self.udp {
+            v["udp"] = u.json();
+        }
+        v
     }
 }
 
@@ -82,14 +146,18 @@ impl IntervalReport {
 impl IntervalReport {
     /// This interval as a child's event line.
     pub fn to_event(&self) -> Value {
-        json!({
+        let mut v = json!({
             "event": "interval",
             "index": self.index,
             "from_s": self.from_s,
             "to_s": self.to_s,
             "messages": self.messages,
             "latency": crate::histogram::to_base64(&self.latency),
-        })
+        });
+        if let Some(u) = self.udp {
+            v["udp"] = u.json();
+        }
+        v
     }
 
     /// An interval a child sent ([`IntervalReport::to_event`]).
@@ -102,6 +170,7 @@ impl IntervalReport {
             to_s: float("to_s")?,
             messages: int("messages")?,
             latency: crate::histogram::from_base64(v["latency"].as_str().unwrap_or(""))?,
+            udp: UdpCounts::from_json(&v["udp"]),
         })
     }
 }
@@ -154,10 +223,14 @@ impl Intervals {
             let mut empty = part.clone();
             empty.messages = 0;
             empty.latency.reset();
+            empty.udp = part.udp.map(|_| UdpCounts::default());
             (0, empty)
         });
         entry.0 += 1;
         entry.1.messages += part.messages;
+        if let (Some(sum), Some(u)) = (entry.1.udp.as_mut(), part.udp) {
+            *sum = sum.add(u);
+        }
         entry.1.to_s = entry.1.to_s.max(part.to_s);
         // Same bounds on every thread: adding cannot fail.
         let _ = entry.1.latency.add(&part.latency);
@@ -192,12 +265,19 @@ pub(crate) struct Clock {
     index: u64,
     /// `stats.messages` when the current interval began.
     messages_before: u64,
+    /// UDP runs: the counts when the current interval began.
+    udp_before: Option<UdpCounts>,
 }
 
 impl Clock {
     /// Intervals of `every`, from the window's start; starts recording
-    /// into `stats.interval`.
-    pub(crate) fn new(every: Duration, window_start: Instant, stats: &mut Stats) -> Clock {
+    /// into `stats.interval`. A `udp` run's intervals carry its losses.
+    pub(crate) fn new(
+        every: Duration,
+        window_start: Instant,
+        stats: &mut Stats,
+        udp: bool,
+    ) -> Clock {
         let mut h = stats.latency.clone();
         h.reset();
         stats.interval = Some(h);
@@ -206,6 +286,7 @@ impl Clock {
             window_start,
             index: 0,
             messages_before: stats.messages,
+            udp_before: udp.then(|| UdpCounts::of(stats)),
         }
     }
 
@@ -244,10 +325,14 @@ impl Clock {
                         .as_secs_f64(),
                     messages: stats.messages - self.messages_before,
                     latency,
+                    udp: self.udp_before.map(|b| UdpCounts::of(stats).since(b)),
                 },
                 out.1,
             );
             self.messages_before = stats.messages;
+            if self.udp_before.is_some() {
+                self.udp_before = Some(UdpCounts::of(stats));
+            }
             self.index += 1;
             if closing && end == now {
                 stats.interval = None;
@@ -275,7 +360,30 @@ mod tests {
             to_s: index as f64 + 1.0,
             messages,
             latency: Histogram::new_with_bounds(1, 1_000_000, 3).unwrap(),
+            udp: None,
         }
+    }
+
+    #[test]
+    fn udp_counts_of_an_interval_are_the_sum_of_its_parts() {
+        let iv = Intervals::default();
+        let counts = |lost, late, reordered| UdpCounts {
+            lost,
+            late,
+            reordered,
+        };
+        let mut a = part(0, 5);
+        a.udp = Some(counts(1, 0, 2));
+        let mut b = part(0, 7);
+        b.udp = Some(counts(3, 1, 0));
+        iv.hand_in(a, 2);
+        iv.hand_in(b, 2);
+        let r = iv.take_ready();
+        assert_eq!(r[0].udp, Some(counts(4, 1, 2)));
+        assert!(r[0].text(&[50.0]).ends_with("lost 4  late 1  reordered 2"));
+        assert_eq!(r[0].json(&[50.0])["udp"]["reordered"], 2);
+        let back = IntervalReport::from_event(&r[0].to_event()).unwrap();
+        assert_eq!(back.udp, r[0].udp);
     }
 
     #[test]

@@ -146,6 +146,9 @@ pub struct Stats {
     pub udp_lost: u64,
     /// UDP: echoes that came after their datagram was declared lost, or twice.
     pub udp_late: u64,
+    /// UDP: echoes that came after an echo of a later datagram of the same
+    /// socket (out of order).
+    pub udp_reordered: u64,
     /// Length of this thread's measured window, in seconds.
     pub window_secs: f64,
     /// Seconds this thread took to open (or fail) all its connections.
@@ -185,6 +188,7 @@ impl Stats {
             udp_sent: 0,
             udp_lost: 0,
             udp_late: 0,
+            udp_reordered: 0,
             window_secs: 0.0,
             open_secs: 0.0,
             sources_used: 0,
@@ -258,6 +262,7 @@ impl Stats {
         self.udp_sent += other.udp_sent;
         self.udp_lost += other.udp_lost;
         self.udp_late += other.udp_late;
+        self.udp_reordered += other.udp_reordered;
         self.window_secs = self.window_secs.max(other.window_secs);
         self.open_secs = self.open_secs.max(other.open_secs);
         self.sources_used = self.sources_used.max(other.sources_used);
@@ -291,6 +296,7 @@ impl Stats {
             "udp_sent": self.udp_sent,
             "udp_lost": self.udp_lost,
             "udp_late": self.udp_late,
+            "udp_reordered": self.udp_reordered,
             "window_secs": self.window_secs,
             "open_secs": self.open_secs,
             "sources_used": self.sources_used,
@@ -334,6 +340,8 @@ impl Stats {
         s.udp_sent = int("udp_sent")?;
         s.udp_lost = int("udp_lost")?;
         s.udp_late = int("udp_late")?;
+        // Absent from results saved before it was counted.
+        s.udp_reordered = v["udp_reordered"].as_u64().unwrap_or(0);
         s.window_secs = float("window_secs")?;
         s.open_secs = float("open_secs")?;
         s.sources_used = int("sources_used")? as usize;

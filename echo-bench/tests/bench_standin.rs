@@ -10,7 +10,7 @@ mod bench_support;
 
 use bench_support::{
     Behaviour, assert_clean, bench, dead_addr, spawn_bench, tcp_server, udp_echo,
-    udp_echo_dropping, udp_echo_flipping_last_byte, udp_echo_pausing,
+    udp_echo_dropping, udp_echo_flipping_last_byte, udp_echo_pausing, udp_echo_swapping,
     udp_echo_then_junk_when_quiet, wait_for, wait_run,
 };
 use std::collections::HashSet;
@@ -171,6 +171,46 @@ fn udp_run_counts_echoes_and_no_loss_on_loopback_echo() {
     assert_eq!(v["messages"], 2000);
     let sent = v["udp"]["sent"].as_u64().unwrap();
     assert!(sent >= 2000, "{v:#}");
+}
+
+#[test]
+fn udp_echoes_out_of_order_are_counted_per_interval() {
+    // The stand-in echoes each odd-numbered datagram after the next one.
+    let addr = udp_echo_swapping().to_string();
+    let run = bench(&[
+        "--udp",
+        "-c",
+        "2",
+        "-d",
+        "2",
+        "-t",
+        "1",
+        "--interval",
+        "0.5",
+        "--json",
+        &addr,
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let lines: Vec<serde_json::Value> = (run.stdout.lines())
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let intervals: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|v| v.get("interval").is_some())
+        .collect();
+    assert!(!intervals.is_empty(), "{lines:#?}");
+    let reordered: u64 = (intervals.iter())
+        .map(|v| {
+            v["udp"]["reordered"]
+                .as_u64()
+                .expect("udp counts per interval")
+        })
+        .sum();
+    assert!(reordered > 0, "{lines:#?}");
+    assert!(
+        intervals.iter().all(|v| v["udp"]["lost"].is_u64()),
+        "{lines:#?}"
+    );
 }
 
 #[test]

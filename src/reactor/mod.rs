@@ -9,7 +9,7 @@
 //!    nearest timer deadline, or not at all while the run-next queue holds
 //!    work;
 //! 2. routes each event by its token (`token.rs`) to a listener (accept,
-//!    `accept.rs`), a UDP socket (`udp.rs`), a control pipe (stop,
+//!    `accept.rs`), a UDP socket (`datagram.rs`, `udp/`), a control pipe (stop,
 //!    signals), or a connection, which does its own I/O (`connection/mod.rs`);
 //! 3. drives the connections and listeners that the previous tick left on
 //!    the run-next queue because they spent their budget while still ready;
@@ -36,6 +36,7 @@
 
 mod accept;
 mod class;
+mod datagram;
 mod deadlines;
 mod handshake;
 mod memory;
@@ -73,7 +74,6 @@ use crate::sockets::Sockets;
 use crate::stats::Stats;
 use crate::timer::{Clock, TimerKind, Timers};
 use crate::token::{self, Generations, Named, Target};
-use crate::udp::{self, Turn};
 use accept::Admission;
 use class::{Class, Classes, HTTP_READ};
 use handshake::Handshakes;
@@ -217,7 +217,7 @@ impl<P: Poller> Reactor<P> {
             config.metrics_max_connections,
         );
         let mut poller = P::new().map_err(setup)?;
-        let sources = Sources::adopt(sockets)?;
+        let sources = Sources::adopt(sockets, config.udp_batch)?;
         sources.register(&mut poller).map_err(setup)?;
         let stop = Stop::open(config, &mut poller).map_err(setup)?;
         let now = Instant::now();
@@ -398,7 +398,7 @@ impl<P: Poller> Reactor<P> {
                 other => self.drive_other(other, key, generation, ready),
             },
             Target::Listener(i) => self.accept_from(i),
-            Target::Udp(i) => self.serve_udp(i),
+            Target::Udp(i) => self.on_udp_event(i),
             Target::Handshake(i) => self.read_header(i),
             Target::Waker => self.on_wake(),
             Target::Signals => self.on_signals(),
@@ -434,28 +434,6 @@ impl<P: Poller> Reactor<P> {
                 self.serve_udp(i);
             }
             _ => {}
-        }
-    }
-
-    /// Answers what waits on UDP socket `i`, up to its budget.
-    fn serve_udp(&mut self, i: usize) {
-        let Some(slot) = self.sources.udp.get_mut(i) else {
-            return;
-        };
-        let Some(socket) = slot.socket.as_ref() else {
-            return;
-        };
-        let guard = &mut self.sources.udp_guard;
-        let turn = udp::serve(
-            socket,
-            slot.service,
-            guard,
-            &mut self.lent.read_buf,
-            &mut self.stats,
-            self.clock.now,
-        );
-        if turn == Turn::Requeue && !std::mem::replace(&mut slot.queued, true) {
-            self.run_next.push(token::udp(i));
         }
     }
 

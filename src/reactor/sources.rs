@@ -10,12 +10,13 @@ use std::os::fd::AsRawFd;
 
 use mio::net::{TcpListener, UdpSocket};
 
+use crate::budget::Budget;
 use crate::listener::ListenError;
 use crate::poller::{Interest, Poller};
 use crate::service::{Endpoint, Service, Transport};
 use crate::sockets::{Socket, Sockets};
 use crate::token;
-use crate::udp::LoopGuard;
+use crate::udp::{self, LoopGuard, Port};
 
 /// A listening socket and its accept state.
 #[derive(Debug)]
@@ -38,6 +39,8 @@ pub(super) struct UdpSlot {
     pub(super) service: Service,
     /// On the run-next queue already.
     pub(super) queued: bool,
+    /// Its batch of slots and its queue of answers waiting for room.
+    pub(super) port: Port,
 }
 
 /// Every socket the loop accepts or answers on.
@@ -54,7 +57,8 @@ pub(super) struct Sources {
 impl Sources {
     /// Takes over sockets bound by [`Sockets::bind`], here or in a parent
     /// process.
-    pub(super) fn adopt(sockets: Sockets) -> Result<Sources, ListenError> {
+    /// UDP sockets take batches of `udp_batch` datagrams.
+    pub(super) fn adopt(sockets: Sockets, udp_batch: usize) -> Result<Sources, ListenError> {
         let setup = ListenError::Setup;
         let endpoints = sockets.endpoints().map_err(setup)?;
         let (mut listeners, mut udp) = (Vec::new(), Vec::new());
@@ -66,7 +70,7 @@ impl Sources {
                 }
                 Socket::Udp(socket) => {
                     let socket = UdpSocket::from_std(socket);
-                    udp.push(UdpSlot::new(socket, bound.service));
+                    udp.push(UdpSlot::new(socket, bound.service, udp_batch));
                 }
             }
         }
@@ -105,8 +109,9 @@ impl Sources {
     /// Closes every socket but the metrics listeners (shutdown: new
     /// connections are now refused by the kernel, datagrams dropped by
     /// it); those serve on until the loop ends, so that `/healthz` can say
-    /// the server is draining.
-    pub(super) fn close<P: Poller>(&mut self, poller: &mut P) {
+    /// the server is draining. UDP answers still waiting are forgotten, and
+    /// their bytes given back to `budget`.
+    pub(super) fn close<P: Poller>(&mut self, poller: &mut P, budget: &mut Budget) {
         for slot in &mut self.listeners {
             if slot.service == Service::Metrics {
                 continue;
@@ -117,6 +122,7 @@ impl Sources {
             }
         }
         for slot in &mut self.udp {
+            slot.port.close(budget);
             if let Some(socket) = slot.socket.take() {
                 let _ = poller.deregister(socket.as_raw_fd());
             }
@@ -143,11 +149,18 @@ impl ListenerSlot {
 }
 
 impl UdpSlot {
-    fn new(socket: UdpSocket, service: Service) -> UdpSlot {
+    fn new(socket: UdpSocket, service: Service, batch: usize) -> UdpSlot {
+        // An echo answers each datagram with itself, so a run that came
+        // coalesced goes back as one; daytime's answers are not its
+        // datagrams, and it takes them one by one (`udp/batch.rs`).
+        if service == Service::Echo && batch > 1 {
+            udp::accept_coalesced(&socket);
+        }
         UdpSlot {
             socket: Some(socket),
             service,
             queued: false,
+            port: Port::new(batch),
         }
     }
 }

@@ -218,7 +218,7 @@ impl<P: Poller> Reactor<P> {
             return;
         }
         self.stop.retiring = true;
-        self.sources.close(&mut self.poller);
+        self.sources.close(&mut self.poller, &mut self.budget);
         let deadline = self.settings.shutdown_timeout;
         self.tell_manager("retiring: listeners closed, serving the open connections");
         info!(
@@ -242,7 +242,7 @@ impl<P: Poller> Reactor<P> {
             "shutting down: listeners closed, flushing {} connections (up to {deadline:?})",
             self.conns.len(),
         );
-        self.sources.close(&mut self.poller);
+        self.sources.close(&mut self.poller, &mut self.budget);
         let at = self.clock.now + deadline;
         self.timers.schedule(at, TimerKind::ShutdownDeadline);
         // Metrics connections are served on: `/healthz` answers 503 now.

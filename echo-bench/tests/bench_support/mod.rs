@@ -246,6 +246,34 @@ pub fn udp_echo_dropping(n: Option<u64>) -> SocketAddr {
     addr
 }
 
+/// A UDP echo server that holds each datagram with an odd sequence number
+/// (its first 8 bytes, little-endian) until the next datagram from the
+/// same sender, and echoes that one first: echoes come out of order.
+pub fn udp_echo_swapping() -> SocketAddr {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let addr = sock.local_addr().expect("local_addr");
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        let mut held: std::collections::HashMap<SocketAddr, Vec<u8>> = Default::default();
+        while let Ok((len, from)) = sock.recv_from(&mut buf) {
+            let seq = buf[..len]
+                .first_chunk::<8>()
+                .map_or(0, |h| u64::from_le_bytes(*h));
+            let older = held.remove(&from);
+            if seq % 2 == 1 && older.is_none() {
+                // It goes after the next one.
+                held.insert(from, buf[..len].to_vec());
+                continue;
+            }
+            let _ = sock.send_to(&buf[..len], from);
+            if let Some(older) = older {
+                let _ = sock.send_to(&older, from);
+            }
+        }
+    });
+    addr
+}
+
 /// A UDP server that echoes every datagram with its last byte flipped.
 pub fn udp_echo_flipping_last_byte() -> SocketAddr {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind udp");

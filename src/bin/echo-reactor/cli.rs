@@ -8,8 +8,8 @@ use clap::{Parser, ValueEnum};
 use echo_reactor::{
     Backend, Config, DEFAULT_BACKLOG, DEFAULT_LISTEN, DEFAULT_MAX_BUFFERED, DEFAULT_MAX_FRAME,
     DEFAULT_MAX_LINE, DEFAULT_METRICS_IDLE_TIMEOUT, DEFAULT_METRICS_MAX_CONNECTIONS,
-    DEFAULT_SNDBUF, DEFAULT_WATCHDOG, Frame, Line, ListenAddr, MIN_MAX_BUFFERED, Mode, ProxyMode,
-    Transform, WorkerSpec,
+    DEFAULT_SNDBUF, DEFAULT_UDP_BATCH, DEFAULT_WATCHDOG, Frame, Line, ListenAddr, MIN_MAX_BUFFERED,
+    Mode, ProxyMode, Transform, WorkerSpec,
 };
 
 /// A single-threaded, readiness-based TCP echo server (RFC 862) on mio.
@@ -198,6 +198,14 @@ pub(crate) struct Args {
         value_delimiter = ','
     )]
     pub udp: Vec<ListenAddr>,
+
+    /// UDP datagrams taken per receive call (recvmmsg) and answered per
+    /// send call (sendmmsg), 1 to 64: at most one batch per socket per
+    /// tick. A lone datagram is still answered at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_UDP_BATCH as u64,
+          value_parser = clap::value_parser!(u64).range(1..=64),
+          env = "ECHO_REACTOR_UDP_BATCH")]
+    pub udp_batch: u64,
 
     /// Serve daytime (RFC 867) on ADDR over both TCP and UDP, same port
     /// (repeatable): the current time as one line, then close.
@@ -402,6 +410,7 @@ impl Args {
             },
             mode,
             udp: self.udp,
+            udp_batch: self.udp_batch as usize,
             daytime: self.daytime,
             metrics: self.metrics,
             metrics_max_connections: self.metrics_max_connections,
@@ -656,6 +665,16 @@ mod tests {
     }
 
     #[test]
+    fn udp_batch_reaches_the_config() {
+        assert_eq!(
+            parse(&[]).unwrap().into_config().udp_batch,
+            DEFAULT_UDP_BATCH
+        );
+        let cfg = parse(&["--udp-batch", "8"]).unwrap().into_config();
+        assert_eq!(cfg.udp_batch, 8);
+    }
+
+    #[test]
     fn bad_values_are_rejected() {
         for bad in [
             &["--listen", "nope"][..],
@@ -671,6 +690,9 @@ mod tests {
             &["--mode", "line", "--max-line", "0"],
             &["--mode", "frame", "--max-frame", "-1"],
             &["--udp", "nope"],
+            &["--udp-batch", "0"],
+            &["--udp-batch", "65"],
+            &["--udp-batch", "-1"],
             &["--stats-interval", "1e-9"],
             &["--stats-interval", "0.001"],
             &["--mode", "line", "--max-line", "18446744073709551615"],

@@ -10,6 +10,12 @@
 //! has not come back within [`LOSS_TIMEOUT`] counts it lost and moves on;
 //! an echo that arrives after that counts as late.
 //!
+//! Datagrams move a batch per call (`batch.rs`): one `recvmmsg` takes
+//! every echo waiting on a socket, up to [`batch::BATCH`], and the next
+//! datagrams those echoes release are staged and sent by one `sendmmsg`
+//! after the batch, so the client spends far fewer calls per datagram
+//! than the server it measures once lanes are many.
+//!
 //! Like TCP, a socket is *proven* by its first echo (sequence 0, resent
 //! after each loss timeout until `--timeout`); a closed
 //! port answers with ICMP, which a connected UDP socket reports as
@@ -18,11 +24,14 @@
 //! every socket is opened at once, and the drain after the window lasts
 //! one [`LOSS_TIMEOUT`].
 
+mod batch;
+
 use crate::config::UDP_HEADER;
 use crate::engine::{self, Core, Engine, Share};
 use crate::pattern::Pattern;
 use crate::stats::ErrorKind;
 use crate::{Shared, ThreadResult};
+use batch::Slots;
 use log::{debug, warn};
 use mio::event::Event;
 use mio::net::UdpSocket;
@@ -30,6 +39,7 @@ use mio::{Interest, Token};
 use slab::Slab;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,6 +66,9 @@ struct Sock {
     proven: bool,
     opened_at: Instant,
     lanes: Box<[Lane]>,
+    /// The highest sequence number echoed so far: an echo below it came
+    /// out of order.
+    highest: u64,
     /// Failed; its key waits on the thread's list of deferred frees.
     dead: bool,
 }
@@ -64,11 +77,16 @@ struct Sock {
 struct Worker {
     core: Core,
     socks: Slab<Sock>,
-    /// Receive buffer, one byte longer than a message so an oversized echo
-    /// is seen as such instead of silently truncated.
-    rbuf: Box<[u8]>,
-    /// The outgoing datagram, rebuilt in place for each send.
-    wbuf: Box<[u8]>,
+    /// Receive slots, each one byte longer than a message so an oversized
+    /// echo is seen as such instead of silently truncated.
+    inbox: Slots,
+    /// Datagrams staged to send on socket `outbox_key`, sent by
+    /// [`Worker::flush`].
+    outbox: Slots,
+    outbox_key: usize,
+    /// `--udp-offload`: a socket's staged datagrams go as one segmented
+    /// message.
+    segmented: bool,
     size: usize,
     depth: u64,
     /// Lanes waiting for an echo, over all live sockets.
@@ -81,11 +99,19 @@ struct Worker {
 /// Runs one thread's share of a UDP run.
 pub(crate) fn run_thread(sh: Arc<Shared>, share: Share) -> ThreadResult {
     let (size, depth) = (sh.cfg.size, sh.cfg.depth as u64);
+    let segmented = sh.cfg.udp_offload;
+    let slot = if sh.cfg.udp_offload {
+        batch::GRO_SLOT.max(size + 1)
+    } else {
+        size + 1
+    };
     let mut w = Worker {
         socks: Slab::with_capacity(share.ids.len()),
         core: Core::new(sh, share)?,
-        rbuf: vec![0u8; size + 1].into_boxed_slice(),
-        wbuf: vec![0u8; size].into_boxed_slice(),
+        inbox: Slots::new(slot),
+        outbox: Slots::new(size),
+        outbox_key: 0,
+        segmented,
         size,
         depth,
         waiting: 0,
@@ -134,10 +160,12 @@ impl Engine for Worker {
                 self.send_if_allowed(key, lane, seq, now);
             }
         }
+        self.flush();
     }
 
     fn sweep(&mut self, now: Instant) {
         self.sweep_lanes(now);
+        self.flush();
     }
 
     /// Datagrams still awaited are counted with their age so far (see
@@ -188,6 +216,7 @@ impl Worker {
                 }
             }
         }
+        self.flush();
     }
 
     fn open(&mut self, id: usize, now: Instant) -> io::Result<usize> {
@@ -201,6 +230,9 @@ impl Worker {
         // A connected socket only receives from the server, and reports
         // the ICMP "port unreachable" of a closed port as ECONNREFUSED.
         socket.connect(cfg.addr)?;
+        if cfg.udp_offload {
+            batch::accept_coalesced(socket.as_raw_fd())?;
+        }
         let entry = self.socks.vacant_entry();
         // Read interest only: a datagram send either goes out whole or
         // fails at once, so there is never a partial write to resume.
@@ -223,6 +255,7 @@ impl Worker {
             proven: false,
             opened_at: now,
             lanes,
+            highest: 0,
             dead: false,
         });
         Ok(key)
@@ -291,13 +324,18 @@ impl Worker {
         }
     }
 
-    /// Sends datagram `seq` on `lane`. A send that fails for lack of
-    /// buffer space counts like a datagram lost on the way.
+    /// Stages datagram `seq` on `lane`, to be sent with the others staged
+    /// for the same socket by [`Worker::flush`].
     fn send(&mut self, key: usize, lane: usize, seq: u64, now: Instant) {
+        if self.outbox.n > 0 && (self.outbox_key != key || self.outbox.is_full()) {
+            self.flush();
+        }
+        self.outbox_key = key;
         let s = &mut self.socks[key];
-        self.wbuf[..UDP_HEADER].copy_from_slice(&seq.to_le_bytes());
         let body = self.size - UDP_HEADER;
-        self.wbuf[UDP_HEADER..].copy_from_slice(self.core.sh.pattern.slice(
+        let out = self.outbox.stage(self.size);
+        out[..UDP_HEADER].copy_from_slice(&seq.to_le_bytes());
+        out[UDP_HEADER..].copy_from_slice(self.core.sh.pattern.slice(
             s.start,
             seq * self.size as u64,
             body,
@@ -307,48 +345,95 @@ impl Worker {
         l.sent_at = now;
         l.waiting = true;
         self.waiting += 1;
-        match s.socket.send(&self.wbuf) {
-            Ok(_) => {}
-            // Dropped before it left; the loss timeout will account for it.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => self.socket_error(key, &e),
+    }
+
+    /// Sends the staged datagrams, as few calls as the socket takes. A
+    /// send that fails for lack of buffer space counts like datagrams lost
+    /// on the way.
+    fn flush(&mut self) {
+        let key = self.outbox_key;
+        let mut next = 0;
+        while next < self.outbox.n {
+            let Some(s) = self.socks.get(key).filter(|s| !s.dead) else {
+                break;
+            };
+            let fd = s.socket.as_raw_fd();
+            let sent = if self.segmented {
+                self.outbox.send_segmented(fd, next)
+            } else {
+                self.outbox.send(fd, next)
+            };
+            match sent {
+                Ok(sent) => next += sent.max(1),
+                // Dropped before they left; the loss timeout accounts for them.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The path cannot segment (no checksum offload): a
+                // datagram per message from now on.
+                Err(e) if self.segmented && e.raw_os_error() == Some(libc::EIO) => {
+                    warn!("udp: no segmentation offload here ({e}); sending datagrams");
+                    self.segmented = false;
+                }
+                Err(e) => {
+                    self.socket_error(key, &e);
+                    break;
+                }
+            }
         }
+        self.outbox.n = 0;
     }
 
     // ----- receiving -----------------------------------------------------
 
     fn on_readable(&mut self, key: usize) {
         let now = Instant::now();
-        loop {
-            let Some(s) = self.socks.get_mut(key) else {
-                return;
-            };
+        while let Some(s) = self.socks.get_mut(key) {
             if s.dead {
-                return;
+                break;
             }
-            // Datagram sockets have no "short read means empty" rule: each
-            // recv returns one datagram, so drain until WouldBlock.
-            let n = match s.socket.recv(&mut self.rbuf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            // A batch shorter than its slots found the queue empty.
+            let got = match self.inbox.recv(s.socket.as_raw_fd()) {
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.socket_error(key, &e);
-                    return;
+                    break;
                 }
             };
-            if !self.on_datagram(key, n, now) {
-                return;
+            'slots: for i in 0..got {
+                // A slot holds one datagram, or with --udp-offload a run of
+                // them from the server, all `seg` bytes but the last.
+                let (len, seg) = self.inbox.shape(i);
+                let mut at = 0;
+                loop {
+                    let n = seg.min(len - at);
+                    if !self.on_datagram(key, i, at, n, now) {
+                        break 'slots;
+                    }
+                    at += n;
+                    if at >= len {
+                        break;
+                    }
+                }
+            }
+            if got < batch::BATCH {
+                break;
             }
         }
+        self.flush();
     }
 
-    /// The datagram of `n` bytes just read into `rbuf` on `key`: checked,
+    /// The datagram at `at`, `n` bytes, in receive slot `i` on `key`: checked,
     /// matched to its lane, and answered with the lane's next one. Returns
     /// false if the socket failed on it.
-    fn on_datagram(&mut self, key: usize, n: usize, now: Instant) -> bool {
+    fn on_datagram(&mut self, key: usize, i: usize, at: usize, n: usize, now: Instant) -> bool {
         let s = &mut self.socks[key];
-        let got = &self.rbuf[..n];
+        if s.dead {
+            return false;
+        }
+        let got = &self.inbox.get(i)[at..at + n];
+        let n = got.len();
         let seq = match got.first_chunk::<UDP_HEADER>() {
             Some(header) => u64::from_le_bytes(*header),
             None => u64::MAX,
@@ -375,6 +460,13 @@ impl Worker {
             self.core.unproven -= 1;
             self.core.stats.established += 1;
             return true;
+        }
+        if seq < s.highest {
+            if self.core.measuring() {
+                self.core.stats.udp_reordered += 1;
+            }
+        } else {
+            s.highest = seq;
         }
         self.core.completed_any += 1;
         if self.core.measuring() && l.sent_at >= self.core.window.start {

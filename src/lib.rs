@@ -150,7 +150,9 @@ pub use log_sink::{LogSink, dropped_lines};
 pub use poller::Backend;
 pub use protocol::frame::DEFAULT_MAX_FRAME;
 pub use protocol::line::DEFAULT_MAX_LINE;
-pub use protocol::{Frame, Line, Mode, Protocol, Refusal, Status, Transform, Verdict};
+pub use protocol::{
+    ConnId, Frame, Line, Link, MAIL_SHARE, Mode, Protocol, Refusal, Status, Transform, Verdict,
+};
 pub use reactor::{Report, Server};
 pub use service::{Endpoint, Service, Transport};
 pub use shutdown::ShutdownHandle;

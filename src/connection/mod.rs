@@ -91,6 +91,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 mod interest;
+mod mail;
 mod pass_through;
 #[cfg(test)]
 mod scripted;
@@ -98,6 +99,7 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use mail::Delivery;
 pub(crate) use stream::Stream;
 
 use log::trace;
@@ -107,7 +109,9 @@ use mio::net::TcpStream;
 use crate::budget::Budget;
 use crate::outbuf::OutBuf;
 use crate::poller::{Interest, Poller, Token};
-use crate::protocol::{Handler, Partial, Verdict};
+use crate::protocol::{
+    Answered, ConnId, Handler, Link, Mailbox, Partial, Verdict, warn_overrun_once,
+};
 use crate::service::Service;
 use crate::stats::Stats;
 use crate::timer::{Stamp, TimerKind, Timers};
@@ -203,6 +207,9 @@ pub(crate) enum CloseReason {
     /// Closed by `--evict-after`: it held buffered bytes and made no
     /// progress while the budget was full.
     Evicted,
+    /// A letter from another connection would have taken its pending
+    /// output past its share (`protocol/link.rs`).
+    MailCutOff,
     /// Reset, broken pipe, or another socket error.
     Error(io::Error),
 }
@@ -217,6 +224,7 @@ impl fmt::Display for CloseReason {
             CloseReason::LingerTimeout => f.write_str("no FIN within the linger bound"),
             CloseReason::BudgetFull => f.write_str("no room in the memory budget"),
             CloseReason::Evicted => f.write_str("evicted: stalled while the budget was full"),
+            CloseReason::MailCutOff => f.write_str("cut off: did not read its letters"),
             CloseReason::Error(e) => write!(f, "{e}"),
         }
     }
@@ -273,9 +281,9 @@ pub(crate) struct Cx<'a, P> {
     pub(crate) stamp: Stamp,
     /// What the connections speak.
     pub(crate) handler: &'a mut Handler,
-    /// The loop's shared scratch space for a protocol's answers (empty
-    /// between uses; unused in raw mode).
-    pub(crate) answers: &'a mut Vec<u8>,
+    /// The loop's shared scratch space for a protocol's answers and
+    /// letters (unused in raw mode).
+    pub(crate) scratch: &'a mut Scratch,
     /// The loop's timers, for the linger bound.
     pub(crate) timers: &'a mut Timers,
     /// The memory budget every held byte is counted in.
@@ -283,6 +291,18 @@ pub(crate) struct Cx<'a, P> {
     /// `--portable-reads`: no short read proves the receive queue empty;
     /// every turn reads until `WouldBlock` or EOF (docs/short-reads.md).
     pub(crate) read_until_would_block: bool,
+}
+
+/// What the loop lends every protocol turn to write into: one of each
+/// for the whole loop, not one per connection.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    /// A protocol's answers to the connection that spoke; empty between
+    /// uses.
+    pub(crate) answers: Vec<u8>,
+    /// Letters to other connections, delivered by the loop after the
+    /// tick's turns (`protocol/link.rs`).
+    pub(crate) mail: Mailbox,
 }
 
 /// What a connection looks like from outside, for `--trace`
@@ -520,7 +540,14 @@ impl<S: Stream> Connection<S> {
                 return Outcome::Close(CloseReason::Error(e));
             }
         }
-        if greeting.then_close {
+        let then_close = greeting.then_close;
+        drop(greeting);
+        if service == Service::Echo
+            && let Err(e) = self.open_protocol(cx)
+        {
+            return Outcome::Close(CloseReason::Error(e));
+        }
+        if then_close {
             // RFC 867: send the line, then close. Draining is exactly that,
             // FIN after the last byte, and a lingering read so that
             // anything the client sent cannot turn our close into a reset.
@@ -696,7 +723,7 @@ impl<S: Stream> Connection<S> {
             Input::Data(n) => n,
             Input::Empty => return Ok(false),
             Input::Eof => {
-                self.end_of_input(cx)?;
+                self.end_of_input(cx.budget.worst_case(0), cx)?;
                 return Ok(false);
             }
         };
@@ -707,7 +734,7 @@ impl<S: Stream> Connection<S> {
             self.send(&cx.buf[..n], cx.token, cx.stats, cx.budget)?;
         } else {
             // A message split across reads is kept: counted as it grows.
-            self.answer(n, cx)?;
+            self.answer(n, cx.budget.worst_case(n), cx)?;
         }
         Ok(true)
     }
@@ -715,24 +742,62 @@ impl<S: Stream> Connection<S> {
     /// Hands the first `n` bytes of the loop's buffer to the protocol and
     /// sends its answers. A message split across reads is kept, and
     /// charged what it may grow to (`budget.rs`, "Split messages").
-    fn answer<P>(&mut self, n: usize, cx: &mut Cx<'_, P>) -> io::Result<()> {
+    /// `room` is what the budget made room for besides what the connection
+    /// is charged now: the answers, letters and split message may take no
+    /// more (an overrun otherwise, `protocol/mod.rs`).
+    fn answer<P>(&mut self, n: usize, room: usize, cx: &mut Cx<'_, P>) -> io::Result<()> {
         let before = self.partial.charge();
-        let verdict = cx.handler.feed(&mut self.partial, &cx.buf[..n], cx.answers);
+        let scratch = &mut *cx.scratch;
+        let mut link = Link::new(ConnId::of(cx.token), &mut scratch.mail);
+        let answered = (cx.handler).feed_within(
+            &mut self.partial,
+            &cx.buf[..n],
+            &mut scratch.answers,
+            &mut link,
+            before + room,
+        );
         cx.budget.settle(before, self.partial.charge());
-        self.send_answers(verdict, cx)
+        self.send_answers(answered, cx)
+    }
+
+    /// The protocol's open hook, once the connection is registered and
+    /// greeted: creates its session, and sends what the hook answers.
+    fn open_protocol<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<()> {
+        if let Handler::Raw = cx.handler {
+            return Ok(());
+        }
+        let scratch = &mut *cx.scratch;
+        let mut link = Link::new(ConnId::of(cx.token), &mut scratch.mail);
+        let answered = (cx.handler).open(&mut self.partial, &mut scratch.answers, &mut link);
+        if !cx.budget.fits(cx.scratch.answers.len()) {
+            cx.scratch.answers.clear();
+            return Err(io::Error::other("no room in the memory budget for the open hook's answer"));
+        }
+        self.send_answers(answered, cx)
+    }
+
+    /// The connection is being closed: the protocol's close hook, with its
+    /// session, which is dropped after it. Its letters go to others.
+    pub(crate) fn hang_up(&mut self, token: Token, handler: &mut Handler, mail: &mut Mailbox, stats: &mut Stats) {
+        let mut link = Link::new(ConnId::of(token), mail);
+        if handler.close(&mut self.partial, &mut link) {
+            stats.protocol_overruns += 1;
+            warn_overrun_once("letters of a close hook");
+        }
     }
 
     /// The peer's FIN: what is pending still goes out (phase `Closing`),
     /// and an unfinished message gets what the protocol still owes it (a
     /// last line is answered).
-    fn end_of_input<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<()> {
+    fn end_of_input<P>(&mut self, room: usize, cx: &mut Cx<'_, P>) -> io::Result<()> {
         // phase: Open -> Closing (the peer's FIN read)
         self.set_phase(cx.token, Phase::Closing);
         if !self.partial.is_empty() {
             let before = self.partial.charge();
-            let verdict = cx.handler.finish(&mut self.partial, cx.answers);
+            let answered =
+                (cx.handler).finish(&mut self.partial, &mut cx.scratch.answers, before + room);
             cx.budget.settle(before, self.partial.charge());
-            self.send_answers(verdict, cx)?;
+            self.send_answers(answered, cx)?;
         }
         Ok(())
     }
@@ -782,15 +847,22 @@ impl<S: Stream> Connection<S> {
         }
     }
 
-    /// Sends what the protocol answered (in `cx.answers`) and acts on its
-    /// verdict: a close stops the input and starts flush, FIN, linger.
-    fn send_answers<P>(&mut self, verdict: Verdict, cx: &mut Cx<'_, P>) -> io::Result<()> {
-        if !cx.answers.is_empty() {
+    /// Sends what the protocol answered (in `cx.scratch.answers`) and acts
+    /// on its verdict: a close stops the input and starts flush, FIN,
+    /// linger. An overrun is counted, and closes like `exit`.
+    fn send_answers<P>(&mut self, answered: Answered, cx: &mut Cx<'_, P>) -> io::Result<()> {
+        if answered.overrun {
+            cx.stats.protocol_overruns += 1;
+            warn_overrun_once("an answer past max_answer or amplification, or a split message past its reservation");
+        }
+        let answers = &mut cx.scratch.answers;
+        if !answers.is_empty() {
             // Most reads of a split message answer nothing: no `write`.
-            let sent = self.send(cx.answers, cx.token, cx.stats, cx.budget);
-            cx.answers.clear();
+            let sent = self.send(answers, cx.token, cx.stats, cx.budget);
+            answers.clear();
             sent?;
         }
+        let verdict = answered.verdict;
         match verdict {
             Verdict::Continue => {}
             Verdict::Close | Verdict::Refuse => {

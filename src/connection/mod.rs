@@ -723,7 +723,7 @@ impl<S: Stream> Connection<S> {
             Input::Data(n) => n,
             Input::Empty => return Ok(false),
             Input::Eof => {
-                self.end_of_input(cx.budget.worst_case(0), cx)?;
+                self.end_of_read_input(cx)?;
                 return Ok(false);
             }
         };
@@ -734,9 +734,25 @@ impl<S: Stream> Connection<S> {
             self.send(&cx.buf[..n], cx.token, cx.stats, cx.budget)?;
         } else {
             // A message split across reads is kept: counted as it grows.
-            self.answer(n, cx.budget.worst_case(n), cx)?;
+            self.answer_read(n, cx)?;
         }
         Ok(true)
+    }
+
+    /// [`Connection::answer`] for a read of `n` bytes, with the room the
+    /// budget made for it. Kept out of line: the raw echo turn, which never
+    /// comes here, stays as small as it was.
+    #[inline(never)]
+    fn answer_read<P>(&mut self, n: usize, cx: &mut Cx<'_, P>) -> io::Result<()> {
+        self.answer(n, cx.budget.worst_case(n), cx)
+    }
+
+    /// [`Connection::end_of_input`] after a read found EOF, with the room
+    /// the budget made for that read.
+    #[cold]
+    #[inline(never)]
+    fn end_of_read_input<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<()> {
+        self.end_of_input(cx.budget.worst_case(0), cx)
     }
 
     /// Hands the first `n` bytes of the loop's buffer to the protocol and
@@ -771,14 +787,22 @@ impl<S: Stream> Connection<S> {
         let answered = (cx.handler).open(&mut self.partial, &mut scratch.answers, &mut link);
         if !cx.budget.fits(cx.scratch.answers.len()) {
             cx.scratch.answers.clear();
-            return Err(io::Error::other("no room in the memory budget for the open hook's answer"));
+            return Err(io::Error::other(
+                "no room in the memory budget for the open hook's answer",
+            ));
         }
         self.send_answers(answered, cx)
     }
 
     /// The connection is being closed: the protocol's close hook, with its
     /// session, which is dropped after it. Its letters go to others.
-    pub(crate) fn hang_up(&mut self, token: Token, handler: &mut Handler, mail: &mut Mailbox, stats: &mut Stats) {
+    pub(crate) fn hang_up(
+        &mut self,
+        token: Token,
+        handler: &mut Handler,
+        mail: &mut Mailbox,
+        stats: &mut Stats,
+    ) {
         let mut link = Link::new(ConnId::of(token), mail);
         if handler.close(&mut self.partial, &mut link) {
             stats.protocol_overruns += 1;
@@ -853,7 +877,9 @@ impl<S: Stream> Connection<S> {
     fn send_answers<P>(&mut self, answered: Answered, cx: &mut Cx<'_, P>) -> io::Result<()> {
         if answered.overrun {
             cx.stats.protocol_overruns += 1;
-            warn_overrun_once("an answer past max_answer or amplification, or a split message past its reservation");
+            warn_overrun_once(
+                "an answer past max_answer or amplification, or a split message past its reservation",
+            );
         }
         let answers = &mut cx.scratch.answers;
         if !answers.is_empty() {

@@ -2,9 +2,9 @@
 //! [`Protocol`] behind one object-safe interface ([`Erased`]), called
 //! through one `dyn` call per read, never per byte.
 
-use super::{Answered, Link, Mode, Partial, Protocol};
 #[cfg(test)]
 use super::Verdict;
+use super::{Answered, Link, Mode, Partial, Protocol};
 
 /// A [`Protocol`] behind one object-safe interface, so that the loop holds
 /// any of them in one [`Handler`] (one `dyn` call per read).
@@ -172,7 +172,12 @@ impl Handler {
     }
 
     /// [`finish`](super::finish).
-    pub(crate) fn finish(&mut self, partial: &mut Partial, out: &mut Vec<u8>, limit: usize) -> Answered {
+    pub(crate) fn finish(
+        &mut self,
+        partial: &mut Partial,
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Answered {
         match self.protocol_mut() {
             Some(p) => p.finish(partial, out, limit),
             None => {
@@ -241,7 +246,12 @@ impl Handler {
 
     /// Feeds `input` with no limit and no one else to speak to (tests).
     #[cfg(test)]
-    pub(crate) fn feed(&mut self, partial: &mut Partial, input: &[u8], out: &mut Vec<u8>) -> Verdict {
+    pub(crate) fn feed(
+        &mut self,
+        partial: &mut Partial,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Verdict {
         let mut mail = super::Mailbox::default();
         let mut link = Link::new(super::tests_id(), &mut mail);
         self.feed_within(partial, input, out, &mut link, usize::MAX)

@@ -79,8 +79,8 @@ mod session;
 pub use frame::Frame;
 pub(crate) use handler::Handler;
 pub use line::{Line, Transform};
-pub(crate) use link::{Mailbox, To};
 pub use link::{ConnId, Link, MAIL_SHARE};
+pub(crate) use link::{Mailbox, To};
 pub(crate) use session::Partial;
 use session::{Split, with_session};
 
@@ -805,7 +805,14 @@ mod tests {
         let mut mail = Mailbox::default();
         let mut link = Link::new(tests_id(), &mut mail);
         let (mut out, mut partial) = (Vec::new(), Partial::new());
-        let answered = feed_within(&mut Poster, &mut partial, b"123456", &mut out, &mut link, 100);
+        let answered = feed_within(
+            &mut Poster,
+            &mut partial,
+            b"123456",
+            &mut out,
+            &mut link,
+            100,
+        );
         assert!(answered.overrun, "6 answered and 6 posted: 12 > 10");
         assert!(out.is_empty() && mail.is_empty(), "both taken back");
     }

@@ -108,7 +108,9 @@ impl Partial {
     /// has that room it waits in the kernel. True if it gave any back.
     pub(crate) fn release_unfilled(&mut self) -> bool {
         match self.0.as_mut().map(|held| &mut held.split) {
-            Some(split) if !split.bytes.is_empty() && split.bytes.capacity() < split.reserved / 2 => {
+            Some(split)
+                if !split.bytes.is_empty() && split.bytes.capacity() < split.reserved / 2 =>
+            {
                 split.reserved = 0;
                 true
             }
@@ -251,7 +253,8 @@ mod tests {
         assert!(partial.has_session(), "created when the connection opens");
         // Five lines over four reads, one of them split.
         for read in [&b"a\nb"[..], b"\n", b"c\nd\n", b"e\n"] {
-            let answered = feed_within(&mut protocol, &mut partial, read, &mut out, &mut link, 1000);
+            let answered =
+                feed_within(&mut protocol, &mut partial, read, &mut out, &mut link, 1000);
             assert_eq!(answered.verdict, Verdict::Continue);
         }
         let text = String::from_utf8(out).expect("text");
@@ -267,7 +270,11 @@ mod tests {
         );
         let created = CREATED.load(Ordering::SeqCst);
         assert_eq!(created, 1, "created once");
-        assert_eq!(DROPPED.load(Ordering::SeqCst), 0, "never dropped while open");
+        assert_eq!(
+            DROPPED.load(Ordering::SeqCst),
+            0,
+            "never dropped while open"
+        );
         assert!(!close(&mut protocol, &mut partial, &mut link));
         assert_eq!(DROPPED.load(Ordering::SeqCst), 1, "dropped once, at close");
         assert!(partial.0.is_none(), "nothing left behind");
@@ -280,9 +287,23 @@ mod tests {
         let mut mail = Mailbox::default();
         let mut link = Link::new(tests_id(), &mut mail);
         let mut out = Vec::new();
-        feed_within(&mut line, &mut partial, b"hi\n", &mut out, &mut link, 1 << 20);
+        feed_within(
+            &mut line,
+            &mut partial,
+            b"hi\n",
+            &mut out,
+            &mut link,
+            1 << 20,
+        );
         assert!(partial.0.is_none());
-        feed_within(&mut line, &mut partial, b"half", &mut out, &mut link, 1 << 20);
+        feed_within(
+            &mut line,
+            &mut partial,
+            b"half",
+            &mut out,
+            &mut link,
+            1 << 20,
+        );
         assert_eq!(partial.len(), 4);
         feed_within(&mut line, &mut partial, b"\n", &mut out, &mut link, 1 << 20);
         assert!(partial.0.is_none(), "freed once the message is whole");

@@ -3,7 +3,7 @@
 //!
 //! A request/response protocol answers the connection that spoke, into its
 //! `out`, and needs nothing here. A protocol that addresses other
-//! connections (a chat room) implements [`Protocol::answer_with`] and the
+//! connections (a chat room) implements [`Protocol::answer_with`](super::Protocol::answer_with) and the
 //! open and close hooks, which get a [`Link`]: the speaker's [`ConnId`],
 //! and a way to post bytes to another connection or to all of them.
 //!
@@ -34,7 +34,7 @@
 //!
 //! What one call posts counts as its answer: the bytes a call writes to
 //! `out` and posts together must stay within what the protocol declared
-//! ([`Protocol::max_answer`] per message, [`Protocol::amplification`] per
+//! (`Protocol::max_answer` per message, `Protocol::amplification` per
 //! read), or the call is an overrun (`protocol.rs`, "Sizes are
 //! enforced"): its answer and its letters are dropped.
 
@@ -243,6 +243,7 @@ mod tests {
         );
         assert_eq!(other.to_string(), "conn 2/1");
         mail.clear();
-        assert!(mail.is_empty() && mail.len() == 0);
+        assert!(mail.is_empty());
+        assert_eq!(mail.mark().bytes, 0);
     }
 }

@@ -23,7 +23,7 @@
 //! error), or refuses the input for good ([`Refusal`]). Then it *answers*
 //! each whole message, with `&mut self` (state shared by every connection
 //! of the loop, such as a key-value store: the loop is single-threaded, so
-//! no lock) and the connection's own [`Protocol::Session`]. [`feed`] is the
+//! no lock) and the connection's own [`Protocol::Session`]. [`feed_within`] is the
 //! one driver: it decodes in place from the loop's read buffer and copies
 //! only an incomplete tail.
 //!
@@ -64,7 +64,7 @@
 //! straight from the loop's read buffer, with no copy, and never calls into
 //! this module. [`Handler::Raw`] is one branch in `connection/mod.rs`, so
 //! protocols cost the raw path nothing. A protocol is called through one
-//! `dyn` call per read ([`Erased`]), never per byte.
+//! `dyn` call per read (`handler.rs`), never per byte.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -17,7 +17,8 @@
 //! One line per message (LF or CRLF). The first line a connection sends is
 //! its nickname (1 to [`MAX_NICK`] letters, digits, `-` or `_`, not taken);
 //! every line after it goes to every other connection as `nick: line`;
-//! `/quit` leaves. A connection hears the room from the moment it connects
+//! `/msg nick text` goes to that member only, as `(sender) text`; `/quit`
+//! leaves. A connection hears the room from the moment it connects
 //! (one letter to all others, [`Link::send_to_others`], is one copy
 //! however many read it; a letter per member would count as many answers). The room (who is here) is the protocol value, shared by every
 //! connection; each connection's nickname is its session.
@@ -114,6 +115,24 @@ impl Protocol for Room {
         if line == b"/quit" {
             out.extend_from_slice(b"* bye\n");
             return Verdict::Close;
+        }
+        if let Some(rest) = line.strip_prefix(b"/msg ") {
+            // To one member only: `/msg bob see you`.
+            let (to, text) = match rest.iter().position(|&b| b == b' ') {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (rest, &b""[..]),
+            };
+            let to = String::from_utf8_lossy(to);
+            match self.members.iter().find(|(_, n)| **n == to) {
+                Some((&id, _)) => {
+                    let mut said = format!("({nick}) ").into_bytes();
+                    said.extend_from_slice(text);
+                    said.push(b'\n');
+                    link.send(id, &said);
+                }
+                None => out.extend_from_slice(format!("* no {to} here\n").as_bytes()),
+            }
+            return Verdict::Continue;
         }
         if !line.is_empty() {
             let mut said = Vec::with_capacity(nick.len() + 3 + line.len());

@@ -173,6 +173,18 @@ on_every_backend! {
         assert_eq!(bob.line(), "* cyd joined\n");
         bob.say("hi all");
         assert_eq!(ada.line(), "bob: hi all\n");
+        // To one member only, by its id: eve (cyd) hears none of it.
+        bob.say("/msg ada just you");
+        bob.say("/msg zed anyone?");
+        assert_eq!(bob.line(), "* no zed here\n");
+        bob.say("/msg cyd and you");
+        line.clear();
+        eve.read_line(&mut line).expect("cyd hears");
+        assert_eq!(line, "bob: hi all\n");
+        line.clear();
+        eve.read_line(&mut line).expect("cyd hears");
+        assert_eq!(line, "(bob) and you\n", "the whisper to ada is not heard");
+        assert_eq!(ada.line(), "(bob) just you\n");
         bob.say("/quit");
         assert_eq!(bob.line(), "* bye\n");
         assert_eq!(ada.line(), "* bob left\n");

@@ -52,7 +52,8 @@
 //! read.
 //!
 //! - `reactor`: the event loop (`reactor/mod.rs`: ticks, routing by token,
-//!   the run-next queue, timers, graceful shutdown), accepting and turning
+//!   the run-next queue, timers, graceful shutdown), delivering letters
+//!   between connections after each tick (`reactor/mailbox.rs`), accepting and turning
 //!   clients away (`reactor/accept.rs`), opening the sockets
 //!   (`reactor/sources.rs`), the backend choice (`reactor/server.rs`), and
 //!   the loop's side of the memory budget (`reactor/memory.rs`).
@@ -68,9 +69,12 @@
 //! - `service`: what a listener serves (echo, daytime): greetings and
 //!   datagram answers, so that the loop never touches bytes.
 //! - `protocol`: what to answer, without I/O: the [`Mode`] enum, the
-//!   decoder interface and its driver; `protocol/line.rs` (replies per
-//!   line, banner, `exit`) and `protocol/frame.rs` (4-byte length header,
-//!   whole frames).
+//!   decoder interface and its driver, and the sizes it enforces;
+//!   `protocol/session.rs` (a connection's split message and session,
+//!   created once), `protocol/link.rs` ([`ConnId`], [`Link`]: letters to
+//!   other connections, and the policy for a recipient that does not
+//!   read), `protocol/line.rs` (replies per line, banner, `exit`) and
+//!   `protocol/frame.rs` (4-byte length header, whole frames).
 //! - `poller`: the multiplexer interface and its three backends, epoll
 //!   (mio), poll(2) and select(2): the contract, and the traps of each.
 //! - `udp`: UDP echo and daytime sockets on the same poller, and the loop

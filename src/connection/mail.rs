@@ -15,6 +15,7 @@ use crate::budget::Budget;
 use crate::poller::{Poller, Token};
 use crate::protocol::MAIL_SHARE;
 use crate::stats::Stats;
+use crate::timer::Stamp;
 
 /// What became of a letter.
 #[derive(Debug)]
@@ -30,7 +31,8 @@ pub(crate) enum Delivery {
 }
 
 impl<S: Stream> Connection<S> {
-    /// Takes a letter from another connection, after the turns of a tick.
+    /// Takes a letter from another connection, after the turns of a tick
+    /// (`now`: the tick's stamp).
     pub(crate) fn deliver<P: Poller>(
         &mut self,
         bytes: &[u8],
@@ -38,6 +40,7 @@ impl<S: Stream> Connection<S> {
         poller: &mut P,
         stats: &mut Stats,
         budget: &mut Budget,
+        now: Stamp,
     ) -> Delivery {
         if !matches!(self.phase, Phase::Open | Phase::Paused) {
             // Closing or draining: its stream is ending; a letter now
@@ -49,6 +52,10 @@ impl<S: Stream> Connection<S> {
             match Self::write_once(&mut self.stream, bytes) {
                 Ok(n) => {
                     stats.bytes_out += n as u64;
+                    if n > 0 {
+                        // Bytes moved: not idle (`--idle-timeout`).
+                        self.last_active = now;
+                    }
                     rest = &bytes[n..];
                 }
                 Err(e) => return Delivery::Failed(e),

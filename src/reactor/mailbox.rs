@@ -44,6 +44,7 @@ impl<P: Poller> Reactor<P> {
                                 &mut self.poller,
                                 &mut self.stats,
                                 &mut self.budget,
+                                self.clock.stamp,
                             );
                             note(&mut ended, key, delivery);
                         }
@@ -63,6 +64,7 @@ impl<P: Poller> Reactor<P> {
                                 &mut self.poller,
                                 &mut self.stats,
                                 &mut self.budget,
+                                self.clock.stamp,
                             );
                             note(&mut ended, key, delivery);
                         }

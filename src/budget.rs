@@ -231,6 +231,14 @@ impl Budget {
         want.min(room / amplification.max(1))
     }
 
+    /// The most one read of `read` bytes may make a connection hold, as
+    /// [`Budget::read_allowance`] made room for it: amplified, a slack,
+    /// and one split message. A protocol's answers are held to it
+    /// (`protocol/mod.rs`, "Sizes are enforced").
+    pub(crate) fn worst_case(&self, read: usize) -> usize {
+        SLACK + self.split + read.saturating_mul(self.amplification)
+    }
+
     /// Whether `bytes` more fit in the whole budget, reserve included (for
     /// answers written through, and greetings).
     pub(crate) fn fits(&self, bytes: usize) -> bool {

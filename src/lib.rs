@@ -52,10 +52,11 @@
 //! read.
 //!
 //! - `reactor`: the event loop (`reactor/mod.rs`: ticks, routing by token,
-//!   the run-next queue, timers, graceful shutdown), accepting and turning
-//!   clients away (`reactor/accept.rs`), PROXY headers awaited before a
-//!   connection exists (`reactor/handshake.rs`), the turns of the classes
-//!   other than echo (`reactor/others.rs`), opening the sockets
+//!   the run-next queue, timers, graceful shutdown), delivering letters
+//!   between connections after each tick (`reactor/mailbox.rs`), accepting
+//!   and turning clients away (`reactor/accept.rs`), PROXY headers awaited
+//!   before a connection exists (`reactor/handshake.rs`), the turns of the
+//!   classes other than echo (`reactor/others.rs`), opening the sockets
 //!   (`reactor/sources.rs`), the backend choice (`reactor/server.rs`), and
 //!   the loop's side of the memory budget (`reactor/memory.rs`).
 //! - `connection`: one client. The readiness rules (drain or remember,
@@ -71,9 +72,12 @@
 //!   metrics): greetings and
 //!   datagram answers, so that the loop never touches bytes.
 //! - `protocol`: what to answer, without I/O: the [`Mode`] enum, the
-//!   decoder interface and its driver; `protocol/line.rs` (replies per
-//!   line, banner, `exit`) and `protocol/frame.rs` (4-byte length header,
-//!   whole frames).
+//!   decoder interface and its driver, and the sizes it enforces;
+//!   `protocol/session.rs` (a connection's split message and session,
+//!   created once), `protocol/link.rs` ([`ConnId`], [`Link`]: letters to
+//!   other connections, and the policy for a recipient that does not
+//!   read), `protocol/line.rs` (replies per line, banner, `exit`) and
+//!   `protocol/frame.rs` (4-byte length header, whole frames).
 //! - `poller`: the multiplexer interface and its three backends, epoll
 //!   (mio), poll(2) and select(2): the contract, and the traps of each.
 //! - `udp`: UDP echo, daytime, discard and chargen sockets on the same poller: a socket's
@@ -176,7 +180,9 @@ pub use log_sink::{LogSink, dropped_lines};
 pub use poller::Backend;
 pub use protocol::frame::DEFAULT_MAX_FRAME;
 pub use protocol::line::DEFAULT_MAX_LINE;
-pub use protocol::{Frame, Line, Mode, Protocol, Refusal, Status, Transform, Verdict};
+pub use protocol::{
+    ConnId, Frame, Line, Link, MAIL_SHARE, Mode, Protocol, Refusal, Status, Transform, Verdict,
+};
 pub use proxy_protocol::ProxyMode;
 pub use reactor::{Report, Server};
 pub use service::{Endpoint, Service, Transport};

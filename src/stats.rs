@@ -57,6 +57,16 @@ stats! {
     /// Connections closed for breaking their protocol: an over-long line,
     /// an over-size frame, a frame cut off by EOF.
     protocol_errors,
+    /// Connections closed because their protocol answered (or posted)
+    /// more than it declares: an answer past `max_answer`, a read's
+    /// answers past `amplification`, a split message past its reservation
+    /// (`protocol/mod.rs`, "Sizes are enforced"). A bug of the protocol,
+    /// not of the client.
+    protocol_overruns,
+    /// Connections disconnected because a letter from another connection
+    /// would have taken their pending output past their share
+    /// (`protocol/link.rs`, "A recipient that does not read").
+    mail_cutoffs,
     /// UDP datagrams received (echo and daytime).
     datagrams_in,
     /// UDP datagrams sent back.

@@ -90,8 +90,10 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
+mod answers;
 mod faults;
 mod interest;
+mod mail;
 mod pass_through;
 #[cfg(test)]
 mod scripted;
@@ -100,6 +102,7 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use mail::Delivery;
 pub(crate) use stream::Stream;
 
 use log::trace;
@@ -109,7 +112,7 @@ use mio::net::TcpStream;
 use crate::budget::Budget;
 use crate::outbuf::OutBuf;
 use crate::poller::{Interest, Poller, Token};
-use crate::protocol::{Handler, Partial, Verdict};
+use crate::protocol::{Handler, Mailbox, Partial};
 use crate::service::Service;
 use crate::stats::Stats;
 use crate::timer::{Clock, Stamp, TimerKind, Timers};
@@ -207,6 +210,9 @@ pub(crate) enum CloseReason {
     Evicted,
     /// Reset on purpose after `--reset-after` bytes (`faults.rs`).
     Reset,
+    /// A letter from another connection would have taken its pending
+    /// output past its share (`protocol/link.rs`).
+    MailCutOff,
     /// Reset, broken pipe, or another socket error.
     Error(io::Error),
 }
@@ -222,6 +228,7 @@ impl fmt::Display for CloseReason {
             CloseReason::BudgetFull => f.write_str("no room in the memory budget"),
             CloseReason::Evicted => f.write_str("evicted: stalled while the budget was full"),
             CloseReason::Reset => f.write_str("reset after --reset-after bytes"),
+            CloseReason::MailCutOff => f.write_str("cut off: did not read its letters"),
             CloseReason::Error(e) => write!(f, "{e}"),
         }
     }
@@ -277,9 +284,9 @@ pub(crate) struct Cx<'a, P> {
     pub(crate) clock: &'a Clock,
     /// What the connections speak.
     pub(crate) handler: &'a mut Handler,
-    /// The loop's shared scratch space for a protocol's answers (empty
-    /// between uses; unused in raw mode).
-    pub(crate) answers: &'a mut Vec<u8>,
+    /// The loop's shared scratch space for a protocol's answers and
+    /// letters (unused in raw mode).
+    pub(crate) scratch: &'a mut Scratch,
     /// The loop's timers, for the linger bound.
     pub(crate) timers: &'a mut Timers,
     /// The memory budget every held byte is counted in.
@@ -287,6 +294,18 @@ pub(crate) struct Cx<'a, P> {
     /// `--portable-reads`: no short read proves the receive queue empty;
     /// every turn reads until `WouldBlock` or EOF (docs/short-reads.md).
     pub(crate) read_until_would_block: bool,
+}
+
+/// What the loop lends every protocol turn to write into: one of each
+/// for the whole loop, not one per connection.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    /// A protocol's answers to the connection that spoke; empty between
+    /// uses.
+    pub(crate) answers: Vec<u8>,
+    /// Letters to other connections, delivered by the loop after the
+    /// tick's turns (`protocol/link.rs`).
+    pub(crate) mail: Mailbox,
 }
 
 /// What a connection looks like from outside, for `--trace`
@@ -534,7 +553,14 @@ impl<S: Stream> Connection<S> {
                 return Outcome::Close(CloseReason::Error(e));
             }
         }
-        if greeting.then_close {
+        let then_close = greeting.then_close;
+        drop(greeting);
+        if service == Service::Echo
+            && let Err(e) = self.open_protocol(cx)
+        {
+            return Outcome::Close(CloseReason::Error(e));
+        }
+        if then_close {
             // RFC 867: send the line, then close. Draining is exactly that,
             // FIN after the last byte, and a lingering read so that
             // anything the client sent cannot turn our close into a reset.
@@ -710,7 +736,7 @@ impl<S: Stream> Connection<S> {
             Input::Data(n) => n,
             Input::Empty => return Ok(false),
             Input::Eof => {
-                self.end_of_input(cx)?;
+                self.end_of_read_input(cx)?;
                 return Ok(false);
             }
         };
@@ -721,34 +747,9 @@ impl<S: Stream> Connection<S> {
             self.send(&cx.buf[..n], cx.token, cx.stats, cx.budget)?;
         } else {
             // A message split across reads is kept: counted as it grows.
-            self.answer(n, cx)?;
+            self.answer_read(n, cx)?;
         }
         Ok(true)
-    }
-
-    /// Hands the first `n` bytes of the loop's buffer to the protocol and
-    /// sends its answers. A message split across reads is kept, and
-    /// charged what it may grow to (`budget.rs`, "Split messages").
-    fn answer<P>(&mut self, n: usize, cx: &mut Cx<'_, P>) -> io::Result<()> {
-        let before = self.partial.charge();
-        let verdict = cx.handler.feed(&mut self.partial, &cx.buf[..n], cx.answers);
-        cx.budget.settle(before, self.partial.charge());
-        self.send_answers(verdict, cx)
-    }
-
-    /// The peer's FIN: what is pending still goes out (phase `Closing`),
-    /// and an unfinished message gets what the protocol still owes it (a
-    /// last line is answered).
-    fn end_of_input<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<()> {
-        // phase: Open -> Closing (the peer's FIN read)
-        self.set_phase(cx.token, Phase::Closing);
-        if !self.partial.is_empty() {
-            let before = self.partial.charge();
-            let verdict = cx.handler.finish(&mut self.partial, cx.answers);
-            cx.budget.settle(before, self.partial.charge());
-            self.send_answers(verdict, cx)?;
-        }
-        Ok(())
     }
 
     /// Sends `data`: straight from where it lies when nothing is pending
@@ -794,32 +795,6 @@ impl<S: Stream> Connection<S> {
             // phase: Open -> Paused (pending output above the high watermark)
             self.set_phase(token, Phase::Paused);
         }
-    }
-
-    /// Sends what the protocol answered (in `cx.answers`) and acts on its
-    /// verdict: a close stops the input and starts flush, FIN, linger.
-    fn send_answers<P>(&mut self, verdict: Verdict, cx: &mut Cx<'_, P>) -> io::Result<()> {
-        if !cx.answers.is_empty() {
-            // Most reads of a split message answer nothing: no `write`.
-            let sent = self.send(cx.answers, cx.token, cx.stats, cx.budget);
-            cx.answers.clear();
-            sent?;
-        }
-        match verdict {
-            Verdict::Continue => {}
-            Verdict::Close | Verdict::Refuse => {
-                if verdict == Verdict::Refuse {
-                    cx.stats.protocol_errors += 1;
-                }
-                cx.budget.settle(self.partial.charge(), 0);
-                self.partial.clear();
-                if matches!(self.phase, Phase::Open | Phase::Paused) {
-                    // phase: Open|Paused -> Draining (protocol close: exit, a limit broken)
-                    self.set_phase(cx.token, Phase::Draining);
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Writes pending output until it is gone or the socket is full.

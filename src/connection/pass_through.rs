@@ -34,7 +34,7 @@
 use std::io;
 
 use super::{Connection, Cx, Input, Outcome, Phase, Stream, Take};
-use crate::protocol::{Handler, Verdict};
+use crate::protocol::{ConnId, Handler, Link, Verdict};
 
 /// The largest answer written through while the budget is full: an empty
 /// send queue takes it whole (the smallest send buffer Linux gives a TCP
@@ -94,13 +94,15 @@ impl<S: Stream> Connection<S> {
             Input::Data(n) => n,
             Input::Empty => return Ok(Outcome::Keep),
             Input::Eof => {
-                self.end_of_input(cx)?;
+                // Its reservation pays for its answer: no more room.
+                self.end_of_input(0, cx)?;
                 return Ok(Outcome::Keep);
             }
         };
         let take = cx.handler.rest_of_message(&self.partial, &cx.buf[..n]);
         self.consume(take, n, cx)?;
-        self.answer(take, cx)?;
+        // The reservation pays for the message and its answer: no more.
+        self.answer(take, 0, cx)?;
         // Rule 2: what follows the message (or a FIN) raises no new edge.
         if self.read_ready && self.phase == Phase::Open && !self.write_blocked {
             return Ok(Outcome::Requeue);
@@ -130,8 +132,17 @@ impl<S: Stream> Connection<S> {
         }
         // Only whole messages, and only as many as have answers that fit
         // in one write the kernel takes whole: the rest stays queued.
-        let (complete, verdict, held_back) =
-            (cx.handler).answer_whole(&mut self.partial, &cx.buf[..n], cx.answers, ANSWER_MAX);
+        let scratch = &mut *cx.scratch;
+        let mark = scratch.mail.mark();
+        let mut link = Link::new(ConnId::of(cx.token), &mut scratch.mail);
+        let answered = (cx.handler).answer_whole(
+            &mut self.partial,
+            &cx.buf[..n],
+            &mut scratch.answers,
+            &mut link,
+            ANSWER_MAX,
+        );
+        let (complete, verdict, held_back) = (answered.used, answered.verdict, answered.held_back);
         if verdict == Verdict::Continue && complete == 0 {
             if n < cx.buf.len() && !held_back {
                 // Only an incomplete message, left queued in the kernel.
@@ -149,12 +160,13 @@ impl<S: Stream> Connection<S> {
             // than one write: it cannot pass through.
             return Ok(self.starve(false));
         }
-        if !cx.budget.fits(cx.answers.len()) {
-            cx.answers.clear();
+        if !cx.budget.fits(cx.scratch.answers.len()) {
+            cx.scratch.answers.clear();
+            cx.scratch.mail.truncate(mark);
             return Ok(self.starve(false));
         }
         self.consume(complete, n, cx)?;
-        self.send_answers(verdict, cx)?;
+        self.send_answers(answered, cx)?;
         Ok(Outcome::Keep)
     }
 

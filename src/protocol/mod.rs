@@ -23,20 +23,40 @@
 //! error), or refuses the input for good ([`Refusal`]). Then it *answers*
 //! each whole message, with `&mut self` (state shared by every connection
 //! of the loop, such as a key-value store: the loop is single-threaded, so
-//! no lock) and the connection's own [`Protocol::Session`]. [`feed`] is the
+//! no lock) and the connection's own [`Protocol::Session`]. [`feed_within`] is the
 //! one driver: it decodes in place from the loop's read buffer and copies
 //! only an incomplete tail.
 //!
-//! # Per-connection state costs nothing when there is none
+//! # Sessions
 //!
-//! A connection's incomplete message and session live in a [`Partial`]: a
-//! pointer that is null (8 bytes in the connection, no heap) in raw mode
-//! and whenever the input so far ended on a message boundary and the
-//! protocol keeps no session (a zero-sized `Session`, like line and frame
-//! modes'), which is the common case for request/reply clients. Only a
-//! message split across reads, or a session, allocates; a protocol bounds
-//! how much a message may hold before it refuses (`--max-line`,
-//! `--max-frame`).
+//! A connection's incomplete message and its session live behind one
+//! pointer in the connection ([`Partial`], `session.rs`): null while there
+//! is neither, a session created once per connection and lent in place to
+//! every call, no allocation per read.
+//!
+//! # Other connections
+//!
+//! A protocol that speaks to other connections (`examples/chat.rs`)
+//! implements [`Protocol::answer_with`] and the [`Protocol::open`] and
+//! [`Protocol::close`] hooks; their [`Link`] names the connection
+//! ([`ConnId`]) and posts to others, delivered by the loop after the turn
+//! (`link.rs`). The defaults make a request/response protocol what it
+//! was: `decode`, `answer` and its sizes.
+//!
+//! # Sizes are enforced
+//!
+//! The memory budget trusts what a protocol declares
+//! ([`Protocol::max_answer`], [`Protocol::amplification`],
+//! [`Protocol::reservation`]) *before* it reads. A protocol that says less
+//! than it does cannot make the server hold more: every call's answer and
+//! letters are measured against the declaration (an answer longer than
+//! `max_answer`, a read's answers past `amplification` times its size plus
+//! the slack the budget reserved, a split message charged more than the
+//! budget set aside for one), and a call past it is an **overrun**: its
+//! answer and letters are dropped, the connection is closed (what was
+//! answered before it is still sent), the stats count it
+//! (`protocol_overruns`), and the first one is logged as a warning, once
+//! per process, since it is the protocol's bug and not the client's.
 //!
 //! # Raw mode is not a protocol
 //!
@@ -44,15 +64,25 @@
 //! straight from the loop's read buffer, with no copy, and never calls into
 //! this module. [`Handler::Raw`] is one branch in `connection/mod.rs`, so
 //! protocols cost the raw path nothing. A protocol is called through one
-//! `dyn` call per read ([`Erased`]), never per byte.
+//! `dyn` call per read (`handler.rs`), never per byte.
 
-use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use log::warn;
 
 pub(crate) mod frame;
+mod handler;
 pub(crate) mod line;
+mod link;
+mod session;
 
 pub use frame::Frame;
+pub(crate) use handler::Handler;
 pub use line::{Line, Transform};
+pub use link::{ConnId, Link, MAIL_SHARE};
+pub(crate) use link::{Mailbox, To};
+pub(crate) use session::Partial;
+use session::{Split, with_session};
 
 /// What a server's TCP connections speak (`--mode`): the built-in
 /// choices. Any other [`Protocol`] is given to
@@ -114,8 +144,9 @@ pub enum Verdict {
 /// to bound.
 pub trait Protocol: Send + 'static {
     /// What one connection keeps between messages (a selected database, a
-    /// transaction). Created the first time the connection is fed, and
-    /// only if it has a size: `()` costs nothing.
+    /// transaction, a nickname). Created once, when the connection opens,
+    /// lent in place to every call, and dropped when it closes; only if it
+    /// has a size: `()` costs nothing and is not stored.
     type Session: Default + Send + 'static;
 
     /// Recognises the first message of `buf`. `scanned` bytes at the start
@@ -127,8 +158,45 @@ pub trait Protocol: Send + 'static {
 
     /// Answers one whole message (as [`Protocol::decode`] cut it) into
     /// `out`, with the state of every connection (`self`) and of this one
-    /// (`session`).
-    fn answer(&mut self, session: &mut Self::Session, msg: &[u8], out: &mut Vec<u8>) -> Verdict;
+    /// (`session`). Every request/response protocol implements this; one
+    /// that speaks to other connections implements
+    /// [`Protocol::answer_with`] instead (default: answers nothing).
+    fn answer(&mut self, session: &mut Self::Session, msg: &[u8], out: &mut Vec<u8>) -> Verdict {
+        let _ = (session, msg, out);
+        Verdict::Continue
+    }
+
+    /// [`Protocol::answer`], with a [`Link`]: the speaker's [`ConnId`],
+    /// and letters to other connections, delivered after this turn
+    /// (`protocol/link.rs`). Default: [`Protocol::answer`]. What `out`
+    /// and the letters take together counts against
+    /// [`Protocol::max_answer`] and [`Protocol::amplification`].
+    fn answer_with(
+        &mut self,
+        link: &mut Link<'_>,
+        session: &mut Self::Session,
+        msg: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Verdict {
+        let _ = link;
+        self.answer(session, msg, out)
+    }
+
+    /// A connection opened (after its [`Protocol::greeting`]): `out` is
+    /// sent to it, letters to others. At most [`Protocol::max_answer`]
+    /// bytes in all. Default: nothing.
+    fn open(&mut self, link: &mut Link<'_>, session: &mut Self::Session, out: &mut Vec<u8>) {
+        let _ = (link, session, out);
+    }
+
+    /// A connection is closing, for any reason (its client left, a
+    /// refusal, a cut-off for not reading, shutdown): the last call with
+    /// its session, which is dropped after it. Letters to others (at most
+    /// [`Protocol::max_answer`] bytes) still go out; the closing connection
+    /// gets none. Default: nothing.
+    fn close(&mut self, link: &mut Link<'_>, session: &mut Self::Session) {
+        let _ = (link, session);
+    }
 
     /// Appends what the client is told before a refusal closes it
     /// (default: nothing).
@@ -201,130 +269,84 @@ pub trait Protocol: Send + 'static {
     }
 }
 
-/// The incomplete message and the session of one connection; empty (a
-/// null pointer) while there is neither.
-///
-/// Boxing costs one allocation while a message is split or a session
-/// lives, and keeps this field at 8 bytes in every connection: that is
-/// what keeps `Connection` within 64 bytes.
-#[derive(Debug, Default)]
-pub(crate) struct Partial(Option<Box<Held>>);
-
-/// What a [`Partial`] points to.
-#[derive(Default)]
-struct Held {
-    /// The split message's bytes so far; empty between messages.
-    bytes: Vec<u8>,
-    /// [`Protocol::reservation`] for `bytes` (0 when empty).
-    reserved: usize,
-    /// The connection's [`Protocol::Session`], if it has a size.
-    session: Option<Box<dyn Any + Send>>,
+/// What a driver call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Answered {
+    /// Bytes of the input the answered messages took ([`answer_whole`]).
+    pub(crate) used: usize,
+    /// What the connection does next. After an overrun: [`Verdict::Close`].
+    pub(crate) verdict: Verdict,
+    /// A complete message was left unanswered because its answer did not
+    /// fit ([`answer_whole`] only).
+    pub(crate) held_back: bool,
+    /// The protocol answered past what it declared ("Sizes are enforced"
+    /// in the module docs): the answer that did so was dropped.
+    pub(crate) overrun: bool,
 }
 
-impl std::fmt::Debug for Held {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Held")
-            .field("bytes", &self.bytes.len())
-            .field("reserved", &self.reserved)
-            .field("session", &self.session.is_some())
-            .finish()
-    }
-}
-
-impl Partial {
-    /// No held bytes and no allocation.
-    pub(crate) const fn new() -> Self {
-        Partial(None)
-    }
-
-    /// Bytes held.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.bytes().len()
-    }
-
-    /// Whether no message is split (a session may still live).
-    pub(crate) fn is_empty(&self) -> bool {
-        self.bytes().is_empty()
-    }
-
-    /// The bytes held (empty when none are).
-    pub(crate) fn bytes(&self) -> &[u8] {
-        self.0.as_ref().map_or(&[], |held| &held.bytes)
-    }
-
-    /// What the memory budget counts for this message: the heap bytes it
-    /// holds, or what it may still grow to with its answer, whichever is
-    /// larger (see [`Protocol::reservation`]).
-    #[inline]
-    pub(crate) fn charge(&self) -> usize {
-        self.0
-            .as_ref()
-            .map_or(0, |held| held.bytes.capacity().max(held.reserved))
-    }
-
-    /// Gives back the part of a split message's charge that it does not
-    /// hold, when it holds less than half of it (a frame header that
-    /// declared 1 MiB and brought nothing more): the loop does so for a
-    /// message stalled while others wait for room (`reactor/memory.rs`).
-    /// Its next read charges it whole again, as a new message would be
-    /// (which the read's allowance has room for), and until the budget
-    /// has that room it waits in the kernel. True if it gave any back.
-    pub(crate) fn release_unfilled(&mut self) -> bool {
-        match self.0.as_mut() {
-            Some(held) if !held.bytes.is_empty() && held.bytes.capacity() < held.reserved / 2 => {
-                held.reserved = 0;
-                true
-            }
-            _ => false,
+impl Answered {
+    fn go_on() -> Answered {
+        Answered {
+            used: 0,
+            verdict: Verdict::Continue,
+            held_back: false,
+            overrun: false,
         }
     }
 
-    /// Whether the split message gave its reservation back
-    /// ([`Partial::release_unfilled`]) and has not won it back yet.
-    #[inline]
-    pub(crate) fn is_released(&self) -> bool {
-        self.0
-            .as_ref()
-            .is_some_and(|held| !held.bytes.is_empty() && held.reserved == 0)
-    }
-
-    /// Drops the split message, if any (a session stays).
-    pub(crate) fn clear(&mut self) {
-        if let Some(held) = self.0.as_mut() {
-            held.bytes = Vec::new();
-            held.reserved = 0;
-            if held.session.is_none() {
-                self.0 = None;
-            }
+    fn overrun(used: usize) -> Answered {
+        Answered {
+            used,
+            verdict: Verdict::Close,
+            held_back: false,
+            overrun: true,
         }
     }
 }
 
-/// Above this much spare capacity a held buffer is shrunk after use, so a
-/// connection that once held a large frame does not keep its storage.
-const KEEP_SPARE: usize = 4096;
+/// Logs the first overrun of the process, as a warning: it is a bug of the
+/// protocol, not of its client, and one line says so (the stats count
+/// every one).
+pub(crate) fn warn_overrun_once(what: &str) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        warn!(
+            "the protocol answered more than it declares ({what}); the connection \
+             was closed, and further overruns are counted in protocol_overruns only"
+        );
+    }
+}
 
 /// Runs `protocol` over `input`, the bytes that arrived after whatever
-/// `partial` holds: answers every complete message into `out`, and keeps
-/// the incomplete tail in `partial`. After any verdict but
+/// `partial` holds: answers every complete message into `out` (and its
+/// letters through `link`), and keeps the incomplete tail in `partial`.
+/// The answers and letters together, and what `partial` is charged
+/// afterwards, may take at most `limit` bytes (what the budget made room
+/// for); past it, an overrun. After any verdict but
 /// [`Verdict::Continue`], later input is ignored and the split message
 /// dropped.
-pub(crate) fn feed<T: Protocol>(
+pub(crate) fn feed_within<T: Protocol>(
     protocol: &mut T,
     partial: &mut Partial,
     input: &[u8],
     out: &mut Vec<u8>,
-) -> Verdict {
-    with_session(protocol, partial, |protocol, held, session| {
-        let verdict = if held.bytes.is_empty() {
+    link: &mut Link<'_>,
+    limit: usize,
+) -> Answered {
+    let cap = Cap {
+        total: limit,
+        posted_before: link.posted(),
+        hold_back: false,
+    };
+    let mut answered = with_session(protocol, partial, |protocol, held, session| {
+        let mut answered = if held.bytes.is_empty() {
             // The common case: decode straight from the read buffer, and
             // copy only a tail that is not a whole message yet.
-            let (used, verdict, _) = answer_all(protocol, session, input, 0, out, usize::MAX);
-            if verdict == Verdict::Continue && used < input.len() {
-                held.bytes = input[used..].to_vec();
+            let answered = answer_all(protocol, link, session, input, 0, out, cap);
+            if answered.verdict == Verdict::Continue && answered.used < input.len() {
+                held.bytes = input[answered.used..].to_vec();
             }
-            verdict
+            answered
         } else {
             // A message is split across reads: complete it behind what is
             // held. The held bytes were scanned already (see `scanned`), so
@@ -335,109 +357,177 @@ pub(crate) fn feed<T: Protocol>(
             // may grow it by at most the bytes read (`budget.rs`).
             bytes.reserve_exact(input.len());
             bytes.extend_from_slice(input);
-            let (used, verdict, _) = answer_all(protocol, session, bytes, scanned, out, usize::MAX);
-            bytes.drain(..used);
-            verdict
+            let answered = answer_all(protocol, link, session, bytes, scanned, out, cap);
+            bytes.drain(..answered.used);
+            answered
         };
-        if verdict != Verdict::Continue || held.bytes.is_empty() {
-            held.bytes = Vec::new();
-        } else if held.bytes.capacity() > held.bytes.len() + KEEP_SPARE {
-            held.bytes.shrink_to_fit();
+        settle_split(protocol, held, answered.verdict);
+        let charged = held.bytes.capacity().max(held.reserved);
+        if out.len() + (link.posted() - cap.posted_before) + charged > limit {
+            // The split message is charged more than was set aside for it
+            // (a `reservation` or `max_message` understated): dropped.
+            *held = Split::default();
+            answered.verdict = Verdict::Close;
+            answered.overrun = true;
         }
-        held.reserved = if held.bytes.is_empty() {
-            0
-        } else {
-            protocol.reservation(&held.bytes)
-        };
-        verdict
-    })
+        answered
+    });
+    if answered.overrun {
+        answered.verdict = Verdict::Close;
+    }
+    answered
 }
 
-/// The peer sent FIN: answers what `partial` still holds, if anything.
+/// After a read: a split message's storage kept no larger than it needs,
+/// and its reservation.
+fn settle_split<T: Protocol>(protocol: &T, held: &mut Split, verdict: Verdict) {
+    if verdict != Verdict::Continue || held.bytes.is_empty() {
+        held.bytes = Vec::new();
+    } else if held.bytes.capacity() > held.bytes.len() + KEEP_SPARE {
+        held.bytes.shrink_to_fit();
+    }
+    held.reserved = if held.bytes.is_empty() {
+        0
+    } else {
+        protocol.reservation(&held.bytes)
+    };
+}
+
+/// [`feed_within`] with no limit and no one else to speak to: the
+/// decoders' unit tests.
+#[cfg(test)]
+pub(crate) fn feed<T: Protocol>(
+    protocol: &mut T,
+    partial: &mut Partial,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Verdict {
+    let mut mail = Mailbox::default();
+    let mut link = Link::new(tests_id(), &mut mail);
+    feed_within(protocol, partial, input, out, &mut link, usize::MAX).verdict
+}
+
+/// The peer sent FIN: answers what `partial` still holds, if anything,
+/// within `limit` bytes as [`feed_within`].
 pub(crate) fn finish<T: Protocol>(
     protocol: &mut T,
     partial: &mut Partial,
     out: &mut Vec<u8>,
-) -> Verdict {
+    limit: usize,
+) -> Answered {
     if partial.is_empty() {
-        return Verdict::Continue;
+        return Answered::go_on();
     }
-    with_session(protocol, partial, |protocol, held, session| {
+    let mark = out.len();
+    let answered = with_session(protocol, partial, |protocol, held, session| {
         let rest = std::mem::take(&mut held.bytes);
         held.reserved = 0;
         protocol.at_eof(session, &rest, out)
-    })
+    });
+    let answer = out.len() - mark;
+    if answer > limit.min(protocol.max_answer()) {
+        out.truncate(mark);
+        return Answered::overrun(0);
+    }
+    Answered {
+        verdict: answered,
+        ..Answered::go_on()
+    }
 }
 
 /// Answers the whole messages at the start of `input` whose answers fit
 /// in `max_out` bytes of `out` together, and nothing of a message that is
-/// incomplete or would not fit: returns how many bytes of `input` the
-/// answered messages took, the verdict, and whether a complete message was
-/// held back because its answer did not fit. Nothing is held, so the
-/// caller can take exactly those bytes (a connection passing input through
-/// a full budget).
+/// incomplete or would not fit: how many bytes of `input` the answered
+/// messages took, the verdict, and whether a complete message was held
+/// back because its answer did not fit. Nothing is held, so the caller can
+/// take exactly those bytes (a connection passing input through a full
+/// budget).
 pub(crate) fn answer_whole<T: Protocol>(
     protocol: &mut T,
     partial: &mut Partial,
     input: &[u8],
     out: &mut Vec<u8>,
+    link: &mut Link<'_>,
     max_out: usize,
-) -> (usize, Verdict, bool) {
+) -> Answered {
+    let cap = Cap {
+        total: max_out,
+        posted_before: link.posted(),
+        hold_back: true,
+    };
     with_session(protocol, partial, |protocol, _, session| {
-        answer_all(protocol, session, input, 0, out, max_out)
+        answer_all(protocol, link, session, input, 0, out, cap)
     })
 }
 
-/// Runs `f` with the connection's held message and session: the session
-/// stored in `partial` (created on first use), or for a zero-sized one a
-/// fresh value, which allocates nothing. Whatever is left empty is freed.
-fn with_session<T: Protocol, R>(
+/// The open hook ([`Protocol::open`]): creates the session, and sends
+/// what the hook says, at most [`Protocol::max_answer`] bytes in all.
+pub(crate) fn open<T: Protocol>(
     protocol: &mut T,
     partial: &mut Partial,
-    f: impl FnOnce(&mut T, &mut Held, &mut T::Session) -> R,
-) -> R {
-    let mut held = partial.0.take().unwrap_or_default();
-    let result = if size_of::<T::Session>() == 0 {
-        f(protocol, &mut held, &mut T::Session::default())
-    } else {
-        let stored = held
-            .session
-            .get_or_insert_with(|| Box::new(T::Session::default()));
-        match stored.downcast_mut::<T::Session>() {
-            Some(session) => {
-                let mut session = std::mem::take(session);
-                let result = f(protocol, &mut held, &mut session);
-                held.session = Some(Box::new(session));
-                result
-            }
-            // A session of another protocol cannot happen: one server
-            // speaks one protocol. Start afresh rather than panic.
-            None => {
-                let mut session = T::Session::default();
-                let result = f(protocol, &mut held, &mut session);
-                held.session = Some(Box::new(session));
-                result
-            }
-        }
-    };
-    if !held.bytes.is_empty() || held.session.is_some() {
-        partial.0 = Some(held);
+    out: &mut Vec<u8>,
+    link: &mut Link<'_>,
+) -> Answered {
+    let (mark, before, posted) = (out.len(), link.mark(), link.posted());
+    with_session(protocol, partial, |protocol, _, session| {
+        protocol.open(link, session, out);
+    });
+    if out.len() - mark + (link.posted() - posted) > protocol.max_answer() {
+        out.truncate(mark);
+        link.truncate(before);
+        return Answered::overrun(0);
     }
-    result
+    Answered::go_on()
+}
+
+/// The close hook ([`Protocol::close`]), then the session is dropped;
+/// true if the hook posted past [`Protocol::max_answer`] (its letters
+/// are dropped).
+pub(crate) fn close<T: Protocol>(
+    protocol: &mut T,
+    partial: &mut Partial,
+    link: &mut Link<'_>,
+) -> bool {
+    let mark = link.mark();
+    let before = link.posted();
+    with_session(protocol, partial, |protocol, _, session| {
+        protocol.close(link, session);
+    });
+    *partial = Partial::new();
+    if link.posted() - before > protocol.max_answer() {
+        link.truncate(mark);
+        return true;
+    }
+    false
+}
+
+/// How much a run of answers may take (see [`answer_all`]).
+#[derive(Debug, Clone, Copy)]
+struct Cap {
+    /// Bytes of `out` plus bytes posted during the run.
+    total: usize,
+    /// The mailbox's length when the run began.
+    posted_before: usize,
+    /// Past `total`: hold the message back for later (pass-through), not
+    /// an overrun.
+    hold_back: bool,
 }
 
 /// Answers the complete messages at the start of `buf`, stopping before
-/// one whose answer would take `out` past `max_out` bytes; returns how
-/// many bytes they took, the verdict, and whether it stopped for that.
+/// one whose answer would take `out` and the letters past `cap`; an answer
+/// longer than [`Protocol::max_answer`] is an overrun, and so is one past
+/// `cap` unless the cap holds messages back.
 fn answer_all<T: Protocol>(
     protocol: &mut T,
+    link: &mut Link<'_>,
     session: &mut T::Session,
     buf: &[u8],
     mut scanned: usize,
     out: &mut Vec<u8>,
-    max_out: usize,
-) -> (usize, Verdict, bool) {
+    cap: Cap,
+) -> Answered {
     let mut used = 0;
+    let max_answer = protocol.max_answer();
     while used < buf.len() {
         match protocol.decode(&buf[used..], scanned) {
             Ok(Status::Complete(n)) => {
@@ -447,206 +537,71 @@ fn answer_all<T: Protocol>(
                     debug_assert!(false, "decode returned Complete({n})");
                     break;
                 }
-                let mark = out.len();
-                let verdict = protocol.answer(session, &buf[used..used + n], out);
-                if out.len() > max_out {
-                    // Not answered after all: left for later.
+                let (mark, letters) = (out.len(), link.mark());
+                let posted = link.posted();
+                let verdict = protocol.answer_with(link, session, &buf[used..used + n], out);
+                let answer = out.len() - mark + (link.posted() - posted);
+                let total = out.len() + (link.posted() - cap.posted_before);
+                if answer > max_answer || total > cap.total {
+                    // Not answered after all.
                     out.truncate(mark);
-                    return (used, Verdict::Continue, true);
+                    link.truncate(letters);
+                    if cap.hold_back && answer <= max_answer {
+                        // Left for later.
+                        return Answered {
+                            used,
+                            verdict: Verdict::Continue,
+                            held_back: true,
+                            overrun: false,
+                        };
+                    }
+                    return Answered::overrun(used);
                 }
                 used += n;
                 scanned = 0;
                 if verdict != Verdict::Continue {
-                    return (used, verdict, false);
+                    return Answered {
+                        used,
+                        verdict,
+                        ..Answered::go_on()
+                    };
                 }
             }
             Ok(Status::Partial) => break,
             Err(why) => {
+                let mark = out.len();
                 protocol.refuse(why, out);
-                return (used, Verdict::Refuse, false);
+                if out.len() - mark > max_answer.max(SLACK_FOR_REFUSAL) {
+                    out.truncate(mark);
+                    return Answered::overrun(used);
+                }
+                return Answered {
+                    used,
+                    verdict: Verdict::Refuse,
+                    ..Answered::go_on()
+                };
             }
         }
     }
-    (used, Verdict::Continue, false)
-}
-
-/// A [`Protocol`] behind one object-safe interface, so that the loop holds
-/// any of them in one [`Handler`] (one `dyn` call per read).
-pub(crate) trait Erased: Send {
-    fn feed(&mut self, partial: &mut Partial, input: &[u8], out: &mut Vec<u8>) -> Verdict;
-    fn finish(&mut self, partial: &mut Partial, out: &mut Vec<u8>) -> Verdict;
-    fn answer_whole(
-        &mut self,
-        partial: &mut Partial,
-        input: &[u8],
-        out: &mut Vec<u8>,
-        max_out: usize,
-    ) -> (usize, Verdict, bool);
-    fn still_wanted(&self, partial: &Partial) -> usize;
-    fn rest_of_message(&self, partial: &Partial, more: &[u8]) -> usize;
-    fn greeting(&self) -> &[u8];
-    fn amplification(&self) -> usize;
-    fn max_reservation(&self) -> usize;
-}
-
-impl<T: Protocol> Erased for T {
-    fn feed(&mut self, partial: &mut Partial, input: &[u8], out: &mut Vec<u8>) -> Verdict {
-        feed(self, partial, input, out)
-    }
-
-    fn finish(&mut self, partial: &mut Partial, out: &mut Vec<u8>) -> Verdict {
-        finish(self, partial, out)
-    }
-
-    fn answer_whole(
-        &mut self,
-        partial: &mut Partial,
-        input: &[u8],
-        out: &mut Vec<u8>,
-        max_out: usize,
-    ) -> (usize, Verdict, bool) {
-        answer_whole(self, partial, input, out, max_out)
-    }
-
-    fn still_wanted(&self, partial: &Partial) -> usize {
-        Protocol::still_wanted(self, partial.bytes())
-    }
-
-    fn rest_of_message(&self, partial: &Partial, more: &[u8]) -> usize {
-        Protocol::rest_of_message(self, partial.bytes(), more)
-    }
-
-    fn greeting(&self) -> &[u8] {
-        Protocol::greeting(self)
-    }
-
-    fn amplification(&self) -> usize {
-        Protocol::amplification(self)
-    }
-
-    fn max_reservation(&self) -> usize {
-        self.reservation(&[])
+    Answered {
+        used,
+        ..Answered::go_on()
     }
 }
 
-/// What the loop's connections speak: raw echo (no protocol at all), or a
-/// protocol.
-pub(crate) enum Handler {
-    Raw,
-    Protocol(Box<dyn Erased>),
+/// A refusal's message may be as long as an answer, or this (the budget
+/// keeps this much slack for an error line, `budget.rs`).
+const SLACK_FOR_REFUSAL: usize = 64;
+
+/// A connection id for tests that have no loop.
+#[cfg(test)]
+pub(crate) fn tests_id() -> ConnId {
+    ConnId::of(crate::token::connection(0, 1))
 }
 
-impl std::fmt::Debug for Handler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Handler::Raw => "Raw",
-            Handler::Protocol(_) => "Protocol",
-        })
-    }
-}
-
-impl From<Mode> for Handler {
-    fn from(mode: Mode) -> Handler {
-        match mode {
-            Mode::Raw => Handler::Raw,
-            Mode::Line(line) => Handler::Protocol(Box::new(line)),
-            Mode::Frame(frame) => Handler::Protocol(Box::new(frame)),
-        }
-    }
-}
-
-impl Handler {
-    /// The protocol behind this handler; `None` for raw echo.
-    fn protocol(&self) -> Option<&dyn Erased> {
-        match self {
-            Handler::Raw => None,
-            Handler::Protocol(p) => Some(p.as_ref()),
-        }
-    }
-
-    /// [`Handler::protocol`], to feed.
-    fn protocol_mut(&mut self) -> Option<&mut dyn Erased> {
-        match self {
-            Handler::Raw => None,
-            Handler::Protocol(p) => Some(p.as_mut()),
-        }
-    }
-
-    /// At most how many bytes one byte of input can make the connection
-    /// hold (the memory budget reserves a read's size times this).
-    pub(crate) fn amplification(&self) -> usize {
-        self.protocol().map_or(1, |p| p.amplification().max(1))
-    }
-
-    /// The largest charge of one split message (0 in raw mode, which never
-    /// splits one).
-    pub(crate) fn max_reservation(&self) -> usize {
-        self.protocol().map_or(0, |p| p.max_reservation())
-    }
-
-    /// What a new connection is sent before it says anything.
-    pub(crate) fn greeting(&self) -> &[u8] {
-        self.protocol().map_or(&[], |p| p.greeting())
-    }
-
-    /// [`feed`]. Raw mode echoes `input` (the connection does that itself
-    /// without calling here; this arm keeps the function total).
-    pub(crate) fn feed(
-        &mut self,
-        partial: &mut Partial,
-        input: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Verdict {
-        match self.protocol_mut() {
-            Some(p) => p.feed(partial, input, out),
-            None => {
-                out.extend_from_slice(input);
-                Verdict::Continue
-            }
-        }
-    }
-
-    /// [`finish`].
-    pub(crate) fn finish(&mut self, partial: &mut Partial, out: &mut Vec<u8>) -> Verdict {
-        match self.protocol_mut() {
-            Some(p) => p.finish(partial, out),
-            None => {
-                partial.clear();
-                Verdict::Continue
-            }
-        }
-    }
-
-    /// [`answer_whole`] (raw mode: at most `max_out` bytes of `input`,
-    /// echoed).
-    pub(crate) fn answer_whole(
-        &mut self,
-        partial: &mut Partial,
-        input: &[u8],
-        out: &mut Vec<u8>,
-        max_out: usize,
-    ) -> (usize, Verdict, bool) {
-        match self.protocol_mut() {
-            Some(p) => p.answer_whole(partial, input, out, max_out),
-            None => {
-                let n = input.len().min(max_out.saturating_sub(out.len()));
-                out.extend_from_slice(&input[..n]);
-                (n, Verdict::Continue, n < input.len())
-            }
-        }
-    }
-
-    /// [`Protocol::still_wanted`] for the message `partial` holds.
-    pub(crate) fn still_wanted(&self, partial: &Partial) -> usize {
-        self.protocol().map_or(0, |p| p.still_wanted(partial))
-    }
-
-    /// [`Protocol::rest_of_message`] for the message `partial` holds.
-    pub(crate) fn rest_of_message(&self, partial: &Partial, more: &[u8]) -> usize {
-        self.protocol()
-            .map_or(0, |p| p.rest_of_message(partial, more))
-    }
-}
+/// Above this much spare capacity a held buffer is shrunk after use, so a
+/// connection that once held a large frame does not keep its storage.
+const KEEP_SPARE: usize = 4096;
 
 /// Test support shared by the decoders' unit tests: feed an input in
 /// pieces and collect what a client would see.
@@ -679,7 +634,7 @@ pub(crate) mod testing {
             }
         }
         let verdict = if eof {
-            handler.finish(&mut partial, &mut out)
+            handler.finish_unlimited(&mut partial, &mut out)
         } else {
             Verdict::Continue
         };
@@ -748,5 +703,117 @@ pub(crate) mod testing {
                 assert_eq!(part, whole, "prefix {end} closed differently");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers every line with `size` bytes, whatever it declares.
+    struct Liar {
+        size: usize,
+        max_answer: usize,
+    }
+
+    impl Protocol for Liar {
+        type Session = ();
+
+        fn decode(&self, buf: &[u8], _: usize) -> Result<Status, Refusal> {
+            Ok(buf
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(Status::Partial, |i| Status::Complete(i + 1)))
+        }
+
+        fn answer(&mut self, _: &mut (), _: &[u8], out: &mut Vec<u8>) -> Verdict {
+            out.resize(out.len() + self.size, b'x');
+            Verdict::Continue
+        }
+
+        fn max_message(&self) -> usize {
+            100
+        }
+
+        fn max_answer(&self) -> usize {
+            self.max_answer
+        }
+    }
+
+    fn drive(liar: &mut Liar, input: &[u8], limit: usize) -> (Answered, usize) {
+        let mut mail = Mailbox::default();
+        let mut link = Link::new(tests_id(), &mut mail);
+        let mut out = Vec::new();
+        let mut partial = Partial::new();
+        let answered = feed_within(liar, &mut partial, input, &mut out, &mut link, limit);
+        (answered, out.len())
+    }
+
+    #[test]
+    fn answers_past_the_declared_amplification_are_an_overrun_within_the_limit() {
+        // Honest per answer (10 <= 10), but ten answers to ten bytes of
+        // input where the limit allows 35 bytes in all.
+        let mut liar = Liar {
+            size: 10,
+            max_answer: 10,
+        };
+        let (answered, held) = drive(&mut liar, &[b'\n'; 10], 35);
+        assert!(answered.overrun);
+        assert_eq!(answered.verdict, Verdict::Close);
+        assert_eq!(held, 30, "the answers within the limit stay, no more");
+        let (answered, held) = drive(&mut liar, &[b'\n'; 3], 35);
+        assert!(!answered.overrun && answered.verdict == Verdict::Continue);
+        assert_eq!(held, 30);
+    }
+
+    #[test]
+    fn an_answer_past_max_answer_is_an_overrun_even_with_room() {
+        let mut liar = Liar {
+            size: 11,
+            max_answer: 10,
+        };
+        let (answered, held) = drive(&mut liar, b"a\n", usize::MAX);
+        assert!(answered.overrun && held == 0);
+    }
+
+    #[test]
+    fn letters_count_with_the_answer() {
+        struct Poster;
+        impl Protocol for Poster {
+            type Session = ();
+            fn decode(&self, buf: &[u8], _: usize) -> Result<Status, Refusal> {
+                Ok(Status::Complete(buf.len()))
+            }
+            fn answer_with(
+                &mut self,
+                link: &mut Link<'_>,
+                _: &mut (),
+                msg: &[u8],
+                out: &mut Vec<u8>,
+            ) -> Verdict {
+                link.send_to_others(msg);
+                out.extend_from_slice(msg);
+                Verdict::Continue
+            }
+            fn max_message(&self) -> usize {
+                10
+            }
+            fn max_answer(&self) -> usize {
+                10
+            }
+        }
+        let mut mail = Mailbox::default();
+        let mut link = Link::new(tests_id(), &mut mail);
+        let (mut out, mut partial) = (Vec::new(), Partial::new());
+        let answered = feed_within(
+            &mut Poster,
+            &mut partial,
+            b"123456",
+            &mut out,
+            &mut link,
+            100,
+        );
+        assert!(answered.overrun, "6 answered and 6 posted: 12 > 10");
+        assert!(out.is_empty() && mail.is_empty(), "both taken back");
     }
 }

@@ -39,6 +39,7 @@ mod class;
 mod datagram;
 mod deadlines;
 mod handshake;
+mod mailbox;
 mod memory;
 mod others;
 mod server;
@@ -59,7 +60,7 @@ use slab::Slab;
 
 use crate::budget::Budget;
 use crate::config::Config;
-use crate::connection::{CloseReason, Connection, Cx, Outcome, PRESSURE_READ, Ready};
+use crate::connection::{CloseReason, Connection, Cx, Outcome, PRESSURE_READ, Ready, Scratch};
 use crate::faults::{FaultTable, Faults};
 use crate::fdlimit;
 use crate::listener::ListenError;
@@ -117,8 +118,10 @@ pub struct Report {
 struct Lent {
     /// The one read buffer: every read lands here and is echoed from here.
     read_buf: Box<[u8]>,
-    /// Scratch space for a protocol's answers; empty between uses.
-    answers: Vec<u8>,
+    /// Scratch space for a protocol's answers, and the mailbox of letters
+    /// between connections (delivered at the end of each tick,
+    /// `mailbox.rs`).
+    scratch: Scratch,
 }
 
 /// What the command line set that the loop consults as it runs.
@@ -235,7 +238,7 @@ impl<P: Poller> Reactor<P> {
             generations: Generations::default(),
             lent: Lent {
                 read_buf: vec![0; READ_BUFFER_SIZE].into_boxed_slice(),
-                answers: Vec::new(),
+                scratch: Scratch::default(),
             },
             run_next: Vec::new(),
             timers,
@@ -366,6 +369,11 @@ impl<P: Poller> Reactor<P> {
             let parked = self.parking.any();
             if parked && !self.budget.is_full() {
                 self.release_starved(true);
+            }
+            // Letters between connections, after every turn of the tick:
+            // one test per tick, none per echo.
+            if !self.lent.scratch.mail.is_empty() {
+                self.deliver_mail();
             }
             if let Some(trace) = self.trace.as_mut() {
                 trace.end_tick();
@@ -500,7 +508,7 @@ impl<P: Poller> Reactor<P> {
             stats: &mut self.stats,
             clock: &self.clock,
             handler: &mut class.handler,
-            answers: &mut self.lent.answers,
+            scratch: &mut self.lent.scratch,
             timers: &mut self.timers,
             budget: &mut self.budget,
             read_until_would_block: C == ECHO && self.settings.read_until_would_block,
@@ -547,6 +555,9 @@ impl<P: Poller> Reactor<P> {
     fn close(&mut self, key: usize, reason: CloseReason) {
         let mut conn = self.conns.remove(key);
         let token = token::connection(key, conn.generation());
+        let class = Class::of_generation(token::generation_of(token));
+        let handler = &mut self.classes[class].handler;
+        conn.hang_up(token, handler, &mut self.lent.scratch.mail, &mut self.stats);
         conn.deregister(&mut self.poller);
         self.budget.settle(conn.held(), 0);
         drop(conn);
@@ -558,7 +569,6 @@ impl<P: Poller> Reactor<P> {
         }
         self.stats.closed += 1;
         self.stats.active = self.conns.len() as u64;
-        let class = Class::of_generation(token::generation_of(token));
         self.classes[class].open -= 1;
         if class == Class::Http {
             self.stats.http_active = self.classes[class].open as u64;
@@ -568,6 +578,7 @@ impl<P: Poller> Reactor<P> {
             CloseReason::TimedOut => self.stats.timed_out += 1,
             CloseReason::LingerTimeout => self.stats.linger_timeouts += 1,
             CloseReason::Evicted => self.stats.evicted += 1,
+            CloseReason::MailCutOff => self.stats.mail_cutoffs += 1,
             _ => {}
         }
         debug!("{}: closed ({reason})", Named(token));

@@ -239,6 +239,18 @@ const FAMILIES: &[Family] = &[
         kind: Kind::Counter,
         read: Read::Count(|s| s.proxy_refused),
     },
+    Family {
+        name: "echo_reactor_protocol_overruns_total",
+        help: "Connections closed because their protocol answered more than it declared (max_answer, amplification, reservation).",
+        kind: Kind::Counter,
+        read: Read::Count(|s| s.protocol_overruns),
+    },
+    Family {
+        name: "echo_reactor_mail_cutoffs_total",
+        help: "Connections cut off because a letter from another connection would have taken their pending output past MAIL_SHARE.",
+        kind: Kind::Counter,
+        read: Read::Count(|s| s.mail_cutoffs),
+    },
 ];
 
 /// Builds an exposition: families of counters for one or more processes,
@@ -384,6 +396,26 @@ mod tests {
         let text = page.finish();
         assert!(text.contains("echo_reactor_connections_accepted_total{worker=\"0\"} 3\n"));
         assert!(text.contains("# TYPE up_workers gauge\nup_workers 1\n"));
+    }
+
+    #[test]
+    fn a_protocols_overruns_and_mail_cutoffs_are_on_the_page() {
+        let stats = Stats {
+            protocol_overruns: 5,
+            mail_cutoffs: 7,
+            ..Stats::default()
+        };
+        let mut page = Exposition::new();
+        page.stats(&[("", &stats)]);
+        let text = page.finish();
+        assert!(
+            text.contains("\necho_reactor_protocol_overruns_total 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\necho_reactor_mail_cutoffs_total 7\n"),
+            "{text}"
+        );
     }
 
     #[test]

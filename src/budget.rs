@@ -356,4 +356,44 @@ mod tests {
         b.settle(0, 1);
         assert!(!b.is_calm(), "on the line");
     }
+
+    #[test]
+    fn full_is_less_room_than_one_useful_read() {
+        let mut b = Budget::new(MIN_MAX_BUFFERED, 65_536, 1, 0);
+        assert!(!b.is_full(), "an empty budget");
+        let general = MIN_MAX_BUFFERED - MIN_MAX_BUFFERED / Budget::RESERVE_SHARE;
+        b.settle(0, general - SLACK - USEFUL_READ);
+        assert!(!b.is_full(), "room for one useful read");
+        b.settle(0, 1);
+        assert!(b.is_full(), "a byte short of it");
+    }
+
+    #[test]
+    fn the_default_budget_is_the_64_mib_the_docs_promise() {
+        // README and docs/memory.md say 64 MiB, and at least 1 MiB.
+        assert_eq!(DEFAULT_MAX_BUFFERED, 67_108_864);
+        assert_eq!(MIN_MAX_BUFFERED, 1_048_576);
+    }
+
+    #[test]
+    fn the_quick_answer_near_the_limit_is_the_careful_one() {
+        // `read_allowance` answers the common case in one comparison; a
+        // byte either side of where a read stops fitting, it must agree
+        // with the careful computation.
+        let general = MIN_MAX_BUFFERED - MIN_MAX_BUFFERED / Budget::RESERVE_SHARE;
+        let b = Budget::new(MIN_MAX_BUFFERED, 65_536, 1, 0);
+        let fits = general - SLACK;
+        assert_eq!(b.read_allowance(fits), fits, "nothing held, fits exactly");
+        assert_eq!(b.read_allowance(fits + 1), fits, "a byte too many");
+        let mut split = Budget::new(MIN_MAX_BUFFERED, 65_536, 1, 1000);
+        assert_eq!(split.read_allowance(fits - 1000), fits - 1000);
+        assert_eq!(split.read_allowance(fits - 999), fits - 1000);
+        split.settle(0, 1);
+        assert_eq!(split.read_allowance(fits - 1000), fits - 1001);
+        let mut hello = Budget::new(MIN_MAX_BUFFERED, 65_536, 7, 0);
+        hello.settle(0, general - SLACK - 7 * 1000);
+        assert_eq!(hello.read_allowance(1000), 1000, "seven times it fits");
+        hello.settle(0, 1);
+        assert_eq!(hello.read_allowance(1000), 999, "a byte short");
+    }
 }

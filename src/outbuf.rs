@@ -113,4 +113,25 @@ mod tests {
         assert_eq!(b.len(), 1000);
         assert!(b.capacity() < 64 * 1024, "capacity {}", b.capacity());
     }
+
+    #[test]
+    fn a_push_that_fits_leaves_the_written_prefix_and_one_that_does_not_reclaims_it() {
+        let mut b = OutBuf::new();
+        b.push(&[1u8; 100]);
+        b.consume(10);
+        assert_eq!(b.len(), 90);
+        let room = b.capacity() - 100;
+        // Fits exactly: no bytes moved, no growth.
+        b.push(&vec![2u8; room]);
+        assert_eq!((b.head, b.len()), (10, 90 + room), "moved for nothing");
+        // One byte more than fits: the prefix is reclaimed instead of
+        // growing.
+        let capacity = b.capacity();
+        b.push(&[3u8]);
+        assert_eq!(b.head, 0);
+        assert_eq!(b.capacity(), capacity, "grew with room left");
+        assert_eq!(b.len(), 90 + room + 1);
+        assert_eq!(b.as_slice()[..90], [1u8; 90]);
+        assert_eq!(b.as_slice()[90 + room], 3);
+    }
 }

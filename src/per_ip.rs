@@ -196,6 +196,9 @@ mod tests {
         assert!(!t.try_admit(4, ip("2001:db8:1:2:ffff::9")), "same /64");
         assert!(t.try_admit(5, ip("2001:db8:1:3::1")), "another /64");
         assert_ne!(Host::of(ip("0.0.0.1")), Host::of(ip("::1")));
+        // The families are told apart by a tag, not by luck: 0.0.0.0 and
+        // the /64 of ::1 are both zero bits.
+        assert_ne!(Host::of(ip("0.0.0.0")), Host::of(ip("::1")));
         assert_eq!(Host::of(ip("::ffff:10.0.0.1")), Host::of(ip("10.0.0.1")));
     }
 

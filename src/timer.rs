@@ -201,6 +201,8 @@ mod tests {
         timers.schedule(t0 + Duration::from_secs(5), TimerKind::StatsReport);
         timers.schedule(t0 + Duration::from_secs(2), TimerKind::ShutdownDeadline);
         assert_eq!(timers.poll_timeout(t0), Some(Duration::from_secs(2)));
+        // What `--trace` says the loop sleeps for.
+        assert_eq!(timers.next_kind(), Some(TimerKind::ShutdownDeadline));
         // A deadline in the past means "don't sleep".
         assert_eq!(
             timers.poll_timeout(t0 + Duration::from_secs(3)),

@@ -27,7 +27,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
-use mio::net::TcpStream;
+use mio::net::{TcpListener, TcpStream};
 
 use super::Reactor;
 use super::class::{Class, HTTP_CHECK_INTERVAL};
@@ -65,6 +65,10 @@ pub(super) struct Admission {
     /// logged (once; the `unwatchable` counter keeps count).
     unwatchable_logged: bool,
     last_warning: Option<Instant>,
+    /// Errors the next `accept` calls meet instead of the kernel's answer:
+    /// tests cannot have `EMFILE` or `EINTR` on demand.
+    #[cfg(test)]
+    inject: std::collections::VecDeque<io::Error>,
 }
 
 impl Admission {
@@ -75,7 +79,19 @@ impl Admission {
             spare: SpareFd::open(),
             unwatchable_logged: false,
             last_warning: None,
+            #[cfg(test)]
+            inject: std::collections::VecDeque::new(),
         }
+    }
+
+    /// `socket.accept()` (in tests, an injected error first).
+    #[inline]
+    fn accept(&mut self, socket: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+        #[cfg(test)]
+        if let Some(e) = self.inject.pop_front() {
+            return Err(e);
+        }
+        socket.accept()
     }
 
     fn warn_rate_limited(&mut self, now: Instant, msg: std::fmt::Arguments<'_>) {
@@ -122,7 +138,7 @@ impl<P: Poller> Reactor<P> {
                 return;
             };
             let service = slot.service;
-            match socket.accept() {
+            match self.admission.accept(socket) {
                 Ok((stream, peer)) => self.admit(stream, peer, service),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -512,5 +528,421 @@ fn turn_away_http(stream: &TcpStream, stats: &mut Stats) {
             Ok(n) if n == sink.len() => {}
             _ => break,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Admission driven by hand: a reactor that is not running, its
+    //! listeners real sockets on loopback; a test connects, then calls the
+    //! step it tests (`accept_from`, `on_accept_error`, ...) and looks at
+    //! the connections, the counters, the timers and what the client reads.
+    //! Nothing waits on time.
+
+    use std::io::{self, Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::time::Duration;
+
+    use super::super::Reactor;
+    use super::super::class::{Class, HTTP_CHECK_INTERVAL};
+    use super::{ACCEPT_RETRY_DELAY, REJECT_NOTICE, turn_away_http};
+    use crate::config::Config;
+    use crate::connection::Ready;
+    use crate::metrics::{BUSY_ANSWER, MAX_HEAD};
+    use crate::poller::{Epoll, Poller, Select};
+    use crate::protocol::Handler;
+    use crate::service::Service;
+    use crate::sockets::Sockets;
+    use crate::stats::Stats;
+    use crate::timer::TimerKind;
+    use crate::token;
+
+    /// A raw echo reactor on one loopback listener, with `config`'s
+    /// limits, not running.
+    fn reactor<P: Poller>(config: Config) -> Reactor<P> {
+        let config = Config {
+            listen: vec!["127.0.0.1:0".parse().expect("address")],
+            ..config
+        };
+        let sockets = Sockets::bind(&config).expect("bind");
+        Reactor::bind(&config, sockets, Handler::Raw).expect("reactor")
+    }
+
+    /// The index of the first listener of `service`, and its address.
+    fn listener<P: Poller>(r: &Reactor<P>, service: Service) -> (usize, SocketAddr) {
+        let i = (r.sources.listeners.iter())
+            .position(|l| l.service == service)
+            .expect("a listener");
+        let socket = r.sources.listeners[i].socket.as_ref().expect("open");
+        (i, socket.local_addr().expect("addr"))
+    }
+
+    /// A client of `to` from `from` (any port), connected: the server's
+    /// end waits in the listener's backlog.
+    fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        let from = SocketAddr::from((from, 0));
+        socket.bind(&from.into()).expect("bind");
+        socket.connect(&to.into()).expect("connect");
+        socket.into()
+    }
+
+    fn connect(to: SocketAddr) -> TcpStream {
+        connect_from([127, 0, 0, 1], to)
+    }
+
+    /// What a client turned away reads, to EOF.
+    fn read_to_eof(mut s: TcpStream) -> Vec<u8> {
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).expect("read");
+        got
+    }
+
+    /// The kinds of the timers due by `at` (taken out of the heap).
+    fn due<P: Poller>(r: &mut Reactor<P>, at: std::time::Instant) -> Vec<TimerKind> {
+        std::iter::from_fn(|| r.timers.pop_due(at)).collect()
+    }
+
+    #[test]
+    fn a_client_within_every_limit_is_taken_in_counted_and_timed() {
+        let idle = Duration::from_secs(7);
+        let mut r = reactor::<Epoll>(Config {
+            idle_timeout: Some(idle),
+            ..Config::default()
+        });
+        let (i, addr) = listener(&r, Service::Echo);
+        let _client = connect(addr);
+        r.accept_from(i);
+        assert_eq!(r.conns.len(), 1);
+        assert_eq!((r.stats.accepted, r.stats.active), (1, 1));
+        assert_eq!(r.classes[Class::Echo].open, 1);
+        assert_eq!(r.stats.accept_errors, 0);
+        assert!(r.run_next.is_empty(), "the backlog was drained");
+        // Its idle check is due `--idle-timeout` after it came in.
+        let now = r.clock.now;
+        let early = due(&mut r, now + idle - Duration::from_nanos(1));
+        assert!(
+            !early.iter().any(|k| matches!(k, TimerKind::IdleCheck(_))),
+            "{early:?}"
+        );
+        assert!(
+            due(&mut r, now + idle)
+                .iter()
+                .any(|k| matches!(k, TimerKind::IdleCheck(_))),
+            "no idle check"
+        );
+    }
+
+    #[test]
+    fn past_max_connections_a_client_reads_the_notice_and_a_freed_slot_is_taken_again() {
+        let mut r = reactor::<Epoll>(Config {
+            max_connections: Some(1),
+            ..Config::default()
+        });
+        let (i, addr) = listener(&r, Service::Echo);
+        let _first = connect(addr);
+        let second = connect(addr);
+        r.accept_from(i);
+        assert_eq!(r.conns.len(), 1);
+        assert_eq!(read_to_eof(second), REJECT_NOTICE);
+        assert_eq!((r.stats.accepted, r.stats.rejected), (1, 1));
+        let (key, _) = r.conns.iter().next().expect("the first");
+        r.close(key, crate::connection::CloseReason::PeerClosed);
+        let _third = connect(addr);
+        r.accept_from(i);
+        assert_eq!(r.conns.len(), 1, "the freed slot");
+        assert_eq!(r.stats.accepted, 2);
+    }
+
+    #[test]
+    fn a_host_at_its_limit_is_turned_away_and_another_host_is_not() {
+        let mut r = reactor::<Epoll>(Config {
+            max_connections_per_ip: Some(1),
+            ..Config::default()
+        });
+        let (i, addr) = listener(&r, Service::Echo);
+        let _first = connect(addr);
+        let second = connect(addr);
+        let _other = connect_from([127, 0, 0, 2], addr);
+        r.accept_from(i);
+        assert_eq!(r.conns.len(), 2);
+        assert_eq!(read_to_eof(second), REJECT_NOTICE);
+        assert_eq!((r.stats.rejected, r.stats.rejected_per_ip), (1, 1));
+    }
+
+    #[test]
+    fn a_host_counted_for_a_connection_that_never_got_in_is_forgotten() {
+        let mut r = reactor::<Epoll>(Config {
+            max_connections_per_ip: Some(1),
+            ..Config::default()
+        });
+        let (_, addr) = listener(&r, Service::Echo);
+        let client = connect(addr);
+        let peer = client.local_addr().expect("addr");
+        let stream = mio::net::TcpStream::from_std(client);
+        let key = r.conns.vacant_key();
+        assert!(r.limit_broken(&stream, peer, Class::Echo).is_none());
+        assert!(
+            r.limit_broken(&stream, peer, Class::Echo).is_some(),
+            "counted"
+        );
+        r.forget_host(key);
+        assert!(
+            r.limit_broken(&stream, peer, Class::Echo).is_none(),
+            "still counted"
+        );
+    }
+
+    #[test]
+    fn a_listener_gives_way_after_its_accept_budget_and_comes_back_once() {
+        let mut r = reactor::<Epoll>(Config::default());
+        let (i, addr) = listener(&r, Service::Echo);
+        let _clients: Vec<TcpStream> = (0..=super::ACCEPT_BUDGET).map(|_| connect(addr)).collect();
+        r.accept_from(i);
+        assert_eq!(r.conns.len(), super::ACCEPT_BUDGET);
+        assert_eq!(r.run_next, vec![token::listener(i)]);
+        // Its queued turn (while still marked queued) takes the rest, and
+        // does not queue it twice.
+        r.accept_from(i);
+        assert_eq!(r.conns.len(), super::ACCEPT_BUDGET + 1);
+        assert_eq!(r.run_next, vec![token::listener(i)]);
+        assert_eq!(r.stats.accept_errors, 0);
+    }
+
+    #[test]
+    fn an_accept_error_is_counted_and_rests_the_listener_until_it_resumes() {
+        let mut r = reactor::<Epoll>(Config::default());
+        let (i, addr) = listener(&r, Service::Echo);
+        // A socket that is bound but not listening: `accept` fails with
+        // EINVAL, an error the listener cannot shed.
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket.set_nonblocking(true).expect("nonblocking");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        socket.bind(&any.into()).expect("bind");
+        let working = r.sources.listeners[i]
+            .socket
+            .replace(mio::net::TcpListener::from_std(
+                std::net::TcpListener::from(socket),
+            ));
+        r.accept_from(i);
+        assert_eq!(r.stats.accept_errors, 1);
+        assert!(r.sources.listeners[i].paused);
+        let now = r.clock.now;
+        let early = due(&mut r, now + ACCEPT_RETRY_DELAY - Duration::from_nanos(1));
+        assert!(!early.contains(&TimerKind::AcceptRetry(i)), "{early:?}");
+        assert_eq!(
+            due(&mut r, now + ACCEPT_RETRY_DELAY),
+            vec![TimerKind::AcceptRetry(i)]
+        );
+        // While it rests, nothing is accepted; resumed, it accepts at once.
+        r.sources.listeners[i].socket = working;
+        let _client = connect(addr);
+        r.accept_from(i);
+        assert_eq!(r.conns.len(), 0);
+        r.resume_listener(i);
+        assert!(!r.sources.listeners[i].paused);
+        assert_eq!(r.conns.len(), 1);
+    }
+
+    #[test]
+    fn an_interrupted_accept_is_tried_again_and_a_shed_one_lets_the_rest_in() {
+        let mut r = reactor::<Epoll>(Config::default());
+        let (i, addr) = listener(&r, Service::Echo);
+        let _clients = [connect(addr), connect(addr), connect(addr)];
+        let error = io::Error::from_raw_os_error;
+        r.admission.inject.push_back(error(libc::EINTR));
+        r.admission.inject.push_back(error(libc::EMFILE));
+        r.accept_from(i);
+        // EINTR: tried again; EMFILE: the first pending client shed with
+        // the spare; then the other two taken in, in the same turn.
+        assert_eq!(r.stats.accept_errors, 1, "EINTR counted as an error");
+        assert!(!r.sources.listeners[i].paused);
+        assert_eq!(r.stats.rejected, 1);
+        assert_eq!(r.conns.len(), 2, "the clients behind the shed one");
+    }
+
+    #[test]
+    fn out_of_descriptors_with_nothing_pending_ends_the_turn() {
+        let mut r = reactor::<Epoll>(Config::default());
+        let (i, _) = listener(&r, Service::Echo);
+        let error = io::Error::from_raw_os_error;
+        r.admission.inject.push_back(error(libc::EMFILE));
+        r.admission.inject.push_back(error(libc::EMFILE));
+        r.accept_from(i);
+        // One accept, one look for a pending client: the turn is over
+        // (trying again at once would spin while descriptors are short).
+        assert_eq!(r.stats.accept_errors, 1);
+        assert_eq!(r.admission.inject.len(), 1, "accepted again");
+        assert!(r.run_next.is_empty());
+    }
+
+    #[test]
+    fn accept_errors_are_told_apart() {
+        let mut r = reactor::<Epoll>(Config::default());
+        let (i, addr) = listener(&r, Service::Echo);
+        let error = io::Error::from_raw_os_error;
+        // An aborted handshake concerns that connection alone.
+        assert!(r.on_accept_error(i, &error(libc::ECONNABORTED)));
+        assert!(!r.sources.listeners[i].paused);
+        // Out of descriptors, nothing pending: drained, not resting.
+        assert!(!r.on_accept_error(i, &error(libc::EMFILE)));
+        assert!(!r.sources.listeners[i].paused);
+        // Out of descriptors, a client pending: shed with the spare, and
+        // accepting may go on.
+        let shed = connect(addr);
+        assert!(r.on_accept_error(i, &error(libc::EMFILE)));
+        assert_eq!(read_to_eof(shed), b"", "shed without a word");
+        assert_eq!(r.stats.rejected, 1);
+        assert!(!r.sources.listeners[i].paused);
+        // No spare left: rest.
+        assert!(r.admission.spare.release());
+        let _pending = connect(addr);
+        assert!(!r.on_accept_error(i, &error(libc::EMFILE)));
+        assert!(r.sources.listeners[i].paused);
+        r.admission.spare.restore();
+        // Short of kernel memory: rest.
+        let mut r = reactor::<Epoll>(Config::default());
+        assert!(!r.on_accept_error(i, &error(libc::ENOBUFS)));
+        assert!(r.sources.listeners[i].paused);
+    }
+
+    #[test]
+    fn shedding_from_a_listener_that_cannot_accept_rests_it() {
+        let mut r = reactor::<Epoll>(Config::default());
+        let (i, _) = listener(&r, Service::Echo);
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket.set_nonblocking(true).expect("nonblocking");
+        r.sources.listeners[i].socket = Some(mio::net::TcpListener::from_std(
+            std::net::TcpListener::from(socket),
+        ));
+        assert!(!r.on_accept_error(i, &io::Error::from_raw_os_error(libc::EMFILE)));
+        assert!(r.sources.listeners[i].paused);
+    }
+
+    #[test]
+    fn a_descriptor_select_cannot_watch_is_turned_away_and_counted() {
+        let mut r = reactor::<Select>(Config::default());
+        let (_, addr) = listener(&r, Service::Echo);
+        let client = connect(addr);
+        let (i, _) = listener(&r, Service::Echo);
+        let (server, peer) = (r.sources.listeners[i].socket.as_ref())
+            .expect("open")
+            .accept()
+            .expect("accept");
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&server);
+        // SAFETY: `fd` is open (owned by `server`); F_DUPFD returns a new
+        // descriptor, at or above FD_SETSIZE, which nothing else owns.
+        let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, libc::FD_SETSIZE as i32) };
+        assert!(high >= libc::FD_SETSIZE as i32, "F_DUPFD");
+        drop(server);
+        // SAFETY: `high` was just returned by F_DUPFD; this takes it over.
+        let high = unsafe { OwnedFd::from_raw_fd(high) };
+        let stream = mio::net::TcpStream::from_std(std::net::TcpStream::from(high));
+        r.admit(stream, peer, Service::Echo);
+        assert_eq!(r.conns.len(), 0);
+        assert_eq!((r.stats.unwatchable, r.stats.rejected), (1, 1));
+        assert_eq!(read_to_eof(client), REJECT_NOTICE);
+    }
+
+    #[test]
+    fn metrics_connections_have_their_own_slots_and_an_idle_one_makes_room() {
+        let mut r = reactor::<Epoll>(Config {
+            metrics: vec!["127.0.0.1:0".parse().expect("address")],
+            metrics_max_connections: 1,
+            max_connections: Some(1),
+            max_connections_per_ip: Some(1),
+            ..Config::default()
+        });
+        let (echo, echo_addr) = listener(&r, Service::Echo);
+        let (metrics, addr) = listener(&r, Service::Metrics);
+        // An idle echo connection fills the echo slots and the host's.
+        let _echo = connect(echo_addr);
+        r.accept_from(echo);
+        // The first scraper: its own slot, and its request check.
+        let _first = connect(addr);
+        r.accept_from(metrics);
+        assert_eq!(r.classes[Class::Http].open, 1);
+        assert_eq!(r.stats.http_active, 1);
+        let now = r.clock.now;
+        let check = |k: &TimerKind| matches!(k, TimerKind::RequestCheck(..));
+        let early = due(&mut r, now + HTTP_CHECK_INTERVAL - Duration::from_nanos(1));
+        assert!(!early.iter().any(check), "{early:?}");
+        assert!(due(&mut r, now + HTTP_CHECK_INTERVAL).iter().any(check));
+        // The second: the idle first makes room for it, not the echo one.
+        let mut second = connect(addr);
+        r.accept_from(metrics);
+        assert_eq!(r.stats.http_reclaimed, 1);
+        assert_eq!(r.classes[Class::Http].open, 1);
+        assert_eq!(r.classes[Class::Echo].open, 1);
+        // With a request under way, it does not; the third hears a 503.
+        second
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .expect("send");
+        let (key, conn) = (r.conns.iter())
+            .find(|(_, c)| Class::of_generation(c.generation()) == Class::Http)
+            .expect("the second");
+        let token = token::connection(key, conn.generation());
+        let ready = Ready {
+            readable: true,
+            writable: true,
+            read_closed: false,
+            urgent: false,
+        };
+        for _ in 0..1000 {
+            r.dispatch(token, ready);
+            if r.conns[key].held() > 0 {
+                break;
+            }
+        }
+        assert!(r.conns[key].held() > 0, "the request never arrived");
+        let third = connect(addr);
+        r.accept_from(metrics);
+        assert_eq!(r.stats.http_reclaimed, 1);
+        assert_eq!(r.stats.http_rejected, 1);
+        let heard = read_to_eof(third);
+        assert!(
+            heard.starts_with(BUSY_ANSWER),
+            "{:?}",
+            String::from_utf8_lossy(&heard)
+        );
+    }
+
+    #[test]
+    fn a_scraper_turned_away_has_its_request_head_drained() {
+        // What the turned-away client sent is read, up to a request head,
+        // so that closing sends a FIN and not a reset.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        let sent = MAX_HEAD + 4096;
+        client.write_all(&vec![b'x'; sent]).expect("send");
+        server.set_nonblocking(true).expect("nonblocking");
+        let mut peek = vec![0; sent + 1];
+        for tries in 0.. {
+            match server.peek(&mut peek) {
+                Ok(n) if n == sent => break,
+                _ => assert!(tries < 100_000, "the request never arrived"),
+            }
+            std::thread::yield_now();
+        }
+        let server = mio::net::TcpStream::from_std(server);
+        let mut stats = Stats::default();
+        turn_away_http(&server, &mut stats);
+        assert_eq!(stats.rejected, 1);
+        let mut rest = [0; 1];
+        let left = (&server).read(&mut rest);
+        assert!(
+            matches!(&left, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "left unread: {left:?}"
+        );
+        let mut heard = vec![0; BUSY_ANSWER.len()];
+        client.read_exact(&mut heard).expect("the 503");
+        assert_eq!(heard, BUSY_ANSWER);
     }
 }

@@ -685,14 +685,14 @@ mod tests {
         let peer = client.local_addr().expect("addr");
         let stream = mio::net::TcpStream::from_std(client);
         let key = r.conns.vacant_key();
-        assert!(r.limit_broken(&stream, peer, Class::Echo).is_none());
+        assert!(r.limit_broken(&stream, peer, Class::Echo, true).is_none());
         assert!(
-            r.limit_broken(&stream, peer, Class::Echo).is_some(),
+            r.limit_broken(&stream, peer, Class::Echo, true).is_some(),
             "counted"
         );
         r.forget_host(key);
         assert!(
-            r.limit_broken(&stream, peer, Class::Echo).is_none(),
+            r.limit_broken(&stream, peer, Class::Echo, true).is_none(),
             "still counted"
         );
     }

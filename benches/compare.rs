@@ -10,7 +10,7 @@
 //!
 //! ```sh
 //! cargo build --release --bins --examples && cargo bench --bench compare --no-run
-//! cargo bench --bench compare            # full run, ~13 min, writes docs/
+//! cargo bench --bench compare            # full run, ~16 min, writes docs/
 //! cargo bench --bench compare -- --quick # smoke run, ~1 min, writes target/compare-quick/
 //! cargo bench --bench compare -- --only "64 B x|pipelined" --out DIR  # re-measure some rows
 //! cargo bench --bench compare -- --only probe --servers reactor,tokio-ct --rounds 7 \

@@ -1,18 +1,25 @@
 //! Side by side, in one run: echo-reactor against a thread per connection,
 //! tokio `current_thread` and tokio `multi_thread` (one worker, pinned to
-//! the same CPU), all driven by the project's stress client.
+//! the same CPU), all driven by the project's stress client; and over UDP
+//! (the `udp` rows), echo-reactor's `--udp` against the tokio UDP echo
+//! (`examples/tokio_udp_echo.rs`) and a minimal C loop
+//! (`benches/support/udp_echo.c`, built with `cc`; left out, loudly, where
+//! there is none).
 //!
 //! Run (build first, at low priority; then measure):
 //!
 //! ```sh
 //! cargo build --release --bins --examples && cargo bench --bench compare --no-run
-//! cargo bench --bench compare            # full run, ~13 min, writes docs/
+//! cargo bench --bench compare            # full run, ~16 min, writes docs/
 //! cargo bench --bench compare -- --quick # smoke run, ~1 min, writes target/compare-quick/
 //! cargo bench --bench compare -- --only "64 B x|pipelined" --out DIR  # re-measure some rows
 //! cargo bench --bench compare -- --only probe --servers reactor,tokio-ct --rounds 7 \
 //!     --extra variant=/tmp/echo-reactor-variant  # A/B a modified build
 //! cargo bench --bench compare -- --only "ping-pong 64 B x 100" \
 //!     --servers echo-reactor,tokio-ct --rounds 5  # the reactor against tokio, one row
+//! cargo bench --bench compare -- --only udp --rounds 3  # the UDP rows
+//! cargo bench --bench compare -- --only "udp 64 B x 10" --servers none \
+//!     --extra "b8=target/release/echo-reactor --udp-batch 8"  # a server flag, alone
 //! cargo bench --bench compare -- --replot  # redraw the plots from docs/benchmarks.md
 //! ```
 //!
@@ -41,6 +48,9 @@ const SATURATED: f64 = 0.90;
 /// The server the ratios are taken against.
 const BASELINE: &str = "tokio-ct";
 
+/// The server the UDP rows' ratios are taken against.
+const UDP_BASELINE: &str = "tokio-udp";
+
 /// One thing to measure: a set of loads run at once against each server.
 struct Scenario {
     /// Short name for tables.
@@ -62,8 +72,9 @@ struct Options {
     servers: Vec<String>,
     /// Rounds instead of the default (3, or 1 with --quick).
     rounds: Option<usize>,
-    /// More servers, `NAME=PATH`: a modified reactor build against the
-    /// committed one, say.
+    /// More servers, `NAME=PATH [ARGS]`: a modified reactor build against
+    /// the committed one, or the committed one with a flag, say. In the UDP
+    /// rows they are reactor builds, started with `--udp` too.
     extra: Vec<(String, String)>,
     /// Measure nothing: redraw the plots in `out` from the tables of
     /// `out/benchmarks.md`.
@@ -77,19 +88,31 @@ fn main() {
         return;
     }
     let placement = Placement::detect();
-    let servers = servers(&opts);
+    let plan = Plan::new(&opts);
+    let tcp_wanted = !plan.scenarios.is_empty() || plan.idle_connections > 0;
+    let servers = if tcp_wanted {
+        servers(&opts)
+    } else {
+        Vec::new()
+    };
+    let udp_servers = if plan.udp.is_empty() {
+        Vec::new()
+    } else {
+        udp_servers(&opts)
+    };
     // This process is the client: its sampler thread too stays off the
     // server's CPU.
     if let Some(cpu) = placement.client_cpu {
         support::pin_current_thread(cpu);
     }
-    let plan = Plan::new(&opts);
     let started = std::time::Instant::now();
     let load_before = proc::loadavg();
     eprintln!(
-        "compare: {} scenarios x {} servers x {} round(s); {}",
+        "compare: {} TCP scenarios x {} servers, {} UDP scenarios x {} servers, {} round(s); {}",
         plan.scenarios.len(),
         servers.len(),
+        plan.udp.len(),
+        udp_servers.len(),
         plan.rounds,
         placement.describe()
     );
@@ -97,6 +120,11 @@ fn main() {
         .scenarios
         .iter()
         .map(|sc| run_scenario(sc, &servers, &plan, &placement))
+        .collect();
+    let udp_results: Vec<Vec<Vec<Measurement>>> = plan
+        .udp
+        .iter()
+        .map(|sc| run_scenario(sc, &udp_servers, &plan, &placement))
         .collect();
     let idle = run_idle(&servers, &plan, &placement);
     let elapsed = started.elapsed().as_secs_f64();
@@ -108,7 +136,11 @@ fn main() {
     );
 
     let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
+    let udp_names: Vec<&str> = udp_servers.iter().map(|s| s.name.as_str()).collect();
     let mut md = report(&placement, &names, &plan, &results, &idle);
+    if !plan.udp.is_empty() {
+        md.push_str(&udp_table(&udp_names, &plan.udp, &udp_results));
+    }
     md.push_str(&format!("\n{context}\n"));
     let figures = Figures::measured(&names, &results, &idle, plan.idle_connections);
     plots(&opts.out, &plan.scenarios, &figures);
@@ -136,10 +168,67 @@ fn servers(opts: &Options) -> Vec<ServerSpec> {
     if !opts.servers.is_empty() {
         servers.retain(|s| opts.servers.iter().any(|w| s.name.contains(w.as_str())));
     }
-    for (name, path) in &opts.extra {
-        servers.push(ServerSpec::new(name, path, &[]));
+    for (name, command) in &opts.extra {
+        let (program, args) = split_command(command);
+        servers.push(ServerSpec::new(name, program, &args));
     }
     servers
+}
+
+/// The servers of the UDP rows: the reactor (with `--udp`), the tokio UDP
+/// echo, and the C loop where `cc` builds it, narrowed by `--servers`;
+/// every `--extra` is taken for a reactor build and started with `--udp`.
+fn udp_servers(opts: &Options) -> Vec<ServerSpec> {
+    const REACTOR_UDP: [&str; 4] = ["--listen", "127.0.0.1:0", "--udp", "127.0.0.1:0"];
+    let wanted = |name: &str| {
+        opts.servers.is_empty() || opts.servers.iter().any(|w| name.contains(w.as_str()))
+    };
+    let mut servers = Vec::new();
+    if wanted("echo-reactor") {
+        let reactor = env!("CARGO_BIN_EXE_echo-reactor");
+        servers.push(ServerSpec::udp("echo-reactor", reactor, &REACTOR_UDP));
+    }
+    if wanted("tokio-udp") {
+        let tokio = &build_examples(&["tokio_udp_echo"])[0];
+        let listen = ["--listen", "127.0.0.1:0"];
+        servers.push(ServerSpec::udp("tokio-udp", tokio, &listen));
+    }
+    if wanted("c-udp") {
+        match build_c_udp_loop() {
+            Ok(c) => servers.push(ServerSpec::udp("c-udp", c, &["127.0.0.1", "0"])),
+            Err(why) => eprintln!("SKIPPED: the C UDP loop (c-udp): {why}"),
+        }
+    }
+    for (name, command) in &opts.extra {
+        let (program, mut args) = split_command(command);
+        args.extend(REACTOR_UDP);
+        servers.push(ServerSpec::udp(name, program, &args));
+    }
+    servers
+}
+
+/// `PATH ARGS...` of an `--extra`, split at spaces.
+fn split_command(command: &str) -> (&str, Vec<&str>) {
+    let mut words = command.split_whitespace();
+    let program = words.next().expect("--extra NAME=PATH [ARGS]");
+    (program, words.collect())
+}
+
+/// Builds `benches/support/udp_echo.c` with `cc -O2` into the target
+/// directory; why not, when there is no working `cc`.
+fn build_c_udp_loop() -> Result<PathBuf, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = root.join("target/udp_echo_c");
+    let built = std::process::Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&out)
+        .arg(root.join("benches/support/udp_echo.c"))
+        .status();
+    match built {
+        Ok(status) if status.success() => Ok(out),
+        Ok(status) => Err(format!("cc failed ({status})")),
+        Err(e) => Err(format!("no cc ({e})")),
+    }
 }
 
 /// The scenarios `only` asks for: each `|`-separated part selects the
@@ -171,7 +260,10 @@ fn select_scenarios(all: Vec<Scenario>, only: &str) -> Vec<Scenario> {
 struct Plan {
     rounds: usize,
     timing: Timing,
+    /// The TCP scenarios.
     scenarios: Vec<Scenario>,
+    /// The UDP scenarios, against the UDP servers.
+    udp: Vec<Scenario>,
     /// Connections of the idle-memory scenario; 0 to skip it.
     idle_connections: usize,
 }
@@ -195,6 +287,7 @@ impl Plan {
         if let Some(only) = &opts.only {
             scenarios = select_scenarios(scenarios, only);
         }
+        let (udp, scenarios) = scenarios.into_iter().partition(|sc| sc.loads[0].udp);
         let idle_connections = match &opts.only {
             Some(only) if !only.split('|').any(|part| "idle".contains(part)) => 0,
             _ => idle_connections,
@@ -203,6 +296,7 @@ impl Plan {
             rounds: opts.rounds.unwrap_or(rounds),
             timing,
             scenarios,
+            udp,
             idle_connections,
         }
     }
@@ -221,8 +315,13 @@ fn run_scenario(
         let m = support::measure(&server, &sc.loads, plan.timing, placement.client_cpu);
         server.stop();
         let first = m.loads.first().copied().unwrap_or_default();
+        let udp = if sc.loads[0].udp {
+            format!("  {:.0} dgrams/CPU s  lost {}", m.per_cpu_sec(), m.lost())
+        } else {
+            String::new()
+        };
         eprintln!(
-            "    {:<16} {:>9.0} req/s  p50 {:>6.0} us  p99 {:>6.0} us  busy {:>3.0}%  errors {}",
+            "    {:<16} {:>9.0} req/s  p50 {:>6.0} us  p99 {:>6.0} us  busy {:>3.0}%  errors {}{udp}",
             servers[s].name,
             first.req_per_sec,
             first.p50_us,
@@ -276,14 +375,14 @@ fn parse_args() -> Options {
             }
             "--extra" => {
                 let spec = args.next().unwrap_or_default();
-                let (name, path) = spec.split_once('=').expect("--extra NAME=PATH");
+                let (name, path) = spec.split_once('=').expect("--extra NAME=PATH [ARGS]");
                 extra.push((name.to_string(), path.to_string()));
             }
             // `cargo bench` passes `--bench` to every bench target.
             "--bench" => {}
             other => panic!(
                 "unknown argument {other:?} (use --quick, --out DIR, --only TEXT, \
-                 --servers NAME,NAME, --rounds N, --extra NAME=PATH, --replot)"
+                 --servers NAME,NAME, --rounds N, --extra \"NAME=PATH [ARGS]\", --replot)"
             ),
         }
     }
@@ -339,6 +438,7 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
         loads: vec![Load::pipelined(50, 64, 16)],
         probe: false,
     });
+    v.extend(udp_scenarios(quick));
     v.push(Scenario {
         name: "probe 64 B under 4 x 16 KiB depth-8 flood".into(),
         loads: vec![
@@ -349,6 +449,34 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
         ],
         probe: true,
     });
+    v
+}
+
+/// The UDP rows: 10 sockets with datagrams in flight, each size also with
+/// the client's `--udp-offload` (GSO sends, GRO receives, as a QUIC stack
+/// does), and one socket with one datagram at a time (latency at low load).
+fn udp_scenarios(quick: bool) -> Vec<Scenario> {
+    let udp = |name: &str, load: Load| Scenario {
+        name: name.into(),
+        loads: vec![load],
+        probe: false,
+    };
+    let mut v = vec![udp("udp 64 B x 10, depth 16", Load::udp(10, 64, 16))];
+    if quick {
+        return v;
+    }
+    v.extend([
+        udp("udp 1400 B x 10, depth 4", Load::udp(10, 1400, 4)),
+        udp(
+            "udp 64 B x 10, depth 16, offload client",
+            Load::udp(10, 64, 16).with_udp_offload(),
+        ),
+        udp(
+            "udp 1400 B x 10, depth 4, offload client",
+            Load::udp(10, 1400, 4).with_udp_offload(),
+        ),
+        udp("udp 64 B x 1, depth 1", Load::udp(1, 64, 1)),
+    ]);
     v
 }
 
@@ -393,6 +521,9 @@ fn report(
         plan.timing.warmup.as_secs_f64(),
         plan.timing.window.as_secs_f64()
     ));
+    if plan.scenarios.is_empty() {
+        return md;
+    }
     md.push_str(
         "Columns: *CPU/1k* is server CPU (user + system, `/proc/PID/stat`) in ms per 1,000 \
          echoes, sampled over the same interval as the echoes it is divided by; *user/1k* is \
@@ -412,6 +543,74 @@ fn report(
         return md;
     }
     md.push_str(&idle_table(names, idle));
+    md
+}
+
+/// The UDP table: one row per UDP scenario and server.
+fn udp_table(names: &[&str], scenarios: &[Scenario], results: &[Vec<Vec<Measurement>>]) -> String {
+    let mut md = String::from(
+        "\nUDP (`echo-bench --udp`, closed loop, `depth` datagrams in flight per socket): \
+         *datagrams/s* is echoes per second as the client counts them; *per server CPU s* \
+         is datagrams echoed per second of server CPU (user + system, sampled over the same \
+         interval as the echoes), the figure to compare on a shared machine; *vs tokio-udp* \
+         is its ratio; *lost* is datagrams the client gave up after 250 ms, all rounds \
+         together.\n\n",
+    );
+    let base = names.iter().position(|n| *n == UDP_BASELINE);
+    let mut rows = Vec::new();
+    for (k, sc) in scenarios.iter().enumerate() {
+        let base_per = base.map(|b| median(&results[k][b], Measurement::per_cpu_sec));
+        for (s, name) in names.iter().enumerate() {
+            let runs = &results[k][s];
+            let rps = median(runs, |m| m.loads[0].req_per_sec);
+            let each = || runs.iter().map(|m| m.loads[0].req_per_sec);
+            let (lo, hi) = (
+                each().fold(f64::INFINITY, f64::min),
+                each().fold(0.0, f64::max),
+            );
+            let per = median(runs, Measurement::per_cpu_sec);
+            rows.push(vec![
+                if s == 0 {
+                    sc.name.clone()
+                } else {
+                    String::new()
+                },
+                name.to_string(),
+                thousands(rps),
+                format!("{}-{}", thousands(lo), thousands(hi)),
+                format!("{:.0}", median(runs, |m| m.loads[0].p50_us)),
+                format!("{:.0}", median(runs, |m| m.loads[0].p99_us)),
+                thousands(per),
+                format!("{:.0}%", median(runs, Measurement::busy) * 100.0),
+                format!("{:.0}%", median(runs, |m| m.server_core_busy) * 100.0),
+                format!("{:.0}%", median(runs, |m| m.client_core_busy) * 100.0),
+                base_per.map_or("-".into(), |b| format!("{:.2}x", per / b)),
+                runs.iter().map(Measurement::lost).sum::<u64>().to_string(),
+                runs.iter()
+                    .map(Measurement::errors)
+                    .sum::<u64>()
+                    .to_string(),
+            ]);
+        }
+    }
+    md.push_str(&markdown_table(
+        &[
+            "scenario",
+            "server",
+            "datagrams/s",
+            "datagrams/s range",
+            "p50 us",
+            "p99 us",
+            "per server CPU s",
+            "busy",
+            "server core, all",
+            "client core, all",
+            "vs tokio-udp",
+            "lost",
+            "errors",
+        ],
+        &rows,
+    ));
     md
 }
 
@@ -696,10 +895,17 @@ fn read_figures(tables: &str) -> (Vec<Scenario>, Figures) {
     let mut found: Vec<usize> = Vec::new();
     let mut figures = Figures::default();
     let mut in_idle_table = false;
+    // The UDP table is not plotted.
+    let mut in_udp_table = false;
     for row in tables.lines().filter_map(cells) {
         match row.as_slice() {
+            ["scenario", _, "datagrams/s", ..] => in_udp_table = true,
             ["scenario", ..] | ["---", ..] => {}
-            ["server", "connections echoed", ..] => in_idle_table = true,
+            ["server", "connections echoed", ..] => {
+                in_idle_table = true;
+                in_udp_table = false;
+            }
+            _ if in_udp_table => {}
             [server, echoed, _, _, bytes, _] if in_idle_table => {
                 let s = figures.idle_bytes.len();
                 assert_eq!(figures.names.get(s).map(String::as_str), Some(*server));

@@ -1,8 +1,8 @@
 //! Draws `docs/bench-udp-batch.svg`, UDP echo datagrams per server CPU
 //! second by `--udp-batch`, from the batch-size table of
 //! `docs/benchmarks.md` ("UDP: batched receive and send"). Measures
-//! nothing: the table is made by `benches/udp_compare.sh` (the commands
-//! are beside it).
+//! nothing: the table's figures come from UDP runs of `cargo bench --bench
+//! compare` (the commands are beside it).
 //!
 //! `cargo bench --bench udp_plot`
 

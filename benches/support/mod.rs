@@ -10,7 +10,7 @@
 //! | --- | --- |
 //! | [`Placement::detect`] | server on CPU 0, client on CPU 1 when there are two CPUs; says so when not |
 //! | [`build_examples`] | builds example servers in release and returns their paths |
-//! | [`ServerSpec`], [`Server::start`] | spawn a server binary pinned to a CPU, learn its address from `listening on tcp://ADDR` |
+//! | [`ServerSpec`], [`Server::start`] | spawn a server binary pinned to a CPU, learn its address from `listening on tcp://ADDR` (or `udp://` for a [`ServerSpec::udp`]) |
 //! | [`Server::start_logged`], [`Server::stats`] | the same, keeping its log: its counters on SIGUSR1, its `final stats:` |
 //! | [`Load`], [`Timing`], [`measure`] | drive a server with `echo_bench` (in process, pinned), sample its CPU over the measured window |
 //! | [`Measurement`] | req/s, p50/p99 per load; server CPU per 1,000 echoes and busy share |
@@ -42,6 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use echo_bench::config::Transport;
 use echo_bench::{Config, Live, Report, StopAt};
 
 // Tests and benches are separate crates; both compile this one file.
@@ -177,16 +178,20 @@ fn release_dir() -> PathBuf {
 }
 
 /// How to start one server: a program and its arguments, to which
-/// `--listen 127.0.0.1:0` is appended. Every server of this project (the
-/// reactor and the examples) then prints `listening on tcp://ADDR` first.
+/// `--listen 127.0.0.1:0` is appended for a TCP server. Every server of
+/// this project (the reactor and the examples) then prints `listening on
+/// tcp://ADDR` first.
 #[derive(Debug, Clone)]
 pub struct ServerSpec {
     /// Short name used in tables and plots.
     pub name: String,
     /// The executable.
     pub program: PathBuf,
-    /// Arguments before `--listen`.
+    /// Arguments before `--listen` (all of them for a UDP server).
     pub args: Vec<String>,
+    /// The scheme of the `listening on SCHEME://ADDR` line that gives the
+    /// address to drive: `tcp`, or `udp` for a [`ServerSpec::udp`].
+    pub scheme: &'static str,
 }
 
 impl ServerSpec {
@@ -196,8 +201,43 @@ impl ServerSpec {
             name: name.into(),
             program: program.into(),
             args: args.iter().map(|a| a.to_string()).collect(),
+            scheme: "tcp",
         }
     }
+
+    /// A UDP echo server: started with exactly `args` (which must make it
+    /// bind a free port), driven at the address of its first `listening
+    /// on udp://ADDR` line; earlier lines (a TCP listener) are skipped.
+    pub fn udp(name: &str, program: impl Into<PathBuf>, args: &[&str]) -> ServerSpec {
+        ServerSpec {
+            scheme: "udp",
+            ..ServerSpec::new(name, program, args)
+        }
+    }
+}
+
+/// The address of the server's `listening on SCHEME://ADDR` line, its
+/// first for TCP; for UDP the first of that scheme within its first few
+/// lines (the reactor announces its TCP listener before).
+fn listening_addr(stdout: &mut BufReader<ChildStdout>, spec: &ServerSpec) -> SocketAddr {
+    let tries = if spec.scheme == "tcp" { 1 } else { 8 };
+    let mut seen = Vec::new();
+    for _ in 0..tries {
+        let mut line = String::new();
+        match stdout.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => panic!("{}: read its listening line: {e}", spec.name),
+        }
+        if let Some(l) = proc::listening(&line).filter(|l| l.scheme == spec.scheme) {
+            return l.addr;
+        }
+        seen.push(line);
+    }
+    panic!(
+        "{}: no `listening on {}://ADDR` line: {seen:?}",
+        spec.name, spec.scheme
+    )
 }
 
 /// A running server. Killed and reaped when dropped.
@@ -230,9 +270,11 @@ impl Server {
 
     fn spawn(spec: &ServerSpec, cpu: Option<usize>, logged: bool) -> Server {
         let mut cmd = Command::new(&spec.program);
-        cmd.args(&spec.args)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", if logged { "info" } else { "warn" })
+        cmd.args(&spec.args);
+        if spec.scheme == "tcp" {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.env("RUST_LOG", if logged { "info" } else { "warn" })
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(if logged {
@@ -275,16 +317,7 @@ impl Server {
             log
         });
         let mut stdout = BufReader::new(child.stdout.take().expect("server stdout is piped"));
-        let mut line = String::new();
-        stdout
-            .read_line(&mut line)
-            .unwrap_or_else(|e| panic!("{}: read its listening line: {e}", spec.name));
-        let addr = proc::listening(&line)
-            .filter(|l| l.scheme == "tcp")
-            .map(|l| l.addr)
-            .unwrap_or_else(|| {
-                panic!("{}: no `listening on tcp://ADDR` line: {line:?}", spec.name)
-            });
+        let addr = listening_addr(&mut stdout, spec);
         Server {
             child,
             _stdout: stdout,
@@ -415,6 +448,10 @@ pub struct Load {
     /// they yield that core as soon as the probe's reply arrives, so the
     /// probe times the server rather than the client's own queue.
     pub background: bool,
+    /// Datagrams (`echo-bench --udp`) instead of TCP connections.
+    pub udp: bool,
+    /// With `udp`: the client's `--udp-offload` (GSO sends, GRO receives).
+    pub udp_offload: bool,
 }
 
 impl Load {
@@ -430,6 +467,25 @@ impl Load {
             size,
             depth,
             background: false,
+            udp: false,
+            udp_offload: false,
+        }
+    }
+
+    /// `connections` UDP sockets with `depth` datagrams in flight each.
+    pub fn udp(connections: usize, size: usize, depth: usize) -> Load {
+        Load {
+            udp: true,
+            ..Load::pipelined(connections, size, depth)
+        }
+    }
+
+    /// The same UDP load, the client sending segmented messages and
+    /// taking echoes coalesced (`--udp-offload`).
+    pub fn with_udp_offload(self) -> Load {
+        Load {
+            udp_offload: true,
+            ..self
         }
     }
 
@@ -478,6 +534,9 @@ pub struct LoadResult {
     pub errors: u64,
     /// Connections proven by their first echo.
     pub established: u64,
+    /// UDP: datagrams of the window the client counted lost (never an
+    /// error: loss is UDP's).
+    pub lost: u64,
 }
 
 impl LoadResult {
@@ -488,6 +547,7 @@ impl LoadResult {
             p99_us: r.latency_us.p99,
             errors: r.total_errors(),
             established: r.connections_established,
+            lost: r.udp.map_or(0, |(_, lost, _)| lost),
         }
     }
 }
@@ -515,6 +575,20 @@ pub struct Measurement {
 }
 
 impl Measurement {
+    /// Echoes per server CPU second (for UDP: datagrams echoed per server
+    /// CPU second).
+    pub fn per_cpu_sec(&self) -> f64 {
+        if self.cpu_secs <= 0.0 {
+            return f64::NAN;
+        }
+        self.echoes as f64 / self.cpu_secs
+    }
+
+    /// Datagrams the loads counted lost.
+    pub fn lost(&self) -> u64 {
+        self.loads.iter().map(|l| l.lost).sum()
+    }
+
     /// Server CPU seconds per 1,000 echoes.
     pub fn cpu_per_1000(&self) -> f64 {
         if self.echoes == 0 {
@@ -572,6 +646,10 @@ pub fn measure(
             cfg.depth = load.depth;
             cfg.warmup = timing.warmup;
             cfg.stop = StopAt::Duration(timing.window);
+            if load.udp {
+                cfg.transport = Transport::Udp;
+                cfg.udp_offload = load.udp_offload;
+            }
             let live = Arc::clone(live);
             let background = load.background;
             thread::Builder::new()

@@ -80,7 +80,8 @@ pub struct Args {
     pub warmup: f64,
 
     /// Open-loop mode: N messages per second in total on a fixed schedule;
-    /// latency counts from each message's intended send time.
+    /// latency counts from each message's intended send time. With --udp,
+    /// each datagram leaves when due, whatever has come back.
     #[arg(short = 'r', long, value_name = "N", value_parser = count::<u64>)]
     pub rate: Option<u64>,
 

@@ -270,7 +270,7 @@ impl Config {
     }
 
     /// What UDP cannot do: datagrams too small for the sequence number or
-    /// too large for UDP, and (for now) open loop.
+    /// too large for UDP, and what only a byte stream can carry.
     fn check_udp(&self) -> Result<(), ConfigError> {
         if self.size < UDP_HEADER {
             return bad(
@@ -285,9 +285,6 @@ impl Config {
                 "--size",
                 format!("a UDP datagram holds at most {MAX_UDP_PAYLOAD} bytes"),
             );
-        }
-        if self.rate.is_some() {
-            return bad("--rate", "open-loop mode is TCP only for now");
         }
         if self.protocol != Protocol::Raw {
             return bad("--mode", "line and frame modes are TCP only");

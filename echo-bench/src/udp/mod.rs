@@ -25,9 +25,10 @@
 //! one [`LOSS_TIMEOUT`].
 
 mod batch;
+mod open_loop;
 
 use crate::config::UDP_HEADER;
-use crate::engine::{self, Core, Engine, Share};
+use crate::engine::{self, Core, Engine, Phase, Share};
 use crate::pattern::Pattern;
 use crate::stats::ErrorKind;
 use crate::{Shared, ThreadResult};
@@ -36,6 +37,7 @@ use log::{debug, warn};
 use mio::event::Event;
 use mio::net::UdpSocket;
 use mio::{Interest, Token};
+use open_loop::{Flight, OpenLoop, TIMER_TOKEN};
 use slab::Slab;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -69,6 +71,8 @@ struct Sock {
     /// The highest sequence number echoed so far: an echo below it came
     /// out of order.
     highest: u64,
+    /// Open loop only: its datagrams in flight.
+    flight: Flight,
     /// Failed; its key waits on the thread's list of deferred frees.
     dead: bool,
 }
@@ -94,6 +98,8 @@ struct Worker {
     /// Keys of sockets that failed, freed after the batch of events (see
     /// the TCP engine's `closing`).
     closing: Vec<usize>,
+    /// Open loop (`--rate`) only, from the start of the run.
+    open_loop: Option<OpenLoop>,
 }
 
 /// Runs one thread's share of a UDP run.
@@ -116,6 +122,7 @@ pub(crate) fn run_thread(sh: Arc<Shared>, share: Share) -> ThreadResult {
         depth,
         waiting: 0,
         closing: Vec::new(),
+        open_loop: None,
     };
     w.open_all(Instant::now());
     engine::drive(&mut w)?;
@@ -145,6 +152,9 @@ impl Engine for Worker {
     }
 
     fn quota_met(&self) -> bool {
+        if let Some(ol) = &self.open_loop {
+            return ol.all_released() && self.waiting == 0;
+        }
         let kept = self.window_kept();
         self.core
             .share
@@ -153,6 +163,10 @@ impl Engine for Worker {
     }
 
     fn start(&mut self, now: Instant) {
+        if let Some(rate) = self.core.share.rate {
+            self.start_open_loop(rate, now);
+            return;
+        }
         let keys: Vec<usize> = self.socks.iter().map(|(k, _)| k).collect();
         for key in keys {
             for lane in 0..self.depth as usize {
@@ -165,7 +179,19 @@ impl Engine for Worker {
 
     fn sweep(&mut self, now: Instant) {
         self.sweep_lanes(now);
+        self.sweep_flights(now);
         self.flush();
+    }
+
+    fn run_turn(&mut self, now: Instant) {
+        self.release(now);
+    }
+
+    fn wake_in(&self, now: Instant) -> Option<Duration> {
+        match self.core.phase() {
+            Phase::Running => self.open_loop.as_ref()?.fallback_wake(now),
+            _ => None,
+        }
     }
 
     /// Datagrams still awaited are counted with their age so far (see
@@ -180,6 +206,7 @@ impl Engine for Worker {
                 self.core.stats.record_outstanding(age, l.sent_at >= start);
             }
         }
+        self.close_open_loop(now);
     }
 
     fn drain_time(&self) -> Duration {
@@ -187,7 +214,13 @@ impl Engine for Worker {
     }
 
     fn on_event(&mut self, ev: &Event) {
-        self.on_readable(ev.token().0);
+        if ev.token() == TIMER_TOKEN {
+            if let Some(ol) = &mut self.open_loop {
+                ol.timer_fired();
+            }
+        } else {
+            self.on_readable(ev.token().0);
+        }
     }
 
     fn free_closed(&mut self) {
@@ -256,6 +289,7 @@ impl Worker {
             opened_at: now,
             lanes,
             highest: 0,
+            flight: Flight::default(),
             dead: false,
         });
         Ok(key)
@@ -327,11 +361,22 @@ impl Worker {
     /// Stages datagram `seq` on `lane`, to be sent with the others staged
     /// for the same socket by [`Worker::flush`].
     fn send(&mut self, key: usize, lane: usize, seq: u64, now: Instant) {
+        self.stage(key, seq);
+        let l = &mut self.socks[key].lanes[lane];
+        l.seq = seq;
+        l.sent_at = now;
+        l.waiting = true;
+        self.waiting += 1;
+    }
+
+    /// Stages datagram `seq` of socket `key` in the outbox, sending what
+    /// is staged first if it is for another socket or full.
+    fn stage(&mut self, key: usize, seq: u64) {
         if self.outbox.n > 0 && (self.outbox_key != key || self.outbox.is_full()) {
             self.flush();
         }
         self.outbox_key = key;
-        let s = &mut self.socks[key];
+        let s = &self.socks[key];
         let body = self.size - UDP_HEADER;
         let out = self.outbox.stage(self.size);
         out[..UDP_HEADER].copy_from_slice(&seq.to_le_bytes());
@@ -340,11 +385,6 @@ impl Worker {
             seq * self.size as u64,
             body,
         ));
-        let l = &mut s.lanes[lane];
-        l.seq = seq;
-        l.sent_at = now;
-        l.waiting = true;
-        self.waiting += 1;
     }
 
     /// Sends the staged datagrams, as few calls as the socket takes. A
@@ -444,6 +484,10 @@ impl Worker {
             self.mismatch(key, n);
             return false;
         }
+        if s.proven && self.open_loop.is_some() {
+            self.on_open_loop_echo(key, seq, now);
+            return true;
+        }
         let lane = (seq % self.depth) as usize;
         let l = &mut s.lanes[lane];
         if !(l.waiting && l.seq == seq) {
@@ -538,6 +582,7 @@ impl Worker {
         let s = &mut self.socks[key];
         s.dead = true;
         self.waiting -= s.lanes.iter().filter(|l| l.waiting).count() as u64;
+        self.waiting -= s.flight.waiting();
         self.closing.push(key);
     }
 }

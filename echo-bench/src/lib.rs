@@ -18,7 +18,7 @@
 //! | [`limits`] | descriptor and ephemeral-port limits of a client with 19,000 sockets |
 //! | `engine.rs` | one run skeleton for both transports: a thread's phases (opening, settling, idle, running, draining, holding), its poll loop, the window |
 //! | `tcp/` | the client-side event loop: non-blocking connects (`open.rs`), edge-triggered reads and writes (`mod.rs`), the echo check (`conn.rs`), open-loop sending (`open_loop.rs`) |
-//! | `udp.rs` | the same over datagrams, where loss is counted, not fatal |
+//! | `udp/` | the same over datagrams, where loss is counted, not fatal: a socket's turn and loss, lateness and reordering (`mod.rs`), a batch per call with `recvmmsg`/`sendmmsg` and optional GSO/GRO (`batch.rs`), open-loop sending (`open_loop.rs`) |
 //! | [`schedule`] | open loop: a fixed timetable, latency from the due time |
 //! | [`timer`] | a `timerfd` in the poll set: wake-ups finer than epoll's milliseconds |
 //! | [`stats`] | per-thread counts with no sharing on the hot path, merged at the end |

@@ -269,6 +269,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_reads_worst_case_is_exactly_the_room_read_allowance_wants_for_it() {
+        // Amplified, one split message, the slack: what a protocol's
+        // answers to one read are held to.
+        let mut b = Budget::new(MIN_MAX_BUFFERED, 65_536, 3, 1000);
+        assert_eq!(b.worst_case(0), SLACK + 1000);
+        assert_eq!(b.worst_case(100), SLACK + 1000 + 300);
+        let general = MIN_MAX_BUFFERED - MIN_MAX_BUFFERED / Budget::RESERVE_SHARE;
+        b.settle(0, general - b.worst_case(100));
+        assert_eq!(
+            b.read_allowance(100),
+            100,
+            "room for exactly its worst case"
+        );
+        b.settle(0, 1);
+        assert!(
+            b.read_allowance(100) < 100,
+            "a byte short of its worst case"
+        );
+    }
+
+    #[test]
     fn a_read_is_cut_to_what_its_worst_case_leaves_room_for() {
         let mut b = Budget::new(MIN_MAX_BUFFERED, 65_536, 1, 0);
         assert!(b.is_calm());

@@ -945,4 +945,88 @@ mod tests {
         client.read_exact(&mut heard).expect("the 503");
         assert_eq!(heard, BUSY_ANSWER);
     }
+
+    /// `r.read_header(key)` until a socket's header has been taken in (its
+    /// bytes may still be on their way over loopback).
+    fn until_admitted<P: Poller>(r: &mut Reactor<P>, key: usize, conns: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while r.conns.len() < conns {
+            assert!(std::time::Instant::now() < deadline, "never admitted");
+            r.read_header(key);
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn with_proxy_headers_sockets_wait_for_them_and_are_admitted_as_the_client_named() {
+        let mut r = reactor::<Epoll>(Config {
+            proxy_protocol: Some(crate::ProxyMode::V1),
+            max_connections: Some(2),
+            max_connections_per_ip: Some(1),
+            ..Config::default()
+        });
+        let (i, addr) = listener(&r, Service::Echo);
+        let mut a = connect(addr);
+        let mut b = connect(addr);
+        let c = connect(addr);
+        r.accept_from(i);
+        // As many wait as echo connections may be open; the next is turned
+        // away at once, and no host was counted yet.
+        assert_eq!((r.handshakes.len(), r.conns.len()), (2, 0));
+        assert_eq!(read_to_eof(c), REJECT_NOTICE);
+        // a's header names 192.0.2.1: admitted as that client.
+        a.write_all(b"PROXY TCP4 192.0.2.1 127.0.0.1 5 6\r\n")
+            .expect("header");
+        until_admitted(&mut r, 0, 1);
+        assert_eq!(r.handshakes.len(), 1);
+        assert_eq!(r.stats.proxy_headers, 1);
+        // b names the same client, whose one slot a holds.
+        b.write_all(b"PROXY TCP4 192.0.2.1 127.0.0.1 7 6\r\n")
+            .expect("header");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while r.handshakes.len() > 0 {
+            assert!(std::time::Instant::now() < deadline, "b never decided");
+            r.read_header(1);
+            std::thread::yield_now();
+        }
+        assert_eq!(r.conns.len(), 1);
+        assert_eq!(r.stats.rejected_per_ip, 1);
+    }
+
+    #[test]
+    fn fault_flags_make_echo_connections_faulty_and_no_others() {
+        let faulty = reactor::<Epoll>(Config {
+            delay: Some(Duration::from_millis(5)),
+            ..Config::default()
+        });
+        assert_eq!(faulty.class_for(Service::Echo), Class::Faults);
+        assert_eq!(faulty.class_for(Service::Daytime), Class::Echo);
+        assert_eq!(faulty.class_for(Service::Chargen), Class::Chargen);
+        let plain = reactor::<Epoll>(Config::default());
+        assert_eq!(plain.class_for(Service::Echo), Class::Echo);
+    }
+
+    #[test]
+    fn an_echo_client_is_greeted_with_the_banner_rendered_for_it() {
+        use crate::protocol::{Line, Mode, Transform};
+        let config = Config {
+            listen: vec!["127.0.0.1:0".parse().expect("address")],
+            ..Config::default()
+        };
+        let sockets = Sockets::bind(&config).expect("bind");
+        let line = Line::new(Transform::None, Some("hi {peer}"), 1024);
+        let mut r = Reactor::<Epoll>::bind(&config, sockets, Handler::from(Mode::Line(line)))
+            .expect("reactor");
+        let (i, addr) = listener(&r, Service::Echo);
+        let mut client = connect(addr);
+        let me = client.local_addr().expect("addr");
+        r.accept_from(i);
+        let want = format!("hi {me}\n");
+        let mut got = vec![0; want.len()];
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        client.read_exact(&mut got).expect("the banner");
+        assert_eq!(String::from_utf8_lossy(&got), want);
+    }
 }

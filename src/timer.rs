@@ -194,6 +194,41 @@ mod tests {
     }
 
     #[test]
+    fn a_clock_tick_moves_its_time_and_its_stamp_together() {
+        let epoch = Instant::now();
+        let mut clock = Clock::new(epoch);
+        let later = epoch + Duration::from_millis(1500);
+        clock.tick(later);
+        assert_eq!(clock.now, later);
+        assert_eq!(clock.stamp, Stamp::new(epoch, later));
+        assert_eq!(clock.stamp.to_instant(clock.epoch), later);
+    }
+
+    #[test]
+    fn retain_gives_memory_back_only_when_most_of_it_is_idle() {
+        // With room for 200 deadlines, keeping `kept` of them.
+        let after_retain = |kept: usize| {
+            let t0 = Instant::now();
+            let mut timers = Timers::new();
+            timers.heap = BinaryHeap::with_capacity(200);
+            for i in 0..200 {
+                timers.schedule(t0 + Duration::from_millis(i), TimerKind::StatsReport);
+            }
+            let mut n = 0;
+            timers.retain(|_| {
+                n += 1;
+                n <= kept
+            });
+            assert_eq!(timers.len(), kept);
+            timers.heap.capacity()
+        };
+        // 200 is not more than twice 68 plus 64: kept, for the next burst.
+        assert_eq!(after_retain(68), 200);
+        // 200 is well over twice 10 plus 64: given back.
+        assert!(after_retain(10) < 84, "not given back");
+    }
+
+    #[test]
     fn nearest_deadline_bounds_the_timeout() {
         let t0 = Instant::now();
         let mut timers = Timers::new();

@@ -20,6 +20,7 @@
 //! | `tcp/` | the client-side event loop: non-blocking connects (`open.rs`), edge-triggered reads and writes (`mod.rs`), the echo check (`conn.rs`), open-loop sending (`open_loop.rs`) |
 //! | `udp/` | the same over datagrams, where loss is counted, not fatal: a socket's turn and loss, lateness and reordering (`mod.rs`), a batch per call with `recvmmsg`/`sendmmsg` and optional GSO/GRO (`batch.rs`), open-loop sending (`open_loop.rs`) |
 //! | [`schedule`] | open loop: a fixed timetable, latency from the due time |
+//! | `release.rs` | open loop's hand-out for either transport: what falls due when and to whom, `-n`, the timer for the next one |
 //! | [`timer`] | a `timerfd` in the poll set: wake-ups finer than epoll's milliseconds |
 //! | [`stats`] | per-thread counts with no sharing on the hot path, merged at the end |
 //! | [`gate`] | thresholds (`--max-p99`, `--min-rps`) that fail a run, by name |
@@ -67,6 +68,7 @@ pub mod pattern;
 pub mod payload;
 pub mod procs;
 pub mod protocol;
+mod release;
 pub mod report;
 pub mod run_info;
 pub mod schedule;

@@ -26,12 +26,13 @@ mod open_loop;
 
 use crate::engine::{self, Core, Engine, Phase, Share};
 use crate::pattern::MAX_SPAN;
+use crate::release::TIMER_TOKEN;
 use crate::stats::ErrorKind;
 use crate::{Shared, ThreadResult};
 use conn::{Conn, ConnState, check_echo};
 use log::{debug, warn};
 use mio::event::Event;
-use open_loop::{OpenLoop, TIMER_TOKEN};
+use open_loop::OpenLoop;
 use slab::Slab;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -187,7 +188,7 @@ impl Engine for Worker {
     fn wake_in(&self, now: Instant) -> Option<Duration> {
         match self.core.phase() {
             Phase::Opening => self.next_connect_in(now),
-            Phase::Running => self.open_loop.as_ref()?.fallback_wake(now),
+            Phase::Running => self.open_loop.as_ref()?.release.fallback_wake(now),
             _ => None,
         }
     }
@@ -195,7 +196,7 @@ impl Engine for Worker {
     fn on_event(&mut self, ev: &Event) {
         if ev.token() == TIMER_TOKEN {
             if let Some(ol) = &mut self.open_loop {
-                ol.timer_fired();
+                ol.release.timer_fired();
             }
         } else {
             self.on_conn_event(ev.token().0, ev);
@@ -219,7 +220,7 @@ impl Worker {
     fn record_outstanding(&mut self, now: Instant) {
         let (size, depth, start) = (self.size, self.depth, self.core.window.start);
         let reply = self.reply;
-        let schedule = self.open_loop.as_ref().map(|ol| &ol.schedule);
+        let schedule = self.open_loop.as_ref().map(|ol| &ol.release.schedule);
         for (_, conn) in self.conns.iter().filter(|(_, c)| !c.dead) {
             // Message 0 proved the connection before the run; it is done.
             for m in (conn.recvd / reply).max(1)..conn.want / size {
@@ -364,7 +365,7 @@ impl Worker {
     fn complete(&mut self, key: usize, first: u64, last: u64) {
         let now = Instant::now();
         let measuring = self.core.measuring();
-        let schedule = self.open_loop.as_ref().map(|ol| &ol.schedule);
+        let schedule = self.open_loop.as_ref().map(|ol| &ol.release.schedule);
         let conn = &mut self.conns[key];
         conn.last_progress = now;
         let mut run_done = 0;

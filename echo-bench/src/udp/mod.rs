@@ -30,6 +30,7 @@ mod open_loop;
 use crate::config::UDP_HEADER;
 use crate::engine::{self, Core, Engine, Phase, Share};
 use crate::pattern::Pattern;
+use crate::release::{Release, TIMER_TOKEN};
 use crate::stats::ErrorKind;
 use crate::{Shared, ThreadResult};
 use batch::Slots;
@@ -37,7 +38,7 @@ use log::{debug, warn};
 use mio::event::Event;
 use mio::net::UdpSocket;
 use mio::{Interest, Token};
-use open_loop::{Flight, OpenLoop, TIMER_TOKEN};
+use open_loop::Flight;
 use slab::Slab;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -99,7 +100,7 @@ struct Worker {
     /// the TCP engine's `closing`).
     closing: Vec<usize>,
     /// Open loop (`--rate`) only, from the start of the run.
-    open_loop: Option<OpenLoop>,
+    open_loop: Option<Release>,
 }
 
 /// Runs one thread's share of a UDP run.

@@ -1,12 +1,11 @@
 //! Open loop (`--udp --rate`): datagrams leave on a fixed timetable,
 //! whatever the server does (see [`crate::schedule`] for why).
 //!
-//! The thread's [`Schedule`] hands datagram `k` to socket slot
+//! The thread's [`Release`] hands datagram `k` to socket slot
 //! `k % slots`, and every datagram handed out is sent at once: a socket
 //! has no window to wait for, since a datagram needs no echo before the
 //! next. The datagrams that fall due on one socket in one turn are staged
-//! together and leave by one `sendmmsg` (`batch.rs`). A `timerfd`
-//! ([`Timer`]) wakes the loop when the next one falls due.
+//! together and leave by one `sendmmsg` (`batch.rs`).
 //!
 //! The `m`-th datagram of a slot carries sequence number `m + 1` (0 is the
 //! proving datagram, sent before the schedule starts), so an echo's due
@@ -19,15 +18,9 @@
 //! reordered, as in closed loop.
 
 use super::{LOSS_TIMEOUT, Worker};
-use crate::schedule::Schedule;
-use crate::timer::Timer;
-use log::warn;
-use mio::{Registry, Token};
+use crate::release::Release;
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
-
-/// The token of the open-loop timer; socket keys never get this high.
-pub(super) const TIMER_TOKEN: Token = Token(usize::MAX);
+use std::time::Instant;
 
 /// One socket's part of the schedule, and its datagrams in flight.
 #[derive(Debug, Default)]
@@ -62,95 +55,6 @@ impl Flight {
     }
 }
 
-/// The thread's open-loop state.
-pub(super) struct OpenLoop {
-    schedule: Schedule,
-    /// Wakes the loop when the next datagram is due; `None` if there is no
-    /// timerfd (then the poll timeout does, in whole ms).
-    timer: Option<Timer>,
-    /// Slot -> socket key, fixed for the run (no socket opens after it
-    /// starts, so no key is reused).
-    ring: Vec<usize>,
-    /// Datagrams handed out so far (numbers `0..released`).
-    released: u64,
-    /// `-n`: release no datagram past this one.
-    release_limit: Option<u64>,
-    /// Datagrams due before the measured window.
-    warmup: u64,
-    /// Sockets handed datagrams this turn.
-    pending: Vec<usize>,
-    /// Window datagrams that fell to a socket that had failed.
-    released_to_dead: u64,
-}
-
-impl OpenLoop {
-    fn new(
-        registry: &Registry,
-        ring: Vec<usize>,
-        rate: f64,
-        quota: Option<u64>,
-        window_start: Instant,
-        now: Instant,
-    ) -> OpenLoop {
-        let schedule = Schedule::new(now, rate, ring.len());
-        let warmup = schedule.first_at_or_after(window_start);
-        let timer = Timer::new(registry, TIMER_TOKEN)
-            .inspect_err(|e| warn!("no timerfd ({e}); open-loop sends in 1 ms steps"))
-            .ok();
-        OpenLoop {
-            schedule,
-            timer,
-            ring,
-            released: 0,
-            release_limit: quota.map(|q| warmup + q),
-            warmup,
-            pending: Vec::new(),
-            released_to_dead: 0,
-        }
-    }
-
-    /// The timer's readable event.
-    pub(super) fn timer_fired(&mut self) {
-        if let Some(t) = &mut self.timer {
-            t.fired();
-        }
-    }
-
-    /// `-n`: every datagram of the count has been handed out.
-    pub(super) fn all_released(&self) -> bool {
-        self.release_limit.is_some_and(|l| self.released >= l)
-    }
-
-    /// Window datagrams that never left (handed to a failed socket).
-    pub(super) fn unsent(&self) -> u64 {
-        self.released_to_dead
-    }
-
-    /// Without a timerfd, the poll timeout wakes the loop for the next
-    /// datagram, in whole milliseconds; latency still counts from each
-    /// datagram's own due time, so the coarser sending shows.
-    pub(super) fn fallback_wake(&self, now: Instant) -> Option<Duration> {
-        (self.timer.is_none() && !self.all_released()).then(|| {
-            self.schedule
-                .due_at(self.released)
-                .saturating_duration_since(now)
-        })
-    }
-
-    fn arm_timer(&mut self, now: Instant) {
-        if self.all_released() {
-            return;
-        }
-        let Some(timer) = &mut self.timer else {
-            return;
-        };
-        if let Err(e) = timer.arm(self.schedule.due_at(self.released), now) {
-            warn!("timerfd failed ({e}); open-loop sends in 1 ms steps");
-            self.timer = None;
-        }
-    }
-}
-
 impl Worker {
     /// The window opens in open loop: slots to sockets, the timer, and the
     /// first datagrams due.
@@ -165,7 +69,7 @@ impl Worker {
             f.base = 1;
         }
         let c = &self.core;
-        let ol = OpenLoop::new(
+        let ol = Release::new(
             c.poll.registry(),
             ring,
             rate,
@@ -183,35 +87,19 @@ impl Worker {
         let Some(ol) = &mut self.open_loop else {
             return;
         };
-        if !ol.ring.is_empty() {
-            let mut due = ol.schedule.due_by(now);
-            if let Some(limit) = ol.release_limit {
-                due = due.min(limit);
-            }
-            for k in ol.released..due {
-                let key = ol.ring[ol.schedule.slot_of(k)];
-                match self.socks.get_mut(key) {
-                    Some(s) if !s.dead => {
-                        s.flight.due += 1;
-                        if !s.flight.queued {
-                            s.flight.queued = true;
-                            ol.pending.push(key);
-                        }
-                    }
-                    _ if k >= ol.warmup => ol.released_to_dead += 1,
-                    _ => {}
-                }
-            }
-            ol.released = ol.released.max(due);
-        }
-        let mut pending = std::mem::take(&mut ol.pending);
-        for key in pending.drain(..) {
+        let socks = &mut self.socks;
+        ol.hand_out(now, |key| {
+            let s = socks.get_mut(key).filter(|s| !s.dead)?;
+            s.flight.due += 1;
+            Some(!std::mem::replace(&mut s.flight.queued, true))
+        });
+        let pending = ol.take_pending();
+        for &key in &pending {
             self.send_due(key, now);
         }
         self.flush();
         if let Some(ol) = &mut self.open_loop {
-            ol.pending = pending;
-            ol.arm_timer(now);
+            ol.end_turn(pending, now);
         }
     }
 
@@ -323,6 +211,6 @@ impl Worker {
                 self.core.stats.record_outstanding(age, due_at >= start);
             }
         }
-        self.core.stats.unsent = ol.unsent();
+        self.core.stats.unsent = ol.released_to_dead();
     }
 }

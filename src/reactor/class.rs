@@ -155,6 +155,24 @@ pub(crate) struct ClassState {
     pub(crate) limit: usize,
 }
 
+impl ClassState {
+    /// A class speaking `handler`, reading up to `read_size` at a time (its
+    /// budget profile follows from both), with at most `limit` open.
+    fn new(handler: Handler, budget: &Budget, read_size: usize, limit: usize) -> ClassState {
+        ClassState {
+            profile: budget.profile(
+                read_size,
+                handler.amplification(),
+                handler.max_reservation(),
+            ),
+            handler,
+            read_size,
+            open: 0,
+            limit,
+        }
+    }
+}
+
 /// Every class's state, indexed by [`Class`]; and the page the http class
 /// answers from.
 #[derive(Debug)]
@@ -176,17 +194,7 @@ impl Classes {
         max_echo: usize,
         max_http: usize,
     ) -> Classes {
-        let echo = ClassState {
-            profile: budget.profile(
-                read_size,
-                handler.amplification(),
-                handler.max_reservation(),
-            ),
-            handler,
-            read_size,
-            open: 0,
-            limit: max_echo,
-        };
+        let echo = ClassState::new(handler, budget, read_size, max_echo);
         let page = PageCell::new(None);
         let http = http_state(&page, budget, max_http);
         let discard = swallow_state(budget, read_size, max_echo);
@@ -229,35 +237,18 @@ impl Classes {
 }
 
 fn http_state(page: &Arc<PageCell>, budget: &Budget, limit: usize) -> ClassState {
-    let handler = metrics::loop_http(page);
-    ClassState {
-        profile: budget.profile(
-            HTTP_READ,
-            handler.amplification(),
-            handler.max_reservation(),
-        ),
-        handler,
-        read_size: HTTP_READ,
-        open: 0,
-        limit,
-    }
+    ClassState::new(metrics::loop_http(page), budget, HTTP_READ, limit)
 }
 
 /// Discard and chargen: their input is read and dropped ([`Swallow`]),
 /// so a read holds nothing; what chargen sends it charges itself.
 fn swallow_state(budget: &Budget, read_size: usize, limit: usize) -> ClassState {
-    let handler = Handler::Protocol(Box::new(Swallow));
-    ClassState {
-        profile: budget.profile(
-            read_size,
-            handler.amplification(),
-            handler.max_reservation(),
-        ),
-        handler,
+    ClassState::new(
+        Handler::Protocol(Box::new(Swallow)),
+        budget,
         read_size,
-        open: 0,
         limit,
-    }
+    )
 }
 
 impl Index<Class> for Classes {

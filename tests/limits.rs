@@ -220,7 +220,17 @@ on_every_backend! {
         // startup, on /dev/null (descriptors inherited from the test
         // runner, such as cargo's jobserver pipe, may sit above it).
         let mut probe = Server::spawn_with_nofile(&["--max-connections", "100000"], 64);
-        let spare = spare_fd(probe.pid()).expect("no spare descriptor on /dev/null");
+        // Looked at until seen: a test running beside this one may hold
+        // /dev/null at the same number for a moment (a child's stdin while
+        // it spawns), which hides it from `spare_fd`.
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        let spare = loop {
+            match spare_fd(probe.pid()) {
+                Some(fd) => break fd,
+                None if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+                None => panic!("no spare descriptor on /dev/null"),
+            }
+        };
         let _ = util::stop(&mut probe);
 
         // A limit that fits everything but the spare: the EMFILE path

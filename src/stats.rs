@@ -104,6 +104,10 @@ stats! {
     unwatchable,
     /// Listeners resting after an accept error they could not shed, now.
     listeners_paused,
+    /// Entries in the timer heap now: live connections' deadlines plus
+    /// closed ones' not yet compacted away (at most about twice what the
+    /// live connections account for; `reactor/deadlines.rs`).
+    timers,
     /// Metrics (HTTP) connections open now; also in `active`.
     http_active,
     /// HTTP requests answered on `--metrics` listeners, errors included.

@@ -138,6 +138,12 @@ const FAMILIES: &[Family] = &[
         read: Read::Count(|s| s.listeners_paused),
     },
     Family {
+        name: "echo_reactor_timers",
+        help: "Entries in the event loop's timer heap.",
+        kind: Kind::Gauge,
+        read: Read::Count(|s| s.timers),
+    },
+    Family {
         name: "echo_reactor_udp_datagrams_received_total",
         help: "UDP datagrams received (echo and daytime).",
         kind: Kind::Counter,

@@ -226,14 +226,15 @@ impl<P: Poller> Reactor<P> {
         }
     }
 
-    /// Copies the budget's gauges (and the log lines dropped) into
-    /// the counters before they are shown.
+    /// Copies the gauges (the budget's, the timer heap's size, the log
+    /// lines dropped) into the counters before they are shown.
     pub(super) fn sync_gauges(&mut self) {
         self.stats.buffered = self.budget.used() as u64;
         self.stats.buffered_peak = self.budget.peak() as u64;
         self.stats.budget_full = self.budget.times_full();
         self.stats.buffered_limit = self.budget.limit() as u64;
         self.stats.listeners_paused = self.sources.paused() as u64;
+        self.stats.timers = self.timers.len() as u64;
         self.stats.log_dropped = crate::log_sink::dropped_lines();
     }
 }

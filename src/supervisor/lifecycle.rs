@@ -262,6 +262,7 @@ impl Supervisor {
         last.buffered_limit = 0;
         last.http_active = 0;
         last.listeners_paused = 0;
+        last.timers = 0;
         self.retired[slot].add(&last);
         if self.rolling.as_ref().is_some_and(|r| r.new == Some(id)) {
             error!("master: rolling restart stopped: the new worker {slot} exited ({status})");

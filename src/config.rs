@@ -36,6 +36,9 @@ pub const DEFAULT_METRICS_MAX_CONNECTIONS: usize = 32;
 /// every 60 s by default, so a default scraper keeps its connection.
 pub const DEFAULT_METRICS_IDLE_TIMEOUT: Duration = Duration::from_secs(65);
 
+/// The default [`Config::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Server settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -138,6 +141,14 @@ pub struct Config {
     /// on every connection of the small services; the client it names is
     /// the one limits and logs use. `None`: off.
     pub proxy_protocol: Option<crate::ProxyMode>,
+    /// Relay every TCP echo client to this address instead of echoing it:
+    /// the loop connects to it (non-blocking) once per client and passes
+    /// bytes both ways, with backpressure on both sides and half-closes
+    /// passed on (`examples/proxy.rs`). Raw mode only. `None`: echo.
+    pub upstream: Option<std::net::SocketAddr>,
+    /// How long a connect to [`Config::upstream`] may take before the
+    /// client is told it failed.
+    pub connect_timeout: Duration,
     /// Which worker slot this server is (`--workers`; [`crate::run_worker`]
     /// sets it): a `--banner` template's `{worker}`. `None`: a single
     /// process, shown as `0`.
@@ -180,6 +191,8 @@ impl Default for Config {
             close_after: None,
             reset_after: None,
             proxy_protocol: None,
+            upstream: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             worker_slot: None,
         }
     }

@@ -55,7 +55,9 @@
 //!   the run-next queue, timers, graceful shutdown), delivering letters
 //!   between connections after each tick (`reactor/mailbox.rs`), accepting
 //!   and turning clients away (`reactor/accept.rs`), PROXY headers awaited
-//!   before a connection exists (`reactor/handshake.rs`), the turns of the
+//!   before a connection exists (`reactor/handshake.rs`), relay pairs and
+//!   the loop's own non-blocking connects (`reactor/relays.rs`,
+//!   `Config::upstream`), the turns of the
 //!   classes other than echo (`reactor/others.rs`), opening the sockets
 //!   (`reactor/sources.rs`), the backend choice (`reactor/server.rs`), and
 //!   the loop's side of the memory budget (`reactor/memory.rs`).
@@ -64,6 +66,8 @@
 //!   each coded once, and the connection's phases up to a lingering close;
 //!   over a `Stream` trait (`connection/stream.rs`), so that its tests
 //!   drive every phase against a scripted stream instead of a socket.
+//!   A relay pair (`connection/relay.rs`) is the same rules across two
+//!   sockets, each one's input the other's output.
 //! - `outbuf`: pending output, only after a partial write.
 //! - `budget`: `--max-buffered`, one budget for every byte held for
 //!   clients, and what happens near and at its limit (with
@@ -171,7 +175,7 @@ mod udp;
 pub use addr::{AddrError, ListenAddr};
 pub use budget::{DEFAULT_MAX_BUFFERED, MIN_MAX_BUFFERED};
 pub use config::{
-    Config, DEFAULT_BACKLOG, DEFAULT_LISTEN, DEFAULT_METRICS_IDLE_TIMEOUT,
+    Config, DEFAULT_BACKLOG, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LISTEN, DEFAULT_METRICS_IDLE_TIMEOUT,
     DEFAULT_METRICS_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SNDBUF, DEFAULT_UDP_BATCH,
     DEFAULT_WATCHDOG,
 };

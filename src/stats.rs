@@ -155,6 +155,14 @@ stats! {
     faults_closed,
     /// Connections reset by `--reset-after`.
     faults_reset,
+    /// Relay pairs open now (a client and its upstream connection;
+    /// `Config::upstream`); not in `active`.
+    relays,
+    /// Upstream connects that succeeded.
+    upstream_connected,
+    /// Upstream connects that failed (refused, unreachable, timed out);
+    /// the client was told so.
+    upstream_failed,
     /// PROXY headers accepted that named a client (`--proxy-protocol`).
     proxy_headers,
     /// Connections refused for their PROXY header: malformed, missing,

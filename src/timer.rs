@@ -124,6 +124,11 @@ pub(crate) enum TimerKind {
     /// Handshake slot `.0`'s undecided first bytes are due another look
     /// (`reactor/handshake.rs`).
     HeaderLook(usize),
+    /// Relay pair `.0`'s deadline: its upstream connect's timeout, or the
+    /// linger bound after a refusal (`reactor/relays.rs`).
+    RelayDeadline(usize),
+    /// Relay pair `.0` found the budget full: let it try again.
+    RelayRetry(usize),
 }
 
 /// A set of pending deadlines.

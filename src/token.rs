@@ -10,8 +10,11 @@
 //!   16 .. 2^16       TCP listener i = token - 16 (every service alike:
 //!                    accepting is the same, the slot says what to serve)
 //!   2^16 .. 2^31     UDP socket i = token - 2^16 (every UDP service)
-//!   2^31 .. 2^32     a connection still sending its PROXY header, slot
+//!   2^31 .. 2^31+2^30  a connection still sending its PROXY header, slot
 //!                    i = token - 2^31 (`reactor/handshake.rs`)
+//!   2^31+2^30 .. 2^32  an end of relay pair i: token - (2^31+2^30) is
+//!                    2i (the client) or 2i + 1 (the upstream;
+//!                    `reactor/relays.rs`)
 //!   2^32 ..          connections, below
 //! ```
 //!
@@ -57,6 +60,11 @@ pub(crate) const MAX_LISTENERS: usize = UDP_BASE - LISTENER_BASE;
 /// for a reused slot only makes it look at its socket again, which says
 /// what is there.
 const HANDSHAKE_BASE: usize = 1 << 31;
+/// End `side` of relay pair `i` is `Token(RELAY_BASE + 2 * i + side)`.
+/// No generation either: a stale event for a reused pair is a spurious
+/// hint, which the pair's rules tolerate, and its timers carry their own
+/// deadline (`reactor/relays.rs`).
+const RELAY_BASE: usize = HANDSHAKE_BASE + (1 << 30);
 /// Connection tokens start here (generation 1, key 0).
 const CONNECTION_SHIFT: u32 = 32;
 
@@ -76,6 +84,9 @@ pub(crate) enum Target {
     Udp(usize),
     /// Handshake slot number `.0` (a PROXY header awaited).
     Handshake(usize),
+    /// End `.0 % 2` ([`crate::connection::CLIENT`] or
+    /// [`crate::connection::UPSTREAM`]) of relay pair `.0 / 2`.
+    Relay(usize),
     /// A connection: slab key and generation.
     Connection {
         /// Index in the connection slab.
@@ -101,8 +112,14 @@ pub(crate) fn udp(index: usize) -> Token {
 
 /// The token of handshake slot `index`.
 pub(crate) fn handshake(index: usize) -> Token {
-    debug_assert!(index < (1 << CONNECTION_SHIFT) - HANDSHAKE_BASE);
+    debug_assert!(index < RELAY_BASE - HANDSHAKE_BASE);
     Token(HANDSHAKE_BASE + index)
+}
+
+/// The token of end `side` (0 or 1) of relay pair `key`.
+pub(crate) fn relay(key: usize, side: usize) -> Token {
+    debug_assert!(side < 2 && key < ((1 << CONNECTION_SHIFT) - RELAY_BASE) / 2);
+    Token(RELAY_BASE + 2 * key + side)
 }
 
 /// The token of the connection at slab `key` with `generation` (> 0).
@@ -124,6 +141,7 @@ pub(crate) fn decode(token: Token) -> Target {
     match raw {
         0 => Target::Waker,
         1 => Target::Signals,
+        n if n >= RELAY_BASE => Target::Relay(n - RELAY_BASE),
         n if n >= HANDSHAKE_BASE => Target::Handshake(n - HANDSHAKE_BASE),
         n if n >= UDP_BASE => Target::Udp(n - UDP_BASE),
         n if n >= LISTENER_BASE => Target::Listener(n - LISTENER_BASE),
@@ -177,6 +195,8 @@ impl std::fmt::Display for Named {
             Target::Listener(i) => write!(f, "listener {i}"),
             Target::Udp(i) => write!(f, "udp {i}"),
             Target::Handshake(i) => write!(f, "handshake {i}"),
+            Target::Relay(end) if end % 2 == 0 => write!(f, "relay {} client", end / 2),
+            Target::Relay(end) => write!(f, "relay {} upstream", end / 2),
             Target::Waker => f.write_str("waker"),
             Target::Signals => f.write_str("signals"),
             Target::Unknown => write!(f, "token {}", self.0.0),
@@ -222,6 +242,16 @@ mod tests {
         assert_eq!(decode(udp(5)), Target::Udp(5));
         assert_eq!(decode(handshake(0)), Target::Handshake(0));
         assert_eq!(decode(handshake(9)), Target::Handshake(9));
+        assert_eq!(decode(relay(0, 0)), Target::Relay(0));
+        assert_eq!(decode(relay(7, 1)), Target::Relay(15));
+        assert_eq!(Named(relay(7, 1)).to_string(), "relay 7 upstream");
+        assert_eq!(Named(relay(3, 0)).to_string(), "relay 3 client");
+        let last = ((1 << CONNECTION_SHIFT) - RELAY_BASE) / 2 - 1;
+        assert_eq!(decode(relay(last, 1)), Target::Relay(2 * last + 1));
+        assert_eq!(
+            decode(handshake((1 << 30) - 1)),
+            Target::Handshake((1 << 30) - 1)
+        );
         let t = connection(41, 7);
         assert_eq!(
             decode(t),

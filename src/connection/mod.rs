@@ -95,6 +95,7 @@ mod faults;
 mod interest;
 mod mail;
 mod pass_through;
+mod relay;
 #[cfg(test)]
 mod scripted;
 mod source;
@@ -103,6 +104,7 @@ mod stream;
 mod tests;
 
 pub(crate) use mail::Delivery;
+pub(crate) use relay::{CLIENT, Pair, RelayCx, UPSTREAM};
 pub(crate) use stream::Stream;
 
 use log::trace;
@@ -392,6 +394,49 @@ enum Take {
     Peek,
 }
 
+/// One `read` (or, with [`Take::Peek`], one `recv(MSG_PEEK)`) into `buf`,
+/// under rule 1: the only place a socket is read (a connection's, and a
+/// relay's ends, `relay.rs`), so the rule and its exceptions are coded
+/// once. `read_ready` and `short_reads_prove_nothing` are the reader's
+/// readiness memo. A peek is judged as the read it stands for: a short
+/// one saw the whole receive queue (what the caller then leaves queued,
+/// it says so itself, see `pass_through.rs`).
+#[inline(always)]
+fn read_by_rule_1<S: Stream>(
+    stream: &mut S,
+    buf: &mut [u8],
+    how: Take,
+    read_ready: &mut bool,
+    short_reads_prove_nothing: &mut bool,
+) -> io::Result<Input> {
+    loop {
+        let got = match how {
+            Take::Read => stream.read(buf),
+            Take::Peek => stream.peek(buf),
+        };
+        return match got {
+            Ok(0) => {
+                *read_ready = false;
+                Ok(Input::Eof)
+            }
+            Ok(n) => {
+                if n < buf.len() && !*short_reads_prove_nothing {
+                    // Rule 1: a short read emptied the receive queue.
+                    *read_ready = false;
+                }
+                Ok(Input::Data(n))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *read_ready = false;
+                *short_reads_prove_nothing = false;
+                Ok(Input::Empty)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(e),
+        };
+    }
+}
+
 impl<S: Stream> Connection<S> {
     /// Registers `stream` for `READABLE` under `token` (a connection token,
     /// `token.rs`) and wraps it.
@@ -626,42 +671,19 @@ impl<S: Stream> Connection<S> {
     }
 
     /// One `read` (or, with [`Take::Peek`], one `recv(MSG_PEEK)`) into
-    /// the loop's buffer, under rule 1: the only place the connection
-    /// reads, so the rule and its exceptions are coded once. A peek is
-    /// judged as the read it stands for: a short one saw the whole receive
-    /// queue (what the caller then leaves queued, it says so itself, see
-    /// `pass_through.rs`).
+    /// the loop's buffer, under rule 1 ([`read_by_rule_1`]).
     // Always inlined: over the stream trait, the compiler's own choice
     // left three to five more instructions per echo on the two calls
     // (callgrind, 100 x 64 B: 326.5 -> 321.7).
     #[inline(always)]
     fn read_once(&mut self, buf: &mut [u8], how: Take) -> io::Result<Input> {
-        loop {
-            let got = match how {
-                Take::Read => self.stream.read(buf),
-                Take::Peek => self.stream.peek(buf),
-            };
-            return match got {
-                Ok(0) => {
-                    self.read_ready = false;
-                    Ok(Input::Eof)
-                }
-                Ok(n) => {
-                    if n < buf.len() && !self.short_reads_prove_nothing {
-                        // Rule 1: a short read emptied the receive queue.
-                        self.read_ready = false;
-                    }
-                    Ok(Input::Data(n))
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.read_ready = false;
-                    self.short_reads_prove_nothing = false;
-                    Ok(Input::Empty)
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => Err(e),
-            };
-        }
+        read_by_rule_1(
+            &mut self.stream,
+            buf,
+            how,
+            &mut self.read_ready,
+            &mut self.short_reads_prove_nothing,
+        )
     }
 
     /// One `write`, the only place the connection writes: how many bytes

@@ -57,6 +57,9 @@ pub(super) struct Scripted {
     pub(super) shut_write: bool,
     /// What [`Stream::send_queue`] reports.
     pub(super) unacked: usize,
+    /// Added to [`FD`]: two streams in one test (a relay's ends) are two
+    /// descriptors to the poller.
+    pub(super) fd_offset: RawFd,
 }
 
 impl Scripted {
@@ -142,7 +145,7 @@ impl Write for Scripted {
 
 impl AsRawFd for Scripted {
     fn as_raw_fd(&self) -> RawFd {
-        FD
+        FD + self.fd_offset
     }
 }
 

@@ -234,6 +234,24 @@ const FAMILIES: &[Family] = &[
         read: Read::Count(|s| s.faults_reset),
     },
     Family {
+        name: "echo_reactor_relays",
+        help: "Relay pairs open: a client and the connection opened for it to the upstream.",
+        kind: Kind::Gauge,
+        read: Read::Count(|s| s.relays),
+    },
+    Family {
+        name: "echo_reactor_upstream_connects_total",
+        help: "Connects to the upstream that succeeded.",
+        kind: Kind::Counter,
+        read: Read::Count(|s| s.upstream_connected),
+    },
+    Family {
+        name: "echo_reactor_upstream_connect_failures_total",
+        help: "Connects to the upstream that failed (refused, unreachable, timed out); the client was told.",
+        kind: Kind::Counter,
+        read: Read::Count(|s| s.upstream_failed),
+    },
+    Family {
         name: "echo_reactor_proxy_headers_total",
         help: "PROXY protocol headers accepted that named a client (--proxy-protocol).",
         kind: Kind::Counter,

@@ -94,7 +94,7 @@ impl Admission {
         socket.accept()
     }
 
-    fn warn_rate_limited(&mut self, now: Instant, msg: std::fmt::Arguments<'_>) {
+    pub(super) fn warn_rate_limited(&mut self, now: Instant, msg: std::fmt::Arguments<'_>) {
         let due = self
             .last_warning
             .is_none_or(|last| now.duration_since(last) >= WARN_INTERVAL);
@@ -440,6 +440,12 @@ impl<P: Poller> Reactor<P> {
         class: Class,
         service: Service,
     ) {
+        if service == Service::Echo && self.relays.is_on() {
+            // Relayed instead of echoed (`relays.rs`); `--max-connections-
+            // per-ip` is refused with an upstream, so no host was counted.
+            self.open_relay(stream, peer);
+            return;
+        }
         // The key `limit_broken` counted the host at.
         let key = self.conns.vacant_key();
         // Echo replies are small and latency matters: don't let Nagle hold

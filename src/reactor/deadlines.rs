@@ -24,6 +24,8 @@ impl<P: Poller> Reactor<P> {
                 TimerKind::IdleCheck(token) => self.check_idle(token),
                 TimerKind::HeaderDeadline(i) => self.header_deadline(i),
                 TimerKind::HeaderLook(i) => self.header_look(i),
+                TimerKind::RelayDeadline(key) => self.relay_deadline(key),
+                TimerKind::RelayRetry(key) => self.relay_retry(key),
                 TimerKind::FaultDue(token) => {
                     if let Target::Connection { key, generation } = token::decode(token) {
                         self.drive_faulty(key, generation, Some(Ready::default()));
@@ -74,6 +76,7 @@ impl<P: Poller> Reactor<P> {
                     for key in left {
                         self.close(key, CloseReason::ShutdownDeadline);
                     }
+                    self.close_relays();
                 }
             }
         }
@@ -83,11 +86,12 @@ impl<P: Poller> Reactor<P> {
     /// ones (each live connection has at most an idle check and a linger
     /// bound), so that the heap follows the open connections (`timer.rs`).
     pub(super) fn compact_timers(&mut self) {
-        let live = 2 * self.conns.len() + 16;
+        let live = 2 * (self.conns.len() + self.relays.len()) + 16;
         if self.timers.len() <= 2 * live {
             return;
         }
         let conns = &self.conns;
+        let relays = &self.relays;
         self.timers.retain(|kind| match kind {
             TimerKind::IdleCheck(token)
             | TimerKind::LingerDeadline(token)
@@ -98,6 +102,7 @@ impl<P: Poller> Reactor<P> {
                 }
                 _ => false,
             },
+            TimerKind::RelayDeadline(key) | TimerKind::RelayRetry(key) => relays.contains(*key),
             _ => true,
         });
     }

@@ -42,6 +42,7 @@ mod handshake;
 mod mailbox;
 mod memory;
 mod others;
+mod relays;
 mod server;
 mod sources;
 #[cfg(test)]
@@ -79,6 +80,7 @@ use accept::Admission;
 use class::{Class, Classes, HTTP_READ};
 use handshake::Handshakes;
 use memory::{EVICT_CHECK_INTERVAL, Parking};
+use relays::Relays;
 use sources::Sources;
 use stop::Stop;
 use trace::Trace;
@@ -175,6 +177,9 @@ pub(crate) struct Reactor<P: Poller> {
     faults: Option<Box<FaultTable>>,
     /// Sockets waiting for their PROXY header (`--proxy-protocol`).
     handshakes: Handshakes,
+    /// Clients relayed to `Config::upstream`, each with the connection
+    /// the loop opened for it (`relays.rs`).
+    relays: Relays,
 }
 
 /// A receiver of the periodic counters ([`Server::on_stats`]).
@@ -206,6 +211,7 @@ impl<P: Poller> Reactor<P> {
             );
         }
         let faults = Faults::for_server(config, &handler).map_err(setup)?;
+        relays::check_config(config, &handler).map_err(setup)?;
         let budget = Budget::new(
             config.max_buffered,
             READ_BUFFER_SIZE,
@@ -262,6 +268,7 @@ impl<P: Poller> Reactor<P> {
             seat: None,
             faults: faults.map(|f| Box::new(FaultTable::new(f))),
             handshakes: Handshakes::new(config.proxy_protocol),
+            relays: Relays::new(config.upstream, config.connect_timeout),
         })
     }
 
@@ -393,7 +400,10 @@ impl<P: Poller> Reactor<P> {
         let stopping = self.stop.shutting_down || self.stop.retiring;
         // Metrics connections do not hold the end up: they are served
         // while others drain (`/healthz` says so), and closed with the loop.
-        self.stop.forced || (stopping && self.conns.len() == self.classes.open_not_holding())
+        self.stop.forced
+            || (stopping
+                && self.conns.len() == self.classes.open_not_holding()
+                && self.relays.len() == 0)
     }
 
     /// Routes one event.
@@ -408,6 +418,7 @@ impl<P: Poller> Reactor<P> {
             Target::Listener(i) => self.accept_from(i),
             Target::Udp(i) => self.on_udp_event(i),
             Target::Handshake(i) => self.read_header(i),
+            Target::Relay(end) => self.on_relay_event(end / 2, end % 2, ready),
             Target::Waker => self.on_wake(),
             Target::Signals => self.on_signals(),
             Target::Unknown => {}
@@ -441,6 +452,7 @@ impl<P: Poller> Reactor<P> {
                 }
                 self.serve_udp(i);
             }
+            Target::Relay(end) => self.relay_queued(end / 2),
             _ => {}
         }
     }

@@ -259,5 +259,6 @@ impl<P: Poller> Reactor<P> {
                 self.with_connection(key, |conn, cx| Some(conn.begin_shutdown(cx)));
             }
         }
+        self.drain_relays();
     }
 }

@@ -203,6 +203,8 @@ impl std::fmt::Display for Timer {
             TimerKind::FaultDue(t) => write!(f, "delayed echo of {}", Named(t)),
             TimerKind::HeaderDeadline(i) => write!(f, "PROXY header deadline of handshake {i}"),
             TimerKind::HeaderLook(i) => write!(f, "another look at handshake {i}"),
+            TimerKind::RelayDeadline(i) => write!(f, "deadline of relay {i}"),
+            TimerKind::RelayRetry(i) => write!(f, "budget retry of relay {i}"),
             TimerKind::BudgetRetry => f.write_str("budget retry"),
             TimerKind::EvictCheck => f.write_str("eviction check"),
             TimerKind::ReclaimCheck => f.write_str("reservation check"),

@@ -263,6 +263,7 @@ impl Supervisor {
         last.http_active = 0;
         last.listeners_paused = 0;
         last.timers = 0;
+        last.relays = 0;
         self.retired[slot].add(&last);
         if self.rolling.as_ref().is_some_and(|r| r.new == Some(id)) {
             error!("master: rolling restart stopped: the new worker {slot} exited ({status})");

@@ -301,6 +301,19 @@ pub(crate) struct Args {
         env = "ECHO_REACTOR_PROXY_PROTOCOL"
     )]
     pub proxy_protocol: Option<ProxyMode>,
+
+    /// Relay every echo client to IP:PORT instead of echoing it: a TCP
+    /// proxy with backpressure both ways and half-closes passed on. A
+    /// client whose upstream refuses or does not answer within
+    /// --connect-timeout is told `ERR upstream: REASON` (counted as
+    /// upstream_failed). Raw mode only.
+    #[arg(long, value_name = "IP:PORT", env = "ECHO_REACTOR_UPSTREAM")]
+    pub upstream: Option<std::net::SocketAddr>,
+
+    /// How long a connect to --upstream may take, in seconds.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs,
+          env = "ECHO_REACTOR_CONNECT_TIMEOUT")]
+    pub connect_timeout: Duration,
 }
 
 /// [`DEFAULT_METRICS_IDLE_TIMEOUT`] as clap's default text.
@@ -443,6 +456,8 @@ impl Args {
             close_after: self.close_after,
             reset_after: self.reset_after,
             proxy_protocol: self.proxy_protocol,
+            upstream: self.upstream,
+            connect_timeout: self.connect_timeout,
             worker_slot: None,
         }
     }

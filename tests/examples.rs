@@ -1,5 +1,6 @@
 //! The non-interactive examples, run as the programs they are: the three
-//! servers answer an echo, the clients talk to a real `echo-reactor`, and
+//! servers answer an echo, the proxy relays to a real `echo-reactor`, the
+//! clients talk to one, and
 //! `framed_upload` stores a file and refuses an escaping name. The
 //! interactive `line_client` is driven through a pipe.
 //!
@@ -87,6 +88,25 @@ fn the_three_example_servers_echo() {
         let mut b = connect(server.addr);
         assert_echo(&mut b, b"and the next");
     }
+}
+
+#[test]
+fn the_proxy_example_relays_to_the_reactor_and_reports_a_refused_upstream() {
+    let server = Server::spawn(&[]);
+    let to = server.addr.to_string();
+    let proxy = Running::spawn("proxy", &["--listen", "127.0.0.1:0", "--upstream", &to]);
+    let mut a = connect(proxy.addr);
+    assert_echo(&mut a, b"through the proxy");
+    assert_echo(&mut a, &util::pattern(3, 300_000));
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let nobody = gone.local_addr().expect("addr").to_string();
+    drop(gone);
+    let refused = Running::spawn("proxy", &["--listen", "127.0.0.1:0", "--upstream", &nobody]);
+    let mut b = connect(refused.addr);
+    b.set_read_timeout(Some(STEP_TIMEOUT)).expect("timeout");
+    let mut told = String::new();
+    std::io::Read::read_to_string(&mut b, &mut told).expect("read to EOF");
+    assert_eq!(told, "ERR upstream: connection refused\r\n");
 }
 
 #[test]

@@ -307,9 +307,10 @@ impl<S: Stream> Pair<S> {
                 0
             };
             cx.stats.bytes_out += sent as u64;
-            if sent < n {
+            let rest = &data[sent..];
+            if !rest.is_empty() {
                 let before = b.out.capacity();
-                b.out.push(&data[sent..]);
+                b.out.push(rest);
                 cx.budget.settle(before, b.out.capacity());
                 if b.out.len() > HIGH_WATERMARK {
                     // Rule 3: stop reading what the other end cannot take.
@@ -501,6 +502,46 @@ mod tests {
     }
 
     #[test]
+    fn a_turn_with_nothing_hinted_reads_nothing() {
+        let mut rig = Rig::new(1 << 20, 1 << 20);
+        rig.arrive(CLIENT, [Step::Data(b"once".to_vec())]);
+        rig.drive();
+        let reads = (rig.end(CLIENT).reads, rig.end(UPSTREAM).reads);
+        // Input the kernel announced no edge for is not looked for.
+        rig.end(CLIENT)
+            .arrive([Step::Data(b"unannounced".to_vec())]);
+        assert!(matches!(rig.drive(), Outcome::Keep));
+        assert_eq!((rig.end(CLIENT).reads, rig.end(UPSTREAM).reads), reads);
+        assert_eq!(rig.end(UPSTREAM).written, b"once");
+    }
+
+    #[test]
+    fn once_connected_both_ends_are_looked_at_without_an_event() {
+        let client = Scripted::new(1 << 20, [Step::Data(b"early".to_vec())]);
+        let mut upstream = Scripted::new(1 << 20, [Step::Data(b"banner".to_vec())]);
+        upstream.fd_offset = 1;
+        let mut poller = Recording::default();
+        poller
+            .register(FD + 1, token::relay(0, UPSTREAM), Interest::WRITABLE)
+            .expect("register");
+        let mut rig = Rig {
+            pair: Pair::connecting(client, upstream),
+            poller,
+            buf: vec![0; BUF],
+            stats: Stats::default(),
+            budget: Budget::new(usize::MAX, BUF, 1, 0),
+        };
+        rig.pair.connected();
+        rig.drive();
+        assert_eq!(rig.end(UPSTREAM).written, b"early");
+        assert_eq!(rig.end(CLIENT).written, b"banner");
+        // The client, not registered while connecting, now is.
+        assert_eq!(rig.interest(CLIENT), Some(Interest::READABLE));
+        rig.pair.deregister(&mut rig.poller);
+        assert!(rig.poller.watched.is_empty(), "{:?}", rig.poller.watched);
+    }
+
+    #[test]
     fn a_full_read_may_leave_more_so_the_pair_takes_another_turn() {
         let mut rig = Rig::new(1 << 20, 1 << 20);
         rig.arrive(CLIENT, [Step::Data(data(BUF + 10, 1))]);
@@ -528,6 +569,8 @@ mod tests {
         // Past the watermark: the upstream is not read (nor watched for
         // input), and what it sends waits in the kernel.
         assert_eq!(rig.pair.ends[CLIENT].out.len(), 3 * chunk.len());
+        assert_eq!(rig.pair.held(), rig.budget.used());
+        assert!(rig.pair.held() >= 3 * chunk.len());
         assert_eq!(rig.stats.backpressure_pauses, 1);
         assert_eq!(rig.interest(UPSTREAM), None);
         rig.arrive(UPSTREAM, [Step::Data(chunk.clone())]);
@@ -535,20 +578,27 @@ mod tests {
         rig.drive();
         assert_eq!(rig.end(UPSTREAM).reads, reads, "read while paused");
         assert!(rig.budget.used() >= 3 * chunk.len());
-        // The client reads some, not enough: still paused.
-        rig.room(CLIENT, chunk.len());
+        // The client reads down to the low watermark exactly, in one
+        // write (a short write ends the flush: no second write to learn
+        // the socket is full): still paused.
+        let writes = rig.end(CLIENT).writes;
+        rig.room(CLIENT, 3 * chunk.len() - LOW_WATERMARK);
         rig.drive();
+        assert_eq!(rig.end(CLIENT).writes, writes + 1);
+        assert_eq!(rig.pair.ends[CLIENT].out.len(), LOW_WATERMARK);
         assert_eq!(rig.interest(UPSTREAM), None);
         // Below the low watermark: the upstream is read again, in the
         // same turn.
-        rig.room(CLIENT, 2 * chunk.len() - LOW_WATERMARK / 2);
+        rig.room(CLIENT, 1);
         rig.drive();
         assert_eq!(rig.end(UPSTREAM).reads, reads + 1);
         assert_eq!(rig.interest(UPSTREAM), Some(Interest::READABLE));
         rig.room(CLIENT, 1 << 20);
         rig.drive();
         assert_eq!(rig.end(CLIENT).written, chunk.repeat(4));
+        assert_eq!(rig.stats.bytes_out, 4 * chunk.len() as u64);
         assert_eq!(rig.budget.used(), 0);
+        assert_eq!(rig.pair.held(), 0);
         assert_eq!(rig.interest(CLIENT), Some(Interest::READABLE));
     }
 

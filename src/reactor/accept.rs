@@ -552,6 +552,7 @@ mod tests {
 
     use super::super::Reactor;
     use super::super::class::{Class, HTTP_CHECK_INTERVAL};
+    use super::super::rig::{connect, connect_from, due, listener, reactor, read_to_eof};
     use super::{ACCEPT_RETRY_DELAY, REJECT_NOTICE, turn_away_http};
     use crate::config::Config;
     use crate::connection::Ready;
@@ -563,55 +564,6 @@ mod tests {
     use crate::stats::Stats;
     use crate::timer::TimerKind;
     use crate::token;
-
-    /// A raw echo reactor on one loopback listener, with `config`'s
-    /// limits, not running.
-    fn reactor<P: Poller>(config: Config) -> Reactor<P> {
-        let config = Config {
-            listen: vec!["127.0.0.1:0".parse().expect("address")],
-            ..config
-        };
-        let sockets = Sockets::bind(&config).expect("bind");
-        Reactor::bind(&config, sockets, Handler::Raw).expect("reactor")
-    }
-
-    /// The index of the first listener of `service`, and its address.
-    fn listener<P: Poller>(r: &Reactor<P>, service: Service) -> (usize, SocketAddr) {
-        let i = (r.sources.listeners.iter())
-            .position(|l| l.service == service)
-            .expect("a listener");
-        let socket = r.sources.listeners[i].socket.as_ref().expect("open");
-        (i, socket.local_addr().expect("addr"))
-    }
-
-    /// A client of `to` from `from` (any port), connected: the server's
-    /// end waits in the listener's backlog.
-    fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("socket");
-        let from = SocketAddr::from((from, 0));
-        socket.bind(&from.into()).expect("bind");
-        socket.connect(&to.into()).expect("connect");
-        socket.into()
-    }
-
-    fn connect(to: SocketAddr) -> TcpStream {
-        connect_from([127, 0, 0, 1], to)
-    }
-
-    /// What a client turned away reads, to EOF.
-    fn read_to_eof(mut s: TcpStream) -> Vec<u8> {
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).expect("read");
-        got
-    }
-
-    /// The kinds of the timers due by `at` (taken out of the heap).
-    fn due<P: Poller>(r: &mut Reactor<P>, at: std::time::Instant) -> Vec<TimerKind> {
-        std::iter::from_fn(|| r.timers.pop_due(at)).collect()
-    }
 
     #[test]
     fn a_client_within_every_limit_is_taken_in_counted_and_timed() {

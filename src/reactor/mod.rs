@@ -43,6 +43,8 @@ mod mailbox;
 mod memory;
 mod others;
 mod relays;
+#[cfg(test)]
+mod rig;
 mod server;
 mod sources;
 #[cfg(test)]

@@ -380,3 +380,277 @@ fn notice(e: &io::Error) -> Vec<u8> {
     };
     format!("ERR upstream: {reason}\r\n").into_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    //! The loop's side of relaying, driven by hand: a reactor that is not
+    //! running, ticked until what the test waits for has happened, with a
+    //! std listener in the test as the upstream. Deadlines are reached by
+    //! setting the loop's clock.
+
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+    use std::time::Duration;
+
+    use super::super::Reactor;
+    use super::super::rig::{connect, listener, reactor, read_to_eof, tick_until};
+    use super::*;
+    use crate::config::Config;
+    use crate::poller::{Epoll, Poll};
+    use crate::service::Service;
+
+    /// A relaying reactor for `upstream`, with a client accepted: the
+    /// pair is in slot 0, connecting.
+    fn relaying<P: Poller>(upstream: SocketAddr, timeout: Duration) -> (Reactor<P>, TcpStream) {
+        let mut r = reactor::<P>(Config {
+            upstream: Some(upstream),
+            connect_timeout: timeout,
+            ..Config::default()
+        });
+        let (i, addr) = listener(&r, Service::Echo);
+        let client = connect(addr);
+        r.accept_from(i);
+        assert_eq!((r.relays.len(), r.conns.len()), (1, 0));
+        assert_eq!(r.relays.slots[0].stage, Stage::Connecting);
+        assert_eq!((r.stats.accepted, r.stats.relays), (1, 1));
+        assert_eq!(r.classes[super::super::Class::Echo].open, 1);
+        (r, client)
+    }
+
+    /// An address nobody listens on.
+    fn nobody() -> SocketAddr {
+        let gone = TcpListener::bind("127.0.0.1:0").expect("bind");
+        gone.local_addr().expect("addr")
+    }
+
+    /// A listener whose accept queue is full, so a connect to it hangs.
+    fn full_listener() -> (socket2::Socket, TcpStream, SocketAddr) {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        socket.bind(&any.into()).expect("bind");
+        socket.listen(0).expect("listen");
+        let addr = socket
+            .local_addr()
+            .expect("addr")
+            .as_socket()
+            .expect("inet");
+        let first = TcpStream::connect(addr).expect("the one queued connection");
+        (socket, first, addr)
+    }
+
+    /// Reads `n` bytes from `s`, or up to its EOF (`n` = `usize::MAX`),
+    /// ticking `r` while they come.
+    fn read_ticking<P: Poller>(r: &mut Reactor<P>, s: &mut TcpStream, n: usize) -> Vec<u8> {
+        s.set_nonblocking(true).expect("nonblocking");
+        let mut got = Vec::new();
+        tick_until(r, "bytes through the pair", |_| {
+            let mut buf = [0u8; 4096];
+            match s.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(k) => got.extend_from_slice(&buf[..k]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("read: {e}"),
+            }
+            got.len() >= n
+        });
+        s.set_nonblocking(false).expect("blocking");
+        got
+    }
+
+    fn pair_both_ways<P: Poller>() {
+        let upstream = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let (mut r, mut client) = relaying::<P>(upstream.local_addr().expect("addr"), SECS_5);
+        tick_until(&mut r, "connected", |r| r.stats.upstream_connected == 1);
+        assert_eq!(r.relays.slots[0].stage, Stage::Relaying);
+        let (mut up, _) = upstream.accept().expect("accept");
+        client.write_all(b"ping").expect("write");
+        assert_eq!(read_ticking(&mut r, &mut up, 4), b"ping");
+        up.write_all(b"pong").expect("write");
+        assert_eq!(read_ticking(&mut r, &mut client, 4), b"pong");
+        // The client's FIN reaches the upstream; the upstream's ends it.
+        client.shutdown(Shutdown::Write).expect("FIN");
+        assert_eq!(
+            read_ticking(&mut r, &mut up, usize::MAX),
+            b"",
+            "no FIN upstream"
+        );
+        up.shutdown(Shutdown::Write).expect("FIN");
+        tick_until(&mut r, "the pair closed", |r| r.relays.len() == 0);
+        assert_eq!(read_to_eof(client), b"");
+        assert_eq!((r.stats.closed, r.stats.relays), (1, 0));
+        assert_eq!((r.stats.bytes_in, r.stats.bytes_out), (8, 8));
+        assert_eq!(r.classes[super::super::Class::Echo].open, 0);
+        assert_eq!(r.budget.used(), 0);
+    }
+
+    const SECS_5: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn a_pair_relays_both_ways_and_closes_when_both_fins_are_passed_on() {
+        pair_both_ways::<Epoll>();
+        pair_both_ways::<Poll>();
+    }
+
+    #[test]
+    fn a_refused_connect_is_counted_told_and_closed_at_the_client_s_fin() {
+        let (mut r, client) = relaying::<Epoll>(nobody(), SECS_5);
+        tick_until(&mut r, "refused", |r| r.stats.upstream_failed == 1);
+        assert_eq!(r.relays.slots[0].stage, Stage::Refused);
+        let line = read_to_eof(client.try_clone().expect("clone"));
+        assert_eq!(line, b"ERR upstream: connection refused\r\n");
+        drop(client);
+        tick_until(&mut r, "closed", |r| r.relays.len() == 0);
+        assert_eq!((r.stats.closed, r.stats.linger_timeouts), (1, 0));
+        assert_eq!(r.stats.upstream_connected, 0);
+    }
+
+    #[test]
+    fn a_connect_that_hangs_times_out_at_its_deadline_and_the_linger_is_bounded() {
+        let (_full, _first, addr) = full_listener();
+        let timeout = Duration::from_secs(3);
+        let (mut r, client) = relaying::<Epoll>(addr, timeout);
+        let opened = r.clock.now;
+        r.clock.tick(opened + timeout - Duration::from_nanos(1));
+        r.fire_timers();
+        assert_eq!(r.relays.slots[0].stage, Stage::Connecting);
+        r.clock.tick(opened + timeout);
+        r.fire_timers();
+        assert_eq!(r.stats.upstream_failed, 1);
+        assert_eq!(
+            read_to_eof(client.try_clone().expect("clone")),
+            b"ERR upstream: connect timed out\r\n"
+        );
+        // The client never closes: the linger bound closes it.
+        let told = r.clock.now;
+        r.clock
+            .tick(told + LINGER_TIMEOUT - Duration::from_nanos(1));
+        r.fire_timers();
+        assert_eq!(r.relays.len(), 1);
+        r.clock.tick(told + LINGER_TIMEOUT);
+        r.fire_timers();
+        assert_eq!(r.relays.len(), 0);
+        assert_eq!((r.stats.closed, r.stats.linger_timeouts), (1, 1));
+        drop(client);
+    }
+
+    #[test]
+    fn a_deadline_left_by_an_earlier_pair_in_the_slot_does_nothing() {
+        let (_full, _first, addr) = full_listener();
+        let (mut r, first) = relaying::<Epoll>(addr, SECS_5);
+        let (i, listen) = listener(&r, Service::Echo);
+        let opened = r.clock.now;
+        r.close_relay(0, CloseReason::PeerClosed);
+        drop(first);
+        // A second pair takes slot 0 a second later; the first's timer is
+        // still in the heap, due a second before the second's deadline.
+        r.clock.tick(opened + Duration::from_secs(1));
+        let _second = connect(listen);
+        r.accept_from(i);
+        assert_eq!(r.relays.slots[0].stage, Stage::Connecting);
+        r.clock.tick(opened + SECS_5);
+        r.fire_timers();
+        assert_eq!(r.relays.slots[0].stage, Stage::Connecting);
+        assert_eq!(r.stats.upstream_failed, 0);
+        r.clock.tick(opened + SECS_5 + Duration::from_secs(1));
+        r.fire_timers();
+        assert_eq!(r.stats.upstream_failed, 1);
+    }
+
+    #[test]
+    fn closed_pairs_leave_no_timers_behind() {
+        let mut r = reactor::<Epoll>(Config {
+            upstream: Some(nobody()),
+            ..Config::default()
+        });
+        let (i, addr) = listener(&r, Service::Echo);
+        for n in 1..=40 {
+            let client = connect(addr);
+            r.accept_from(i);
+            tick_until(&mut r, "refused", |r| r.stats.upstream_failed == n);
+            drop(client);
+            tick_until(&mut r, "closed", |r| r.relays.len() == 0);
+        }
+        // Each pair armed a connect deadline and a linger bound; with no
+        // pair left, what compaction keeps is bounded (`compact_timers`).
+        assert!(r.timers.len() <= 32, "{} timers left", r.timers.len());
+    }
+
+    #[test]
+    fn a_shutdown_ends_the_client_s_input_and_its_deadline_closes_what_is_left() {
+        let upstream = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let (mut r, client) = relaying::<Epoll>(upstream.local_addr().expect("addr"), SECS_5);
+        tick_until(&mut r, "connected", |r| r.stats.upstream_connected == 1);
+        let (mut up, _) = upstream.accept().expect("accept");
+        // A second pair, still connecting when the shutdown comes.
+        let (_full, _first, hang) = full_listener();
+        r.relays.upstream = Some((hang, SECS_5));
+        let (i, addr) = listener(&r, Service::Echo);
+        let _late = connect(addr);
+        r.accept_from(i);
+        assert_eq!(r.relays.slots[1].stage, Stage::Connecting);
+        r.begin_shutdown();
+        // The upstream sees our FIN at once; its last answer still goes
+        // through.
+        assert_eq!(read_ticking(&mut r, &mut up, usize::MAX), b"");
+        up.write_all(b"last").expect("write");
+        let mut reader = client.try_clone().expect("clone");
+        assert_eq!(read_ticking(&mut r, &mut reader, 4), b"last");
+        assert_eq!(r.relays.len(), 2, "closed before the upstream did");
+        // The deadline closes both.
+        let now = r.clock.now;
+        r.timers.schedule(now, TimerKind::ShutdownDeadline);
+        r.fire_timers();
+        assert_eq!(r.relays.len(), 0);
+        assert_eq!(r.stats.closed, 2);
+        drop(client);
+    }
+
+    #[test]
+    fn relaying_refuses_a_protocol_faults_and_a_per_host_limit() {
+        let upstream = Some("127.0.0.1:9".parse().expect("address"));
+        let base = Config {
+            upstream,
+            ..Config::default()
+        };
+        assert!(check_config(&base, &Handler::Raw).is_ok());
+        assert!(
+            check_config(
+                &Config::default(),
+                &Handler::Protocol(Box::new(crate::discard::Swallow))
+            )
+            .is_ok()
+        );
+        let protocol = Handler::Protocol(Box::new(crate::discard::Swallow));
+        let delay = Config {
+            delay: Some(Duration::from_millis(1)),
+            ..base.clone()
+        };
+        let close = Config {
+            close_after: Some(1),
+            ..base.clone()
+        };
+        let reset = Config {
+            reset_after: Some(1),
+            ..base.clone()
+        };
+        let per_ip = Config {
+            max_connections_per_ip: Some(1),
+            ..base.clone()
+        };
+        let refused = [
+            (check_config(&base, &protocol), "a protocol"),
+            (check_config(&delay, &Handler::Raw), "fault flags"),
+            (check_config(&close, &Handler::Raw), "fault flags"),
+            (check_config(&reset, &Handler::Raw), "fault flags"),
+            (
+                check_config(&per_ip, &Handler::Raw),
+                "--max-connections-per-ip",
+            ),
+        ];
+        for (result, named) in refused {
+            let e = result.expect_err(named);
+            assert!(e.to_string().contains(named), "{e}");
+        }
+    }
+}

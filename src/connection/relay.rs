@@ -326,31 +326,20 @@ impl<S: Stream> Pair<S> {
         })
     }
 
-    /// Writes end `to`'s pending output until it is gone or the socket is
-    /// full; below the low watermark, the other end is read again.
+    /// Writes end `to`'s pending output: one `write`, since the output is
+    /// one contiguous slice and a short write means the socket is full
+    /// (rule 2 waits for its next writable edge). Below the low watermark,
+    /// the other end is read again.
     fn flush<P>(&mut self, to: usize, cx: &mut RelayCx<'_, P>) -> io::Result<()> {
         let [b, a] = ends_from(&mut self.ends, to);
-        let before = b.out.capacity();
-        let mut written = Ok(());
-        while !b.out.is_empty() {
-            match super::Connection::<S>::write_once(&mut b.stream, b.out.as_slice()) {
-                Ok(0) => break,
-                Ok(n) => {
-                    let short = n < b.out.len();
-                    b.out.consume(n);
-                    cx.stats.bytes_out += n as u64;
-                    if short {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    written = Err(e);
-                    break;
-                }
-            }
+        if b.out.is_empty() {
+            return Ok(());
         }
+        let written = super::Connection::<S>::write_once(&mut b.stream, b.out.as_slice())?;
+        let before = b.out.capacity();
+        b.out.consume(written);
         cx.budget.settle(before, b.out.capacity());
-        written?;
+        cx.stats.bytes_out += written as u64;
         if a.paused && b.out.len() < LOW_WATERMARK {
             a.paused = false;
             // Edges that came while paused were not asked for.

@@ -140,16 +140,12 @@ pub(super) fn check_config(config: &Config, handler: &Handler) -> io::Result<()>
     }
 }
 
-/// How a connect in progress is doing, as its socket says.
+/// How a connect in progress is doing, as its socket says: `None` while
+/// it has neither an error nor a peer (`ENOTCONN`: a spurious event).
 fn connect_result(stream: &TcpStream) -> Option<io::Result<()>> {
     match stream.take_error() {
-        Ok(Some(e)) | Err(e) => return Some(Err(e)),
-        Ok(None) => {}
-    }
-    match stream.peer_addr() {
-        Ok(_) => Some(Ok(())),
-        Err(e) if e.kind() == io::ErrorKind::NotConnected => None,
-        Err(e) => Some(Err(e)),
+        Ok(Some(e)) | Err(e) => Some(Err(e)),
+        Ok(None) => stream.peer_addr().ok().map(|_| Ok(())),
     }
 }
 
@@ -163,15 +159,8 @@ impl<P: Poller> Reactor<P> {
         self.stats.accepted += 1;
         let upstream = match TcpStream::connect(addr) {
             Ok(upstream) => upstream,
-            Err(e) => {
-                // Failed before any handshake (out of descriptors, no
-                // route): told at once, best effort.
-                self.stats.upstream_failed += 1;
-                self.stats.closed += 1;
-                debug!("relay for {peer}: connect to {addr}: {e}");
-                let _ = std::io::Write::write(&mut &client, &notice(&e));
-                return;
-            }
+            // Failed before any handshake (out of descriptors, no route).
+            Err(e) => return self.fail_at_once(&client, peer, &e),
         };
         for stream in [&client, &upstream] {
             if let Err(e) = stream.set_nodelay(true) {
@@ -180,13 +169,10 @@ impl<P: Poller> Reactor<P> {
         }
         let key = self.relays.slots.vacant_key();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&upstream);
-        if let Err(e) = self
-            .poller
-            .register(fd, token::relay(key, UPSTREAM), Interest::WRITABLE)
-        {
-            self.stats.closed += 1;
-            debug!("relay for {peer}: cannot register: {e}");
-            return;
+        let token = token::relay(key, UPSTREAM);
+        if let Err(e) = self.poller.register(fd, token, Interest::WRITABLE) {
+            // select(2) cannot watch the upstream's descriptor, say.
+            return self.fail_at_once(&client, peer, &e);
         }
         let deadline = self.clock.now + timeout;
         self.relays.slots.insert(Relay {
@@ -201,6 +187,16 @@ impl<P: Poller> Reactor<P> {
         self.classes[super::Class::Echo].open += 1;
         self.stats.relays = self.relays.len() as u64;
         debug!("relay {key}: from {peer}, connecting to {addr}");
+    }
+
+    /// A client whose upstream failed before there was a pair: counted,
+    /// told in one write (its socket is fresh, so the send buffer has
+    /// room), and closed.
+    fn fail_at_once(&mut self, client: &TcpStream, peer: SocketAddr, e: &io::Error) {
+        self.stats.upstream_failed += 1;
+        self.stats.closed += 1;
+        debug!("relay for {peer}: upstream: {e}");
+        let _ = std::io::Write::write(&mut &*client, &notice(e));
     }
 
     /// An event for end `side` of pair `key`. Out of line: the loop's
@@ -373,9 +369,9 @@ impl<P: Poller> Reactor<P> {
 
 /// What a client whose upstream cannot be reached is told.
 fn notice(e: &io::Error) -> Vec<u8> {
+    // The OS's text says "(os error 111)" too; the client gets the words.
     let reason = match e.kind() {
         io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
-        io::ErrorKind::TimedOut => "connect timed out".to_string(),
         _ => e.to_string(),
     };
     format!("ERR upstream: {reason}\r\n").into_bytes()
@@ -466,6 +462,15 @@ mod tests {
         let (mut up, _) = upstream.accept().expect("accept");
         client.write_all(b"ping").expect("write");
         assert_eq!(read_ticking(&mut r, &mut up, 4), b"ping");
+        // More than one read's worth at once: the pair stops at its read
+        // budget and comes back from the run-next queue for the rest
+        // (no edge would announce it).
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        client.write_all(&big).expect("write");
+        assert!(
+            read_ticking(&mut r, &mut up, big.len()) == big,
+            "bulk differs"
+        );
         up.write_all(b"pong").expect("write");
         assert_eq!(read_ticking(&mut r, &mut client, 4), b"pong");
         // The client's FIN reaches the upstream; the upstream's ends it.
@@ -479,7 +484,7 @@ mod tests {
         tick_until(&mut r, "the pair closed", |r| r.relays.len() == 0);
         assert_eq!(read_to_eof(client), b"");
         assert_eq!((r.stats.closed, r.stats.relays), (1, 0));
-        assert_eq!((r.stats.bytes_in, r.stats.bytes_out), (8, 8));
+        assert_eq!((r.stats.bytes_in, r.stats.bytes_out), (300_008, 300_008));
         assert_eq!(r.classes[super::super::Class::Echo].open, 0);
         assert_eq!(r.budget.used(), 0);
     }
@@ -555,6 +560,90 @@ mod tests {
         r.clock.tick(opened + SECS_5 + Duration::from_secs(1));
         r.fire_timers();
         assert_eq!(r.stats.upstream_failed, 1);
+    }
+
+    #[test]
+    fn a_connect_that_fails_at_once_is_told_and_counted() {
+        // A multicast address: Linux refuses a TCP connect to it before
+        // any packet is sent (no route, or ENETUNREACH for the kind of
+        // address).
+        let multicast = "224.0.0.1:9".parse().expect("address");
+        let mut r = reactor::<Epoll>(Config {
+            upstream: Some(multicast),
+            ..Config::default()
+        });
+        let (i, addr) = listener(&r, Service::Echo);
+        let client = connect(addr);
+        r.accept_from(i);
+        assert_eq!(r.relays.len(), 0);
+        assert_eq!((r.stats.accepted, r.stats.closed), (1, 1));
+        assert_eq!(r.stats.upstream_failed, 1);
+        let told = String::from_utf8(read_to_eof(client)).expect("text");
+        assert!(
+            told.starts_with("ERR upstream: ") && told.ends_with("\r\n"),
+            "{told:?}"
+        );
+        assert_eq!(r.classes[super::super::Class::Echo].open, 0);
+    }
+
+    #[test]
+    fn a_connect_s_socket_says_pending_connected_or_failed() {
+        let (_full, _first, hang) = full_listener();
+        let hanging = mio::net::TcpStream::connect(hang).expect("connect");
+        assert!(connect_result(&hanging).is_none(), "a connect under way");
+        let open = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let up = mio::net::TcpStream::connect(open.local_addr().expect("addr")).expect("connect");
+        let (_server_side, _) = open.accept().expect("accept");
+        assert!(matches!(connect_result(&up), Some(Ok(()))));
+        let refused = mio::net::TcpStream::connect(nobody()).expect("connect");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let failed = loop {
+            if let Some(result) = connect_result(&refused) {
+                break result;
+            }
+            assert!(std::time::Instant::now() < deadline, "never refused");
+            std::thread::yield_now();
+        };
+        assert_eq!(
+            failed.expect_err("refused").kind(),
+            io::ErrorKind::ConnectionRefused
+        );
+    }
+
+    #[test]
+    fn compaction_keeps_a_live_pair_s_deadline_and_drops_the_others() {
+        let (_full, _first, hang) = full_listener();
+        let (mut r, _client) = relaying::<Epoll>(hang, SECS_5);
+        let opened = r.clock.now;
+        for key in 100..200 {
+            r.timers.schedule(opened, TimerKind::RelayRetry(key));
+        }
+        r.compact_timers();
+        assert_eq!(r.timers.len(), 1, "only the live pair's deadline is left");
+        r.clock.tick(opened + SECS_5);
+        r.fire_timers();
+        assert_eq!(r.stats.upstream_failed, 1, "its deadline was lost");
+    }
+
+    #[test]
+    fn a_pair_that_finds_the_budget_full_reads_again_after_its_retry() {
+        let upstream = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let (mut r, mut client) = relaying::<Epoll>(upstream.local_addr().expect("addr"), SECS_5);
+        tick_until(&mut r, "connected", |r| r.stats.upstream_connected == 1);
+        let (mut up, _) = upstream.accept().expect("accept");
+        let limit = r.budget.limit();
+        r.budget.settle(0, limit);
+        client.write_all(b"held back").expect("write");
+        tick_until(&mut r, "starved", |r| r.budget.times_full() > 0);
+        let now = r.clock.now;
+        let early: Vec<TimerKind> = std::iter::from_fn(|| r.timers.pop_due(now)).collect();
+        assert!(!early.contains(&TimerKind::RelayRetry(0)), "{early:?}");
+        r.budget.settle(limit, 0);
+        let at = now + RETRY;
+        let due: Vec<TimerKind> = std::iter::from_fn(|| r.timers.pop_due(at)).collect();
+        assert!(due.contains(&TimerKind::RelayRetry(0)), "{due:?}");
+        r.relay_retry(0);
+        assert_eq!(read_ticking(&mut r, &mut up, 9), b"held back");
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! Options: `--members N` (200), `--lines N` (50 per member), `--interval-ms
 //! MS` (each member says a line every MS, 1000), `--size BYTES` (of a line
 //! as said, newline included, 100), `--rounds N` (3), `--threads N` (client
-//! threads, 2), `--out FILE` (the report, `target/chat/chat.md`).
+//! threads, 2), `--deaf-rcvbuf BYTES` (4096; 0: the kernel's default),
+//! `--out FILE` (the report, `target/chat/chat.md`).
 //!
 //! The room is the release `examples/chat` on CPU 0 (a fresh process per
 //! round); this process, on CPU 1, drives the members: `--threads` threads,
@@ -34,8 +35,13 @@
 //! time limit (then what is missing is reported).
 //!
 //! The member that never reads (`deaf`) joins first, reads its welcome and
-//! its `* you are deaf` line, and reads nothing more while the room talks;
-//! its receive buffer is the kernel's default. Once every member has heard
+//! its `* you are deaf` line, and reads nothing more while the room talks.
+//! Its `SO_RCVBUF` is set to `--deaf-rcvbuf` (4 KiB; the kernel doubles
+//! it) before it connects, so that what it is owed soon passes what the
+//! kernel holds for it and the server's share decides; with the kernel's
+//! default (`--deaf-rcvbuf 0`) the kernel took the whole round's 1 MiB for
+//! it at this pace, and the server never held a byte for it (nor cut it
+//! off). Once every member has heard
 //! everything, the server's counters are read (SIGUSR1) and then the deaf
 //! member reads what reached it until the server's close (EOF): how many
 //! bytes, and that those are whole lines in each speaker's order, a prefix
@@ -62,6 +68,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
+use socket2::{Domain, Socket, Type};
 use support::{Placement, Server, ServerSpec, markdown_table, median, pin_current_thread};
 
 // ---------------------------------------------------------------------------
@@ -76,6 +83,7 @@ struct Opts {
     size: usize,
     rounds: usize,
     threads: usize,
+    deaf_rcvbuf: usize,
     out: PathBuf,
 }
 
@@ -88,6 +96,7 @@ impl Opts {
             size: 100,
             rounds: 3,
             threads: 2,
+            deaf_rcvbuf: 4096,
             out: PathBuf::from("target/chat/chat.md"),
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
@@ -106,10 +115,11 @@ impl Opts {
                 "--size" => o.size = number(a, &value()),
                 "--rounds" => o.rounds = number(a, &value()),
                 "--threads" => o.threads = number(a, &value()),
+                "--deaf-rcvbuf" => o.deaf_rcvbuf = number(a, &value()),
                 "--out" => o.out = PathBuf::from(value()),
                 other => panic!(
                     "unknown option {other:?}; options: --members N --lines N \
-                     --interval-ms MS --size BYTES --rounds N --threads N --out FILE"
+                     --interval-ms MS --size BYTES --rounds N --threads N --deaf-rcvbuf BYTES --out FILE"
                 ),
             }
         }
@@ -195,8 +205,9 @@ struct Member {
 /// What a client thread measured.
 #[derive(Default)]
 struct Heard {
-    /// Every delivery's trip, nanoseconds.
-    trips: Vec<u64>,
+    /// Every delivery: when its line was said (nanoseconds since the
+    /// epoch) and its trip (nanoseconds).
+    trips: Vec<(u64, u64)>,
     /// Lines heard in all.
     lines: u64,
     /// Lines out of order, repeated, or from the listener itself.
@@ -287,7 +298,7 @@ impl Member {
         }
         self.next[from] += 1;
         self.heard += 1;
-        heard.trips.push(now.saturating_sub(nanos));
+        heard.trips.push((nanos, now.saturating_sub(nanos)));
     }
 
     /// Writes what is unsent; false when the connection failed.
@@ -425,8 +436,14 @@ fn client_thread(plan: &Plan, mut members: Vec<Member>) -> Heard {
 
 /// Joins as `deaf` and reads up to its `* you are deaf` line, then no more
 /// (until [`deaf_reads_to_the_end`]).
-fn deaf_joins(addr: SocketAddr) -> BufReader<TcpStream> {
-    let s = TcpStream::connect(addr).expect("deaf: connect");
+fn deaf_joins(addr: SocketAddr, rcvbuf: usize) -> BufReader<TcpStream> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+    if rcvbuf > 0 {
+        // Before the connect: the window scale is agreed in the handshake.
+        socket.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
+    }
+    socket.connect(&addr.into()).expect("deaf: connect");
+    let s: TcpStream = socket.into();
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("read timeout");
     (&s).write_all(b"deaf\n").expect("deaf: nickname");
@@ -500,7 +517,10 @@ fn deaf_reads_to_the_end(mut r: BufReader<TcpStream>, members: usize) -> DeafEnd
 /// One room, once.
 struct Round {
     deaf: bool,
+    /// Every delivery's trip, nanoseconds, sorted.
     trips: Vec<u64>,
+    /// The same with when its line was said, since speaking began.
+    said_trips: Vec<(Duration, u64)>,
     lines: u64,
     expected: u64,
     errors: u64,
@@ -531,12 +551,27 @@ impl Round {
         let i = ((self.trips.len() as f64 * q) as usize).min(self.trips.len() - 1);
         self.trips[i] as f64 / 1e3
     }
+
+    /// The `q`-quantile of the trips of lines said in the first `t` of
+    /// speaking, microseconds.
+    fn trip_us_before(&self, t: Duration, q: f64) -> f64 {
+        let mut trips: Vec<u64> = (self.said_trips.iter())
+            .filter(|(said, _)| *said < t)
+            .map(|&(_, trip)| trip)
+            .collect();
+        if trips.is_empty() {
+            return f64::NAN;
+        }
+        trips.sort_unstable();
+        let i = ((trips.len() as f64 * q) as usize).min(trips.len() - 1);
+        trips[i] as f64 / 1e3
+    }
 }
 
 fn run_round(chat: &ServerSpec, placement: &Placement, o: &Opts, deaf: bool) -> Round {
     let server = Server::start_logged(chat, placement.server_cpu);
     let addr = server.addr();
-    let deaf_member = deaf.then(|| deaf_joins(addr));
+    let deaf_member = deaf.then(|| deaf_joins(addr, o.deaf_rcvbuf));
     let plan = Plan {
         members: o.members,
         lines: o.lines,
@@ -552,43 +587,52 @@ fn run_round(chat: &ServerSpec, placement: &Placement, o: &Opts, deaf: bool) -> 
         shares[id % o.threads].push(Member::connect(addr, id, o.members));
     }
     let talking = AtomicBool::new(true);
-    let (heard, talk, server_cpu, client_cpu, cut_off_after, before) = thread::scope(|scope| {
-        let threads: Vec<_> = shares
-            .into_iter()
-            .map(|share| {
-                let plan = &plan;
-                scope.spawn(move || client_thread(plan, share))
-            })
-            .collect();
-        plan.joined.wait();
-        let start = Instant::now();
-        let before = server.stats();
-        let cpu_before = server.cpu_secs();
-        let client_before = client_cpu_secs();
-        // The server's counters every 250 ms while the room talks, in both
-        // rooms alike: when the deaf member was cut off.
-        let (server, talking) = (&server, &talking);
-        let watch = scope.spawn(move || {
-            while talking.load(Ordering::Relaxed) {
-                thread::sleep(Duration::from_millis(250));
-                let stats = try_stats(server, Duration::from_secs(2));
-                if stats.and_then(|s| s.get("mail_cutoffs").copied()) > Some(0) {
-                    return Some(start.elapsed());
+    let (heard, start, talk, server_cpu, client_cpu, cut_off_after, before) =
+        thread::scope(|scope| {
+            let threads: Vec<_> = shares
+                .into_iter()
+                .map(|share| {
+                    let plan = &plan;
+                    scope.spawn(move || client_thread(plan, share))
+                })
+                .collect();
+            plan.joined.wait();
+            let start = Instant::now();
+            let before = server.stats();
+            let cpu_before = server.cpu_secs();
+            let client_before = client_cpu_secs();
+            // The server's counters every 250 ms while the room talks, in both
+            // rooms alike: when the deaf member was cut off.
+            let (server, talking) = (&server, &talking);
+            let watch = scope.spawn(move || {
+                while talking.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(250));
+                    let stats = try_stats(server, Duration::from_secs(2));
+                    if stats.and_then(|s| s.get("mail_cutoffs").copied()) > Some(0) {
+                        return Some(start.elapsed());
+                    }
                 }
-            }
-            None
+                None
+            });
+            let heard: Vec<Heard> = threads
+                .into_iter()
+                .map(|t| t.join().expect("a client thread"))
+                .collect();
+            let talk = start.elapsed();
+            let server_cpu = server.cpu_secs() - cpu_before;
+            let client_cpu = client_cpu_secs() - client_before;
+            talking.store(false, Ordering::Relaxed);
+            let cut_off_after = watch.join().expect("the watcher");
+            (
+                heard,
+                start,
+                talk,
+                server_cpu,
+                client_cpu,
+                cut_off_after,
+                before,
+            )
         });
-        let heard: Vec<Heard> = threads
-            .into_iter()
-            .map(|t| t.join().expect("a client thread"))
-            .collect();
-        let talk = start.elapsed();
-        let server_cpu = server.cpu_secs() - cpu_before;
-        let client_cpu = client_cpu_secs() - client_before;
-        talking.store(false, Ordering::Relaxed);
-        let cut_off_after = watch.join().expect("the watcher");
-        (heard, talk, server_cpu, client_cpu, cut_off_after, before)
-    });
     let stats = server.stats();
     let delta = |k: &str| stats.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
     let (ticks, busy_ns) = (delta("ticks"), delta("busy_ns"));
@@ -597,6 +641,7 @@ fn run_round(chat: &ServerSpec, placement: &Placement, o: &Opts, deaf: bool) -> 
     let mut round = Round {
         deaf,
         trips: Vec::new(),
+        said_trips: Vec::new(),
         lines: 0,
         expected: (o.members * (o.members - 1) * o.lines) as u64,
         errors: 0,
@@ -613,7 +658,12 @@ fn run_round(chat: &ServerSpec, placement: &Placement, o: &Opts, deaf: bool) -> 
         deaf_end,
     };
     for h in heard {
-        round.trips.extend_from_slice(&h.trips);
+        let began = (start - plan.epoch).as_nanos() as u64;
+        round.said_trips.extend(
+            (h.trips.iter())
+                .map(|&(said, trip)| (Duration::from_nanos(said.saturating_sub(began)), trip)),
+        );
+        round.trips.extend(h.trips.iter().map(|&(_, trip)| trip));
         round.lines += h.lines;
         round.errors += h.errors;
         round.first_errors.extend(h.first_errors);
@@ -728,17 +778,27 @@ fn main() {
         }
         r
     });
+    // Latency, and beside it the lines said while the deaf member was
+    // still there: before round r's cut-off was seen, in both rooms of
+    // round r alike.
+    let cut_at = |round: usize| rounds[1][round].cut_off_after;
     let mut rows = Vec::new();
+    let mut more = Vec::new();
     for round in 0..o.rounds {
         for variant in &rounds {
             let r = &variant[round];
+            let name = format!("{} ({})", room_name(r.deaf), round + 1);
             rows.push(vec![
-                format!("{} ({})", room_name(r.deaf), round + 1),
+                name.clone(),
                 us(r.trip_us(0.5)),
                 us(r.trip_us(0.9)),
                 us(r.trip_us(0.99)),
                 us(r.trip_us(0.999)),
                 us(r.trip_us(1.0)),
+                cut_at(round).map_or("-".into(), |t| us(r.trip_us_before(t, 0.99))),
+            ]);
+            more.push(vec![
+                name,
                 format!(
                     "{} / {}",
                     support::thousands(r.lines as f64),
@@ -763,6 +823,10 @@ fn main() {
     for variant in &rounds {
         let deaf = variant[0].deaf;
         let m = |q: f64| us(median(variant, |r| r.trip_us(q)));
+        let indexed: Vec<(usize, &Round)> = variant.iter().enumerate().collect();
+        let before = median(&indexed, |&(i, r)| {
+            cut_at(i).map_or(f64::NAN, |t| r.trip_us_before(t, 0.99))
+        });
         rows.push(vec![
             format!("**{}, median**", room_name(deaf)),
             m(0.5),
@@ -770,15 +834,7 @@ fn main() {
             m(0.99),
             m(0.999),
             m(1.0),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
+            us(before),
         ]);
     }
     let table = markdown_table(
@@ -789,6 +845,13 @@ fn main() {
             "p99",
             "p99.9",
             "max",
+            "p99, lines said before the cut-off",
+        ],
+        &rows,
+    );
+    let table_more = markdown_table(
+        &[
+            "room (round)",
             "lines heard / expected",
             "errors / missing",
             "talk",
@@ -799,20 +862,27 @@ fn main() {
             "cut off seen at",
             "the deaf member",
         ],
-        &rows,
+        &more,
     );
     let mut report = String::new();
     let _ = writeln!(
         report,
-        "{} members x {} lines of {} bytes, a line every {} ms per member; {} rounds each, interleaved; {}\n",
+        "{} members x {} lines of {} bytes, a line every {} ms per member; the deaf member's SO_RCVBUF {}; {} rounds each, interleaved; {}\n",
         o.members,
         o.lines,
         o.size,
         o.interval.as_millis(),
+        if o.deaf_rcvbuf == 0 {
+            "the kernel's default".to_string()
+        } else {
+            format!("{} B", o.deaf_rcvbuf)
+        },
         o.rounds,
         placement.describe()
     );
     report.push_str(&table);
+    report.push('\n');
+    report.push_str(&table_more);
     println!("{report}");
     let all_heard = rounds
         .iter()

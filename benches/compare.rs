@@ -2,9 +2,10 @@
 //! tokio `current_thread` and tokio `multi_thread` (one worker, pinned to
 //! the same CPU), all driven by the project's stress client; and over UDP
 //! (the `udp` rows), echo-reactor's `--udp` against the tokio UDP echo
-//! (`examples/tokio_udp_echo.rs`) and a minimal C loop
-//! (`benches/support/udp_echo.c`, built with `cc`; left out, loudly, where
-//! there is none).
+//! (`examples/tokio_udp_echo.rs`) and two minimal C loops, a datagram per
+//! call (`benches/support/udp_echo.c`) and a batch per call with
+//! `recvmmsg`/`sendmmsg` (`benches/support/udp_echo_mmsg.c`), built with
+//! `cc` (left out, loudly, where there is none).
 //!
 //! Run (build first, at low priority; then measure):
 //!
@@ -176,7 +177,8 @@ fn servers(opts: &Options) -> Vec<ServerSpec> {
 }
 
 /// The servers of the UDP rows: the reactor (with `--udp`), the tokio UDP
-/// echo, and the C loop where `cc` builds it, narrowed by `--servers`;
+/// echo, and the two C loops where `cc` builds them (`--servers c-udp`
+/// names both, `mmsg` the batching one), narrowed by `--servers`;
 /// every `--extra` is taken for a reactor build and started with `--udp`.
 fn udp_servers(opts: &Options) -> Vec<ServerSpec> {
     const REACTOR_UDP: [&str; 4] = ["--listen", "127.0.0.1:0", "--udp", "127.0.0.1:0"];
@@ -193,10 +195,13 @@ fn udp_servers(opts: &Options) -> Vec<ServerSpec> {
         let listen = ["--listen", "127.0.0.1:0"];
         servers.push(ServerSpec::udp("tokio-udp", tokio, &listen));
     }
-    if wanted("c-udp") {
-        match build_c_udp_loop() {
-            Ok(c) => servers.push(ServerSpec::udp("c-udp", c, &["127.0.0.1", "0"])),
-            Err(why) => eprintln!("SKIPPED: the C UDP loop (c-udp): {why}"),
+    // The C loops: a datagram per call, and a batch per call.
+    for (name, source) in [("c-udp", "udp_echo"), ("c-udp-mmsg", "udp_echo_mmsg")] {
+        if wanted(name) {
+            match build_c_udp_loop(source) {
+                Ok(c) => servers.push(ServerSpec::udp(name, c, &["127.0.0.1", "0"])),
+                Err(why) => eprintln!("SKIPPED: the C UDP loop ({name}): {why}"),
+            }
         }
     }
     for (name, command) in &opts.extra {
@@ -214,15 +219,15 @@ fn split_command(command: &str) -> (&str, Vec<&str>) {
     (program, words.collect())
 }
 
-/// Builds `benches/support/udp_echo.c` with `cc -O2` into the target
+/// Builds `benches/support/SOURCE.c` with `cc -O2` into the target
 /// directory; why not, when there is no working `cc`.
-fn build_c_udp_loop() -> Result<PathBuf, String> {
+fn build_c_udp_loop(source: &str) -> Result<PathBuf, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = root.join("target/udp_echo_c");
+    let out = root.join(format!("target/{source}_c"));
     let built = std::process::Command::new("cc")
         .args(["-O2", "-o"])
         .arg(&out)
-        .arg(root.join("benches/support/udp_echo.c"))
+        .arg(root.join(format!("benches/support/{source}.c")))
         .status();
     match built {
         Ok(status) if status.success() => Ok(out),
@@ -316,7 +321,12 @@ fn run_scenario(
         server.stop();
         let first = m.loads.first().copied().unwrap_or_default();
         let udp = if sc.loads[0].udp {
-            format!("  {:.0} dgrams/CPU s  lost {}", m.per_cpu_sec(), m.lost())
+            format!(
+                "  {:.0} dgrams/CPU s  user {:.0}%  lost {}",
+                m.per_cpu_sec(),
+                m.user_share() * 100.0,
+                m.lost()
+            )
         } else {
             String::new()
         };
@@ -552,7 +562,8 @@ fn udp_table(names: &[&str], scenarios: &[Scenario], results: &[Vec<Vec<Measurem
         "\nUDP (`echo-bench --udp`, closed loop, `depth` datagrams in flight per socket): \
          *datagrams/s* is echoes per second as the client counts them; *per server CPU s* \
          is datagrams echoed per second of server CPU (user + system, sampled over the same \
-         interval as the echoes), the figure to compare on a shared machine; *vs tokio-udp* \
+         interval as the echoes), the figure to compare on a shared machine; *user* is the \
+         user-space share of that CPU (the rest is the kernel's); *vs tokio-udp* \
          is its ratio; *lost* is datagrams the client gave up after 250 ms, all rounds \
          together.\n\n",
     );
@@ -581,6 +592,7 @@ fn udp_table(names: &[&str], scenarios: &[Scenario], results: &[Vec<Vec<Measurem
                 format!("{:.0}", median(runs, |m| m.loads[0].p50_us)),
                 format!("{:.0}", median(runs, |m| m.loads[0].p99_us)),
                 thousands(per),
+                format!("{:.0}%", median(runs, Measurement::user_share) * 100.0),
                 format!("{:.0}%", median(runs, Measurement::busy) * 100.0),
                 format!("{:.0}%", median(runs, |m| m.server_core_busy) * 100.0),
                 format!("{:.0}%", median(runs, |m| m.client_core_busy) * 100.0),
@@ -602,6 +614,7 @@ fn udp_table(names: &[&str], scenarios: &[Scenario], results: &[Vec<Vec<Measurem
             "p50 us",
             "p99 us",
             "per server CPU s",
+            "user",
             "busy",
             "server core, all",
             "client core, all",

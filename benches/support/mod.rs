@@ -606,6 +606,11 @@ impl Measurement {
         self.user_secs / self.echoes as f64 * 1000.0
     }
 
+    /// User-space share of the server's CPU (the rest is the kernel's).
+    pub fn user_share(&self) -> f64 {
+        self.user_secs / self.cpu_secs
+    }
+
     /// Share of the server's core it kept busy (1.0 = saturated).
     pub fn busy(&self) -> f64 {
         self.cpu_secs / self.wall_secs

@@ -76,6 +76,9 @@ pub(crate) struct Batch {
     names: Box<[libc::sockaddr_storage]>,
     #[cfg(target_os = "linux")]
     name_lens: Box<[libc::socklen_t]>,
+    /// The headers a receive hands the kernel, one per slot.
+    #[cfg(target_os = "linux")]
+    headers: linux::RecvHeaders,
     /// Slots filled by the last receive.
     filled: usize,
     /// Answers to one peer may go as one message of segments (UDP GSO);
@@ -136,6 +139,8 @@ impl Batch {
             names: vec![unsafe { std::mem::zeroed() }; size].into_boxed_slice(),
             #[cfg(target_os = "linux")]
             name_lens: vec![0; size].into_boxed_slice(),
+            #[cfg(target_os = "linux")]
+            headers: linux::RecvHeaders::new(size),
             filled: 0,
             #[cfg(target_os = "linux")]
             gso: std::cell::Cell::new(true),
@@ -278,12 +283,9 @@ mod linux {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
     use std::os::fd::RawFd;
 
-    /// One message header per slot, built on the stack for one call (a
-    /// header holds pointers into the batch, so keeping them would make
-    /// the loop's state unsendable to its thread), and only as many as
+    /// Message headers for one send, built on the stack, only as many as
     /// the call uses.
     type Headers = [MaybeUninit<libc::mmsghdr>; MAX_BATCH];
-    type Iovecs = [MaybeUninit<libc::iovec>; MAX_BATCH];
 
     /// Room for one `UDP_GRO` control message (`CMSG_SPACE(4)`), aligned.
     type GroControl = [u64; 4];
@@ -291,40 +293,93 @@ mod linux {
     /// Iovecs one send builds at most (a datagram each): 4 KiB of stack.
     const SEND_IOVECS: usize = 256;
 
+    /// A receive's message headers, one per slot, with their iovecs and
+    /// control buffers, allocated (zeroed) once with the batch.
+    ///
+    /// Built afresh for every call, `size` headers cost more than the
+    /// datagram when one comes alone (about 1,000 instructions: zeroing
+    /// and copying 64-byte headers and 2 KiB of control room). Kept, a
+    /// call only sets the fields that point somewhere or that the kernel
+    /// overwrote, in place. The pointers are set before each call, from
+    /// the batch's boxes as they are then, so none is kept across calls.
+    pub(super) struct RecvHeaders {
+        hdrs: Box<[libc::mmsghdr]>,
+        iovs: Box<[libc::iovec]>,
+        controls: Box<[GroControl]>,
+    }
+
+    // SAFETY: the pointers in the headers are only ever set just before a
+    // call, to memory of the same batch, and only the kernel follows them,
+    // during that call; at rest they are plain numbers, read by no one.
+    // The batch (and its headers) may then move to another thread.
+    unsafe impl Send for RecvHeaders {}
+
+    impl std::fmt::Debug for RecvHeaders {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("RecvHeaders")
+                .field("slots", &self.hdrs.len())
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl RecvHeaders {
+        pub(super) fn new(size: usize) -> RecvHeaders {
+            RecvHeaders {
+                // SAFETY: all-zero `mmsghdr`s and `iovec`s are valid (null
+                // pointers, no lengths, no flags).
+                hdrs: (0..size).map(|_| unsafe { std::mem::zeroed() }).collect(),
+                // SAFETY: as above.
+                iovs: (0..size).map(|_| unsafe { std::mem::zeroed() }).collect(),
+                controls: vec![[0; 4]; size].into_boxed_slice(),
+            }
+        }
+    }
+
     pub(super) fn recv(fd: RawFd, batch: &mut Batch) -> io::Result<usize> {
         batch.filled = 0;
         let size = batch.size();
-        let mut hdrs: Headers = [const { MaybeUninit::uninit() }; MAX_BATCH];
-        let mut iovs: Iovecs = [const { MaybeUninit::uninit() }; MAX_BATCH];
-        let mut controls: [GroControl; MAX_BATCH] = [[0; 4]; MAX_BATCH];
         let bufs = batch.bufs.as_mut_ptr();
-        for i in 0..size {
-            let iov = iovs[i].write(libc::iovec {
-                // SAFETY: slot `i` lies inside `bufs` (`size * SLOT` bytes).
-                iov_base: unsafe { bufs.add(i * SLOT) }.cast(),
-                iov_len: SLOT,
-            });
-            // SAFETY: an all-zero `mmsghdr` is valid (null pointers, no
-            // control data, no flags); the fields that matter are set next.
-            let mut hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            hdr.msg_hdr.msg_name = (&raw mut batch.names[i]).cast();
-            hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
-            hdr.msg_hdr.msg_control = controls[i].as_mut_ptr().cast();
-            hdr.msg_hdr.msg_controllen = size_of::<GroControl>() as _;
-            hdrs[i].write(hdr);
+        let names = batch.names.as_mut_ptr();
+        let RecvHeaders {
+            hdrs,
+            iovs,
+            controls,
+        } = &mut batch.headers;
+        let (iovs, controls) = (iovs.as_mut_ptr(), controls.as_mut_ptr());
+        for (i, hdr) in hdrs.iter_mut().enumerate() {
+            // SAFETY: `i` < `size`, the length of `iovs`, `controls` and
+            // `names`, and slot `i` lies inside `bufs` (`size * SLOT`
+            // bytes).
+            let (iov, name, control, slot) = unsafe {
+                (
+                    iovs.add(i),
+                    names.add(i),
+                    controls.add(i),
+                    bufs.add(i * SLOT),
+                )
+            };
+            // SAFETY: `iov` is in bounds (above) and initialized.
+            unsafe {
+                (*iov).iov_base = slot.cast();
+                (*iov).iov_len = SLOT;
+            }
+            let msg = &mut hdr.msg_hdr;
+            msg.msg_name = name.cast();
+            msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            msg.msg_iov = iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.cast();
+            msg.msg_controllen = size_of::<GroControl>() as _;
         }
-        // SAFETY: the first `size` headers are initialized, and each points
-        // at its own slot, its own address storage, its own control buffer
-        // and its own iovec, all
+        // SAFETY: `size` headers, each pointing at its own slot, its own
+        // address storage, its own control buffer and its own iovec, all
         // alive and not otherwise borrowed until the call returns. No
         // timeout: the socket is non-blocking, so the call takes what is
         // queued and returns.
         let got = unsafe {
             libc::recvmmsg(
                 fd,
-                hdrs.as_mut_ptr().cast(),
+                hdrs.as_mut_ptr(),
                 size as libc::c_uint,
                 0,
                 std::ptr::null_mut(),
@@ -334,9 +389,7 @@ mod linux {
             return Err(io::Error::last_os_error());
         }
         let got = got as usize;
-        for (i, hdr) in hdrs[..got].iter().enumerate() {
-            // SAFETY: the first `size` >= `got` headers were initialized above.
-            let hdr = unsafe { hdr.assume_init_ref() };
+        for (i, hdr) in batch.headers.hdrs[..got].iter().enumerate() {
             let len = (hdr.msg_len as usize).min(SLOT);
             batch.lens[i] = len;
             batch.segs[i] = coalesced(&hdr.msg_hdr).unwrap_or(len);
@@ -374,12 +427,20 @@ mod linux {
     /// last moment. A run ends at another peer, at a longer answer, after
     /// a shorter one (only the last segment may be short), or at the
     /// limits of one message.
+    ///
+    /// A lone answer (the common case at low load) goes by `sendto(2)`:
+    /// the kernel takes its address and bytes directly, without copying in
+    /// and walking a message header and an iovec array as `sendmmsg` does.
     pub(super) fn send(fd: RawFd, batch: &Batch, picks: &[Pick], gso: bool) -> io::Result<usize> {
+        if let [pick] = picks {
+            return send_one(fd, batch, *pick);
+        }
         let mut hdrs: Headers = [const { MaybeUninit::uninit() }; MAX_BATCH];
         let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; SEND_IOVECS];
-        let mut controls = [Control::default(); MAX_BATCH];
-        // Answers per message.
-        let mut runs = [0usize; MAX_BATCH];
+        // Written only for the messages that carry one.
+        let mut controls = [const { MaybeUninit::<Control>::uninit() }; MAX_BATCH];
+        // Answers per message (at most `GSO_MAX_SEGMENTS`).
+        let mut runs = [0u8; MAX_BATCH];
         let n = picks.len().min(SEND_IOVECS);
         let (mut k, mut m) = (0, 0);
         while k < n && m < MAX_BATCH {
@@ -420,16 +481,16 @@ mod linux {
             hdr.msg_hdr.msg_iov = iovs[k].as_mut_ptr();
             hdr.msg_hdr.msg_iovlen = run as _;
             if run > 1 {
-                let control = &mut controls[m];
+                let mut control = Control::default();
                 control.header.cmsg_len = CONTROL_LEN as _;
                 control.header.cmsg_level = libc::SOL_UDP;
                 control.header.cmsg_type = libc::UDP_SEGMENT;
                 control.segment = seg as u16;
-                hdr.msg_hdr.msg_control = (&raw mut *control).cast();
+                hdr.msg_hdr.msg_control = (&raw mut *controls[m].write(control)).cast();
                 hdr.msg_hdr.msg_controllen = size_of::<Control>() as _;
             }
             hdrs[m].write(hdr);
-            runs[m] = run;
+            runs[m] = run as u8;
             k += run;
             m += 1;
         }
@@ -442,12 +503,37 @@ mod linux {
         if sent < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(runs[..sent as usize].iter().sum())
+        Ok(runs[..sent as usize].iter().map(|&r| usize::from(r)).sum())
+    }
+
+    /// Sends the one answer `pick` names to its slot's sender.
+    fn send_one(fd: RawFd, batch: &Batch, pick: Pick) -> io::Result<usize> {
+        let slot = usize::from(pick.slot);
+        let data = batch.bytes(pick);
+        // SAFETY: `data` and the slot's address (`name_lens[slot]` bytes
+        // of it written by the kernel) belong to `batch`, which the shared
+        // borrow keeps alive and unchanged; the kernel only reads them.
+        let sent = unsafe {
+            libc::sendto(
+                fd,
+                data.as_ptr().cast(),
+                data.len(),
+                0,
+                (&raw const batch.names[slot]).cast(),
+                batch.name_lens[slot],
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(1)
     }
 
     /// The most segments one GSO message may carry (the kernel's
     /// `UDP_MAX_SEGMENTS`).
     const GSO_MAX_SEGMENTS: usize = 64;
+
+    const _: () = assert!(GSO_MAX_SEGMENTS <= u8::MAX as usize);
 
     /// The most payload one GSO message may carry: one IPv4 datagram's.
     const GSO_MAX_BYTES: usize = 65_507;

@@ -32,7 +32,10 @@
 //! At low load batching changes nothing for latency: a batch is whatever
 //! is queued *now* (the call does not wait for more), so a lone datagram
 //! is received alone and answered in the same tick, by one receive and
-//! one send, as before. Other systems get the same batches, filled and
+//! one send, as before (a lone answer by `sendto(2)`, which spares the
+//! kernel `sendmmsg`'s message header). The receive's headers are kept
+//! with the batch, so a call that finds one datagram does not first build
+//! `--udp-batch` of them. Other systems get the same batches, filled and
 //! sent a call per datagram (`batch.rs`, `portable`).
 //!
 //! # An answer that cannot go out at once

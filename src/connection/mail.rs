@@ -49,7 +49,7 @@ impl<S: Stream> Connection<S> {
         }
         let mut rest = bytes;
         if self.out.is_empty() && !self.write_blocked {
-            match Self::write_once(&mut self.stream, bytes) {
+            match super::write_once(&mut self.stream, bytes) {
                 Ok(n) => {
                     stats.bytes_out += n as u64;
                     if n > 0 {

@@ -100,12 +100,14 @@ mod relay;
 mod scripted;
 mod source;
 mod stream;
+mod syscall;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use mail::Delivery;
 pub(crate) use relay::{CLIENT, Pair, RelayCx, UPSTREAM};
 pub(crate) use stream::Stream;
+use syscall::{Input, Take, read_by_rule_1, write_once};
 
 use log::trace;
 
@@ -374,69 +376,6 @@ pub(crate) struct Connection<S = TcpStream> {
 #[cfg(not(debug_assertions))]
 const _: () = assert!(std::mem::size_of::<Connection>() <= 64);
 
-/// What one read found.
-enum Input {
-    /// This many bytes, now at the start of the loop's buffer.
-    Data(usize),
-    /// Nothing for now (`WouldBlock`).
-    Empty,
-    /// The peer's FIN.
-    Eof,
-}
-
-/// Whether [`Connection::read_once`] takes the bytes or only looks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Take {
-    /// `read`: the bytes leave the kernel.
-    Read,
-    /// `recv(MSG_PEEK)`: the bytes are copied and stay queued (while the
-    /// budget is full, `pass_through.rs`).
-    Peek,
-}
-
-/// One `read` (or, with [`Take::Peek`], one `recv(MSG_PEEK)`) into `buf`,
-/// under rule 1: the only place a socket is read (a connection's, and a
-/// relay's ends, `relay.rs`), so the rule and its exceptions are coded
-/// once. `read_ready` and `short_reads_prove_nothing` are the reader's
-/// readiness memo. A peek is judged as the read it stands for: a short
-/// one saw the whole receive queue (what the caller then leaves queued,
-/// it says so itself, see `pass_through.rs`).
-#[inline(always)]
-fn read_by_rule_1<S: Stream>(
-    stream: &mut S,
-    buf: &mut [u8],
-    how: Take,
-    read_ready: &mut bool,
-    short_reads_prove_nothing: &mut bool,
-) -> io::Result<Input> {
-    loop {
-        let got = match how {
-            Take::Read => stream.read(buf),
-            Take::Peek => stream.peek(buf),
-        };
-        return match got {
-            Ok(0) => {
-                *read_ready = false;
-                Ok(Input::Eof)
-            }
-            Ok(n) => {
-                if n < buf.len() && !*short_reads_prove_nothing {
-                    // Rule 1: a short read emptied the receive queue.
-                    *read_ready = false;
-                }
-                Ok(Input::Data(n))
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                *read_ready = false;
-                *short_reads_prove_nothing = false;
-                Ok(Input::Empty)
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => Err(e),
-        };
-    }
-}
-
 impl<S: Stream> Connection<S> {
     /// Registers `stream` for `READABLE` under `token` (a connection token,
     /// `token.rs`) and wraps it.
@@ -671,10 +610,7 @@ impl<S: Stream> Connection<S> {
     }
 
     /// One `read` (or, with [`Take::Peek`], one `recv(MSG_PEEK)`) into
-    /// the loop's buffer, under rule 1 ([`read_by_rule_1`]).
-    // Always inlined: over the stream trait, the compiler's own choice
-    // left three to five more instructions per echo on the two calls
-    // (callgrind, 100 x 64 B: 326.5 -> 321.7).
+    /// the loop's buffer, under rule 1 ([`read_by_rule_1`], `syscall.rs`).
     #[inline(always)]
     fn read_once(&mut self, buf: &mut [u8], how: Take) -> io::Result<Input> {
         read_by_rule_1(
@@ -684,23 +620,6 @@ impl<S: Stream> Connection<S> {
             &mut self.read_ready,
             &mut self.short_reads_prove_nothing,
         )
-    }
-
-    /// One `write`, the only place the connection writes: how many bytes
-    /// the socket took, 0 when it is full (`WouldBlock`, rule 3's "no
-    /// progress"). A socket that takes nothing of non-empty data without
-    /// saying `WouldBlock` is broken: `WriteZero`, as `write_all` says.
-    #[inline(always)]
-    fn write_once(stream: &mut S, data: &[u8]) -> io::Result<usize> {
-        loop {
-            return match stream.write(data) {
-                Ok(0) if !data.is_empty() => Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => Err(e),
-            };
-        }
     }
 
     /// Reads while input is accepted, up to the read budget and what the
@@ -791,7 +710,7 @@ impl<S: Stream> Connection<S> {
             self.keep(data, token, stats, budget);
             return Ok(());
         }
-        let n = Self::write_once(&mut self.stream, data)?;
+        let n = write_once(&mut self.stream, data)?;
         stats.bytes_out += n as u64;
         if n < data.len() {
             self.keep(&data[n..], token, stats, budget);
@@ -842,7 +761,7 @@ impl<S: Stream> Connection<S> {
     /// The writes of [`Connection::flush`].
     fn write_pending<P>(&mut self, cx: &mut Cx<'_, P>) -> io::Result<()> {
         while !self.out.is_empty() {
-            let n = Self::write_once(&mut self.stream, self.out.as_slice())?;
+            let n = write_once(&mut self.stream, self.out.as_slice())?;
             if n == 0 {
                 break;
             }

@@ -112,7 +112,7 @@ impl<S: Stream> Connection<S> {
 
     /// Raw mode: write the peeked bytes, consume what went out.
     fn echo_through<P>(&mut self, n: usize, cx: &mut Cx<'_, P>) -> io::Result<Outcome> {
-        let written = Self::write_once(&mut self.stream, &cx.buf[..n])?;
+        let written = super::write_once(&mut self.stream, &cx.buf[..n])?;
         self.consume(written, n, cx)?;
         cx.stats.bytes_out += written as u64;
         if written < n {

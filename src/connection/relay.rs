@@ -48,7 +48,8 @@
 use std::io;
 
 use super::{
-    CloseReason, HIGH_WATERMARK, Input, LOW_WATERMARK, Outcome, Ready, Stream, Take, read_by_rule_1,
+    CloseReason, HIGH_WATERMARK, Input, LOW_WATERMARK, Outcome, Ready, Stream, Take,
+    read_by_rule_1, write_once,
 };
 use crate::budget::Budget;
 use crate::outbuf::OutBuf;
@@ -302,7 +303,7 @@ impl<S: Stream> Pair<S> {
         if !self.refused {
             let data = &buf[..n];
             let sent = if b.out.is_empty() {
-                super::Connection::<S>::write_once(&mut b.stream, data)?
+                write_once(&mut b.stream, data)?
             } else {
                 0
             };
@@ -335,7 +336,7 @@ impl<S: Stream> Pair<S> {
         if b.out.is_empty() {
             return Ok(());
         }
-        let written = super::Connection::<S>::write_once(&mut b.stream, b.out.as_slice())?;
+        let written = write_once(&mut b.stream, b.out.as_slice())?;
         let before = b.out.capacity();
         b.out.consume(written);
         cx.budget.settle(before, b.out.capacity());

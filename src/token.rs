@@ -263,6 +263,29 @@ mod tests {
     }
 
     #[test]
+    fn the_ranges_meet_and_nothing_below_the_listeners_is_one() {
+        // Every range starts where the one below ends: no token is two
+        // things, and none is left out.
+        assert_eq!(listener(MAX_LISTENERS - 1).0 + 1, udp(0).0);
+        assert_eq!(
+            decode(Token(UDP_BASE - 1)),
+            Target::Listener(MAX_LISTENERS - 1)
+        );
+        assert_eq!(
+            decode(Token(HANDSHAKE_BASE - 1)),
+            Target::Udp(HANDSHAKE_BASE - 1 - UDP_BASE)
+        );
+        assert_eq!(
+            decode(Token(RELAY_BASE - 1)),
+            Target::Handshake(RELAY_BASE - 1 - HANDSHAKE_BASE)
+        );
+        for raw in 2..LISTENER_BASE {
+            assert_eq!(decode(Token(raw)), Target::Unknown, "token {raw}");
+        }
+        assert_eq!(Named(Token(7)).to_string(), "token 7");
+    }
+
+    #[test]
     fn log_names_are_the_same_everywhere() {
         assert_eq!(Named(connection(12, 3)).to_string(), "conn 12/3");
         assert_eq!(generation_of(connection(12, 3)), 3);
@@ -286,5 +309,14 @@ mod tests {
         assert_eq!(Named(connection(3, discard)).to_string(), "discard 3/7");
         let chargen = CLASS_BIT | 2 << OTHER_CLASS_SHIFT | 7;
         assert_eq!(Named(connection(3, chargen)).to_string(), "chargen 3/7");
+        let faults = CLASS_BIT | 3 << OTHER_CLASS_SHIFT | 7;
+        assert_eq!(Named(connection(3, faults)).to_string(), "faults 3/7");
+        // A generation of the echo class whose bits below the class bits
+        // are set is still plain `conn`.
+        let high = GENERATION_LIMIT - 1;
+        assert_eq!(
+            Named(connection(3, high)).to_string(),
+            format!("conn 3/{high}")
+        );
     }
 }

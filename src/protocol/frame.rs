@@ -130,6 +130,28 @@ mod tests {
     use crate::protocol::{Mode, Partial, feed};
     use proptest::prelude::*;
 
+    /// What a frame protocol tells the budget, to the byte: a message is
+    /// its header and body, its answer the same frame, and a split frame
+    /// is reserved (and wanted) exactly as its header declares.
+    #[test]
+    fn what_a_frame_tells_the_budget_is_exact() {
+        let p = Frame { max_frame: 100 };
+        assert_eq!(p.max_message(), 104);
+        assert_eq!(p.max_answer(), 104);
+        // Before the header is whole: the largest frame, and the header.
+        assert_eq!(p.reservation(&[0, 0]), 104);
+        assert_eq!(p.still_wanted(&[]), 4);
+        assert_eq!(p.still_wanted(&[0, 0, 0]), 1);
+        // A header declaring 10: 14 in all, 7 of them still to come.
+        let held = [0, 0, 0, 10, b'a', b'b', b'c'];
+        assert_eq!(p.reservation(&held), 14);
+        assert_eq!(p.still_wanted(&held), 7);
+        assert_eq!(p.rest_of_message(&held, &[b'x'; 20]), 7);
+        assert_eq!(p.rest_of_message(&held, &[b'x'; 5]), 5);
+        assert_eq!(p.rest_of_message(&[0, 0], &[0; 9]), 2);
+        assert_eq!(p.amplification(), 1);
+    }
+
     fn mode(max_frame: u32) -> Mode {
         Mode::Frame(Frame { max_frame })
     }

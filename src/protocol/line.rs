@@ -198,6 +198,34 @@ mod tests {
     };
     use proptest::prelude::*;
 
+    /// What a line protocol tells the budget, to the byte: the longest
+    /// line and its CR LF, answered with the longer of `hello ` and the
+    /// refusal before it; an empty line's `hello ` answer is the most a
+    /// byte can become; a split line wants up to the longest line's end.
+    #[test]
+    fn what_a_line_tells_the_budget_is_exact() {
+        let echo = Line::new(Transform::None, None, 100);
+        assert_eq!(echo.max_message(), 102);
+        assert_eq!(echo.max_answer(), 102 + LINE_TOO_LONG.len());
+        assert_eq!(echo.reservation(b"abc"), echo.max_answer());
+        assert_eq!(echo.amplification(), 1);
+        assert_eq!(Line::new(Transform::Upper, None, 100).amplification(), 1);
+        assert_eq!(Line::new(Transform::Hello, None, 100).amplification(), 7);
+        assert_eq!(echo.still_wanted(b""), 102);
+        assert_eq!(echo.still_wanted(&[b'a'; 30]), 72);
+        assert_eq!(echo.still_wanted(&[b'a'; 200]), 0);
+        // The rest of a split line: up to its newline, included...
+        assert_eq!(echo.rest_of_message(b"ab", b"cd\nnext"), 3);
+        // ...or all that may still be line, when no newline is in sight.
+        assert_eq!(echo.rest_of_message(b"ab", &[b'x'; 50]), 50);
+        assert_eq!(echo.rest_of_message(&[b'a'; 90], &[b'x'; 50]), 12);
+        // The documented default (README, `--max-line`).
+        assert_eq!(DEFAULT_MAX_LINE, 8192);
+        let saturated = Line::new(Transform::None, None, usize::MAX);
+        assert_eq!(saturated.max_message(), usize::MAX);
+        assert_eq!(saturated.max_answer(), usize::MAX);
+    }
+
     fn mode(transform: Transform, banner: Option<&str>, max_line: usize) -> Mode {
         Mode::Line(Line::new(transform, banner, max_line))
     }

@@ -187,11 +187,11 @@ pub(crate) struct Named(pub Token);
 impl std::fmt::Display for Named {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match decode(self.0) {
-            Target::Connection { key, generation } if generation & CLASS_BIT != 0 => {
+            // The class's name (`conn` for echo) and the generation proper.
+            Target::Connection { key, generation } => {
                 let name = class_name(generation);
                 write!(f, "{name} {key}/{}", generation % GENERATION_LIMIT)
             }
-            Target::Connection { key, generation } => write!(f, "conn {key}/{generation}"),
             Target::Listener(i) => write!(f, "listener {i}"),
             Target::Udp(i) => write!(f, "udp {i}"),
             Target::Handshake(i) => write!(f, "handshake {i}"),

@@ -413,22 +413,41 @@ mod tests {
         /// A connected pair: the client's socket takes `client_room`
         /// bytes, the upstream's `upstream_room`.
         fn new(client_room: usize, upstream_room: usize) -> Rig {
-            let client = Scripted::new(client_room, []);
-            let mut upstream = Scripted::new(upstream_room, []);
+            let mut rig = Rig::connecting(
+                Scripted::new(client_room, []),
+                Scripted::new(upstream_room, []),
+            );
+            rig.pair.connected();
+            rig
+        }
+
+        /// A pair whose upstream connect is under way, registered as the
+        /// loop registers it (`WRITABLE` on the upstream only).
+        fn connecting(client: Scripted, mut upstream: Scripted) -> Rig {
             upstream.fd_offset = 1;
             let mut poller = Recording::default();
             poller
                 .register(FD + 1, token::relay(0, UPSTREAM), Interest::WRITABLE)
                 .expect("register");
-            let mut pair = Pair::connecting(client, upstream);
-            pair.connected();
             Rig {
-                pair,
+                pair: Pair::connecting(client, upstream),
                 poller,
                 buf: vec![0; BUF],
                 stats: Stats::default(),
                 budget: Budget::new(usize::MAX, BUF, 1, 0),
             }
+        }
+
+        /// The upstream could not be reached: the pair tells the client.
+        fn refuse(&mut self, notice: &[u8]) {
+            let mut cx = RelayCx {
+                key: 0,
+                poller: &mut self.poller,
+                buf: &mut self.buf,
+                stats: &mut self.stats,
+                budget: &mut self.budget,
+            };
+            self.pair.refuse(notice, &mut cx);
         }
 
         fn drive(&mut self) -> Outcome {
@@ -508,19 +527,8 @@ mod tests {
     #[test]
     fn once_connected_both_ends_are_looked_at_without_an_event() {
         let client = Scripted::new(1 << 20, [Step::Data(b"early".to_vec())]);
-        let mut upstream = Scripted::new(1 << 20, [Step::Data(b"banner".to_vec())]);
-        upstream.fd_offset = 1;
-        let mut poller = Recording::default();
-        poller
-            .register(FD + 1, token::relay(0, UPSTREAM), Interest::WRITABLE)
-            .expect("register");
-        let mut rig = Rig {
-            pair: Pair::connecting(client, upstream),
-            poller,
-            buf: vec![0; BUF],
-            stats: Stats::default(),
-            budget: Budget::new(usize::MAX, BUF, 1, 0),
-        };
+        let upstream = Scripted::new(1 << 20, [Step::Data(b"banner".to_vec())]);
+        let mut rig = Rig::connecting(client, upstream);
         rig.pair.connected();
         rig.drive();
         assert_eq!(rig.end(UPSTREAM).written, b"early");
@@ -668,28 +676,8 @@ mod tests {
     #[test]
     fn a_refused_client_is_told_then_finned_and_its_input_dropped_until_its_fin() {
         let client = Scripted::new(1 << 20, [Step::Data(b"request".to_vec())]);
-        let mut upstream = Scripted::new(0, []);
-        upstream.fd_offset = 1;
-        let mut poller = Recording::default();
-        poller
-            .register(FD + 1, token::relay(0, UPSTREAM), Interest::WRITABLE)
-            .expect("register");
-        let mut rig = Rig {
-            pair: Pair::connecting(client, upstream),
-            poller,
-            buf: vec![0; BUF],
-            stats: Stats::default(),
-            budget: Budget::new(usize::MAX, BUF, 1, 0),
-        };
-        let mut cx = RelayCx {
-            key: 0,
-            poller: &mut rig.poller,
-            buf: &mut rig.buf,
-            stats: &mut rig.stats,
-            budget: &mut rig.budget,
-        };
-        rig.pair
-            .refuse(b"ERR upstream: connection refused\r\n", &mut cx);
+        let mut rig = Rig::connecting(client, Scripted::new(0, []));
+        rig.refuse(b"ERR upstream: connection refused\r\n");
         assert_eq!(
             rig.interest(UPSTREAM),
             None,

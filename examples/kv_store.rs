@@ -131,24 +131,15 @@ struct Args {
     listen: ListenAddr,
     /// The multiplexer: epoll, poll or select.
     #[arg(long, default_value = "epoll")]
-    backend: String,
+    backend: Backend,
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
-    let backend = match args.backend.as_str() {
-        "epoll" => Backend::Epoll,
-        "poll" => Backend::Poll,
-        "select" => Backend::Select,
-        other => {
-            eprintln!("error: unknown backend {other:?}");
-            return ExitCode::from(2);
-        }
-    };
     let config = Config {
         listen: vec![args.listen],
-        backend,
+        backend: args.backend,
         handle_signals: true,
         ..Config::default()
     };

@@ -42,7 +42,7 @@ struct Args {
     connect_timeout: u64,
     /// The multiplexer: epoll, poll or select.
     #[arg(long, default_value = "epoll")]
-    backend: String,
+    backend: Backend,
     /// Log the counters every this many seconds (0: only at exit).
     #[arg(long, default_value = "0")]
     stats_interval: u64,
@@ -51,18 +51,9 @@ struct Args {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
-    let backend = match args.backend.as_str() {
-        "epoll" => Backend::Epoll,
-        "poll" => Backend::Poll,
-        "select" => Backend::Select,
-        other => {
-            eprintln!("error: unknown backend {other:?}");
-            return ExitCode::from(2);
-        }
-    };
     let config = Config {
         listen: vec![args.listen],
-        backend,
+        backend: args.backend,
         upstream: Some(args.upstream),
         connect_timeout: Duration::from_secs(args.connect_timeout),
         stats_interval: (args.stats_interval > 0).then(|| Duration::from_secs(args.stats_interval)),

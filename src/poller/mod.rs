@@ -142,6 +142,20 @@ pub enum Backend {
     Select,
 }
 
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    /// `epoll`, `poll` or `select`, as `--backend` spells them.
+    fn from_str(name: &str) -> Result<Backend, String> {
+        match name {
+            "epoll" => Ok(Backend::Epoll),
+            "poll" => Ok(Backend::Poll),
+            "select" => Ok(Backend::Select),
+            other => Err(format!("unknown backend {other:?}: epoll, poll or select")),
+        }
+    }
+}
+
 /// The event buffer of the poll and select backends: the events of one
 /// `wait`, collected by scanning the backend's own table.
 #[derive(Debug)]
@@ -204,5 +218,14 @@ mod tests {
         assert_eq!(timeout_ms(Some(Duration::from_micros(500))), 1);
         assert_eq!(timeout_ms(Some(Duration::from_millis(7))), 7);
         assert_eq!(timeout_ms(Some(Duration::from_secs(u64::MAX))), i32::MAX);
+    }
+
+    #[test]
+    fn a_backend_is_named_as_backend_spells_it() {
+        assert_eq!("epoll".parse(), Ok(Backend::Epoll));
+        assert_eq!("poll".parse(), Ok(Backend::Poll));
+        assert_eq!("select".parse(), Ok(Backend::Select));
+        let unknown = "kqueue".parse::<Backend>().expect_err("not a backend here");
+        assert!(unknown.contains("kqueue"), "{unknown}");
     }
 }

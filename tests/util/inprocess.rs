@@ -49,12 +49,7 @@ pub fn backend() -> Backend {
 
 /// The backend `--backend NAME` names (one of [`super::BACKENDS`]).
 pub fn backend_named(name: &str) -> Backend {
-    match name {
-        "epoll" => Backend::Epoll,
-        "poll" => Backend::Poll,
-        "select" => Backend::Select,
-        other => panic!("unknown backend {other:?}"),
-    }
+    name.parse().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The settings of an in-process test server: one echo listener on

@@ -26,13 +26,6 @@ fn proxy_to(upstream: SocketAddr) -> InProcess {
     })
 }
 
-/// `n` bytes of a pattern that shows a lost, repeated or reordered byte.
-fn pattern(n: usize) -> Vec<u8> {
-    (0..n as u64)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect()
-}
-
 /// Reads until EOF.
 fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
     s.set_read_timeout(Some(STEP_TIMEOUT)).expect("timeout");
@@ -52,7 +45,7 @@ on_every_backend! {
     fn a_client_that_does_not_read_holds_the_proxy_to_its_watermarks() {
         let echo = InProcess::start(inprocess::config());
         let proxy = proxy_to(echo.addr);
-        let data = pattern(8 << 20);
+        let data = util::pattern(1, 8 << 20);
         let mut client = connect(proxy.addr);
         let mut writer = client.try_clone().expect("clone");
         let sent = data.clone();
@@ -87,7 +80,7 @@ on_every_backend! {
         let echo = InProcess::start(inprocess::config());
         let proxy = proxy_to(echo.addr);
         let mut client = connect(proxy.addr);
-        let data = pattern(300_000);
+        let data = util::pattern(2, 300_000);
         let mut writer = client.try_clone().expect("clone");
         let sent = data.clone();
         let writing = thread::spawn(move || {
